@@ -1,0 +1,1 @@
+"""Shared test fixtures. Database selection and the gRPC server fixtures live here."""
