@@ -1,0 +1,120 @@
+"""Typed errors for clients of the condpay API.
+
+    ApiError                 any non-OK status; ``.reason`` is the stable UPPER_SNAKE code from
+    │                        google.rpc.ErrorInfo, ``.detail(T)`` unpacks a typed detail
+    ├── InvalidArgument      the request is wrong; retrying it unchanged never helps
+    ├── Unauthenticated / PermissionDenied
+    ├── NotFound / AlreadyExists
+    ├── FailedPrecondition   valid, but not now (insufficient funds, a tier cap, expired...)
+    ├── OutOfRange
+    ├── Unavailable          transient: retry with the same request id
+    └── Internal             a server bug; the message carries the request id to quote
+
+Branch on ``reason``, never on the message text.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import grpc
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+
+M = TypeVar("M", bound=Message)
+REPLAYED_METADATA_KEY = "condpay-replayed"
+
+
+class ApiError(Exception):
+    code = grpc.StatusCode.UNKNOWN
+
+    def __init__(self, status: status_pb2.Status, *, replayed: bool = False) -> None:
+        self.status = status
+        self.message = status.message
+        self.replayed = replayed
+        self.reason = ""
+        self.metadata: dict[str, str] = {}
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                self.reason, self.metadata = info.reason, dict(info.metadata)
+        super().__init__(f"{self.code.name} {self.reason}: {self.message}")
+
+    def detail(self, detail_type: type[M]) -> M | None:
+        """The first detail of ``detail_type`` (e.g. condpay.v1.InsufficientFunds), or None."""
+        for detail in self.status.details:
+            if detail.Is(detail_type.DESCRIPTOR):
+                message = detail_type()
+                detail.Unpack(message)
+                return message
+        return None
+
+
+class InvalidArgument(ApiError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class Unauthenticated(ApiError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(ApiError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class NotFound(ApiError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(ApiError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(ApiError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class OutOfRange(ApiError):
+    code = grpc.StatusCode.OUT_OF_RANGE
+
+
+class Unavailable(ApiError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceeded(ApiError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class Internal(ApiError):
+    code = grpc.StatusCode.INTERNAL
+
+
+_BY_CODE: dict[grpc.StatusCode, type[ApiError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidArgument,
+        Unauthenticated,
+        PermissionDenied,
+        NotFound,
+        AlreadyExists,
+        FailedPrecondition,
+        OutOfRange,
+        Unavailable,
+        DeadlineExceeded,
+        Internal,
+    )
+}
+
+
+def from_rpc_error(error: grpc.aio.AioRpcError) -> ApiError:
+    metadata = tuple(error.trailing_metadata() or ())
+    status = status_pb2.Status(code=error.code().value[0], message=error.details() or "")
+    replayed = False
+    for key, value in metadata:
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            status = status_pb2.Status.FromString(value)
+        elif key == REPLAYED_METADATA_KEY:
+            replayed = value == "true"
+    return _BY_CODE.get(error.code(), ApiError)(status, replayed=replayed)

@@ -1,0 +1,118 @@
+"""The one interceptor every call passes: identity, the role table, error mapping and the log line.
+
+Handlers only parse, call the domain and build the reply; everything cross-cutting is here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import grpc
+import structlog
+from google.protobuf.message import Message
+from google.rpc import status_pb2
+
+from settlement.api.identity import Caller, caller_from_metadata, set_current_caller
+from settlement.api.methods import METHODS, MethodSpec
+from settlement.api.status import grpc_status, internal_status, reason_of, to_status
+from settlement.errors import Reason, SettlementError
+from settlement.ledger.engine import StoredFailure
+
+log = structlog.get_logger("condpay.api")
+
+Behavior = Callable[[Message, grpc.aio.ServicerContext], Awaitable[Message]]
+
+
+class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, *, log_calls: bool = True) -> None:
+        self._log_calls = log_calls
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method = details.method
+        cached = self._wrapped.get(method)
+        if cached is not None:
+            return cached
+        handler = await continuation(details)
+        spec = METHODS.get(method)
+        if handler is None or spec is None or handler.unary_unary is None:
+            return handler  # health, reflection: no identity needed
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            self._wrap(method, spec, handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        self._wrapped[method] = wrapped
+        return wrapped
+
+    def _wrap(self, method: str, spec: MethodSpec, behavior: Behavior) -> Behavior:
+        log_calls = self._log_calls
+
+        async def call(request: Message, context: grpc.aio.ServicerContext) -> Message:
+            started = time.perf_counter()
+            request_id: str = getattr(request, "request_id", "")
+            caller: Caller | None = None
+            status: status_pb2.Status | None = None
+            replayed = False
+            try:
+                caller = caller_from_metadata(context.invocation_metadata())
+                if caller.role not in spec.roles:
+                    raise SettlementError(
+                        Reason.ROLE_NOT_ALLOWED,
+                        f"role {caller.role.value} may not call {method}",
+                        metadata={"role": caller.role.value, "method": method},
+                    )
+                set_current_caller(caller)
+                reply = await behavior(request, context)
+                replayed = getattr(getattr(reply, "operation", None), "replayed", False)
+                return reply
+            except SettlementError as error:
+                if error.reason not in spec.reasons:
+                    log.error(
+                        "undeclared_reason",
+                        method=method,
+                        reason=error.reason.name,
+                        request_id=request_id,
+                    )
+                    status = internal_status(request_id)
+                else:
+                    status = to_status(error)
+            except StoredFailure as stored:
+                status = status_pb2.Status.FromString(stored.status)
+                replayed = True
+            except Exception:
+                log.exception(
+                    "unhandled_error",
+                    method=method,
+                    request_id=request_id,
+                    caller=str(caller) if caller else None,
+                )
+                status = internal_status(request_id)
+            finally:
+                if log_calls:
+                    log.info(
+                        "rpc",
+                        method=method,
+                        caller=str(caller) if caller else None,
+                        request_id=request_id or None,
+                        status=_code_name(status),
+                        reason=reason_of(status) if status is not None else None,
+                        replayed=replayed or None,
+                        latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                    )
+            await context.abort_with_status(grpc_status(status, replayed=replayed))
+            raise AssertionError("abort_with_status returns only by raising")
+
+        return call
+
+
+_CODE_NAMES: dict[int, str] = {code.value[0]: code.name for code in grpc.StatusCode}
+
+
+def _code_name(status: status_pb2.Status | None) -> str:
+    return "OK" if status is None else _CODE_NAMES.get(status.code, str(status.code))

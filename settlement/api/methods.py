@@ -1,0 +1,106 @@
+"""Every RPC of the public API: who may call it and the closed set of reasons it may answer with.
+
+The interceptor checks the role of every call against this table before the handler runs, and
+turns any reason a handler raises outside its row into INTERNAL (a bug, logged), so the table is
+the contract docs/api.md describes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from settlement.api.identity import Role
+from settlement.errors import Reason as R
+
+_ALL_ROLES: Final = frozenset(Role)
+# Reasons any call can meet: identity, and a server that is going away or overloaded.
+_EVERY_CALL: Final = frozenset(
+    {R.CALLER_UNKNOWN, R.ROLE_NOT_ALLOWED, R.SHUTTING_DOWN, R.OVERLOADED, R.STORAGE_UNAVAILABLE}
+)
+# ... and every mutating call (request_id + dry_run).
+_MUTATING: Final = _EVERY_CALL | {R.MISSING_FIELD, R.INVALID_REQUEST_ID, R.IDEMPOTENCY_KEY_REUSED}
+
+
+@dataclass(frozen=True, slots=True)
+class MethodSpec:
+    roles: frozenset[Role]
+    reasons: frozenset[R]
+    mutating: bool
+
+
+def _spec(roles: set[Role] | frozenset[Role], reasons: set[R], *, mutating: bool) -> MethodSpec:
+    base = _MUTATING if mutating else _EVERY_CALL
+    return MethodSpec(frozenset(roles), frozenset(reasons) | base, mutating)
+
+
+_W = "/condpay.v1.WalletService/"
+_C = "/condpay.v1.CentralBankService/"
+_O = "/condpay.v1.OperationService/"
+_MONEY = {R.INVALID_AMOUNT, R.UNSUPPORTED_CURRENCY, R.AMOUNT_OVERFLOW}
+
+METHODS: Final[dict[str, MethodSpec]] = {
+    _C + "RegisterInstitution": _spec(
+        {Role.CENTRAL_BANK},
+        {R.INVALID_ID, R.INVALID_TEXT, R.INVALID_PUBLIC_KEY, R.INSTITUTION_EXISTS},
+        mutating=True,
+    ),
+    _C + "Issue": _spec(
+        {Role.CENTRAL_BANK},
+        {R.INVALID_ID, R.INVALID_TEXT, R.INSTITUTION_NOT_FOUND, *_MONEY},
+        mutating=True,
+    ),
+    _C + "Redeem": _spec(
+        {Role.CENTRAL_BANK},
+        {R.INVALID_ID, R.INVALID_TEXT, R.INSTITUTION_NOT_FOUND, R.INSUFFICIENT_FUNDS, *_MONEY},
+        mutating=True,
+    ),
+    _C + "GetSupply": _spec(
+        {Role.CENTRAL_BANK, Role.AUDITOR}, {R.UNSUPPORTED_CURRENCY}, mutating=False
+    ),
+    _W + "OpenWallet": _spec(
+        {Role.INSTITUTION, Role.PLATFORM},
+        {
+            R.INVALID_ID,
+            R.INVALID_TEXT,
+            R.INVALID_WALLET_KIND,
+            R.INVALID_TIER,
+            R.INVALID_PUBLIC_KEY,
+            R.INSTITUTION_NOT_FOUND,
+        },
+        mutating=True,
+    ),
+    _W + "GetWallet": _spec(
+        _ALL_ROLES - {Role.ORACLE},
+        {R.MISSING_FIELD, R.INVALID_ID, R.WALLET_NOT_FOUND},
+        mutating=False,
+    ),
+    _W + "Transfer": _spec(
+        {Role.INSTITUTION, Role.PLATFORM, Role.FINANCIER},
+        {
+            R.INSTRUCTION_MALFORMED,
+            R.INSTRUCTION_MISMATCH,
+            R.SAME_SOURCE_AND_TARGET,
+            R.SIGNATURE_INVALID,
+            R.WALLET_NOT_FOUND,
+            R.INSTRUCTION_EXPIRED,
+            R.INSUFFICIENT_FUNDS,
+            R.LIMIT_EXCEEDED,
+            *_MONEY,
+        },
+        mutating=True,
+    ),
+    _W + "ListJournal": _spec(
+        _ALL_ROLES - {Role.ORACLE},
+        {R.INVALID_ID, R.INVALID_PAGE_TOKEN, R.WALLET_NOT_FOUND},
+        mutating=False,
+    ),
+    _O + "GetOperation": _spec(
+        _ALL_ROLES,
+        {R.MISSING_FIELD, R.INVALID_REQUEST_ID, R.OPERATION_NOT_FOUND},
+        mutating=False,
+    ),
+}
+
+# Roles that may read the whole journal (ListJournal without a wallet).
+WHOLE_JOURNAL_ROLES: Final = frozenset({Role.CENTRAL_BANK, Role.AUDITOR})

@@ -1,0 +1,51 @@
+"""How each mutating RPC's reply is built from a command's result, and replayed from storage."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
+
+from condpay.v1 import operation_pb2
+from google.protobuf.message import Message
+
+from settlement.ledger.engine import OperationInfo
+
+
+class _HasOperation(Protocol):
+    @property
+    def operation(self) -> operation_pb2.OperationInfo: ...
+
+    def SerializeToString(self, *, deterministic: bool = ...) -> bytes: ...
+
+
+ReplyT = TypeVar("ReplyT", bound=Message)
+
+
+def operation_info(info: OperationInfo) -> operation_pb2.OperationInfo:
+    return operation_pb2.OperationInfo(
+        request_id=info.request_id,
+        replayed=info.replayed,
+        dry_run=info.dry_run,
+        commit_seq=info.commit_seq,
+    )
+
+
+class Reply(Generic[ReplyT]):
+    """A ReplyCodec for one reply type: ``build`` makes it from a result; ``replay`` parses the
+    stored bytes and marks them as a replay."""
+
+    def __init__(
+        self,
+        reply_type: type[ReplyT],
+        build: Callable[[object, operation_pb2.OperationInfo], ReplyT],
+    ) -> None:
+        self._type = reply_type
+        self._build = build
+
+    def build(self, result: object, info: OperationInfo) -> ReplyT:
+        return self._build(result, operation_info(info))
+
+    def replay(self, stored: bytes) -> ReplyT:
+        reply = self._type.FromString(stored)
+        reply.operation.replayed = True  # type: ignore[attr-defined]
+        return reply

@@ -1,0 +1,112 @@
+"""Validation of request fields at the boundary, with the reason each failure answers with."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Protocol, TypedDict
+
+from condpay.v1 import money_pb2
+
+from settlement import limits
+from settlement.api.identity import Caller
+from settlement.errors import Reason, SettlementError
+from wallets import INT64_MAX, is_supported
+from wallets.canonical import ID_PATTERN
+
+
+class MutatingRequest(Protocol):
+    request_id: str
+    dry_run: bool
+
+    def SerializeToString(self, *, deterministic: bool = ...) -> bytes: ...
+
+
+class CommandFields(TypedDict):
+    method: str
+    caller: str
+    request_id: str
+    request_hash: bytes
+    dry_run: bool
+
+
+def command_fields(method: str, caller: Caller, request: MutatingRequest) -> CommandFields:
+    """The fields every command carries. Raises before anything is stored if the request id is
+    missing or malformed: there is nothing to store the outcome under."""
+    return CommandFields(
+        method=method,
+        caller=str(caller),
+        request_id=request_id(request),
+        request_hash=request_hash(method, request),
+        dry_run=request.dry_run,
+    )
+
+
+def invalid(reason: Reason, field: str, message: str) -> SettlementError:
+    return SettlementError(reason, message, metadata={"field": field})
+
+
+def request_id(request: MutatingRequest) -> str:
+    value = request.request_id
+    if not value:
+        raise invalid(Reason.MISSING_FIELD, "request_id", "request_id is required")
+    if len(value) > limits.REQUEST_ID_CHARS_MAX or not ID_PATTERN.fullmatch(value):
+        raise invalid(
+            Reason.INVALID_REQUEST_ID,
+            "request_id",
+            f"request_id must be 1-{limits.REQUEST_ID_CHARS_MAX} of [A-Za-z0-9._:@-], "
+            "starting with a letter or digit",
+        )
+    return value
+
+
+def request_hash(method: str, request: MutatingRequest) -> bytes:
+    """What makes two calls "the same request": the method and every field but dry_run."""
+    dry_run = request.dry_run
+    request.dry_run = False
+    try:
+        body = request.SerializeToString(deterministic=True)
+    finally:
+        request.dry_run = dry_run
+    return hashlib.sha256(method.encode() + b"\n" + body).digest()
+
+
+def identifier(value: str, field: str) -> str:
+    if not value:
+        raise invalid(Reason.MISSING_FIELD, field, f"{field} is required")
+    if not ID_PATTERN.fullmatch(value):
+        raise invalid(Reason.INVALID_ID, field, f"{field} is not a valid identifier")
+    return value
+
+
+def text(value: str, field: str, chars_max: int) -> str:
+    if len(value) > chars_max or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise invalid(Reason.INVALID_TEXT, field, f"{field}: at most {chars_max} printable chars")
+    return value
+
+
+def currency(code: str, field: str = "currency") -> str:
+    if not code:
+        raise invalid(Reason.MISSING_FIELD, field, f"{field} is required")
+    if not is_supported(code):
+        raise SettlementError(
+            Reason.UNSUPPORTED_CURRENCY,
+            f"currency {code!r} is not supported (CNY, HKD, THB, AED, SAR)",
+            metadata={"field": field, "currency": code},
+        )
+    return code
+
+
+def positive_amount(amount_minor: int, field: str) -> int:
+    if amount_minor <= 0:
+        raise invalid(Reason.INVALID_AMOUNT, field, f"{field} must be > 0")
+    if amount_minor > INT64_MAX:
+        raise invalid(Reason.INVALID_AMOUNT, field, f"{field} is beyond int64")
+    return amount_minor
+
+
+def money(value: money_pb2.Money, present: bool, field: str) -> tuple[str, int]:
+    if not present:
+        raise invalid(Reason.MISSING_FIELD, field, f"{field} is required")
+    return currency(value.currency, f"{field}.currency"), positive_amount(
+        value.amount_minor, f"{field}.amount_minor"
+    )

@@ -1,0 +1,101 @@
+"""The gRPC server: services, health, reflection, the interceptor, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import dataclass
+
+import grpc
+import structlog
+from condpay.v1 import (
+    central_bank_pb2,
+    central_bank_pb2_grpc,
+    operation_pb2,
+    operation_pb2_grpc,
+    wallet_pb2,
+    wallet_pb2_grpc,
+)
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from settlement import limits
+from settlement.api.central_bank_service import CentralBankService
+from settlement.api.interceptor import CallInterceptor
+from settlement.api.operation_service import OperationService
+from settlement.api.wallet_service import WalletService
+from settlement.config import Settings
+from settlement.runtime import Runtime
+
+log = structlog.get_logger("condpay.server")
+
+SERVICE_NAMES = (
+    wallet_pb2.DESCRIPTOR.services_by_name["WalletService"].full_name,
+    central_bank_pb2.DESCRIPTOR.services_by_name["CentralBankService"].full_name,
+    operation_pb2.DESCRIPTOR.services_by_name["OperationService"].full_name,
+)
+
+
+@dataclass(slots=True)
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    runtime: Runtime
+
+    async def stop(self, grace_seconds: float = limits.SHUTDOWN_GRACE_SECONDS) -> None:
+        """Health NOT_SERVING, refuse new calls, let in-flight calls finish, close the ledger."""
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.stop(grace_seconds)
+        await self.runtime.close()
+
+
+async def start_server(runtime: Runtime, addr: str) -> RunningServer:
+    """Start serving ``runtime`` on ``addr`` (port 0: any free port). The runtime must be started."""
+    settings = runtime.settings
+    if not settings.insecure:
+        raise SystemExit(
+            "condpay serve: mutual TLS is not available in this release; start the plaintext "
+            "development mode explicitly with --insecure (or CONDPAY_INSECURE=1)"
+        )
+    log.warning(
+        "insecure_mode",
+        message="PLAINTEXT DEVELOPMENT MODE: no TLS, caller identity taken from the "
+        "condpay-caller metadata. Never expose this server beyond localhost.",
+    )
+    server = grpc.aio.server(
+        interceptors=[CallInterceptor(log_calls=settings.log_calls)],
+        options=[("grpc.so_reuseport", 0)],
+    )
+    wallet_pb2_grpc.add_WalletServiceServicer_to_server(WalletService(runtime), server)
+    central_bank_pb2_grpc.add_CentralBankServiceServicer_to_server(
+        CentralBankService(runtime), server
+    )
+    operation_pb2_grpc.add_OperationServiceServicer_to_server(OperationService(runtime), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(addr)
+    await server.start()
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("serving", addr=addr, port=port, database=runtime.url.redacted())
+    return RunningServer(server, port, health_servicer, runtime)
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    runtime = Runtime(settings)
+    await runtime.start()
+    running = await start_server(runtime, settings.addr)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting_down", grace_seconds=limits.SHUTDOWN_GRACE_SECONDS)
+    await running.stop()
+    log.info("stopped")

@@ -1,0 +1,76 @@
+"""SettlementError -> gRPC status with google.rpc.ErrorInfo and typed details, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from settlement.errors import DOMAIN, Reason, SettlementError
+
+REPLAYED_METADATA_KEY = "condpay-replayed"
+
+
+def to_status(error: SettlementError) -> status_pb2.Status:
+    info = error_details_pb2.ErrorInfo(
+        reason=error.reason.name, domain=DOMAIN, metadata=error.metadata
+    )
+    details = [any_pb2.Any()]
+    details[0].Pack(info)
+    for detail in error.details:
+        packed = any_pb2.Any()
+        packed.Pack(detail)
+        details.append(packed)
+    return status_pb2.Status(
+        code=error.reason.code.value[0], message=error.message, details=details
+    )
+
+
+def internal_status(request_id: str) -> status_pb2.Status:
+    """INTERNAL never carries exception text: the log has it, under the same request id."""
+    info = error_details_pb2.ErrorInfo(reason="INTERNAL", domain=DOMAIN)
+    packed = any_pb2.Any()
+    packed.Pack(info)
+    return status_pb2.Status(
+        code=code_pb2.INTERNAL,
+        message=f"internal error; quote request id {request_id!r} to support",
+        details=[packed],
+    )
+
+
+class StatusCodec:
+    """How the engine stores a failure: the serialized google.rpc.Status a retry receives."""
+
+    def encode(self, error: SettlementError) -> bytes:
+        return bytes(to_status(error).SerializeToString())
+
+
+@dataclass(frozen=True, slots=True)
+class _GrpcStatus(grpc.Status):  # type: ignore[misc]
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
+
+
+def grpc_status(status: status_pb2.Status, *, replayed: bool = False) -> grpc.Status:
+    rich = rpc_status.to_status(status)
+    metadata = tuple(rich.trailing_metadata)
+    if replayed:
+        metadata += ((REPLAYED_METADATA_KEY, "true"),)
+    return _GrpcStatus(rich.code, rich.details, metadata)
+
+
+def reason_of(status: status_pb2.Status) -> str:
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return str(info.reason)
+    return ""
+
+
+def parse_reason(name: str) -> Reason | None:
+    return Reason.__members__.get(name)

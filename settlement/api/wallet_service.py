@@ -1,0 +1,210 @@
+"""WalletService: open wallets, read them, transfer between them, read statements."""
+
+from __future__ import annotations
+
+import grpc
+from condpay.v1 import operation_pb2, wallet_pb2, wallet_pb2_grpc
+
+from settlement import limits
+from settlement.api import convert, requests
+from settlement.api.identity import Role, current_caller
+from settlement.api.methods import WHOLE_JOURNAL_ROLES
+from settlement.api.replies import Reply
+from settlement.errors import Reason, SettlementError, not_found
+from settlement.ledger import commands
+from settlement.ledger.records import BalanceRecord, EntryRecord, WalletRecord
+from settlement.runtime import Runtime
+from wallets import (
+    CURRENCY_CODES,
+    BadSignature,
+    MalformedInstruction,
+    TransferInstruction,
+    WalletKind,
+    load_public_key,
+    valid_tier,
+    verify,
+)
+
+_SERVICE = "/condpay.v1.WalletService/"
+_KINDS = {
+    wallet_pb2.WALLET_KIND_PERSONAL: WalletKind.PERSONAL,
+    wallet_pb2.WALLET_KIND_ENTERPRISE: WalletKind.ENTERPRISE,
+}
+
+
+def _open_wallet_reply(
+    result: object, op: operation_pb2.OperationInfo
+) -> wallet_pb2.OpenWalletResponse:
+    assert isinstance(result, WalletRecord)
+    zero = [BalanceRecord(result.wallet_id, c, 0, 0, 0, 0) for c in CURRENCY_CODES]
+    return wallet_pb2.OpenWalletResponse(
+        operation=op, wallet=convert.wallet(result, zero, result.opened_at_us)
+    )
+
+
+def _transfer_reply(result: object, op: operation_pb2.OperationInfo) -> wallet_pb2.TransferResponse:
+    assert isinstance(result, EntryRecord)
+    return wallet_pb2.TransferResponse(operation=op, entry=convert.entry(result))
+
+
+OPEN_WALLET = Reply(wallet_pb2.OpenWalletResponse, _open_wallet_reply)
+TRANSFER = Reply(wallet_pb2.TransferResponse, _transfer_reply)
+
+
+def public_key(raw: bytes, field: str) -> bytes:
+    try:
+        load_public_key(raw)
+    except BadSignature:
+        raise requests.invalid(
+            Reason.INVALID_PUBLIC_KEY, field, f"{field} must be a raw 32-byte Ed25519 public key"
+        ) from None
+    return raw
+
+
+class WalletService(wallet_pb2_grpc.WalletServiceServicer):
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+
+    async def OpenWallet(
+        self, request: wallet_pb2.OpenWalletRequest, context: grpc.aio.ServicerContext
+    ) -> wallet_pb2.OpenWalletResponse:
+        method = _SERVICE + "OpenWallet"
+        caller = current_caller()
+        base = requests.command_fields(method, caller, request)
+        try:
+            institution_id = requests.identifier(request.institution_id, "institution_id")
+            if caller.role is Role.INSTITUTION and institution_id != caller.id:
+                raise SettlementError(
+                    Reason.ROLE_NOT_ALLOWED,
+                    "an institution opens wallets under its own id only",
+                    metadata={"field": "institution_id"},
+                )
+            kind = _KINDS.get(request.kind)
+            if kind is None:
+                raise requests.invalid(
+                    Reason.INVALID_WALLET_KIND, "kind", "kind must be PERSONAL or ENTERPRISE"
+                )
+            if not valid_tier(kind, request.tier):
+                raise requests.invalid(
+                    Reason.INVALID_TIER, "tier", "personal wallets: tier 1-4; enterprise: 0"
+                )
+            command: commands.Command = commands.OpenWallet(
+                **base,
+                institution_id=institution_id,
+                kind=kind,
+                tier=request.tier,
+                owner_public_key=public_key(request.owner_public_key, "owner_public_key"),
+                display_name=requests.text(
+                    request.display_name, "display_name", limits.DISPLAY_NAME_CHARS_MAX
+                ),
+            )
+        except SettlementError as error:
+            command = commands.Refuse(**base, error=error)
+        return await self._rt.engine.execute(command, OPEN_WALLET)
+
+    async def GetWallet(
+        self, request: wallet_pb2.GetWalletRequest, context: grpc.aio.ServicerContext
+    ) -> wallet_pb2.GetWalletResponse:
+        wallet_id = requests.identifier(request.wallet_id, "wallet_id")
+        found = await self._rt.reader.wallet(wallet_id)
+        if found is None:
+            raise not_found(Reason.WALLET_NOT_FOUND, "wallet", wallet_id)
+        record, balances = found
+        return wallet_pb2.GetWalletResponse(
+            wallet=convert.wallet(record, balances, self._rt.clock.now_us())
+        )
+
+    async def Transfer(
+        self, request: wallet_pb2.TransferRequest, context: grpc.aio.ServicerContext
+    ) -> wallet_pb2.TransferResponse:
+        method = _SERVICE + "Transfer"
+        base = requests.command_fields(method, current_caller(), request)
+        try:
+            command: commands.Command = await self._transfer(request, base)
+        except SettlementError as error:
+            command = commands.Refuse(**base, error=error)
+        return await self._rt.engine.execute(command, TRANSFER)
+
+    async def _transfer(
+        self, request: wallet_pb2.TransferRequest, base: requests.CommandFields
+    ) -> commands.Transfer:
+        signed = request.instruction
+        if not request.HasField("instruction") or not signed.payload:
+            raise requests.invalid(Reason.MISSING_FIELD, "instruction", "instruction is required")
+        if len(signed.payload) > limits.INSTRUCTION_BYTES_MAX:
+            raise requests.invalid(
+                Reason.INSTRUCTION_MALFORMED, "instruction.payload", "instruction is too large"
+            )
+        try:
+            instruction = TransferInstruction.from_bytes(signed.payload)
+        except MalformedInstruction as error:
+            reason = (
+                Reason.INVALID_AMOUNT
+                if error.field == "amount_minor"
+                else Reason.INSTRUCTION_MALFORMED
+            )
+            raise requests.invalid(reason, f"instruction.{error.field or 'payload'}", str(error))
+        if instruction.request_id != request.request_id:
+            raise requests.invalid(
+                Reason.INSTRUCTION_MISMATCH,
+                "request_id",
+                "request_id differs from the request id inside the signed instruction",
+            )
+        requests.currency(instruction.currency, "instruction.currency")
+        requests.positive_amount(instruction.amount_minor, "instruction.amount_minor")
+        if instruction.source == instruction.target:
+            raise requests.invalid(
+                Reason.SAME_SOURCE_AND_TARGET, "instruction.target", "source and target are equal"
+            )
+        key = await self._rt.keys.get(instruction.source)
+        if key is None:
+            raise not_found(Reason.WALLET_NOT_FOUND, "wallet", instruction.source)
+        try:
+            verify(key, signed.signature, signed.payload)
+        except BadSignature as error:
+            raise SettlementError(
+                Reason.SIGNATURE_INVALID,
+                f"{error} (the source wallet owner must sign the payload bytes)",
+                metadata={"wallet_id": instruction.source},
+            ) from None
+        return commands.Transfer(
+            **base,
+            source=instruction.source,
+            target=instruction.target,
+            currency=instruction.currency,
+            amount_minor=instruction.amount_minor,
+            expires_at_us=instruction.expires_at_us,
+            memo=instruction.memo,
+        )
+
+    async def ListJournal(
+        self, request: wallet_pb2.ListJournalRequest, context: grpc.aio.ServicerContext
+    ) -> wallet_pb2.ListJournalResponse:
+        caller = current_caller()
+        wallet_id: str | None = None
+        if request.wallet_id:
+            wallet_id = requests.identifier(request.wallet_id, "wallet_id")
+            if not await self._rt.reader.wallet_exists(wallet_id):
+                raise not_found(Reason.WALLET_NOT_FOUND, "wallet", wallet_id)
+        elif caller.role not in WHOLE_JOURNAL_ROLES:
+            raise SettlementError(
+                Reason.ROLE_NOT_ALLOWED,
+                "only the central bank and auditors may list the whole journal; give a wallet_id",
+            )
+        page_size = min(request.page_size or limits.PAGE_SIZE_DEFAULT, limits.PAGE_SIZE_MAX)
+        after = _page_token(request.page_token)
+        entries = await self._rt.reader.journal(wallet_id, after, page_size + 1)
+        more = len(entries) > page_size
+        entries = entries[:page_size]
+        return wallet_pb2.ListJournalResponse(
+            entries=[convert.entry(e) for e in entries],
+            next_page_token=str(entries[-1].seq) if more else "",
+        )
+
+
+def _page_token(token: str) -> int:
+    if not token:
+        return 0
+    if not token.isdigit() or len(token) > 19:
+        raise requests.invalid(Reason.INVALID_PAGE_TOKEN, "page_token", "not a page token")
+    return int(token)

@@ -1,0 +1,124 @@
+"""The ``condpay`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+
+from settlement.config import ENVIRONMENT_HELP, Settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from settlement.api.server import serve
+    from settlement.observability import configure_logging
+
+    settings = Settings.from_env()
+    overrides = {
+        "addr": args.addr,
+        "database_url": args.database_url,
+        "log_level": args.log_level,
+        "writers": args.writers,
+        "pg_isolation": args.pg_isolation,
+    }
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    if args.insecure:
+        settings = replace(settings, insecure=True)
+    if args.quiet_calls:
+        settings = replace(settings, log_calls=False)
+    configure_logging(settings.log_level)
+    asyncio.run(serve(settings))
+    return 0
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from settlement.db.migrate import upgrade_to_head
+    from settlement.db.urls import parse_database_url
+    from settlement.runtime import create_sql_engine
+
+    url = parse_database_url(args.database_url or Settings.from_env().database_url)
+
+    async def run() -> None:
+        engine = create_sql_engine(url)
+        try:
+            await upgrade_to_head(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    print(f"schema is at the newest migration: {url.redacted()}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from sim_central_bank.demo import main as demo_main
+
+    return int(demo_main(server=args.server, database_url=args.database_url))
+
+
+def _dsl(argv: Sequence[str]) -> int:
+    try:
+        from contracts_dsl.cli import main as dsl_main
+    except ImportError:
+        print("condpay dsl: the contract language is not installed in this build", file=sys.stderr)
+        return 2
+    return int(dsl_main(list(argv)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="condpay", description="condpay: conditional-payment settlement for e-CNY-style CBDC"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the gRPC settlement server",
+        epilog=ENVIRONMENT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--addr", help="HOST:PORT to listen on (env CONDPAY_ADDR)")
+    serve.add_argument("--database-url", help="database URL (env CONDPAY_DATABASE_URL)")
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="plaintext development mode; identity from condpay-caller metadata",
+    )
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--quiet-calls", action="store_true", help="no per-call log line")
+    serve.add_argument("--writers", type=int, help="PostgreSQL writer connections")
+    serve.add_argument("--pg-isolation", choices=["read_committed", "serializable"])
+    serve.set_defaults(run=_serve)
+
+    db = commands.add_parser("db", help="database administration")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_commands.add_parser("upgrade", help="create or migrate the schema")
+    upgrade.add_argument("--database-url")
+    upgrade.set_defaults(run=_db_upgrade)
+
+    demo = commands.add_parser(
+        "demo", help="a short end-to-end demo through gRPC (starts its own server by default)"
+    )
+    demo.add_argument("--server", help="HOST:PORT of a running server (insecure mode)")
+    demo.add_argument("--database-url", help="database for the server the demo starts")
+    demo.set_defaults(run=_demo)
+
+    commands.add_parser(
+        "dsl", help="the contract language: check, fmt, explain, simulate, test", add_help=False
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["dsl"]:
+        return _dsl(argv[1:])
+    args = build_parser().parse_args(argv)
+    result: int = args.run(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

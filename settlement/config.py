@@ -1,0 +1,54 @@
+"""Server settings: flags over environment over defaults (``condpay serve --help`` lists them)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_ADDR = "127.0.0.1:50051"
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    addr: str = DEFAULT_ADDR
+    # Empty: embedded SQLite at ./var/condpay.db.
+    database_url: str = ""
+    # Plaintext, identity from the condpay-caller metadata: development only.
+    insecure: bool = False
+    log_level: str = "info"
+    # One JSON line per call (method, caller, request id, status, latency).
+    log_calls: bool = True
+    # Writer connections on PostgreSQL: batches in flight at once (SQLite always has one).
+    writers: int = 2
+    # PostgreSQL isolation for write transactions: read_committed (row locks) or serializable.
+    pg_isolation: str = "read_committed"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        return cls(
+            addr=env.get("CONDPAY_ADDR", DEFAULT_ADDR),
+            database_url=env.get("CONDPAY_DATABASE_URL", ""),
+            insecure=_flag(env.get("CONDPAY_INSECURE")),
+            log_level=env.get("CONDPAY_LOG_LEVEL", "info"),
+            log_calls=not _flag(env.get("CONDPAY_QUIET_CALLS")),
+            writers=int(env.get("CONDPAY_WRITERS", "2")),
+            pg_isolation=env.get("CONDPAY_PG_ISOLATION", "read_committed"),
+        )
+
+
+ENVIRONMENT_HELP = """environment:
+  CONDPAY_ADDR           listen address (default 127.0.0.1:50051)
+  CONDPAY_DATABASE_URL   postgresql://user:pass@host:port/db, or sqlite:///path
+                         (default: embedded SQLite at ./var/condpay.db)
+  CONDPAY_INSECURE=1     plaintext development mode (identity from condpay-caller metadata)
+  CONDPAY_LOG_LEVEL      debug | info | warning | error (default info)
+  CONDPAY_QUIET_CALLS=1  no per-call log line
+  CONDPAY_WRITERS        PostgreSQL writer connections, batches in flight (default 2)
+  CONDPAY_PG_ISOLATION   read_committed (default) | serializable
+"""

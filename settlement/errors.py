@@ -1,0 +1,160 @@
+"""The settlement core's errors: one closed set of reasons, each with its gRPC status code.
+
+    SettlementError         a request the core refuses; carries a Reason, a message for people,
+    │                       metadata for machines and optional typed detail messages
+    └── (no subclasses: the Reason is the type; clients branch on it, never on the message)
+
+Anything else that escapes a handler is a bug: the API answers INTERNAL without its text and logs
+it with the request id. settlement/api/status.py turns a SettlementError into a gRPC status with a
+``google.rpc.ErrorInfo`` (domain ``condpay.v1``) and the typed details.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+
+import grpc
+from condpay.v1 import errors_pb2
+from google.protobuf.message import Message
+
+DOMAIN = "condpay.v1"
+
+
+_INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT
+_UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
+_PERMISSION_DENIED = grpc.StatusCode.PERMISSION_DENIED
+_NOT_FOUND = grpc.StatusCode.NOT_FOUND
+_ALREADY_EXISTS = grpc.StatusCode.ALREADY_EXISTS
+_FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
+_OUT_OF_RANGE = grpc.StatusCode.OUT_OF_RANGE
+_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+
+
+class Reason(enum.Enum):
+    """Every reason the API can answer with, and the one status code it always comes with."""
+
+    # INVALID_ARGUMENT: the request itself is wrong; retrying it unchanged never helps.
+    MISSING_FIELD = ("MISSING_FIELD", _INVALID_ARGUMENT)
+    INVALID_REQUEST_ID = ("INVALID_REQUEST_ID", _INVALID_ARGUMENT)
+    INVALID_AMOUNT = ("INVALID_AMOUNT", _INVALID_ARGUMENT)
+    UNSUPPORTED_CURRENCY = ("UNSUPPORTED_CURRENCY", _INVALID_ARGUMENT)
+    INVALID_WALLET_KIND = ("INVALID_WALLET_KIND", _INVALID_ARGUMENT)
+    INVALID_TIER = ("INVALID_TIER", _INVALID_ARGUMENT)
+    INVALID_PUBLIC_KEY = ("INVALID_PUBLIC_KEY", _INVALID_ARGUMENT)
+    INVALID_ID = ("INVALID_ID", _INVALID_ARGUMENT)
+    INVALID_TEXT = ("INVALID_TEXT", _INVALID_ARGUMENT)
+    INVALID_PAGE_TOKEN = ("INVALID_PAGE_TOKEN", _INVALID_ARGUMENT)
+    INSTRUCTION_MALFORMED = ("INSTRUCTION_MALFORMED", _INVALID_ARGUMENT)
+    INSTRUCTION_MISMATCH = ("INSTRUCTION_MISMATCH", _INVALID_ARGUMENT)
+    SAME_SOURCE_AND_TARGET = ("SAME_SOURCE_AND_TARGET", _INVALID_ARGUMENT)
+    # UNAUTHENTICATED / PERMISSION_DENIED: who is calling, and what proves the payer's consent.
+    CALLER_UNKNOWN = ("CALLER_UNKNOWN", _UNAUTHENTICATED)
+    ROLE_NOT_ALLOWED = ("ROLE_NOT_ALLOWED", _PERMISSION_DENIED)
+    SIGNATURE_INVALID = ("SIGNATURE_INVALID", _PERMISSION_DENIED)
+    # NOT_FOUND
+    WALLET_NOT_FOUND = ("WALLET_NOT_FOUND", _NOT_FOUND)
+    INSTITUTION_NOT_FOUND = ("INSTITUTION_NOT_FOUND", _NOT_FOUND)
+    OPERATION_NOT_FOUND = ("OPERATION_NOT_FOUND", _NOT_FOUND)
+    # ALREADY_EXISTS
+    IDEMPOTENCY_KEY_REUSED = ("IDEMPOTENCY_KEY_REUSED", _ALREADY_EXISTS)
+    INSTITUTION_EXISTS = ("INSTITUTION_EXISTS", _ALREADY_EXISTS)
+    # FAILED_PRECONDITION: valid, but the state of the ledger does not allow it now.
+    INSUFFICIENT_FUNDS = ("INSUFFICIENT_FUNDS", _FAILED_PRECONDITION)
+    LIMIT_EXCEEDED = ("LIMIT_EXCEEDED", _FAILED_PRECONDITION)
+    INSTRUCTION_EXPIRED = ("INSTRUCTION_EXPIRED", _FAILED_PRECONDITION)
+    WALLET_KIND_NOT_ALLOWED = ("WALLET_KIND_NOT_ALLOWED", _FAILED_PRECONDITION)
+    # OUT_OF_RANGE: the result would not fit the API's int64 amounts.
+    AMOUNT_OVERFLOW = ("AMOUNT_OVERFLOW", _OUT_OF_RANGE)
+    # UNAVAILABLE: transient; retry with the same request id.
+    SHUTTING_DOWN = ("SHUTTING_DOWN", _UNAVAILABLE)
+    OVERLOADED = ("OVERLOADED", _UNAVAILABLE)
+    STORAGE_UNAVAILABLE = ("STORAGE_UNAVAILABLE", _UNAVAILABLE)
+
+    @property
+    def code(self) -> grpc.StatusCode:
+        code: grpc.StatusCode = self.value[1]
+        return code
+
+
+class SettlementError(Exception):
+    """A refusal with a stable reason. ``details`` are typed protobuf messages for machines."""
+
+    def __init__(
+        self,
+        reason: Reason,
+        message: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        details: Sequence[Message] = (),
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.metadata = dict(metadata or {})
+        self.details = tuple(details)
+
+    def __repr__(self) -> str:
+        return f"SettlementError({self.reason.name}, {self.message!r})"
+
+
+def insufficient_funds(
+    wallet_id: str, currency: str, needed: int, available: int
+) -> SettlementError:
+    return SettlementError(
+        Reason.INSUFFICIENT_FUNDS,
+        f"wallet {wallet_id} has {available} {currency} minor units available, needs {needed}",
+        metadata={"wallet_id": wallet_id, "currency": currency},
+        details=[
+            errors_pb2.InsufficientFunds(
+                wallet_id=wallet_id,
+                currency=currency,
+                needed_minor=needed,
+                available_minor=available,
+            )
+        ],
+    )
+
+
+_LIMIT_KINDS = {
+    "balance_cap": errors_pb2.LIMIT_KIND_BALANCE_CAP,
+    "single_payment_cap": errors_pb2.LIMIT_KIND_SINGLE_PAYMENT_CAP,
+    "daily_cap": errors_pb2.LIMIT_KIND_DAILY_CAP,
+}
+
+
+def limit_exceeded(
+    wallet_id: str, currency: str, limit: str, limit_minor: int, used: int, attempted: int
+) -> SettlementError:
+    """``limit`` is balance_cap, single_payment_cap or daily_cap."""
+    return SettlementError(
+        Reason.LIMIT_EXCEEDED,
+        f"wallet {wallet_id}: {attempted} {currency} minor units would cross its {limit} of "
+        f"{limit_minor} (already used {used})",
+        metadata={"wallet_id": wallet_id, "currency": currency, "limit": limit},
+        details=[
+            errors_pb2.LimitExceeded(
+                wallet_id=wallet_id,
+                currency=currency,
+                limit=_LIMIT_KINDS[limit],
+                limit_minor=limit_minor,
+                used_minor=used,
+                attempted_minor=attempted,
+            )
+        ],
+    )
+
+
+def not_found(reason: Reason, what: str, ident: str) -> SettlementError:
+    return SettlementError(reason, f"{what} {ident!r} does not exist", metadata={"id": ident})
+
+
+def idempotency_conflict(request_id: str, original_method: str) -> SettlementError:
+    return SettlementError(
+        Reason.IDEMPOTENCY_KEY_REUSED,
+        f"request id {request_id!r} was already used for a different request",
+        metadata={"request_id": request_id, "original_method": original_method},
+        details=[
+            errors_pb2.IdempotencyConflict(request_id=request_id, original_method=original_method)
+        ],
+    )

@@ -1,0 +1,341 @@
+"""The ledger engine: group commit with per-request guarantees.
+
+Calls arrive concurrently; the engine queues them and a writer task takes everything queued (up to
+``BATCH_COMMANDS_MAX``) into one database transaction:
+
+1. look up the stored outcome of every request id (a retry is answered from there);
+2. load the wallets and institutions the commands name, then lock their balance rows, the supply
+   rows and, last, the ledger head, always in that order and sorted, so batches never deadlock;
+3. run each command against the in-memory working set inside a savepoint: a refused command
+   changes nothing and does not disturb its neighbours;
+4. seal the new journal entries (sequence numbers, hash chain), build every reply, and write
+   balances, entries, postings and the outcomes in the same transaction; commit;
+5. only then answer the callers.
+
+Every guarantee holds per request: each sees the state left by the ones before it in the batch,
+exactly as if they had committed one by one. A batch that fails for a transient reason is retried
+whole (tenacity, bounded); one that fails for any other reason is split and its commands run one
+per transaction, so one bad request cannot sink the others. Dry runs take the same path in a
+transaction of their own that is rolled back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar, cast
+
+import structlog
+from google.protobuf.message import Message
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from settlement import limits
+from settlement.clock import Clock
+from settlement.errors import Reason, SettlementError, idempotency_conflict
+from settlement.ledger.commands import Command
+from settlement.ledger.journal import seal
+from settlement.ledger.records import ChangeSet, OperationKey, OperationRecord, Reads
+from settlement.ledger.store import LedgerStore
+from settlement.ledger.working_set import WorkingSet
+
+log = structlog.get_logger("condpay.engine")
+
+
+@dataclass(frozen=True, slots=True)
+class OperationInfo:
+    request_id: str
+    replayed: bool
+    dry_run: bool
+    commit_seq: int
+
+
+ReplyT = TypeVar("ReplyT", bound=Message, covariant=True)
+
+
+class ReplyCodec(Protocol[ReplyT]):
+    """Supplied by the API layer: the reply to store for a result, and a stored reply replayed."""
+
+    def build(self, result: object, info: OperationInfo) -> ReplyT: ...
+
+    def replay(self, stored: bytes) -> ReplyT: ...
+
+
+class ErrorCodec(Protocol):
+    def encode(self, error: SettlementError) -> bytes: ...
+
+
+class StoredFailure(Exception):
+    """The stored failure of an earlier call with this request id (a serialized rpc Status)."""
+
+    def __init__(self, status: bytes) -> None:
+        super().__init__("stored failure")
+        self.status = status
+
+
+@dataclass(slots=True)
+class _Submission:
+    command: Command
+    codec: ReplyCodec[Any]
+    future: asyncio.Future[Message]
+
+    @property
+    def key(self) -> OperationKey:
+        return (self.command.caller, self.command.request_id)
+
+
+@dataclass(slots=True)
+class _Fresh:
+    """The outcome of a command run in this batch."""
+
+    ok: bool
+    outcome: bytes  # the reply or the rpc Status, as stored
+    reply: Message | None
+    error: SettlementError | None
+
+
+class LedgerEngine:
+    def __init__(self, store: LedgerStore, clock: Clock, errors: ErrorCodec) -> None:
+        self._store = store
+        self._clock = clock
+        self._errors = errors
+        self._queue: list[_Submission] = []
+        self._has_work = asyncio.Event()
+        self._workers: list[asyncio.Task[None]] = []
+        self._busy = 0
+        self._idle = asyncio.Event()
+        self._closing = False
+        self._retrying = AsyncRetrying(
+            stop=stop_after_attempt(limits.RETRY_ATTEMPTS_MAX)
+            | stop_after_delay(limits.RETRY_TOTAL_SECONDS_MAX),
+            wait=wait_exponential_jitter(
+                multiplier=limits.RETRY_WAIT_INITIAL_SECONDS, max=limits.RETRY_WAIT_MAX_SECONDS
+            ),
+            retry=retry_if_exception(store.is_retryable),
+            reraise=True,
+        )
+        self.retries = 0
+        self.batches = 0  # counters for tests and metrics
+        self.batch_commands = 0
+
+    async def start(self) -> None:
+        self._idle.set()
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"ledger-writer-{i}")
+            for i in range(self._store.writer_connections)
+        ]
+
+    async def close(self) -> None:
+        """Refuse new work, finish what is queued, stop the writers."""
+        self._closing = True
+        while self._queue or self._busy:
+            await self._idle.wait()
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+
+    async def execute(self, command: Command, codec: ReplyCodec[ReplyT]) -> ReplyT:
+        """Run ``command`` in the next batch; its reply, or raise SettlementError/StoredFailure."""
+        if self._closing:
+            raise SettlementError(Reason.SHUTTING_DOWN, "the server is shutting down; retry")
+        if len(self._queue) >= limits.QUEUE_COMMANDS_MAX:
+            raise SettlementError(Reason.OVERLOADED, "too many requests in flight; retry")
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Submission(command, codec, future))
+        self._idle.clear()
+        self._has_work.set()
+        # A caller that goes away does not cancel the batch: its outcome is stored either way.
+        return cast(ReplyT, await asyncio.shield(future))
+
+    # -- the writer loop -----------------------------------------------------------------------
+    async def _work(self) -> None:
+        while True:
+            while not self._queue:
+                self._has_work.clear()
+                await self._has_work.wait()
+            batch = self._queue[: limits.BATCH_COMMANDS_MAX]
+            del self._queue[: len(batch)]
+            self._busy += 1
+            try:
+                await self._process(batch)
+            finally:
+                self._busy -= 1
+                if not self._busy and not self._queue:
+                    self._idle.set()
+
+    async def _process(self, batch: list[_Submission]) -> None:
+        real = [s for s in batch if not s.command.dry_run]
+        if real:
+            await self._run(real, commit=True)
+        for submission in batch:
+            if submission.command.dry_run:
+                await self._run([submission], commit=False)
+
+    async def _run(self, batch: list[_Submission], *, commit: bool) -> None:
+        self.batches += 1
+        self.batch_commands += len(batch)
+        try:
+            async for attempt in self._retrying.copy():
+                with attempt:
+                    results = await self._attempt(batch, commit=commit)
+        except Exception as exc:
+            if len(batch) > 1 and not self._store.is_retryable(exc):
+                log.warning("batch_failed_splitting", error=repr(exc), commands=len(batch))
+                for submission in batch:
+                    await self._run([submission], commit=commit)
+                return
+            self._fail(batch, exc)
+            return
+        for submission, result in zip(batch, results, strict=True):
+            if submission.future.done():
+                continue
+            if isinstance(result, BaseException):
+                submission.future.set_exception(result)
+            else:
+                submission.future.set_result(result)
+
+    def _fail(self, batch: Sequence[_Submission], exc: Exception) -> None:
+        if self._store.is_retryable(exc):
+            log.warning("storage_unavailable", error=repr(exc), commands=len(batch))
+            error: Exception = SettlementError(
+                Reason.STORAGE_UNAVAILABLE, "the database is unavailable; retry"
+            )
+        else:
+            log.error(
+                "command_failed",
+                error=repr(exc),
+                exc_info=exc,
+                request_ids=[s.command.request_id for s in batch],
+            )
+            error = exc
+        for submission in batch:
+            if not submission.future.done():
+                submission.future.set_exception(error)
+
+    async def _attempt(
+        self, batch: list[_Submission], *, commit: bool
+    ) -> list[Message | BaseException]:
+        now_us = self._clock.now_us()
+        primaries: dict[OperationKey, _Submission] = {}
+        for submission in batch:
+            primaries.setdefault(submission.key, submission)
+        fresh_results: dict[OperationKey, _Fresh] = {}
+        async with self._store.transaction(commit=commit) as tx:
+            stored = await tx.fetch_operations(list(primaries))
+            fresh = [s for key, s in primaries.items() if key not in stored]
+            if fresh:
+                reads = Reads()
+                for submission in fresh:
+                    reads.merge(submission.command.reads())
+                wallets = await tx.fetch_wallets(sorted(reads.wallet_ids))
+                institutions = await tx.fetch_institutions(sorted(reads.institution_ids))
+                balances = await tx.lock_balances(sorted(reads.balance_keys))
+                supply = await tx.lock_supply(sorted(reads.currencies))
+                head_seq, head_hash = await tx.lock_head()
+                ws = WorkingSet(now_us, wallets, institutions, balances, supply)
+                applied: list[tuple[_Submission, object, int, SettlementError | None]] = []
+                for submission in fresh:
+                    savepoint, first_entry = ws.savepoint(), len(ws.entries)
+                    try:
+                        result = submission.command.apply(ws)
+                    except SettlementError as error:
+                        ws.rollback_to(savepoint)
+                        applied.append((submission, None, first_entry, error))
+                    else:
+                        applied.append((submission, result, first_entry, None))
+                ws.assert_conserved()
+                new_seq, new_hash = seal(ws.entries, head_seq, head_hash, now_us)
+                operations = []
+                for submission, result, first_entry, failure in applied:
+                    command = submission.command
+                    written = ws.entries[first_entry:] if failure is None else []
+                    commit_seq = written[-1].seq if written else 0
+                    fresh_result = self._outcome(submission, result, failure, commit_seq)
+                    fresh_results[submission.key] = fresh_result
+                    operations.append(
+                        OperationRecord(
+                            command.caller,
+                            command.request_id,
+                            command.method,
+                            command.request_hash,
+                            fresh_result.ok,
+                            fresh_result.outcome,
+                            commit_seq,
+                            now_us,
+                        )
+                    )
+                await tx.write(
+                    ChangeSet(
+                        institutions=ws.new_institutions,
+                        wallets=ws.new_wallets,
+                        new_balances=ws.new_balances,
+                        changed_balances=ws.changed_balances(),
+                        changed_supply=ws.changed_supply(),
+                        entries=ws.entries,
+                        operations=operations,
+                        head_seq=new_seq,
+                        head_hash=new_hash,
+                    )
+                )
+        return [self._answer(s, primaries, stored, fresh_results) for s in batch]
+
+    def _outcome(
+        self,
+        submission: _Submission,
+        result: object,
+        error: SettlementError | None,
+        commit_seq: int,
+    ) -> _Fresh:
+        command = submission.command
+        if error is not None:
+            return _Fresh(False, self._errors.encode(error), None, error)
+        info = OperationInfo(command.request_id, False, command.dry_run, commit_seq)
+        reply = submission.codec.build(result, info)
+        return _Fresh(True, reply.SerializeToString(), reply, None)
+
+    def _answer(
+        self,
+        submission: _Submission,
+        primaries: dict[OperationKey, _Submission],
+        stored: dict[OperationKey, OperationRecord],
+        fresh: dict[OperationKey, _Fresh],
+    ) -> Message | BaseException:
+        key, command = submission.key, submission.command
+        record = stored.get(key)
+        if record is not None:
+            return self._replay(
+                submission, record.method, record.request_hash, record.ok, record.outcome
+            )
+        primary = primaries[key]
+        result = fresh[key]
+        if primary is submission:
+            if result.error is not None:
+                return result.error
+            assert result.reply is not None
+            return result.reply
+        # A duplicate in the same batch: answered as a replay of the first.
+        return self._replay(
+            submission,
+            primary.command.method,
+            primary.command.request_hash,
+            result.ok,
+            result.outcome,
+        )
+
+    @staticmethod
+    def _replay(
+        submission: _Submission, method: str, request_hash: bytes, ok: bool, outcome: bytes
+    ) -> Message | BaseException:
+        command = submission.command
+        if request_hash != command.request_hash or method != command.method:
+            return idempotency_conflict(command.request_id, method)
+        if ok:
+            reply: Message = submission.codec.replay(outcome)
+            return reply
+        return StoredFailure(outcome)

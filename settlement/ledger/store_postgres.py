@@ -1,0 +1,275 @@
+"""The ledger store on PostgreSQL (and PostgreSQL-compatible distributed SQL) through asyncpg.
+
+Plain asyncpg statements, set-based (``unnest`` of arrays) so a batch of any size costs the same
+dozen round trips. Row locks are taken with ``ORDER BY ... FOR UPDATE``: PostgreSQL sorts before
+it locks, so every batch locks balances in the same order. Under SERIALIZABLE engines
+(CockroachDB, YugabyteDB) the same statements run and conflicts surface as 40001, which the engine
+retries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
+
+import asyncpg
+
+from settlement.ledger.records import (
+    BalanceKey,
+    BalanceRecord,
+    ChangeSet,
+    InstitutionRecord,
+    OperationKey,
+    OperationRecord,
+    SupplyRecord,
+    WalletRecord,
+)
+from wallets import WalletKind
+
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03"})
+_DUPLICATE_OPERATION = "operations_pkey"
+
+
+class PostgresTransaction:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def fetch_operations(
+        self, keys: Sequence[OperationKey]
+    ) -> dict[OperationKey, OperationRecord]:
+        rows = await self._conn.fetch(
+            """SELECT o.caller, o.request_id, o.method, o.request_hash, o.ok, o.outcome,
+                      o.commit_seq, o.created_at_us
+                 FROM operations o
+                 JOIN unnest($1::text[], $2::text[]) AS k(caller, request_id)
+                   ON o.caller = k.caller AND o.request_id = k.request_id""",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+        )
+        return {(r[0], r[1]): OperationRecord(*r) for r in rows}
+
+    async def fetch_wallets(self, wallet_ids: Sequence[str]) -> dict[str, WalletRecord]:
+        if not wallet_ids:
+            return {}
+        rows = await self._conn.fetch(
+            """SELECT wallet_id, kind, tier, institution_id, owner_public_key, display_name,
+                      opened_by, opened_at_us
+                 FROM wallets WHERE wallet_id = ANY($1::text[])""",
+            wallet_ids,
+        )
+        return {r[0]: WalletRecord(r[0], WalletKind(r[1]), *r[2:]) for r in rows}
+
+    async def fetch_institutions(
+        self, institution_ids: Sequence[str]
+    ) -> dict[str, InstitutionRecord]:
+        if not institution_ids:
+            return {}
+        rows = await self._conn.fetch(
+            """SELECT institution_id, display_name, reserve_wallet_id, registered_at_us
+                 FROM institutions WHERE institution_id = ANY($1::text[])""",
+            institution_ids,
+        )
+        return {r[0]: InstitutionRecord(*r) for r in rows}
+
+    async def lock_balances(self, keys: Sequence[BalanceKey]) -> dict[BalanceKey, BalanceRecord]:
+        if not keys:
+            return {}
+        rows = await self._conn.fetch(
+            """SELECT b.wallet_id, b.currency, b.available, b.held, b.spent_day, b.spent_today
+                 FROM balances b
+                 JOIN unnest($1::text[], $2::text[]) AS k(wallet_id, currency)
+                   ON b.wallet_id = k.wallet_id AND b.currency = k.currency
+                ORDER BY b.wallet_id, b.currency
+                  FOR UPDATE OF b""",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+        )
+        return {(r[0], r[1]): BalanceRecord(*r) for r in rows}
+
+    async def lock_supply(self, currencies: Sequence[str]) -> dict[str, SupplyRecord]:
+        if not currencies:
+            return {}
+        rows = await self._conn.fetch(
+            """SELECT currency, issued, redeemed FROM supply
+                WHERE currency = ANY($1::text[]) ORDER BY currency FOR UPDATE""",
+            currencies,
+        )
+        return {r[0]: SupplyRecord(*r) for r in rows}
+
+    async def lock_head(self) -> tuple[int, bytes]:
+        row = await self._conn.fetchrow("SELECT seq, hash FROM ledger_head WHERE id = 1 FOR UPDATE")
+        assert row is not None, "ledger_head is seeded by the first migration"
+        return row[0], row[1]
+
+    async def write(self, changes: ChangeSet) -> None:
+        conn = self._conn
+        if changes.institutions:
+            await conn.executemany(
+                "INSERT INTO institutions VALUES ($1, $2, $3, $4)",
+                [
+                    (i.institution_id, i.display_name, i.reserve_wallet_id, i.registered_at_us)
+                    for i in changes.institutions
+                ],
+            )
+        if changes.wallets:
+            await conn.executemany(
+                """INSERT INTO wallets (wallet_id, kind, tier, institution_id, owner_public_key,
+                                        display_name, opened_by, opened_at_us)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+                [
+                    (
+                        w.wallet_id,
+                        w.kind.value,
+                        w.tier,
+                        w.institution_id,
+                        w.owner_public_key,
+                        w.display_name,
+                        w.opened_by,
+                        w.opened_at_us,
+                    )
+                    for w in changes.wallets
+                ],
+            )
+        if changes.new_balances:
+            await conn.execute(
+                """INSERT INTO balances (wallet_id, currency, available, held, spent_day,
+                                         spent_today)
+                   SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[],
+                                        $5::bigint[], $6::bigint[])""",
+                *_balance_columns(changes.new_balances),
+            )
+        if changes.changed_balances:
+            await conn.execute(
+                """UPDATE balances AS b
+                      SET available = v.available, held = v.held,
+                          spent_day = v.spent_day, spent_today = v.spent_today
+                     FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[],
+                                 $5::bigint[], $6::bigint[])
+                          AS v(wallet_id, currency, available, held, spent_day, spent_today)
+                    WHERE b.wallet_id = v.wallet_id AND b.currency = v.currency""",
+                *_balance_columns(changes.changed_balances),
+            )
+        if changes.changed_supply:
+            await conn.execute(
+                """UPDATE supply AS s SET issued = v.issued, redeemed = v.redeemed
+                     FROM unnest($1::text[], $2::bigint[], $3::bigint[])
+                          AS v(currency, issued, redeemed)
+                    WHERE s.currency = v.currency""",
+                [s.currency for s in changes.changed_supply],
+                [s.issued for s in changes.changed_supply],
+                [s.redeemed for s in changes.changed_supply],
+            )
+        if changes.entries:
+            entries = changes.entries
+            await conn.execute(
+                """INSERT INTO journal_entries (seq, kind, request_id, caller, committed_at_us,
+                                                memo, prev_hash, hash)
+                   SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[],
+                                        $5::bigint[], $6::text[], $7::bytea[], $8::bytea[])""",
+                [e.seq for e in entries],
+                [e.kind.value for e in entries],
+                [e.request_id for e in entries],
+                [e.caller for e in entries],
+                [e.committed_at_us for e in entries],
+                [e.memo for e in entries],
+                [e.prev_hash for e in entries],
+                [e.hash for e in entries],
+            )
+            postings = [(e.seq, i, p) for e in entries for i, p in enumerate(e.postings)]
+            await conn.execute(
+                """INSERT INTO postings (seq, idx, account_id, bucket, currency, amount,
+                                         balance_after)
+                   SELECT * FROM unnest($1::bigint[], $2::smallint[], $3::text[], $4::text[],
+                                        $5::text[], $6::bigint[], $7::bigint[])""",
+                [seq for seq, _, _ in postings],
+                [idx for _, idx, _ in postings],
+                [p.account_id for _, _, p in postings],
+                [p.bucket.value for _, _, p in postings],
+                [p.currency for _, _, p in postings],
+                [p.amount for _, _, p in postings],
+                [p.balance_after for _, _, p in postings],
+            )
+            await conn.execute(
+                "UPDATE ledger_head SET seq = $1, hash = $2 WHERE id = 1",
+                changes.head_seq,
+                changes.head_hash,
+            )
+        if changes.operations:
+            ops = changes.operations
+            await conn.execute(
+                """INSERT INTO operations (caller, request_id, method, request_hash, ok, outcome,
+                                           commit_seq, created_at_us)
+                   SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[],
+                                        $5::bool[], $6::bytea[], $7::bigint[], $8::bigint[])""",
+                [o.caller for o in ops],
+                [o.request_id for o in ops],
+                [o.method for o in ops],
+                [o.request_hash for o in ops],
+                [o.ok for o in ops],
+                [o.outcome for o in ops],
+                [o.commit_seq for o in ops],
+                [o.created_at_us for o in ops],
+            )
+
+
+def _balance_columns(rows: Sequence[BalanceRecord]) -> tuple[list[object], ...]:
+    return (
+        [b.wallet_id for b in rows],
+        [b.currency for b in rows],
+        [b.available for b in rows],
+        [b.held for b in rows],
+        [b.spent_day for b in rows],
+        [b.spent_today for b in rows],
+    )
+
+
+class PostgresStore:
+    dialect = "postgresql"
+
+    def __init__(
+        self, dsn: str, writer_connections: int, isolation: str = "read_committed"
+    ) -> None:
+        self._dsn = dsn
+        self.writer_connections = writer_connections
+        self._isolation = isolation
+        self._pool: asyncpg.Pool | None = None
+
+    async def start(self) -> None:
+        self._pool = await asyncpg.create_pool(
+            self._dsn, min_size=self.writer_connections, max_size=self.writer_connections
+        )
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+    @asynccontextmanager
+    async def transaction(self, *, commit: bool) -> AsyncIterator[PostgresTransaction]:
+        assert self._pool is not None, "start() the store first"
+        async with self._pool.acquire() as conn:
+            tx = conn.transaction(isolation=self._isolation)
+            await tx.start()
+            try:
+                yield PostgresTransaction(conn)
+            except BaseException:
+                with suppress(Exception):  # a broken connection cannot roll back; the pool drops it
+                    await tx.rollback()
+                raise
+            if commit:
+                await tx.commit()
+            else:
+                await tx.rollback()
+
+    def is_retryable(self, exc: BaseException) -> bool:
+        if isinstance(exc, asyncpg.UniqueViolationError):
+            return bool(exc.constraint_name == _DUPLICATE_OPERATION)
+        if isinstance(exc, asyncpg.PostgresError):
+            return exc.sqlstate in _RETRYABLE_SQLSTATES
+        return isinstance(
+            exc,
+            asyncpg.PostgresConnectionError
+            | asyncpg.InterfaceError
+            | ConnectionError
+            | OSError
+            | TimeoutError,
+        )

@@ -1,0 +1,250 @@
+"""The ledger store on embedded SQLite through aiosqlite: one writer connection, WAL journal,
+``synchronous=FULL`` (a commit survives power loss), ``BEGIN IMMEDIATE`` so the writer holds the
+database lock for the whole batch and locking needs nothing more."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+
+import aiosqlite
+
+from settlement.ledger.records import (
+    BalanceKey,
+    BalanceRecord,
+    ChangeSet,
+    InstitutionRecord,
+    OperationKey,
+    OperationRecord,
+    SupplyRecord,
+    WalletRecord,
+)
+from wallets import WalletKind
+
+PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=10000",
+)
+
+
+def _placeholders(count: int, width: int) -> str:
+    row = "(" + ", ".join("?" * width) + ")"
+    return ", ".join([row] * count)
+
+
+class SqliteTransaction:
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def _rows(self, sql: str, params: Sequence[object]) -> list[sqlite3.Row]:
+        async with self._conn.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    async def fetch_operations(
+        self, keys: Sequence[OperationKey]
+    ) -> dict[OperationKey, OperationRecord]:
+        if not keys:
+            return {}
+        rows = await self._rows(
+            f"""SELECT caller, request_id, method, request_hash, ok, outcome, commit_seq,
+                       created_at_us
+                  FROM operations
+                 WHERE (caller, request_id) IN (VALUES {_placeholders(len(keys), 2)})""",
+            [part for key in keys for part in key],
+        )
+        return {
+            (r[0], r[1]): OperationRecord(r[0], r[1], r[2], r[3], bool(r[4]), *r[5:]) for r in rows
+        }
+
+    async def fetch_wallets(self, wallet_ids: Sequence[str]) -> dict[str, WalletRecord]:
+        if not wallet_ids:
+            return {}
+        rows = await self._rows(
+            f"""SELECT wallet_id, kind, tier, institution_id, owner_public_key, display_name,
+                       opened_by, opened_at_us
+                  FROM wallets WHERE wallet_id IN ({", ".join("?" * len(wallet_ids))})""",
+            wallet_ids,
+        )
+        return {r[0]: WalletRecord(r[0], WalletKind(r[1]), *r[2:]) for r in rows}
+
+    async def fetch_institutions(
+        self, institution_ids: Sequence[str]
+    ) -> dict[str, InstitutionRecord]:
+        if not institution_ids:
+            return {}
+        rows = await self._rows(
+            f"""SELECT institution_id, display_name, reserve_wallet_id, registered_at_us
+                  FROM institutions
+                 WHERE institution_id IN ({", ".join("?" * len(institution_ids))})""",
+            institution_ids,
+        )
+        return {r[0]: InstitutionRecord(*r) for r in rows}
+
+    async def lock_balances(self, keys: Sequence[BalanceKey]) -> dict[BalanceKey, BalanceRecord]:
+        if not keys:
+            return {}
+        rows = await self._rows(
+            f"""SELECT wallet_id, currency, available, held, spent_day, spent_today
+                  FROM balances
+                 WHERE (wallet_id, currency) IN (VALUES {_placeholders(len(keys), 2)})""",
+            [part for key in keys for part in key],
+        )
+        return {(r[0], r[1]): BalanceRecord(*r) for r in rows}
+
+    async def lock_supply(self, currencies: Sequence[str]) -> dict[str, SupplyRecord]:
+        if not currencies:
+            return {}
+        rows = await self._rows(
+            f"""SELECT currency, issued, redeemed FROM supply
+                 WHERE currency IN ({", ".join("?" * len(currencies))})""",
+            currencies,
+        )
+        return {r[0]: SupplyRecord(*r) for r in rows}
+
+    async def lock_head(self) -> tuple[int, bytes]:
+        rows = await self._rows("SELECT seq, hash FROM ledger_head WHERE id = 1", ())
+        return rows[0][0], rows[0][1]
+
+    async def write(self, changes: ChangeSet) -> None:
+        conn = self._conn
+        if changes.institutions:
+            await conn.executemany(
+                "INSERT INTO institutions VALUES (?, ?, ?, ?)",
+                [
+                    (i.institution_id, i.display_name, i.reserve_wallet_id, i.registered_at_us)
+                    for i in changes.institutions
+                ],
+            )
+        if changes.wallets:
+            await conn.executemany(
+                """INSERT INTO wallets (wallet_id, kind, tier, institution_id, owner_public_key,
+                                        display_name, opened_by, opened_at_us)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                [
+                    (
+                        w.wallet_id,
+                        w.kind.value,
+                        w.tier,
+                        w.institution_id,
+                        w.owner_public_key,
+                        w.display_name,
+                        w.opened_by,
+                        w.opened_at_us,
+                    )
+                    for w in changes.wallets
+                ],
+            )
+        if changes.new_balances:
+            await conn.executemany(
+                """INSERT INTO balances (wallet_id, currency, available, held, spent_day,
+                                         spent_today) VALUES (?, ?, ?, ?, ?, ?)""",
+                [
+                    (b.wallet_id, b.currency, b.available, b.held, b.spent_day, b.spent_today)
+                    for b in changes.new_balances
+                ],
+            )
+        if changes.changed_balances:
+            await conn.executemany(
+                """UPDATE balances SET available = ?, held = ?, spent_day = ?, spent_today = ?
+                    WHERE wallet_id = ? AND currency = ?""",
+                [
+                    (b.available, b.held, b.spent_day, b.spent_today, b.wallet_id, b.currency)
+                    for b in changes.changed_balances
+                ],
+            )
+        if changes.changed_supply:
+            await conn.executemany(
+                "UPDATE supply SET issued = ?, redeemed = ? WHERE currency = ?",
+                [(s.issued, s.redeemed, s.currency) for s in changes.changed_supply],
+            )
+        if changes.entries:
+            await conn.executemany(
+                """INSERT INTO journal_entries (seq, kind, request_id, caller, committed_at_us,
+                                                memo, prev_hash, hash)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                [
+                    (
+                        e.seq,
+                        e.kind.value,
+                        e.request_id,
+                        e.caller,
+                        e.committed_at_us,
+                        e.memo,
+                        e.prev_hash,
+                        e.hash,
+                    )
+                    for e in changes.entries
+                ],
+            )
+            await conn.executemany(
+                """INSERT INTO postings (seq, idx, account_id, bucket, currency, amount,
+                                         balance_after) VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                [
+                    (e.seq, i, p.account_id, p.bucket.value, p.currency, p.amount, p.balance_after)
+                    for e in changes.entries
+                    for i, p in enumerate(e.postings)
+                ],
+            )
+            await conn.execute(
+                "UPDATE ledger_head SET seq = ?, hash = ? WHERE id = 1",
+                (changes.head_seq, changes.head_hash),
+            )
+        if changes.operations:
+            await conn.executemany(
+                """INSERT INTO operations (caller, request_id, method, request_hash, ok, outcome,
+                                           commit_seq, created_at_us)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                [
+                    (
+                        o.caller,
+                        o.request_id,
+                        o.method,
+                        o.request_hash,
+                        o.ok,
+                        o.outcome,
+                        o.commit_seq,
+                        o.created_at_us,
+                    )
+                    for o in changes.operations
+                ],
+            )
+
+
+class SqliteStore:
+    dialect = "sqlite"
+    writer_connections = 1
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._conn: aiosqlite.Connection | None = None
+
+    async def start(self) -> None:
+        Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = await aiosqlite.connect(self._path, isolation_level=None)
+        for pragma in PRAGMAS:
+            await self._conn.execute(pragma)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+
+    @asynccontextmanager
+    async def transaction(self, *, commit: bool) -> AsyncIterator[SqliteTransaction]:
+        conn = self._conn
+        assert conn is not None, "start() the store first"
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield SqliteTransaction(conn)
+        except BaseException:
+            with suppress(Exception):
+                await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT" if commit else "ROLLBACK")
+
+    def is_retryable(self, exc: BaseException) -> bool:
+        # "database is locked": another process (a second server on the same file) holds it.
+        return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)

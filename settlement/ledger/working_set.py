@@ -1,0 +1,229 @@
+"""The in-memory view a batch of commands runs against, under the batch's row locks.
+
+Commands read wallets, balances and supply from here and change money only through
+:meth:`WorkingSet.post`, which checks the double-entry rules before it touches anything: postings
+sum to zero per currency, no wallet bucket goes negative, no supply counter leaves int64. Each
+command runs inside a savepoint: a command that raises leaves the working set as it found it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from settlement.errors import Reason, SettlementError
+from settlement.ledger.records import (
+    BalanceKey,
+    BalanceRecord,
+    Bucket,
+    EntryKind,
+    EntryRecord,
+    InstitutionRecord,
+    PostingRecord,
+    SupplyRecord,
+    WalletRecord,
+)
+from wallets import INT64_MAX
+
+
+class LedgerInvariantError(AssertionError):
+    """A command asked for a posting that breaks double entry: a bug, never a user error."""
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """One side of a posting before it is applied: which account and bucket, signed amount."""
+
+    account_id: str
+    bucket: Bucket
+    currency: str
+    amount: int
+
+
+class WorkingSet:
+    def __init__(
+        self,
+        now_us: int,
+        wallets: dict[str, WalletRecord],
+        institutions: dict[str, InstitutionRecord],
+        balances: dict[BalanceKey, BalanceRecord],
+        supply: dict[str, SupplyRecord],
+    ) -> None:
+        self.now_us = now_us
+        self._wallets = wallets
+        self._institutions = institutions
+        self._balances = balances
+        self._supply = supply
+        self._original_balances = {k: b.values() for k, b in balances.items()}
+        self._original_supply = {c: (s.issued, s.redeemed) for c, s in supply.items()}
+        self.new_institutions: list[InstitutionRecord] = []
+        self.new_wallets: list[WalletRecord] = []
+        self.new_balances: list[BalanceRecord] = []
+        self.entries: list[EntryRecord] = []
+        self._undo: list[Callable[[], None]] = []
+
+    # -- reads ---------------------------------------------------------------------------------
+    def wallet(self, wallet_id: str) -> WalletRecord | None:
+        return self._wallets.get(wallet_id)
+
+    def institution(self, institution_id: str) -> InstitutionRecord | None:
+        return self._institutions.get(institution_id)
+
+    def balance(self, wallet_id: str, currency: str) -> BalanceRecord:
+        """The locked balance row; a KeyError here means a command under-declared its reads."""
+        return self._balances[(wallet_id, currency)]
+
+    def supply(self, currency: str) -> SupplyRecord:
+        return self._supply[currency]
+
+    # -- savepoints ----------------------------------------------------------------------------
+    def savepoint(self) -> int:
+        return len(self._undo)
+
+    def rollback_to(self, savepoint: int) -> None:
+        while len(self._undo) > savepoint:
+            self._undo.pop()()
+
+    # -- writes --------------------------------------------------------------------------------
+    def add_institution(self, institution: InstitutionRecord) -> None:
+        self._institutions[institution.institution_id] = institution
+        self.new_institutions.append(institution)
+        self._undo.append(lambda: self._forget_institution(institution))
+
+    def _forget_institution(self, institution: InstitutionRecord) -> None:
+        del self._institutions[institution.institution_id]
+        self.new_institutions.pop()
+
+    def add_wallet(self, wallet: WalletRecord, currencies: Iterable[str]) -> None:
+        """Open a wallet with a zero balance row in each currency."""
+        rows = [BalanceRecord(wallet.wallet_id, c, 0, 0, 0, 0) for c in currencies]
+        self._wallets[wallet.wallet_id] = wallet
+        self.new_wallets.append(wallet)
+        for row in rows:
+            self._balances[(row.wallet_id, row.currency)] = row
+        self.new_balances.extend(rows)
+        self._undo.append(lambda: self._forget_wallet(wallet, rows))
+
+    def _forget_wallet(self, wallet: WalletRecord, rows: list[BalanceRecord]) -> None:
+        del self._wallets[wallet.wallet_id]
+        self.new_wallets.pop()
+        for row in rows:
+            del self._balances[(row.wallet_id, row.currency)]
+        del self.new_balances[len(self.new_balances) - len(rows) :]
+
+    def record_spend(self, balance: BalanceRecord, amount: int, day: int) -> None:
+        """Count an outgoing payment against the daily cap of ``day``."""
+        old = (balance.spent_day, balance.spent_today)
+        balance.spent_today = (balance.spent_today if balance.spent_day == day else 0) + amount
+        balance.spent_day = day
+        self._undo.append(lambda: self._restore_spend(balance, old))
+
+    @staticmethod
+    def _restore_spend(balance: BalanceRecord, old: tuple[int, int]) -> None:
+        balance.spent_day, balance.spent_today = old
+
+    def post(
+        self, kind: EntryKind, request_id: str, caller: str, memo: str, legs: Sequence[Leg]
+    ) -> EntryRecord:
+        """Apply a balanced set of legs as one journal entry, or change nothing and raise."""
+        totals: dict[str, int] = defaultdict(int)
+        for leg in legs:
+            totals[leg.currency] += leg.amount
+        if any(totals.values()) or len(legs) < 2:
+            raise LedgerInvariantError(f"unbalanced entry {kind} {request_id}: {dict(totals)}")
+        # Check every leg against the state it will meet before applying any of them.
+        projected: dict[tuple[str, Bucket, str], int] = {}
+        for leg in legs:
+            key = (leg.account_id, leg.bucket, leg.currency)
+            before = projected.get(key, self._bucket_value(leg))
+            after = before + leg.amount
+            if leg.bucket is Bucket.ISSUANCE:
+                self._check_issuance(leg.currency, after)
+            elif after < 0:
+                raise SettlementError(
+                    Reason.INSUFFICIENT_FUNDS,
+                    f"wallet {leg.account_id} has too little {leg.currency}",
+                )
+            elif after > INT64_MAX:
+                raise SettlementError(Reason.AMOUNT_OVERFLOW, "the balance would exceed int64")
+            projected[key] = after
+        postings = [self._apply(leg) for leg in legs]
+        entry = EntryRecord(kind, request_id, caller, memo, postings)
+        self.entries.append(entry)
+        self._undo.append(self._drop_last_entry)
+        return entry
+
+    def _drop_last_entry(self) -> None:
+        self.entries.pop()
+
+    def _bucket_value(self, leg: Leg) -> int:
+        if leg.bucket is Bucket.ISSUANCE:
+            return -self._supply[leg.currency].in_circulation
+        row = self._balances[(leg.account_id, leg.currency)]
+        return row.available if leg.bucket is Bucket.AVAILABLE else row.held
+
+    def _check_issuance(self, currency: str, after: int) -> None:
+        supply = self._supply[currency]
+        if after > 0:
+            raise LedgerInvariantError(f"redeeming more {currency} than is in circulation")
+        if supply.issued + max(0, -after - supply.in_circulation) > INT64_MAX:
+            raise SettlementError(Reason.AMOUNT_OVERFLOW, f"{currency} issued would exceed int64")
+
+    def _apply(self, leg: Leg) -> PostingRecord:
+        if leg.bucket is Bucket.ISSUANCE:
+            supply = self._supply[leg.currency]
+            old_supply = (supply.issued, supply.redeemed)
+            if leg.amount < 0:
+                supply.issued -= leg.amount
+            else:
+                supply.redeemed += leg.amount
+            self._undo.append(lambda: self._restore_supply(supply, old_supply))
+            after = -supply.in_circulation
+        else:
+            row = self._balances[(leg.account_id, leg.currency)]
+            old = (row.available, row.held)
+            if leg.bucket is Bucket.AVAILABLE:
+                row.available += leg.amount
+                after = row.available
+            else:
+                row.held += leg.amount
+                after = row.held
+            self._undo.append(lambda: self._restore_balance(row, old))
+        return PostingRecord(leg.account_id, leg.bucket, leg.currency, leg.amount, after)
+
+    @staticmethod
+    def _restore_supply(supply: SupplyRecord, old: tuple[int, int]) -> None:
+        supply.issued, supply.redeemed = old
+
+    @staticmethod
+    def _restore_balance(row: BalanceRecord, old: tuple[int, int]) -> None:
+        row.available, row.held = old
+
+    # -- what to write -------------------------------------------------------------------------
+    def changed_balances(self) -> list[BalanceRecord]:
+        return [
+            row
+            for key, row in self._balances.items()
+            if key in self._original_balances and row.values() != self._original_balances[key]
+        ]
+
+    def changed_supply(self) -> list[SupplyRecord]:
+        return [
+            s for c, s in self._supply.items() if (s.issued, s.redeemed) != self._original_supply[c]
+        ]
+
+    def assert_conserved(self) -> None:
+        """Per currency, the change in wallet balances equals the change in circulation."""
+        delta: dict[str, int] = defaultdict(int)
+        for entry in self.entries:
+            for p in entry.postings:
+                delta[p.currency] += p.amount if p.bucket is not Bucket.ISSUANCE else 0
+        for currency, moved in delta.items():
+            issued0, redeemed0 = self._original_supply.get(currency, (0, 0))
+            s = self._supply[currency] if currency in self._supply else None
+            circulation_delta = 0 if s is None else s.in_circulation - (issued0 - redeemed0)
+            if moved != circulation_delta:
+                raise LedgerInvariantError(
+                    f"{currency}: balances moved {moved}, supply {circulation_delta}"
+                )

@@ -1,0 +1,37 @@
+"""Every limit of the settlement core in one place. Requests are validated against these at the
+boundary; the engine asserts them where it relies on them."""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Requests
+REQUEST_ID_CHARS_MAX: Final = 128
+DISPLAY_NAME_CHARS_MAX: Final = 140
+MEMO_CHARS_MAX: Final = 140
+INSTRUCTION_BYTES_MAX: Final = 4096
+PAGE_SIZE_DEFAULT: Final = 100
+PAGE_SIZE_MAX: Final = 1000
+SUPPLY_CURRENCIES_MAX: Final = 16
+
+# Group commit: requests that arrive while a batch is in flight join the next batch.
+BATCH_COMMANDS_MAX: Final = 256
+# Requests waiting for a batch beyond this are refused with UNAVAILABLE/OVERLOADED.
+QUEUE_COMMANDS_MAX: Final = 20_000
+WRITER_CONNECTIONS_POSTGRES: Final = 2
+WRITER_CONNECTIONS_SQLITE: Final = 1
+
+# Retries of a batch on serialization failure, deadlock or a lost connection (tenacity).
+RETRY_ATTEMPTS_MAX: Final = 8
+RETRY_TOTAL_SECONDS_MAX: Final = 10.0
+RETRY_WAIT_INITIAL_SECONDS: Final = 0.005
+RETRY_WAIT_MAX_SECONDS: Final = 0.5
+
+# Caches of immutable facts (wallet owner keys).
+WALLET_KEY_CACHE_ENTRIES_MAX: Final = 100_000
+
+# Shutdown: how long in-flight calls may take to finish after SIGTERM.
+SHUTDOWN_GRACE_SECONDS: Final = 10.0
+
+# Database pools
+READ_POOL_SIZE: Final = 4

@@ -1,0 +1,68 @@
+"""The composition root: database, migrations, the ledger store and engine, readers and caches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from settlement import limits
+from settlement.api.status import StatusCodec
+from settlement.clock import Clock, SystemClock
+from settlement.config import Settings
+from settlement.db.migrate import upgrade_to_head
+from settlement.db.urls import DatabaseUrl, parse_database_url
+from settlement.ledger.engine import LedgerEngine
+from settlement.ledger.keys import WalletKeys
+from settlement.ledger.reads import LedgerReader
+from settlement.ledger.store import LedgerStore
+from settlement.ledger.store_postgres import PostgresStore
+from settlement.ledger.store_sqlite import PRAGMAS, SqliteStore
+
+
+def create_sql_engine(url: DatabaseUrl) -> AsyncEngine:
+    if url.dialect == "sqlite":
+        engine = create_async_engine(url.sqlalchemy, pool_size=limits.READ_POOL_SIZE)
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            for pragma in PRAGMAS:
+                cursor.execute(pragma)
+            cursor.close()
+
+        return engine
+    return create_async_engine(url.sqlalchemy, pool_size=limits.READ_POOL_SIZE, max_overflow=4)
+
+
+class Runtime:
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.url = parse_database_url(settings.database_url)
+        self.sql: AsyncEngine = create_sql_engine(self.url)
+        self.store: LedgerStore = (
+            SqliteStore(self.url.sqlite_path or "")
+            if self.url.dialect == "sqlite"
+            else PostgresStore(
+                self.url.asyncpg_dsn or "", settings.writers, isolation=settings.pg_isolation
+            )
+        )
+        self.engine = LedgerEngine(self.store, self.clock, StatusCodec())
+        self.reader = LedgerReader(self.sql)
+        self.keys = WalletKeys(self.reader)
+
+    async def start(self) -> None:
+        if self.url.sqlite_path:
+            from pathlib import Path
+
+            Path(self.url.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
+        await upgrade_to_head(self.sql)
+        await self.store.start()
+        await self.engine.start()
+
+    async def close(self) -> None:
+        await self.engine.close()
+        await self.store.close()
+        await self.sql.dispose()

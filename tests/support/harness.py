@@ -1,0 +1,69 @@
+"""A real condpay server in the test's event loop, clients for it, and the after-test audit."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from condpay.client import Client
+
+from settlement.api.server import RunningServer, start_server
+from settlement.clock import Clock
+from settlement.config import Settings
+from settlement.ledger.audit import audit_ledger
+from settlement.runtime import Runtime
+from wallets import OwnerKey
+
+CENTRAL_BANK = "central_bank/pboc"
+
+
+@dataclass
+class Harness:
+    runtime: Runtime
+    server: RunningServer
+    address: str
+    clients: list[Client] = field(default_factory=list)
+    audit_after: bool = True
+
+    def client(self, caller: str = CENTRAL_BANK) -> Client:
+        client = Client(self.address, caller=caller)
+        self.clients.append(client)
+        return client
+
+    async def institution(self, institution_id: str = "icbc-sz") -> OwnerKey:
+        """Register an institution; returns its reserve wallet key."""
+        key = OwnerKey.from_seed(institution_id.encode().ljust(32, b"\0")[:32])
+        await self.client().register_institution(
+            institution_id, institution_id.upper(), key.public_key
+        )
+        return key
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.close()
+        await self.server.stop(grace_seconds=0)
+
+
+@contextlib.asynccontextmanager
+async def start_harness(
+    database_url: str, *, clock: Clock | None = None, writers: int = 2
+) -> AsyncIterator[Harness]:
+    settings = Settings(
+        addr="127.0.0.1:0",
+        database_url=database_url,
+        insecure=True,
+        log_calls=False,
+        writers=writers,
+    )
+    runtime = Runtime(settings, clock)
+    await runtime.start()
+    server = await start_server(runtime, "127.0.0.1:0")
+    harness = Harness(runtime, server, f"127.0.0.1:{server.port}")
+    try:
+        yield harness
+        if harness.audit_after:
+            report = await audit_ledger(runtime.sql)
+            assert report.ok, "ledger audit failed:\n" + "\n".join(report.failures)
+    finally:
+        await harness.close()
