@@ -1,0 +1,61 @@
+# condpay: `make run` (the demo on embedded SQLite) and `make test` (the whole suite, PostgreSQL
+# included) do all set-up on a fresh machine. `make help` lists every target.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run serve test test-fast lint fmt proto bench postgres-binaries clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP) ## create .venv and install condpay with its dev tools (when pyproject.toml changed)
+
+run: venv ## start the server on embedded SQLite, run the end-to-end demo through gRPC, stop
+	$(BIN)/condpay demo
+
+serve: venv ## the server alone, plaintext development mode, on 127.0.0.1:50051 and ./var/condpay.db
+	$(BIN)/condpay serve --insecure
+
+postgres-binaries: ## install the Debian postgresql package when its server binaries are missing
+	@if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1; then \
+	  true; \
+	else \
+	  echo "PostgreSQL server binaries not found: installing the Debian package postgresql"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+	fi
+
+test: venv postgres-binaries ## the whole suite on SQLite and a throwaway PostgreSQL
+	$(BIN)/pytest
+
+test-fast: venv ## the suite without PostgreSQL
+	$(BIN)/pytest -m "not postgres"
+
+lint: venv ## ruff (lint and format check) and mypy --strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: venv ## apply ruff's formatting and safe fixes
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+proto: venv ## regenerate the committed stubs from proto/condpay/v1/*.proto
+	$(BIN)/python proto/generate.py
+
+bench: venv postgres-binaries ## transfers/s and latency through gRPC on SQLite and PostgreSQL -> var/bench/transfers.json
+	$(BIN)/python -m tests.bench.transfers
+
+clean: ## remove the venv, ./var and caches
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
