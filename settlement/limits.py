@@ -26,6 +26,8 @@ RETRY_ATTEMPTS_MAX: Final = 8
 RETRY_TOTAL_SECONDS_MAX: Final = 10.0
 RETRY_WAIT_INITIAL_SECONDS: Final = 0.005
 RETRY_WAIT_MAX_SECONDS: Final = 0.5
+# Random extra wait, so that colliding replicas do not retry in lockstep.
+RETRY_WAIT_JITTER_SECONDS: Final = 0.02
 
 # Caches of immutable facts (wallet owner keys).
 WALLET_KEY_CACHE_ENTRIES_MAX: Final = 100_000

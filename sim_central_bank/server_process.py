@@ -25,7 +25,9 @@ def free_port() -> int:
 class ServerProcess:
     """``condpay serve --insecure`` on a free port; stopped with SIGTERM (graceful)."""
 
-    def __init__(self, database_url: str, *, log_path: Path, extra_env: dict[str, str] | None = None):
+    def __init__(
+        self, database_url: str, *, log_path: Path, extra_env: dict[str, str] | None = None
+    ):
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.database_url = database_url
@@ -37,9 +39,20 @@ class ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "settlement.cli", "serve", "--insecure",
-                 "--addr", self.address, "--database-url", self.database_url],
-                stdout=log, stderr=log, env=self._env,
+                [
+                    sys.executable,
+                    "-m",
+                    "settlement.cli",
+                    "serve",
+                    "--insecure",
+                    "--addr",
+                    self.address,
+                    "--database-url",
+                    self.database_url,
+                ],
+                stdout=log,
+                stderr=log,
+                env=self._env,
             )
 
     async def wait_ready(self, timeout_seconds: float = 60.0) -> None:

@@ -52,7 +52,7 @@ class RunningServer:
 
 
 async def start_server(runtime: Runtime, addr: str) -> RunningServer:
-    """Start serving ``runtime`` on ``addr`` (port 0: any free port). The runtime must be started."""
+    """Serve ``runtime`` (already started) on ``addr``; port 0 picks a free port."""
     settings = runtime.settings
     if not settings.insecure:
         raise SystemExit(

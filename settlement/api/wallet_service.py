@@ -143,7 +143,8 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
                 if error.field == "amount_minor"
                 else Reason.INSTRUCTION_MALFORMED
             )
-            raise requests.invalid(reason, f"instruction.{error.field or 'payload'}", str(error))
+            field = f"instruction.{error.field or 'payload'}"
+            raise requests.invalid(reason, field, str(error)) from None
         if instruction.request_id != request.request_id:
             raise requests.invalid(
                 Reason.INSTRUCTION_MISMATCH,

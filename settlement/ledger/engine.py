@@ -30,6 +30,7 @@ import structlog
 from google.protobuf.message import Message
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     retry_if_exception,
     stop_after_attempt,
     stop_after_delay,
@@ -115,14 +116,25 @@ class LedgerEngine:
             stop=stop_after_attempt(limits.RETRY_ATTEMPTS_MAX)
             | stop_after_delay(limits.RETRY_TOTAL_SECONDS_MAX),
             wait=wait_exponential_jitter(
-                multiplier=limits.RETRY_WAIT_INITIAL_SECONDS, max=limits.RETRY_WAIT_MAX_SECONDS
+                multiplier=limits.RETRY_WAIT_INITIAL_SECONDS,
+                max=limits.RETRY_WAIT_MAX_SECONDS,
+                jitter=limits.RETRY_WAIT_JITTER_SECONDS,
             ),
             retry=retry_if_exception(store.is_retryable),
+            before_sleep=self._count_retry,
             reraise=True,
         )
         self.retries = 0
         self.batches = 0  # counters for tests and metrics
         self.batch_commands = 0
+
+    def _count_retry(self, state: RetryCallState) -> None:
+        self.retries += 1
+        log.info(
+            "batch_retry",
+            attempt=state.attempt_number,
+            error=repr(state.outcome.exception()) if state.outcome else None,
+        )
 
     async def start(self) -> None:
         self._idle.set()
@@ -306,7 +318,7 @@ class LedgerEngine:
         stored: dict[OperationKey, OperationRecord],
         fresh: dict[OperationKey, _Fresh],
     ) -> Message | BaseException:
-        key, command = submission.key, submission.command
+        key = submission.key
         record = stored.get(key)
         if record is not None:
             return self._replay(

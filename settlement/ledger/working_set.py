@@ -221,7 +221,7 @@ class WorkingSet:
                 delta[p.currency] += p.amount if p.bucket is not Bucket.ISSUANCE else 0
         for currency, moved in delta.items():
             issued0, redeemed0 = self._original_supply.get(currency, (0, 0))
-            s = self._supply[currency] if currency in self._supply else None
+            s = self._supply.get(currency)
             circulation_delta = 0 if s is None else s.in_circulation - (issued0 - redeemed0)
             if moved != circulation_delta:
                 raise LedgerInvariantError(

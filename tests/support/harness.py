@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from condpay.client import Client
 
 from settlement.api.server import RunningServer, start_server
+from settlement.api.status import StatusCodec
 from settlement.clock import Clock
 from settlement.config import Settings
 from settlement.ledger.audit import audit_ledger
+from settlement.ledger.engine import LedgerEngine
+from settlement.ledger.store import LedgerStore
 from settlement.runtime import Runtime
 from wallets import OwnerKey
 
@@ -47,8 +50,13 @@ class Harness:
 
 @contextlib.asynccontextmanager
 async def start_harness(
-    database_url: str, *, clock: Clock | None = None, writers: int = 2
+    database_url: str,
+    *,
+    clock: Clock | None = None,
+    writers: int = 2,
+    wrap_store: Callable[[LedgerStore], LedgerStore] | None = None,
 ) -> AsyncIterator[Harness]:
+    """``wrap_store`` puts a test double (fault injection) between the engine and the store."""
     settings = Settings(
         addr="127.0.0.1:0",
         database_url=database_url,
@@ -57,6 +65,9 @@ async def start_harness(
         writers=writers,
     )
     runtime = Runtime(settings, clock)
+    if wrap_store is not None:
+        runtime.store = wrap_store(runtime.store)
+        runtime.engine = LedgerEngine(runtime.store, runtime.clock, StatusCodec())
     await runtime.start()
     server = await start_server(runtime, "127.0.0.1:0")
     harness = Harness(runtime, server, f"127.0.0.1:{server.port}")

@@ -1,0 +1,48 @@
+"""Imports go one way (the brief's 'Layout and arrows'), checked on the syntax tree."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = {"settlement", "wallets", "contracts_dsl", "bridges", "sim_central_bank", "condpay"}
+FORBIDDEN = {
+    "contracts_dsl": PROJECT - {"contracts_dsl"},
+    "wallets": PROJECT - {"wallets"},
+    "bridges": {"settlement", "sim_central_bank"},
+    "sim_central_bank": {"settlement"},
+    # The public API package (stubs and client) must not reach into the server.
+    "condpay": {"settlement", "sim_central_bank", "bridges", "contracts_dsl"},
+}
+FOLDERS = {"condpay": ROOT / "proto" / "condpay"}
+
+
+def imported_packages(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_package_imports_only_what_the_arrows_allow(package: str) -> None:
+    folder = FOLDERS.get(package, ROOT / package)
+    violations = [
+        f"{path.relative_to(ROOT)} imports {sorted(imported_packages(path) & FORBIDDEN[package])}"
+        for path in sorted(folder.rglob("*.py"))
+        if imported_packages(path) & FORBIDDEN[package]
+    ]
+    assert not violations, "\n".join(violations)
+
+
+def test_the_checker_sees_a_forbidden_import(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("import os\nfrom settlement.ledger import engine\n")
+    assert imported_packages(module) & FORBIDDEN["wallets"] == {"settlement"}

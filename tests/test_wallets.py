@@ -1,0 +1,168 @@
+"""Money at the edges, tiers, owner keys and the canonical signed instruction (no server)."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wallets import (
+    CURRENCIES,
+    CURRENCY_CODES,
+    INT64_MAX,
+    LIMITS,
+    BadSignature,
+    MalformedInstruction,
+    MoneyError,
+    OwnerKey,
+    TransferInstruction,
+    UnsupportedCurrency,
+    WalletKind,
+    format_amount,
+    limit_day,
+    limits_for,
+    load_public_key,
+    parse_amount,
+    sign_transfer,
+    verify,
+)
+
+codes = st.sampled_from(CURRENCY_CODES)
+amounts = st.integers(min_value=-INT64_MAX, max_value=INT64_MAX)
+
+
+@given(amounts, codes)
+def test_format_then_parse_is_the_identity(amount: int, code: str) -> None:
+    assert parse_amount(format_amount(amount, code), code, allow_negative=True) == amount
+
+
+@given(amounts, codes)
+def test_formatting_agrees_with_decimal_arithmetic(amount: int, code: str) -> None:
+    exponent = CURRENCIES[code].exponent
+    assert Decimal(format_amount(amount, code)) == Decimal(amount).scaleb(-exponent)
+    assert Decimal(format_amount(amount, code, grouping=True).replace(",", "")) == Decimal(
+        amount
+    ).scaleb(-exponent)
+
+
+@given(st.text(max_size=30), codes)
+def test_parse_accepts_only_plain_decimals(text: str, code: str) -> None:
+    try:
+        value = parse_amount(text, code, allow_negative=True)
+    except MoneyError:
+        return
+    assert re.fullmatch(r"-?(0|[1-9][0-9]*)(\.[0-9]{1,2})?", text)
+    assert Decimal(text).scaleb(CURRENCIES[code].exponent) == value
+
+
+@pytest.mark.parametrize(
+    "text", ["", "1e3", "+1", "01", "1.", ".5", "1.234", "1,000", " 1", "NaN", "١"]
+)
+def test_parse_rejects(text: str) -> None:
+    with pytest.raises(MoneyError):
+        parse_amount(text, "CNY")
+
+
+def test_parse_rejects_negative_unless_asked_and_beyond_int64() -> None:
+    with pytest.raises(MoneyError):
+        parse_amount("-1.00", "CNY")
+    assert parse_amount("-1.00", "CNY", allow_negative=True) == -100
+    assert parse_amount("92233720368547758.07", "CNY") == INT64_MAX
+    with pytest.raises(MoneyError):
+        parse_amount("92233720368547758.08", "CNY")
+    with pytest.raises(UnsupportedCurrency):
+        parse_amount("1", "USD")
+
+
+def test_tier_table() -> None:
+    assert limits_for(WalletKind.PERSONAL, 4, "CNY").balance_cap_minor == 10_000_00
+    assert limits_for(WalletKind.PERSONAL, 2, "HKD").daily_cap_minor == 110_000_00
+    assert limits_for(WalletKind.PERSONAL, 3, "AED").single_payment_cap_minor == 2_500_00
+    assert limits_for(WalletKind.ENTERPRISE, 0, "THB").balance_cap_minor is None
+    assert all(v is None for v in vars_of(limits_for(WalletKind.INSTITUTION, 0, "SAR")))
+    # Stricter tiers never allow more than looser ones.
+    for code in CURRENCY_CODES:
+        for looser, stricter in ((2, 3), (3, 4)):
+            a, b = (
+                LIMITS[(WalletKind.PERSONAL, looser, code)],
+                LIMITS[(WalletKind.PERSONAL, stricter, code)],
+            )
+            assert vars_of(b) <= vars_of(a)
+
+
+def vars_of(limits: object) -> tuple[int | None, ...]:
+    return (
+        limits.balance_cap_minor,  # type: ignore[attr-defined]
+        limits.single_payment_cap_minor,  # type: ignore[attr-defined]
+        limits.daily_cap_minor,  # type: ignore[attr-defined]
+    )
+
+
+def test_limit_day_turns_at_midnight_china_standard_time() -> None:
+    # 2026-11-27T15:59:59Z is 23:59:59 in Shenzhen; one second later the day turns.
+    before = 1_795_795_199 * 1_000_000
+    assert limit_day(before + 1_000_000) == limit_day(before) + 1
+
+
+ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,20}", fullmatch=True)
+
+
+@given(
+    ids,
+    ids,
+    codes,
+    st.integers(0, INT64_MAX),
+    ids,
+    st.integers(0, INT64_MAX),
+    st.text(alphabet=st.characters(min_codepoint=0x20, blacklist_characters="\x7f"), max_size=40),
+)
+@settings(max_examples=200)
+def test_instruction_bytes_round_trip(
+    source: str, target: str, code: str, amount: int, rid: str, expires: int, memo: str
+) -> None:
+    instruction = TransferInstruction(source, target, code, amount, rid, expires, memo)
+    assert TransferInstruction.from_bytes(instruction.to_bytes()) == instruction
+
+
+@given(st.binary(max_size=300))
+def test_decoding_arbitrary_bytes_never_crashes(data: bytes) -> None:
+    with contextlib.suppress(MalformedInstruction):
+        TransferInstruction.from_bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (b"amount_minor: 100\n", b"amount_minor: 0100\n"),
+        (b"amount_minor: 100\n", b"amount_minor: +100\n"),
+        (b"amount_minor: 100\n", b"amount_minor:  100\n"),
+        (b"memo: \n", b"memo: \nextra: 1\n"),
+        (b"condpay.transfer.v1\n", b"condpay.transfer.v2\n"),
+        (b"source: w_a\ntarget: w_b\n", b"target: w_b\nsource: w_a\n"),
+        (b"memo: \n", b"memo: "),
+    ],
+)
+def test_non_canonical_bytes_are_refused(old: bytes, new: bytes) -> None:
+    canonical = TransferInstruction("w_a", "w_b", "CNY", 100, "r1", 10**15).to_bytes()
+    assert old in canonical
+    with pytest.raises(MalformedInstruction):
+        TransferInstruction.from_bytes(canonical.replace(old, new))
+
+
+def test_signature_binds_the_exact_bytes() -> None:
+    key, other = OwnerKey.generate(), OwnerKey.generate()
+    signed = sign_transfer(key, TransferInstruction("w_a", "w_b", "CNY", 100, "r1", 10**15))
+    public = load_public_key(key.public_key)
+    verify(public, signed.signature, signed.payload)
+    tampered = signed.payload.replace(b"amount_minor: 100", b"amount_minor: 900")
+    with pytest.raises(BadSignature):
+        verify(public, signed.signature, tampered)
+    with pytest.raises(BadSignature):
+        verify(load_public_key(other.public_key), signed.signature, signed.payload)
+    with pytest.raises(BadSignature):
+        verify(public, signed.signature[:-1], signed.payload)
+    assert OwnerKey.from_seed(key.seed()).public_key == key.public_key
