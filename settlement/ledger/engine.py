@@ -4,12 +4,13 @@ Calls arrive concurrently; the engine queues them and a writer task takes everyt
 ``BATCH_COMMANDS_MAX``) into one database transaction:
 
 1. look up the stored outcome of every request id (a retry is answered from there);
-2. load the wallets and institutions the commands name, then lock their balance rows, the supply
-   rows and, last, the ledger head, always in that order and sorted, so batches never deadlock;
+2. load the wallets and institutions the commands name, then lock their balance rows and the
+   supply rows, always in that order and sorted, so batches never deadlock;
 3. run each command against the in-memory working set inside a savepoint: a refused command
    changes nothing and does not disturb its neighbours;
-4. seal the new journal entries (sequence numbers, hash chain), build every reply, and write
-   balances, entries, postings and the outcomes in the same transaction; commit;
+4. if anything was posted, lock the ledger head (last) and seal the new journal entries (sequence
+   numbers in commit order, hash chain); build every reply; write balances, entries, postings
+   and the outcomes in the same transaction; commit;
 5. only then answer the callers.
 
 Every guarantee holds per request: each sees the state left by the ones before it in the batch,
@@ -78,6 +79,12 @@ class StoredFailure(Exception):
     def __init__(self, status: bytes) -> None:
         super().__init__("stored failure")
         self.status = status
+
+
+def _retrieve(future: asyncio.Future[Message]) -> None:
+    """Mark an outcome as seen even if its caller went away (no "never retrieved" warnings)."""
+    if not future.cancelled():
+        future.exception()
 
 
 @dataclass(slots=True)
@@ -163,6 +170,7 @@ class LedgerEngine:
         self._idle.clear()
         self._has_work.set()
         # A caller that goes away does not cancel the batch: its outcome is stored either way.
+        future.add_done_callback(_retrieve)
         return cast(ReplyT, await asyncio.shield(future))
 
     # -- the writer loop -----------------------------------------------------------------------
@@ -249,7 +257,6 @@ class LedgerEngine:
                 institutions = await tx.fetch_institutions(sorted(reads.institution_ids))
                 balances = await tx.lock_balances(sorted(reads.balance_keys))
                 supply = await tx.lock_supply(sorted(reads.currencies))
-                head_seq, head_hash = await tx.lock_head()
                 ws = WorkingSet(now_us, wallets, institutions, balances, supply)
                 applied: list[tuple[_Submission, object, int, SettlementError | None]] = []
                 for submission in fresh:
@@ -262,7 +269,10 @@ class LedgerEngine:
                     else:
                         applied.append((submission, result, first_entry, None))
                 ws.assert_conserved()
-                new_seq, new_hash = seal(ws.entries, head_seq, head_hash, now_us)
+                new_seq, new_hash = 0, b""
+                if ws.entries:  # the ledger head is locked last, and only by batches that post
+                    head_seq, head_hash = await tx.lock_head()
+                    new_seq, new_hash = seal(ws.entries, head_seq, head_hash, now_us)
                 operations = []
                 for submission, result, first_entry, failure in applied:
                     command = submission.command
