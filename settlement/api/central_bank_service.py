@@ -71,27 +71,25 @@ class CentralBankService(central_bank_pb2_grpc.CentralBankServiceServicer):
     async def Issue(
         self, request: central_bank_pb2.IssueRequest, context: grpc.aio.ServicerContext
     ) -> central_bank_pb2.IssueResponse:
-        base = requests.command_fields(_SERVICE + "Issue", current_caller(), request)
-        try:
-            currency, amount = requests.money(request.amount, request.HasField("amount"), "amount")
-            command: commands.Command = commands.Issue(
-                **base,
-                institution_id=requests.identifier(request.institution_id, "institution_id"),
-                currency=currency,
-                amount_minor=amount,
-                memo=requests.text(request.memo, "memo", limits.MEMO_CHARS_MAX),
-            )
-        except SettlementError as error:
-            command = commands.Refuse(**base, error=error)
+        command = self._supply_change("Issue", commands.Issue, request)
         return await self._rt.engine.execute(command, ISSUE)
 
     async def Redeem(
         self, request: central_bank_pb2.RedeemRequest, context: grpc.aio.ServicerContext
     ) -> central_bank_pb2.RedeemResponse:
-        base = requests.command_fields(_SERVICE + "Redeem", current_caller(), request)
+        command = self._supply_change("Redeem", commands.Redeem, request)
+        return await self._rt.engine.execute(command, REDEEM)
+
+    @staticmethod
+    def _supply_change(
+        name: str,
+        command_type: type[commands.Issue | commands.Redeem],
+        request: central_bank_pb2.IssueRequest | central_bank_pb2.RedeemRequest,
+    ) -> commands.Command:
+        base = requests.command_fields(_SERVICE + name, current_caller(), request)
         try:
             currency, amount = requests.money(request.amount, request.HasField("amount"), "amount")
-            command: commands.Command = commands.Redeem(
+            return command_type(
                 **base,
                 institution_id=requests.identifier(request.institution_id, "institution_id"),
                 currency=currency,
@@ -99,8 +97,7 @@ class CentralBankService(central_bank_pb2_grpc.CentralBankServiceServicer):
                 memo=requests.text(request.memo, "memo", limits.MEMO_CHARS_MAX),
             )
         except SettlementError as error:
-            command = commands.Refuse(**base, error=error)
-        return await self._rt.engine.execute(command, REDEEM)
+            return commands.Refuse(**base, error=error)
 
     async def GetSupply(
         self, request: central_bank_pb2.GetSupplyRequest, context: grpc.aio.ServicerContext
