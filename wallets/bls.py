@@ -22,7 +22,8 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Final, Protocol
 
-from py_ecc.bls import G2ProofOfPossession as _PyEcc
+from eth_typing import BLSPubkey, BLSSignature
+from py_ecc.bls.ciphersuites import G2ProofOfPossession as _PyEcc
 
 PUBLIC_KEY_BYTES: Final = 48
 SIGNATURE_BYTES: Final = 96
@@ -69,18 +70,19 @@ class PyEccBackend:
 
     def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
         try:
-            return bool(_PyEcc.Verify(public_key, message, signature))
+            return bool(_PyEcc.Verify(BLSPubkey(public_key), message, BLSSignature(signature)))
         except Exception:  # py-ecc raises on some malformed points
             return False
 
     def aggregate(self, signatures: Sequence[bytes]) -> bytes:
-        return bytes(_PyEcc.Aggregate(list(signatures)))
+        return bytes(_PyEcc.Aggregate([BLSSignature(s) for s in signatures]))
 
     def fast_aggregate_verify(
         self, public_keys: Sequence[bytes], message: bytes, signature: bytes
     ) -> bool:
         try:
-            return bool(_PyEcc.FastAggregateVerify(list(public_keys), message, signature))
+            keys = [BLSPubkey(k) for k in public_keys]
+            return bool(_PyEcc.FastAggregateVerify(keys, message, BLSSignature(signature)))
         except Exception:
             return False
 
@@ -89,7 +91,7 @@ class PyEccBackend:
 
     def pop_verify(self, public_key: bytes, proof: bytes) -> bool:
         try:
-            return bool(_PyEcc.PopVerify(public_key, proof))
+            return bool(_PyEcc.PopVerify(BLSPubkey(public_key), BLSSignature(proof)))
         except Exception:
             return False
 
