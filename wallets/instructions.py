@@ -57,7 +57,12 @@ class TransferInstruction:
         """Decode canonical bytes; MalformedInstruction on anything else."""
         f = canonical.decode(data, TRANSFER_V1, _TRANSFER_FIELDS)
         currency = f["currency"]
-        if len(currency) != 3 or not currency.isascii() or not currency.isupper():
+        if (
+            len(currency) != 3
+            or not currency.isascii()
+            or not currency.isalpha()
+            or not currency.isupper()
+        ):
             raise MalformedInstruction(
                 "currency must be a three-letter ISO 4217 code", field="currency"
             )

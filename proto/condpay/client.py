@@ -36,7 +36,12 @@ from condpay.v1 import (
 
 R = TypeVar("R", bound=Message)
 CALLER_METADATA_KEY = "condpay-caller"
-TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# Safe to retry because every mutating call carries the same request id: a call the server did
+# apply is answered from its stored outcome. CANCELLED is what a draining server gives calls that
+# had not reached a handler yet.
+TRANSIENT = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+)
 
 
 def new_request_id() -> str:

@@ -7,7 +7,8 @@
     ├── NotFound / AlreadyExists
     ├── FailedPrecondition   valid, but not now (insufficient funds, a tier cap, expired...)
     ├── OutOfRange
-    ├── Unavailable          transient: retry with the same request id
+    ├── Unavailable, DeadlineExceeded, Cancelled
+    │                        transient: retry with the same request id (the client does)
     └── Internal             a server bug; the message carries the request id to quote
 
 Branch on ``reason``, never on the message text.
@@ -91,6 +92,10 @@ class Internal(ApiError):
     code = grpc.StatusCode.INTERNAL
 
 
+class Cancelled(ApiError):
+    code = grpc.StatusCode.CANCELLED
+
+
 _BY_CODE: dict[grpc.StatusCode, type[ApiError]] = {
     cls.code: cls
     for cls in (
@@ -104,6 +109,7 @@ _BY_CODE: dict[grpc.StatusCode, type[ApiError]] = {
         Unavailable,
         DeadlineExceeded,
         Internal,
+        Cancelled,
     )
 }
 

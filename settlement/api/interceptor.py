@@ -6,11 +6,12 @@ Handlers only parse, call the domain and build the reply; everything cross-cutti
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 
 import grpc
 import structlog
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from google.rpc import status_pb2
 
 from settlement.api.identity import Caller, caller_from_metadata, set_current_caller
@@ -42,24 +43,39 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         spec = METHODS.get(method)
         if handler is None or spec is None or handler.unary_unary is None:
             return handler  # health, reflection: no identity needed
+        # The request is decoded inside the wrapper (not by gRPC), so that undecodable bytes are
+        # answered INVALID_ARGUMENT / MALFORMED_REQUEST instead of UNKNOWN with parser text.
         wrapped = grpc.unary_unary_rpc_method_handler(
-            self._wrap(method, spec, handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
+            self._wrap(method, spec, handler.unary_unary, handler.request_deserializer),
+            request_deserializer=None,
             response_serializer=handler.response_serializer,
         )
         self._wrapped[method] = wrapped
         return wrapped
 
-    def _wrap(self, method: str, spec: MethodSpec, behavior: Behavior) -> Behavior:
+    def _wrap(
+        self,
+        method: str,
+        spec: MethodSpec,
+        behavior: Behavior,
+        deserialize: Callable[[bytes], Message],
+    ) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Message]]:
         log_calls = self._log_calls
 
-        async def call(request: Message, context: grpc.aio.ServicerContext) -> Message:
+        async def call(raw: bytes, context: grpc.aio.ServicerContext) -> Message:
             started = time.perf_counter()
-            request_id: str = getattr(request, "request_id", "")
+            request_id = ""
             caller: Caller | None = None
             status: status_pb2.Status | None = None
             replayed = False
             try:
+                try:
+                    request = deserialize(raw)
+                except DecodeError:
+                    raise SettlementError(
+                        Reason.MALFORMED_REQUEST, f"the request is not a valid {method} message"
+                    ) from None
+                request_id = getattr(request, "request_id", "")
                 caller = caller_from_metadata(context.invocation_metadata())
                 if caller.role not in spec.roles:
                     raise SettlementError(
@@ -73,6 +89,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 return reply
             except SettlementError as error:
                 if error.reason not in spec.reasons:
+                    request_id = request_id or _call_id()
                     log.error(
                         "undeclared_reason",
                         method=method,
@@ -86,6 +103,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 status = status_pb2.Status.FromString(stored.status)
                 replayed = True
             except Exception:
+                request_id = request_id or _call_id()
                 log.exception(
                     "unhandled_error",
                     method=method,
@@ -109,6 +127,11 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             raise AssertionError("abort_with_status returns only by raising")
 
         return call
+
+
+def _call_id() -> str:
+    """A correlation id for a failed call that carried no request id (reads)."""
+    return f"call-{uuid.uuid4().hex[:16]}"
 
 
 _CODE_NAMES: dict[int, str] = {code.value[0]: code.name for code in grpc.StatusCode}

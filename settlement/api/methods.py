@@ -16,7 +16,14 @@ from settlement.errors import Reason as R
 _ALL_ROLES: Final = frozenset(Role)
 # Reasons any call can meet: identity, and a server that is going away or overloaded.
 _EVERY_CALL: Final = frozenset(
-    {R.CALLER_UNKNOWN, R.ROLE_NOT_ALLOWED, R.SHUTTING_DOWN, R.OVERLOADED, R.STORAGE_UNAVAILABLE}
+    {
+        R.MALFORMED_REQUEST,
+        R.CALLER_UNKNOWN,
+        R.ROLE_NOT_ALLOWED,
+        R.SHUTTING_DOWN,
+        R.OVERLOADED,
+        R.STORAGE_UNAVAILABLE,
+    }
 )
 # ... and every mutating call (request_id + dry_run).
 _MUTATING: Final = _EVERY_CALL | {R.MISSING_FIELD, R.INVALID_REQUEST_ID, R.IDEMPOTENCY_KEY_REUSED}
@@ -56,7 +63,9 @@ METHODS: Final[dict[str, MethodSpec]] = {
         mutating=True,
     ),
     _C + "GetSupply": _spec(
-        {Role.CENTRAL_BANK, Role.AUDITOR}, {R.UNSUPPORTED_CURRENCY}, mutating=False
+        {Role.CENTRAL_BANK, Role.AUDITOR},
+        {R.MISSING_FIELD, R.UNSUPPORTED_CURRENCY},
+        mutating=False,
     ),
     _W + "OpenWallet": _spec(
         {Role.INSTITUTION, Role.PLATFORM},
@@ -92,7 +101,7 @@ METHODS: Final[dict[str, MethodSpec]] = {
     ),
     _W + "ListJournal": _spec(
         _ALL_ROLES - {Role.ORACLE},
-        {R.INVALID_ID, R.INVALID_PAGE_TOKEN, R.WALLET_NOT_FOUND},
+        {R.INVALID_ID, R.INVALID_PAGE_TOKEN, R.INVALID_PAGE_SIZE, R.WALLET_NOT_FOUND},
         mutating=False,
     ),
     _O + "GetOperation": _spec(

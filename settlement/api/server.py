@@ -54,11 +54,7 @@ class RunningServer:
 async def start_server(runtime: Runtime, addr: str) -> RunningServer:
     """Serve ``runtime`` (already started) on ``addr``; port 0 picks a free port."""
     settings = runtime.settings
-    if not settings.insecure:
-        raise SystemExit(
-            "condpay serve: mutual TLS is not available in this release; start the plaintext "
-            "development mode explicitly with --insecure (or CONDPAY_INSECURE=1)"
-        )
+    require_explicit_insecure(settings)
     log.warning(
         "insecure_mode",
         message="PLAINTEXT DEVELOPMENT MODE: no TLS, caller identity taken from the "
@@ -86,11 +82,24 @@ async def start_server(runtime: Runtime, addr: str) -> RunningServer:
     return RunningServer(server, port, health_servicer, runtime)
 
 
+def require_explicit_insecure(settings: Settings) -> None:
+    if not settings.insecure:
+        raise SystemExit(
+            "condpay serve: mutual TLS is not available in this release; start the plaintext "
+            "development mode explicitly with --insecure (or CONDPAY_INSECURE=1)"
+        )
+
+
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    require_explicit_insecure(settings)  # before touching the database
     runtime = Runtime(settings)
     await runtime.start()
-    running = await start_server(runtime, settings.addr)
+    try:
+        running = await start_server(runtime, settings.addr)
+    except BaseException:
+        await runtime.close()
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

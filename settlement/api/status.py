@@ -36,7 +36,7 @@ def internal_status(request_id: str) -> status_pb2.Status:
     packed.Pack(info)
     return status_pb2.Status(
         code=code_pb2.INTERNAL,
-        message=f"internal error; quote request id {request_id!r} to support",
+        message=f"internal error; quote id {request_id!r} to support",
         details=[packed],
     )
 

@@ -16,6 +16,7 @@ from settlement.ledger.records import BalanceRecord, EntryRecord, WalletRecord
 from settlement.runtime import Runtime
 from wallets import (
     CURRENCY_CODES,
+    INT64_MAX,
     BadSignature,
     MalformedInstruction,
     TransferInstruction,
@@ -52,6 +53,8 @@ TRANSFER = Reply(wallet_pb2.TransferResponse, _transfer_reply)
 
 
 def public_key(raw: bytes, field: str) -> bytes:
+    if not raw:
+        raise requests.invalid(Reason.MISSING_FIELD, field, f"{field} is required")
     try:
         load_public_key(raw)
     except BadSignature:
@@ -192,6 +195,8 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
                 Reason.ROLE_NOT_ALLOWED,
                 "only the central bank and auditors may list the whole journal; give a wallet_id",
             )
+        if request.page_size < 0:
+            raise requests.invalid(Reason.INVALID_PAGE_SIZE, "page_size", "page_size must be >= 0")
         page_size = min(request.page_size or limits.PAGE_SIZE_DEFAULT, limits.PAGE_SIZE_MAX)
         after = _page_token(request.page_token)
         entries = await self._rt.reader.journal(wallet_id, after, page_size + 1)
@@ -206,6 +211,6 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
 def _page_token(token: str) -> int:
     if not token:
         return 0
-    if not token.isdigit() or len(token) > 19:
+    if not token.isascii() or not token.isdigit() or len(token) > 19 or int(token) > INT64_MAX:
         raise requests.invalid(Reason.INVALID_PAGE_TOKEN, "page_token", "not a page token")
     return int(token)
