@@ -4,11 +4,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import replace
+from typing import Any
 
 from settlement.config import ENVIRONMENT_HELP, Settings
+
+
+def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """uvloop (libuv) when installed: the server measured ~10% faster on it. CONDPAY_EVENT_LOOP=
+    asyncio keeps the standard loop."""
+    if os.environ.get("CONDPAY_EVENT_LOOP", "uvloop") == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            uvloop.run(main)
+            return
+    asyncio.run(main)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -28,8 +44,14 @@ def _serve(args: argparse.Namespace) -> int:
         settings = replace(settings, insecure=True)
     if args.quiet_calls:
         settings = replace(settings, log_calls=False)
+    if args.workers is not None:
+        settings = replace(settings, workers=args.workers)
     configure_logging(settings.log_level)
-    asyncio.run(serve(settings))
+    if settings.workers > 1:
+        from settlement.api.workers import serve_workers
+
+        return serve_workers(settings)
+    run_event_loop(serve(settings))
     return 0
 
 
@@ -90,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--quiet-calls", action="store_true", help="no per-call log line")
     serve.add_argument("--writers", type=int, help="PostgreSQL writer connections")
     serve.add_argument("--pg-isolation", choices=["read_committed", "serializable"])
+    serve.add_argument(
+        "--workers", type=int, help="server processes sharing the address (env CONDPAY_WORKERS)"
+    )
     serve.set_defaults(run=_serve)
 
     db = commands.add_parser("db", help="database administration")

@@ -23,10 +23,15 @@ class Settings:
     log_level: str = "info"
     # One JSON line per call (method, caller, request id, status, latency).
     log_calls: bool = True
-    # Writer connections on PostgreSQL: batches in flight at once (SQLite always has one).
-    writers: int = 2
+    # Writer connections on PostgreSQL: batches in flight at once (SQLite always has one). One
+    # measured fastest on 2 cores: while a batch is in flight the next one fills up.
+    writers: int = 1
     # PostgreSQL isolation for write transactions: read_committed (row locks) or serializable.
     pg_isolation: str = "read_committed"
+    # Server processes sharing the address (SO_REUSEPORT); each is a stateless replica.
+    workers: int = 1
+    # Set in each worker of a group: bind with SO_REUSEPORT.
+    reuse_port: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -37,8 +42,10 @@ class Settings:
             insecure=_flag(env.get("CONDPAY_INSECURE")),
             log_level=env.get("CONDPAY_LOG_LEVEL", "info"),
             log_calls=not _flag(env.get("CONDPAY_QUIET_CALLS")),
-            writers=int(env.get("CONDPAY_WRITERS", "2")),
+            writers=int(env.get("CONDPAY_WRITERS", "1")),
             pg_isolation=env.get("CONDPAY_PG_ISOLATION", "read_committed"),
+            workers=int(env.get("CONDPAY_WORKERS", "1")),
+            reuse_port=_flag(env.get("CONDPAY_REUSE_PORT")),
         )
 
 
@@ -49,6 +56,7 @@ ENVIRONMENT_HELP = """environment:
   CONDPAY_INSECURE=1     plaintext development mode (identity from condpay-caller metadata)
   CONDPAY_LOG_LEVEL      debug | info | warning | error (default info)
   CONDPAY_QUIET_CALLS=1  no per-call log line
-  CONDPAY_WRITERS        PostgreSQL writer connections, batches in flight (default 2)
+  CONDPAY_WRITERS        PostgreSQL writer connections, batches in flight (default 1)
   CONDPAY_PG_ISOLATION   read_committed (default) | serializable
+  CONDPAY_WORKERS        server processes sharing the address (default 1; PostgreSQL)
 """

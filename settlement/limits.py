@@ -18,8 +18,6 @@ SUPPLY_CURRENCIES_MAX: Final = 16
 BATCH_COMMANDS_MAX: Final = 256
 # Requests waiting for a batch beyond this are refused with UNAVAILABLE/OVERLOADED.
 QUEUE_COMMANDS_MAX: Final = 20_000
-WRITER_CONNECTIONS_POSTGRES: Final = 2
-WRITER_CONNECTIONS_SQLITE: Final = 1
 
 # Retries of a batch on serialization failure, deadlock or a lost connection (tenacity).
 RETRY_ATTEMPTS_MAX: Final = 8
@@ -29,11 +27,14 @@ RETRY_WAIT_MAX_SECONDS: Final = 0.5
 # Random extra wait, so that colliding replicas do not retry in lockstep.
 RETRY_WAIT_JITTER_SECONDS: Final = 0.02
 
-# Caches of immutable facts (wallet owner keys).
-WALLET_KEY_CACHE_ENTRIES_MAX: Final = 100_000
+# Cache of immutable facts (wallets and their owner keys, institutions).
+DIRECTORY_ENTRIES_MAX: Final = 200_000
 
 # Shutdown: how long in-flight calls may take to finish after SIGTERM.
 SHUTDOWN_GRACE_SECONDS: Final = 10.0
 
 # Database pools
 READ_POOL_SIZE: Final = 4
+
+# Garbage-collector thresholds for the server process (Python's default is (700, 10, 10)).
+GC_THRESHOLDS: Final = (50_000, 20, 20)

@@ -13,8 +13,8 @@ from settlement.clock import Clock, SystemClock
 from settlement.config import Settings
 from settlement.db.migrate import upgrade_to_head
 from settlement.db.urls import DatabaseUrl, parse_database_url
+from settlement.ledger.directory import Directory
 from settlement.ledger.engine import LedgerEngine
-from settlement.ledger.keys import WalletKeys
 from settlement.ledger.reads import LedgerReader
 from settlement.ledger.store import LedgerStore
 from settlement.ledger.store_postgres import PostgresStore
@@ -49,9 +49,9 @@ class Runtime:
                 self.url.asyncpg_dsn or "", settings.writers, isolation=settings.pg_isolation
             )
         )
-        self.engine = LedgerEngine(self.store, self.clock, StatusCodec())
         self.reader = LedgerReader(self.sql)
-        self.keys = WalletKeys(self.reader)
+        self.directory = Directory(self.reader)
+        self.engine = LedgerEngine(self.store, self.clock, StatusCodec(), self.directory)
 
     async def start(self) -> None:
         if self.url.sqlite_path:

@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import AsyncIterator, Coroutine, Iterator
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
 import pytest
+import uvloop
 
 from tests.support.harness import Harness, start_harness
 from tests.support.postgres import PostgresServer, postgres_server
@@ -29,6 +31,20 @@ def run_isolated(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine on a loop of its own, away from the test's event loop."""
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coro).result()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sane_recursion_limit() -> None:
+    """py-ecc (imported by the BLS tests) raises the recursion limit to 100,000 process-wide, which
+    turns a RecursionError into a segfault; the server resets it at start, and so do the tests."""
+    sys.setrecursionlimit(1000)
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Async tests run on the event loop `condpay serve` runs on: uvloop."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture(scope="session")

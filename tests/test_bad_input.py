@@ -40,7 +40,7 @@ from tests.support.snapshots import (
     raw_call,
     status_code,
 )
-from wallets import INT64_MAX, TRANSFER_V1
+from wallets import INT64_MAX, TRANSFER_V1, OwnerKey
 from wallets.canonical import ID_PATTERN, TEXT_CHARS_MAX
 
 Code = grpc.StatusCode
@@ -511,7 +511,7 @@ class Raw:
     caller: str = CENTRAL_BANK
 
 
-KEY = bytes(range(32))  # a valid Ed25519 public key encoding
+KEY = OwnerKey.from_seed(b"k" * 32).public_key  # a valid Ed25519 public key
 
 
 def _issue(**fields: Any) -> Callable[[World], Message]:

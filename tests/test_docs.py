@@ -13,8 +13,9 @@ API_DOC = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
 def test_every_rpc_has_a_section_naming_its_roles() -> None:
     for method, spec in METHODS.items():
         name = method.rsplit("/", 1)[1]
-        heading = next((line for line in API_DOC.splitlines()
-                        if line.startswith(f"### {name} ")), None)
+        heading = next(
+            (line for line in API_DOC.splitlines() if line.startswith(f"### {name} ")), None
+        )
         assert heading is not None, f"docs/api.md has no section for {method}"
         if len(spec.roles) <= 2:
             for role in spec.roles:

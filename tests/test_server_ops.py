@@ -121,7 +121,7 @@ async def test_internal_never_leaks_exception_text(
 
     # A transfer failing before the ledger: the message quotes the request id, the log has it.
     signed = world.signed("alice", "carol", 1_00)
-    monkeypatch.setattr(runtime.keys, "get", _secret)
+    monkeypatch.setattr(runtime.directory, "wallet", _secret)
     with structlog.testing.capture_logs() as logs:
         error = await expect_error(world.send(signed), Code.INTERNAL, "INTERNAL")
     _assert_no_secret(error, error.status.SerializeToString())

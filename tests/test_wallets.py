@@ -25,10 +25,15 @@ from wallets import (
     format_amount,
     limit_day,
     limits_for,
-    load_public_key,
     parse_amount,
     sign_transfer,
     verify,
+)
+from wallets.keys import (
+    CryptographyEd25519,
+    available_ed25519_backends,
+    check_public_key,
+    ed25519_backend,
 )
 
 codes = st.sampled_from(CURRENCY_CODES)
@@ -156,13 +161,74 @@ def test_non_canonical_bytes_are_refused(old: bytes, new: bytes) -> None:
 def test_signature_binds_the_exact_bytes() -> None:
     key, other = OwnerKey.generate(), OwnerKey.generate()
     signed = sign_transfer(key, TransferInstruction("w_a", "w_b", "CNY", 100, "r1", 10**15))
-    public = load_public_key(key.public_key)
+    public = key.public_key
     verify(public, signed.signature, signed.payload)
     tampered = signed.payload.replace(b"amount_minor: 100", b"amount_minor: 900")
     with pytest.raises(BadSignature):
         verify(public, signed.signature, tampered)
     with pytest.raises(BadSignature):
-        verify(load_public_key(other.public_key), signed.signature, signed.payload)
+        verify(other.public_key, signed.signature, signed.payload)
     with pytest.raises(BadSignature):
         verify(public, signed.signature[:-1], signed.payload)
     assert OwnerKey.from_seed(key.seed()).public_key == key.public_key
+
+
+valid_keys = st.builds(
+    lambda seed: OwnerKey.from_seed(seed).public_key, st.binary(min_size=32, max_size=32)
+)
+
+
+@given(
+    st.one_of(valid_keys, st.binary(min_size=32, max_size=32)),
+    st.binary(min_size=64, max_size=64),
+    st.binary(max_size=64),
+)
+@settings(max_examples=300)
+def test_both_ed25519_backends_agree_on_every_acceptable_key(
+    pk: bytes, sig: bytes, message: bytes
+) -> None:
+    try:
+        check_public_key(pk)
+    except BadSignature:
+        return  # such a key can never belong to a wallet
+    results = {b.name: b.verify(pk, sig, message) for b in available_ed25519_backends()}
+    assert set(results) == {"cryptography", "pynacl"}
+    assert len(set(results.values())) == 1, results
+
+
+def test_small_order_keys_are_refused_because_openssl_accepts_forgeries_for_them() -> None:
+    small_order = bytes(32)  # y = 0: a point of order 4
+    forged = bytes(64)
+    assert CryptographyEd25519().verify(small_order, forged, bytes(26))  # why the check exists
+    with pytest.raises(BadSignature):
+        check_public_key(small_order)
+    identity = bytes([1]) + bytes(31)
+    with pytest.raises(BadSignature):
+        check_public_key(identity)
+    assert check_public_key(OwnerKey.generate().public_key)
+
+
+def test_both_ed25519_backends_accept_valid_and_refuse_tampered_signatures() -> None:
+    key = OwnerKey.generate()
+    for message in (b"", b"m", bytes(range(256)) * 4):
+        signature = key.sign(message)
+        for backend in available_ed25519_backends():
+            assert backend.verify(key.public_key, signature, message), backend.name
+            assert not backend.verify(key.public_key, signature, message + b"x"), backend.name
+            flipped = bytes([signature[0] ^ 1]) + signature[1:]
+            assert not backend.verify(key.public_key, flipped, message), backend.name
+    assert ed25519_backend().name == "pynacl"
+
+
+@given(st.data())
+@settings(max_examples=400)
+def test_whatever_decodes_is_the_one_encoding_of_its_instruction(data: st.DataObject) -> None:
+    canonical = bytearray(TransferInstruction("w_a", "w_b", "CNY", 100, "r1", 10**15).to_bytes())
+    for _ in range(data.draw(st.integers(1, 4))):
+        position = data.draw(st.integers(0, len(canonical) - 1))
+        canonical[position] = data.draw(st.sampled_from(b"0123456789 :+-\nwabCNY.\t_"))
+    try:
+        instruction = TransferInstruction.from_bytes(bytes(canonical))
+    except MalformedInstruction:
+        return
+    assert instruction.to_bytes() == bytes(canonical)

@@ -18,7 +18,7 @@ from wallets.instructions import (
     TransferInstruction,
     sign_transfer,
 )
-from wallets.keys import OwnerKey, load_public_key, verify
+from wallets.keys import OwnerKey, check_public_key, ed25519_backend, verify
 from wallets.money import check_amount, currency, format_amount, format_money, parse_amount
 from wallets.tiers import (
     LIMITS,
@@ -50,13 +50,14 @@ __all__ = [
     "WalletKind",
     "WalletsError",
     "check_amount",
+    "check_public_key",
     "currency",
+    "ed25519_backend",
     "format_amount",
     "format_money",
     "is_supported",
     "limit_day",
     "limits_for",
-    "load_public_key",
     "parse_amount",
     "sign_transfer",
     "valid_tier",

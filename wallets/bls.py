@@ -18,12 +18,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Sequence
 from functools import cache
 from typing import Final, Protocol
 
 from eth_typing import BLSPubkey, BLSSignature
-from py_ecc.bls.ciphersuites import G2ProofOfPossession as _PyEcc
+
+# py-ecc raises the interpreter's recursion limit to 100,000 when imported, process-wide. Then deep
+# recursion anywhere (a JSON or contract parser fed hostile input) overflows the C stack and kills
+# the process instead of raising RecursionError. Nothing we call from py-ecc needs it: put it back.
+_RECURSION_LIMIT: Final = sys.getrecursionlimit()
+from py_ecc.bls.ciphersuites import G2ProofOfPossession as _PyEcc  # noqa: E402
+
+sys.setrecursionlimit(min(sys.getrecursionlimit(), max(_RECURSION_LIMIT, 1000)))
 
 PUBLIC_KEY_BYTES: Final = 48
 SIGNATURE_BYTES: Final = 96

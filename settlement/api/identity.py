@@ -48,10 +48,18 @@ def parse_caller(text: str) -> Caller:
     return Caller(Role(role), ident)
 
 
+_known: dict[str, Caller] = {}
+
+
 def caller_from_metadata(metadata: Sequence[tuple[str, str | bytes]] | None) -> Caller:
     for key, value in metadata or ():
         if key == CALLER_METADATA_KEY and isinstance(value, str):
-            return parse_caller(value)
+            caller = _known.get(value)
+            if caller is None:
+                caller = parse_caller(value)
+                if len(_known) < 10_000:  # identities seen are few; parsing each call is not free
+                    _known[value] = caller
+            return caller
     raise SettlementError(Reason.CALLER_UNKNOWN, f"no {CALLER_METADATA_KEY} metadata on the call")
 
 
@@ -63,5 +71,5 @@ def set_current_caller(caller: Caller) -> contextvars.Token[Caller]:
 
 
 def current_caller() -> Caller:
-    """The authenticated caller of the call being handled (set by the interceptor)."""
+    """The authenticated caller of the call being handled (set by the call wrapper)."""
     return _current.get()

@@ -1,6 +1,7 @@
 """Every RPC of the public API: who may call it and the closed set of reasons it may answer with.
 
-The interceptor checks the role of every call against this table before the handler runs, and
+The call wrapper (settlement/api/calls.py) checks the role of every call against this table
+before the handler runs, and
 turns any reason a handler raises outside its row into INTERNAL (a bug, logged), so the table is
 the contract docs/api.md describes.
 """

@@ -1,9 +1,11 @@
-"""The gRPC server: services, health, reflection, the interceptor, graceful shutdown."""
+"""The gRPC server: services wrapped by the call wrapper, health, reflection, graceful shutdown."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
+import sys
 from dataclasses import dataclass
 
 import grpc
@@ -20,8 +22,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from settlement import limits
+from settlement.api.calls import CallWrapper
 from settlement.api.central_bank_service import CentralBankService
-from settlement.api.interceptor import CallInterceptor
 from settlement.api.operation_service import OperationService
 from settlement.api.wallet_service import WalletService
 from settlement.config import Settings
@@ -61,14 +63,17 @@ async def start_server(runtime: Runtime, addr: str) -> RunningServer:
         "condpay-caller metadata. Never expose this server beyond localhost.",
     )
     server = grpc.aio.server(
-        interceptors=[CallInterceptor(log_calls=settings.log_calls)],
-        options=[("grpc.so_reuseport", 0)],
+        # Several worker processes share one port only when asked (condpay serve --workers N).
+        options=[("grpc.so_reuseport", 1 if settings.reuse_port else 0)],
     )
-    wallet_pb2_grpc.add_WalletServiceServicer_to_server(WalletService(runtime), server)
-    central_bank_pb2_grpc.add_CentralBankServiceServicer_to_server(
-        CentralBankService(runtime), server
+    calls = CallWrapper(server, log_calls=settings.log_calls)
+    calls.register(wallet_pb2_grpc.add_WalletServiceServicer_to_server, WalletService(runtime))
+    calls.register(
+        central_bank_pb2_grpc.add_CentralBankServiceServicer_to_server, CentralBankService(runtime)
     )
-    operation_pb2_grpc.add_OperationServiceServicer_to_server(OperationService(runtime), server)
+    calls.register(
+        operation_pb2_grpc.add_OperationServiceServicer_to_server, OperationService(runtime)
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -100,6 +105,14 @@ async def serve(settings: Settings) -> None:
     except BaseException:
         await runtime.close()
         raise
+    # py-ecc raises the recursion limit to 100,000 on import (wallets/bls.py): keep Python's own,
+    # so that hostile deep input raises RecursionError instead of overflowing the C stack.
+    sys.setrecursionlimit(1000)
+    # Everything loaded so far lives as long as the process: keep the collector off it, and let
+    # it run less often (a call allocates many short-lived objects that reference counting frees).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*limits.GC_THRESHOLDS)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -42,6 +42,7 @@ from settlement import limits
 from settlement.clock import Clock
 from settlement.errors import Reason, SettlementError, idempotency_conflict
 from settlement.ledger.commands import Command
+from settlement.ledger.directory import Directory
 from settlement.ledger.journal import seal
 from settlement.ledger.records import ChangeSet, OperationKey, OperationRecord, Reads
 from settlement.ledger.store import LedgerStore
@@ -81,12 +82,6 @@ class StoredFailure(Exception):
         self.status = status
 
 
-def _retrieve(future: asyncio.Future[Message]) -> None:
-    """Mark an outcome as seen even if its caller went away (no "never retrieved" warnings)."""
-    if not future.cancelled():
-        future.exception()
-
-
 @dataclass(slots=True)
 class _Submission:
     command: Command
@@ -109,8 +104,11 @@ class _Fresh:
 
 
 class LedgerEngine:
-    def __init__(self, store: LedgerStore, clock: Clock, errors: ErrorCodec) -> None:
+    def __init__(
+        self, store: LedgerStore, clock: Clock, errors: ErrorCodec, directory: Directory
+    ) -> None:
         self._store = store
+        self._directory = directory
         self._clock = clock
         self._errors = errors
         self._queue: list[_Submission] = []
@@ -169,9 +167,9 @@ class LedgerEngine:
         self._queue.append(_Submission(command, codec, future))
         self._idle.clear()
         self._has_work.set()
-        # A caller that goes away does not cancel the batch: its outcome is stored either way.
-        future.add_done_callback(_retrieve)
-        return cast(ReplyT, await asyncio.shield(future))
+        # A caller that goes away cancels only its future: the batch goes on, the outcome is
+        # stored, and a retry gets it.
+        return cast(ReplyT, await future)
 
     # -- the writer loop -----------------------------------------------------------------------
     async def _work(self) -> None:
@@ -253,8 +251,18 @@ class LedgerEngine:
                 reads = Reads()
                 for submission in fresh:
                     reads.merge(submission.command.reads())
-                wallets = await tx.fetch_wallets(sorted(reads.wallet_ids))
-                institutions = await tx.fetch_institutions(sorted(reads.institution_ids))
+                wallets, missing = self._directory.cached_wallets(sorted(reads.wallet_ids))
+                if missing:
+                    loaded = await tx.fetch_wallets(missing)
+                    self._directory.remember_wallets(loaded.values())  # committed rows
+                    wallets.update(loaded)
+                institutions, absent = self._directory.cached_institutions(
+                    sorted(reads.institution_ids)
+                )
+                if absent:
+                    found = await tx.fetch_institutions(absent)
+                    self._directory.remember_institutions(found.values())
+                    institutions.update(found)
                 balances = await tx.lock_balances(sorted(reads.balance_keys))
                 supply = await tx.lock_supply(sorted(reads.currencies))
                 ws = WorkingSet(now_us, wallets, institutions, balances, supply)
@@ -305,6 +313,9 @@ class LedgerEngine:
                         head_hash=new_hash,
                     )
                 )
+        if commit and fresh:
+            self._directory.remember_wallets(ws.new_wallets)
+            self._directory.remember_institutions(ws.new_institutions)
         return [self._answer(s, primaries, stored, fresh_results) for s in batch]
 
     def _outcome(

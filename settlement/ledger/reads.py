@@ -56,12 +56,10 @@ class LedgerReader:
     def _session(self) -> AsyncSession:
         return AsyncSession(self._engine, expire_on_commit=False)
 
-    async def wallet_public_key(self, wallet_id: str) -> bytes | None:
+    async def wallet_record(self, wallet_id: str) -> WalletRecord | None:
         async with self._session() as session:
-            result = await session.exec(
-                select(models.Wallet.owner_public_key).where(models.Wallet.wallet_id == wallet_id)
-            )
-            return result.first()
+            row = await session.get(models.Wallet, wallet_id)
+            return None if row is None else _wallet(row)
 
     async def wallet(self, wallet_id: str) -> tuple[WalletRecord, list[BalanceRecord]] | None:
         async with self._session() as session:

@@ -138,17 +138,6 @@ class PostgresTransaction:
                                         $5::bigint[], $6::bigint[])""",
                 *_balance_columns(changes.new_balances),
             )
-        if changes.changed_balances:
-            await conn.execute(
-                """UPDATE balances AS b
-                      SET available = v.available, held = v.held,
-                          spent_day = v.spent_day, spent_today = v.spent_today
-                     FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[],
-                                 $5::bigint[], $6::bigint[])
-                          AS v(wallet_id, currency, available, held, spent_day, spent_today)
-                    WHERE b.wallet_id = v.wallet_id AND b.currency = v.currency""",
-                *_balance_columns(changes.changed_balances),
-            )
         if changes.changed_supply:
             await conn.execute(
                 """UPDATE supply AS s SET issued = v.issued, redeemed = v.redeemed
@@ -159,57 +148,77 @@ class PostgresTransaction:
                 [s.issued for s in changes.changed_supply],
                 [s.redeemed for s in changes.changed_supply],
             )
-        if changes.entries:
-            entries = changes.entries
-            await conn.execute(
-                """INSERT INTO journal_entries (seq, kind, request_id, caller, committed_at_us,
-                                                memo, prev_hash, hash)
-                   SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[],
-                                        $5::bigint[], $6::text[], $7::bytea[], $8::bytea[])""",
-                [e.seq for e in entries],
-                [e.kind.value for e in entries],
-                [e.request_id for e in entries],
-                [e.caller for e in entries],
-                [e.committed_at_us for e in entries],
-                [e.memo for e in entries],
-                [e.prev_hash for e in entries],
-                [e.hash for e in entries],
-            )
-            postings = [(e.seq, i, p) for e in entries for i, p in enumerate(e.postings)]
-            await conn.execute(
-                """INSERT INTO postings (seq, idx, account_id, bucket, currency, amount,
-                                         balance_after)
-                   SELECT * FROM unnest($1::bigint[], $2::smallint[], $3::text[], $4::text[],
-                                        $5::text[], $6::bigint[], $7::bigint[])""",
-                [seq for seq, _, _ in postings],
-                [idx for _, idx, _ in postings],
-                [p.account_id for _, _, p in postings],
-                [p.bucket.value for _, _, p in postings],
-                [p.currency for _, _, p in postings],
-                [p.amount for _, _, p in postings],
-                [p.balance_after for _, _, p in postings],
-            )
-            await conn.execute(
-                "UPDATE ledger_head SET seq = $1, hash = $2 WHERE id = 1",
-                changes.head_seq,
-                changes.head_hash,
-            )
-        if changes.operations:
-            ops = changes.operations
-            await conn.execute(
-                """INSERT INTO operations (caller, request_id, method, request_hash, ok, outcome,
-                                           commit_seq, created_at_us)
-                   SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[],
-                                        $5::bool[], $6::bytea[], $7::bigint[], $8::bigint[])""",
-                [o.caller for o in ops],
-                [o.request_id for o in ops],
-                [o.method for o in ops],
-                [o.request_hash for o in ops],
-                [o.ok for o in ops],
-                [o.outcome for o in ops],
-                [o.commit_seq for o in ops],
-                [o.created_at_us for o in ops],
-            )
+        # The hot part, whatever the batch size, in one round trip: balances, entries, postings,
+        # the ledger head and the stored outcomes. (Foreign keys are checked at the end of the
+        # statement, so postings may reference entries inserted beside them.)
+        entries, ops, balances = changes.entries, changes.operations, changes.changed_balances
+        postings = [(e.seq, i, p) for e in entries for i, p in enumerate(e.postings)]
+        await conn.execute(
+            _WRITE_BATCH,
+            *_balance_columns(balances),
+            [e.seq for e in entries],
+            [e.kind.value for e in entries],
+            [e.request_id for e in entries],
+            [e.caller for e in entries],
+            [e.committed_at_us for e in entries],
+            [e.memo for e in entries],
+            [e.prev_hash for e in entries],
+            [e.hash for e in entries],
+            [seq for seq, _, _ in postings],
+            [idx for _, idx, _ in postings],
+            [p.account_id for _, _, p in postings],
+            [p.bucket.value for _, _, p in postings],
+            [p.currency for _, _, p in postings],
+            [p.amount for _, _, p in postings],
+            [p.balance_after for _, _, p in postings],
+            bool(entries),
+            changes.head_seq,
+            changes.head_hash,
+            [o.caller for o in ops],
+            [o.request_id for o in ops],
+            [o.method for o in ops],
+            [o.request_hash for o in ops],
+            [o.ok for o in ops],
+            [o.outcome for o in ops],
+            [o.commit_seq for o in ops],
+            [o.created_at_us for o in ops],
+        )
+
+
+_WRITE_BATCH = """
+WITH
+  balance_rows AS (
+    UPDATE balances AS b
+       SET available = v.available, held = v.held,
+           spent_day = v.spent_day, spent_today = v.spent_today
+      FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
+           AS v(wallet_id, currency, available, held, spent_day, spent_today)
+     WHERE b.wallet_id = v.wallet_id AND b.currency = v.currency
+    RETURNING 1),
+  entry_rows AS (
+    INSERT INTO journal_entries (seq, kind, request_id, caller, committed_at_us, memo, prev_hash,
+                                 hash)
+    SELECT * FROM unnest($7::bigint[], $8::text[], $9::text[], $10::text[], $11::bigint[],
+                         $12::text[], $13::bytea[], $14::bytea[])
+    RETURNING 1),
+  posting_rows AS (
+    INSERT INTO postings (seq, idx, account_id, bucket, currency, amount, balance_after)
+    SELECT * FROM unnest($15::bigint[], $16::smallint[], $17::text[], $18::text[], $19::text[],
+                         $20::bigint[], $21::bigint[])
+    RETURNING 1),
+  head_row AS (
+    UPDATE ledger_head SET seq = $23, hash = $24 WHERE id = 1 AND $22::bool
+    RETURNING 1),
+  operation_rows AS (
+    INSERT INTO operations (caller, request_id, method, request_hash, ok, outcome, commit_seq,
+                            created_at_us)
+    SELECT * FROM unnest($25::text[], $26::text[], $27::text[], $28::bytea[], $29::bool[],
+                         $30::bytea[], $31::bigint[], $32::bigint[])
+    RETURNING 1)
+SELECT (SELECT count(*) FROM balance_rows), (SELECT count(*) FROM entry_rows),
+       (SELECT count(*) FROM posting_rows), (SELECT count(*) FROM head_row),
+       (SELECT count(*) FROM operation_rows)
+"""
 
 
 def _balance_columns(rows: Sequence[BalanceRecord]) -> tuple[list[object], ...]:
@@ -224,6 +233,8 @@ def _balance_columns(rows: Sequence[BalanceRecord]) -> tuple[list[object], ...]:
 
 
 class PostgresStore:
+    """One dedicated connection per writer (no pool: nothing to reset between batches)."""
+
     dialect = "postgresql"
 
     def __init__(
@@ -231,34 +242,43 @@ class PostgresStore:
     ) -> None:
         self._dsn = dsn
         self.writer_connections = writer_connections
-        self._isolation = isolation
-        self._pool: asyncpg.Pool | None = None
+        self._begin = f"BEGIN ISOLATION LEVEL {isolation.replace('_', ' ').upper()}"
+        self._free: list[asyncpg.Connection] = []
+
+    async def _connect(self) -> asyncpg.Connection:
+        conn = await asyncpg.connect(self._dsn)
+        # Plan every batch statement for the arrays it gets: a generic plan made while a table was
+        # empty would keep scanning it whole as it grows. (Engines without the setting skip it.)
+        with suppress(asyncpg.PostgresError):
+            await conn.execute("SET plan_cache_mode = force_custom_plan")
+        return conn
 
     async def start(self) -> None:
-        self._pool = await asyncpg.create_pool(
-            self._dsn, min_size=self.writer_connections, max_size=self.writer_connections
-        )
+        self._free = [await self._connect() for _ in range(self.writer_connections)]
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
+        for conn in self._free:
+            with suppress(Exception):
+                await conn.close()
+        self._free = []
 
     @asynccontextmanager
     async def transaction(self, *, commit: bool) -> AsyncIterator[PostgresTransaction]:
-        assert self._pool is not None, "start() the store first"
-        async with self._pool.acquire() as conn:
-            tx = conn.transaction(isolation=self._isolation)
-            await tx.start()
+        # Each writer task holds at most one transaction, so a connection is always free.
+        conn = self._free.pop()
+        try:
+            if conn.is_closed():
+                conn = await self._connect()
+            await conn.execute(self._begin)
             try:
                 yield PostgresTransaction(conn)
             except BaseException:
-                with suppress(Exception):  # a broken connection cannot roll back; the pool drops it
-                    await tx.rollback()
+                with suppress(Exception):  # a broken connection cannot roll back
+                    await conn.execute("ROLLBACK")
                 raise
-            if commit:
-                await tx.commit()
-            else:
-                await tx.rollback()
+            await conn.execute("COMMIT" if commit else "ROLLBACK")
+        finally:
+            self._free.append(conn)
 
     def is_retryable(self, exc: BaseException) -> bool:
         if isinstance(exc, asyncpg.UniqueViolationError):

@@ -67,7 +67,9 @@ async def start_harness(
     runtime = Runtime(settings, clock)
     if wrap_store is not None:
         runtime.store = wrap_store(runtime.store)
-        runtime.engine = LedgerEngine(runtime.store, runtime.clock, StatusCodec())
+        runtime.engine = LedgerEngine(
+            runtime.store, runtime.clock, StatusCodec(), runtime.directory
+        )
     await runtime.start()
     server = await start_server(runtime, "127.0.0.1:0")
     harness = Harness(runtime, server, f"127.0.0.1:{server.port}")

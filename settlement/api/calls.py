@@ -1,6 +1,8 @@
-"""The one interceptor every call passes: identity, the role table, error mapping and the log line.
+"""The one wrapper every call passes: identity, the role table, error mapping and the log line.
 
-Handlers only parse, call the domain and build the reply; everything cross-cutting is here.
+Handlers only parse, call the domain and build the reply; everything cross-cutting is here. The
+wrapper is applied when the handlers are registered rather than as a gRPC interceptor: the same
+effect without a per-call hop through the interceptor chain.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 import structlog
@@ -22,36 +25,44 @@ from settlement.ledger.engine import StoredFailure
 
 log = structlog.get_logger("condpay.api")
 
+ServicerT = TypeVar("ServicerT")
 Behavior = Callable[[Message, grpc.aio.ServicerContext], Awaitable[Message]]
 
 
-class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, *, log_calls: bool = True) -> None:
-        self._log_calls = log_calls
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+class CallWrapper:
+    """Wraps every condpay handler at registration (no per-call interceptor hop).
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method = details.method
-        cached = self._wrapped.get(method)
-        if cached is not None:
-            return cached
-        handler = await continuation(details)
-        spec = METHODS.get(method)
-        if handler is None or spec is None or handler.unary_unary is None:
-            return handler  # health, reflection: no identity needed
-        # The request is decoded inside the wrapper (not by gRPC), so that undecodable bytes are
-        # answered INVALID_ARGUMENT / MALFORMED_REQUEST instead of UNKNOWN with parser text.
-        wrapped = grpc.unary_unary_rpc_method_handler(
-            self._wrap(method, spec, handler.unary_unary, handler.request_deserializer),
-            request_deserializer=None,
-            response_serializer=handler.response_serializer,
+    Use :meth:`register` with a generated ``add_XServicer_to_server`` function: the handlers it
+    declares are wrapped and registered; a method missing from the role table refuses to start.
+    """
+
+    def __init__(self, server: grpc.aio.Server, *, log_calls: bool = True) -> None:
+        self._server = server
+        self._log_calls = log_calls
+
+    def register(
+        self, add_to_server: Callable[[ServicerT, Any], None], servicer: ServicerT
+    ) -> None:
+        add_to_server(servicer, _Registrar(self))
+
+    def _register(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        wrapped = {}
+        for name, handler in handlers.items():
+            method = f"/{service}/{name}"
+            spec = METHODS.get(method)
+            if spec is None or handler.unary_unary is None:
+                raise RuntimeError(f"{method} is not in the role table (settlement/api/methods.py)")
+            # The request is decoded inside the wrapper (not by gRPC), so that undecodable bytes
+            # are answered INVALID_ARGUMENT / MALFORMED_REQUEST, not UNKNOWN with parser text.
+            wrapped[name] = grpc.unary_unary_rpc_method_handler(
+                self._wrap(method, spec, handler.unary_unary, handler.request_deserializer),
+                request_deserializer=None,
+                response_serializer=handler.response_serializer,
+            )
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, wrapped),)
         )
-        self._wrapped[method] = wrapped
-        return wrapped
+        self._server.add_registered_method_handlers(service, wrapped)
 
     def _wrap(
         self,
@@ -139,3 +150,19 @@ _CODE_NAMES: dict[int, str] = {code.value[0]: code.name for code in grpc.StatusC
 
 def _code_name(status: status_pb2.Status | None) -> str:
     return "OK" if status is None else _CODE_NAMES.get(status.code, str(status.code))
+
+
+class _Registrar:
+    """Stands in for the server when generated code registers a servicer: it sees the handler
+    table, and only the wrapped handlers reach the real server (never the bare ones)."""
+
+    def __init__(self, wrapper: CallWrapper) -> None:
+        self._wrapper = wrapper
+
+    def add_generic_rpc_handlers(self, handlers: object) -> None:
+        """Ignored: these hold the unwrapped handlers; _register adds the wrapped ones."""
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self._wrapper._register(service, handlers)

@@ -1,0 +1,79 @@
+"""``condpay serve --workers N``: N server processes on one address.
+
+One Python process uses one core for Python code, so a bigger machine serves more with more
+processes. They are ordinary replicas (the same as servers on different machines): they share
+nothing but the database, and the kernel spreads incoming connections over them (SO_REUSEPORT).
+The parent migrates the schema once, starts the workers, forwards SIGTERM/SIGINT to them, and
+stops them all if one dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+import structlog
+
+from settlement.config import Settings
+from settlement.db.migrate import upgrade_to_head
+from settlement.db.urls import parse_database_url
+from settlement.runtime import create_sql_engine
+
+log = structlog.get_logger("condpay.workers")
+
+
+async def _migrate(settings: Settings) -> None:
+    engine = create_sql_engine(parse_database_url(settings.database_url))
+    try:
+        await upgrade_to_head(engine)
+    finally:
+        await engine.dispose()
+
+
+def serve_workers(settings: Settings) -> int:
+    if settings.addr.rsplit(":", 1)[-1] == "0":
+        raise SystemExit("condpay serve --workers: give an explicit port (workers share it)")
+    asyncio.run(_migrate(settings))
+    env = {
+        **os.environ,
+        "CONDPAY_ADDR": settings.addr,
+        "CONDPAY_DATABASE_URL": settings.database_url,
+        "CONDPAY_INSECURE": "1" if settings.insecure else "",
+        "CONDPAY_LOG_LEVEL": settings.log_level,
+        "CONDPAY_QUIET_CALLS": "" if settings.log_calls else "1",
+        "CONDPAY_WRITERS": str(settings.writers),
+        "CONDPAY_PG_ISOLATION": settings.pg_isolation,
+        "CONDPAY_WORKERS": "1",
+        "CONDPAY_REUSE_PORT": "1",
+    }
+    children = [
+        subprocess.Popen([sys.executable, "-m", "settlement.cli", "serve"], env=env)
+        for _ in range(settings.workers)
+    ]
+    log.info("workers_started", workers=len(children), pids=[c.pid for c in children])
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    while any(child.poll() is None for child in children):
+        for child in children:
+            code = child.poll()
+            if code not in (None, 0) and status == 0:
+                status = code if code > 0 else 1
+                log.error("worker_died", pid=child.pid, status=code)
+                forward(signal.SIGTERM, None)
+        time.sleep(0.2)
+    return status
+
+
+__all__ = ["serve_workers"]

@@ -1,0 +1,53 @@
+"""Wallets and institutions, cached. Neither ever changes once created, so every replica may keep
+them without ever disagreeing with another; a wallet that does not exist yet is never cached."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from settlement import limits
+from settlement.ledger.reads import LedgerReader
+from settlement.ledger.records import InstitutionRecord, WalletRecord
+
+
+class Directory:
+    def __init__(self, reader: LedgerReader) -> None:
+        self._reader = reader
+        self._wallets: dict[str, WalletRecord] = {}
+        self._institutions: dict[str, InstitutionRecord] = {}
+
+    async def wallet(self, wallet_id: str) -> WalletRecord | None:
+        record = self._wallets.get(wallet_id)
+        if record is None:
+            record = await self._reader.wallet_record(wallet_id)
+            if record is not None:
+                self.remember_wallets([record])
+        return record
+
+    def cached_wallets(self, ids: Sequence[str]) -> tuple[dict[str, WalletRecord], list[str]]:
+        """(the cached records, the ids to load)"""
+        found, missing = {}, []
+        for wallet_id in ids:
+            record = self._wallets.get(wallet_id)
+            if record is None:
+                missing.append(wallet_id)
+            else:
+                found[wallet_id] = record
+        return found, missing
+
+    def cached_institutions(
+        self, ids: Sequence[str]
+    ) -> tuple[dict[str, InstitutionRecord], list[str]]:
+        found = {i: self._institutions[i] for i in ids if i in self._institutions}
+        return found, [i for i in ids if i not in found]
+
+    def remember_wallets(self, records: Iterable[WalletRecord]) -> None:
+        """Only committed wallets: a rolled-back batch's must never be remembered."""
+        for record in records:
+            if len(self._wallets) >= limits.DIRECTORY_ENTRIES_MAX:
+                del self._wallets[next(iter(self._wallets))]
+            self._wallets[record.wallet_id] = record
+
+    def remember_institutions(self, records: Iterable[InstitutionRecord]) -> None:
+        for record in records:
+            self._institutions[record.institution_id] = record
