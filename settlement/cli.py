@@ -10,7 +10,7 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import replace
 from typing import Any
 
-from settlement.config import ENVIRONMENT_HELP, Settings
+from settlement.config import ENVIRONMENT_HELP, Settings, parse_workers
 
 
 def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
@@ -45,9 +45,9 @@ def _serve(args: argparse.Namespace) -> int:
     if args.quiet_calls:
         settings = replace(settings, log_calls=False)
     if args.workers is not None:
-        settings = replace(settings, workers=args.workers)
+        settings = replace(settings, workers=parse_workers(args.workers))
     configure_logging(settings.log_level)
-    if settings.workers > 1:
+    if settings.worker_count() > 1:
         from settlement.api.workers import serve_workers
 
         return serve_workers(settings)
@@ -113,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--writers", type=int, help="PostgreSQL writer connections")
     serve.add_argument("--pg-isolation", choices=["read_committed", "serializable"])
     serve.add_argument(
-        "--workers", type=int, help="server processes sharing the address (env CONDPAY_WORKERS)"
+        "--workers",
+        help="server processes sharing the address: N or auto (env CONDPAY_WORKERS; default auto:"
+        " one per CPU on PostgreSQL, one on SQLite)",
     )
     serve.set_defaults(run=_serve)
 

@@ -28,10 +28,17 @@ class Settings:
     writers: int = 1
     # PostgreSQL isolation for write transactions: read_committed (row locks) or serializable.
     pg_isolation: str = "read_committed"
-    # Server processes sharing the address (SO_REUSEPORT); each is a stateless replica.
-    workers: int = 1
+    # Server processes sharing the address (SO_REUSEPORT), each a stateless replica; 0 is "auto":
+    # one per CPU on PostgreSQL, one on SQLite (one writer at a time there anyway).
+    workers: int = 0
     # Set in each worker of a group: bind with SO_REUSEPORT.
     reuse_port: bool = False
+
+    def worker_count(self) -> int:
+        if self.workers > 0:
+            return self.workers
+        is_sqlite = not self.database_url or self.database_url.startswith("sqlite")
+        return 1 if is_sqlite else max(1, os.cpu_count() or 1)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -44,9 +51,19 @@ class Settings:
             log_calls=not _flag(env.get("CONDPAY_QUIET_CALLS")),
             writers=int(env.get("CONDPAY_WRITERS", "1")),
             pg_isolation=env.get("CONDPAY_PG_ISOLATION", "read_committed"),
-            workers=int(env.get("CONDPAY_WORKERS", "1")),
+            workers=parse_workers(env.get("CONDPAY_WORKERS", "auto")),
             reuse_port=_flag(env.get("CONDPAY_REUSE_PORT")),
         )
+
+
+def parse_workers(text: str) -> int:
+    """ "auto" (or empty) is 0; otherwise a positive number."""
+    if text.strip().lower() in {"", "auto"}:
+        return 0
+    count = int(text)
+    if count < 1:
+        raise ValueError("workers must be a positive number or auto")
+    return count
 
 
 ENVIRONMENT_HELP = """environment:
@@ -58,5 +75,6 @@ ENVIRONMENT_HELP = """environment:
   CONDPAY_QUIET_CALLS=1  no per-call log line
   CONDPAY_WRITERS        PostgreSQL writer connections, batches in flight (default 1)
   CONDPAY_PG_ISOLATION   read_committed (default) | serializable
-  CONDPAY_WORKERS        server processes sharing the address (default 1; PostgreSQL)
+  CONDPAY_WORKERS        server processes sharing the address: a number, or auto (default:
+                         one per CPU on PostgreSQL, one on SQLite)
 """

@@ -11,18 +11,20 @@ from dataclasses import dataclass
 from typing import Final
 
 from wallets import canonical
-from wallets.errors import MalformedInstruction
 from wallets.keys import OwnerKey
 
 TRANSFER_V1: Final = "condpay.transfer.v1"
-_TRANSFER_FIELDS: Final = (
-    "source",
-    "target",
-    "currency",
-    "amount_minor",
-    "request_id",
-    "expires_at_us",
-    "memo",
+_TRANSFER: Final = canonical.DocumentFormat(
+    TRANSFER_V1,
+    (
+        ("source", canonical.Field.ID),
+        ("target", canonical.Field.ID),
+        ("currency", canonical.Field.CURRENCY),
+        ("amount_minor", canonical.Field.UINT),
+        ("request_id", canonical.Field.ID),
+        ("expires_at_us", canonical.Field.UINT),
+        ("memo", canonical.Field.TEXT),
+    ),
 )
 
 
@@ -39,45 +41,31 @@ class TransferInstruction:
     memo: str = ""
 
     def to_bytes(self) -> bytes:
-        return canonical.encode(
-            TRANSFER_V1,
-            [
-                ("source", self.source),
-                ("target", self.target),
-                ("currency", self.currency),
-                ("amount_minor", str(self.amount_minor)),
-                ("request_id", self.request_id),
-                ("expires_at_us", str(self.expires_at_us)),
-                ("memo", self.memo),
-            ],
+        return _TRANSFER.encode(
+            {
+                "source": self.source,
+                "target": self.target,
+                "currency": self.currency,
+                "amount_minor": self.amount_minor,
+                "request_id": self.request_id,
+                "expires_at_us": self.expires_at_us,
+                "memo": self.memo,
+            }
         )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> TransferInstruction:
         """Decode canonical bytes; MalformedInstruction on anything else."""
-        f = canonical.decode(data, TRANSFER_V1, _TRANSFER_FIELDS)
-        currency = f["currency"]
-        if (
-            len(currency) != 3
-            or not currency.isascii()
-            or not currency.isalpha()
-            or not currency.isupper()
-        ):
-            raise MalformedInstruction(
-                "currency must be a three-letter ISO 4217 code", field="currency"
-            )
-        instruction = cls(
-            source=canonical.parse_id(f["source"], "source"),
-            target=canonical.parse_id(f["target"], "target"),
-            currency=currency,
-            amount_minor=canonical.parse_uint(f["amount_minor"], "amount_minor"),
-            request_id=canonical.parse_id(f["request_id"], "request_id"),
-            expires_at_us=canonical.parse_uint(f["expires_at_us"], "expires_at_us"),
-            memo=canonical.parse_text(f["memo"], "memo"),
+        f = _TRANSFER.decode(data)
+        return cls(
+            source=str(f["source"]),
+            target=str(f["target"]),
+            currency=str(f["currency"]),
+            amount_minor=int(f["amount_minor"]),
+            request_id=str(f["request_id"]),
+            expires_at_us=int(f["expires_at_us"]),
+            memo=str(f["memo"]),
         )
-        # Every field was parsed strictly, so these bytes are the one encoding of the instruction
-        # (tests/test_wallets.py checks that from_bytes(b).to_bytes() == b whenever it parses).
-        return instruction
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,12 +10,14 @@ stops them all if one dies.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import signal
 import subprocess
 import sys
 import time
 from types import FrameType
+from typing import Final
 
 import structlog
 
@@ -35,6 +37,16 @@ async def _migrate(settings: Settings) -> None:
         await engine.dispose()
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: the kernel sends SIGKILL when the parent dies, so a killed
+    server never leaves orphaned workers serving on its port (Linux prctl PR_SET_PDEATHSIG)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+_PR_SET_PDEATHSIG: Final = 1
+
+
 def serve_workers(settings: Settings) -> int:
     if settings.addr.rsplit(":", 1)[-1] == "0":
         raise SystemExit("condpay serve --workers: give an explicit port (workers share it)")
@@ -52,8 +64,10 @@ def serve_workers(settings: Settings) -> int:
         "CONDPAY_REUSE_PORT": "1",
     }
     children = [
-        subprocess.Popen([sys.executable, "-m", "settlement.cli", "serve"], env=env)
-        for _ in range(settings.workers)
+        subprocess.Popen(
+            [sys.executable, "-m", "settlement.cli", "serve"], env=env, preexec_fn=_die_with_parent
+        )
+        for _ in range(settings.worker_count())
     ]
     log.info("workers_started", workers=len(children), pids=[c.pid for c in children])
 

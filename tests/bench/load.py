@@ -50,7 +50,7 @@ class LoadSpec:
     cpu_watch: CpuWatch = field(default_factory=CpuWatch)
     # Connections to spread the calls over (one TCP connection each), as a busy platform would
     # have; with several server processes on one port the kernel spreads connections, not calls.
-    channels: int = 4
+    channels: int = 16
 
 
 @dataclass(frozen=True, slots=True)

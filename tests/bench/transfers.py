@@ -132,7 +132,8 @@ from tests.support.postgres import PostgresServer, postgres_server
 BENCH_DIR = Path("var") / "bench"
 TRANSFER_METHOD = "/condpay.v1.WalletService/Transfer"
 TRANSFER_CALLER = (("condpay-caller", "platform/bench-load"),)
-DEFAULT_WORKERS = Settings().workers
+# `condpay serve` on PostgreSQL defaults to one worker process per CPU ("auto").
+DEFAULT_WORKERS = Settings(database_url="postgresql://").worker_count()
 POOL_HEADROOM = 1.3  # pre-sign this much more than the expected rate could use
 RATE_GUESS_FLOOR = 3_000.0  # transfers/s assumed before a server has shown its rate
 RATE_GUESS_FACTOR = 2.5  # ... and then this times the best rate it has shown so far
@@ -150,7 +151,7 @@ class BenchConfig:
     concurrencies: tuple[int, ...] = (1, 16, 64, 256)
     payers: int = 200
     backends: tuple[str, ...] = ("echo", "sqlite", "postgres")
-    extra_workers: tuple[int, ...] = (2,)
+    extra_workers: tuple[int, ...] = (1,)
     output: Path = BENCH_DIR / "transfers.json"
 
 
