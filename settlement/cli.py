@@ -38,6 +38,7 @@ def _serve(args: argparse.Namespace) -> int:
         "log_level": args.log_level,
         "writers": args.writers,
         "pg_isolation": args.pg_isolation,
+        "certs_dir": args.certs_dir,
     }
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     if args.insecure:
@@ -108,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="plaintext development mode; identity from condpay-caller metadata",
     )
+    serve.add_argument(
+        "--certs-dir", help="mutual TLS files from `condpay certs init` (env CONDPAY_CERTS_DIR)"
+    )
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--quiet-calls", action="store_true", help="no per-call log line")
     serve.add_argument("--writers", type=int, help="PostgreSQL writer connections")
@@ -132,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--database-url", help="database for the server the demo starts")
     demo.set_defaults(run=_demo)
 
+    commands.add_parser("certs", help="development CA for mutual TLS: init, issue", add_help=False)
     commands.add_parser(
         "dsl", help="the contract language: check, fmt, explain, simulate, test", add_help=False
     )
@@ -142,6 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["dsl"]:
         return _dsl(argv[1:])
+    if argv[:1] == ["certs"]:
+        from settlement.certs import main as certs_main
+
+        return certs_main(argv[1:])
     args = build_parser().parse_args(argv)
     result: int = args.run(args)
     return result

@@ -20,6 +20,8 @@ class Settings:
     database_url: str = ""
     # Plaintext, identity from the condpay-caller metadata: development only.
     insecure: bool = False
+    # Mutual TLS: server.pem, server.key and ca.pem made by `condpay certs init`.
+    certs_dir: str = "var/certs"
     log_level: str = "info"
     # One JSON line per call (method, caller, request id, status, latency).
     log_calls: bool = True
@@ -47,6 +49,7 @@ class Settings:
             addr=env.get("CONDPAY_ADDR", DEFAULT_ADDR),
             database_url=env.get("CONDPAY_DATABASE_URL", ""),
             insecure=_flag(env.get("CONDPAY_INSECURE")),
+            certs_dir=env.get("CONDPAY_CERTS_DIR", "var/certs"),
             log_level=env.get("CONDPAY_LOG_LEVEL", "info"),
             log_calls=not _flag(env.get("CONDPAY_QUIET_CALLS")),
             writers=int(env.get("CONDPAY_WRITERS", "1")),
@@ -70,6 +73,7 @@ ENVIRONMENT_HELP = """environment:
   CONDPAY_ADDR           listen address (default 127.0.0.1:50051)
   CONDPAY_DATABASE_URL   postgresql://user:pass@host:port/db, or sqlite:///path
                          (default: embedded SQLite at ./var/condpay.db)
+  CONDPAY_CERTS_DIR      mutual TLS files from `condpay certs init` (default var/certs)
   CONDPAY_INSECURE=1     plaintext development mode (identity from condpay-caller metadata)
   CONDPAY_LOG_LEVEL      debug | info | warning | error (default info)
   CONDPAY_QUIET_CALLS=1  no per-call log line

@@ -176,6 +176,8 @@ async def test_serve_without_insecure_refuses_to_start(tmp_path: Path) -> None:
     assert process.returncode != 0
     assert "--insecure" in message
     assert "TLS" in message
+    assert "condpay certs init" in message
+    assert not (tmp_path / "var" / "condpay.db").exists(), "it touched the database first"
 
 
 # -- a real server process ---------------------------------------------------------------------

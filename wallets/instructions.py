@@ -1,71 +1,52 @@
-"""Signed owner instructions: what a wallet owner authorises, as exact bytes plus a signature.
+"""Signed documents: what a wallet owner (or an oracle) authorises, as exact bytes plus a signature.
 
-The server decodes the transmitted bytes (strictly: one encoding per instruction), looks up the
-source wallet's key, and verifies the signature over those same bytes; it never rebuilds them from
-other request fields. Build and sign with :func:`sign_transfer`.
+The server decodes the transmitted bytes (strictly: one encoding per document, see
+wallets/canonical.py), looks up the signer's key, and verifies the signature over those same
+bytes; it never rebuilds them from other request fields. Each kind has its own header, so bytes
+signed as one kind never verify as another.
+
+| document | signed by | authorises |
+|---|---|---|
+| ``condpay.transfer.v1`` | the source wallet's owner | a transfer |
+| ``condpay.lock.v1`` | the payer | locking the escrow of a conditional payment |
+| ``condpay.fund.v1`` | the financier's wallet owner | funding part of an escrow for the payer |
+| ``condpay.assign.v1`` | the payee and the financier | assigning proceeds for an advance |
+| ``condpay.cancel.v1`` | the payer and every payee | cancelling a payment (refund) |
+| ``condpay.attestation.v1`` | an oracle, a quorum, or a party | an observed trade event |
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import dataclass, fields
+from typing import ClassVar, Final, Self
 
 from wallets import canonical
+from wallets.canonical import Field
 from wallets.keys import OwnerKey
 
-TRANSFER_V1: Final = "condpay.transfer.v1"
-_TRANSFER: Final = canonical.DocumentFormat(
-    TRANSFER_V1,
-    (
-        ("source", canonical.Field.ID),
-        ("target", canonical.Field.ID),
-        ("currency", canonical.Field.CURRENCY),
-        ("amount_minor", canonical.Field.UINT),
-        ("request_id", canonical.Field.ID),
-        ("expires_at_us", canonical.Field.UINT),
-        ("memo", canonical.Field.TEXT),
-    ),
-)
 
+class Document:
+    """A frozen dataclass whose fields are exactly its format's fields, in order."""
 
-@dataclass(frozen=True, slots=True)
-class TransferInstruction:
-    """Move ``amount_minor`` of ``currency`` from ``source`` to ``target`` (wallet ids)."""
-
-    source: str
-    target: str
-    currency: str
-    amount_minor: int
-    request_id: str
-    expires_at_us: int
-    memo: str = ""
+    FORMAT: ClassVar[canonical.DocumentFormat]
 
     def to_bytes(self) -> bytes:
-        return _TRANSFER.encode(
-            {
-                "source": self.source,
-                "target": self.target,
-                "currency": self.currency,
-                "amount_minor": self.amount_minor,
-                "request_id": self.request_id,
-                "expires_at_us": self.expires_at_us,
-                "memo": self.memo,
-            }
-        )
+        return self.FORMAT.encode({f.name: getattr(self, f.name) for f in fields(self)})  # type: ignore[arg-type]
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> TransferInstruction:
-        """Decode canonical bytes; MalformedInstruction on anything else."""
-        f = _TRANSFER.decode(data)
-        return cls(
-            source=str(f["source"]),
-            target=str(f["target"]),
-            currency=str(f["currency"]),
-            amount_minor=int(f["amount_minor"]),
-            request_id=str(f["request_id"]),
-            expires_at_us=int(f["expires_at_us"]),
-            memo=str(f["memo"]),
-        )
+    def from_bytes(cls, data: bytes) -> Self:
+        """Decode canonical bytes; MalformedInstruction (naming the field) on anything else."""
+        return cls(**cls.FORMAT.decode(data))
+
+    def sign(self, key: OwnerKey) -> SignedInstruction:
+        """Client side: the canonical bytes and ``key``'s signature over them."""
+        payload = self.to_bytes()
+        type(self).from_bytes(payload)  # refuse to sign what the server would refuse
+        return SignedInstruction(payload, key.sign(payload))
+
+
+def _format(header: str, *spec: tuple[str, Field]) -> canonical.DocumentFormat:
+    return canonical.DocumentFormat(header, spec)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +55,154 @@ class SignedInstruction:
     signature: bytes
 
 
+TRANSFER_V1: Final = "condpay.transfer.v1"
+
+
+@dataclass(frozen=True, slots=True)
+class TransferInstruction(Document):
+    """Move ``amount_minor`` of ``currency`` from ``source`` to ``target`` (wallet ids)."""
+
+    FORMAT: ClassVar = _format(
+        TRANSFER_V1,
+        ("source", Field.ID),
+        ("target", Field.ID),
+        ("currency", Field.CURRENCY),
+        ("amount_minor", Field.UINT),
+        ("request_id", Field.ID),
+        ("expires_at_us", Field.UINT),
+        ("memo", Field.TEXT),
+    )
+    source: str
+    target: str
+    currency: str
+    amount_minor: int
+    request_id: str
+    expires_at_us: int
+    memo: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LockInstruction(Document):
+    """The payer locks ``amount_minor`` in escrow for the contract ``contract_hash`` with the
+    parameter values whose canonical hash is ``params_hash`` (contracts_dsl BoundParams.hash)."""
+
+    FORMAT: ClassVar = _format(
+        "condpay.lock.v1",
+        ("payer", Field.ID),
+        ("contract_hash", Field.HEX256),
+        ("params_hash", Field.HEX256),
+        ("currency", Field.CURRENCY),
+        ("amount_minor", Field.UINT),
+        ("request_id", Field.ID),
+        ("expires_at_us", Field.UINT),
+    )
+    payer: str
+    contract_hash: str
+    params_hash: str
+    currency: str
+    amount_minor: int
+    request_id: str
+    expires_at_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class FundInstruction(Document):
+    """The financier pays ``amount_minor`` into the escrow of ``payment_id`` for the payer, who
+    owes it back with ``fee_minor`` by ``due_at_us``."""
+
+    FORMAT: ClassVar = _format(
+        "condpay.fund.v1",
+        ("financier", Field.ID),
+        ("payment_id", Field.ID),
+        ("currency", Field.CURRENCY),
+        ("amount_minor", Field.UINT),
+        ("fee_minor", Field.UINT),
+        ("due_at_us", Field.UINT),
+        ("request_id", Field.ID),
+        ("expires_at_us", Field.UINT),
+    )
+    financier: str
+    payment_id: str
+    currency: str
+    amount_minor: int
+    fee_minor: int
+    due_at_us: int
+    request_id: str
+    expires_at_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class AssignmentInstruction(Document):
+    """The payee assigns up to ``assigned_minor`` of what ``payment_id`` pays it to the financier,
+    who pays the payee ``advance_minor`` now. Signed by both."""
+
+    FORMAT: ClassVar = _format(
+        "condpay.assign.v1",
+        ("payment_id", Field.ID),
+        ("payee", Field.ID),
+        ("financier", Field.ID),
+        ("currency", Field.CURRENCY),
+        ("assigned_minor", Field.UINT),
+        ("advance_minor", Field.UINT),
+        ("request_id", Field.ID),
+        ("expires_at_us", Field.UINT),
+    )
+    payment_id: str
+    payee: str
+    financier: str
+    currency: str
+    assigned_minor: int
+    advance_minor: int
+    request_id: str
+    expires_at_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class CancelInstruction(Document):
+    """Cancel ``payment_id``: what remains in escrow goes back (financiers first)."""
+
+    FORMAT: ClassVar = _format(
+        "condpay.cancel.v1",
+        ("payment_id", Field.ID),
+        ("request_id", Field.ID),
+        ("expires_at_us", Field.UINT),
+    )
+    payment_id: str
+    request_id: str
+    expires_at_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class AttestationStatement(Document):
+    """An observed trade event, bound to one payment, contract and oracle set version. ``oracle``
+    is the attester's name in the contract (an oracle, or a wallet party such as ``buyer``); the
+    event's attributes travel beside it as canonical JSON whose SHA-256 is ``payload_sha256``."""
+
+    FORMAT: ClassVar = _format(
+        "condpay.attestation.v1",
+        ("oracle_set_version", Field.UINT),
+        ("oracle", Field.ID),
+        ("event_id", Field.ID),
+        ("payment_id", Field.ID),
+        ("contract_hash", Field.HEX256),
+        ("event_type", Field.ID),
+        ("payload_sha256", Field.HEX256),
+        ("observed_at_us", Field.UINT),
+        ("issued_at_us", Field.UINT),
+        ("expires_at_us", Field.UINT),
+    )
+    oracle_set_version: int
+    oracle: str
+    event_id: str
+    payment_id: str
+    contract_hash: str
+    event_type: str
+    payload_sha256: str
+    observed_at_us: int
+    issued_at_us: int
+    expires_at_us: int
+
+
 def sign_transfer(key: OwnerKey, instruction: TransferInstruction) -> SignedInstruction:
     """Client-side helper: the instruction's canonical bytes and the owner's signature over them."""
-    payload = instruction.to_bytes()
-    TransferInstruction.from_bytes(payload)  # refuse to sign what the server would refuse
-    return SignedInstruction(payload, key.sign(payload))
+    return instruction.sign(key)

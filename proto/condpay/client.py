@@ -16,6 +16,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
@@ -23,6 +24,7 @@ import grpc
 from google.protobuf.message import Message
 
 from condpay.errors import ApiError, from_rpc_error
+from condpay.tls import secure_channel
 from condpay.v1 import (
     central_bank_pb2,
     central_bank_pb2_grpc,
@@ -54,13 +56,27 @@ class Client:
         target: str,
         *,
         caller: str,
+        certs_dir: str | Path | None = None,
+        server_name: str | None = None,
         channel: grpc.aio.Channel | None = None,
         timeout_seconds: float = 10.0,
         attempts_max: int = 6,
     ) -> None:
-        """``caller`` is ``<role>/<id>``, sent as metadata in the development mode."""
-        self._channel = channel or grpc.aio.insecure_channel(target)
-        self._own_channel = channel is None
+        """``caller`` is ``<role>/<id>``. With ``certs_dir`` (made by ``condpay certs init``) the
+        client connects over mutual TLS with that identity's certificate, and the server takes
+        the identity from the certificate; without it, plaintext, and the identity is sent as
+        metadata, which only a server in development mode (--insecure) accepts."""
+        self._target, self._certs_dir, self._server_name = target, certs_dir, server_name
+        if channel is None:
+            channel = (
+                grpc.aio.insecure_channel(target)
+                if certs_dir is None
+                else secure_channel(target, certs_dir, caller, server_name=server_name)
+            )
+            self._own_channel = True
+        else:
+            self._own_channel = False
+        self._channel = channel
         self._metadata = ((CALLER_METADATA_KEY, caller),)
         self._timeout = timeout_seconds
         self._attempts_max = attempts_max
@@ -85,11 +101,14 @@ class Client:
             await self._channel.close()
 
     def with_caller(self, caller: str) -> Client:
-        """Another identity over the same connection."""
+        """Another identity: over the same connection in development mode; under TLS the
+        identity is the connection's certificate, so a new connection with that identity's."""
         return Client(
-            "",
+            self._target,
             caller=caller,
-            channel=self._channel,
+            certs_dir=self._certs_dir,
+            server_name=self._server_name,
+            channel=None if self._certs_dir is not None else self._channel,
             timeout_seconds=self._timeout,
             attempts_max=self._attempts_max,
         )

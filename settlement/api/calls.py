@@ -17,9 +17,10 @@ import structlog
 from google.protobuf.message import DecodeError, Message
 from google.rpc import status_pb2
 
-from settlement.api.identity import Caller, caller_from_metadata, set_current_caller
+from settlement.api.identity import Caller, set_current_caller
 from settlement.api.methods import METHODS, MethodSpec
 from settlement.api.status import grpc_status, internal_status, reason_of, to_status
+from settlement.api.tls import IdentityResolver
 from settlement.errors import Reason, SettlementError
 from settlement.ledger.engine import StoredFailure
 
@@ -36,8 +37,11 @@ class CallWrapper:
     declares are wrapped and registered; a method missing from the role table refuses to start.
     """
 
-    def __init__(self, server: grpc.aio.Server, *, log_calls: bool = True) -> None:
+    def __init__(
+        self, server: grpc.aio.Server, *, identity: IdentityResolver, log_calls: bool = True
+    ) -> None:
         self._server = server
+        self._identity = identity
         self._log_calls = log_calls
 
     def register(
@@ -72,6 +76,7 @@ class CallWrapper:
         deserialize: Callable[[bytes], Message],
     ) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Message]]:
         log_calls = self._log_calls
+        resolve = self._identity.resolve
 
         async def call(raw: bytes, context: grpc.aio.ServicerContext) -> Message:
             started = time.perf_counter()
@@ -87,7 +92,7 @@ class CallWrapper:
                         Reason.MALFORMED_REQUEST, f"the request is not a valid {method} message"
                     ) from None
                 request_id = getattr(request, "request_id", "")
-                caller = caller_from_metadata(context.invocation_metadata())
+                caller = resolve(context)
                 if caller.role not in spec.roles:
                     raise SettlementError(
                         Reason.ROLE_NOT_ALLOWED,

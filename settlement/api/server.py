@@ -7,6 +7,7 @@ import gc
 import signal
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import structlog
@@ -25,6 +26,7 @@ from settlement import limits
 from settlement.api.calls import CallWrapper
 from settlement.api.central_bank_service import CentralBankService
 from settlement.api.operation_service import OperationService
+from settlement.api.tls import identity_resolver, server_credentials
 from settlement.api.wallet_service import WalletService
 from settlement.config import Settings
 from settlement.runtime import Runtime
@@ -56,17 +58,22 @@ class RunningServer:
 async def start_server(runtime: Runtime, addr: str) -> RunningServer:
     """Serve ``runtime`` (already started) on ``addr``; port 0 picks a free port."""
     settings = runtime.settings
-    require_explicit_insecure(settings)
-    log.warning(
-        "insecure_mode",
-        message="PLAINTEXT DEVELOPMENT MODE: no TLS, caller identity taken from the "
-        "condpay-caller metadata. Never expose this server beyond localhost.",
-    )
+    tls_files = require_certificates(settings)
+    if tls_files is None:
+        log.warning(
+            "insecure_mode",
+            message="PLAINTEXT DEVELOPMENT MODE: no TLS, caller identity taken from the "
+            "condpay-caller metadata. Never expose this server beyond localhost.",
+        )
     server = grpc.aio.server(
         # Several worker processes share one port only when asked (condpay serve --workers N).
         options=[("grpc.so_reuseport", 1 if settings.reuse_port else 0)],
     )
-    calls = CallWrapper(server, log_calls=settings.log_calls)
+    calls = CallWrapper(
+        server,
+        identity=identity_resolver(insecure=tls_files is None),
+        log_calls=settings.log_calls,
+    )
     calls.register(wallet_pb2_grpc.add_WalletServiceServicer_to_server, WalletService(runtime))
     calls.register(
         central_bank_pb2_grpc.add_CentralBankServiceServicer_to_server, CentralBankService(runtime)
@@ -79,25 +86,43 @@ async def start_server(runtime: Runtime, addr: str) -> RunningServer:
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(addr)
+    if tls_files is None:
+        port = server.add_insecure_port(addr)
+    else:
+        port = server.add_secure_port(addr, server_credentials(*tls_files))
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("serving", addr=addr, port=port, database=runtime.url.redacted())
+    log.info(
+        "serving",
+        addr=addr,
+        port=port,
+        database=runtime.url.redacted(),
+        transport="plaintext" if tls_files is None else "mutual TLS",
+    )
     return RunningServer(server, port, health_servicer, runtime)
 
 
-def require_explicit_insecure(settings: Settings) -> None:
-    if not settings.insecure:
+def require_certificates(settings: Settings) -> tuple[Path, Path, Path] | None:
+    """The server's TLS files, or None in the explicit plaintext development mode; without
+    either the server refuses to start."""
+    if settings.insecure:
+        return None
+    root = Path(settings.certs_dir)
+    files = (root / "server.pem", root / "server.key", root / "ca.pem")
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing:
         raise SystemExit(
-            "condpay serve: mutual TLS is not available in this release; start the plaintext "
-            "development mode explicitly with --insecure (or CONDPAY_INSECURE=1)"
+            f"condpay serve: mutual TLS needs {', '.join(missing)}: run `condpay certs init` "
+            "(or start the plaintext development mode explicitly with --insecure / "
+            "CONDPAY_INSECURE=1)"
         )
+    return files
 
 
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
-    require_explicit_insecure(settings)  # before touching the database
+    require_certificates(settings)  # before touching the database
     runtime = Runtime(settings)
     await runtime.start()
     try:

@@ -56,6 +56,7 @@ def serve_workers(settings: Settings) -> int:
         "CONDPAY_ADDR": settings.addr,
         "CONDPAY_DATABASE_URL": settings.database_url,
         "CONDPAY_INSECURE": "1" if settings.insecure else "",
+        "CONDPAY_CERTS_DIR": settings.certs_dir,
         "CONDPAY_LOG_LEVEL": settings.log_level,
         "CONDPAY_QUIET_CALLS": "" if settings.log_calls else "1",
         "CONDPAY_WRITERS": str(settings.writers),

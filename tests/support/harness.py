@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from condpay.client import Client
 
 from settlement.api.server import RunningServer, start_server
 from settlement.api.status import StatusCodec
+from settlement.certs import init_certificates, issue_certificate, parse_identity
 from settlement.clock import Clock
 from settlement.config import Settings
 from settlement.ledger.audit import audit_ledger
@@ -28,9 +30,15 @@ class Harness:
     address: str
     clients: list[Client] = field(default_factory=list)
     audit_after: bool = True
+    # Mutual TLS: the `condpay certs` directory; clients get a certificate for their identity.
+    certs_dir: Path | None = None
 
     def client(self, caller: str = CENTRAL_BANK) -> Client:
-        client = Client(self.address, caller=caller)
+        if self.certs_dir is not None:
+            stem = self.certs_dir / "clients" / caller.replace("/", "_")
+            if not stem.with_suffix(".pem").exists():
+                issue_certificate(self.certs_dir, parse_identity(caller))
+        client = Client(self.address, caller=caller, certs_dir=self.certs_dir)
         self.clients.append(client)
         return client
 
@@ -55,12 +63,17 @@ async def start_harness(
     clock: Clock | None = None,
     writers: int = 2,
     wrap_store: Callable[[LedgerStore], LedgerStore] | None = None,
+    certs_dir: Path | None = None,
 ) -> AsyncIterator[Harness]:
-    """``wrap_store`` puts a test double (fault injection) between the engine and the store."""
+    """``wrap_store`` puts a test double (fault injection) between the engine and the store;
+    ``certs_dir`` (a fresh folder) serves over mutual TLS with a CA made there."""
+    if certs_dir is not None:
+        init_certificates(certs_dir, [parse_identity(CENTRAL_BANK)])
     settings = Settings(
         addr="127.0.0.1:0",
         database_url=database_url,
-        insecure=True,
+        insecure=certs_dir is None,
+        certs_dir=str(certs_dir or ""),
         log_calls=False,
         writers=writers,
     )
@@ -72,7 +85,7 @@ async def start_harness(
         )
     await runtime.start()
     server = await start_server(runtime, "127.0.0.1:0")
-    harness = Harness(runtime, server, f"127.0.0.1:{server.port}")
+    harness = Harness(runtime, server, f"127.0.0.1:{server.port}", certs_dir=certs_dir)
     try:
         yield harness
         if harness.audit_after:
