@@ -36,7 +36,14 @@ from contracts_dsl.events import BUILTIN_EVENTS, EventSchema
 from contracts_dsl.explain import ExplainResult, explain_source
 from contracts_dsl.formatter import FormatResult, format_source
 from contracts_dsl.inputs import InputError
-from contracts_dsl.params import BoundParams, Money, ParamBinding, bind_params
+from contracts_dsl.params import (
+    BoundParams,
+    Money,
+    ParamBinding,
+    bind_params,
+    deadline_us,
+    escrow_minor,
+)
 from contracts_dsl.parser import ParseResult, parse
 from contracts_dsl.simulate import Step, simulate
 from contracts_dsl.source import SourceFile, Span
@@ -85,6 +92,8 @@ __all__ = [
     "check",
     "check_source",
     "compile_source",
+    "deadline_us",
+    "escrow_minor",
     "evaluate",
     "explain_source",
     "format_source",

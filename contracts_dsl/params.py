@@ -280,6 +280,17 @@ def escrow_minor(contract: CompiledContract, params: BoundParams) -> int:
     return amount.literal
 
 
+def deadline_us(contract: CompiledContract, params: BoundParams) -> int | None:
+    """The absolute deadline in Unix microseconds with these parameters, or None."""
+    if contract.deadline is None:
+        return None
+    at = contract.deadline.at
+    if at.param is not None:
+        return params.integer(at.param)
+    assert at.literal is not None
+    return at.literal
+
+
 def requested_minor(
     action: ActionSpec, params: BoundParams, funded_minor: int, remaining_minor: int
 ) -> int:

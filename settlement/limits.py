@@ -30,6 +30,17 @@ RETRY_WAIT_JITTER_SECONDS: Final = 0.02
 # Cache of immutable facts (wallets and their owner keys, institutions).
 DIRECTORY_ENTRIES_MAX: Final = 200_000
 
+# Conditional payments
+# WatchPayment wakes on a commit in its own process at once, and polls for other replicas'.
+WATCH_POLL_SECONDS: Final = 1.0
+# The deadline sweep: how often it looks for due payments, and how many it fires per look.
+DEADLINE_SWEEP_SECONDS: Final = 0.5
+DEADLINE_SWEEP_BATCH: Final = 200
+# Attestations: how old (issued_at) and how far in the future they may be, and how long they live.
+ATTESTATION_FRESHNESS_SECONDS: Final = 300
+ATTESTATION_CLOCK_SKEW_SECONDS: Final = 30
+ATTESTATION_LIFETIME_SECONDS_MAX: Final = 86_400
+
 # Shutdown: how long in-flight calls may take to finish after SIGTERM.
 SHUTDOWN_GRACE_SECONDS: Final = 10.0
 

@@ -13,8 +13,11 @@ from settlement.clock import Clock, SystemClock
 from settlement.config import Settings
 from settlement.db.migrate import upgrade_to_head
 from settlement.db.urls import DatabaseUrl, parse_database_url
+from settlement.faults import Faults
+from settlement.ledger.deadlines import DeadlineSweeper
 from settlement.ledger.directory import Directory
 from settlement.ledger.engine import LedgerEngine
+from settlement.ledger.notifier import PaymentNotifier
 from settlement.ledger.reads import LedgerReader
 from settlement.ledger.store import LedgerStore
 from settlement.ledger.store_postgres import PostgresStore
@@ -51,7 +54,12 @@ class Runtime:
         )
         self.reader = LedgerReader(self.sql)
         self.directory = Directory(self.reader)
-        self.engine = LedgerEngine(self.store, self.clock, StatusCodec(), self.directory)
+        self.notifier = PaymentNotifier()
+        self.faults = Faults.from_env()
+        self.engine = LedgerEngine(
+            self.store, self.clock, StatusCodec(), self.directory, self.notifier, self.faults
+        )
+        self.deadlines = DeadlineSweeper(self.reader, self.engine, self.clock, self.faults)
 
     async def start(self) -> None:
         if self.url.sqlite_path:
@@ -61,8 +69,10 @@ class Runtime:
         await upgrade_to_head(self.sql)
         await self.store.start()
         await self.engine.start()
+        self.deadlines.start()
 
     async def close(self) -> None:
+        await self.deadlines.stop()
         await self.engine.close()
         await self.store.close()
         await self.sql.dispose()

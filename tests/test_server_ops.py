@@ -43,6 +43,9 @@ async def test_health_reports_serving_for_the_server_and_each_service(harness: H
         "condpay.v1.WalletService",
         "condpay.v1.CentralBankService",
         "condpay.v1.OperationService",
+        "condpay.v1.ContractService",
+        "condpay.v1.ConditionalPaymentService",
+        "condpay.v1.OracleService",
     }
     async with grpc.aio.insecure_channel(harness.address) as channel:
         health = health_pb2_grpc.HealthStub(channel)

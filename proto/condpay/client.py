@@ -13,27 +13,44 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from condpay.errors import ApiError, from_rpc_error
 from condpay.tls import secure_channel
 from condpay.v1 import (
     central_bank_pb2,
     central_bank_pb2_grpc,
+    contract_pb2,
+    contract_pb2_grpc,
     ledger_pb2,
     money_pb2,
     operation_pb2,
     operation_pb2_grpc,
+    oracle_pb2,
+    oracle_pb2_grpc,
+    payment_pb2,
+    payment_pb2_grpc,
     wallet_pb2,
     wallet_pb2_grpc,
+)
+from contracts_dsl import BoundParams, CompiledContract, bind_params, escrow_minor
+from wallets import (
+    AssignmentInstruction,
+    CancelInstruction,
+    FundInstruction,
+    LockInstruction,
+    OwnerKey,
 )
 
 R = TypeVar("R", bound=Message)
@@ -303,4 +320,297 @@ class Client:
         return reply.operation
 
 
-__all__ = ["ApiError", "Client", "new_request_id"]
+# -- conditional payments --------------------------------------------------------------------------
+def param_values(
+    contract: CompiledContract, values: Mapping[str, object]
+) -> dict[str, contract_pb2.ParamValue]:
+    """Python values -> API parameter values, by the contract's parameter kinds. Money is
+    ``(currency, amount_minor)`` or ``{"currency", "amount_minor"}``; timestamps aware datetimes
+    or RFC 3339 text; durations ``timedelta`` or seconds; numbers ``Decimal``/``int``/text."""
+    kinds = {p.name: p.kind for p in contract.params}
+    out: dict[str, contract_pb2.ParamValue] = {}
+    for name, value in values.items():
+        kind = kinds.get(name)
+        if kind in ("wallet", "title"):
+            out[name] = contract_pb2.ParamValue(id=str(value))
+        elif kind == "money":
+            pair: Any = (
+                (value["currency"], value["amount_minor"]) if isinstance(value, Mapping) else value
+            )
+            out[name] = contract_pb2.ParamValue(
+                money=money_pb2.Money(currency=str(pair[0]), amount_minor=int(pair[1]))
+            )
+        elif kind == "number":
+            out[name] = contract_pb2.ParamValue(number=str(value))
+        elif kind == "timestamp":
+            moment = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+            stamp = Timestamp()
+            stamp.FromDatetime(moment)  # type: ignore[arg-type]
+            out[name] = contract_pb2.ParamValue(timestamp=stamp)
+        elif kind == "duration":
+            seconds: Any = value.total_seconds() if isinstance(value, dt.timedelta) else value
+            out[name] = contract_pb2.ParamValue(duration=Duration(seconds=int(seconds)))
+        else:
+            out[name] = contract_pb2.ParamValue(text=str(value))
+    return out
+
+
+def bound_params(contract: CompiledContract, values: Mapping[str, object]) -> BoundParams:
+    """The parameters as the server will bind them from :func:`param_values` (the payer signs
+    their hash)."""
+    inputs: dict[str, object] = {}
+    for name, value in param_values(contract, values).items():
+        which = value.WhichOneof("value")
+        if which == "money":
+            inputs[name] = {
+                "currency": value.money.currency,
+                "amount_minor": value.money.amount_minor,
+            }
+        elif which == "timestamp":
+            inputs[name] = value.timestamp.ToDatetime(tzinfo=dt.UTC).isoformat()
+        elif which == "duration":
+            inputs[name] = f"{value.duration.seconds}s"
+        else:
+            inputs[name] = getattr(value, str(which))
+    binding = bind_params(contract, inputs)
+    if binding.params is None:
+        raise ValueError(f"the parameters do not fit the contract: {binding.errors}")
+    return binding.params
+
+
+class PaymentsClient(Client):
+    """The conditional-payment, contract and oracle services on top of :class:`Client`."""
+
+    def __init__(self, target: str, **kwargs: Any) -> None:
+        super().__init__(target, **kwargs)
+        self.contracts = contract_pb2_grpc.ContractServiceStub(self._channel)
+        self.payments = payment_pb2_grpc.ConditionalPaymentServiceStub(self._channel)
+        self.oracles = oracle_pb2_grpc.OracleServiceStub(self._channel)
+
+    def with_caller(self, caller: str) -> PaymentsClient:
+        return PaymentsClient(
+            self._target,
+            caller=caller,
+            certs_dir=self._certs_dir,
+            server_name=self._server_name,
+            channel=None if self._certs_dir is not None else self._channel,
+            timeout_seconds=self._timeout,
+            attempts_max=self._attempts_max,
+        )
+
+    # contracts
+    async def validate_contract(self, source: str) -> contract_pb2.ValidateContractResponse:
+        reply: contract_pb2.ValidateContractResponse = await self.call(
+            self.contracts.ValidateContract, contract_pb2.ValidateContractRequest(source=source)
+        )
+        return reply
+
+    async def register_contract(
+        self, source: str, *, request_id: str = "", dry_run: bool = False
+    ) -> contract_pb2.RegisterContractResponse:
+        reply: contract_pb2.RegisterContractResponse = await self.call(
+            self.contracts.RegisterContract,
+            contract_pb2.RegisterContractRequest(
+                request_id=request_id, dry_run=dry_run, source=source
+            ),
+        )
+        return reply
+
+    # payments
+    async def lock_payment(
+        self,
+        payer_key: OwnerKey,
+        contract: CompiledContract,
+        params: Mapping[str, object],
+        *,
+        send_source: str = "",
+        request_id: str = "",
+        expires_in_seconds: float = 300.0,
+        dry_run: bool = False,
+    ) -> payment_pb2.LockPaymentResponse:
+        """Lock a payment against ``contract`` (registered, or sent as ``send_source``), signed
+        by the payer over the contract hash, the parameters' hash and the escrow amount."""
+        request_id = request_id or new_request_id()
+        bound = bound_params(contract, params)
+        lock = LockInstruction(
+            payer=bound.wallet(contract.escrow.funder),
+            contract_hash=contract.hash,
+            params_hash=bound.hash,
+            currency=contract.escrow.currency,
+            amount_minor=escrow_minor(contract, bound),
+            request_id=request_id,
+            expires_at_us=int((time.time() + expires_in_seconds) * 1e6),
+        )
+        signed = lock.sign(payer_key)
+        request = payment_pb2.LockPaymentRequest(
+            request_id=request_id,
+            dry_run=dry_run,
+            params=param_values(contract, params),
+            payer_instruction=wallet_pb2.SignedInstruction(
+                payload=signed.payload, signature=signed.signature
+            ),
+        )
+        if send_source:
+            request.contract_source = send_source
+        else:
+            request.contract_hash = contract.hash
+        reply: payment_pb2.LockPaymentResponse = await self.call(self.payments.LockPayment, request)
+        return reply
+
+    async def fund_escrow(
+        self,
+        financier_key: OwnerKey,
+        financier_wallet: str,
+        payment_id: str,
+        currency: str,
+        amount_minor: int,
+        *,
+        fee_minor: int = 0,
+        due_at_us: int = 0,
+        request_id: str = "",
+        expires_in_seconds: float = 300.0,
+    ) -> payment_pb2.FundEscrowResponse:
+        request_id = request_id or new_request_id()
+        signed = FundInstruction(
+            financier=financier_wallet,
+            payment_id=payment_id,
+            currency=currency,
+            amount_minor=amount_minor,
+            fee_minor=fee_minor,
+            due_at_us=due_at_us,
+            request_id=request_id,
+            expires_at_us=int((time.time() + expires_in_seconds) * 1e6),
+        ).sign(financier_key)
+        reply: payment_pb2.FundEscrowResponse = await self.call(
+            self.payments.FundEscrow,
+            payment_pb2.FundEscrowRequest(
+                request_id=request_id,
+                financier_instruction=wallet_pb2.SignedInstruction(
+                    payload=signed.payload, signature=signed.signature
+                ),
+            ),
+        )
+        return reply
+
+    async def assign_proceeds(
+        self,
+        payee_key: OwnerKey,
+        financier_key: OwnerKey,
+        instruction: AssignmentInstruction,
+    ) -> payment_pb2.AssignProceedsResponse:
+        payload = instruction.to_bytes()
+        reply: payment_pb2.AssignProceedsResponse = await self.call(
+            self.payments.AssignProceeds,
+            payment_pb2.AssignProceedsRequest(
+                request_id=instruction.request_id,
+                payload=payload,
+                payee_signature=payee_key.sign(payload),
+                financier_signature=financier_key.sign(payload),
+            ),
+        )
+        return reply
+
+    async def cancel_payment(
+        self,
+        payment_id: str,
+        signers: Mapping[str, OwnerKey],
+        *,
+        request_id: str = "",
+        expires_in_seconds: float = 300.0,
+    ) -> payment_pb2.CancelPaymentResponse:
+        """``signers``: wallet id -> key, for the payer and every other party."""
+        request_id = request_id or new_request_id()
+        payload = CancelInstruction(
+            payment_id=payment_id,
+            request_id=request_id,
+            expires_at_us=int((time.time() + expires_in_seconds) * 1e6),
+        ).to_bytes()
+        reply: payment_pb2.CancelPaymentResponse = await self.call(
+            self.payments.CancelPayment,
+            payment_pb2.CancelPaymentRequest(
+                request_id=request_id,
+                payload=payload,
+                signatures=[
+                    payment_pb2.PartySignature(wallet_id=w, signature=k.sign(payload))
+                    for w, k in signers.items()
+                ],
+            ),
+        )
+        return reply
+
+    async def get_payment(self, payment_id: str) -> payment_pb2.Payment:
+        reply: payment_pb2.GetPaymentResponse = await self.call(
+            self.payments.GetPayment, payment_pb2.GetPaymentRequest(payment_id=payment_id)
+        )
+        return reply.payment
+
+    async def watch_payment(
+        self, payment_id: str, after_version: int = 0
+    ) -> AsyncIterator[payment_pb2.WatchPaymentResponse]:
+        """Every change from ``after_version`` on, until the payment is terminal (resume from the
+        last version seen after a broken stream)."""
+        stream = self.payments.WatchPayment(
+            payment_pb2.WatchPaymentRequest(payment_id=payment_id, after_version=after_version),
+            metadata=self._metadata,
+        )
+        try:
+            async for update in stream:
+                yield update
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+
+    # oracles
+    async def oracle_set_version(self) -> int:
+        reply: oracle_pb2.GetOracleSetResponse = await self.call(
+            self.oracles.GetOracleSet, oracle_pb2.GetOracleSetRequest()
+        )
+        return reply.version
+
+    async def register_oracle(
+        self,
+        oracle_id: str,
+        scheme: str,
+        public_key: bytes,
+        *,
+        proof_of_possession: bytes = b"",
+        request_id: str = "",
+    ) -> oracle_pb2.RegisterOracleResponse:
+        reply: oracle_pb2.RegisterOracleResponse = await self.call(
+            self.oracles.RegisterOracle,
+            oracle_pb2.RegisterOracleRequest(
+                request_id=request_id,
+                oracle_id=oracle_id,
+                scheme=oracle_pb2.KeyScheme.Value(f"KEY_SCHEME_{scheme}"),
+                public_key=public_key,
+                proof_of_possession=proof_of_possession,
+            ),
+        )
+        return reply
+
+    async def submit_attestation(
+        self,
+        statement: bytes,
+        payload: bytes,
+        signatures: Sequence[tuple[str, bytes]] = (),
+        bls_aggregate: tuple[Sequence[str], bytes] | None = None,
+        *,
+        request_id: str = "",
+    ) -> oracle_pb2.SubmitAttestationResponse:
+        request = oracle_pb2.SubmitAttestationRequest(
+            request_id=request_id,
+            statement=statement,
+            payload=payload,
+            signatures=[
+                oracle_pb2.SignerSignature(signer_id=s, signature=sig) for s, sig in signatures
+            ],
+        )
+        if bls_aggregate is not None:
+            request.bls_aggregate.signer_ids.extend(bls_aggregate[0])
+            request.bls_aggregate.signature = bls_aggregate[1]
+        reply: oracle_pb2.SubmitAttestationResponse = await self.call(
+            self.oracles.SubmitAttestation, request
+        )
+        return reply
+
+
+__all__ = ["ApiError", "Client", "PaymentsClient", "bound_params", "new_request_id", "param_values"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -28,6 +28,7 @@ log = structlog.get_logger("condpay.api")
 
 ServicerT = TypeVar("ServicerT")
 Behavior = Callable[[Message, grpc.aio.ServicerContext], Awaitable[Message]]
+StreamBehavior = Callable[[Message, grpc.aio.ServicerContext], AsyncIterator[Message]]
 
 
 class CallWrapper:
@@ -54,95 +55,157 @@ class CallWrapper:
         for name, handler in handlers.items():
             method = f"/{service}/{name}"
             spec = METHODS.get(method)
-            if spec is None or handler.unary_unary is None:
+            if spec is None:
                 raise RuntimeError(f"{method} is not in the role table (settlement/api/methods.py)")
             # The request is decoded inside the wrapper (not by gRPC), so that undecodable bytes
             # are answered INVALID_ARGUMENT / MALFORMED_REQUEST, not UNKNOWN with parser text.
-            wrapped[name] = grpc.unary_unary_rpc_method_handler(
-                self._wrap(method, spec, handler.unary_unary, handler.request_deserializer),
-                request_deserializer=None,
-                response_serializer=handler.response_serializer,
-            )
+            decode = handler.request_deserializer
+            if handler.unary_unary is not None:
+                wrapped[name] = grpc.unary_unary_rpc_method_handler(
+                    self._unary(method, spec, handler.unary_unary, decode),
+                    response_serializer=handler.response_serializer,
+                )
+            elif handler.unary_stream is not None:
+                wrapped[name] = grpc.unary_stream_rpc_method_handler(
+                    self._stream(method, spec, handler.unary_stream, decode),
+                    response_serializer=handler.response_serializer,
+                )
+            else:
+                raise RuntimeError(f"{method}: only unary and server-streaming calls are served")
         self._server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(service, wrapped),)
         )
         self._server.add_registered_method_handlers(service, wrapped)
 
-    def _wrap(
+    def _unary(
         self,
         method: str,
         spec: MethodSpec,
         behavior: Behavior,
         deserialize: Callable[[bytes], Message],
     ) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Message]]:
-        log_calls = self._log_calls
-        resolve = self._identity.resolve
+        log_calls, resolve = self._log_calls, self._identity.resolve
 
         async def call(raw: bytes, context: grpc.aio.ServicerContext) -> Message:
-            started = time.perf_counter()
-            request_id = ""
-            caller: Caller | None = None
-            status: status_pb2.Status | None = None
-            replayed = False
+            state = _Call(method, spec)
             try:
-                try:
-                    request = deserialize(raw)
-                except DecodeError:
-                    raise SettlementError(
-                        Reason.MALFORMED_REQUEST, f"the request is not a valid {method} message"
-                    ) from None
-                request_id = getattr(request, "request_id", "")
-                caller = resolve(context)
-                if caller.role not in spec.roles:
-                    raise SettlementError(
-                        Reason.ROLE_NOT_ALLOWED,
-                        f"role {caller.role.value} may not call {method}",
-                        metadata={"role": caller.role.value, "method": method},
-                    )
-                set_current_caller(caller)
+                request = state.admit(raw, context, deserialize, resolve)
                 reply = await behavior(request, context)
-                replayed = getattr(getattr(reply, "operation", None), "replayed", False)
+                state.replayed = getattr(getattr(reply, "operation", None), "replayed", False)
                 return reply
-            except SettlementError as error:
-                if error.reason not in spec.reasons:
-                    request_id = request_id or _call_id()
-                    log.error(
-                        "undeclared_reason",
-                        method=method,
-                        reason=error.reason.name,
-                        request_id=request_id,
-                    )
-                    status = internal_status(request_id)
-                else:
-                    status = to_status(error)
-            except StoredFailure as stored:
-                status = status_pb2.Status.FromString(stored.status)
-                replayed = True
-            except Exception:
-                request_id = request_id or _call_id()
-                log.exception(
-                    "unhandled_error",
-                    method=method,
-                    request_id=request_id,
-                    caller=str(caller) if caller else None,
-                )
-                status = internal_status(request_id)
+            except Exception as exc:
+                state.fail(exc)
             finally:
                 if log_calls:
-                    log.info(
-                        "rpc",
-                        method=method,
-                        caller=str(caller) if caller else None,
-                        request_id=request_id or None,
-                        status=_code_name(status),
-                        reason=reason_of(status) if status is not None else None,
-                        replayed=replayed or None,
-                        latency_ms=round((time.perf_counter() - started) * 1000, 3),
-                    )
-            await context.abort_with_status(grpc_status(status, replayed=replayed))
+                    state.log()
+            await context.abort_with_status(grpc_status(state.status, replayed=state.replayed))
             raise AssertionError("abort_with_status returns only by raising")
 
         return call
+
+    def _stream(
+        self,
+        method: str,
+        spec: MethodSpec,
+        behavior: StreamBehavior,
+        deserialize: Callable[[bytes], Message],
+    ) -> Callable[[bytes, grpc.aio.ServicerContext], AsyncIterator[Message]]:
+        log_calls, resolve = self._log_calls, self._identity.resolve
+
+        async def call(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
+            state = _Call(method, spec)
+            try:
+                request = state.admit(raw, context, deserialize, resolve)
+                async for reply in behavior(request, context):
+                    yield reply
+                return
+            except Exception as exc:
+                state.fail(exc)
+            finally:
+                if log_calls:
+                    state.log()
+            await context.abort_with_status(grpc_status(state.status, replayed=state.replayed))
+
+        return call
+
+
+class _Call:
+    """One call's identity, outcome and log line."""
+
+    __slots__ = ("caller", "method", "replayed", "request_id", "spec", "started", "status")
+
+    def __init__(self, method: str, spec: MethodSpec) -> None:
+        self.method, self.spec = method, spec
+        self.started = time.perf_counter()
+        self.request_id = ""
+        self.caller: Caller | None = None
+        self.status: status_pb2.Status | None = None
+        self.replayed = False
+
+    def admit(
+        self,
+        raw: bytes,
+        context: grpc.aio.ServicerContext,
+        deserialize: Callable[[bytes], Message],
+        resolve: Callable[[grpc.aio.ServicerContext], Caller],
+    ) -> Message:
+        """Decode the request, identify the caller and check the role table."""
+        try:
+            request = deserialize(raw)
+        except DecodeError:
+            raise SettlementError(
+                Reason.MALFORMED_REQUEST, f"the request is not a valid {self.method} message"
+            ) from None
+        self.request_id = getattr(request, "request_id", "")
+        caller = self.caller = resolve(context)
+        if caller.role not in self.spec.roles:
+            raise SettlementError(
+                Reason.ROLE_NOT_ALLOWED,
+                f"role {caller.role.value} may not call {self.method}",
+                metadata={"role": caller.role.value, "method": self.method},
+            )
+        set_current_caller(caller)
+        return request
+
+    def fail(self, exc: Exception) -> None:
+        if isinstance(exc, SettlementError):
+            if exc.reason in self.spec.reasons:
+                self.status = to_status(exc)
+                return
+            self.request_id = self.request_id or _call_id()
+            log.error(
+                "undeclared_reason",
+                method=self.method,
+                reason=exc.reason.name,
+                request_id=self.request_id,
+            )
+        elif isinstance(exc, StoredFailure):
+            self.status = status_pb2.Status.FromString(exc.status)
+            self.replayed = True
+            return
+        else:
+            self.request_id = self.request_id or _call_id()
+            log.error(
+                "unhandled_error",
+                method=self.method,
+                request_id=self.request_id,
+                caller=str(self.caller) if self.caller else None,
+                exc_info=exc,
+            )
+        self.status = internal_status(self.request_id)
+
+    def log(self) -> None:
+        status = self.status
+        log.info(
+            "rpc",
+            method=self.method,
+            caller=str(self.caller) if self.caller else None,
+            request_id=self.request_id or None,
+            status=_code_name(status),
+            reason=reason_of(status) if status is not None else None,
+            replayed=self.replayed or None,
+            latency_ms=round((time.perf_counter() - self.started) * 1000, 3),
+        )
 
 
 def _call_id() -> str:

@@ -112,5 +112,134 @@ METHODS: Final[dict[str, MethodSpec]] = {
     ),
 }
 
+_K = "/condpay.v1.ContractService/"
+_P = "/condpay.v1.ConditionalPaymentService/"
+_R = "/condpay.v1.OracleService/"
+_READERS = frozenset({Role.PLATFORM, Role.FINANCIER, Role.CENTRAL_BANK, Role.AUDITOR})
+_SIGNED = {
+    R.INSTRUCTION_MALFORMED,
+    R.INSTRUCTION_MISMATCH,
+    R.INSTRUCTION_EXPIRED,
+    R.SIGNATURE_INVALID,
+    R.WALLET_NOT_FOUND,
+}
+_OPEN_PAYMENT = {R.INVALID_ID, R.PAYMENT_NOT_FOUND, R.PAYMENT_NOT_OPEN}
+_CONTRACT = {R.CONTRACT_INVALID, R.CONTRACT_NOT_FOUND}
+_ORACLE_KEY = {
+    R.INVALID_ID,
+    R.INVALID_TEXT,
+    R.INVALID_PUBLIC_KEY,
+    R.PROOF_OF_POSSESSION_INVALID,
+}
+
+METHODS.update(
+    {
+        _K + "ValidateContract": _spec(
+            _ALL_ROLES, {R.MISSING_FIELD, R.CONTRACT_INVALID}, mutating=False
+        ),
+        _K + "SimulateContract": _spec(
+            _ALL_ROLES, {R.MISSING_FIELD, R.PARAMS_INVALID, *_CONTRACT}, mutating=False
+        ),
+        _K + "RegisterContract": _spec({Role.PLATFORM}, {R.CONTRACT_INVALID}, mutating=True),
+        _K + "GetContract": _spec(_ALL_ROLES, {R.CONTRACT_NOT_FOUND}, mutating=False),
+        _P + "LockPayment": _spec(
+            {Role.PLATFORM},
+            {
+                *_SIGNED,
+                *_CONTRACT,
+                *_MONEY,
+                R.CONTRACT_NOT_SUPPORTED,
+                R.PARAMS_INVALID,
+                R.INSUFFICIENT_FUNDS,
+                R.LIMIT_EXCEEDED,
+            },
+            mutating=True,
+        ),
+        _P + "FundEscrow": _spec(
+            {Role.FINANCIER},
+            {
+                *_SIGNED,
+                *_OPEN_PAYMENT,
+                *_MONEY,
+                R.CURRENCY_MISMATCH,
+                R.FINANCING_EXCEEDS_ESCROW,
+                R.INSUFFICIENT_FUNDS,
+                R.LIMIT_EXCEEDED,
+            },
+            mutating=True,
+        ),
+        _P + "AssignProceeds": _spec(
+            {Role.FINANCIER},
+            {
+                *_SIGNED,
+                *_OPEN_PAYMENT,
+                *_MONEY,
+                R.CURRENCY_MISMATCH,
+                R.NOT_A_PARTY,
+                R.ADVANCE_EXCEEDS_ASSIGNMENT,
+                R.ASSIGNMENT_EXCEEDS_ESCROW,
+                R.INSUFFICIENT_FUNDS,
+                R.LIMIT_EXCEEDED,
+            },
+            mutating=True,
+        ),
+        _P + "CancelPayment": _spec(
+            {Role.PLATFORM}, {*_SIGNED, *_OPEN_PAYMENT, R.CANCEL_NOT_AUTHORIZED}, mutating=True
+        ),
+        _P + "GetPayment": _spec(
+            _READERS, {R.MISSING_FIELD, R.INVALID_ID, R.PAYMENT_NOT_FOUND}, mutating=False
+        ),
+        _P + "ListPayments": _spec(
+            _READERS, {R.INVALID_PAGE_SIZE, R.INVALID_PAGE_TOKEN}, mutating=False
+        ),
+        _P + "WatchPayment": _spec(
+            _READERS,
+            {R.MISSING_FIELD, R.INVALID_ID, R.PAYMENT_NOT_FOUND, R.INVALID_PAGE_TOKEN},
+            mutating=False,
+        ),
+        _R + "RegisterOracle": _spec(
+            {Role.CENTRAL_BANK}, {*_ORACLE_KEY, R.ORACLE_EXISTS}, mutating=True
+        ),
+        _R + "RotateOracleKey": _spec(
+            {Role.CENTRAL_BANK},
+            {*_ORACLE_KEY, R.ORACLE_NOT_FOUND, R.ORACLE_REVOKED},
+            mutating=True,
+        ),
+        _R + "RevokeOracle": _spec(
+            {Role.CENTRAL_BANK},
+            {R.INVALID_ID, R.INVALID_TEXT, R.ORACLE_NOT_FOUND, R.ORACLE_REVOKED},
+            mutating=True,
+        ),
+        _R + "GetOracleSet": _spec(_ALL_ROLES, set(), mutating=False),
+        _R + "SubmitAttestation": _spec(
+            {Role.ORACLE, Role.PLATFORM},
+            {
+                R.INVALID_ID,
+                R.PAYMENT_NOT_FOUND,
+                R.PAYMENT_NOT_OPEN,
+                R.ATTESTATION_MALFORMED,
+                R.ATTESTATION_TIMES_INVALID,
+                R.PAYLOAD_MALFORMED,
+                R.SIGNER_NOT_ALLOWED,
+                R.MISSING_FIELD,
+                R.PAYLOAD_MISMATCH,
+                R.ATTESTATION_WRONG_PAYMENT,
+                R.ORACLE_NOT_IN_CONTRACT,
+                R.ORACLE_NOT_FOUND,
+                R.ORACLE_REVOKED,
+                R.SIGNATURE_INVALID,
+                R.QUORUM_NOT_MET,
+                R.ORACLE_SET_CHANGED,
+                R.ATTESTATION_STALE,
+                R.ATTESTATION_FROM_FUTURE,
+                R.ATTESTATION_EXPIRED,
+                R.EVENT_ALREADY_SEEN,
+                R.WALLET_NOT_FOUND,
+            },
+            mutating=True,
+        ),
+    }
+)
+
 # Roles that may read the whole journal (ListJournal without a wallet).
 WHOLE_JOURNAL_ROLES: Final = frozenset({Role.CENTRAL_BANK, Role.AUDITOR})

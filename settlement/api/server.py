@@ -14,8 +14,14 @@ import structlog
 from condpay.v1 import (
     central_bank_pb2,
     central_bank_pb2_grpc,
+    contract_pb2,
+    contract_pb2_grpc,
     operation_pb2,
     operation_pb2_grpc,
+    oracle_pb2,
+    oracle_pb2_grpc,
+    payment_pb2,
+    payment_pb2_grpc,
     wallet_pb2,
     wallet_pb2_grpc,
 )
@@ -25,7 +31,10 @@ from grpc_reflection.v1alpha import reflection
 from settlement import limits
 from settlement.api.calls import CallWrapper
 from settlement.api.central_bank_service import CentralBankService
+from settlement.api.contract_service import ContractService
 from settlement.api.operation_service import OperationService
+from settlement.api.oracle_service import OracleService
+from settlement.api.payment_service import PaymentService
 from settlement.api.tls import identity_resolver, server_credentials
 from settlement.api.wallet_service import WalletService
 from settlement.config import Settings
@@ -37,6 +46,9 @@ SERVICE_NAMES = (
     wallet_pb2.DESCRIPTOR.services_by_name["WalletService"].full_name,
     central_bank_pb2.DESCRIPTOR.services_by_name["CentralBankService"].full_name,
     operation_pb2.DESCRIPTOR.services_by_name["OperationService"].full_name,
+    contract_pb2.DESCRIPTOR.services_by_name["ContractService"].full_name,
+    payment_pb2.DESCRIPTOR.services_by_name["ConditionalPaymentService"].full_name,
+    oracle_pb2.DESCRIPTOR.services_by_name["OracleService"].full_name,
 )
 
 
@@ -81,6 +93,13 @@ async def start_server(runtime: Runtime, addr: str) -> RunningServer:
     calls.register(
         operation_pb2_grpc.add_OperationServiceServicer_to_server, OperationService(runtime)
     )
+    calls.register(
+        contract_pb2_grpc.add_ContractServiceServicer_to_server, ContractService(runtime)
+    )
+    calls.register(
+        payment_pb2_grpc.add_ConditionalPaymentServiceServicer_to_server, PaymentService(runtime)
+    )
+    calls.register(oracle_pb2_grpc.add_OracleServiceServicer_to_server, OracleService(runtime))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -128,3 +128,171 @@ class Operation(SQLModel, table=True):
     outcome: bytes = Field(sa_type=LargeBinary)
     commit_seq: int = Field(sa_type=BigInteger)
     created_at_us: int = Field(sa_type=BigInteger)
+
+
+# -- conditional payments (migration 0002) -----------------------------------------------------
+class Contract(SQLModel, table=True):
+    """A checked contract, stored under the hash of its canonical compiled form (immutable)."""
+
+    __tablename__ = "contracts"
+
+    contract_hash: str = Field(primary_key=True)
+    name: str
+    version: int
+    canonical: bytes = Field(sa_type=LargeBinary)
+    source: str
+    registered_by: str
+    registered_at_us: int = Field(sa_type=BigInteger)
+
+
+class Payment(SQLModel, table=True):
+    """A conditional payment: the escrow sits in the payer's HELD bucket; ``held_minor`` is what
+    of it belongs to this payment."""
+
+    __tablename__ = "payments"
+    __table_args__ = (
+        CheckConstraint("held_minor >= 0", name="ck_payments_held_nonnegative"),
+        CheckConstraint(
+            "released_minor + refunded_minor + held_minor = escrow_minor",
+            name="ck_payments_escrow_accounted",
+        ),
+        Index("ix_payments_platform_created", "platform", "created_at_us"),
+        Index("ix_payments_state_deadline", "state", "deadline_at_us"),
+    )
+
+    payment_id: str = Field(primary_key=True)
+    platform: str
+    contract_hash: str = Field(foreign_key="contracts.contract_hash")
+    params_json: str  # the canonical bound parameter values (contracts_dsl BoundParams)
+    payer_wallet_id: str = Field(index=True)
+    currency: str
+    escrow_minor: int = Field(sa_type=BigInteger)
+    held_minor: int = Field(sa_type=BigInteger)
+    released_minor: int = Field(sa_type=BigInteger)
+    refunded_minor: int = Field(sa_type=BigInteger)
+    state: str  # LOCKED | PARTIALLY_RELEASED | SETTLED | REFUNDED | EXPIRED | CANCELLED
+    terminal_reason: str
+    deadline_at_us: int | None = Field(default=None, sa_type=BigInteger)
+    contract_state: str  # the evaluator's state, JSON
+    version: int = Field(sa_type=BigInteger)
+    created_at_us: int = Field(sa_type=BigInteger)
+    updated_at_us: int = Field(sa_type=BigInteger)
+
+
+class PaymentFinancing(SQLModel, table=True):
+    __tablename__ = "payment_financing"
+    __table_args__ = (
+        CheckConstraint(
+            "refunded_minor <= principal_minor", name="ck_financing_refund_le_principal"
+        ),
+    )
+
+    payment_id: str = Field(primary_key=True, foreign_key="payments.payment_id")
+    idx: int = Field(
+        primary_key=True, sa_type=SmallInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    financier_wallet_id: str = Field(index=True)
+    principal_minor: int = Field(sa_type=BigInteger)
+    fee_minor: int = Field(sa_type=BigInteger)
+    due_at_us: int = Field(sa_type=BigInteger)
+    refunded_minor: int = Field(sa_type=BigInteger)
+    request_id: str
+    funded_by: str
+
+
+class PaymentAssignment(SQLModel, table=True):
+    __tablename__ = "payment_assignments"
+    __table_args__ = (
+        CheckConstraint(
+            "collected_minor <= assigned_minor", name="ck_assignment_collected_le_assigned"
+        ),
+    )
+
+    payment_id: str = Field(primary_key=True, foreign_key="payments.payment_id")
+    idx: int = Field(
+        primary_key=True, sa_type=SmallInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    payee_wallet_id: str
+    financier_wallet_id: str = Field(index=True)
+    assigned_minor: int = Field(sa_type=BigInteger)
+    advance_minor: int = Field(sa_type=BigInteger)
+    collected_minor: int = Field(sa_type=BigInteger)
+    request_id: str
+    assigned_by: str
+
+
+class PaymentLeg(SQLModel, table=True):
+    """A leg the contract made due and the core executed: the primary key makes paying one leg
+    twice impossible whatever the code above does."""
+
+    __tablename__ = "payment_legs"
+
+    payment_id: str = Field(primary_key=True, foreign_key="payments.payment_id")
+    leg_id: str = Field(primary_key=True)
+    idx: int = Field(sa_type=SmallInteger)
+    clause: str
+    kind: str
+    party: str
+    wallet_id: str
+    paid_to_wallet_id: str
+    amount_minor: int = Field(sa_type=BigInteger)
+    currency: str
+    reason: str
+    commit_seq: int = Field(sa_type=BigInteger)
+
+
+class OracleRegistry(SQLModel, table=True):
+    """The oracle set version: +1 on every registration, rotation and revocation."""
+
+    __tablename__ = "oracle_registry"
+    __table_args__ = (CheckConstraint("id = 1", name="ck_oracle_registry_single_row"),)
+
+    id: int = Field(
+        primary_key=True, sa_type=SmallInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    version: int = Field(sa_type=BigInteger)
+
+
+class Oracle(SQLModel, table=True):
+    __tablename__ = "oracles"
+
+    oracle_id: str = Field(primary_key=True)
+    scheme: str  # ED25519 | BLS12_381
+    public_key: bytes = Field(sa_type=LargeBinary)
+    key_version: int
+    key_set_version: int = Field(sa_type=BigInteger)
+    revoked: bool
+    display_name: str
+    registered_at_us: int = Field(sa_type=BigInteger)
+    updated_at_us: int = Field(sa_type=BigInteger)
+
+
+class Attestation(SQLModel, table=True):
+    """Every verified attestation, matched or not; the event id is unique forever (replays)."""
+
+    __tablename__ = "attestations"
+
+    event_id: str = Field(primary_key=True)
+    payment_id: str = Field(index=True, foreign_key="payments.payment_id")
+    seq: int = Field(sa_type=BigInteger)  # order of acceptance within the payment
+    oracle: str
+    event_type: str
+    observed_at_us: int = Field(sa_type=BigInteger)
+    accepted_at_us: int = Field(sa_type=BigInteger)
+    attributes_json: str
+    signer_ids: str  # JSON list
+    report_json: str  # what the evaluator said of it
+    statement: bytes = Field(sa_type=LargeBinary)
+
+
+class PaymentEvent(SQLModel, table=True):
+    """One row per payment version: what changed (WatchPayment streams these)."""
+
+    __tablename__ = "payment_events"
+
+    payment_id: str = Field(primary_key=True, foreign_key="payments.payment_id")
+    version: int = Field(
+        primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    kind: str
+    at_us: int = Field(sa_type=BigInteger)

@@ -28,8 +28,10 @@ from settlement.ledger.records import (
     WalletRecord,
     issuance_account,
 )
-from settlement.ledger.working_set import Leg, WorkingSet
+from settlement.ledger.working_set import Leg, PaymentWorld, WorkingSet
 from wallets import CURRENCY_CODES, WalletKind, limit_day, limits_for
+
+_NOTHING = Reads()
 
 
 def derive_wallet_id(caller: str, request_id: str) -> str:
@@ -52,9 +54,17 @@ class Command:
     request_id: str
     request_hash: bytes
     dry_run: bool = False
+    # Internal commands (the deadline sweep) guard their effect by state, not by a stored outcome.
+    store_outcome: bool = True
+    # A test fault point (settlement/faults.py) passed after a batch with this command commits.
+    AFTER_COMMIT_FAULT: ClassVar[str] = ""
 
     def reads(self) -> Reads:
         raise NotImplementedError
+
+    def reads_after(self, world: PaymentWorld) -> Reads:
+        """Further reads that depend on loaded payments (the wallets a payment names)."""
+        return _NOTHING
 
     def apply(self, ws: WorkingSet) -> object:
         raise NotImplementedError

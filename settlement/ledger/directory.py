@@ -5,9 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from contracts_dsl import CompiledContract, load_compiled
 from settlement import limits
 from settlement.ledger.reads import LedgerReader
-from settlement.ledger.records import InstitutionRecord, WalletRecord
+from settlement.ledger.records import (
+    ContractRecord,
+    InstitutionRecord,
+    WalletRecord,
+)
 
 
 class Directory:
@@ -15,6 +20,8 @@ class Directory:
         self._reader = reader
         self._wallets: dict[str, WalletRecord] = {}
         self._institutions: dict[str, InstitutionRecord] = {}
+        self._contracts: dict[str, ContractRecord] = {}
+        self._compiled: dict[str, CompiledContract] = {}
 
     async def wallet(self, wallet_id: str) -> WalletRecord | None:
         record = self._wallets.get(wallet_id)
@@ -47,6 +54,29 @@ class Directory:
             if len(self._wallets) >= limits.DIRECTORY_ENTRIES_MAX:
                 del self._wallets[next(iter(self._wallets))]
             self._wallets[record.wallet_id] = record
+
+    def cached_contracts(
+        self, hashes: Sequence[str]
+    ) -> tuple[dict[str, ContractRecord], list[str]]:
+        found = {h: self._contracts[h] for h in hashes if h in self._contracts}
+        return found, [h for h in hashes if h not in found]
+
+    def contract_record(self, contract_hash: str) -> ContractRecord | None:
+        return self._contracts.get(contract_hash)
+
+    def remember_contracts(self, records: Iterable[ContractRecord]) -> None:
+        for record in records:
+            self._contracts[record.contract_hash] = record
+
+    def compiled(self, record: ContractRecord) -> CompiledContract:
+        """The compiled contract (parsed once per process: contracts never change)."""
+        compiled = self._compiled.get(record.contract_hash)
+        if compiled is None:
+            compiled = load_compiled(record.canonical)
+            if compiled.hash != record.contract_hash:
+                raise AssertionError(f"stored contract {record.contract_hash} hashes differently")
+            self._compiled[record.contract_hash] = compiled
+        return compiled
 
     def remember_institutions(self, records: Iterable[InstitutionRecord]) -> None:
         for record in records:

@@ -41,12 +41,22 @@ from tenacity import (
 from settlement import limits
 from settlement.clock import Clock
 from settlement.errors import Reason, SettlementError, idempotency_conflict
+from settlement.faults import NO_FAULTS, Faults
 from settlement.ledger.commands import Command
 from settlement.ledger.directory import Directory
 from settlement.ledger.journal import seal
+from settlement.ledger.notifier import PaymentNotifier
+from settlement.ledger.payment_rows import (
+    fetch_contracts,
+    fetch_oracles,
+    fetch_seen_events,
+    lock_payments,
+    lock_registry,
+    write_payment_rows,
+)
 from settlement.ledger.records import ChangeSet, OperationKey, OperationRecord, Reads
-from settlement.ledger.store import LedgerStore
-from settlement.ledger.working_set import WorkingSet
+from settlement.ledger.store import LedgerStore, LedgerTransaction
+from settlement.ledger.working_set import PaymentWorld, WorkingSet
 
 log = structlog.get_logger("condpay.engine")
 
@@ -105,9 +115,17 @@ class _Fresh:
 
 class LedgerEngine:
     def __init__(
-        self, store: LedgerStore, clock: Clock, errors: ErrorCodec, directory: Directory
+        self,
+        store: LedgerStore,
+        clock: Clock,
+        errors: ErrorCodec,
+        directory: Directory,
+        notifier: PaymentNotifier | None = None,
+        faults: Faults = NO_FAULTS,
     ) -> None:
         self._store = store
+        self._faults = faults
+        self._notifier = notifier or PaymentNotifier()
         self._directory = directory
         self._clock = clock
         self._errors = errors
@@ -245,12 +263,17 @@ class LedgerEngine:
             primaries.setdefault(submission.key, submission)
         fresh_results: dict[OperationKey, _Fresh] = {}
         async with self._store.transaction(commit=commit) as tx:
-            stored = await tx.fetch_operations(list(primaries))
+            stored = await tx.fetch_operations(
+                [key for key, s in primaries.items() if s.command.store_outcome]
+            )
             fresh = [s for key, s in primaries.items() if key not in stored]
             if fresh:
                 reads = Reads()
                 for submission in fresh:
                     reads.merge(submission.command.reads())
+                world = await self._load_world(tx, reads)
+                for submission in fresh:  # wallets that only the loaded payments name
+                    reads.merge(submission.command.reads_after(world))
                 wallets, missing = self._directory.cached_wallets(sorted(reads.wallet_ids))
                 if missing:
                     loaded = await tx.fetch_wallets(missing)
@@ -265,7 +288,7 @@ class LedgerEngine:
                     institutions.update(found)
                 balances = await tx.lock_balances(sorted(reads.balance_keys))
                 supply = await tx.lock_supply(sorted(reads.currencies))
-                ws = WorkingSet(now_us, wallets, institutions, balances, supply)
+                ws = WorkingSet(now_us, wallets, institutions, balances, supply, world)
                 applied: list[tuple[_Submission, object, int, SettlementError | None]] = []
                 for submission in fresh:
                     savepoint, first_entry = ws.savepoint(), len(ws.entries)
@@ -288,6 +311,8 @@ class LedgerEngine:
                     commit_seq = written[-1].seq if written else 0
                     fresh_result = self._outcome(submission, result, failure, commit_seq)
                     fresh_results[submission.key] = fresh_result
+                    if not command.store_outcome:
+                        continue
                     operations.append(
                         OperationRecord(
                             command.caller,
@@ -299,6 +324,14 @@ class LedgerEngine:
                             commit_seq,
                             now_us,
                         )
+                    )
+                if ws.changed_payments() or ws.new_contracts or world.registry_changed:
+                    await write_payment_rows(
+                        tx,
+                        ws.changed_payments(),
+                        ws.new_contracts,
+                        ws.changed_oracles(),
+                        world.registry_version if world.registry_changed else None,
                     )
                 await tx.write(
                     ChangeSet(
@@ -314,9 +347,32 @@ class LedgerEngine:
                     )
                 )
         if commit and fresh:
+            self._faults.point("after_commit_before_reply")
+            for point in {s.command.AFTER_COMMIT_FAULT for s in fresh} - {""}:
+                self._faults.point(point)
             self._directory.remember_wallets(ws.new_wallets)
             self._directory.remember_institutions(ws.new_institutions)
+            self._directory.remember_contracts(ws.new_contracts)
+            self._notifier.notify(p.payment_id for p in ws.changed_payments())
         return [self._answer(s, primaries, stored, fresh_results) for s in batch]
+
+    async def _load_world(self, tx: LedgerTransaction, reads: Reads) -> PaymentWorld:
+        """The conditional-payment rows, in the global lock order: the oracle registry, then
+        payments (sorted); contracts and oracles are read, contracts from the cache when known."""
+        world = PaymentWorld()
+        if reads.registry:
+            world.registry_version = await lock_registry(tx, write=reads.registry == "write")
+        world.payments = await lock_payments(tx, sorted(reads.payment_ids))
+        hashes = reads.contract_hashes | {p.contract_hash for p in world.payments.values()}
+        world.contracts, missing = self._directory.cached_contracts(sorted(hashes))
+        if missing:
+            loaded = await fetch_contracts(tx, missing)
+            self._directory.remember_contracts(loaded.values())
+            world.contracts.update(loaded)
+        world.compiled = {h: self._directory.compiled(c) for h, c in world.contracts.items()}
+        world.oracles = await fetch_oracles(tx, sorted(reads.oracle_ids))
+        world.seen_events = await fetch_seen_events(tx, sorted(reads.event_ids))
+        return world
 
     def _outcome(
         self,

@@ -6,6 +6,7 @@ consistent snapshot (GetSupply's figures in particular come from a single statem
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,11 +17,19 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from settlement.db import models
 from settlement.ledger.records import (
+    AssignmentRecord,
+    AttestationRecord,
     BalanceRecord,
     Bucket,
+    ContractRecord,
     EntryKind,
     EntryRecord,
+    FinancingRecord,
+    LegRecord,
     OperationRecord,
+    OracleRecord,
+    PaymentRecord,
+    PaymentState,
     PostingRecord,
     WalletRecord,
 )
@@ -170,3 +179,208 @@ class LedgerReader:
         async with self._session() as session:
             result = await session.exec(select(func.count()).select_from(models.JournalEntry))
             return int(result.one())
+
+    # -- conditional payments ------------------------------------------------------------------
+    async def contract(self, contract_hash: str) -> ContractRecord | None:
+        async with self._session() as session:
+            row = await session.get(models.Contract, contract_hash)
+            if row is None:
+                return None
+            return ContractRecord(
+                row.contract_hash,
+                row.name,
+                row.version,
+                row.canonical,
+                row.source,
+                row.registered_by,
+                row.registered_at_us,
+            )
+
+    async def payments(
+        self,
+        *,
+        payment_ids: Sequence[str] = (),
+        platform: str | None = None,
+        state: str | None = None,
+        payer_wallet_id: str | None = None,
+        contract_hash: str | None = None,
+        financier_wallet_ids: Sequence[str] = (),
+        after_id: str = "",
+        limit: int = 50,
+    ) -> list[PaymentRecord]:
+        """Payments with their financing, assignments, legs and attestations, by id order."""
+        async with self._session() as session:
+            query = select(models.Payment).where(models.Payment.payment_id > after_id)
+            if payment_ids:
+                query = query.where(col(models.Payment.payment_id).in_(list(payment_ids)))
+            if platform is not None:
+                query = query.where(models.Payment.platform == platform)
+            if state is not None:
+                query = query.where(models.Payment.state == state)
+            if payer_wallet_id is not None:
+                query = query.where(models.Payment.payer_wallet_id == payer_wallet_id)
+            if contract_hash is not None:
+                query = query.where(models.Payment.contract_hash == contract_hash)
+            rows = list(
+                await session.exec(query.order_by(col(models.Payment.payment_id)).limit(limit))
+            )
+            if not rows:
+                return []
+            ids = [r.payment_id for r in rows]
+            payments = {r.payment_id: _payment(r) for r in rows}
+            for f in await session.exec(
+                select(models.PaymentFinancing)
+                .where(col(models.PaymentFinancing.payment_id).in_(ids))
+                .order_by(col(models.PaymentFinancing.payment_id), col(models.PaymentFinancing.idx))
+            ):
+                payments[f.payment_id].financing.append(
+                    FinancingRecord(
+                        f.financier_wallet_id,
+                        f.principal_minor,
+                        f.fee_minor,
+                        f.due_at_us,
+                        f.refunded_minor,
+                        f.request_id,
+                        f.funded_by,
+                    )
+                )
+            for a in await session.exec(
+                select(models.PaymentAssignment)
+                .where(col(models.PaymentAssignment.payment_id).in_(ids))
+                .order_by(
+                    col(models.PaymentAssignment.payment_id), col(models.PaymentAssignment.idx)
+                )
+            ):
+                payments[a.payment_id].assignments.append(
+                    AssignmentRecord(
+                        a.payee_wallet_id,
+                        a.financier_wallet_id,
+                        a.assigned_minor,
+                        a.advance_minor,
+                        a.collected_minor,
+                        a.request_id,
+                        a.assigned_by,
+                    )
+                )
+            for leg in await session.exec(
+                select(models.PaymentLeg)
+                .where(col(models.PaymentLeg.payment_id).in_(ids))
+                .order_by(col(models.PaymentLeg.payment_id), col(models.PaymentLeg.idx))
+            ):
+                payments[leg.payment_id].legs.append(
+                    LegRecord(
+                        leg.leg_id,
+                        leg.clause,
+                        leg.kind,
+                        leg.party,
+                        leg.wallet_id,
+                        leg.paid_to_wallet_id,
+                        leg.amount_minor,
+                        leg.currency,
+                        leg.reason,
+                        leg.commit_seq,
+                    )
+                )
+            for att in await session.exec(
+                select(models.Attestation)
+                .where(col(models.Attestation.payment_id).in_(ids))
+                .order_by(col(models.Attestation.payment_id), col(models.Attestation.seq))
+            ):
+                payments[att.payment_id].attestations.append(
+                    AttestationRecord(
+                        att.event_id,
+                        att.payment_id,
+                        att.seq,
+                        att.oracle,
+                        att.event_type,
+                        att.observed_at_us,
+                        att.accepted_at_us,
+                        att.attributes_json,
+                        tuple(json.loads(att.signer_ids)),
+                        att.report_json,
+                        att.statement,
+                    )
+                )
+            result = list(payments.values())
+            if financier_wallet_ids:
+                wanted = set(financier_wallet_ids)
+                result = [
+                    p
+                    for p in result
+                    if wanted & {f.financier_wallet_id for f in p.financing}
+                    or wanted & {a.financier_wallet_id for a in p.assignments}
+                ]
+            return result
+
+    async def payment_events(self, payment_id: str, after_version: int) -> list[tuple[int, str]]:
+        async with self._session() as session:
+            rows = await session.exec(
+                select(models.PaymentEvent.version, models.PaymentEvent.kind)
+                .where(
+                    models.PaymentEvent.payment_id == payment_id,
+                    models.PaymentEvent.version > after_version,
+                )
+                .order_by(col(models.PaymentEvent.version))
+            )
+            return [(int(v), str(k)) for v, k in rows]
+
+    async def due_payments(self, now_us: int, limit: int) -> list[str]:
+        """Open payments whose deadline has come, earliest first."""
+        async with self._session() as session:
+            rows = await session.exec(
+                select(models.Payment.payment_id)
+                .where(
+                    col(models.Payment.state).in_(
+                        [PaymentState.LOCKED.value, PaymentState.PARTIALLY_RELEASED.value]
+                    ),
+                    col(models.Payment.deadline_at_us).is_not(None),
+                    col(models.Payment.deadline_at_us) <= now_us,
+                )
+                .order_by(col(models.Payment.deadline_at_us))
+                .limit(limit)
+            )
+            return list(rows)
+
+    async def oracle_set(self) -> tuple[int, list[OracleRecord]]:
+        async with self._session() as session:
+            registry = await session.get(models.OracleRegistry, 1)
+            rows = await session.exec(select(models.Oracle).order_by(col(models.Oracle.oracle_id)))
+            return (
+                registry.version if registry else 0,
+                [
+                    OracleRecord(
+                        o.oracle_id,
+                        o.scheme,
+                        o.public_key,
+                        o.key_version,
+                        o.key_set_version,
+                        o.revoked,
+                        o.display_name,
+                        o.registered_at_us,
+                        o.updated_at_us,
+                    )
+                    for o in rows
+                ],
+            )
+
+
+def _payment(row: models.Payment) -> PaymentRecord:
+    return PaymentRecord(
+        payment_id=row.payment_id,
+        platform=row.platform,
+        contract_hash=row.contract_hash,
+        params_json=row.params_json,
+        payer_wallet_id=row.payer_wallet_id,
+        currency=row.currency,
+        escrow_minor=row.escrow_minor,
+        held_minor=row.held_minor,
+        released_minor=row.released_minor,
+        refunded_minor=row.refunded_minor,
+        state=PaymentState(row.state),
+        terminal_reason=row.terminal_reason,
+        deadline_at_us=row.deadline_at_us,
+        contract_state=row.contract_state,
+        version=row.version,
+        created_at_us=row.created_at_us,
+        updated_at_us=row.updated_at_us,
+    )

@@ -19,6 +19,11 @@ class EntryKind(enum.StrEnum):
     ISSUE = "ISSUE"
     REDEEM = "REDEEM"
     TRANSFER = "TRANSFER"
+    LOCK = "LOCK"  # a payer's money into the escrow of a conditional payment
+    FUND = "FUND"  # a financier funds an escrow for the payer
+    ADVANCE = "ADVANCE"  # a financier advances assigned proceeds to the payee
+    RELEASE = "RELEASE"  # a leg paid out of an escrow
+    REFUND = "REFUND"  # what remains of an escrow returned (financiers first)
 
 
 def issuance_account(currency: str) -> str:
@@ -112,18 +117,32 @@ class OperationRecord:
 
 @dataclass(slots=True)
 class Reads:
-    """What a command needs loaded (and, for balances and supply, locked) before it runs."""
+    """What a command needs loaded (and, for balances, supply, payments and the oracle registry,
+    locked) before it runs. Loaded in a fixed order: oracle registry, payments, wallets, balances,
+    supply (the ledger head last, at sealing), so batches never deadlock."""
 
     wallet_ids: set[str] = field(default_factory=set)
     institution_ids: set[str] = field(default_factory=set)
     balance_keys: set[BalanceKey] = field(default_factory=set)
     currencies: set[str] = field(default_factory=set)
+    payment_ids: set[str] = field(default_factory=set)
+    contract_hashes: set[str] = field(default_factory=set)
+    oracle_ids: set[str] = field(default_factory=set)
+    event_ids: set[str] = field(default_factory=set)
+    # "read": the oracle set version as of now; "write": the command changes the registry.
+    registry: str = ""
 
     def merge(self, other: Reads) -> None:
         self.wallet_ids |= other.wallet_ids
         self.institution_ids |= other.institution_ids
         self.balance_keys |= other.balance_keys
         self.currencies |= other.currencies
+        self.payment_ids |= other.payment_ids
+        self.contract_hashes |= other.contract_hashes
+        self.oracle_ids |= other.oracle_ids
+        self.event_ids |= other.event_ids
+        if other.registry == "write" or (other.registry and not self.registry):
+            self.registry = other.registry
 
 
 @dataclass(slots=True)
@@ -139,3 +158,134 @@ class ChangeSet:
     operations: list[OperationRecord]
     head_seq: int
     head_hash: bytes
+    payments: list[PaymentRecord] = field(default_factory=list)
+    contracts: list[ContractRecord] = field(default_factory=list)
+    oracles: list[OracleRecord] = field(default_factory=list)
+    registry_version: int | None = None
+
+
+# -- conditional payments ------------------------------------------------------------------------
+class PaymentState(enum.StrEnum):
+    LOCKED = "LOCKED"
+    PARTIALLY_RELEASED = "PARTIALLY_RELEASED"
+    SETTLED = "SETTLED"
+    REFUNDED = "REFUNDED"
+    EXPIRED = "EXPIRED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def open(self) -> bool:
+        return self in (PaymentState.LOCKED, PaymentState.PARTIALLY_RELEASED)
+
+
+@dataclass(slots=True)
+class FinancingRecord:
+    financier_wallet_id: str
+    principal_minor: int
+    fee_minor: int
+    due_at_us: int
+    refunded_minor: int
+    request_id: str
+    funded_by: str  # the financier's identity (<role>/<id>) that made the call
+
+
+@dataclass(slots=True)
+class AssignmentRecord:
+    payee_wallet_id: str
+    financier_wallet_id: str
+    assigned_minor: int
+    advance_minor: int
+    collected_minor: int
+    request_id: str
+    assigned_by: str
+
+
+@dataclass(slots=True)
+class LegRecord:
+    """An executed leg; ``entry`` is the journal entry that moved it (its seq once sealed)."""
+
+    leg_id: str
+    clause: str
+    kind: str
+    party: str
+    wallet_id: str
+    paid_to_wallet_id: str
+    amount_minor: int
+    currency: str
+    reason: str
+    commit_seq: int = 0
+    entry: EntryRecord | None = None
+
+    @property
+    def seq(self) -> int:
+        return self.entry.seq if self.entry is not None else self.commit_seq
+
+
+@dataclass(slots=True)
+class AttestationRecord:
+    event_id: str
+    payment_id: str
+    seq: int
+    oracle: str
+    event_type: str
+    observed_at_us: int
+    accepted_at_us: int
+    attributes_json: str
+    signer_ids: tuple[str, ...]
+    report_json: str
+    statement: bytes
+
+
+@dataclass(slots=True)
+class PaymentRecord:
+    payment_id: str
+    platform: str
+    contract_hash: str
+    params_json: str
+    payer_wallet_id: str
+    currency: str
+    escrow_minor: int
+    held_minor: int
+    released_minor: int
+    refunded_minor: int
+    state: PaymentState
+    terminal_reason: str
+    deadline_at_us: int | None
+    contract_state: str
+    version: int
+    created_at_us: int
+    updated_at_us: int
+    financing: list[FinancingRecord] = field(default_factory=list)
+    assignments: list[AssignmentRecord] = field(default_factory=list)
+    legs: list[LegRecord] = field(default_factory=list)
+    attestations: list[AttestationRecord] = field(default_factory=list)
+    # What this batch changes: (version, kind) per change; the counts of rows already stored.
+    events: list[tuple[int, str]] = field(default_factory=list)
+    stored: tuple[int, int, int, int] = (0, 0, 0, 0)
+    is_new: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ContractRecord:
+    contract_hash: str
+    name: str
+    version: int
+    canonical: bytes
+    source: str
+    registered_by: str
+    registered_at_us: int
+
+
+@dataclass(slots=True)
+class OracleRecord:
+    oracle_id: str
+    scheme: str  # ED25519 | BLS12_381
+    public_key: bytes
+    key_version: int
+    key_set_version: int
+    revoked: bool
+    display_name: str
+    registered_at_us: int
+    updated_at_us: int
+    is_new: bool = False
+    changed: bool = False

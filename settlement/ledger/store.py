@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import Any, Protocol
 
 from settlement.ledger.records import (
     BalanceKey,
@@ -42,6 +42,15 @@ class LedgerTransaction(Protocol):
         ...
 
     async def write(self, changes: ChangeSet) -> None: ...
+
+    # Plain SQL with ``?`` placeholders, for the colder tables written once for both dialects
+    # (settlement/ledger/payment_rows.py).
+    for_update: str  # " FOR UPDATE" where the engine supports it, else ""
+    for_share: str
+
+    async def query(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]: ...
+
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None: ...
 
 
 class LedgerStore(Protocol):

@@ -9,8 +9,12 @@ retries.
 
 from __future__ import annotations
 
+import functools
+import itertools
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
+from typing import Any
 
 import asyncpg
 
@@ -27,12 +31,34 @@ from settlement.ledger.records import (
 from wallets import WalletKind
 
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03"})
-_DUPLICATE_OPERATION = "operations_pkey"
+# Keys a batch checks before it writes them: a concurrent batch (another replica) may have written
+# the same one meanwhile; the retry then finds it and answers accordingly.
+_RACED_KEYS = frozenset({"operations_pkey", "attestations_pkey", "contracts_pkey", "oracles_pkey"})
+
+
+_PLACEHOLDER = re.compile(r"\?")
+
+
+@functools.lru_cache(maxsize=256)
+def _numbered(sql: str) -> str:
+    """``?`` placeholders (the dialect-neutral SQL) -> asyncpg's ``$1, $2, ...``."""
+    counter = itertools.count(1)
+    return _PLACEHOLDER.sub(lambda _: f"${next(counter)}", sql)
 
 
 class PostgresTransaction:
+    for_update = " FOR UPDATE"
+    for_share = " FOR SHARE"
+
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
+
+    async def query(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in await self._conn.fetch(_numbered(sql), *params)]
+
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        if rows:
+            await self._conn.executemany(_numbered(sql), rows)
 
     async def fetch_operations(
         self, keys: Sequence[OperationKey]
@@ -282,7 +308,7 @@ class PostgresStore:
 
     def is_retryable(self, exc: BaseException) -> bool:
         if isinstance(exc, asyncpg.UniqueViolationError):
-            return bool(exc.constraint_name == _DUPLICATE_OPERATION)
+            return exc.constraint_name in _RACED_KEYS
         if isinstance(exc, asyncpg.PostgresError):
             return exc.sqlstate in _RETRYABLE_SQLSTATES
         return isinstance(

@@ -8,6 +8,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
@@ -37,8 +38,19 @@ def _placeholders(count: int, width: int) -> str:
 
 
 class SqliteTransaction:
+    # BEGIN IMMEDIATE already holds the database's write lock for the whole batch.
+    for_update = ""
+    for_share = ""
+
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
+
+    async def query(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in await self._rows(sql, params)]
+
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        if rows:
+            await self._conn.executemany(sql, rows)
 
     async def _rows(self, sql: str, params: Sequence[object]) -> list[sqlite3.Row]:
         async with self._conn.execute(sql, params) as cursor:

@@ -10,21 +10,55 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
+from contracts_dsl import CompiledContract
 from settlement.errors import Reason, SettlementError
 from settlement.ledger.records import (
     BalanceKey,
     BalanceRecord,
     Bucket,
+    ContractRecord,
     EntryKind,
     EntryRecord,
     InstitutionRecord,
+    OracleRecord,
+    PaymentRecord,
     PostingRecord,
     SupplyRecord,
     WalletRecord,
 )
 from wallets import INT64_MAX
+
+
+@dataclass(slots=True)
+class PaymentWorld:
+    """The conditional-payment rows a batch loaded: payments (locked), contracts, oracles, the
+    oracle set version, and which event ids were already seen."""
+
+    payments: dict[str, PaymentRecord] = field(default_factory=dict)
+    contracts: dict[str, ContractRecord] = field(default_factory=dict)
+    compiled: dict[str, CompiledContract] = field(default_factory=dict)
+    oracles: dict[str, OracleRecord] = field(default_factory=dict)
+    registry_version: int | None = None
+    registry_changed: bool = False
+    seen_events: set[str] = field(default_factory=set)
+
+
+def copy_payment(payment: PaymentRecord) -> PaymentRecord:
+    return replace(
+        payment,
+        financing=[replace(f) for f in payment.financing],
+        assignments=[replace(a) for a in payment.assignments],
+        legs=list(payment.legs),
+        attestations=list(payment.attestations),
+        events=list(payment.events),
+    )
+
+
+def _restore_payment(payment: PaymentRecord, snapshot: PaymentRecord) -> None:
+    for name in PaymentRecord.__slots__:
+        setattr(payment, name, getattr(snapshot, name))
 
 
 class LedgerInvariantError(AssertionError):
@@ -49,8 +83,13 @@ class WorkingSet:
         institutions: dict[str, InstitutionRecord],
         balances: dict[BalanceKey, BalanceRecord],
         supply: dict[str, SupplyRecord],
+        extras: PaymentWorld | None = None,
     ) -> None:
         self.now_us = now_us
+        self.world = extras or PaymentWorld()
+        self._touched_payments: dict[str, PaymentRecord] = {}
+        self._touched_oracles: dict[str, OracleRecord] = {}
+        self.new_contracts: list[ContractRecord] = []
         self._wallets = wallets
         self._institutions = institutions
         self._balances = balances
@@ -199,6 +238,74 @@ class WorkingSet:
     @staticmethod
     def _restore_balance(row: BalanceRecord, old: tuple[int, int]) -> None:
         row.available, row.held = old
+
+    # -- payments, contracts, oracles ----------------------------------------------------------
+    def payment(self, payment_id: str) -> PaymentRecord | None:
+        return self.world.payments.get(payment_id)
+
+    def touch_payment(self, payment: PaymentRecord) -> PaymentRecord:
+        """Call before changing ``payment``: the savepoint can then put it back as it was."""
+        snapshot = copy_payment(payment)
+        self._undo.append(lambda: _restore_payment(payment, snapshot))
+        if payment.payment_id not in self._touched_payments:
+            self._touched_payments[payment.payment_id] = payment
+            self._undo.append(lambda: self._untouch_payment(payment.payment_id))
+        return payment
+
+    def _untouch_payment(self, payment_id: str) -> None:
+        del self._touched_payments[payment_id]
+
+    def add_payment(self, payment: PaymentRecord) -> None:
+        self.world.payments[payment.payment_id] = payment
+        self._touched_payments[payment.payment_id] = payment
+        self._undo.append(lambda: self._forget_payment(payment.payment_id))
+
+    def _forget_payment(self, payment_id: str) -> None:
+        del self.world.payments[payment_id]
+        del self._touched_payments[payment_id]
+
+    def contract(self, contract_hash: str) -> CompiledContract | None:
+        return self.world.compiled.get(contract_hash)
+
+    def add_contract(self, contract: ContractRecord, compiled: CompiledContract) -> None:
+        self.world.contracts[contract.contract_hash] = contract
+        self.world.compiled[contract.contract_hash] = compiled
+        self.new_contracts.append(contract)
+        self._undo.append(lambda: self._forget_contract(contract))
+
+    def _forget_contract(self, contract: ContractRecord) -> None:
+        del self.world.contracts[contract.contract_hash]
+        del self.world.compiled[contract.contract_hash]
+        self.new_contracts.remove(contract)
+
+    def put_oracle(self, oracle: OracleRecord) -> None:
+        """Register or replace an oracle (rotation, revocation) and bump the oracle set version."""
+        previous = self.world.oracles.get(oracle.oracle_id)
+        version = self.world.registry_version
+        self.world.oracles[oracle.oracle_id] = oracle
+        self._touched_oracles[oracle.oracle_id] = oracle
+        self.world.registry_version = (version or 0) + 1
+        self.world.registry_changed = True
+
+        def undo() -> None:
+            if previous is None:
+                del self.world.oracles[oracle.oracle_id]
+            else:
+                self.world.oracles[oracle.oracle_id] = previous
+            self._touched_oracles.pop(oracle.oracle_id)
+            self.world.registry_version = version
+
+        self._undo.append(undo)
+
+    def see_event(self, event_id: str) -> None:
+        self.world.seen_events.add(event_id)
+        self._undo.append(lambda: self.world.seen_events.discard(event_id))
+
+    def changed_payments(self) -> list[PaymentRecord]:
+        return sorted(self._touched_payments.values(), key=lambda p: p.payment_id)
+
+    def changed_oracles(self) -> list[OracleRecord]:
+        return list(self._touched_oracles.values())
 
     # -- what to write -------------------------------------------------------------------------
     def changed_balances(self) -> list[BalanceRecord]:

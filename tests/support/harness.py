@@ -15,6 +15,7 @@ from settlement.certs import init_certificates, issue_certificate, parse_identit
 from settlement.clock import Clock
 from settlement.config import Settings
 from settlement.ledger.audit import audit_ledger
+from settlement.ledger.deadlines import DeadlineSweeper
 from settlement.ledger.engine import LedgerEngine
 from settlement.ledger.store import LedgerStore
 from settlement.runtime import Runtime
@@ -81,7 +82,10 @@ async def start_harness(
     if wrap_store is not None:
         runtime.store = wrap_store(runtime.store)
         runtime.engine = LedgerEngine(
-            runtime.store, runtime.clock, StatusCodec(), runtime.directory
+            runtime.store, runtime.clock, StatusCodec(), runtime.directory, runtime.notifier
+        )
+        runtime.deadlines = DeadlineSweeper(
+            runtime.reader, runtime.engine, runtime.clock, runtime.faults
         )
     await runtime.start()
     server = await start_server(runtime, "127.0.0.1:0")

@@ -145,7 +145,21 @@ async def raw_call(
     """Call ``method`` with exactly ``request`` (a message, or raw bytes sent as they are) and the
     ``condpay-caller`` metadata (none when ``caller`` is None); typed ApiError on failure."""
     sent = (((CALLER_METADATA_KEY, caller),) if caller is not None else ()) + metadata
+    descriptor = descriptor_pool.Default().FindMethodByName(method.strip("/").replace("/", "."))
     async with grpc.aio.insecure_channel(address) as channel:
+        if descriptor.server_streaming:  # the first message (or the error) of the stream
+            stream = channel.unary_stream(
+                method,
+                request_serializer=lambda r: r if isinstance(r, bytes) else r.SerializeToString(),
+                response_deserializer=response_type(method).FromString,
+            )(request, metadata=sent, timeout=10)
+            try:
+                async for reply in stream:
+                    stream.cancel()
+                    return reply
+                return None
+            except grpc.aio.AioRpcError as error:
+                raise from_rpc_error(error) from None
         stub = channel.unary_unary(
             method,
             request_serializer=lambda r: r if isinstance(r, bytes) else r.SerializeToString(),

@@ -57,6 +57,16 @@ class _EntryKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EntryKind.V
     ENTRY_KIND_ISSUE: _EntryKind.ValueType  # 1
     ENTRY_KIND_REDEEM: _EntryKind.ValueType  # 2
     ENTRY_KIND_TRANSFER: _EntryKind.ValueType  # 3
+    ENTRY_KIND_LOCK: _EntryKind.ValueType  # 4
+    """A payer's money into the escrow of a conditional payment (AVAILABLE -> HELD)."""
+    ENTRY_KIND_FUND: _EntryKind.ValueType  # 5
+    """A financier funds an escrow for the payer."""
+    ENTRY_KIND_ADVANCE: _EntryKind.ValueType  # 6
+    """A financier advances assigned proceeds to a payee."""
+    ENTRY_KIND_RELEASE: _EntryKind.ValueType  # 7
+    """A leg paid out of an escrow."""
+    ENTRY_KIND_REFUND: _EntryKind.ValueType  # 8
+    """What remains of an escrow returned to its funders, financiers first."""
 
 class EntryKind(_EntryKind, metaclass=_EntryKindEnumTypeWrapper): ...
 
@@ -64,6 +74,16 @@ ENTRY_KIND_UNSPECIFIED: EntryKind.ValueType  # 0
 ENTRY_KIND_ISSUE: EntryKind.ValueType  # 1
 ENTRY_KIND_REDEEM: EntryKind.ValueType  # 2
 ENTRY_KIND_TRANSFER: EntryKind.ValueType  # 3
+ENTRY_KIND_LOCK: EntryKind.ValueType  # 4
+"""A payer's money into the escrow of a conditional payment (AVAILABLE -> HELD)."""
+ENTRY_KIND_FUND: EntryKind.ValueType  # 5
+"""A financier funds an escrow for the payer."""
+ENTRY_KIND_ADVANCE: EntryKind.ValueType  # 6
+"""A financier advances assigned proceeds to a payee."""
+ENTRY_KIND_RELEASE: EntryKind.ValueType  # 7
+"""A leg paid out of an escrow."""
+ENTRY_KIND_REFUND: EntryKind.ValueType  # 8
+"""What remains of an escrow returned to its funders, financiers first."""
 Global___EntryKind: _TypeAlias = EntryKind  # noqa: Y015
 
 @_typing.final

@@ -1,0 +1,224 @@
+"""OracleService: the oracle registry (central bank) and attestations (oracles, platforms).
+
+An attestation is verified here against the registry as it stands (settlement/ledger/
+attestations.py: statement, routing, payload, freshness, signatures, quorum); the command then
+checks, under the batch's locks, that the registry has not changed since (the oracle set version
+the statement binds is still the current one) and that the event id was never seen before.
+"""
+
+from __future__ import annotations
+
+import grpc
+from condpay.v1 import operation_pb2, oracle_pb2, oracle_pb2_grpc
+
+from settlement import limits
+from settlement.api import payment_views as views
+from settlement.api import requests
+from settlement.api.identity import current_caller
+from settlement.api.replies import Reply
+from settlement.errors import Reason, SettlementError, not_found
+from settlement.ledger import commands, oracles, payments
+from settlement.ledger.attestations import (
+    AttestationLimits,
+    OracleKey,
+    OracleSet,
+    PaymentBinding,
+    Submission,
+    check_registration,
+    decode_statement,
+    verify_attestation,
+)
+from settlement.ledger.records import OracleRecord
+from settlement.runtime import Runtime
+
+_SERVICE = "/condpay.v1.OracleService/"
+_SCHEMES = {oracle_pb2.KEY_SCHEME_ED25519: "ED25519", oracle_pb2.KEY_SCHEME_BLS12_381: "BLS12_381"}
+_SCHEME_NAMES = {v: k for k, v in _SCHEMES.items()}
+LIMITS = AttestationLimits(
+    freshness_window_us=limits.ATTESTATION_FRESHNESS_SECONDS * 1_000_000,
+    future_skew_us_max=limits.ATTESTATION_CLOCK_SKEW_SECONDS * 1_000_000,
+    lifetime_us_max=limits.ATTESTATION_LIFETIME_SECONDS_MAX * 1_000_000,
+)
+
+
+def oracle_view(record: OracleRecord) -> oracle_pb2.Oracle:
+    return oracle_pb2.Oracle(
+        oracle_id=record.oracle_id,
+        scheme=_SCHEME_NAMES.get(record.scheme, oracle_pb2.KEY_SCHEME_UNSPECIFIED),
+        public_key=record.public_key,
+        key_version=record.key_version,
+        revoked=record.revoked,
+        display_name=record.display_name,
+        key_set_version=record.key_set_version,
+    )
+
+
+def _registry_reply(response_type: type) -> Reply:  # type: ignore[type-arg]
+    def build(result: object, op: operation_pb2.OperationInfo) -> object:
+        assert isinstance(result, oracles.RegistryOutcome)
+        return response_type(
+            operation=op,
+            oracle=oracle_view(result.oracle),
+            oracle_set_version=result.oracle_set_version,
+        )
+
+    return Reply(response_type, build)
+
+
+REGISTER = _registry_reply(oracle_pb2.RegisterOracleResponse)
+ROTATE = _registry_reply(oracle_pb2.RotateOracleKeyResponse)
+REVOKE = _registry_reply(oracle_pb2.RevokeOracleResponse)
+
+
+def _attestation_reply(
+    result: object, op: operation_pb2.OperationInfo
+) -> oracle_pb2.SubmitAttestationResponse:
+    assert isinstance(result, payments.AttestationOutcome)
+    snapshot = result.payment
+    return oracle_pb2.SubmitAttestationResponse(
+        operation=op,
+        attestation=views.attestation(result.attestation),
+        legs=[views.leg(leg) for leg in result.legs],
+        payment=views.payment(snapshot.payment, snapshot.contract, snapshot.source),
+    )
+
+
+ATTEST = Reply(oracle_pb2.SubmitAttestationResponse, _attestation_reply)
+
+
+class OracleService(oracle_pb2_grpc.OracleServiceServicer):
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+
+    # -- the registry --------------------------------------------------------------------------
+    async def RegisterOracle(
+        self, request: oracle_pb2.RegisterOracleRequest, context: grpc.aio.ServicerContext
+    ) -> oracle_pb2.RegisterOracleResponse:
+        base = requests.command_fields(_SERVICE + "RegisterOracle", current_caller(), request)
+        try:
+            scheme = _SCHEMES.get(request.scheme)
+            if scheme is None:
+                raise requests.invalid(
+                    Reason.INVALID_PUBLIC_KEY, "scheme", "scheme must be ED25519 or BLS12_381"
+                )
+            check_registration(scheme, request.public_key, request.proof_of_possession)
+            command: commands.Command = oracles.RegisterOracle(
+                **base,
+                oracle_id=requests.identifier(request.oracle_id, "oracle_id"),
+                scheme=scheme,
+                public_key=request.public_key,
+                display_name=requests.text(request.display_name, "display_name", 140),
+            )
+        except SettlementError as error:
+            command = commands.Refuse(**base, error=error)
+        return await self._rt.engine.execute(command, REGISTER)
+
+    async def RotateOracleKey(
+        self, request: oracle_pb2.RotateOracleKeyRequest, context: grpc.aio.ServicerContext
+    ) -> oracle_pb2.RotateOracleKeyResponse:
+        base = requests.command_fields(_SERVICE + "RotateOracleKey", current_caller(), request)
+        try:
+            oracle_id = requests.identifier(request.oracle_id, "oracle_id")
+            current = await self._oracle(oracle_id)
+            check_registration(current.scheme, request.public_key, request.proof_of_possession)
+            command: commands.Command = oracles.RotateOracleKey(
+                **base, oracle_id=oracle_id, public_key=request.public_key
+            )
+        except SettlementError as error:
+            command = commands.Refuse(**base, error=error)
+        return await self._rt.engine.execute(command, ROTATE)
+
+    async def RevokeOracle(
+        self, request: oracle_pb2.RevokeOracleRequest, context: grpc.aio.ServicerContext
+    ) -> oracle_pb2.RevokeOracleResponse:
+        base = requests.command_fields(_SERVICE + "RevokeOracle", current_caller(), request)
+        try:
+            requests.text(request.reason, "reason", 140)
+            command: commands.Command = oracles.RevokeOracle(
+                **base, oracle_id=requests.identifier(request.oracle_id, "oracle_id")
+            )
+        except SettlementError as error:
+            command = commands.Refuse(**base, error=error)
+        return await self._rt.engine.execute(command, REVOKE)
+
+    async def _oracle(self, oracle_id: str) -> OracleRecord:
+        _, records = await self._rt.reader.oracle_set()
+        found = next((o for o in records if o.oracle_id == oracle_id), None)
+        if found is None:
+            raise not_found(Reason.ORACLE_NOT_FOUND, "oracle", oracle_id)
+        return found
+
+    async def GetOracleSet(
+        self, request: oracle_pb2.GetOracleSetRequest, context: grpc.aio.ServicerContext
+    ) -> oracle_pb2.GetOracleSetResponse:
+        version, records = await self._rt.reader.oracle_set()
+        return oracle_pb2.GetOracleSetResponse(
+            version=version, oracles=[oracle_view(o) for o in records]
+        )
+
+    # -- attestations --------------------------------------------------------------------------
+    async def SubmitAttestation(
+        self, request: oracle_pb2.SubmitAttestationRequest, context: grpc.aio.ServicerContext
+    ) -> oracle_pb2.SubmitAttestationResponse:
+        base = requests.command_fields(_SERVICE + "SubmitAttestation", current_caller(), request)
+        try:
+            command: commands.Command = await self._attestation(request, base)
+        except SettlementError as error:
+            command = commands.Refuse(**base, error=error)
+        return await self._rt.engine.execute(command, ATTEST)
+
+    async def _attestation(
+        self, request: oracle_pb2.SubmitAttestationRequest, base: requests.CommandFields
+    ) -> payments.SubmitAttestation:
+        if not request.statement:
+            raise requests.invalid(Reason.MISSING_FIELD, "statement", "statement is required")
+        statement = decode_statement(request.statement)
+        found = await self._rt.reader.payments(payment_ids=[statement.payment_id], limit=1)
+        if not found:
+            raise not_found(Reason.PAYMENT_NOT_FOUND, "payment", statement.payment_id)
+        payment = found[0]
+        record = self._rt.directory.contract_record(payment.contract_hash)
+        if record is None:
+            record = await self._rt.reader.contract(payment.contract_hash)
+            assert record is not None
+            self._rt.directory.remember_contracts([record])
+        contract = self._rt.directory.compiled(record)
+        parties = payments.wallet_params(contract, payments.bound(contract, payment))
+        keys = {}
+        for wallet_id in parties.values():
+            wallet = await self._rt.directory.wallet(wallet_id)
+            if wallet is not None:
+                keys[wallet_id] = wallet.owner_public_key
+        version, records = await self._rt.reader.oracle_set()
+        registry = OracleSet(
+            version,
+            {
+                o.oracle_id: OracleKey(
+                    o.oracle_id, o.scheme, o.public_key, o.key_version, o.revoked
+                )
+                for o in records
+            },
+        )
+        aggregate = None
+        if request.HasField("bls_aggregate"):
+            aggregate = (tuple(request.bls_aggregate.signer_ids), request.bls_aggregate.signature)
+        verified = verify_attestation(
+            Submission(
+                request.statement,
+                request.payload,
+                tuple((s.signer_id, s.signature) for s in request.signatures),
+                aggregate,
+            ),
+            PaymentBinding(payment.payment_id, contract, parties, keys),
+            registry,
+            self._rt.clock.now_us(),
+            LIMITS,
+        )
+        return payments.SubmitAttestation(
+            **base,
+            payment_id=payment.payment_id,
+            event=verified.event,
+            signer_ids=verified.signer_ids,
+            oracle_set_version=verified.statement.oracle_set_version,
+            statement=request.statement,
+        )

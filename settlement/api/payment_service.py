@@ -1,0 +1,362 @@
+"""ConditionalPaymentService: lock, finance, assign, read, watch and cancel payments.
+
+Every signature is verified here, over the exact transmitted bytes, before a command is made
+(wallet keys never change); the commands re-check everything that depends on state under the
+batch's locks. Payments are scoped to their owners: a platform sees only the payments it locked,
+a financier only those it funds or holds an assignment on; another's payment is NOT_FOUND.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TypeVar
+
+import grpc
+from condpay.v1 import operation_pb2, payment_pb2, payment_pb2_grpc
+
+from contracts_dsl import bind_params, deadline_us, escrow_minor
+from settlement import limits
+from settlement.api import payment_views as views
+from settlement.api import requests
+from settlement.api.contract_service import resolve_contract
+from settlement.api.identity import Caller, Role, current_caller
+from settlement.api.replies import Reply
+from settlement.errors import Reason, SettlementError, not_found
+from settlement.ledger import commands, payments
+from settlement.ledger.records import AssignmentRecord, FinancingRecord, PaymentRecord
+from settlement.runtime import Runtime
+from wallets import (
+    AssignmentInstruction,
+    BadSignature,
+    CancelInstruction,
+    Document,
+    FundInstruction,
+    LockInstruction,
+    MalformedInstruction,
+    verify,
+)
+from wallets.canonical import ID_PATTERN
+
+_SERVICE = "/condpay.v1.ConditionalPaymentService/"
+PAGE_SIZE_DEFAULT = 50
+PAGE_SIZE_MAX = 500
+
+
+def view(snapshot: payments.PaymentSnapshot) -> payment_pb2.Payment:
+    return views.payment(snapshot.payment, snapshot.contract, snapshot.source)
+
+
+def _lock_reply(result: object, op: operation_pb2.OperationInfo) -> payment_pb2.LockPaymentResponse:
+    assert isinstance(result, payments.PaymentSnapshot)
+    return payment_pb2.LockPaymentResponse(operation=op, payment=view(result))
+
+
+def _fund_reply(result: object, op: operation_pb2.OperationInfo) -> payment_pb2.FundEscrowResponse:
+    assert isinstance(result, tuple)
+    snapshot, financing = result
+    assert isinstance(snapshot, payments.PaymentSnapshot)
+    assert isinstance(financing, FinancingRecord)
+    return payment_pb2.FundEscrowResponse(
+        operation=op,
+        financing=views.financing(financing, snapshot.payment.currency),
+        payment=view(snapshot),
+    )
+
+
+def _assign_reply(
+    result: object, op: operation_pb2.OperationInfo
+) -> payment_pb2.AssignProceedsResponse:
+    assert isinstance(result, tuple)
+    snapshot, assignment = result
+    assert isinstance(snapshot, payments.PaymentSnapshot)
+    assert isinstance(assignment, AssignmentRecord)
+    return payment_pb2.AssignProceedsResponse(
+        operation=op,
+        assignment=views.assignment(assignment, snapshot.payment.currency),
+        payment=view(snapshot),
+    )
+
+
+def _cancel_reply(
+    result: object, op: operation_pb2.OperationInfo
+) -> payment_pb2.CancelPaymentResponse:
+    assert isinstance(result, payments.PaymentSnapshot)
+    return payment_pb2.CancelPaymentResponse(operation=op, payment=view(result))
+
+
+LOCK = Reply(payment_pb2.LockPaymentResponse, _lock_reply)
+FUND = Reply(payment_pb2.FundEscrowResponse, _fund_reply)
+ASSIGN = Reply(payment_pb2.AssignProceedsResponse, _assign_reply)
+CANCEL = Reply(payment_pb2.CancelPaymentResponse, _cancel_reply)
+
+
+D = TypeVar("D", bound=Document)
+
+
+def decode(document: type[D], payload: bytes, field: str) -> D:
+    if not payload:
+        raise requests.invalid(Reason.MISSING_FIELD, field, f"{field} is required")
+    if len(payload) > limits.INSTRUCTION_BYTES_MAX:
+        raise requests.invalid(Reason.INSTRUCTION_MALFORMED, field, "the instruction is too large")
+    try:
+        return document.from_bytes(payload)
+    except MalformedInstruction as error:
+        where = f"{field}.{error.field}" if error.field else field
+        raise requests.invalid(Reason.INSTRUCTION_MALFORMED, where, str(error)) from None
+
+
+def mismatch(field: str, message: str) -> SettlementError:
+    return requests.invalid(Reason.INSTRUCTION_MISMATCH, field, message)
+
+
+class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+
+    async def _check_signature(self, wallet_id: str, signature: bytes, payload: bytes) -> None:
+        wallet = await self._rt.directory.wallet(wallet_id)
+        if wallet is None:
+            raise not_found(Reason.WALLET_NOT_FOUND, "wallet", wallet_id)
+        try:
+            verify(wallet.owner_public_key, signature, payload)
+        except BadSignature:
+            raise SettlementError(
+                Reason.SIGNATURE_INVALID,
+                f"the signature does not verify over the instruction bytes with wallet "
+                f"{wallet_id}'s key",
+                metadata={"wallet_id": wallet_id},
+            ) from None
+
+    # -- lock ----------------------------------------------------------------------------------
+    async def LockPayment(
+        self, request: payment_pb2.LockPaymentRequest, context: grpc.aio.ServicerContext
+    ) -> payment_pb2.LockPaymentResponse:
+        base = requests.command_fields(_SERVICE + "LockPayment", current_caller(), request)
+        try:
+            command: commands.Command = await self._lock(request, base)
+        except SettlementError as error:
+            command = commands.Refuse(**base, error=error)
+        return await self._rt.engine.execute(command, LOCK)
+
+    async def _lock(
+        self, request: payment_pb2.LockPaymentRequest, base: requests.CommandFields
+    ) -> payments.LockPayment:
+        contract, source = await resolve_contract(
+            self._rt, request.contract_source, request.contract_hash
+        )
+        unsupported = payments.unsupported_actions(contract)
+        if unsupported:
+            raise SettlementError(
+                Reason.CONTRACT_NOT_SUPPORTED,
+                f"this release cannot execute {', '.join(unsupported)} yet (the bridge arrives "
+                "with cross-currency settlement)",
+                metadata={"actions": ",".join(unsupported)},
+            )
+        binding = bind_params(contract, views.param_inputs(contract, request.params))
+        if binding.params is None:
+            raise views.params_error(binding.errors)
+        params = binding.params
+        signed = request.payer_instruction
+        lock = decode(LockInstruction, signed.payload, "payer_instruction.payload")
+        if lock.request_id != request.request_id:
+            raise mismatch("request_id", "request_id differs from the signed lock's")
+        if lock.contract_hash != contract.hash:
+            raise mismatch("payer_instruction.contract_hash", "the payer signed another contract")
+        if lock.params_hash != params.hash:
+            raise mismatch("payer_instruction.params_hash", "the payer signed other parameters")
+        amount = escrow_minor(contract, params)
+        currency = contract.escrow.currency
+        if (lock.currency, lock.amount_minor) != (currency, amount):
+            raise mismatch(
+                "payer_instruction.amount_minor",
+                f"the contract escrows {amount} {currency}; the payer signed "
+                f"{lock.amount_minor} {lock.currency}",
+            )
+        payer = params.wallet(contract.escrow.funder)
+        if lock.payer != payer:
+            raise mismatch("payer_instruction.payer", f"the escrow's funder is wallet {payer}")
+        await self._check_signature(payer, signed.signature, signed.payload)
+        return payments.LockPayment(
+            **base,
+            payment_id=payments.derive_payment_id(base["caller"], base["request_id"]),
+            contract=contract,
+            source=source,
+            params=params,
+            payer=payer,
+            currency=currency,
+            amount_minor=amount,
+            deadline_at_us=deadline_us(contract, params),
+            expires_at_us=lock.expires_at_us,
+        )
+
+    # -- financing -----------------------------------------------------------------------------
+    async def FundEscrow(
+        self, request: payment_pb2.FundEscrowRequest, context: grpc.aio.ServicerContext
+    ) -> payment_pb2.FundEscrowResponse:
+        base = requests.command_fields(_SERVICE + "FundEscrow", current_caller(), request)
+        try:
+            signed = request.financier_instruction
+            fund = decode(FundInstruction, signed.payload, "financier_instruction.payload")
+            if fund.request_id != request.request_id:
+                raise mismatch("request_id", "request_id differs from the signed funding's")
+            requests.currency(fund.currency, "financier_instruction.currency")
+            requests.positive_amount(fund.amount_minor, "financier_instruction.amount_minor")
+            await self._check_signature(fund.financier, signed.signature, signed.payload)
+            command: commands.Command = payments.FundEscrow(
+                **base,
+                payment_id=fund.payment_id,
+                financier=fund.financier,
+                currency=fund.currency,
+                amount_minor=fund.amount_minor,
+                fee_minor=fund.fee_minor,
+                due_at_us=fund.due_at_us,
+                expires_at_us=fund.expires_at_us,
+            )
+        except SettlementError as error:
+            command = commands.Refuse(**base, error=error)
+        return await self._rt.engine.execute(command, FUND)
+
+    async def AssignProceeds(
+        self, request: payment_pb2.AssignProceedsRequest, context: grpc.aio.ServicerContext
+    ) -> payment_pb2.AssignProceedsResponse:
+        base = requests.command_fields(_SERVICE + "AssignProceeds", current_caller(), request)
+        try:
+            assign = decode(AssignmentInstruction, request.payload, "payload")
+            if assign.request_id != request.request_id:
+                raise mismatch("request_id", "request_id differs from the signed assignment's")
+            requests.currency(assign.currency, "payload.currency")
+            requests.positive_amount(assign.assigned_minor, "payload.assigned_minor")
+            requests.positive_amount(assign.advance_minor, "payload.advance_minor")
+            await self._check_signature(assign.payee, request.payee_signature, request.payload)
+            await self._check_signature(
+                assign.financier, request.financier_signature, request.payload
+            )
+            command: commands.Command = payments.AssignProceeds(
+                **base,
+                payment_id=assign.payment_id,
+                payee=assign.payee,
+                financier=assign.financier,
+                currency=assign.currency,
+                assigned_minor=assign.assigned_minor,
+                advance_minor=assign.advance_minor,
+                expires_at_us=assign.expires_at_us,
+            )
+        except SettlementError as error:
+            command = commands.Refuse(**base, error=error)
+        return await self._rt.engine.execute(command, ASSIGN)
+
+    # -- cancellation --------------------------------------------------------------------------
+    async def CancelPayment(
+        self, request: payment_pb2.CancelPaymentRequest, context: grpc.aio.ServicerContext
+    ) -> payment_pb2.CancelPaymentResponse:
+        caller = current_caller()
+        base = requests.command_fields(_SERVICE + "CancelPayment", caller, request)
+        try:
+            cancel = decode(CancelInstruction, request.payload, "payload")
+            if cancel.request_id != request.request_id:
+                raise mismatch("request_id", "request_id differs from the signed cancellation's")
+            await self.visible_payment(caller, cancel.payment_id)
+            signed_by = set()
+            for party in request.signatures:
+                await self._check_signature(party.wallet_id, party.signature, request.payload)
+                signed_by.add(party.wallet_id)
+            command: commands.Command = payments.CancelPayment(
+                **base,
+                payment_id=cancel.payment_id,
+                signed_by=frozenset(signed_by),
+                expires_at_us=cancel.expires_at_us,
+            )
+        except SettlementError as error:
+            command = commands.Refuse(**base, error=error)
+        return await self._rt.engine.execute(command, CANCEL)
+
+    # -- reads ---------------------------------------------------------------------------------
+    async def visible_payment(self, caller: Caller, payment_id: str) -> PaymentRecord:
+        """The payment if ``caller`` may see it; otherwise NOT_FOUND, as if it did not exist."""
+        requests.identifier(payment_id, "payment_id")
+        found = await self._rt.reader.payments(payment_ids=[payment_id], limit=1)
+        if not found or not await self._may_see(caller, found[0]):
+            raise not_found(Reason.PAYMENT_NOT_FOUND, "payment", payment_id)
+        return found[0]
+
+    async def _may_see(self, caller: Caller, payment: PaymentRecord) -> bool:
+        if caller.role in (Role.CENTRAL_BANK, Role.AUDITOR):
+            return True
+        if caller.role is Role.PLATFORM:
+            return payment.platform == str(caller)
+        if caller.role is Role.FINANCIER:
+            financiers = {f.funded_by for f in payment.financing}
+            financiers |= {a.assigned_by for a in payment.assignments}
+            return str(caller) in financiers
+        return False
+
+    def _present(self, payment: PaymentRecord) -> payment_pb2.Payment:
+        record = self._rt.directory.contract_record(payment.contract_hash)
+        assert record is not None, "a payment's contract is cached with the payment"
+        return views.payment(payment, self._rt.directory.compiled(record), record.source)
+
+    async def _presentable(self, payment: PaymentRecord) -> payment_pb2.Payment:
+        if self._rt.directory.contract_record(payment.contract_hash) is None:
+            record = await self._rt.reader.contract(payment.contract_hash)
+            assert record is not None
+            self._rt.directory.remember_contracts([record])
+        return self._present(payment)
+
+    async def GetPayment(
+        self, request: payment_pb2.GetPaymentRequest, context: grpc.aio.ServicerContext
+    ) -> payment_pb2.GetPaymentResponse:
+        payment = await self.visible_payment(current_caller(), request.payment_id)
+        return payment_pb2.GetPaymentResponse(payment=await self._presentable(payment))
+
+    async def ListPayments(
+        self, request: payment_pb2.ListPaymentsRequest, context: grpc.aio.ServicerContext
+    ) -> payment_pb2.ListPaymentsResponse:
+        caller = current_caller()
+        if request.page_size < 0:
+            raise requests.invalid(Reason.INVALID_PAGE_SIZE, "page_size", "must be >= 0")
+        size = min(request.page_size or PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX)
+        if request.page_token and not ID_PATTERN.fullmatch(request.page_token):
+            raise requests.invalid(Reason.INVALID_PAGE_TOKEN, "page_token", "not a page token")
+        state = views.STATES_BY_PROTO.get(request.state)
+        found = await self._rt.reader.payments(
+            platform=str(caller) if caller.role is Role.PLATFORM else None,
+            state=state.value if state else None,
+            payer_wallet_id=request.payer_wallet_id or None,
+            contract_hash=request.contract_hash or None,
+            after_id=request.page_token,
+            limit=size + 1,
+        )
+        more = len(found) > size
+        found = found[:size]
+        visible = [p for p in found if await self._may_see(caller, p)]
+        return payment_pb2.ListPaymentsResponse(
+            payments=[await self._presentable(p) for p in visible],
+            next_page_token=found[-1].payment_id if more else "",
+        )
+
+    async def WatchPayment(
+        self, request: payment_pb2.WatchPaymentRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[payment_pb2.WatchPaymentResponse]:
+        caller = current_caller()
+        payment = await self.visible_payment(caller, request.payment_id)
+        after = request.after_version
+        if after < 0:
+            raise requests.invalid(Reason.INVALID_PAGE_TOKEN, "after_version", "must be >= 0")
+        while True:
+            changed = self._rt.notifier.changed(payment.payment_id)
+            events = await self._rt.reader.payment_events(payment.payment_id, after)
+            if events:
+                (payment,) = await self._rt.reader.payments(payment_ids=[payment.payment_id])
+                current = await self._presentable(payment)
+                for version, kind in events:
+                    yield payment_pb2.WatchPaymentResponse(
+                        version=version, kind=kind, payment=current
+                    )
+                after = events[-1][0]
+            if not payment.state.open and after >= payment.version:
+                return
+            # Woken by a commit in this process, or on a timer for other replicas' commits.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), limits.WATCH_POLL_SECONDS)

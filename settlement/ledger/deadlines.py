@@ -1,0 +1,87 @@
+"""The deadline sweep: every replica looks for open payments whose deadline has come and runs
+their contracts at the deadline. The schedule is the payments table itself (durable; it survives
+restarts). Two replicas may pick the same payment: the command runs under the payment's row lock
+and does nothing to a payment that is no longer open, so a deadline fires exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+
+import structlog
+from condpay.v1 import operation_pb2
+
+from settlement import limits
+from settlement.clock import Clock
+from settlement.faults import Faults
+from settlement.ledger.engine import LedgerEngine, OperationInfo
+from settlement.ledger.payments import FireDeadline
+from settlement.ledger.reads import LedgerReader
+
+log = structlog.get_logger("condpay.deadlines")
+SWEEPER = "system/deadline-sweep"
+
+
+class _Acknowledge:
+    """Internal commands store no reply; the engine still wants one built."""
+
+    def build(self, result: object, info: OperationInfo) -> operation_pb2.OperationInfo:
+        return operation_pb2.OperationInfo(request_id=info.request_id, commit_seq=info.commit_seq)
+
+    def replay(self, stored: bytes) -> operation_pb2.OperationInfo:
+        return operation_pb2.OperationInfo.FromString(stored)
+
+
+class DeadlineSweeper:
+    def __init__(
+        self, reader: LedgerReader, engine: LedgerEngine, clock: Clock, faults: Faults
+    ) -> None:
+        self._reader, self._engine, self._clock, self._faults = reader, engine, clock, faults
+        self._task: asyncio.Task[None] | None = None
+        self.fired = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="deadline-sweep")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception as error:  # the sweep must outlive a bad moment of the database
+                log.warning("deadline_sweep_failed", error=repr(error))
+            await asyncio.sleep(limits.DEADLINE_SWEEP_SECONDS)
+
+    async def sweep(self) -> int:
+        """Fire every payment due now; returns how many changed."""
+        due = await self._reader.due_payments(self._clock.now_us(), limits.DEADLINE_SWEEP_BATCH)
+        if not due:
+            return 0
+        self._faults.point("deadline_sweep")
+        results = await asyncio.gather(
+            *(self._engine.execute(self._command(p), _Acknowledge()) for p in due),
+            return_exceptions=True,
+        )
+        fired = sum(1 for r in results if isinstance(r, operation_pb2.OperationInfo))
+        for payment_id, result in zip(due, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("deadline_failed", payment_id=payment_id, error=repr(result))
+        self.fired += fired
+        return fired
+
+    @staticmethod
+    def _command(payment_id: str) -> FireDeadline:
+        return FireDeadline(
+            method="/condpay.internal/FireDeadline",
+            caller=SWEEPER,
+            request_id=f"deadline.{payment_id}",
+            request_hash=hashlib.sha256(payment_id.encode()).digest(),
+            payment_id=payment_id,
+            store_outcome=False,
+        )

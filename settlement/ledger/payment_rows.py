@@ -1,0 +1,376 @@
+"""Reading and writing the conditional-payment tables, once for both dialects.
+
+Plain SQL with ``?`` placeholders through the transaction's ``query``/``execute_many`` (PostgreSQL
+numbers them). These tables are touched a few rows per call, not on the transfer hot path, so
+statement per row is fine here. Rows that change are locked with the dialect's ``FOR UPDATE``
+(SQLite's BEGIN IMMEDIATE already holds the whole database).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from settlement.ledger.records import (
+    AssignmentRecord,
+    AttestationRecord,
+    ContractRecord,
+    FinancingRecord,
+    LegRecord,
+    OracleRecord,
+    PaymentRecord,
+    PaymentState,
+)
+from settlement.ledger.store import LedgerTransaction
+
+_PAYMENT_COLUMNS = (
+    "payment_id, platform, contract_hash, params_json, payer_wallet_id, currency, escrow_minor, "
+    "held_minor, released_minor, refunded_minor, state, terminal_reason, deadline_at_us, "
+    "contract_state, version, created_at_us, updated_at_us"
+)
+
+
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+async def lock_registry(tx: LedgerTransaction, *, write: bool) -> int:
+    suffix = tx.for_update if write else tx.for_share
+    rows = await tx.query(f"SELECT version FROM oracle_registry WHERE id = 1{suffix}", ())
+    return int(rows[0][0])
+
+
+async def lock_payments(tx: LedgerTransaction, ids: Sequence[str]) -> dict[str, PaymentRecord]:
+    """Lock the payments (sorted by id) and load everything that hangs off them."""
+    if not ids:
+        return {}
+    rows = await tx.query(
+        f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE payment_id IN ({_marks(len(ids))}) "
+        f"ORDER BY payment_id{tx.for_update}",
+        list(ids),
+    )
+    payments = {r[0]: _payment(r) for r in rows}
+    if not payments:
+        return payments
+    found, marks = list(payments), _marks(len(payments))
+    for r in await tx.query(
+        "SELECT payment_id, financier_wallet_id, principal_minor, fee_minor, due_at_us, "
+        "refunded_minor, request_id, funded_by FROM payment_financing "
+        f"WHERE payment_id IN ({marks}) "
+        "ORDER BY payment_id, idx",
+        found,
+    ):
+        payments[r[0]].financing.append(FinancingRecord(*r[1:]))
+    for r in await tx.query(
+        "SELECT payment_id, payee_wallet_id, financier_wallet_id, assigned_minor, advance_minor, "
+        "collected_minor, request_id, assigned_by FROM payment_assignments "
+        f"WHERE payment_id IN ({marks}) "
+        "ORDER BY payment_id, idx",
+        found,
+    ):
+        payments[r[0]].assignments.append(AssignmentRecord(*r[1:]))
+    for r in await tx.query(
+        "SELECT payment_id, leg_id, clause, kind, party, wallet_id, paid_to_wallet_id, "
+        f"amount_minor, currency, reason, commit_seq FROM payment_legs WHERE payment_id IN "
+        f"({marks}) ORDER BY payment_id, idx",
+        found,
+    ):
+        payments[r[0]].legs.append(LegRecord(*r[1:]))
+    for r in await tx.query(
+        "SELECT event_id, payment_id, seq, oracle, event_type, observed_at_us, accepted_at_us, "
+        f"attributes_json, signer_ids, report_json, statement FROM attestations "
+        f"WHERE payment_id IN ({marks}) ORDER BY payment_id, seq",
+        found,
+    ):
+        record = AttestationRecord(
+            event_id=r[0],
+            payment_id=r[1],
+            seq=r[2],
+            oracle=r[3],
+            event_type=r[4],
+            observed_at_us=r[5],
+            accepted_at_us=r[6],
+            attributes_json=r[7],
+            signer_ids=tuple(json.loads(r[8])),
+            report_json=r[9],
+            statement=bytes(r[10]),
+        )
+        payments[r[1]].attestations.append(record)
+    for payment in payments.values():
+        payment.stored = (
+            len(payment.financing),
+            len(payment.assignments),
+            len(payment.legs),
+            len(payment.attestations),
+        )
+    return payments
+
+
+def _payment(r: tuple[Any, ...]) -> PaymentRecord:
+    return PaymentRecord(
+        payment_id=r[0],
+        platform=r[1],
+        contract_hash=r[2],
+        params_json=r[3],
+        payer_wallet_id=r[4],
+        currency=r[5],
+        escrow_minor=r[6],
+        held_minor=r[7],
+        released_minor=r[8],
+        refunded_minor=r[9],
+        state=PaymentState(r[10]),
+        terminal_reason=r[11],
+        deadline_at_us=r[12],
+        contract_state=r[13],
+        version=r[14],
+        created_at_us=r[15],
+        updated_at_us=r[16],
+    )
+
+
+async def fetch_contracts(
+    tx: LedgerTransaction, hashes: Sequence[str]
+) -> dict[str, ContractRecord]:
+    if not hashes:
+        return {}
+    rows = await tx.query(
+        "SELECT contract_hash, name, version, canonical, source, registered_by, registered_at_us "
+        f"FROM contracts WHERE contract_hash IN ({_marks(len(hashes))})",
+        list(hashes),
+    )
+    return {r[0]: ContractRecord(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6]) for r in rows}
+
+
+async def fetch_oracles(tx: LedgerTransaction, ids: Sequence[str]) -> dict[str, OracleRecord]:
+    if not ids:
+        return {}
+    rows = await tx.query(
+        "SELECT oracle_id, scheme, public_key, key_version, key_set_version, revoked, "
+        f"display_name, registered_at_us, updated_at_us FROM oracles WHERE oracle_id IN "
+        f"({_marks(len(ids))})",
+        list(ids),
+    )
+    return {
+        r[0]: OracleRecord(r[0], r[1], bytes(r[2]), r[3], r[4], bool(r[5]), r[6], r[7], r[8])
+        for r in rows
+    }
+
+
+async def fetch_seen_events(tx: LedgerTransaction, event_ids: Sequence[str]) -> set[str]:
+    if not event_ids:
+        return set()
+    rows = await tx.query(
+        f"SELECT event_id FROM attestations WHERE event_id IN ({_marks(len(event_ids))})",
+        list(event_ids),
+    )
+    return {r[0] for r in rows}
+
+
+async def write_payment_rows(
+    tx: LedgerTransaction,
+    payments: Sequence[PaymentRecord],
+    contracts: Sequence[ContractRecord],
+    oracles: Sequence[OracleRecord],
+    registry_version: int | None,
+) -> None:
+    await tx.execute_many(
+        "INSERT INTO contracts (contract_hash, name, version, canonical, source, registered_by, "
+        "registered_at_us) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                c.contract_hash,
+                c.name,
+                c.version,
+                c.canonical,
+                c.source,
+                c.registered_by,
+                c.registered_at_us,
+            )
+            for c in contracts
+        ],
+    )
+    if registry_version is not None:
+        await tx.execute_many(
+            "UPDATE oracle_registry SET version = ? WHERE id = 1", [(registry_version,)]
+        )
+    oracle_values = [
+        (
+            o.scheme,
+            o.public_key,
+            o.key_version,
+            o.key_set_version,
+            o.revoked,
+            o.display_name,
+            o.registered_at_us,
+            o.updated_at_us,
+            o.oracle_id,
+        )
+        for o in oracles
+    ]
+    await tx.execute_many(
+        "INSERT INTO oracles (scheme, public_key, key_version, key_set_version, revoked, "
+        "display_name, registered_at_us, updated_at_us, oracle_id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [v for o, v in zip(oracles, oracle_values, strict=True) if o.is_new],
+    )
+    await tx.execute_many(
+        "UPDATE oracles SET scheme = ?, public_key = ?, key_version = ?, key_set_version = ?, "
+        "revoked = ?, display_name = ?, registered_at_us = ?, updated_at_us = ? "
+        "WHERE oracle_id = ?",
+        [v for o, v in zip(oracles, oracle_values, strict=True) if o.changed and not o.is_new],
+    )
+    await _write_payments(tx, payments)
+
+
+async def _write_payments(tx: LedgerTransaction, payments: Sequence[PaymentRecord]) -> None:
+    def values(p: PaymentRecord) -> tuple[object, ...]:
+        return (
+            p.platform,
+            p.contract_hash,
+            p.params_json,
+            p.payer_wallet_id,
+            p.currency,
+            p.escrow_minor,
+            p.held_minor,
+            p.released_minor,
+            p.refunded_minor,
+            p.state.value,
+            p.terminal_reason,
+            p.deadline_at_us,
+            p.contract_state,
+            p.version,
+            p.created_at_us,
+            p.updated_at_us,
+            p.payment_id,
+        )
+
+    await tx.execute_many(
+        "INSERT INTO payments (platform, contract_hash, params_json, payer_wallet_id, currency, "
+        "escrow_minor, held_minor, released_minor, refunded_minor, state, terminal_reason, "
+        "deadline_at_us, contract_state, version, created_at_us, updated_at_us, payment_id) "
+        f"VALUES ({_marks(17)})",
+        [values(p) for p in payments if p.is_new],
+    )
+    await tx.execute_many(
+        "UPDATE payments SET platform = ?, contract_hash = ?, params_json = ?, "
+        "payer_wallet_id = ?, currency = ?, escrow_minor = ?, held_minor = ?, "
+        "released_minor = ?, refunded_minor = ?, state = ?, terminal_reason = ?, "
+        "deadline_at_us = ?, contract_state = ?, version = ?, created_at_us = ?, "
+        "updated_at_us = ? WHERE payment_id = ?",
+        [values(p) for p in payments if not p.is_new],
+    )
+    financing_new: list[tuple[object, ...]] = []
+    financing_old: list[tuple[object, ...]] = []
+    assignments_new: list[tuple[object, ...]] = []
+    assignments_old: list[tuple[object, ...]] = []
+    legs: list[tuple[object, ...]] = []
+    attestations: list[tuple[object, ...]] = []
+    events: list[tuple[object, ...]] = []
+    for p in payments:
+        stored_financing, stored_assignments, stored_legs, stored_attestations = p.stored
+        for i, f in enumerate(p.financing):
+            if i >= stored_financing:
+                financing_new.append(
+                    (
+                        p.payment_id,
+                        i,
+                        f.financier_wallet_id,
+                        f.principal_minor,
+                        f.fee_minor,
+                        f.due_at_us,
+                        f.refunded_minor,
+                        f.request_id,
+                        f.funded_by,
+                    )
+                )
+            else:
+                financing_old.append((f.refunded_minor, p.payment_id, i))
+        for i, a in enumerate(p.assignments):
+            if i >= stored_assignments:
+                assignments_new.append(
+                    (
+                        p.payment_id,
+                        i,
+                        a.payee_wallet_id,
+                        a.financier_wallet_id,
+                        a.assigned_minor,
+                        a.advance_minor,
+                        a.collected_minor,
+                        a.request_id,
+                        a.assigned_by,
+                    )
+                )
+            else:
+                assignments_old.append((a.collected_minor, p.payment_id, i))
+        legs.extend(
+            (
+                p.payment_id,
+                leg.leg_id,
+                i,
+                leg.clause,
+                leg.kind,
+                leg.party,
+                leg.wallet_id,
+                leg.paid_to_wallet_id,
+                leg.amount_minor,
+                leg.currency,
+                leg.reason,
+                leg.seq,
+            )
+            for i, leg in enumerate(p.legs)
+            if i >= stored_legs
+        )
+        attestations.extend(
+            (
+                a.event_id,
+                a.payment_id,
+                a.seq,
+                a.oracle,
+                a.event_type,
+                a.observed_at_us,
+                a.accepted_at_us,
+                a.attributes_json,
+                json.dumps(list(a.signer_ids)),
+                a.report_json,
+                a.statement,
+            )
+            for a in p.attestations[stored_attestations:]
+        )
+        events.extend((p.payment_id, version, kind, p.updated_at_us) for version, kind in p.events)
+    await tx.execute_many(
+        "INSERT INTO payment_financing (payment_id, idx, financier_wallet_id, principal_minor, "
+        "fee_minor, due_at_us, refunded_minor, request_id, funded_by) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        financing_new,
+    )
+    await tx.execute_many(
+        "UPDATE payment_financing SET refunded_minor = ? WHERE payment_id = ? AND idx = ?",
+        financing_old,
+    )
+    await tx.execute_many(
+        "INSERT INTO payment_assignments (payment_id, idx, payee_wallet_id, financier_wallet_id, "
+        "assigned_minor, advance_minor, collected_minor, request_id, assigned_by) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        assignments_new,
+    )
+    await tx.execute_many(
+        "UPDATE payment_assignments SET collected_minor = ? WHERE payment_id = ? AND idx = ?",
+        assignments_old,
+    )
+    await tx.execute_many(
+        "INSERT INTO payment_legs (payment_id, leg_id, idx, clause, kind, party, wallet_id, "
+        "paid_to_wallet_id, amount_minor, currency, reason, commit_seq) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        legs,
+    )
+    await tx.execute_many(
+        "INSERT INTO attestations (event_id, payment_id, seq, oracle, event_type, observed_at_us, "
+        "accepted_at_us, attributes_json, signer_ids, report_json, statement) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        attestations,
+    )
+    await tx.execute_many(
+        "INSERT INTO payment_events (payment_id, version, kind, at_us) VALUES (?, ?, ?, ?)",
+        events,
+    )

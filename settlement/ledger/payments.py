@@ -1,0 +1,795 @@
+"""Conditional payments as ledger commands.
+
+The escrow of a payment sits in the payer's HELD bucket (so a wallet's held balance is the sum of
+its open escrows); ``PaymentRecord.held_minor`` is this payment's share. Every movement is a
+balanced journal entry:
+
+| entry   | postings                                                                 |
+|---------|--------------------------------------------------------------------------|
+| LOCK    | payer AVAILABLE -x, payer HELD +x                                        |
+| FUND    | financier AVAILABLE -f, payer AVAILABLE +f (the financier's money takes  |
+|         | the place of the payer's in the escrow; the payer owes principal + fee)  |
+| ADVANCE | financier AVAILABLE -d, payee AVAILABLE +d (for assigned proceeds)       |
+| RELEASE | payer HELD -l, payee AVAILABLE +l (or the assignee financier first)      |
+| REFUND  | payer HELD -r, financiers AVAILABLE + their unrefunded principal first,  |
+|         | the payer AVAILABLE + the rest                                           |
+
+What is due is decided by the pure contract evaluator (contracts_dsl.evaluate) from every verified
+event so far; a command applies its legs, the attestation record, the state change and the
+journal entries in the engine's one transaction. States: LOCKED -> PARTIALLY_RELEASED ->
+SETTLED | REFUNDED | EXPIRED | CANCELLED, exactly one terminal transition (a command on a terminal
+payment is refused, and a deadline that already fired is a no-op).
+
+Money released from an escrow is not refused for its payee's balance cap: the payee's entitlement
+was fixed when the payment was locked.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from typing import ClassVar, Final
+
+from contracts_dsl import (
+    BoundParams,
+    CompiledContract,
+    ContractState,
+    Escrow,
+    Evaluation,
+    Event,
+    EventReport,
+    bind_params,
+    evaluate,
+)
+from settlement.errors import Reason, SettlementError, insufficient_funds, not_found
+from settlement.ledger.commands import Command, check_incoming, check_outgoing
+from settlement.ledger.records import (
+    AssignmentRecord,
+    AttestationRecord,
+    Bucket,
+    ContractRecord,
+    EntryKind,
+    FinancingRecord,
+    LegRecord,
+    PaymentRecord,
+    PaymentState,
+    Reads,
+)
+from settlement.ledger.working_set import Leg, PaymentWorld, WorkingSet, copy_payment
+
+REFUND_PARTY: Final = "funders"
+
+
+def derive_payment_id(caller: str, request_id: str) -> str:
+    """Like wallet ids: a replay, a dry run and the call name the same payment."""
+    digest = hashlib.sha256(f"payment\n{caller}\n{request_id}".encode()).digest()
+    return "p_" + base64.b32encode(digest).decode()[:26].lower()
+
+
+def params_json(params: BoundParams) -> str:
+    """The bound values in the form bind_params reads back, as canonical JSON."""
+    return json.dumps(params.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def bound(contract: CompiledContract, payment: PaymentRecord) -> BoundParams:
+    binding = bind_params(contract, json.loads(payment.params_json))
+    if binding.params is None:  # it bound when the payment was locked
+        raise AssertionError(f"stored params of {payment.payment_id} no longer bind")
+    return binding.params
+
+
+def wallet_params(contract: CompiledContract, params: BoundParams) -> dict[str, str]:
+    """Parameter name -> wallet id, for every wallet parameter."""
+    return {p.name: params.wallet(p.name) for p in contract.params if p.kind == "wallet"}
+
+
+def unsupported_actions(contract: CompiledContract) -> list[str]:
+    """Actions this release cannot execute yet: cross-currency payouts and title deliveries
+    arrive with the bridge (issue 5)."""
+    actions = [a for c in contract.clauses for a in c.actions]
+    if contract.deadline is not None:
+        actions.extend(contract.deadline.actions)
+    return sorted(
+        {
+            f"pay ... in {a.target_currency}" if a.target_currency else "deliver title"
+            for a in actions
+            if a.target_currency or a.kind == "deliver_title"
+        }
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentSnapshot:
+    """A payment as one command left it (later commands of the batch do not show through), with
+    its contract, for the reply."""
+
+    payment: PaymentRecord
+    contract: CompiledContract
+    source: str
+
+
+def snapshot(ws: WorkingSet, payment: PaymentRecord) -> PaymentSnapshot:
+    contract = ws.contract(payment.contract_hash)
+    assert contract is not None
+    return PaymentSnapshot(
+        copy_payment(payment), contract, ws.world.contracts[payment.contract_hash].source
+    )
+
+
+def payment_not_open(payment: PaymentRecord) -> SettlementError:
+    return SettlementError(
+        Reason.PAYMENT_NOT_OPEN,
+        f"payment {payment.payment_id} is {payment.state.value}",
+        metadata={"payment_id": payment.payment_id, "state": payment.state.value},
+    )
+
+
+def _expired(now_us: int, expires_at_us: int) -> None:
+    if now_us > expires_at_us:
+        raise SettlementError(
+            Reason.INSTRUCTION_EXPIRED,
+            "the signed instruction expired before it could be applied",
+            metadata={"expires_at_us": str(expires_at_us)},
+        )
+
+
+def _bump(payment: PaymentRecord, kind: str, now_us: int) -> None:
+    payment.version += 1
+    payment.updated_at_us = now_us
+    payment.events.append((payment.version, kind))
+
+
+def _open_payment(ws: WorkingSet, payment_id: str) -> PaymentRecord:
+    payment = ws.payment(payment_id)
+    if payment is None:
+        raise not_found(Reason.PAYMENT_NOT_FOUND, "payment", payment_id)
+    if not payment.state.open:
+        raise payment_not_open(payment)
+    return ws.touch_payment(payment)
+
+
+def _wallet(ws: WorkingSet, wallet_id: str) -> None:
+    if ws.wallet(wallet_id) is None:
+        raise not_found(Reason.WALLET_NOT_FOUND, "wallet", wallet_id)
+
+
+def _party_reads(world: PaymentWorld, payment_id: str) -> Reads:
+    """Every wallet an escrow may pay: the contract's wallet parties, the financiers."""
+    payment = world.payments.get(payment_id)
+    if payment is None:
+        return Reads()
+    contract = world.compiled[payment.contract_hash]
+    wallets = set(wallet_params(contract, bound(contract, payment)).values())
+    wallets.add(payment.payer_wallet_id)
+    wallets.update(f.financier_wallet_id for f in payment.financing)
+    wallets.update(a.financier_wallet_id for a in payment.assignments)
+    return Reads(wallet_ids=wallets, balance_keys={(w, payment.currency) for w in wallets})
+
+
+# -- contracts -----------------------------------------------------------------------------------
+def contract_record(
+    contract: CompiledContract, source: str, caller: str, now_us: int
+) -> ContractRecord:
+    return ContractRecord(
+        contract.hash,
+        contract.name,
+        contract.language_version,
+        contract.canonical,
+        source,
+        caller,
+        now_us,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegisterContract(Command):
+    """Store a checked contract under its hash; registering the same contract again is a no-op
+    that returns the stored record."""
+
+    contract: CompiledContract
+    source: str
+
+    def reads(self) -> Reads:
+        return Reads(contract_hashes={self.contract.hash})
+
+    def apply(self, ws: WorkingSet) -> ContractRecord:
+        existing = ws.world.contracts.get(self.contract.hash)
+        if existing is not None:
+            return existing
+        record = contract_record(self.contract, self.source, self.caller, ws.now_us)
+        ws.add_contract(record, self.contract)
+        return record
+
+
+# -- lock ----------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LockPayment(Command):
+    """The payer's signed lock, already verified by the API layer against the payer's key and the
+    contract hash, parameter hash and amount it names."""
+
+    AFTER_COMMIT_FAULT: ClassVar[str] = "after_lock_commit"
+    payment_id: str
+    contract: CompiledContract
+    source: str  # registered with the payment when the contract is new
+    params: BoundParams
+    payer: str
+    currency: str
+    amount_minor: int
+    deadline_at_us: int | None
+    expires_at_us: int
+
+    def reads(self) -> Reads:
+        wallets = {self.payer, *wallet_params(self.contract, self.params).values()}
+        return Reads(
+            contract_hashes={self.contract.hash},
+            payment_ids={self.payment_id},
+            wallet_ids=wallets,
+            balance_keys={(self.payer, self.currency)},
+        )
+
+    def apply(self, ws: WorkingSet) -> PaymentSnapshot:
+        if ws.payment(self.payment_id) is not None:  # a 128-bit collision: refuse, loudly
+            raise AssertionError(f"derived payment id {self.payment_id} already exists")
+        for wallet_id in sorted({self.payer, *wallet_params(self.contract, self.params).values()}):
+            _wallet(ws, wallet_id)
+        _expired(ws.now_us, self.expires_at_us)
+        payer = ws.wallet(self.payer)
+        assert payer is not None
+        day = check_outgoing(ws, payer, self.currency, self.amount_minor)
+        available = ws.balance(self.payer, self.currency).available
+        if available < self.amount_minor:
+            raise insufficient_funds(self.payer, self.currency, self.amount_minor, available)
+        if self.contract.hash not in ws.world.contracts:
+            ws.add_contract(
+                contract_record(self.contract, self.source, self.caller, ws.now_us), self.contract
+            )
+        ws.post(
+            EntryKind.LOCK,
+            self.request_id,
+            self.caller,
+            f"lock {self.payment_id}",
+            [
+                Leg(self.payer, Bucket.AVAILABLE, self.currency, -self.amount_minor),
+                Leg(self.payer, Bucket.HELD, self.currency, self.amount_minor),
+            ],
+        )
+        ws.record_spend(ws.balance(self.payer, self.currency), self.amount_minor, day)
+        payment = PaymentRecord(
+            payment_id=self.payment_id,
+            platform=self.caller,
+            contract_hash=self.contract.hash,
+            params_json=params_json(self.params),
+            payer_wallet_id=self.payer,
+            currency=self.currency,
+            escrow_minor=self.amount_minor,
+            held_minor=self.amount_minor,
+            released_minor=0,
+            refunded_minor=0,
+            state=PaymentState.LOCKED,
+            terminal_reason="",
+            deadline_at_us=self.deadline_at_us,
+            contract_state=json.dumps(ContractState.initial(self.contract).to_json()),
+            version=0,
+            created_at_us=ws.now_us,
+            updated_at_us=ws.now_us,
+            is_new=True,
+        )
+        _bump(payment, "locked", ws.now_us)
+        ws.add_payment(payment)
+        return snapshot(ws, payment)
+
+
+# -- financing -----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FundEscrow(Command):
+    """A financier's signed funding (verified by the API layer against the financier's key)."""
+
+    payment_id: str
+    financier: str
+    currency: str
+    amount_minor: int
+    fee_minor: int
+    due_at_us: int
+    expires_at_us: int
+
+    def reads(self) -> Reads:
+        return Reads(payment_ids={self.payment_id}, wallet_ids={self.financier})
+
+    def reads_after(self, world: PaymentWorld) -> Reads:
+        payment = world.payments.get(self.payment_id)
+        if payment is None:
+            return Reads()
+        wallets = {self.financier, payment.payer_wallet_id}
+        return Reads(wallet_ids=wallets, balance_keys={(w, self.currency) for w in wallets})
+
+    def apply(self, ws: WorkingSet) -> tuple[PaymentSnapshot, FinancingRecord]:
+        payment = _open_payment(ws, self.payment_id)
+        if self.currency != payment.currency:
+            raise SettlementError(
+                Reason.CURRENCY_MISMATCH,
+                f"the escrow is in {payment.currency}, the funding in {self.currency}",
+                metadata={"field": "currency"},
+            )
+        _wallet(ws, self.financier)
+        _expired(ws.now_us, self.expires_at_us)
+        outstanding = sum(f.principal_minor - f.refunded_minor for f in payment.financing)
+        if outstanding + self.amount_minor > payment.held_minor:
+            raise SettlementError(
+                Reason.FINANCING_EXCEEDS_ESCROW,
+                f"{self.amount_minor} more would finance {outstanding + self.amount_minor} of an "
+                f"escrow holding {payment.held_minor}",
+                metadata={"payment_id": payment.payment_id},
+            )
+        financier, payer = ws.wallet(self.financier), ws.wallet(payment.payer_wallet_id)
+        assert financier is not None
+        assert payer is not None
+        day = check_outgoing(ws, financier, self.currency, self.amount_minor)
+        available = ws.balance(self.financier, self.currency).available
+        if available < self.amount_minor:
+            raise insufficient_funds(self.financier, self.currency, self.amount_minor, available)
+        check_incoming(ws, payer, self.currency, self.amount_minor)
+        ws.post(
+            EntryKind.FUND,
+            self.request_id,
+            self.caller,
+            f"fund {payment.payment_id}",
+            [
+                Leg(self.financier, Bucket.AVAILABLE, self.currency, -self.amount_minor),
+                Leg(payment.payer_wallet_id, Bucket.AVAILABLE, self.currency, self.amount_minor),
+            ],
+        )
+        ws.record_spend(ws.balance(self.financier, self.currency), self.amount_minor, day)
+        financing = FinancingRecord(
+            self.financier,
+            self.amount_minor,
+            self.fee_minor,
+            self.due_at_us,
+            0,
+            self.request_id,
+            self.caller,
+        )
+        payment.financing.append(financing)
+        _bump(payment, "funded", ws.now_us)
+        return snapshot(ws, payment), replace(financing)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssignProceeds(Command):
+    """The payee's assignment and the financier's advance, both signatures verified by the API
+    layer (against the payee's and the financier's keys)."""
+
+    payment_id: str
+    payee: str
+    financier: str
+    currency: str
+    assigned_minor: int
+    advance_minor: int
+    expires_at_us: int
+
+    def reads(self) -> Reads:
+        wallets = {self.payee, self.financier}
+        return Reads(
+            payment_ids={self.payment_id},
+            wallet_ids=wallets,
+            balance_keys={(w, self.currency) for w in wallets},
+        )
+
+    def apply(self, ws: WorkingSet) -> tuple[PaymentSnapshot, AssignmentRecord]:
+        payment = _open_payment(ws, self.payment_id)
+        contract = ws.contract(payment.contract_hash)
+        assert contract is not None
+        parties = wallet_params(contract, bound(contract, payment))
+        if self.payee == payment.payer_wallet_id or self.payee not in parties.values():
+            raise SettlementError(
+                Reason.NOT_A_PARTY,
+                f"wallet {self.payee} is not a payee of payment {payment.payment_id}",
+                metadata={"field": "payee", "payment_id": payment.payment_id},
+            )
+        if self.currency != payment.currency:
+            raise SettlementError(
+                Reason.CURRENCY_MISMATCH,
+                f"the escrow is in {payment.currency}, the assignment in {self.currency}",
+                metadata={"field": "currency"},
+            )
+        if self.advance_minor > self.assigned_minor:
+            raise SettlementError(
+                Reason.ADVANCE_EXCEEDS_ASSIGNMENT,
+                "the advance is more than the proceeds assigned",
+                metadata={"field": "advance_minor"},
+            )
+        _wallet(ws, self.financier)
+        _expired(ws.now_us, self.expires_at_us)
+        already = sum(
+            a.assigned_minor - a.collected_minor
+            for a in payment.assignments
+            if a.payee_wallet_id == self.payee
+        )
+        if already + self.assigned_minor > payment.held_minor:
+            raise SettlementError(
+                Reason.ASSIGNMENT_EXCEEDS_ESCROW,
+                f"{already + self.assigned_minor} assigned of an escrow holding "
+                f"{payment.held_minor}",
+                metadata={"payment_id": payment.payment_id},
+            )
+        financier, payee = ws.wallet(self.financier), ws.wallet(self.payee)
+        assert financier is not None
+        assert payee is not None
+        day = check_outgoing(ws, financier, self.currency, self.advance_minor)
+        available = ws.balance(self.financier, self.currency).available
+        if available < self.advance_minor:
+            raise insufficient_funds(self.financier, self.currency, self.advance_minor, available)
+        check_incoming(ws, payee, self.currency, self.advance_minor)
+        ws.post(
+            EntryKind.ADVANCE,
+            self.request_id,
+            self.caller,
+            f"advance on {payment.payment_id}",
+            [
+                Leg(self.financier, Bucket.AVAILABLE, self.currency, -self.advance_minor),
+                Leg(self.payee, Bucket.AVAILABLE, self.currency, self.advance_minor),
+            ],
+        )
+        ws.record_spend(ws.balance(self.financier, self.currency), self.advance_minor, day)
+        assignment = AssignmentRecord(
+            self.payee,
+            self.financier,
+            self.assigned_minor,
+            self.advance_minor,
+            0,
+            self.request_id,
+            self.caller,
+        )
+        payment.assignments.append(assignment)
+        _bump(payment, "assigned", ws.now_us)
+        return snapshot(ws, payment), replace(assignment)
+
+
+# -- executing what the contract makes due -------------------------------------------------------
+def _pay(
+    ws: WorkingSet,
+    command: Command,
+    payment: PaymentRecord,
+    leg_id: str,
+    clause: str,
+    kind: str,
+    party: str,
+    wallet_id: str,
+    amount: int,
+    reason: str,
+) -> list[LegRecord]:
+    """A pay or penalty leg: to the assignee financier first, up to what is assigned, then to
+    the wallet itself; one entry with the payer's HELD posting and one per recipient."""
+    parts: list[tuple[str, int]] = []
+    left = amount
+    for assignment in payment.assignments:
+        if assignment.payee_wallet_id != wallet_id or left == 0:
+            continue
+        take = min(left, assignment.assigned_minor - assignment.collected_minor)
+        if take > 0:
+            assignment.collected_minor += take
+            parts.append((assignment.financier_wallet_id, take))
+            left -= take
+    if left:
+        parts.append((wallet_id, left))
+    entry = ws.post(
+        EntryKind.RELEASE,
+        command.request_id,
+        command.caller,
+        f"{payment.payment_id} {leg_id}",
+        [
+            Leg(payment.payer_wallet_id, Bucket.HELD, payment.currency, -amount),
+            *(Leg(w, Bucket.AVAILABLE, payment.currency, part) for w, part in parts),
+        ],
+    )
+    payment.held_minor -= amount
+    payment.released_minor += amount
+    return [
+        LegRecord(
+            f"{leg_id}" if len(parts) == 1 else f"{leg_id}#{i}",
+            clause,
+            kind,
+            party,
+            wallet_id,
+            recipient,
+            part,
+            payment.currency,
+            reason,
+            entry=entry,
+        )
+        for i, (recipient, part) in enumerate(parts)
+    ]
+
+
+def _refund(
+    ws: WorkingSet,
+    command: Command,
+    payment: PaymentRecord,
+    leg_id: str,
+    clause: str,
+    amount: int,
+    reason: str,
+) -> list[LegRecord]:
+    """Back to the funders: financiers first (their unrefunded principal, in funding order),
+    then the payer."""
+    parts: list[tuple[str, int]] = []
+    left = amount
+    for financing in payment.financing:
+        take = min(left, financing.principal_minor - financing.refunded_minor)
+        if take > 0:
+            financing.refunded_minor += take
+            parts.append((financing.financier_wallet_id, take))
+            left -= take
+    if left:
+        parts.append((payment.payer_wallet_id, left))
+    entry = ws.post(
+        EntryKind.REFUND,
+        command.request_id,
+        command.caller,
+        f"{payment.payment_id} {leg_id}",
+        [
+            Leg(payment.payer_wallet_id, Bucket.HELD, payment.currency, -amount),
+            *(Leg(w, Bucket.AVAILABLE, payment.currency, part) for w, part in parts),
+        ],
+    )
+    payment.held_minor -= amount
+    payment.refunded_minor += amount
+    return [
+        LegRecord(
+            leg_id if len(parts) == 1 else f"{leg_id}#{i}",
+            clause,
+            "refund",
+            REFUND_PARTY,
+            payment.payer_wallet_id,
+            recipient,
+            part,
+            payment.currency,
+            reason,
+            entry=entry,
+        )
+        for i, (recipient, part) in enumerate(parts)
+    ]
+
+
+def execute(
+    ws: WorkingSet, command: Command, payment: PaymentRecord, evaluation: Evaluation
+) -> list[LegRecord]:
+    """Apply the legs an evaluation made due, store the new contract state, and make the one
+    terminal transition if the contract is done. Returns the legs executed."""
+    executed: list[LegRecord] = []
+    refunded = False
+    for leg in evaluation.legs:
+        if leg.kind == "deliver_title" or leg.target_currency:
+            raise AssertionError(f"{leg.leg_id}: refused at lock time, cannot be due")
+        if leg.amount_minor == 0:
+            continue
+        if leg.kind == "refund":
+            refunded = True
+            executed += _refund(
+                ws, command, payment, leg.leg_id, leg.clause, leg.amount_minor, leg.reason
+            )
+        else:
+            executed += _pay(
+                ws,
+                command,
+                payment,
+                leg.leg_id,
+                leg.clause,
+                leg.kind,
+                leg.party,
+                leg.wallet,
+                leg.amount_minor,
+                leg.reason,
+            )
+    state = evaluation.state
+    if state.terminal and payment.held_minor > 0:
+        # Done, with money left over (e.g. every clause fired but rounding left some): it goes
+        # back to the funders, financiers first.
+        refunded = True
+        executed += _refund(
+            ws,
+            command,
+            payment,
+            "close/remainder",
+            "close",
+            payment.held_minor,
+            f"contract done ({state.terminal_reason})",
+        )
+    payment.contract_state = json.dumps(state.to_json())
+    payment.legs.extend(executed)
+    if state.terminal:
+        payment.terminal_reason = state.terminal_reason or ""
+        if state.deadline_fired:
+            payment.state = PaymentState.EXPIRED
+        elif refunded or payment.refunded_minor:
+            payment.state = PaymentState.REFUNDED
+        else:
+            payment.state = PaymentState.SETTLED
+    elif executed:
+        payment.state = PaymentState.PARTIALLY_RELEASED
+    return executed
+
+
+def run_contract(
+    ws: WorkingSet, payment: PaymentRecord, contract: CompiledContract, extra: Event | None = None
+) -> Evaluation:
+    events = [
+        Event(a.event_id, a.event_type, a.oracle, json.loads(a.attributes_json), a.observed_at_us)
+        for a in payment.attestations
+    ]
+    if extra is not None:
+        events.append(extra)
+    evaluation = evaluate(
+        contract,
+        bound(contract, payment),
+        Escrow(payment.currency, payment.escrow_minor, payment.held_minor),
+        events,
+        ws.now_us,
+        ContractState.from_json(json.loads(payment.contract_state)),
+    )
+    if not evaluation.ok:
+        raise AssertionError(
+            f"{payment.payment_id}: the evaluator refused its inputs: {evaluation.rejected}"
+        )
+    return evaluation
+
+
+# -- attestations, deadlines, cancellation -------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AttestationOutcome:
+    payment: PaymentSnapshot
+    attestation: AttestationRecord
+    legs: list[LegRecord]
+
+
+def _report_json(report: EventReport | None) -> str:
+    if report is None:
+        return json.dumps({"status": "processed", "matched": [], "fired": [], "why_not": {}})
+    return json.dumps(
+        {
+            "status": report.status,
+            "matched": list(report.matched),
+            "fired": list(report.fired),
+            "why_not": dict(report.why_not),
+        },
+        sort_keys=True,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubmitAttestation(Command):
+    """An attestation whose statement and signatures the API layer verified against the oracle
+    registry at ``oracle_set_version``; here, under the batch's locks, the version must still be
+    current (a rotation or revocation since then refuses it) and the event id never seen."""
+
+    payment_id: str
+    event: Event
+    signer_ids: tuple[str, ...]
+    oracle_set_version: int
+    statement: bytes
+
+    def reads(self) -> Reads:
+        return Reads(
+            payment_ids={self.payment_id}, event_ids={self.event.event_id}, registry="read"
+        )
+
+    def reads_after(self, world: PaymentWorld) -> Reads:
+        return _party_reads(world, self.payment_id)
+
+    def apply(self, ws: WorkingSet) -> AttestationOutcome:
+        if ws.world.registry_version != self.oracle_set_version:
+            raise SettlementError(
+                Reason.ORACLE_SET_CHANGED,
+                f"the oracle set is at version {ws.world.registry_version}, the attestation "
+                f"was made for {self.oracle_set_version}",
+                metadata={"oracle_set_version": str(ws.world.registry_version)},
+            )
+        if self.event.event_id in ws.world.seen_events:
+            raise SettlementError(
+                Reason.EVENT_ALREADY_SEEN,
+                f"event {self.event.event_id!r} was attested before",
+                metadata={"event_id": self.event.event_id},
+            )
+        payment = _open_payment(ws, self.payment_id)
+        contract = ws.contract(payment.contract_hash)
+        assert contract is not None
+        ws.see_event(self.event.event_id)
+        evaluation = run_contract(ws, payment, contract, self.event)
+        report = next((r for r in evaluation.reports if r.event_id == self.event.event_id), None)
+        record = AttestationRecord(
+            event_id=self.event.event_id,
+            payment_id=payment.payment_id,
+            seq=len(payment.attestations) + 1,
+            oracle=self.event.oracle,
+            event_type=self.event.event_type,
+            observed_at_us=self.event.observed_at_us,
+            accepted_at_us=ws.now_us,
+            attributes_json=json.dumps(dict(self.event.attributes), sort_keys=True),
+            signer_ids=self.signer_ids,
+            report_json=_report_json(report),
+            statement=self.statement,
+        )
+        payment.attestations.append(record)
+        legs = execute(ws, self, payment, evaluation)
+        _bump(payment, "released" if legs else "attested", ws.now_us)
+        return AttestationOutcome(snapshot(ws, payment), record, legs)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FireDeadline(Command):
+    """Run a payment's contract at its deadline (the deadline sweep submits these; idempotent by
+    its request id, and a no-op for a payment that is no longer open or not yet due)."""
+
+    payment_id: str
+
+    def reads(self) -> Reads:
+        return Reads(payment_ids={self.payment_id})
+
+    def reads_after(self, world: PaymentWorld) -> Reads:
+        return _party_reads(world, self.payment_id)
+
+    def apply(self, ws: WorkingSet) -> PaymentSnapshot | None:
+        payment = ws.payment(self.payment_id)
+        if payment is None:
+            raise not_found(Reason.PAYMENT_NOT_FOUND, "payment", self.payment_id)
+        due = payment.deadline_at_us
+        if not payment.state.open or due is None or ws.now_us < due:
+            return None
+        ws.touch_payment(payment)
+        contract = ws.contract(payment.contract_hash)
+        assert contract is not None
+        execute(ws, self, payment, run_contract(ws, payment, contract))
+        _bump(
+            payment, "expired" if payment.state is PaymentState.EXPIRED else "released", ws.now_us
+        )
+        return snapshot(ws, payment)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelPayment(Command):
+    """Cancellation: the API layer verified signatures over the cancel instruction; every wallet
+    party of the contract (the payer and each payee) must be among ``signed_by``."""
+
+    payment_id: str
+    signed_by: frozenset[str]
+    expires_at_us: int
+
+    def reads(self) -> Reads:
+        return Reads(payment_ids={self.payment_id})
+
+    def reads_after(self, world: PaymentWorld) -> Reads:
+        return _party_reads(world, self.payment_id)
+
+    def apply(self, ws: WorkingSet) -> PaymentSnapshot:
+        payment = _open_payment(ws, self.payment_id)
+        contract = ws.contract(payment.contract_hash)
+        assert contract is not None
+        required = set(wallet_params(contract, bound(contract, payment)).values())
+        required.add(payment.payer_wallet_id)
+        missing = sorted(required - self.signed_by)
+        if missing:
+            raise SettlementError(
+                Reason.CANCEL_NOT_AUTHORIZED,
+                f"cancelling needs the signatures of every party; missing {', '.join(missing)}",
+                metadata={"missing": ",".join(missing)},
+            )
+        _expired(ws.now_us, self.expires_at_us)
+        legs = (
+            _refund(
+                ws,
+                self,
+                payment,
+                "cancel/refund",
+                "cancel",
+                payment.held_minor,
+                "cancelled by all parties",
+            )
+            if payment.held_minor
+            else []
+        )
+        payment.legs.extend(legs)
+        payment.state = PaymentState.CANCELLED
+        payment.terminal_reason = "cancelled"
+        _bump(payment, "cancelled", ws.now_us)
+        return snapshot(ws, payment)
