@@ -7,13 +7,18 @@ Checked, in one snapshot:
 - the hash chain is intact, sequence numbers have no gaps, and the head points at the last entry;
 - replaying every posting in sequence order reproduces every balance (available and held) and,
   for the issuance accounts, minus (issued - redeemed); each posting's balance_after matches;
-- per currency, issued - redeemed equals the sum of all balances; no balance is negative.
+- per currency, issued - redeemed equals the sum of all balances; no balance is negative;
+- every wallet's held balance is the sum of what its open payments hold in escrow, and every
+  payment's escrow is held + released + refunded, released and refunded being the sums of its
+  executed legs.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -135,4 +140,38 @@ async def _audit(conn: AsyncConnection) -> AuditReport:
     for key, value in replayed.items():
         if value:
             report.fail(f"journal moves money into {key} which has no balance row")
+    await _audit_escrows(conn, report, balances)
     return report
+
+
+async def _audit_escrows(
+    conn: AsyncConnection, report: AuditReport, balances: Sequence[Any]
+) -> None:
+    held_by_payments: dict[tuple[str, str], int] = defaultdict(int)
+    payments = (
+        await conn.execute(
+            text(
+                "SELECT payment_id, payer_wallet_id, currency, state, escrow_minor, held_minor, "
+                "released_minor, refunded_minor FROM payments"
+            )
+        )
+    ).all()
+    legs: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for payment_id, kind, amount in (
+        await conn.execute(text("SELECT payment_id, kind, amount_minor FROM payment_legs"))
+    ).all():
+        legs[payment_id]["refund" if kind == "refund" else "release"] += amount
+    for payment_id, payer, currency, state, escrow, held, released, refunded in payments:
+        if state in ("LOCKED", "PARTIALLY_RELEASED"):
+            held_by_payments[(payer, currency)] += held
+        elif held:
+            report.fail(f"payment {payment_id} is {state} but still holds {held}")
+        if escrow != held + released + refunded:
+            report.fail(f"payment {payment_id}: escrow {escrow} != held + released + refunded")
+        if legs[payment_id]["release"] != released or legs[payment_id]["refund"] != refunded:
+            report.fail(f"payment {payment_id}: its legs do not add up to released/refunded")
+    for wallet_id, currency, _available, held in balances:
+        if held != held_by_payments.pop((wallet_id, currency), 0):
+            report.fail(f"{wallet_id} {currency}: held {held} is not what its open payments hold")
+    for (wallet_id, currency), held in held_by_payments.items():
+        report.fail(f"open payments hold {held} {currency} of {wallet_id}, which has no balance")
