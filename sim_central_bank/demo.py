@@ -1,153 +1,302 @@
 """``make run``: a short end-to-end story through the public gRPC API.
 
-The People's Bank of China registers an operating institution and issues e-CNY to it; the
-institution opens wallets for a Shenzhen electronics maker and its overseas buyer and funds the
-buyer; the buyer pays the seller on a signed instruction; a retry with the same request id is
-answered from storage; an overdraft is refused with typed details. Then balances, the journal and
-the supply audit are printed.
+Act 1, money: the People's Bank of China registers an operating institution and issues e-CNY to
+it; the institution opens wallets for a Shenzhen electronics maker, its overseas buyer and a trade
+bank, and funds them; the buyer pays a deposit on a signed instruction; a retry with the same
+request id is answered from storage; an overdraft is refused with typed details.
+
+Act 2, a conditional payment: the buyer locks 125,000.00 CNY against an overseas-warehouse
+delivery contract; the bank finances 40% of the escrow; Shenzhen customs clears the goods, two of
+the three LAX-3 warehouse sensors confirm arrival (one BLS aggregate signature) and 30% goes to
+the maker; the buyer signs the receipt and the rest follows. Then balances, the journal and the
+supply audit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from condpay.client import Client
+from condpay.attest import (
+    bls_registration,
+    build_attestation,
+    sign_bls_aggregate,
+    sign_ed25519,
+    sign_party,
+)
+from condpay.client import PaymentsClient
 from condpay.errors import FailedPrecondition
-from condpay.v1 import errors_pb2, ledger_pb2
+from condpay.v1 import errors_pb2, ledger_pb2, payment_pb2
 from rich.console import Console
 from rich.table import Table
 
+from contracts_dsl import compile_source
 from sim_central_bank.server_process import ServerProcess
-from wallets import OwnerKey, TransferInstruction, format_money, sign_transfer
+from wallets import OwnerKey, TransferInstruction, bls, format_money, sign_transfer
 
 DEMO_DIR = Path("var") / "demo"
+BANK, RESERVE = "icbc-sz", "w_reserve.icbc-sz"
+CUSTOMS = "customs.cn.shenzhen"
+SENSORS = ("iot.lax3.gate", "iot.lax3.dock", "iot.lax3.rfid")
+DELIVERY_CONTRACT = """\
+contract "overseas-warehouse-delivery" version 1
+
+param buyer       : wallet
+param seller      : wallet
+param price       : money CNY
+param declaration : text
+param ship_by     : timestamp
+
+oracle customs = "customs.cn.shenzhen"
+oracle sensors = quorum 2 of ["iot.lax3.gate", "iot.lax3.dock", "iot.lax3.rfid"]
+
+escrow price from buyer
+deadline ship_by -> refund remainder to buyer
+
+clause arrival
+when customs.cleared(declaration == declaration) by customs
+  and iot.arrived(site == "LAX-FBA-3") by sensors
+  -> pay 30% to seller
+
+clause receipt
+when receipt.signed(signer == buyer) by buyer within 14 days after iot.arrived
+  -> pay remainder to seller
+"""
+Signatures = tuple[list[tuple[str, bytes]], tuple[tuple[str, ...], bytes] | None]
 console = Console()
 
 
-def _seeded_key(name: str) -> OwnerKey:
+def _key(name: str) -> OwnerKey:
     return OwnerKey.from_seed(name.encode().ljust(32, b".")[:32])
 
 
+def _cny(amount_minor: int) -> str:
+    return format_money(amount_minor, "CNY")
+
+
 async def story(address: str) -> None:
-    cb = Client(address, caller="central_bank/pboc")
-    bank = cb.with_caller("institution/icbc-sz")
-    platform = cb.with_caller("platform/gba-trade")
+    cb = PaymentsClient(address, caller="central_bank/pboc")
     try:
-        bank_key = _seeded_key("icbc-sz reserve")
-        await cb.register_institution("icbc-sz", "ICBC Shenzhen", bank_key.public_key)
-        await cb.issue("icbc-sz", "CNY", 10_000_000_00, memo="two-tier issuance")
-        console.print("[bold]PBoC[/] registered ICBC Shenzhen and issued 10,000,000.00 CNY")
-
-        seller_key, buyer_key = _seeded_key("shenzhen maker"), _seeded_key("overseas buyer")
-        seller = (
-            await bank.open_wallet(
-                "icbc-sz",
-                seller_key.public_key,
-                kind="ENTERPRISE",
-                tier=0,
-                display_name="Shenzhen Maker Ltd",
-            )
-        ).wallet
-        buyer = (
-            await bank.open_wallet(
-                "icbc-sz",
-                buyer_key.public_key,
-                kind="ENTERPRISE",
-                tier=0,
-                display_name="LAX Import Co",
-            )
-        ).wallet
-        await bank.transfer(
-            bank_key,
-            "w_reserve.icbc-sz",
-            buyer.wallet_id,
-            "CNY",
-            200_000_00,
-            memo="buyer funds its wallet",
-        )
-        console.print(
-            f"ICBC opened wallets {seller.wallet_id} (seller), {buyer.wallet_id} "
-            "(buyer) and funded the buyer with 200,000.00 CNY"
-        )
-
-        # The buyer signs once; the platform sends, loses the reply, and sends the same bytes.
-        payment = sign_transfer(
-            buyer_key,
-            TransferInstruction(
-                source=buyer.wallet_id,
-                target=seller.wallet_id,
-                currency="CNY",
-                amount_minor=125_000_00,
-                request_id="po-1127",
-                expires_at_us=int((time.time() + 600) * 1e6),
-                memo="PO-2026-1127",
-            ),
-        )
-        first = await platform.transfer_signed(payment.payload, payment.signature, "po-1127")
-        again = await platform.transfer_signed(payment.payload, payment.signature, "po-1127")
-        console.print(
-            f"The buyer paid 125,000.00 CNY (journal entry {first.entry.seq}); the "
-            f"retry with the same request id was a replay: {again.operation.replayed}, "
-            f"same entry {again.entry.seq}"
-        )
-        try:
-            await platform.transfer(buyer_key, buyer.wallet_id, seller.wallet_id, "CNY", 900_000_00)
-        except FailedPrecondition as refused:
-            detail = refused.detail(errors_pb2.InsufficientFunds)
-            assert detail is not None
-            console.print(
-                f"An overdraft was refused: [bold]{refused.reason}[/] needed "
-                f"{format_money(detail.needed_minor, detail.currency)}, available "
-                f"{format_money(detail.available_minor, detail.currency)}"
-            )
-
-        balances = Table(title="Balances (CNY)")
-        for column in ("wallet", "available", "held", "spent today"):
-            balances.add_column(column, justify="left" if column == "wallet" else "right")
-        for wallet_id in ("w_reserve.icbc-sz", buyer.wallet_id, seller.wallet_id):
-            wallet = await bank.get_wallet(wallet_id)
-            cny = next(b for b in wallet.balances if b.available.currency == "CNY")
-            balances.add_row(
-                f"{wallet.display_name} ({wallet_id})",
-                format_money(cny.available.amount_minor, "CNY"),
-                format_money(cny.held.amount_minor, "CNY"),
-                format_money(cny.spent_today.amount_minor, "CNY"),
-            )
-        console.print(balances)
-
-        journal = Table(title="Journal (hash-chained)")
-        for column in ("seq", "kind", "postings", "memo", "hash"):
-            journal.add_column(column)
-        async for entry in cb.journal():
-            postings = "\n".join(
-                f"{p.account_id} {'+' if p.amount.amount_minor > 0 else ''}"
-                f"{format_money(p.amount.amount_minor, p.amount.currency)}"
-                for p in entry.postings
-            )
-            journal.add_row(
-                str(entry.seq),
-                ledger_pb2.EntryKind.Name(entry.kind)[11:],
-                postings,
-                entry.memo,
-                entry.hash.hex()[:16] + "…",
-            )
-        console.print(journal)
-
-        (line,) = (await cb.get_supply("CNY")).supplies
-        verdict = "[green]PASS[/]" if line.consistent else "[red]FAIL[/]"
-        console.print(
-            f"Supply audit CNY: issued {format_money(line.issued.amount_minor, 'CNY')}, "
-            f"in circulation {format_money(line.in_circulation.amount_minor, 'CNY')}, "
-            f"sum of balances {format_money(line.balances_sum.amount_minor, 'CNY')}: "
-            f"{verdict}"
-        )
-        if not line.consistent:
-            raise SystemExit(1)
+        wallets = await act_one(cb)
+        await act_two(cb, wallets)
+        await show_ledger(cb, wallets)
     finally:
         await cb.close()
+
+
+async def act_one(cb: PaymentsClient) -> dict[str, str]:
+    bank = cb.with_caller(f"institution/{BANK}")
+    platform = cb.with_caller("platform/gba-trade")
+    await cb.register_institution(BANK, "ICBC Shenzhen", _key("icbc-sz reserve").public_key)
+    await cb.issue(BANK, "CNY", 10_000_000_00, memo="two-tier issuance")
+    console.print("[bold]PBoC[/] registered ICBC Shenzhen and issued 10,000,000.00 CNY")
+    wallets = {}
+    for name, display, funding in (
+        ("seller", "Shenzhen Maker Ltd", 0),
+        ("buyer", "LAX Import Co", 200_000_00),
+        ("financier", "Bank A trade finance", 1_000_000_00),
+    ):
+        opened = await bank.open_wallet(
+            BANK, _key(name).public_key, kind="ENTERPRISE", tier=0, display_name=display
+        )
+        wallets[name] = opened.wallet.wallet_id
+        if funding:
+            await bank.transfer(_key("icbc-sz reserve"), RESERVE, wallets[name], "CNY", funding)
+    console.print(
+        f"ICBC opened wallets for the maker {wallets['seller']}, the buyer {wallets['buyer']} "
+        f"and Bank A {wallets['financier']}, and funded the buyer and the bank"
+    )
+    # The buyer signs once; the platform sends, loses the reply, and sends the same bytes again.
+    deposit = sign_transfer(
+        _key("buyer"),
+        TransferInstruction(
+            source=wallets["buyer"],
+            target=wallets["seller"],
+            currency="CNY",
+            amount_minor=5_000_00,
+            request_id="deposit-1127",
+            expires_at_us=int((time.time() + 600) * 1e6),
+            memo="deposit PO-2026-1127",
+        ),
+    )
+    first = await platform.transfer_signed(deposit.payload, deposit.signature, "deposit-1127")
+    again = await platform.transfer_signed(deposit.payload, deposit.signature, "deposit-1127")
+    console.print(
+        f"The buyer paid a 5,000.00 CNY deposit (journal entry {first.entry.seq}); the retry "
+        f"with the same request id was a replay: {again.operation.replayed}, same entry "
+        f"{again.entry.seq}"
+    )
+    try:
+        await platform.transfer(
+            _key("buyer"), wallets["buyer"], wallets["seller"], "CNY", 900_000_00
+        )
+    except FailedPrecondition as refused:
+        detail = refused.detail(errors_pb2.InsufficientFunds)
+        assert detail is not None
+        console.print(
+            f"An overdraft was refused: [bold]{refused.reason}[/] needed "
+            f"{_cny(detail.needed_minor)}, available {_cny(detail.available_minor)}"
+        )
+    return wallets
+
+
+async def act_two(cb: PaymentsClient, wallets: dict[str, str]) -> None:
+    platform = cb.with_caller("platform/gba-trade")
+    oracle = cb.with_caller(f"oracle/{CUSTOMS}")
+    sensor_keys = await register_oracles(cb)
+    contract = compile_source(DELIVERY_CONTRACT, "delivery.contract").contract
+    assert contract is not None
+    params = {
+        "buyer": wallets["buyer"],
+        "seller": wallets["seller"],
+        "price": ("CNY", 125_000_00),
+        "declaration": "D-2026-1127",
+        "ship_by": dt.datetime.now(dt.UTC) + dt.timedelta(days=30),
+    }
+    reply = await platform.lock_payment(
+        _key("buyer"), contract, params, send_source=DELIVERY_CONTRACT
+    )
+    payment = reply.payment
+    console.print(
+        f"The buyer locked 125,000.00 CNY in escrow: payment {payment.payment_id}, contract "
+        f"{contract.hash[:12]}…, deadline in 30 days"
+    )
+    await cb.with_caller("financier/bank-a").fund_escrow(
+        _key("financier"),
+        wallets["financier"],
+        payment.payment_id,
+        "CNY",
+        50_000_00,
+        fee_minor=500_00,
+        due_at_us=int((time.time() + 60 * 86_400) * 1e6),
+    )
+    console.print(
+        "Bank A financed 40% of the escrow: 50,000.00 CNY to the buyer, owed back with a "
+        "500.00 CNY fee"
+    )
+
+    async def attest(
+        name: str,
+        event_type: str,
+        attributes: dict[str, str | int | bool],
+        sign: Callable[[bytes], Signatures],
+        submitter: PaymentsClient,
+    ) -> str:
+        now = int(time.time() * 1e6)
+        attestation = build_attestation(
+            oracle_set_version=await cb.oracle_set_version(),
+            oracle=name,
+            event_id=f"{event_type}:{payment.payment_id}",
+            payment_id=payment.payment_id,
+            contract_hash=contract.hash,
+            event_type=event_type,
+            attributes=attributes,
+            observed_at_us=now - 60_000_000,
+            issued_at_us=now,
+            expires_at_us=now + 600_000_000,
+        )
+        ed25519, aggregate = sign(attestation.statement)
+        reply = await submitter.submit_attestation(
+            attestation.statement, attestation.payload, ed25519, aggregate
+        )
+        legs = [f"{_cny(leg.amount.amount_minor)} to the maker" for leg in reply.legs]
+        return ", ".join(legs) or "nothing due yet"
+
+    def by_customs(statement: bytes) -> Signatures:
+        signed = sign_ed25519(statement, CUSTOMS, _key("customs"))
+        return [(signed.signer_id, signed.signature)], None
+
+    def by_sensors(statement: bytes) -> Signatures:
+        signers = [(n, sensor_keys[n]) for n in ("iot.lax3.gate", "iot.lax3.rfid")]
+        aggregate = sign_bls_aggregate(statement, signers)
+        return [], (aggregate.signer_ids, aggregate.signature)
+
+    def by_buyer(statement: bytes) -> Signatures:
+        signed = sign_party(statement, wallets["buyer"], _key("buyer"))
+        return [(signed.signer_id, signed.signature)], None
+
+    cleared = await attest(
+        "customs", "customs.cleared", {"declaration": "D-2026-1127"}, by_customs, oracle
+    )
+    console.print(f"Shenzhen customs attested the clearance: {cleared}")
+    arrived = await attest("sensors", "iot.arrived", {"site": "LAX-FBA-3"}, by_sensors, oracle)
+    console.print(f"Two of the three LAX-3 sensors confirmed arrival, one signature: {arrived}")
+    received = await attest(
+        "buyer", "receipt.signed", {"signer": wallets["buyer"]}, by_buyer, platform
+    )
+    console.print(f"The buyer signed the receipt: {received}")
+    final = await platform.get_payment(payment.payment_id)
+    state = payment_pb2.PaymentState.Name(final.state).removeprefix("PAYMENT_STATE_")
+    console.print(
+        f"Payment {final.payment_id}: [bold]{state}[/], released "
+        f"{_cny(final.released.amount_minor)}, held {_cny(final.held.amount_minor)}; the buyer "
+        "owes Bank A "
+        f"{_cny(final.financing[0].principal.amount_minor + final.financing[0].fee.amount_minor)}"
+    )
+
+
+async def register_oracles(cb: PaymentsClient) -> dict[str, int]:
+    await cb.register_oracle(CUSTOMS, "ED25519", _key("customs").public_key)
+    sensor_keys = {}
+    for name in SENSORS:
+        sensor_keys[name] = bls.secret_key(name.encode().ljust(32, b"*"))
+        registration = bls_registration(sensor_keys[name])
+        await cb.register_oracle(
+            name,
+            "BLS12_381",
+            registration.public_key,
+            proof_of_possession=registration.proof_of_possession,
+        )
+    console.print(
+        "PBoC registered the oracles: Shenzhen customs (Ed25519) and the three LAX-3 sensors "
+        "(BLS12-381, each with a checked proof of possession)"
+    )
+    return sensor_keys
+
+
+async def show_ledger(cb: PaymentsClient, wallets: dict[str, str]) -> None:
+    balances = Table(title="Balances (CNY)")
+    for column in ("wallet", "available", "held", "spent today"):
+        balances.add_column(column, justify="left" if column == "wallet" else "right")
+    for wallet_id in (RESERVE, *wallets.values()):
+        wallet = await cb.get_wallet(wallet_id)
+        cny = next(b for b in wallet.balances if b.available.currency == "CNY")
+        balances.add_row(
+            f"{wallet.display_name} ({wallet_id})",
+            _cny(cny.available.amount_minor),
+            _cny(cny.held.amount_minor),
+            _cny(cny.spent_today.amount_minor),
+        )
+    console.print(balances)
+
+    journal = Table(title="Journal (hash-chained)")
+    for column in ("seq", "kind", "postings", "memo", "hash"):
+        journal.add_column(column)
+    async for entry in cb.journal():
+        postings = "\n".join(
+            f"{p.account_id}{' held' if p.bucket == ledger_pb2.BUCKET_HELD else ''} "
+            f"{'+' if p.amount.amount_minor > 0 else ''}"
+            f"{format_money(p.amount.amount_minor, p.amount.currency)}"
+            for p in entry.postings
+        )
+        kind = ledger_pb2.EntryKind.Name(entry.kind).removeprefix("ENTRY_KIND_")
+        journal.add_row(str(entry.seq), kind, postings, entry.memo, entry.hash.hex()[:16] + "…")
+    console.print(journal)
+
+    (line,) = (await cb.get_supply("CNY")).supplies
+    verdict = "[green]PASS[/]" if line.consistent else "[red]FAIL[/]"
+    console.print(
+        f"Supply audit CNY: issued {_cny(line.issued.amount_minor)}, in circulation "
+        f"{_cny(line.in_circulation.amount_minor)}, sum of balances "
+        f"{_cny(line.balances_sum.amount_minor)}, held in escrow "
+        f"{_cny(line.held_sum.amount_minor)}: {verdict}"
+    )
+    if not line.consistent:
+        raise SystemExit(1)
 
 
 def main(*, server: str | None = None, database_url: str | None = None) -> int:
