@@ -103,6 +103,14 @@ class _Submission:
         return (self.command.caller, self.command.request_id)
 
 
+@dataclass(frozen=True, slots=True)
+class _Applied:
+    submission: _Submission
+    result: object
+    first_entry: int
+    error: SettlementError | None
+
+
 @dataclass(slots=True)
 class _Fresh:
     """The outcome of a command run in this batch."""
@@ -262,99 +270,135 @@ class LedgerEngine:
         for submission in batch:
             primaries.setdefault(submission.key, submission)
         fresh_results: dict[OperationKey, _Fresh] = {}
+        ws: WorkingSet | None = None
         async with self._store.transaction(commit=commit) as tx:
             stored = await tx.fetch_operations(
                 [key for key, s in primaries.items() if s.command.store_outcome]
             )
             fresh = [s for key, s in primaries.items() if key not in stored]
             if fresh:
-                reads = Reads()
-                for submission in fresh:
-                    reads.merge(submission.command.reads())
-                world = await self._load_world(tx, reads)
-                for submission in fresh:  # wallets that only the loaded payments name
-                    reads.merge(submission.command.reads_after(world))
-                wallets, missing = self._directory.cached_wallets(sorted(reads.wallet_ids))
-                if missing:
-                    loaded = await tx.fetch_wallets(missing)
-                    self._directory.remember_wallets(loaded.values())  # committed rows
-                    wallets.update(loaded)
-                institutions, absent = self._directory.cached_institutions(
-                    sorted(reads.institution_ids)
-                )
-                if absent:
-                    found = await tx.fetch_institutions(absent)
-                    self._directory.remember_institutions(found.values())
-                    institutions.update(found)
-                balances = await tx.lock_balances(sorted(reads.balance_keys))
-                supply = await tx.lock_supply(sorted(reads.currencies))
-                ws = WorkingSet(now_us, wallets, institutions, balances, supply, world)
-                applied: list[tuple[_Submission, object, int, SettlementError | None]] = []
-                for submission in fresh:
-                    savepoint, first_entry = ws.savepoint(), len(ws.entries)
-                    try:
-                        result = submission.command.apply(ws)
-                    except SettlementError as error:
-                        ws.rollback_to(savepoint)
-                        applied.append((submission, None, first_entry, error))
-                    else:
-                        applied.append((submission, result, first_entry, None))
-                ws.assert_conserved()
-                new_seq, new_hash = 0, b""
+                ws = await self._load(tx, fresh, now_us)
+                applied = self._apply(ws, fresh)
+                head_seq, head_hash = 0, b""
                 if ws.entries:  # the ledger head is locked last, and only by batches that post
                     head_seq, head_hash = await tx.lock_head()
-                    new_seq, new_hash = seal(ws.entries, head_seq, head_hash, now_us)
-                operations = []
-                for submission, result, first_entry, failure in applied:
-                    command = submission.command
-                    written = ws.entries[first_entry:] if failure is None else []
-                    commit_seq = written[-1].seq if written else 0
-                    fresh_result = self._outcome(submission, result, failure, commit_seq)
-                    fresh_results[submission.key] = fresh_result
-                    if not command.store_outcome:
-                        continue
-                    operations.append(
-                        OperationRecord(
-                            command.caller,
-                            command.request_id,
-                            command.method,
-                            command.request_hash,
-                            fresh_result.ok,
-                            fresh_result.outcome,
-                            commit_seq,
-                            now_us,
-                        )
-                    )
-                if ws.changed_payments() or ws.new_contracts or world.registry_changed:
-                    await write_payment_rows(
-                        tx,
-                        ws.changed_payments(),
-                        ws.new_contracts,
-                        ws.changed_oracles(),
-                        world.registry_version if world.registry_changed else None,
-                    )
-                await tx.write(
-                    ChangeSet(
-                        institutions=ws.new_institutions,
-                        wallets=ws.new_wallets,
-                        new_balances=ws.new_balances,
-                        changed_balances=ws.changed_balances(),
-                        changed_supply=ws.changed_supply(),
-                        entries=ws.entries,
-                        operations=operations,
-                        head_seq=new_seq,
-                        head_hash=new_hash,
+                    head_seq, head_hash = seal(ws.entries, head_seq, head_hash, now_us)
+                operations = self._record(applied, ws, fresh_results, now_us)
+                await self._write(tx, ws, operations, head_seq, head_hash)
+        if commit and ws is not None:
+            self._committed(ws, fresh)
+        return [self._answer(s, primaries, stored, fresh_results) for s in batch]
+
+    async def _load(
+        self, tx: LedgerTransaction, fresh: list[_Submission], now_us: int
+    ) -> WorkingSet:
+        """Everything the commands read, locked in the global order (see Reads)."""
+        reads = Reads()
+        for submission in fresh:
+            reads.merge(submission.command.reads())
+        world = await self._load_world(tx, reads)
+        for submission in fresh:  # wallets that only the loaded payments name
+            reads.merge(submission.command.reads_after(world))
+        wallets, missing = self._directory.cached_wallets(sorted(reads.wallet_ids))
+        if missing:
+            loaded = await tx.fetch_wallets(missing)
+            self._directory.remember_wallets(loaded.values())  # committed rows
+            wallets.update(loaded)
+        institutions, absent = self._directory.cached_institutions(sorted(reads.institution_ids))
+        if absent:
+            found = await tx.fetch_institutions(absent)
+            self._directory.remember_institutions(found.values())
+            institutions.update(found)
+        balances = await tx.lock_balances(sorted(reads.balance_keys))
+        supply = await tx.lock_supply(sorted(reads.currencies))
+        return WorkingSet(now_us, wallets, institutions, balances, supply, world)
+
+    @staticmethod
+    def _apply(ws: WorkingSet, fresh: list[_Submission]) -> list[_Applied]:
+        """Each command in a savepoint: a refused one leaves the working set as it found it."""
+        applied = []
+        for submission in fresh:
+            savepoint, first_entry = ws.savepoint(), len(ws.entries)
+            try:
+                result = submission.command.apply(ws)
+            except SettlementError as error:
+                ws.rollback_to(savepoint)
+                applied.append(_Applied(submission, None, first_entry, error))
+            else:
+                applied.append(_Applied(submission, result, first_entry, None))
+        ws.assert_conserved()
+        return applied
+
+    def _record(
+        self,
+        applied: list[_Applied],
+        ws: WorkingSet,
+        fresh_results: dict[OperationKey, _Fresh],
+        now_us: int,
+    ) -> list[OperationRecord]:
+        """Build every reply (the entries are sealed by now) and the outcomes to store."""
+        operations = []
+        for item in applied:
+            command = item.submission.command
+            written = ws.entries[item.first_entry :] if item.error is None else []
+            commit_seq = written[-1].seq if written else 0
+            fresh = self._outcome(item.submission, item.result, item.error, commit_seq)
+            fresh_results[item.submission.key] = fresh
+            if command.store_outcome:
+                operations.append(
+                    OperationRecord(
+                        command.caller,
+                        command.request_id,
+                        command.method,
+                        command.request_hash,
+                        fresh.ok,
+                        fresh.outcome,
+                        commit_seq,
+                        now_us,
                     )
                 )
-        if commit and fresh:
-            self._faults.point("after_commit_before_reply")
-            for point in {s.command.AFTER_COMMIT_FAULT for s in fresh} - {""}:
-                self._faults.point(point)
-            self._directory.remember_wallets(ws.new_wallets)
-            self._directory.remember_institutions(ws.new_institutions)
-            self._directory.remember_contracts(ws.new_contracts)
-            self._notifier.notify(p.payment_id for p in ws.changed_payments())
-        return [self._answer(s, primaries, stored, fresh_results) for s in batch]
+        return operations
+
+    @staticmethod
+    async def _write(
+        tx: LedgerTransaction,
+        ws: WorkingSet,
+        operations: list[OperationRecord],
+        head_seq: int,
+        head_hash: bytes,
+    ) -> None:
+        world = ws.world
+        if ws.changed_payments() or ws.new_contracts or world.registry_changed:
+            await write_payment_rows(
+                tx,
+                ws.changed_payments(),
+                ws.new_contracts,
+                ws.changed_oracles(),
+                world.registry_version if world.registry_changed else None,
+            )
+        await tx.write(
+            ChangeSet(
+                institutions=ws.new_institutions,
+                wallets=ws.new_wallets,
+                new_balances=ws.new_balances,
+                changed_balances=ws.changed_balances(),
+                changed_supply=ws.changed_supply(),
+                entries=ws.entries,
+                operations=operations,
+                head_seq=head_seq,
+                head_hash=head_hash,
+            )
+        )
+
+    def _committed(self, ws: WorkingSet, fresh: list[_Submission]) -> None:
+        """After COMMIT, before anyone is answered: test crash points, caches, watchers."""
+        self._faults.point("after_commit_before_reply")
+        for point in {s.command.AFTER_COMMIT_FAULT for s in fresh} - {""}:
+            self._faults.point(point)
+        self._directory.remember_wallets(ws.new_wallets)
+        self._directory.remember_institutions(ws.new_institutions)
+        self._directory.remember_contracts(ws.new_contracts)
+        self._notifier.notify(p.payment_id for p in ws.changed_payments())
 
     async def _load_world(self, tx: LedgerTransaction, reads: Reads) -> PaymentWorld:
         """The conditional-payment rows, in the global lock order: the oracle registry, then
