@@ -14,7 +14,7 @@ from condpay.v1 import operation_pb2, oracle_pb2, oracle_pb2_grpc
 from settlement import limits
 from settlement.api import payment_views as views
 from settlement.api import requests
-from settlement.api.identity import current_caller
+from settlement.api.identity import Role, current_caller
 from settlement.api.replies import Reply
 from settlement.errors import Reason, SettlementError, not_found
 from settlement.ledger import commands, oracles, payments
@@ -174,7 +174,10 @@ class OracleService(oracle_pb2_grpc.OracleServiceServicer):
             raise requests.invalid(Reason.MISSING_FIELD, "statement", "statement is required")
         statement = decode_statement(request.statement)
         found = await self._rt.reader.payments(payment_ids=[statement.payment_id], limit=1)
-        if not found:
+        caller = current_caller()
+        # Oracles attest for any payment whose contract names them (the signatures decide); a
+        # platform relays only for its own payments, like everything else it does.
+        if not found or (caller.role is Role.PLATFORM and found[0].platform != str(caller)):
             raise not_found(Reason.PAYMENT_NOT_FOUND, "payment", statement.payment_id)
         payment = found[0]
         record = self._rt.directory.contract_record(payment.contract_hash)

@@ -135,6 +135,20 @@ def _expired(now_us: int, expires_at_us: int) -> None:
         )
 
 
+_TERMINAL_KINDS: Final = {
+    PaymentState.SETTLED: "settled",
+    PaymentState.REFUNDED: "refunded",
+    PaymentState.EXPIRED: "expired",
+    PaymentState.CANCELLED: "cancelled",
+}
+
+
+def _change_kind(payment: PaymentRecord, legs: list[LegRecord], otherwise: str) -> str:
+    """What a change did, as WatchPayment reports it: the terminal state it entered, else
+    ``released`` when it paid something out, else ``otherwise``."""
+    return _TERMINAL_KINDS.get(payment.state) or ("released" if legs else otherwise)
+
+
 def _bump(payment: PaymentRecord, kind: str, now_us: int) -> None:
     payment.version += 1
     payment.updated_at_us = now_us
@@ -712,7 +726,7 @@ class SubmitAttestation(Command):
         )
         payment.attestations.append(record)
         legs = execute(ws, self, payment, evaluation)
-        _bump(payment, "released" if legs else "attested", ws.now_us)
+        _bump(payment, _change_kind(payment, legs, "attested"), ws.now_us)
         return AttestationOutcome(snapshot(ws, payment), record, legs)
 
 
@@ -739,10 +753,8 @@ class FireDeadline(Command):
         ws.touch_payment(payment)
         contract = ws.contract(payment.contract_hash)
         assert contract is not None
-        execute(ws, self, payment, run_contract(ws, payment, contract))
-        _bump(
-            payment, "expired" if payment.state is PaymentState.EXPIRED else "released", ws.now_us
-        )
+        legs = execute(ws, self, payment, run_contract(ws, payment, contract))
+        _bump(payment, _change_kind(payment, legs, "deadline"), ws.now_us)
         return snapshot(ws, payment)
 
 

@@ -736,7 +736,10 @@ class WatchPaymentResponse(_message.Message):
     PAYMENT_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     kind: _builtins.str
-    """locked | funded | assigned | attested | released | refunded | expired | cancelled"""
+    """What the change did: locked | funded | assigned | attested (recorded, nothing paid) |
+    released (something paid out) | settled | refunded | expired | cancelled (the terminal state
+    it entered).
+    """
     @_builtins.property
     def payment(self) -> Global___Payment: ...
     def __init__(
