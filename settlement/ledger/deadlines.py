@@ -10,7 +10,7 @@ import contextlib
 import hashlib
 
 import structlog
-from condpay.v1 import operation_pb2
+from google.protobuf.wrappers_pb2 import BoolValue
 
 from settlement import limits
 from settlement.clock import Clock
@@ -23,14 +23,15 @@ log = structlog.get_logger("condpay.deadlines")
 SWEEPER = "system/deadline-sweep"
 
 
-class _Acknowledge:
-    """Internal commands store no reply; the engine still wants one built."""
+class _Fired:
+    """The sweep's internal commands store no reply; the engine still builds one: whether the
+    deadline fired (False: another replica fired it first, or the payment closed meanwhile)."""
 
-    def build(self, result: object, info: OperationInfo) -> operation_pb2.OperationInfo:
-        return operation_pb2.OperationInfo(request_id=info.request_id, commit_seq=info.commit_seq)
+    def build(self, result: object, info: OperationInfo) -> BoolValue:
+        return BoolValue(value=result is not None)
 
-    def replay(self, stored: bytes) -> operation_pb2.OperationInfo:
-        return operation_pb2.OperationInfo.FromString(stored)
+    def replay(self, stored: bytes) -> BoolValue:
+        return BoolValue.FromString(stored)
 
 
 class DeadlineSweeper:
@@ -65,10 +66,10 @@ class DeadlineSweeper:
             return 0
         self._faults.point("deadline_sweep")
         results = await asyncio.gather(
-            *(self._engine.execute(self._command(p), _Acknowledge()) for p in due),
+            *(self._engine.execute(self._command(p), _Fired()) for p in due),
             return_exceptions=True,
         )
-        fired = sum(1 for r in results if isinstance(r, operation_pb2.OperationInfo))
+        fired = sum(1 for r in results if isinstance(r, BoolValue) and r.value)
         for payment_id, result in zip(due, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("deadline_failed", payment_id=payment_id, error=repr(result))
