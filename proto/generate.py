@@ -1,4 +1,5 @@
-"""Compile proto/condpay/v1/*.proto into the committed Python stubs (``make proto``).
+"""Compile every .proto under proto/condpay (condpay/v1, condpay/bridge/v1) into the committed
+Python stubs (``make proto``).
 
 Usage: ``python proto/generate.py [OUT_DIR]`` (default: this folder). tests/test_proto.py runs it
 into a temporary folder and checks that the committed stubs are what it produces.
@@ -13,7 +14,7 @@ from pathlib import Path
 from grpc_tools import protoc
 
 HERE = Path(__file__).resolve().parent
-SOURCES = sorted((HERE / "condpay" / "v1").glob("*.proto"))
+SOURCES = sorted((HERE / "condpay").rglob("*.proto"))
 
 
 def _plugin(name: str) -> str:

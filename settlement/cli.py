@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "dsl", help="the contract language: check, fmt, explain, simulate, test", add_help=False
     )
+    commands.add_parser(
+        "bridge", help="the mBridge-style multi-CBDC bridge mock: serve", add_help=False
+    )
     return parser
 
 
@@ -151,6 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from settlement.certs import main as certs_main
 
         return certs_main(argv[1:])
+    if argv[:1] == ["bridge"]:
+        from bridges.cli import main as bridge_main
+
+        return bridge_main(argv[1:])
     args = build_parser().parse_args(argv)
     result: int = args.run(args)
     return result

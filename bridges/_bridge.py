@@ -1,0 +1,216 @@
+"""The in-process bridge: the ledger behind an async interface (:class:`bridges.BridgeAdminApi`).
+
+Every call runs on one dedicated worker thread, in order, so the event loop never waits on
+SQLite's fsync and the ledger never sees two calls at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from bridges._clock import Clock, SystemClock
+from bridges._ledger import Ledger
+from bridges._model import (
+    AccountBalance,
+    AccountKind,
+    AuditReport,
+    CurrencySupply,
+    Finality,
+    Issuance,
+    Money,
+    Participant,
+    PublishedRate,
+    Quote,
+    Rate,
+    TickResult,
+    Transfer,
+    ValidatorSet,
+)
+from bridges.errors import Reason, error
+
+T = TypeVar("T")
+
+
+class Bridge:
+    """The bridge, in this process. Open with :meth:`open`; ``close`` when done."""
+
+    def __init__(
+        self, ledger: Ledger, executor: ThreadPoolExecutor, reopen: Callable[[], Ledger]
+    ) -> None:
+        self._ledger = ledger
+        self._executor = executor
+        self._reopen = reopen
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | Path,
+        *,
+        clock: Clock | None = None,
+        seed: int | None = None,
+        key_seed: bytes | None = None,
+        chain_id: str = "condpay-mbridge",
+    ) -> Bridge:
+        """Open (or create) the bridge whose state is the SQLite file ``path`` (``":memory:"``
+        for a throwaway one). ``seed`` makes quote ids reproducible; ``key_seed`` (32+ bytes)
+        fixes the validator keys of a new state."""
+        clock = clock or SystemClock()
+        rng = random.Random(seed)
+
+        def opener() -> Ledger:
+            return Ledger.open(
+                str(path), clock=clock, rng=rng, key_seed=key_seed, chain_id=chain_id
+            )
+
+        return await _open_with(opener)
+
+    async def reopen(self) -> Bridge:
+        """A new Bridge over the same state file, as after a restart (this one must be closed)."""
+        return await _open_with(self._reopen)
+
+    async def _run(self, function: Callable[..., T], /, *args: object, **kwargs: object) -> T:
+        if self._closed:
+            raise error(Reason.UNREACHABLE, "the bridge is closed")
+        call = functools.partial(function, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        await self._run(self._ledger.close)
+        self._closed = True
+        self._executor.shutdown(wait=True)
+
+    # ---------------------------------------------------------------- BridgeApi
+
+    async def validators(self) -> ValidatorSet:
+        return await self._run(self._ledger.validators)
+
+    async def quote(
+        self,
+        source_currency: str,
+        target_currency: str,
+        *,
+        source_amount_minor: int | None = None,
+        target_amount_minor: int | None = None,
+        liquidity_provider_id: str = "",
+        ttl_ms: int = 0,
+    ) -> Quote:
+        return await self._run(
+            self._ledger.quote,
+            source_currency,
+            target_currency,
+            source_amount_minor=source_amount_minor,
+            target_amount_minor=target_amount_minor,
+            liquidity_provider_id=liquidity_provider_id,
+            ttl_ms=ttl_ms,
+        )
+
+    async def prepare(
+        self,
+        transfer_id: str,
+        *,
+        quote_id: str,
+        payer_id: str,
+        payee_id: str,
+        timeout_ms: int,
+        refuse_with: Reason | None = None,
+    ) -> Transfer:
+        """``refuse_with`` is for fault injection: refuse (and remember) with that reason."""
+        return await self._run(
+            self._ledger.prepare,
+            transfer_id,
+            quote_id=quote_id,
+            payer_id=payer_id,
+            payee_id=payee_id,
+            timeout_ms=timeout_ms,
+            refuse_with=refuse_with,
+        )
+
+    async def commit(self, transfer_id: str) -> Transfer:
+        return await self._run(self._ledger.commit, transfer_id)
+
+    async def abort(self, transfer_id: str) -> Transfer:
+        return await self._run(self._ledger.abort, transfer_id)
+
+    async def status(self, transfer_id: str) -> Transfer:
+        return await self._run(self._ledger.status, transfer_id)
+
+    async def finality(self, transfer_id: str) -> Finality:
+        return await self._run(self._ledger.finality, transfer_id)
+
+    async def balances(self, participant_id: str = "") -> tuple[AccountBalance, ...]:
+        return await self._run(self._ledger.balances, participant_id)
+
+    async def supply(self) -> tuple[CurrencySupply, ...]:
+        return await self._run(self._ledger.supply)
+
+    # ---------------------------------------------------------------- BridgeAdminApi
+
+    async def register_bank(self, participant_id: str, *, name: str = "") -> Participant:
+        return await self._run(self._ledger.register_bank, participant_id, name)
+
+    async def register_liquidity_provider(
+        self, participant_id: str, *, spread_ppm: int
+    ) -> Participant:
+        return await self._run(self._ledger.register_liquidity_provider, participant_id, spread_ppm)
+
+    async def publish_rate(self, currency: str, value: Rate) -> PublishedRate:
+        return await self._run(self._ledger.publish_rate, currency, value)
+
+    async def issue(
+        self,
+        request_id: str,
+        *,
+        participant_id: str,
+        amount: Money,
+        account_kind: AccountKind = AccountKind.SETTLEMENT,
+    ) -> Issuance:
+        return await self._run(self._ledger.issue, request_id, participant_id, amount, account_kind)
+
+    async def redeem(
+        self,
+        request_id: str,
+        *,
+        participant_id: str,
+        amount: Money,
+        account_kind: AccountKind = AccountKind.SETTLEMENT,
+    ) -> Issuance:
+        return await self._run(
+            self._ledger.redeem, request_id, participant_id, amount, account_kind
+        )
+
+    async def audit(self) -> AuditReport:
+        return await self._run(self._ledger.audit)
+
+    async def tick(self) -> TickResult:
+        return await self._run(self._ledger.tick)
+
+    # ---------------------------------------------------------------- the simulated platform
+
+    async def participants(self) -> tuple[Participant, ...]:
+        return await self._run(self._ledger.participants)
+
+    async def set_validator_faults(
+        self, *, down: Iterable[str] = (), no_quorum: bool = False
+    ) -> None:
+        """Take validators down (they stop signing), or hold the signers one short of a quorum.
+        In memory only: a restart brings every validator back unless told otherwise."""
+        await self._run(self._ledger.set_validator_faults, frozenset(down), no_quorum)
+
+
+async def _open_with(opener: Callable[[], Ledger]) -> Bridge:
+    executor = ThreadPoolExecutor(1, thread_name_prefix="bridge-ledger")
+    try:
+        ledger = await asyncio.get_running_loop().run_in_executor(executor, opener)
+    except BaseException:
+        executor.shutdown(wait=False)
+        raise
+    return Bridge(ledger, executor, opener)

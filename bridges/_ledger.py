@@ -1,0 +1,1478 @@
+"""The bridge ledger: SQLite, synchronous, one transaction per call.
+
+Only one thread touches a Ledger (the in-process Bridge runs every call on one worker thread), so
+there are no concurrent writers to reason about. Durability: WAL, ``synchronous=FULL``, and each
+call is one ``BEGIN IMMEDIATE ... COMMIT``; a crash loses at most the call in flight, never part
+of one.
+
+Invariants, asserted when writing (every journal entry sums to zero per currency; no balance but
+an issuance account's below zero; reserved within the balance; per currency
+``issued - redeemed == sum of the non-issuance balances == -issuance balance`` at every commit)
+and re-derived from the journal by :meth:`Ledger.audit`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import secrets
+import sqlite3
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any, Final, TypeVar
+
+from bridges import limits
+from bridges._clock import Clock
+from bridges._fx import (
+    check_spread,
+    check_value,
+    convert_source,
+    convert_target,
+    cross_rate,
+)
+from bridges._model import (
+    CENTRAL_BANK_NAMES,
+    CENTRAL_BANKS,
+    AccountBalance,
+    AccountKind,
+    AuditReport,
+    BlockHeader,
+    CurrencySupply,
+    Finality,
+    Issuance,
+    Money,
+    Participant,
+    ParticipantKind,
+    PublishedRate,
+    QuorumCertificate,
+    Quote,
+    Rate,
+    TickResult,
+    Transfer,
+    TransferState,
+    TransferTerms,
+    ValidatorInfo,
+    ValidatorSet,
+)
+from bridges._quorum import (
+    ZERO_HASH,
+    TransferRecord,
+    Validator,
+    aggregate,
+    checked_public_keys,
+    header_hash,
+    quorum_threshold,
+    transfers_digest,
+    verify_quorum_certificate,
+)
+from bridges.errors import BridgeError, Reason, error
+from wallets.currencies import CURRENCIES, CURRENCY_CODES
+
+T = TypeVar("T")
+SCHEMA_VERSION: Final = 1
+_ID: Final = re.compile(rf"[A-Za-z0-9._:-]{{1,{limits.ID_LENGTH_MAX}}}")
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS participants (
+    participant_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('CENTRAL_BANK', 'BANK')),
+    name TEXT NOT NULL,
+    currency TEXT NOT NULL DEFAULT '',
+    liquidity_provider INTEGER NOT NULL DEFAULT 0,
+    spread_ppm INTEGER NOT NULL DEFAULT 0,
+    registered_at_us INTEGER NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS validators (
+    validator_id TEXT PRIMARY KEY REFERENCES participants (participant_id),
+    public_key BLOB NOT NULL,
+    proof_of_possession BLOB NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS accounts (
+    account_id INTEGER PRIMARY KEY,
+    participant_id TEXT NOT NULL REFERENCES participants (participant_id),
+    kind TEXT NOT NULL CHECK (kind IN ('ISSUANCE', 'SETTLEMENT', 'LIQUIDITY', 'SPREAD')),
+    currency TEXT NOT NULL,
+    balance_minor INTEGER NOT NULL DEFAULT 0,
+    reserved_minor INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (participant_id, kind, currency),
+    CHECK (reserved_minor >= 0),
+    CHECK (kind = 'ISSUANCE' OR (balance_minor >= 0 AND reserved_minor <= balance_minor)),
+    CHECK (kind <> 'ISSUANCE' OR (balance_minor <= 0 AND reserved_minor = 0))
+) STRICT;
+CREATE TABLE IF NOT EXISTS supply (
+    currency TEXT PRIMARY KEY,
+    issued_minor INTEGER NOT NULL DEFAULT 0,
+    redeemed_minor INTEGER NOT NULL DEFAULT 0,
+    CHECK (0 <= redeemed_minor AND redeemed_minor <= issued_minor)
+) STRICT;
+CREATE TABLE IF NOT EXISTS rates (
+    currency TEXT PRIMARY KEY,
+    numerator INTEGER NOT NULL CHECK (numerator > 0),
+    denominator INTEGER NOT NULL CHECK (denominator > 0),
+    published_at_us INTEGER NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS quotes (
+    quote_id TEXT PRIMARY KEY,
+    provider_id TEXT NOT NULL,
+    source_currency TEXT NOT NULL,
+    source_minor INTEGER NOT NULL,
+    net_minor INTEGER NOT NULL,
+    spread_minor INTEGER NOT NULL,
+    target_currency TEXT NOT NULL,
+    target_minor INTEGER NOT NULL,
+    rate_numerator INTEGER NOT NULL,
+    rate_denominator INTEGER NOT NULL,
+    spread_ppm INTEGER NOT NULL,
+    created_at_us INTEGER NOT NULL,
+    expires_at_us INTEGER NOT NULL,
+    used_by TEXT
+) STRICT;
+CREATE TABLE IF NOT EXISTS transfers (
+    transfer_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL
+        CHECK (state IN ('PREPARED', 'COMMITTED', 'ABORTED', 'EXPIRED', 'REJECTED')),
+    quote_id TEXT,
+    payer_id TEXT,
+    payee_id TEXT,
+    provider_id TEXT,
+    source_currency TEXT,
+    source_minor INTEGER,
+    net_minor INTEGER,
+    spread_minor INTEGER,
+    target_currency TEXT,
+    target_minor INTEGER,
+    timeout_ms INTEGER,
+    prepared_at_us INTEGER NOT NULL DEFAULT 0,
+    expires_at_us INTEGER NOT NULL DEFAULT 0,
+    resolved_at_us INTEGER NOT NULL DEFAULT 0,
+    rejection_reason TEXT NOT NULL DEFAULT '',
+    rejection_message TEXT NOT NULL DEFAULT '',
+    rejection_metadata TEXT NOT NULL DEFAULT '{}',
+    commit_seq INTEGER UNIQUE,
+    block_height INTEGER NOT NULL DEFAULT 0
+) STRICT;
+CREATE INDEX IF NOT EXISTS transfers_by_expiry ON transfers (state, expires_at_us);
+CREATE INDEX IF NOT EXISTS transfers_by_block ON transfers (block_height, commit_seq);
+CREATE TABLE IF NOT EXISTS entries (
+    entry_id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('ISSUE', 'REDEEM', 'TRANSFER')),
+    transfer_id TEXT,
+    request_id TEXT,
+    at_us INTEGER NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS postings (
+    posting_id INTEGER PRIMARY KEY,
+    entry_id INTEGER NOT NULL REFERENCES entries (entry_id),
+    account_id INTEGER NOT NULL REFERENCES accounts (account_id),
+    currency TEXT NOT NULL,
+    amount_minor INTEGER NOT NULL CHECK (amount_minor <> 0),
+    role TEXT NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS postings_by_entry ON postings (entry_id);
+CREATE TABLE IF NOT EXISTS requests (
+    request_id TEXT PRIMARY KEY,
+    method TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    account_id INTEGER NOT NULL,
+    balance_minor INTEGER NOT NULL,
+    reserved_minor INTEGER NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS blocks (
+    height INTEGER PRIMARY KEY,
+    previous_hash BLOB NOT NULL,
+    hash BLOB NOT NULL UNIQUE,
+    sealed_at_us INTEGER NOT NULL,
+    transfer_ids TEXT NOT NULL,
+    transfers_digest BLOB NOT NULL,
+    qc_signers TEXT,
+    qc_signature BLOB,
+    certified_at_us INTEGER
+) STRICT;
+"""
+
+_TRANSFER_COLUMNS: Final = (
+    "transfer_id, state, quote_id, payer_id, payee_id, provider_id, source_currency, "
+    "source_minor, net_minor, spread_minor, target_currency, target_minor, timeout_ms, "
+    "prepared_at_us, expires_at_us, resolved_at_us, rejection_reason, rejection_message, "
+    "rejection_metadata, commit_seq, block_height"
+)
+
+
+def check_id(value: str, field: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise error(Reason.MISSING_FIELD, f"{field} is required", field=field)
+    if _ID.fullmatch(value) is None:
+        raise error(
+            Reason.INVALID_ID,
+            f"{field} must be 1..{limits.ID_LENGTH_MAX} characters of [A-Za-z0-9._:-]",
+            field=field,
+        )
+    return value
+
+
+def check_currency(code: str, field: str = "currency") -> str:
+    if not code:
+        raise error(Reason.MISSING_FIELD, f"{field} is required", field=field)
+    if code not in CURRENCIES:
+        raise error(
+            Reason.UNSUPPORTED_CURRENCY,
+            f"{field} {code!r} is not a bridge currency",
+            field=field,
+            currency=code[:8],
+        )
+    return code
+
+
+def check_amount(amount_minor: int, field: str = "amount_minor") -> int:
+    if isinstance(amount_minor, bool) or not isinstance(amount_minor, int):
+        raise error(Reason.INVALID_AMOUNT, f"{field} must be an integer", field=field)
+    if not 0 < amount_minor <= limits.AMOUNT_MINOR_MAX:
+        raise error(
+            Reason.INVALID_AMOUNT,
+            f"{field} must be in 1..{limits.AMOUNT_MINOR_MAX}, got {amount_minor}",
+            field=field,
+        )
+    return amount_minor
+
+
+def _overflow(what: str) -> BridgeError:
+    return error(Reason.AMOUNT_OVERFLOW, f"{what} would exceed int64 minor units")
+
+
+@dataclass(frozen=True, slots=True)
+class _Posting:
+    account_id: int
+    currency: str
+    amount_minor: int
+    role: str
+
+
+class Ledger:
+    """The bridge's state and every operation on it. Synchronous; see the module docstring."""
+
+    def __init__(self, conn: sqlite3.Connection, clock: Clock, rng: random.Random) -> None:
+        self._conn = conn
+        self._clock = clock
+        self._rng = rng
+        self.validators_down: frozenset[str] = frozenset()
+        self.no_quorum = False
+        self.chain_id = ""
+        self._validators: dict[str, Validator] = {}
+        self._public_keys: dict[str, bytes] = {}
+
+    # ---------------------------------------------------------------- opening
+
+    @classmethod
+    def open(
+        cls,
+        path: str,
+        *,
+        clock: Clock,
+        rng: random.Random,
+        key_seed: bytes | None = None,
+        chain_id: str = "condpay-mbridge",
+    ) -> Ledger:
+        """Open the state file, creating the genesis state (central banks, their issuance
+        accounts and validators) if it is new. ``key_seed`` (32+ bytes) fixes the validator keys
+        of a new state; by default they are random, and stored with the state."""
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=5000")
+            ledger = cls(conn, clock, rng)
+            ledger._initialize(key_seed, chain_id)
+        except BaseException:
+            conn.close()
+            raise
+        return ledger
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _initialize(self, key_seed: bytes | None, chain_id: str) -> None:
+        with self._tx():
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self._conn.execute(statement)
+            meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+            if not meta:
+                seed = key_seed if key_seed is not None else secrets.token_bytes(32)
+                meta = {
+                    "schema_version": str(SCHEMA_VERSION).encode(),
+                    "chain_id": chain_id.encode(),
+                    "key_seed": seed,
+                }
+                self._conn.executemany("INSERT INTO meta VALUES (?, ?)", sorted(meta.items()))
+                self._genesis(seed)
+            if int(bytes(meta["schema_version"])) != SCHEMA_VERSION:
+                raise RuntimeError(f"bridge state schema {meta['schema_version']!r} unsupported")
+            self.chain_id = bytes(meta["chain_id"]).decode()
+            self._load_validators(bytes(meta["key_seed"]))
+
+    def _genesis(self, key_seed: bytes) -> None:
+        now = self._clock.now_us()
+        for bank_id, currency in sorted(CENTRAL_BANKS.items()):
+            self._conn.execute(
+                "INSERT INTO participants (participant_id, kind, name, currency, "
+                "registered_at_us) VALUES (?, 'CENTRAL_BANK', ?, ?, ?)",
+                (bank_id, CENTRAL_BANK_NAMES.get(bank_id, bank_id), currency, now),
+            )
+            self._conn.execute(
+                "INSERT INTO accounts (participant_id, kind, currency) VALUES (?, 'ISSUANCE', ?)",
+                (bank_id, currency),
+            )
+            self._conn.execute("INSERT INTO supply (currency) VALUES (?)", (currency,))
+            validator = Validator(bank_id, key_seed)
+            self.register_validator(
+                validator.validator_id, validator.public_key, validator.proof_of_possession
+            )
+
+    def register_validator(self, validator_id: str, public_key: bytes, proof: bytes) -> None:
+        """Admit a validator key only with a proof of possession that verifies (genesis)."""
+        info = ValidatorInfo(validator_id, public_key, proof)
+        checked_public_keys(ValidatorSet((info,), 1))  # raises PROOF_OF_POSSESSION_INVALID
+        self._conn.execute(
+            "INSERT INTO validators VALUES (?, ?, ?)", (validator_id, public_key, proof)
+        )
+
+    def _load_validators(self, key_seed: bytes) -> None:
+        rows = self._conn.execute(
+            "SELECT validator_id, public_key, proof_of_possession FROM validators "
+            "ORDER BY validator_id"
+        ).fetchall()
+        infos = tuple(ValidatorInfo(r[0], bytes(r[1]), bytes(r[2])) for r in rows)
+        # Re-check the stored proofs: a tampered key must not count towards a quorum.
+        self._public_keys = checked_public_keys(ValidatorSet(infos, quorum_threshold(len(infos))))
+        self._validators = {}
+        for info in infos:
+            node = Validator(info.validator_id, key_seed)
+            if node.public_key != info.public_key:
+                raise RuntimeError(f"validator {info.validator_id}: key seed does not match")
+            self._validators[info.validator_id] = node
+
+    # ---------------------------------------------------------------- plumbing
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def _call(self, body: Callable[[int], T]) -> T:
+        """One call, one transaction: expire what is due, then ``body(now_us)``."""
+        now = self._clock.now_us()
+        with self._tx():
+            self._expire_due(now)
+            return body(now)
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._conn.execute(sql, params).fetchone()
+
+    # ---------------------------------------------------------------- participants
+
+    def _participant(self, participant_id: str) -> Participant:
+        row = self._one(
+            "SELECT participant_id, kind, name, currency, liquidity_provider, spread_ppm "
+            "FROM participants WHERE participant_id = ?",
+            (participant_id,),
+        )
+        if row is None:
+            raise error(
+                Reason.PARTICIPANT_NOT_FOUND,
+                f"participant {participant_id!r} is not registered",
+                participant_id=participant_id,
+            )
+        return Participant(row[0], ParticipantKind(row[1]), row[2], row[3], bool(row[4]), row[5])
+
+    def _bank(self, participant_id: str, field: str) -> Participant:
+        participant = self._participant(participant_id)
+        if participant.kind is not ParticipantKind.BANK:
+            raise error(
+                Reason.NOT_A_BANK,
+                f"{field} {participant_id!r} is a central bank, not a participating bank",
+                field=field,
+                participant_id=participant_id,
+            )
+        return participant
+
+    def register_bank(self, participant_id: str, name: str = "") -> Participant:
+        check_id(participant_id, "participant_id")
+        name = name or participant_id
+
+        def body(now: int) -> Participant:
+            row = self._one(
+                "SELECT kind, name FROM participants WHERE participant_id = ?", (participant_id,)
+            )
+            if row is not None:
+                if (row[0], row[1]) != ("BANK", name):
+                    raise error(
+                        Reason.PARTICIPANT_EXISTS,
+                        f"participant {participant_id!r} exists with other details",
+                        participant_id=participant_id,
+                    )
+                return _replayed(self._participant(participant_id))
+            self._conn.execute(
+                "INSERT INTO participants (participant_id, kind, name, registered_at_us) "
+                "VALUES (?, 'BANK', ?, ?)",
+                (participant_id, name, now),
+            )
+            self._open_accounts(participant_id, AccountKind.SETTLEMENT)
+            return self._participant(participant_id)
+
+        return self._call(body)
+
+    def register_liquidity_provider(self, participant_id: str, spread_ppm: int) -> Participant:
+        check_id(participant_id, "participant_id")
+        check_spread(spread_ppm)
+
+        def body(now: int) -> Participant:
+            bank = self._bank(participant_id, "participant_id")
+            if bank.liquidity_provider and bank.spread_ppm == spread_ppm:
+                return _replayed(bank)
+            if not bank.liquidity_provider:
+                self._open_accounts(participant_id, AccountKind.LIQUIDITY)
+                self._open_accounts(participant_id, AccountKind.SPREAD)
+            self._conn.execute(
+                "UPDATE participants SET liquidity_provider = 1, spread_ppm = ? "
+                "WHERE participant_id = ?",
+                (spread_ppm, participant_id),
+            )
+            return self._participant(participant_id)
+
+        return self._call(body)
+
+    def _open_accounts(self, participant_id: str, kind: AccountKind) -> None:
+        self._conn.executemany(
+            "INSERT INTO accounts (participant_id, kind, currency) VALUES (?, ?, ?)",
+            [(participant_id, kind.value, code) for code in CURRENCY_CODES],
+        )
+
+    def participants(self) -> tuple[Participant, ...]:
+        def body(now: int) -> tuple[Participant, ...]:
+            ids = [r[0] for r in self._conn.execute("SELECT participant_id FROM participants")]
+            return tuple(self._participant(i) for i in sorted(ids))
+
+        return self._call(body)
+
+    # ---------------------------------------------------------------- accounts and postings
+
+    def _account(
+        self, participant_id: str, kind: AccountKind, currency: str
+    ) -> tuple[int, int, int]:
+        """(account_id, balance, reserved)."""
+        row = self._one(
+            "SELECT account_id, balance_minor, reserved_minor FROM accounts "
+            "WHERE participant_id = ? AND kind = ? AND currency = ?",
+            (participant_id, kind.value, currency),
+        )
+        if row is None:
+            raise error(
+                Reason.INVALID_ACCOUNT_KIND,
+                f"{participant_id} has no {kind.value} account in {currency}",
+                participant_id=participant_id,
+                account_kind=kind.value,
+                currency=currency,
+            )
+        return int(row[0]), int(row[1]), int(row[2])
+
+    def _balance(self, account_id: int) -> AccountBalance:
+        row = self._one(
+            "SELECT participant_id, kind, currency, balance_minor, reserved_minor FROM accounts "
+            "WHERE account_id = ?",
+            (account_id,),
+        )
+        return AccountBalance(row[0], AccountKind(row[1]), row[2], row[3], row[4])
+
+    def _post(
+        self,
+        kind: str,
+        postings: Sequence[_Posting],
+        *,
+        now: int,
+        transfer_id: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        """One journal entry. Asserted here: it sums to zero per currency; no account but an
+        issuance account goes below zero or below its reservations; nothing exceeds int64."""
+        postings = [p for p in postings if p.amount_minor != 0]
+        sums: dict[str, int] = defaultdict(int)
+        for p in postings:
+            sums[p.currency] += p.amount_minor
+        if any(sums.values()):
+            raise error(Reason.INVARIANT_VIOLATED, f"entry does not balance: {dict(sums)}")
+        entry_id = self._conn.execute(
+            "INSERT INTO entries (kind, transfer_id, request_id, at_us) VALUES (?, ?, ?, ?)",
+            (kind, transfer_id, request_id, now),
+        ).lastrowid
+        for p in postings:
+            balance = self._balance(p.account_id)
+            new_balance = balance.balance_minor + p.amount_minor
+            if balance.kind is not AccountKind.ISSUANCE and new_balance < balance.reserved_minor:
+                raise error(Reason.INVARIANT_VIOLATED, f"posting overdraws {balance}")
+            if not -limits.AMOUNT_MINOR_MAX <= new_balance <= limits.AMOUNT_MINOR_MAX:
+                raise _overflow(f"the {balance.kind.value} balance of {balance.participant_id}")
+            self._conn.execute(
+                "UPDATE accounts SET balance_minor = ? WHERE account_id = ?",
+                (new_balance, p.account_id),
+            )
+            self._conn.execute(
+                "INSERT INTO postings (entry_id, account_id, currency, amount_minor, role) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (entry_id, p.account_id, p.currency, p.amount_minor, p.role),
+            )
+        for currency in sums:
+            self._check_supply(currency)
+
+    def _check_supply(self, currency: str) -> None:
+        """issued - redeemed == sum of the holders' balances == -issuance balance."""
+        issued, redeemed = self._one(
+            "SELECT issued_minor, redeemed_minor FROM supply WHERE currency = ?", (currency,)
+        )
+        held, issuance = self._one(
+            "SELECT COALESCE(SUM(CASE WHEN kind <> 'ISSUANCE' THEN balance_minor END), 0), "
+            "COALESCE(SUM(CASE WHEN kind = 'ISSUANCE' THEN balance_minor END), 0) "
+            "FROM accounts WHERE currency = ?",
+            (currency,),
+        )
+        if not issued - redeemed == held == -issuance:
+            raise error(
+                Reason.INVARIANT_VIOLATED,
+                f"{currency}: issued {issued} - redeemed {redeemed} != held {held} "
+                f"(issuance account {issuance})",
+            )
+
+    def _reserve(self, account_id: int, delta: int) -> None:
+        balance = self._balance(account_id)
+        reserved = balance.reserved_minor + delta
+        if not 0 <= reserved <= balance.balance_minor:
+            raise error(Reason.INVARIANT_VIOLATED, f"reservation out of range on {balance}")
+        self._conn.execute(
+            "UPDATE accounts SET reserved_minor = ? WHERE account_id = ?", (reserved, account_id)
+        )
+
+    # ---------------------------------------------------------------- issuance
+
+    def issue(
+        self, request_id: str, participant_id: str, amount: Money, account_kind: AccountKind
+    ) -> Issuance:
+        return self._issue_or_redeem("ISSUE", request_id, participant_id, amount, account_kind)
+
+    def redeem(
+        self, request_id: str, participant_id: str, amount: Money, account_kind: AccountKind
+    ) -> Issuance:
+        return self._issue_or_redeem("REDEEM", request_id, participant_id, amount, account_kind)
+
+    def _issue_or_redeem(
+        self,
+        method: str,
+        request_id: str,
+        participant_id: str,
+        amount: Money,
+        account_kind: AccountKind,
+    ) -> Issuance:
+        check_id(request_id, "request_id")
+        check_id(participant_id, "participant_id")
+        currency = check_currency(amount.currency)
+        check_amount(amount.amount_minor)
+        allowed = {AccountKind.SETTLEMENT, AccountKind.LIQUIDITY}
+        if method == "REDEEM":
+            allowed.add(AccountKind.SPREAD)
+        if account_kind not in allowed:
+            raise error(
+                Reason.INVALID_ACCOUNT_KIND,
+                f"{method.lower()} into or from {sorted(k.value for k in allowed)} accounts only",
+                account_kind=account_kind.value,
+            )
+        fingerprint = json.dumps(
+            [participant_id, account_kind.value, currency, amount.amount_minor]
+        )
+
+        def body(now: int) -> Issuance:
+            seen = self._one(
+                "SELECT method, fingerprint, account_id, balance_minor, reserved_minor "
+                "FROM requests WHERE request_id = ?",
+                (request_id,),
+            )
+            if seen is not None:
+                if (seen[0], seen[1]) != (method, fingerprint):
+                    raise error(
+                        Reason.REQUEST_ID_REUSED,
+                        f"request id {request_id!r} was used for a different request",
+                        request_id=request_id,
+                    )
+                account = self._balance(seen[2])
+                account = replace(account, balance_minor=seen[3], reserved_minor=seen[4])
+                return Issuance(request_id, account, replayed=True)
+            self._bank(participant_id, "participant_id")
+            account_id, balance, reserved = self._account(participant_id, account_kind, currency)
+            issuer = next(b for b, c in CENTRAL_BANKS.items() if c == currency)
+            issuance_id = self._account(issuer, AccountKind.ISSUANCE, currency)[0]
+            value = amount.amount_minor
+            issued, redeemed = self._one(
+                "SELECT issued_minor, redeemed_minor FROM supply WHERE currency = ?", (currency,)
+            )
+            if method == "ISSUE":
+                if issued + value > limits.AMOUNT_MINOR_MAX:
+                    raise _overflow(f"{currency} issuance")
+                self._conn.execute(
+                    "UPDATE supply SET issued_minor = ? WHERE currency = ?",
+                    (issued + value, currency),
+                )
+                postings = [
+                    _Posting(issuance_id, currency, -value, "issuance"),
+                    _Posting(account_id, currency, value, "holder"),
+                ]
+            else:
+                if balance - reserved < value:
+                    raise _insufficient(
+                        Reason.INSUFFICIENT_FUNDS,
+                        participant_id,
+                        account_kind,
+                        currency,
+                        value,
+                        balance - reserved,
+                    )
+                self._conn.execute(
+                    "UPDATE supply SET redeemed_minor = ? WHERE currency = ?",
+                    (redeemed + value, currency),
+                )
+                postings = [
+                    _Posting(account_id, currency, -value, "holder"),
+                    _Posting(issuance_id, currency, value, "issuance"),
+                ]
+            self._post(method, postings, now=now, request_id=request_id)
+            after = self._balance(account_id)
+            self._conn.execute(
+                "INSERT INTO requests VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    request_id,
+                    method,
+                    fingerprint,
+                    account_id,
+                    after.balance_minor,
+                    after.reserved_minor,
+                ),
+            )
+            return Issuance(request_id, after)
+
+        return self._call(body)
+
+    # ---------------------------------------------------------------- rates and quotes
+
+    def publish_rate(self, currency: str, value: Rate) -> PublishedRate:
+        check_currency(currency)
+        value = check_value(value)
+
+        def body(now: int) -> PublishedRate:
+            self._conn.execute(
+                "INSERT INTO rates VALUES (?, ?, ?, ?) ON CONFLICT (currency) DO UPDATE SET "
+                "numerator = excluded.numerator, denominator = excluded.denominator, "
+                "published_at_us = excluded.published_at_us",
+                (currency, value.numerator, value.denominator, now),
+            )
+            return PublishedRate(currency, value, now)
+
+        return self._call(body)
+
+    def _value(self, currency: str) -> Rate:
+        row = self._one("SELECT numerator, denominator FROM rates WHERE currency = ?", (currency,))
+        if row is None:
+            raise error(
+                Reason.RATE_NOT_PUBLISHED,
+                f"no rate published for {currency}",
+                currency=currency,
+            )
+        return Rate(row[0], row[1])
+
+    def quote(
+        self,
+        source_currency: str,
+        target_currency: str,
+        *,
+        source_amount_minor: int | None = None,
+        target_amount_minor: int | None = None,
+        liquidity_provider_id: str = "",
+        ttl_ms: int = 0,
+    ) -> Quote:
+        check_currency(source_currency, "source_currency")
+        check_currency(target_currency, "target_currency")
+        if source_currency == target_currency:
+            raise error(Reason.SAME_CURRENCY, "a quote converts between two currencies")
+        if (source_amount_minor is None) == (target_amount_minor is None):
+            raise error(
+                Reason.MISSING_FIELD,
+                "give exactly one of source_amount_minor and target_amount_minor",
+                field="amount",
+            )
+        if source_amount_minor is not None:
+            check_amount(source_amount_minor, "source_amount_minor")
+        if target_amount_minor is not None:
+            check_amount(target_amount_minor, "target_amount_minor")
+        if liquidity_provider_id:
+            check_id(liquidity_provider_id, "liquidity_provider_id")
+        ttl_ms = ttl_ms or limits.QUOTE_TTL_MS_DEFAULT
+        if isinstance(ttl_ms, bool) or not 0 < ttl_ms <= limits.QUOTE_TTL_MS_MAX:
+            raise error(Reason.INVALID_TTL, f"ttl_ms must be in 1..{limits.QUOTE_TTL_MS_MAX}")
+
+        def body(now: int) -> Quote:
+            provider = self._provider(liquidity_provider_id)
+            rate = cross_rate(self._value(source_currency), self._value(target_currency))
+            conversion = (
+                convert_source(source_amount_minor, rate, provider.spread_ppm)
+                if source_amount_minor is not None
+                else convert_target(_known(target_amount_minor), rate, provider.spread_ppm)
+            )
+            if conversion.target_minor <= 0:
+                raise error(
+                    Reason.AMOUNT_TOO_SMALL,
+                    f"{conversion.source_minor} {source_currency} minor units convert to nothing",
+                )
+            if conversion.source_minor > limits.AMOUNT_MINOR_MAX:
+                raise _overflow("the quote's source amount")
+            if conversion.target_minor > limits.AMOUNT_MINOR_MAX:
+                raise _overflow("the quote's target amount")
+            sequence = self._one("SELECT COUNT(*) FROM quotes")[0] + 1
+            quote_id = f"q{sequence:06d}-{self._rng.getrandbits(48):012x}"
+            quote = Quote(
+                quote_id=quote_id,
+                liquidity_provider_id=provider.participant_id,
+                source=Money(source_currency, conversion.source_minor),
+                target=Money(target_currency, conversion.target_minor),
+                spread=Money(source_currency, conversion.spread_minor),
+                rate=rate,
+                spread_ppm=provider.spread_ppm,
+                created_at_us=now,
+                expires_at_us=now + ttl_ms * 1000,
+            )
+            self._conn.execute(
+                "INSERT INTO quotes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                (
+                    quote_id,
+                    provider.participant_id,
+                    source_currency,
+                    conversion.source_minor,
+                    conversion.net_minor,
+                    conversion.spread_minor,
+                    target_currency,
+                    conversion.target_minor,
+                    rate.numerator,
+                    rate.denominator,
+                    provider.spread_ppm,
+                    now,
+                    quote.expires_at_us,
+                ),
+            )
+            return quote
+
+        return self._call(body)
+
+    def _provider(self, participant_id: str) -> Participant:
+        if participant_id:
+            provider = self._bank(participant_id, "liquidity_provider_id")
+            if not provider.liquidity_provider:
+                raise error(
+                    Reason.NOT_A_LIQUIDITY_PROVIDER,
+                    f"{participant_id} is not a liquidity provider",
+                    participant_id=participant_id,
+                )
+            return provider
+        row = self._one(
+            "SELECT participant_id FROM participants WHERE liquidity_provider = 1 "
+            "ORDER BY spread_ppm, participant_id LIMIT 1"
+        )
+        if row is None:
+            raise error(Reason.NO_LIQUIDITY_PROVIDER, "no liquidity provider is registered")
+        return self._participant(row[0])
+
+    # ---------------------------------------------------------------- two-phase transfers
+
+    def prepare(
+        self,
+        transfer_id: str,
+        *,
+        quote_id: str,
+        payer_id: str,
+        payee_id: str,
+        timeout_ms: int,
+        refuse_with: Reason | None = None,
+    ) -> Transfer:
+        """Reserve the payer's source amount and the provider's target amount until
+        ``now + timeout_ms``. Idempotent by ``transfer_id``; a refusal is remembered (the transfer
+        is REJECTED) and every retry is refused alike. ``refuse_with`` is for fault injection."""
+        check_id(transfer_id, "transfer_id")
+        check_id(quote_id, "quote_id")
+        check_id(payer_id, "payer_id")
+        check_id(payee_id, "payee_id")
+        if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int):
+            raise error(Reason.INVALID_TIMEOUT, "timeout_ms must be an integer")
+        if not limits.TRANSFER_TIMEOUT_MS_MIN <= timeout_ms <= limits.TRANSFER_TIMEOUT_MS_MAX:
+            raise error(
+                Reason.INVALID_TIMEOUT,
+                f"timeout_ms must be in {limits.TRANSFER_TIMEOUT_MS_MIN}.."
+                f"{limits.TRANSFER_TIMEOUT_MS_MAX}",
+            )
+        refusal: list[BridgeError] = []
+
+        def body(now: int) -> Transfer:
+            existing = self._transfer(transfer_id)
+            if existing is not None:
+                return self._prepare_again(existing, quote_id, payer_id, payee_id, timeout_ms)
+            quote = self._one(
+                "SELECT provider_id, source_currency, source_minor, net_minor, spread_minor, "
+                "target_currency, target_minor, expires_at_us, used_by FROM quotes "
+                "WHERE quote_id = ?",
+                (quote_id,),
+            )
+            if quote is None:
+                raise error(
+                    Reason.QUOTE_NOT_FOUND, f"quote {quote_id!r} does not exist", quote_id=quote_id
+                )
+            self._bank(payer_id, "payer_id")
+            self._bank(payee_id, "payee_id")
+            provider, source_currency, source, net, spread, target_currency, target = quote[:7]
+            expires_at, used_by = quote[7], quote[8]
+            self._conn.execute(
+                "INSERT INTO transfers (transfer_id, state, quote_id, payer_id, payee_id, "
+                "provider_id, source_currency, source_minor, net_minor, spread_minor, "
+                "target_currency, target_minor, timeout_ms, prepared_at_us, expires_at_us) "
+                "VALUES (?, 'PREPARED', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    transfer_id,
+                    quote_id,
+                    payer_id,
+                    payee_id,
+                    provider,
+                    source_currency,
+                    source,
+                    net,
+                    spread,
+                    target_currency,
+                    target,
+                    timeout_ms,
+                    now,
+                    now + timeout_ms * 1000,
+                ),
+            )
+            payer_account, payer_balance, payer_reserved = self._account(
+                payer_id, AccountKind.SETTLEMENT, source_currency
+            )
+            lp_account, lp_balance, lp_reserved = self._account(
+                provider, AccountKind.LIQUIDITY, target_currency
+            )
+            # Precedence, as TigerBeetle's result codes: the first that applies is the answer.
+            problem: BridgeError | None = None
+            if now >= expires_at:
+                problem = error(
+                    Reason.QUOTE_EXPIRED, f"quote {quote_id} expired", quote_id=quote_id
+                )
+            elif used_by is not None:
+                problem = error(
+                    Reason.QUOTE_ALREADY_USED,
+                    f"quote {quote_id} was used by transfer {used_by}",
+                    quote_id=quote_id,
+                )
+            elif not self.quorum_available():
+                problem = error(
+                    Reason.QUORUM_UNAVAILABLE,
+                    "fewer than 2/3 of the validators are up: the bridge takes no new transfers",
+                )
+            elif payer_balance - payer_reserved < source:
+                problem = _insufficient(
+                    Reason.INSUFFICIENT_FUNDS,
+                    payer_id,
+                    AccountKind.SETTLEMENT,
+                    source_currency,
+                    source,
+                    payer_balance - payer_reserved,
+                )
+            elif lp_balance - lp_reserved < target:
+                problem = _insufficient(
+                    Reason.INSUFFICIENT_LIQUIDITY,
+                    provider,
+                    AccountKind.LIQUIDITY,
+                    target_currency,
+                    target,
+                    lp_balance - lp_reserved,
+                )
+            elif refuse_with is not None:
+                problem = error(
+                    refuse_with,
+                    f"refused by fault injection ({refuse_with.value})",
+                    injected="true",
+                )
+            if problem is not None:
+                self._conn.execute(
+                    "UPDATE transfers SET state = 'REJECTED', resolved_at_us = ?, "
+                    "expires_at_us = 0, rejection_reason = ?, rejection_message = ?, "
+                    "rejection_metadata = ? WHERE transfer_id = ?",
+                    (
+                        now,
+                        problem.reason.value,
+                        problem.message,
+                        json.dumps(problem.metadata, sort_keys=True),
+                        transfer_id,
+                    ),
+                )
+                refusal.append(problem)
+            else:
+                self._reserve(payer_account, source)
+                self._reserve(lp_account, target)
+                self._conn.execute(
+                    "UPDATE quotes SET used_by = ? WHERE quote_id = ?", (transfer_id, quote_id)
+                )
+            return _known(self._transfer(transfer_id))
+
+        transfer = self._call(body)  # a refusal is committed (remembered), then raised
+        if refusal:
+            raise refusal[0]
+        return transfer
+
+    def _prepare_again(
+        self, existing: Transfer, quote_id: str, payer_id: str, payee_id: str, timeout_ms: int
+    ) -> Transfer:
+        terms = existing.terms
+        if terms is None:
+            raise error(
+                Reason.TRANSFER_ALREADY_ABORTED,
+                f"transfer {existing.transfer_id} was aborted before it was prepared",
+                transfer_id=existing.transfer_id,
+                state=existing.state.value,
+            )
+        if (terms.quote_id, terms.payer_id, terms.payee_id, terms.timeout_ms) != (
+            quote_id,
+            payer_id,
+            payee_id,
+            timeout_ms,
+        ):
+            raise error(
+                Reason.TRANSFER_EXISTS_WITH_DIFFERENT_TERMS,
+                f"transfer {existing.transfer_id} exists with different terms",
+                transfer_id=existing.transfer_id,
+            )
+        if existing.state is TransferState.REJECTED:
+            raise self._stored_refusal(existing.transfer_id)
+        return _replayed_transfer(existing)
+
+    def _stored_refusal(self, transfer_id: str) -> BridgeError:
+        reason, message, metadata = self._one(
+            "SELECT rejection_reason, rejection_message, rejection_metadata FROM transfers "
+            "WHERE transfer_id = ?",
+            (transfer_id,),
+        )
+        return error(Reason(reason), message, **json.loads(metadata))
+
+    def commit(self, transfer_id: str) -> Transfer:
+        check_id(transfer_id, "transfer_id")
+
+        def body(now: int) -> Transfer:
+            transfer = self._require(transfer_id)
+            if transfer.state is TransferState.COMMITTED:
+                return _replayed_transfer(transfer)
+            if transfer.state is not TransferState.PREPARED:
+                raise _cannot_commit(transfer)
+            terms = _known(transfer.terms)
+            row = self._one("SELECT net_minor FROM transfers WHERE transfer_id = ?", (transfer_id,))
+            net = int(row[0])
+            source, target, spread = terms.source, terms.target, terms.spread
+            payer_account = self._account(terms.payer_id, AccountKind.SETTLEMENT, source.currency)
+            lp = terms.liquidity_provider_id
+            lp_source = self._account(lp, AccountKind.LIQUIDITY, source.currency)
+            lp_spread = self._account(lp, AccountKind.SPREAD, source.currency)
+            lp_target = self._account(lp, AccountKind.LIQUIDITY, target.currency)
+            payee_account = self._account(terms.payee_id, AccountKind.SETTLEMENT, target.currency)
+            self._reserve(payer_account[0], -source.amount_minor)
+            self._reserve(lp_target[0], -target.amount_minor)
+            self._post(
+                "TRANSFER",
+                [
+                    _Posting(payer_account[0], source.currency, -source.amount_minor, "payer"),
+                    _Posting(lp_source[0], source.currency, net, "provider_liquidity"),
+                    _Posting(lp_spread[0], source.currency, spread.amount_minor, "provider_spread"),
+                    _Posting(lp_target[0], target.currency, -target.amount_minor, "provider"),
+                    _Posting(payee_account[0], target.currency, target.amount_minor, "payee"),
+                ],
+                now=now,
+                transfer_id=transfer_id,
+            )
+            sequence = self._one("SELECT COALESCE(MAX(commit_seq), 0) + 1 FROM transfers")[0]
+            self._conn.execute(
+                "UPDATE transfers SET state = 'COMMITTED', resolved_at_us = ?, commit_seq = ? "
+                "WHERE transfer_id = ?",
+                (now, sequence, transfer_id),
+            )
+            return _known(self._transfer(transfer_id))
+
+        transfer = self._call(body)
+        if self._waiting_commits() >= limits.BLOCK_TRANSFERS_MAX:
+            self.tick()
+        return transfer
+
+    def abort(self, transfer_id: str) -> Transfer:
+        check_id(transfer_id, "transfer_id")
+
+        def body(now: int) -> Transfer:
+            transfer = self._transfer(transfer_id)
+            if transfer is None:
+                # Presumed abort: remember it, so that a prepare arriving late is refused.
+                self._conn.execute(
+                    "INSERT INTO transfers (transfer_id, state, resolved_at_us) "
+                    "VALUES (?, 'ABORTED', ?)",
+                    (transfer_id, now),
+                )
+                return _known(self._transfer(transfer_id))
+            if transfer.state is TransferState.COMMITTED:
+                raise error(
+                    Reason.TRANSFER_ALREADY_COMMITTED,
+                    f"transfer {transfer_id} committed; it cannot be aborted",
+                    transfer_id=transfer_id,
+                    state=transfer.state.value,
+                )
+            if transfer.state is not TransferState.PREPARED:
+                return _replayed_transfer(transfer)
+            self._release(transfer, TransferState.ABORTED, now)
+            return _known(self._transfer(transfer_id))
+
+        return self._call(body)
+
+    def status(self, transfer_id: str) -> Transfer:
+        check_id(transfer_id, "transfer_id")
+        return self._call(lambda now: self._require(transfer_id))
+
+    def _release(self, transfer: Transfer, state: TransferState, now: int) -> None:
+        terms = _known(transfer.terms)
+        payer = self._account(terms.payer_id, AccountKind.SETTLEMENT, terms.source.currency)
+        lp = self._account(
+            terms.liquidity_provider_id, AccountKind.LIQUIDITY, terms.target.currency
+        )
+        self._reserve(payer[0], -terms.source.amount_minor)
+        self._reserve(lp[0], -terms.target.amount_minor)
+        self._conn.execute(
+            "UPDATE transfers SET state = ?, resolved_at_us = ? WHERE transfer_id = ?",
+            (state.value, now, transfer.transfer_id),
+        )
+
+    def _expire_due(self, now: int) -> int:
+        due = [
+            r[0]
+            for r in self._conn.execute(
+                "SELECT transfer_id FROM transfers WHERE state = 'PREPARED' AND expires_at_us <= ? "
+                "ORDER BY expires_at_us, transfer_id",
+                (now,),
+            )
+        ]
+        for transfer_id in due:
+            self._release(_known(self._transfer(transfer_id)), TransferState.EXPIRED, now)
+        return len(due)
+
+    def _require(self, transfer_id: str) -> Transfer:
+        transfer = self._transfer(transfer_id)
+        if transfer is None:
+            raise error(
+                Reason.TRANSFER_NOT_FOUND,
+                f"transfer {transfer_id!r} does not exist",
+                transfer_id=transfer_id,
+            )
+        return transfer
+
+    def _transfer(self, transfer_id: str) -> Transfer | None:
+        row = self._one(
+            f"SELECT {_TRANSFER_COLUMNS} FROM transfers WHERE transfer_id = ?", (transfer_id,)
+        )
+        return None if row is None else _transfer_of(row)
+
+    # ---------------------------------------------------------------- blocks and finality
+
+    def set_validator_faults(self, down: frozenset[str], no_quorum: bool) -> None:
+        unknown = down - set(self._validators)
+        if unknown:
+            raise ValueError(
+                f"unknown validators {sorted(unknown)}; known: {sorted(self._validators)}"
+            )
+        self.validators_down = down
+        self.no_quorum = no_quorum
+
+    def _signers(self) -> list[Validator]:
+        """The validators that sign now: the online ones; under no_quorum, one short of it."""
+        online = [v for i, v in sorted(self._validators.items()) if i not in self.validators_down]
+        if self.no_quorum:
+            online = online[: quorum_threshold(len(self._validators)) - 1]
+        return online
+
+    def quorum_available(self) -> bool:
+        return len(self._signers()) >= quorum_threshold(len(self._validators))
+
+    def validators(self) -> ValidatorSet:
+        signing = {v.validator_id for v in self._signers()}
+        rows = self._conn.execute(
+            "SELECT validator_id, public_key, proof_of_possession FROM validators "
+            "ORDER BY validator_id"
+        ).fetchall()
+        infos = tuple(ValidatorInfo(r[0], bytes(r[1]), bytes(r[2]), r[0] in signing) for r in rows)
+        return ValidatorSet(infos, quorum_threshold(len(infos)))
+
+    def _waiting_commits(self) -> int:
+        return int(
+            self._one(
+                "SELECT COUNT(*) FROM transfers WHERE state = 'COMMITTED' AND block_height = 0"
+            )[0]
+        )
+
+    def tick(self) -> TickResult:
+        """What the block timer does: expire due transfers, then seal and certify blocks. The
+        tip must be final before the next block is sealed, so a missing quorum holds every later
+        commit pending (committed, not final) until the quorum is back."""
+        now = self._clock.now_us()
+        with self._tx():
+            expired = self._expire_due(now)
+        while True:
+            with self._tx():
+                progressed = self._advance_chain(self._clock.now_us())
+            if not progressed:
+                break
+        tip, final = self._one(
+            "SELECT COALESCE(MAX(height), 0), "
+            "COALESCE(MAX(CASE WHEN qc_signature IS NOT NULL THEN height END), 0) FROM blocks"
+        )
+        return TickResult(expired, int(tip), int(final))
+
+    def _advance_chain(self, now: int) -> bool:
+        """One step: certify the tip if it lacks a certificate, else seal the next block."""
+        tip = self._one(
+            "SELECT height, hash, qc_signature FROM blocks ORDER BY height DESC LIMIT 1"
+        )
+        if tip is not None and tip[2] is None:
+            return self._certify(int(tip[0]), bytes(tip[1]), now)
+        waiting = self._conn.execute(
+            "SELECT transfer_id, payer_id, payee_id, provider_id, source_currency, source_minor, "
+            "net_minor, spread_minor, target_currency, target_minor FROM transfers "
+            "WHERE state = 'COMMITTED' AND block_height = 0 ORDER BY commit_seq LIMIT ?",
+            (limits.BLOCK_TRANSFERS_MAX,),
+        ).fetchall()
+        if not waiting:
+            return False
+        records = [TransferRecord(*row) for row in waiting]
+        height = 1 if tip is None else int(tip[0]) + 1
+        header = BlockHeader(
+            chain_id=self.chain_id,
+            height=height,
+            previous_hash=ZERO_HASH if tip is None else bytes(tip[1]),
+            sealed_at_us=now,
+            transfer_ids=tuple(r.transfer_id for r in records),
+            transfers_digest=transfers_digest(records),
+        )
+        block_hash = header_hash(header)
+        self._conn.execute(
+            "INSERT INTO blocks (height, previous_hash, hash, sealed_at_us, transfer_ids, "
+            "transfers_digest) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                height,
+                header.previous_hash,
+                block_hash,
+                now,
+                json.dumps(list(header.transfer_ids)),
+                header.transfers_digest,
+            ),
+        )
+        self._conn.executemany(
+            "UPDATE transfers SET block_height = ? WHERE transfer_id = ?",
+            [(height, r.transfer_id) for r in records],
+        )
+        self._certify(height, block_hash, now)
+        return True
+
+    def _certify(self, height: int, block_hash: bytes, now: int) -> bool:
+        """Collect the signing validators' signatures; store a certificate if they are a quorum."""
+        signers = self._signers()
+        if len(signers) < quorum_threshold(len(self._validators)):
+            return False
+        qc = QuorumCertificate(
+            block_hash=block_hash,
+            signer_ids=tuple(v.validator_id for v in signers),
+            aggregate_signature=aggregate([v.sign(block_hash) for v in signers]),
+        )
+        header = self._header(height)
+        if not verify_quorum_certificate(header, qc, self._public_keys):  # asserted twice
+            raise error(Reason.INVARIANT_VIOLATED, f"block {height}: own certificate fails")
+        self._conn.execute(
+            "UPDATE blocks SET qc_signers = ?, qc_signature = ?, certified_at_us = ? "
+            "WHERE height = ?",
+            (json.dumps(list(qc.signer_ids)), qc.aggregate_signature, now, height),
+        )
+        return True
+
+    def _header(self, height: int) -> BlockHeader:
+        row = self._one(
+            "SELECT height, previous_hash, sealed_at_us, transfer_ids, transfers_digest "
+            "FROM blocks WHERE height = ?",
+            (height,),
+        )
+        return BlockHeader(
+            chain_id=self.chain_id,
+            height=int(row[0]),
+            previous_hash=bytes(row[1]),
+            sealed_at_us=int(row[2]),
+            transfer_ids=tuple(json.loads(row[3])),
+            transfers_digest=bytes(row[4]),
+        )
+
+    def _certificate(self, height: int) -> QuorumCertificate | None:
+        row = self._one(
+            "SELECT hash, qc_signers, qc_signature FROM blocks WHERE height = ?", (height,)
+        )
+        if row is None or row[2] is None:
+            return None
+        return QuorumCertificate(bytes(row[0]), tuple(json.loads(row[1])), bytes(row[2]))
+
+    def finality(self, transfer_id: str) -> Finality:
+        """The block holding a committed transfer and its certificate once final. Asking seals
+        waiting commits into a block (and certifies it, quorum permitting) at once."""
+        check_id(transfer_id, "transfer_id")
+        transfer = self._call(lambda now: self._require(transfer_id))
+        if transfer.state is not TransferState.COMMITTED:
+            raise error(
+                Reason.TRANSFER_NOT_COMMITTED,
+                f"transfer {transfer_id} is {transfer.state.value}, not committed",
+                transfer_id=transfer_id,
+                state=transfer.state.value,
+            )
+        self.tick()
+        height = _known(self._transfer(transfer_id)).block_height
+        if height == 0:
+            return Finality(transfer_id, None, None)
+        return Finality(transfer_id, self._header(height), self._certificate(height))
+
+    # ---------------------------------------------------------------- reads and the audit
+
+    def balances(self, participant_id: str = "") -> tuple[AccountBalance, ...]:
+        if participant_id:
+            check_id(participant_id, "participant_id")
+
+        def body(now: int) -> tuple[AccountBalance, ...]:
+            if participant_id:
+                self._participant(participant_id)
+            rows = self._conn.execute(
+                "SELECT participant_id, kind, currency, balance_minor, reserved_minor "
+                "FROM accounts WHERE ? = '' OR participant_id = ? "
+                "ORDER BY participant_id, kind, currency",
+                (participant_id, participant_id),
+            ).fetchall()
+            return tuple(AccountBalance(r[0], AccountKind(r[1]), r[2], r[3], r[4]) for r in rows)
+
+        return self._call(body)
+
+    def supply(self) -> tuple[CurrencySupply, ...]:
+        return self._call(lambda now: self._supply())
+
+    def _supply(self) -> tuple[CurrencySupply, ...]:
+        rows = self._conn.execute(
+            "SELECT s.currency, s.issued_minor, s.redeemed_minor, "
+            "COALESCE(SUM(CASE WHEN a.kind <> 'ISSUANCE' THEN a.balance_minor END), 0), "
+            "COALESCE(SUM(a.reserved_minor), 0) "
+            "FROM supply s LEFT JOIN accounts a ON a.currency = s.currency "
+            "GROUP BY s.currency ORDER BY s.currency"
+        ).fetchall()
+        return tuple(CurrencySupply(*row) for row in rows)
+
+    def audit(self) -> AuditReport:
+        return self._call(lambda now: AuditReport(self._supply(), tuple(self._problems())))
+
+    def _problems(self) -> Iterator[str]:
+        """Everything re-derived from the journal and the transfers, independent of the
+        running balances the write path maintains."""
+        balances: dict[int, int] = defaultdict(int)
+        entry_sums: dict[tuple[int, str], int] = defaultdict(int)
+        for entry_id, account_id, currency, amount in self._conn.execute(
+            "SELECT entry_id, account_id, currency, amount_minor FROM postings"
+        ):
+            balances[account_id] += amount
+            entry_sums[entry_id, currency] += amount
+        for (entry_id, currency), total in sorted(entry_sums.items()):
+            if total:
+                yield f"entry {entry_id} does not balance in {currency}: {total}"
+        reserved: dict[tuple[str, str, str], int] = defaultdict(int)
+        for payer, provider, source_currency, source, target_currency, target in self._conn.execute(
+            "SELECT payer_id, provider_id, source_currency, source_minor, target_currency, "
+            "target_minor FROM transfers WHERE state = 'PREPARED'"
+        ):
+            reserved[payer, "SETTLEMENT", source_currency] += source
+            reserved[provider, "LIQUIDITY", target_currency] += target
+        for account_id, participant, kind, currency, balance, held in self._conn.execute(
+            "SELECT account_id, participant_id, kind, currency, balance_minor, reserved_minor "
+            "FROM accounts"
+        ):
+            name = f"{participant}/{kind}/{currency}"
+            if balance != balances.get(account_id, 0):
+                yield f"{name}: balance {balance} but its postings sum to {balances[account_id]}"
+            if kind != "ISSUANCE" and not 0 <= held <= balance:
+                yield f"{name}: reserved {held} outside 0..{balance}"
+            if kind == "ISSUANCE" and balance > 0:
+                yield f"{name}: an issuance account above zero ({balance})"
+            holds = reserved.get((participant, kind, currency), 0)
+            if held != holds:
+                yield f"{name}: reserved {held} but prepared transfers hold {holds}"
+        for s in self._supply():
+            issuance = self._one(
+                "SELECT COALESCE(SUM(balance_minor), 0) FROM accounts "
+                "WHERE currency = ? AND kind = 'ISSUANCE'",
+                (s.currency,),
+            )[0]
+            if not s.outstanding_minor == s.held_minor == -issuance:
+                yield (
+                    f"{s.currency}: issued {s.issued_minor} - redeemed {s.redeemed_minor} "
+                    f"!= held {s.held_minor} (issuance account {issuance})"
+                )
+        yield from self._transfer_problems()
+        yield from self._chain_problems()
+
+    def _transfer_problems(self) -> Iterator[str]:
+        entries: dict[str, int] = defaultdict(int)
+        for (transfer_id,) in self._conn.execute(
+            "SELECT transfer_id FROM entries WHERE kind = 'TRANSFER'"
+        ):
+            entries[transfer_id] += 1
+        for transfer_id, state, block_height in self._conn.execute(
+            "SELECT transfer_id, state, block_height FROM transfers"
+        ):
+            expected = 1 if state == "COMMITTED" else 0
+            if entries.get(transfer_id, 0) != expected:
+                yield f"transfer {transfer_id} ({state}) has {entries.get(transfer_id, 0)} entries"
+            if block_height and state != "COMMITTED":
+                yield f"transfer {transfer_id} ({state}) is in block {block_height}"
+
+    def _chain_problems(self) -> Iterator[str]:
+        previous = ZERO_HASH
+        expected_height = 1
+        in_blocks: dict[str, int] = {}
+        for (height,) in self._conn.execute("SELECT height FROM blocks ORDER BY height").fetchall():
+            header = self._header(height)
+            stored_hash = bytes(self._one("SELECT hash FROM blocks WHERE height = ?", (height,))[0])
+            if height != expected_height:
+                yield f"block heights skip to {height}"
+            if header.previous_hash != previous:
+                yield f"block {height} does not link to its predecessor"
+            if header_hash(header) != stored_hash:
+                yield f"block {height}: stored hash is not the header's hash"
+            qc = self._certificate(height)
+            if qc is not None and not verify_quorum_certificate(header, qc, self._public_keys):
+                yield f"block {height}: the quorum certificate does not verify"
+            for transfer_id in header.transfer_ids:
+                if transfer_id in in_blocks:
+                    yield f"transfer {transfer_id} in blocks {in_blocks[transfer_id]} and {height}"
+                in_blocks[transfer_id] = height
+                row = self._one(
+                    "SELECT block_height FROM transfers WHERE transfer_id = ?", (transfer_id,)
+                )
+                if row is None or row[0] != height:
+                    yield f"block {height} lists {transfer_id}, which does not point back"
+            previous, expected_height = stored_hash, height + 1
+
+
+def _insufficient(
+    reason: Reason,
+    participant_id: str,
+    kind: AccountKind,
+    currency: str,
+    needed: int,
+    available: int,
+) -> BridgeError:
+    return error(
+        reason,
+        f"{participant_id} has {available} {currency} minor units available in its "
+        f"{kind.value} account, needs {needed}",
+        participant_id=participant_id,
+        account_kind=kind.value,
+        currency=currency,
+        needed_minor=str(needed),
+        available_minor=str(available),
+    )
+
+
+def _cannot_commit(transfer: Transfer) -> BridgeError:
+    reason = {
+        TransferState.ABORTED: Reason.TRANSFER_ALREADY_ABORTED,
+        TransferState.EXPIRED: Reason.TRANSFER_EXPIRED,
+        TransferState.REJECTED: Reason.TRANSFER_REJECTED,
+    }[transfer.state]
+    return error(
+        reason,
+        f"transfer {transfer.transfer_id} is {transfer.state.value}; it can never commit",
+        transfer_id=transfer.transfer_id,
+        state=transfer.state.value,
+    )
+
+
+def _transfer_of(row: Sequence[Any]) -> Transfer:
+    (
+        transfer_id,
+        state,
+        quote_id,
+        payer_id,
+        payee_id,
+        provider_id,
+        source_currency,
+        source_minor,
+        _net_minor,
+        spread_minor,
+        target_currency,
+        target_minor,
+        timeout_ms,
+        prepared_at_us,
+        expires_at_us,
+        resolved_at_us,
+        rejection_reason,
+        _message,
+        _metadata,
+        _commit_seq,
+        block_height,
+    ) = row
+    terms = (
+        None
+        if quote_id is None
+        else TransferTerms(
+            quote_id=quote_id,
+            payer_id=payer_id,
+            payee_id=payee_id,
+            liquidity_provider_id=provider_id,
+            source=Money(source_currency, source_minor),
+            target=Money(target_currency, target_minor),
+            spread=Money(source_currency, spread_minor),
+            timeout_ms=timeout_ms,
+        )
+    )
+    return Transfer(
+        transfer_id=transfer_id,
+        state=TransferState(state),
+        terms=terms,
+        prepared_at_us=prepared_at_us,
+        expires_at_us=expires_at_us,
+        resolved_at_us=resolved_at_us,
+        rejection_reason=rejection_reason,
+        block_height=block_height,
+    )
+
+
+def _replayed_transfer(transfer: Transfer) -> Transfer:
+    return replace(transfer, replayed=True)
+
+
+def _replayed(participant: Participant) -> Participant:
+    return replace(participant, replayed=True)
+
+
+def _known(value: T | None) -> T:
+    if value is None:
+        raise error(Reason.INVARIANT_VIOLATED, "a row the ledger just wrote is missing")
+    return value

@@ -1,0 +1,322 @@
+"""The bridge as its own gRPC server (``condpay bridge serve`` / ``python -m bridges serve``).
+
+Handlers parse the request, call the bridge (a :class:`FaultyBridge` over the in-process
+:class:`Bridge`, so fault plans mean the same on both transports) and build the reply; one wrapper
+maps errors. A timer task does what :meth:`Bridge.tick` does every ``block_interval_ms``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import grpc
+from condpay.bridge.v1 import bridge_pb2 as pb
+from condpay.bridge.v1 import bridge_pb2_grpc
+from google.protobuf.message import Message
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from bridges import _convert as cv
+from bridges import limits
+from bridges._api import BridgeAdminApi
+from bridges._bridge import Bridge
+from bridges._faults import FaultPlan, FaultyBridge, exit_process
+from bridges._status import internal_status, to_status
+from bridges.errors import BridgeError
+
+log = logging.getLogger("condpay.bridge")
+R = TypeVar("R", bound=Message)
+SERVICE_NAMES: Final = (
+    pb.DESCRIPTOR.services_by_name["BridgeService"].full_name,
+    pb.DESCRIPTOR.services_by_name["BridgeAdminService"].full_name,
+)
+
+
+def _handled(
+    handler: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]],
+) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]:
+    """Errors to statuses, in one place: a BridgeError travels with its reason and metadata;
+    anything else is INTERNAL, without its text (which goes to the log)."""
+
+    @functools.wraps(handler)
+    async def call(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
+        try:
+            return await handler(self, request, context)
+        except BridgeError as exc:
+            status = to_status(exc)
+        except Exception:
+            log.exception("unhandled error in %s", handler.__name__)
+            status = internal_status()
+        await context.abort_with_status(status)
+        raise AssertionError("abort_with_status returns only by raising")
+
+    return call
+
+
+class BridgeServicer(
+    bridge_pb2_grpc.BridgeServiceServicer, bridge_pb2_grpc.BridgeAdminServiceServicer
+):
+    def __init__(self, api: BridgeAdminApi) -> None:
+        self._api = api
+
+    # ---------------------------------------------------------------- BridgeService
+
+    @_handled
+    async def ListValidators(
+        self, request: pb.ListValidatorsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListValidatorsResponse:
+        return cv.validators_pb(await self._api.validators())
+
+    @_handled
+    async def CreateQuote(
+        self, request: pb.CreateQuoteRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateQuoteResponse:
+        which = request.WhichOneof("amount")
+        quote = await self._api.quote(
+            request.source_currency,
+            request.target_currency,
+            source_amount_minor=request.source_amount_minor
+            if which == "source_amount_minor"
+            else None,
+            target_amount_minor=request.target_amount_minor
+            if which == "target_amount_minor"
+            else None,
+            liquidity_provider_id=request.liquidity_provider_id,
+            ttl_ms=request.ttl_ms,
+        )
+        return pb.CreateQuoteResponse(quote=cv.quote_pb(quote))
+
+    @_handled
+    async def PrepareTransfer(
+        self, request: pb.PrepareTransferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PrepareTransferResponse:
+        transfer = await self._api.prepare(
+            request.transfer_id,
+            quote_id=request.quote_id,
+            payer_id=request.payer_id,
+            payee_id=request.payee_id,
+            timeout_ms=request.timeout_ms,
+        )
+        return pb.PrepareTransferResponse(
+            transfer=cv.transfer_pb(transfer), replayed=transfer.replayed
+        )
+
+    @_handled
+    async def CommitTransfer(
+        self, request: pb.CommitTransferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CommitTransferResponse:
+        transfer = await self._api.commit(request.transfer_id)
+        return pb.CommitTransferResponse(
+            transfer=cv.transfer_pb(transfer), replayed=transfer.replayed
+        )
+
+    @_handled
+    async def AbortTransfer(
+        self, request: pb.AbortTransferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AbortTransferResponse:
+        transfer = await self._api.abort(request.transfer_id)
+        return pb.AbortTransferResponse(
+            transfer=cv.transfer_pb(transfer), replayed=transfer.replayed
+        )
+
+    @_handled
+    async def GetTransfer(
+        self, request: pb.GetTransferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetTransferResponse:
+        return pb.GetTransferResponse(
+            transfer=cv.transfer_pb(await self._api.status(request.transfer_id))
+        )
+
+    @_handled
+    async def GetFinality(
+        self, request: pb.GetFinalityRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetFinalityResponse:
+        return cv.finality_pb(await self._api.finality(request.transfer_id))
+
+    @_handled
+    async def ListBalances(
+        self, request: pb.ListBalancesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListBalancesResponse:
+        balances = await self._api.balances(request.participant_id)
+        return pb.ListBalancesResponse(balances=[cv.balance_pb(b) for b in balances])
+
+    @_handled
+    async def GetSupply(
+        self, request: pb.GetSupplyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetSupplyResponse:
+        return pb.GetSupplyResponse(supply=[cv.supply_pb(s) for s in await self._api.supply()])
+
+    # ---------------------------------------------------------------- BridgeAdminService
+
+    @_handled
+    async def RegisterBank(
+        self, request: pb.RegisterBankRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RegisterBankResponse:
+        participant = await self._api.register_bank(request.participant_id, name=request.name)
+        return pb.RegisterBankResponse(
+            participant=cv.participant_pb(participant), replayed=participant.replayed
+        )
+
+    @_handled
+    async def RegisterLiquidityProvider(
+        self, request: pb.RegisterLiquidityProviderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RegisterLiquidityProviderResponse:
+        participant = await self._api.register_liquidity_provider(
+            request.participant_id, spread_ppm=request.spread_ppm
+        )
+        return pb.RegisterLiquidityProviderResponse(
+            participant=cv.participant_pb(participant), replayed=participant.replayed
+        )
+
+    @_handled
+    async def PublishRate(
+        self, request: pb.PublishRateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PublishRateResponse:
+        value = cv.required_rate(request.value, request.HasField("value"), "value")
+        rate = await self._api.publish_rate(request.currency, value)
+        return pb.PublishRateResponse(rate=cv.published_rate_pb(rate))
+
+    @_handled
+    async def Issue(
+        self, request: pb.IssueRequest, context: grpc.aio.ServicerContext
+    ) -> pb.IssueResponse:
+        account_kind = cv.account_kind_of(request.account_kind)  # fields in declared order
+        amount = cv.required_money(request.amount, request.HasField("amount"), "amount")
+        issuance = await self._api.issue(
+            request.request_id,
+            participant_id=request.participant_id,
+            amount=amount,
+            account_kind=account_kind,
+        )
+        return pb.IssueResponse(account=cv.balance_pb(issuance.account), replayed=issuance.replayed)
+
+    @_handled
+    async def Redeem(
+        self, request: pb.RedeemRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RedeemResponse:
+        account_kind = cv.account_kind_of(request.account_kind)  # fields in declared order
+        amount = cv.required_money(request.amount, request.HasField("amount"), "amount")
+        issuance = await self._api.redeem(
+            request.request_id,
+            participant_id=request.participant_id,
+            amount=amount,
+            account_kind=account_kind,
+        )
+        return pb.RedeemResponse(
+            account=cv.balance_pb(issuance.account), replayed=issuance.replayed
+        )
+
+    @_handled
+    async def AuditLedger(
+        self, request: pb.AuditLedgerRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AuditLedgerResponse:
+        return cv.audit_pb(await self._api.audit())
+
+    @_handled
+    async def Tick(
+        self, request: pb.TickRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TickResponse:
+        return cv.tick_pb(await self._api.tick())
+
+
+@dataclass(slots=True)
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    api: BridgeAdminApi
+    timer: asyncio.Task[None] | None
+
+    async def stop(self, grace_ms: int = limits.SHUTDOWN_GRACE_MS) -> None:
+        """Stop the timer, let calls in flight finish, close the bridge."""
+        if self.timer is not None:
+            self.timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.timer
+        await self.server.stop(grace_ms / 1000)
+        await self.api.close()
+
+
+async def _block_timer(api: BridgeAdminApi, interval_ms: int) -> None:
+    while True:
+        await asyncio.sleep(interval_ms / 1000)
+        try:
+            await api.tick()
+        except BridgeError:  # e.g. down after an in-process crash: try again next time
+            continue
+        except Exception:
+            log.exception("block timer")
+
+
+async def start_server(
+    api: BridgeAdminApi,
+    addr: str,
+    *,
+    block_interval_ms: int | None = limits.BLOCK_INTERVAL_MS,
+) -> RunningServer:
+    """Serve ``api`` on ``addr`` (port 0 picks a free port), plaintext: a development mock.
+    ``block_interval_ms`` None: no timer (blocks are sealed on commit-batch size, on
+    GetFinality and on Tick only)."""
+    server = grpc.aio.server()
+    servicer = BridgeServicer(api)
+    bridge_pb2_grpc.add_BridgeServiceServicer_to_server(servicer, server)
+    bridge_pb2_grpc.add_BridgeAdminServiceServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(addr)
+    await server.start()
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    timer = (
+        None
+        if block_interval_ms is None
+        else asyncio.create_task(_block_timer(api, block_interval_ms), name="bridge-blocks")
+    )
+    return RunningServer(server, port, api, timer)
+
+
+async def serve(
+    addr: str,
+    state: Path,
+    *,
+    plan: FaultPlan,
+    block_interval_ms: int = limits.BLOCK_INTERVAL_MS,
+    bootstrap: bool = False,
+) -> None:
+    """Run until SIGTERM or SIGINT. Prints one line when ready: ``serving on HOST:PORT``."""
+    bridge = await Bridge.open(state)
+    api = await FaultyBridge.wrap(bridge, plan, on_crash=exit_process)
+    try:
+        if bootstrap:
+            from bridges._setup import bootstrap as run_bootstrap
+
+            await run_bootstrap(bridge)
+        running = await start_server(api, addr, block_interval_ms=block_interval_ms)
+    except BaseException:
+        await api.close()
+        raise
+    # py-ecc raises the recursion limit on import (wallets/bls.py resets it): keep Python's own.
+    sys.setrecursionlimit(1000)
+    host = addr.rsplit(":", 1)[0]
+    print(
+        f"condpay bridge: serving on {host}:{running.port} (state {state}, "
+        f"faults {plan.spec() if plan.enabled else 'none'})",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await running.stop()

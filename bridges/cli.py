@@ -1,0 +1,79 @@
+"""``condpay bridge serve`` (mounted by the core's CLI) and ``python -m bridges serve``.
+
+    serve --addr HOST:PORT --state PATH [--fault SPEC]... [--fault-seed N]
+          [--block-interval-ms N] [--bootstrap]
+
+Fault switches (docs/bridge.md, bridges/_faults.py) come from ``--fault`` (repeatable) and the
+``CONDPAY_BRIDGE_FAULTS`` / ``CONDPAY_BRIDGE_FAULT_SEED`` environment, both applied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bridges import limits
+from bridges._faults import ENV_FAULTS, FaultPlan
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="condpay bridge", description="The mBridge-style multi-CBDC platform mock."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the bridge as a gRPC server")
+    serve.add_argument("--addr", default="127.0.0.1:50061", help="HOST:PORT (port 0: any free)")
+    serve.add_argument("--state", required=True, type=Path, help="the SQLite state file")
+    serve.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="fault switches, e.g. drop_reply=30,on=commit (repeatable; docs/bridge.md)",
+    )
+    serve.add_argument("--fault-seed", type=int, default=None, help="seed of the fault draws")
+    serve.add_argument(
+        "--block-interval-ms",
+        type=int,
+        default=limits.BLOCK_INTERVAL_MS,
+        help="expire, seal and certify this often",
+    )
+    serve.add_argument(
+        "--bootstrap",
+        action="store_true",
+        help="register the demo banks, provider and rates and fund them (idempotent)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    env_plan = FaultPlan.from_env()
+    specs = [env_plan.spec() if env_plan.enabled else "", *args.fault]
+    try:
+        plan = FaultPlan.parse(
+            specs, seed=args.fault_seed if args.fault_seed is not None else env_plan.seed
+        )
+    except ValueError as exc:
+        print(f"condpay bridge: bad fault spec ({ENV_FAULTS} or --fault): {exc}", file=sys.stderr)
+        return 2
+    if args.block_interval_ms <= 0:
+        print("condpay bridge: --block-interval-ms must be positive", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from bridges._server import serve  # grpc and the stubs load only when serving
+
+    asyncio.run(
+        serve(
+            args.addr,
+            args.state,
+            plan=plan,
+            block_interval_ms=args.block_interval_ms,
+            bootstrap=args.bootstrap,
+        )
+    )
+    return 0
