@@ -13,6 +13,11 @@ signed as one kind never verify as another.
 | ``condpay.assign.v1`` | the payee and the financier | assigning proceeds for an advance |
 | ``condpay.cancel.v1`` | the payer and every payee | cancelling a payment (refund) |
 | ``condpay.attestation.v1`` | an oracle, a quorum, or a party | an observed trade event |
+| ``condpay.title.v1`` | a registered issuer | a digital title (eBL, warehouse receipt) |
+| ``condpay.title-split.v1`` | the holder | splitting a title in two |
+| ``condpay.pledge.v1`` | the holder | pledging a title to a financier |
+| ``condpay.pledge-release.v1`` | the pledgee | releasing the pledge |
+| ``condpay.dvp.v1`` | the seller and the buyer | a title against payment, both or neither |
 """
 
 from __future__ import annotations
@@ -206,3 +211,109 @@ class AttestationStatement(Document):
 def sign_transfer(key: OwnerKey, instruction: TransferInstruction) -> SignedInstruction:
     """Client-side helper: the instruction's canonical bytes and the owner's signature over them."""
     return instruction.sign(key)
+
+
+# -- digital titles: bills of lading, warehouse receipts, receivables ---------------------------
+TITLE_KINDS: Final = ("bill_of_lading", "warehouse_receipt", "receivable")
+
+
+@dataclass(frozen=True, slots=True)
+class TitleIssue(Document):
+    """A registered issuer (a shipping line, a bonded warehouse, a buyer acknowledging a debt)
+    issues a title of ``units`` to ``holder``, describing the document whose SHA-256 it carries."""
+
+    FORMAT: ClassVar = _format(
+        "condpay.title.v1",
+        ("issuer", Field.ID),
+        ("kind", Field.ID),
+        ("holder", Field.ID),
+        ("units", Field.UINT),
+        ("description", Field.TEXT),
+        ("document_sha256", Field.HEX256),
+        ("request_id", Field.ID),
+        ("expires_at_us", Field.UINT),
+    )
+    issuer: str
+    kind: str
+    holder: str
+    units: int
+    description: str
+    document_sha256: str
+    request_id: str
+    expires_at_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class TitleSplit(Document):
+    """The holder splits a title into two: ``units_first`` and the rest."""
+
+    FORMAT: ClassVar = _format(
+        "condpay.title-split.v1",
+        ("title_id", Field.ID),
+        ("units_first", Field.UINT),
+        ("request_id", Field.ID),
+        ("expires_at_us", Field.UINT),
+    )
+    title_id: str
+    units_first: int
+    request_id: str
+    expires_at_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class TitlePledge(Document):
+    """The holder pledges a title to ``pledgee`` (a financier's wallet): it cannot move until
+    the pledgee releases it."""
+
+    FORMAT: ClassVar = _format(
+        "condpay.pledge.v1",
+        ("title_id", Field.ID),
+        ("pledgee", Field.ID),
+        ("request_id", Field.ID),
+        ("expires_at_us", Field.UINT),
+    )
+    title_id: str
+    pledgee: str
+    request_id: str
+    expires_at_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class PledgeRelease(Document):
+    """The pledgee releases its pledge."""
+
+    FORMAT: ClassVar = _format(
+        "condpay.pledge-release.v1",
+        ("title_id", Field.ID),
+        ("request_id", Field.ID),
+        ("expires_at_us", Field.UINT),
+    )
+    title_id: str
+    request_id: str
+    expires_at_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class DvPInstruction(Document):
+    """Delivery versus payment: ``units`` of the title from ``seller`` to ``buyer`` against
+    ``amount_minor`` of ``currency`` from ``buyer`` to ``seller``; both sign the same bytes."""
+
+    FORMAT: ClassVar = _format(
+        "condpay.dvp.v1",
+        ("title_id", Field.ID),
+        ("units", Field.UINT),
+        ("seller", Field.ID),
+        ("buyer", Field.ID),
+        ("currency", Field.CURRENCY),
+        ("amount_minor", Field.UINT),
+        ("request_id", Field.ID),
+        ("expires_at_us", Field.UINT),
+    )
+    title_id: str
+    units: int
+    seller: str
+    buyer: str
+    currency: str
+    amount_minor: int
+    request_id: str
+    expires_at_us: int

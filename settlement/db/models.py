@@ -296,3 +296,43 @@ class PaymentEvent(SQLModel, table=True):
     )
     kind: str
     at_us: int = Field(sa_type=BigInteger)
+
+
+# -- digital titles (migration 0003) -------------------------------------------------------------
+class Title(SQLModel, table=True):
+    """A digital title (electronic bill of lading, warehouse receipt, receivable). A split retires
+    the title (state SPLIT) and makes two children; a pledged title cannot move."""
+
+    __tablename__ = "titles"
+    __table_args__ = (CheckConstraint("units > 0", name="ck_titles_units_positive"),)
+
+    title_id: str = Field(primary_key=True)
+    kind: str
+    issuer_id: str
+    holder_wallet_id: str = Field(index=True)
+    units: int = Field(sa_type=BigInteger)
+    description: str
+    document_sha256: str
+    pledged_to: str  # a financier's wallet id, or ""
+    parent_title_id: str
+    state: str  # ACTIVE | SPLIT
+    version: int = Field(sa_type=BigInteger)
+    issued_at_us: int = Field(sa_type=BigInteger)
+    updated_at_us: int = Field(sa_type=BigInteger)
+
+
+class TitleMove(SQLModel, table=True):
+    """Every change of a title, in order: its audit trail."""
+
+    __tablename__ = "title_moves"
+
+    title_id: str = Field(primary_key=True, foreign_key="titles.title_id")
+    seq: int = Field(
+        primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    kind: str  # ISSUED | SPLIT | PLEDGED | RELEASED | DELIVERED
+    from_wallet_id: str
+    to_wallet_id: str
+    units: int = Field(sa_type=BigInteger)
+    request_id: str
+    at_us: int = Field(sa_type=BigInteger)

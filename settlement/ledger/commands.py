@@ -28,7 +28,7 @@ from settlement.ledger.records import (
     WalletRecord,
     issuance_account,
 )
-from settlement.ledger.working_set import Leg, PaymentWorld, WorkingSet
+from settlement.ledger.working_set import Leg, WorkingSet, World
 from wallets import CURRENCY_CODES, WalletKind, limit_day, limits_for
 
 _NOTHING = Reads()
@@ -62,7 +62,7 @@ class Command:
     def reads(self) -> Reads:
         raise NotImplementedError
 
-    def reads_after(self, world: PaymentWorld) -> Reads:
+    def reads_after(self, world: World) -> Reads:
         """Further reads that depend on loaded payments (the wallets a payment names)."""
         return _NOTHING
 

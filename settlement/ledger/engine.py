@@ -56,7 +56,8 @@ from settlement.ledger.payment_rows import (
 )
 from settlement.ledger.records import ChangeSet, OperationKey, OperationRecord, Reads
 from settlement.ledger.store import LedgerStore, LedgerTransaction
-from settlement.ledger.working_set import PaymentWorld, WorkingSet
+from settlement.ledger.title_rows import lock_titles, write_titles
+from settlement.ledger.working_set import WorkingSet, World
 
 log = structlog.get_logger("condpay.engine")
 
@@ -368,6 +369,8 @@ class LedgerEngine:
         head_hash: bytes,
     ) -> None:
         world = ws.world
+        if ws.changed_titles():
+            await write_titles(tx, ws.changed_titles())
         if ws.changed_payments() or ws.new_contracts or world.registry_changed:
             await write_payment_rows(
                 tx,
@@ -400,13 +403,14 @@ class LedgerEngine:
         self._directory.remember_contracts(ws.new_contracts)
         self._notifier.notify(p.payment_id for p in ws.changed_payments())
 
-    async def _load_world(self, tx: LedgerTransaction, reads: Reads) -> PaymentWorld:
+    async def _load_world(self, tx: LedgerTransaction, reads: Reads) -> World:
         """The conditional-payment rows, in the global lock order: the oracle registry, then
         payments (sorted); contracts and oracles are read, contracts from the cache when known."""
-        world = PaymentWorld()
+        world = World()
         if reads.registry:
             world.registry_version = await lock_registry(tx, write=reads.registry == "write")
         world.payments = await lock_payments(tx, sorted(reads.payment_ids))
+        world.titles = await lock_titles(tx, sorted(reads.title_ids))
         hashes = reads.contract_hashes | {p.contract_hash for p in world.payments.values()}
         world.contracts, missing = self._directory.cached_contracts(sorted(hashes))
         if missing:

@@ -57,7 +57,7 @@ from settlement.ledger.records import (
     PaymentState,
     Reads,
 )
-from settlement.ledger.working_set import Leg, PaymentWorld, WorkingSet, copy_payment
+from settlement.ledger.working_set import Leg, WorkingSet, World, copy_payment
 
 REFUND_PARTY: Final = "funders"
 
@@ -169,7 +169,7 @@ def _wallet(ws: WorkingSet, wallet_id: str) -> None:
         raise not_found(Reason.WALLET_NOT_FOUND, "wallet", wallet_id)
 
 
-def _party_reads(world: PaymentWorld, payment_id: str) -> Reads:
+def _party_reads(world: World, payment_id: str) -> Reads:
     """Every wallet an escrow may pay: the contract's wallet parties, the financiers."""
     payment = world.payments.get(payment_id)
     if payment is None:
@@ -311,7 +311,7 @@ class FundEscrow(Command):
     def reads(self) -> Reads:
         return Reads(payment_ids={self.payment_id}, wallet_ids={self.financier})
 
-    def reads_after(self, world: PaymentWorld) -> Reads:
+    def reads_after(self, world: World) -> Reads:
         payment = world.payments.get(self.payment_id)
         if payment is None:
             return Reads()
@@ -688,7 +688,7 @@ class SubmitAttestation(Command):
             payment_ids={self.payment_id}, event_ids={self.event.event_id}, registry="read"
         )
 
-    def reads_after(self, world: PaymentWorld) -> Reads:
+    def reads_after(self, world: World) -> Reads:
         return _party_reads(world, self.payment_id)
 
     def apply(self, ws: WorkingSet) -> AttestationOutcome:
@@ -740,7 +740,7 @@ class FireDeadline(Command):
     def reads(self) -> Reads:
         return Reads(payment_ids={self.payment_id})
 
-    def reads_after(self, world: PaymentWorld) -> Reads:
+    def reads_after(self, world: World) -> Reads:
         return _party_reads(world, self.payment_id)
 
     def apply(self, ws: WorkingSet) -> PaymentSnapshot | None:
@@ -770,7 +770,7 @@ class CancelPayment(Command):
     def reads(self) -> Reads:
         return Reads(payment_ids={self.payment_id})
 
-    def reads_after(self, world: PaymentWorld) -> Reads:
+    def reads_after(self, world: World) -> Reads:
         return _party_reads(world, self.payment_id)
 
     def apply(self, ws: WorkingSet) -> PaymentSnapshot:

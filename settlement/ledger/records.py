@@ -24,6 +24,7 @@ class EntryKind(enum.StrEnum):
     ADVANCE = "ADVANCE"  # a financier advances assigned proceeds to the payee
     RELEASE = "RELEASE"  # a leg paid out of an escrow
     REFUND = "REFUND"  # what remains of an escrow returned (financiers first)
+    DVP = "DVP"  # the payment leg of a delivery versus payment
 
 
 def issuance_account(currency: str) -> str:
@@ -118,14 +119,15 @@ class OperationRecord:
 @dataclass(slots=True)
 class Reads:
     """What a command needs loaded (and, for balances, supply, payments and the oracle registry,
-    locked) before it runs. Loaded in a fixed order: oracle registry, payments, wallets, balances,
-    supply (the ledger head last, at sealing), so batches never deadlock."""
+    locked) before it runs. Loaded in a fixed order: oracle registry, payments, titles, wallets,
+    balances, supply (the ledger head last, at sealing), so batches never deadlock."""
 
     wallet_ids: set[str] = field(default_factory=set)
     institution_ids: set[str] = field(default_factory=set)
     balance_keys: set[BalanceKey] = field(default_factory=set)
     currencies: set[str] = field(default_factory=set)
     payment_ids: set[str] = field(default_factory=set)
+    title_ids: set[str] = field(default_factory=set)
     contract_hashes: set[str] = field(default_factory=set)
     oracle_ids: set[str] = field(default_factory=set)
     event_ids: set[str] = field(default_factory=set)
@@ -138,6 +140,7 @@ class Reads:
         self.balance_keys |= other.balance_keys
         self.currencies |= other.currencies
         self.payment_ids |= other.payment_ids
+        self.title_ids |= other.title_ids
         self.contract_hashes |= other.contract_hashes
         self.oracle_ids |= other.oracle_ids
         self.event_ids |= other.event_ids
@@ -289,3 +292,38 @@ class OracleRecord:
     updated_at_us: int
     is_new: bool = False
     changed: bool = False
+
+
+# -- digital titles --------------------------------------------------------------------------------
+class TitleState(enum.StrEnum):
+    ACTIVE = "ACTIVE"
+    SPLIT = "SPLIT"  # retired: its units live on in two children
+
+
+@dataclass(slots=True)
+class TitleMoveRecord:
+    kind: str  # ISSUED | SPLIT | PLEDGED | RELEASED | DELIVERED
+    from_wallet_id: str
+    to_wallet_id: str
+    units: int
+    request_id: str
+    at_us: int
+
+
+@dataclass(slots=True)
+class TitleRecord:
+    title_id: str
+    kind: str
+    issuer_id: str
+    holder_wallet_id: str
+    units: int
+    description: str
+    document_sha256: str
+    pledged_to: str
+    parent_title_id: str
+    state: TitleState
+    version: int
+    issued_at_us: int
+    updated_at_us: int
+    moves: list[TitleMoveRecord] = field(default_factory=list)  # new in this batch
+    is_new: bool = False

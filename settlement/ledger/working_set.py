@@ -26,13 +26,14 @@ from settlement.ledger.records import (
     PaymentRecord,
     PostingRecord,
     SupplyRecord,
+    TitleRecord,
     WalletRecord,
 )
 from wallets import INT64_MAX
 
 
 @dataclass(slots=True)
-class PaymentWorld:
+class World:
     """The conditional-payment rows a batch loaded: payments (locked), contracts, oracles, the
     oracle set version, and which event ids were already seen."""
 
@@ -40,6 +41,7 @@ class PaymentWorld:
     contracts: dict[str, ContractRecord] = field(default_factory=dict)
     compiled: dict[str, CompiledContract] = field(default_factory=dict)
     oracles: dict[str, OracleRecord] = field(default_factory=dict)
+    titles: dict[str, TitleRecord] = field(default_factory=dict)
     registry_version: int | None = None
     registry_changed: bool = False
     seen_events: set[str] = field(default_factory=set)
@@ -57,8 +59,12 @@ def copy_payment(payment: PaymentRecord) -> PaymentRecord:
 
 
 def _restore_payment(payment: PaymentRecord, snapshot: PaymentRecord) -> None:
-    for name in PaymentRecord.__slots__:
-        setattr(payment, name, getattr(snapshot, name))
+    _restore(payment, snapshot)
+
+
+def _restore(record: object, snapshot: object) -> None:
+    for name in type(record).__slots__:  # type: ignore[attr-defined]
+        setattr(record, name, getattr(snapshot, name))
 
 
 class LedgerInvariantError(AssertionError):
@@ -83,12 +89,13 @@ class WorkingSet:
         institutions: dict[str, InstitutionRecord],
         balances: dict[BalanceKey, BalanceRecord],
         supply: dict[str, SupplyRecord],
-        extras: PaymentWorld | None = None,
+        extras: World | None = None,
     ) -> None:
         self.now_us = now_us
-        self.world = extras or PaymentWorld()
+        self.world = extras or World()
         self._touched_payments: dict[str, PaymentRecord] = {}
         self._touched_oracles: dict[str, OracleRecord] = {}
+        self._touched_titles: dict[str, TitleRecord] = {}
         self.new_contracts: list[ContractRecord] = []
         self._wallets = wallets
         self._institutions = institutions
@@ -296,6 +303,35 @@ class WorkingSet:
             self.world.registry_version = version
 
         self._undo.append(undo)
+
+    def title(self, title_id: str) -> TitleRecord | None:
+        return self.world.titles.get(title_id)
+
+    def touch_title(self, title: TitleRecord) -> TitleRecord:
+        """Call before changing ``title``: the savepoint can then put it back as it was."""
+        snapshot = replace(title, moves=list(title.moves))
+        self._undo.append(lambda: _restore(title, snapshot))
+        if title.title_id not in self._touched_titles:
+            self._touched_titles[title.title_id] = title
+
+            def untouch() -> None:
+                self._touched_titles.pop(title.title_id, None)
+
+            self._undo.append(untouch)
+        return title
+
+    def add_title(self, title: TitleRecord) -> None:
+        self.world.titles[title.title_id] = title
+        self._touched_titles[title.title_id] = title
+
+        def undo() -> None:
+            del self.world.titles[title.title_id]
+            del self._touched_titles[title.title_id]
+
+        self._undo.append(undo)
+
+    def changed_titles(self) -> list[TitleRecord]:
+        return sorted(self._touched_titles.values(), key=lambda t: t.title_id)
 
     def see_event(self, event_id: str) -> None:
         self.world.seen_events.add(event_id)
