@@ -44,14 +44,17 @@ from bridges._model import (
 )
 from bridges._quorum import (
     checked_public_keys,
+    header_encoding,
     header_hash,
     quorum_threshold,
     verify_quorum_certificate,
 )
-from bridges._setup import bootstrap
+from bridges._setup import DEMO_BANK_BALANCE_MINOR, DEMO_BANKS, bootstrap
 
 __all__ = [
     "CENTRAL_BANKS",
+    "DEMO_BANKS",
+    "DEMO_BANK_BALANCE_MINOR",
     "AccountBalance",
     "AccountKind",
     "AuditReport",
@@ -88,6 +91,7 @@ __all__ = [
     "convert_source",
     "convert_target",
     "cross_rate",
+    "header_encoding",
     "header_hash",
     "quorum_threshold",
     "verify_quorum_certificate",

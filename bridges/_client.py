@@ -44,7 +44,15 @@ class BridgeClient:
     def __init__(self, target: str, *, deadline_ms: int = limits.RPC_DEADLINE_MS) -> None:
         self.target = target
         self._deadline_s = deadline_ms / 1000
-        self._channel = grpc.aio.insecure_channel(target)
+        # Reconnect quickly after the bridge restarts (gRPC's default backoff starts at 1 s).
+        self._channel = grpc.aio.insecure_channel(
+            target,
+            options=[
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 1000),
+            ],
+        )
         self._bridge: Any = bridge_pb2_grpc.BridgeServiceStub(self._channel)
         self._admin: Any = bridge_pb2_grpc.BridgeAdminServiceStub(self._channel)
 

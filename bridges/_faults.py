@@ -16,8 +16,12 @@ switch                      effect
 ``duplicate[=P]``           the call is delivered twice; the caller sees the first answer
 ``reject[=P]``              prepare is refused with INSUFFICIENT_LIQUIDITY (remembered, as a
                             real refusal: retries are refused alike)
+``crash_after_prepare[=P]`` a prepare is durable (the legs reserved) and the bridge dies
+                            before answering
 ``crash_before_commit[=P]`` a commit arrives and the bridge dies before writing it
 ``crash_after_commit[=P]``  a commit is durable and the bridge dies before answering
+``quote_ttl_ms=N``          quotes asked for without a TTL are firm for N ms only (not a
+                            per-call fault: every quote; so one can expire mid-flight)
 ``validators_down=A+B``     those validators stop signing (blocks lack their signatures)
 ``no_quorum``               the signers are held one short of 2/3: new prepares are refused
                             (QUORUM_UNAVAILABLE), commits stay committed-but-not-final
@@ -99,6 +103,8 @@ class FaultPlan:
     reject_percent: int = 0
     crash_before_commit_percent: int = 0
     crash_after_commit_percent: int = 0
+    crash_after_prepare_percent: int = 0
+    quote_ttl_ms: int = 0
     validators_down: frozenset[str] = frozenset()
     no_quorum: bool = False
     operations: frozenset[Operation] = field(default=TRANSFER_OPERATIONS)
@@ -109,6 +115,8 @@ class FaultPlan:
                 raise ValueError(f"{f.name} must be in 0..100")
         if not 0 <= self.latency_ms_min <= self.latency_ms_max:
             raise ValueError("latency must satisfy 0 <= min <= max")
+        if not 0 <= self.quote_ttl_ms <= limits.QUOTE_TTL_MS_MAX:
+            raise ValueError(f"quote_ttl_ms must be in 0..{limits.QUOTE_TTL_MS_MAX}")
         unknown = self.validators_down - set(CENTRAL_BANKS)
         if unknown:
             raise ValueError(
@@ -135,6 +143,8 @@ class FaultPlan:
                 low, _, high = value.partition("..")
                 values["latency_ms_min"] = _int(low, name)
                 values["latency_ms_max"] = _int(high or low, name)
+            elif name == "quote_ttl_ms":
+                values["quote_ttl_ms"] = _int(value, name)
             elif name in _PERCENT_SWITCHES:
                 values[f"{name}_percent"] = _int(value, name) if has_value else 100
             elif name == "validators_down":
@@ -171,6 +181,8 @@ class FaultPlan:
             percent = getattr(self, f"{name}_percent")
             if percent:
                 parts.append(f"{name}={percent}")
+        if self.quote_ttl_ms:
+            parts.append(f"quote_ttl_ms={self.quote_ttl_ms}")
         if self.validators_down:
             parts.append("validators_down=" + "+".join(sorted(self.validators_down)))
         if self.no_quorum:
@@ -188,8 +200,17 @@ _PERCENT_SWITCHES: Final = (
     "reject",
     "crash_before_commit",
     "crash_after_commit",
+    "crash_after_prepare",
 )
-_SWITCHES: Final = {*_PERCENT_SWITCHES, "latency_ms", "validators_down", "no_quorum", "on", "seed"}
+_SWITCHES: Final = {
+    *_PERCENT_SWITCHES,
+    "latency_ms",
+    "quote_ttl_ms",
+    "validators_down",
+    "no_quorum",
+    "on",
+    "seed",
+}
 
 
 def _int(text: str, name: str) -> int:
@@ -210,6 +231,7 @@ class Fate:
     reject: bool
     crash_before_commit: bool
     crash_after_commit: bool
+    crash_after_prepare: bool
 
 
 def exit_process(point: str) -> NoReturn:
@@ -295,6 +317,8 @@ class FaultyBridge:
             and operation is Operation.COMMIT,
             crash_after_commit=chance(plan.crash_after_commit_percent)
             and operation is Operation.COMMIT,
+            crash_after_prepare=chance(plan.crash_after_prepare_percent)
+            and operation is Operation.PREPARE,
         )
         self.fates.append((operation, fate))
         return fate
@@ -332,6 +356,8 @@ class FaultyBridge:
                 await call(fate)
         if fate.crash_after_commit and failure is None:
             await self._crash("crash_after_commit")
+        if fate.crash_after_prepare and failure is None:
+            await self._crash("crash_after_prepare")
         if fate.drop_reply:
             raise error(Reason.UNREACHABLE, "no reply (the reply was lost)")
         if failure is not None:
@@ -361,7 +387,7 @@ class FaultyBridge:
                 source_amount_minor=source_amount_minor,
                 target_amount_minor=target_amount_minor,
                 liquidity_provider_id=liquidity_provider_id,
-                ttl_ms=ttl_ms,
+                ttl_ms=ttl_ms or self._plan.quote_ttl_ms,
             ),
         )
 
@@ -455,4 +481,4 @@ class FaultyBridge:
             await self._inner.close()
 
 
-_CLEAR: Final = Fate(0, False, False, False, False, False, False)
+_CLEAR: Final = Fate(0, False, False, False, False, False, False, False)

@@ -13,7 +13,7 @@ import functools
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -293,15 +293,19 @@ async def serve(
     plan: FaultPlan,
     block_interval_ms: int = limits.BLOCK_INTERVAL_MS,
     bootstrap: bool = False,
+    banks: Mapping[str, str] | None = None,
 ) -> None:
-    """Run until SIGTERM or SIGINT. Prints one line when ready: ``serving on HOST:PORT``."""
+    """Run until SIGTERM or SIGINT. Prints one line when ready: ``serving on HOST:PORT``.
+    ``bootstrap``: the demo set-up first, with ``banks`` registered and funded beside the demo
+    banks."""
     bridge = await Bridge.open(state)
     api = await FaultyBridge.wrap(bridge, plan, on_crash=exit_process)
     try:
         if bootstrap:
+            from bridges._setup import DEMO_BANKS
             from bridges._setup import bootstrap as run_bootstrap
 
-            await run_bootstrap(bridge)
+            await run_bootstrap(bridge, banks={**DEMO_BANKS, **(banks or {})})
         running = await start_server(api, addr, block_interval_ms=block_interval_ms)
     except BaseException:
         await api.close()

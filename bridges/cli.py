@@ -1,7 +1,7 @@
 """``condpay bridge serve`` (mounted by the core's CLI) and ``python -m bridges serve``.
 
     serve --addr HOST:PORT --state PATH [--fault SPEC]... [--fault-seed N]
-          [--block-interval-ms N] [--bootstrap]
+          [--block-interval-ms N] [--bootstrap [--bank ID[=NAME]]...]
 
 Fault switches (docs/bridge.md, bridges/_faults.py) come from ``--fault`` (repeatable) and the
 ``CONDPAY_BRIDGE_FAULTS`` / ``CONDPAY_BRIDGE_FAULT_SEED`` environment, both applied.
@@ -47,7 +47,26 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="register the demo banks, provider and rates and fund them (idempotent)",
     )
+    serve.add_argument(
+        "--bank",
+        action="append",
+        default=[],
+        metavar="ID[=NAME]",
+        help="with --bootstrap: one more bank to register and fund like the demo banks "
+        "(repeatable), e.g. the settlement core's gateway CONDPAY",
+    )
     return parser
+
+
+def _banks(specs: Sequence[str]) -> dict[str, str]:
+    """``["CONDPAY", "X=Bank X"]`` -> {id: name}; ValueError for an empty id."""
+    banks: dict[str, str] = {}
+    for spec in specs:
+        bank_id, _, name = spec.partition("=")
+        if not bank_id.strip():
+            raise ValueError(f"--bank {spec!r}: no bank id")
+        banks[bank_id.strip()] = name.strip() or bank_id.strip()
+    return banks
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,6 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.block_interval_ms <= 0:
         print("condpay bridge: --block-interval-ms must be positive", file=sys.stderr)
         return 2
+    try:
+        banks = _banks(args.bank)
+    except ValueError as exc:
+        print(f"condpay bridge: {exc}", file=sys.stderr)
+        return 2
+    if banks and not args.bootstrap:
+        print("condpay bridge: --bank registers a bank at --bootstrap only", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from bridges._server import serve  # grpc and the stubs load only when serving
 
@@ -74,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             plan=plan,
             block_interval_ms=args.block_interval_ms,
             bootstrap=args.bootstrap,
+            banks=banks,
         )
     )
     return 0

@@ -35,6 +35,16 @@ class Settings:
     workers: int = 0
     # Set in each worker of a group: bind with SO_REUSEPORT.
     reuse_port: bool = False
+    # The multi-CBDC bridge for PvP and cross-currency DvP: auto (in process, state beside the
+    # database, with one worker; none with more), none, memory, sqlite:///PATH, grpc://HOST:PORT.
+    bridge: str = "auto"
+    # The institution that is the core's participant on the bridge; its reserve wallet is the
+    # gateway through which cross-currency legs pass.
+    bridge_gateway: str = "CONDPAY"
+    # PvP timing (docs/settlement.md): the core holds a settlement's legs for hold_ms before it
+    # must decide; the bridge's reservation ends margin_ms before that.
+    pvp_hold_ms: int = 30_000
+    pvp_margin_ms: int = 5_000
 
     def worker_count(self) -> int:
         if self.workers > 0:
@@ -56,6 +66,10 @@ class Settings:
             pg_isolation=env.get("CONDPAY_PG_ISOLATION", "read_committed"),
             workers=parse_workers(env.get("CONDPAY_WORKERS", "auto")),
             reuse_port=_flag(env.get("CONDPAY_REUSE_PORT")),
+            bridge=env.get("CONDPAY_BRIDGE", "auto"),
+            bridge_gateway=env.get("CONDPAY_BRIDGE_GATEWAY", "CONDPAY"),
+            pvp_hold_ms=int(env.get("CONDPAY_PVP_HOLD_MS", "30000")),
+            pvp_margin_ms=int(env.get("CONDPAY_PVP_MARGIN_MS", "5000")),
         )
 
 
@@ -81,4 +95,10 @@ ENVIRONMENT_HELP = """environment:
   CONDPAY_PG_ISOLATION   read_committed (default) | serializable
   CONDPAY_WORKERS        server processes sharing the address: a number, or auto (default:
                          one per CPU on PostgreSQL, one on SQLite)
+  CONDPAY_BRIDGE         the multi-CBDC bridge: auto (default: in process beside the database
+                         with one worker, none with more), none, memory, sqlite:///PATH,
+                         grpc://HOST:PORT (a `condpay bridge serve`)
+  CONDPAY_BRIDGE_GATEWAY the core's participant on the bridge, an institution id (CONDPAY)
+  CONDPAY_PVP_HOLD_MS    how long a settlement's legs are held before it must be decided (30000)
+  CONDPAY_PVP_MARGIN_MS  the bridge's reservation ends this much earlier (5000)
 """

@@ -7,7 +7,11 @@ no-op. The points:
 
 - ``after_commit_before_reply``: a batch committed; no caller has its answer yet;
 - ``after_lock_commit``: a batch that locked a payment committed (before any attestation for it);
-- ``deadline_sweep``: the deadline sweep found due payments and has not fired them yet.
+- ``deadline_sweep``: the deadline sweep found due payments and has not fired them yet;
+- ``pvp_before_prepare``: a settlement's core legs are held; the bridge has not been asked;
+- ``pvp_before_decision``: the bridge's leg is prepared; no decision is recorded;
+- ``pvp_after_decision``: the decision is recorded; no leg is committed;
+- ``pvp_between_commits``: the bridge's leg is committed; the core's is not.
 """
 
 from __future__ import annotations
@@ -19,7 +23,17 @@ from collections.abc import Mapping
 from typing import Final
 
 CRASH_EXIT_STATUS: Final = 86
-POINTS: Final = frozenset({"after_commit_before_reply", "after_lock_commit", "deadline_sweep"})
+POINTS: Final = frozenset(
+    {
+        "after_commit_before_reply",
+        "after_lock_commit",
+        "deadline_sweep",
+        "pvp_before_prepare",
+        "pvp_before_decision",
+        "pvp_after_decision",
+        "pvp_between_commits",
+    }
+)
 
 
 class Faults:

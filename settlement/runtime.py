@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import structlog
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -11,17 +13,24 @@ from settlement import limits
 from settlement.api.status import StatusCodec
 from settlement.clock import Clock, SystemClock
 from settlement.config import Settings
+from settlement.coordination.bridge_link import BridgeLink, open_bridge
+from settlement.coordination.coordinator import Coordinator, Timing
+from settlement.coordination.recovery import RecoverySweeper
 from settlement.db.migrate import upgrade_to_head
 from settlement.db.urls import DatabaseUrl, parse_database_url
 from settlement.faults import Faults
+from settlement.ledger.commands import reserve_wallet_id
 from settlement.ledger.deadlines import DeadlineSweeper
 from settlement.ledger.directory import Directory
 from settlement.ledger.engine import LedgerEngine
 from settlement.ledger.notifier import PaymentNotifier
 from settlement.ledger.reads import LedgerReader
+from settlement.ledger.settlement_reads import SettlementReader
 from settlement.ledger.store import LedgerStore
 from settlement.ledger.store_postgres import PostgresStore
 from settlement.ledger.store_sqlite import PRAGMAS, SqliteStore
+
+log = structlog.get_logger("condpay.runtime")
 
 
 def create_sql_engine(url: DatabaseUrl) -> AsyncEngine:
@@ -60,18 +69,50 @@ class Runtime:
             self.store, self.clock, StatusCodec(), self.directory, self.notifier, self.faults
         )
         self.deadlines = DeadlineSweeper(self.reader, self.engine, self.clock, self.faults)
+        self.settlements = SettlementReader(self.sql)
+        # With a bridge (opened in start): PvP, cross-currency DvP and payouts.
+        self.bridge: BridgeLink | None = None
+        self.coordinator: Coordinator | None = None
+        self.recovery: RecoverySweeper | None = None
 
     async def start(self) -> None:
         if self.url.sqlite_path:
-            from pathlib import Path
-
             Path(self.url.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
         await upgrade_to_head(self.sql)
         await self.store.start()
         await self.engine.start()
         self.deadlines.start()
+        await self._open_bridge()
+
+    async def _open_bridge(self) -> None:
+        spec = self.settings.bridge
+        if spec == "auto" and self.settings.worker_count() > 1:
+            log.warning(
+                "bridge_disabled",
+                why="an in-process bridge serves one process; set CONDPAY_BRIDGE=grpc://...",
+            )
+            spec = "none"
+        beside = Path(self.url.sqlite_path or "var/condpay.db").with_name("bridge.db")
+        self.bridge = await open_bridge(spec, self.settings.bridge_gateway, beside, self.clock)
+        if self.bridge is None:
+            return
+        self.coordinator = Coordinator(
+            self.engine,
+            self.settlements,
+            self.bridge,
+            reserve_wallet_id(self.settings.bridge_gateway),
+            self.clock,
+            self.faults,
+            Timing(self.settings.pvp_hold_ms, self.settings.pvp_margin_ms),
+        )
+        self.recovery = RecoverySweeper(self.settlements, self.coordinator, self.clock)
+        self.recovery.start()
 
     async def close(self) -> None:
+        if self.recovery is not None:
+            await self.recovery.stop()
+        if self.bridge is not None:
+            await self.bridge.close()
         await self.deadlines.stop()
         await self.engine.close()
         await self.store.close()

@@ -8,8 +8,13 @@ request id is answered from storage; an overdraft is refused with typed details.
 Act 2, a conditional payment: the buyer locks 125,000.00 CNY against an overseas-warehouse
 delivery contract; the bank finances 40% of the escrow; Shenzhen customs clears the goods, two of
 the three LAX-3 warehouse sensors confirm arrival (one BLS aggregate signature) and 30% goes to
-the maker; the buyer signs the receipt and the rest follows. Then balances, the journal and the
-supply audit.
+the maker; the buyer signs the receipt and the rest follows.
+
+Act 3, across currencies: a Hong Kong trading house buys part of the maker's next shipment. The
+carrier issues an electronic bill of lading for 40 pallets to the maker; the trading house pays
+in HKD, the maker is paid in CNY: one delivery-versus-payment of 25 pallets (the title is split)
+at a firm FX quote, settled atomically across the core and the multi-CBDC bridge, final with the
+validators' quorum certificate. Then balances, the journal and the supply audit.
 """
 
 from __future__ import annotations
@@ -28,9 +33,9 @@ from condpay.attest import (
     sign_ed25519,
     sign_party,
 )
-from condpay.client import PaymentsClient
+from condpay.client import PaymentsClient, SettlementsClient
 from condpay.errors import FailedPrecondition
-from condpay.v1 import errors_pb2, ledger_pb2, payment_pb2
+from condpay.v1 import errors_pb2, ledger_pb2, payment_pb2, settlement_pb2
 from rich.console import Console
 from rich.table import Table
 
@@ -79,10 +84,11 @@ def _cny(amount_minor: int) -> str:
 
 
 async def story(address: str) -> None:
-    cb = PaymentsClient(address, caller="central_bank/pboc")
+    cb = SettlementsClient(address, caller="central_bank/pboc")
     try:
         wallets = await act_one(cb)
         await act_two(cb, wallets)
+        await act_three(cb, wallets)
         await show_ledger(cb, wallets)
     finally:
         await cb.close()
@@ -239,6 +245,62 @@ async def act_two(cb: PaymentsClient, wallets: dict[str, str]) -> None:
     )
 
 
+GATEWAY = "CONDPAY"
+CARRIER = "carrier.cosco"
+
+
+async def act_three(cb: SettlementsClient, wallets: dict[str, str]) -> None:
+    bank = cb.with_caller(f"institution/{BANK}")
+    platform = cb.with_caller("platform/gba-trade")
+    # The core's participant on the bridge: its reserve is the gateway for cross-currency legs.
+    await cb.register_institution(GATEWAY, "condpay bridge gateway", _key(GATEWAY).public_key)
+    for currency in ("CNY", "HKD"):
+        await cb.issue(GATEWAY, currency, 5_000_000_00, memo="bridge gateway liquidity")
+    await cb.issue(BANK, "HKD", 1_000_000_00, memo="two-tier issuance")
+    opened = await bank.open_wallet(
+        BANK, _key("hk-buyer").public_key, kind="ENTERPRISE", tier=0, display_name="HK Trading"
+    )
+    wallets["hk_buyer"] = opened.wallet.wallet_id
+    await bank.transfer(_key("icbc-sz reserve"), RESERVE, wallets["hk_buyer"], "HKD", 150_000_00)
+    await cb.register_oracle(CARRIER, "ED25519", _key(CARRIER).public_key)
+    issued = await platform.issue_title(
+        _key(CARRIER),
+        CARRIER,
+        "bill_of_lading",
+        wallets["seller"],
+        40,
+        b"eBL COSU-6401127 Yantian -> Hong Kong, 40 pallets LED drivers",
+        description="40 pallets LED drivers",
+    )
+    title = issued.title
+    console.print(
+        f"COSCO issued an electronic bill of lading {title.title_id} for {title.units} pallets "
+        f"to the maker; the HK trading house holds {format_money(150_000_00, 'HKD')}"
+    )
+    quote = await platform.quote_fx("HKD", "CNY", target_amount_minor=80_000_00)
+    console.print(
+        f"Quote {quote.quote_id}: {format_money(quote.source.amount_minor, 'HKD')} -> "
+        f"{format_money(quote.target.amount_minor, 'CNY')} (spread "
+        f"{format_money(quote.spread.amount_minor, 'HKD')}, rate "
+        f"{quote.rate_numerator}/{quote.rate_denominator} fen per HK cent)"
+    )
+    settled = await platform.settle_dvp(
+        (_key("seller"), wallets["seller"]),
+        (_key("hk-buyer"), wallets["hk_buyer"]),
+        title.title_id,
+        25,
+        quote,
+    )
+    s = settled.settlement
+    state = settlement_pb2.SettlementState.Name(s.state).removeprefix("SETTLEMENT_STATE_")
+    console.print(
+        f"DvP {s.settlement_id}: [bold]{state}[/]; 25 pallets ({s.legs[-1].title_id}) to the "
+        f"trading house, {format_money(s.receive.amount_minor, 'CNY')} to the maker, bridge "
+        f"transfer {s.transfer_id} in block {s.finality.block_height} certified by "
+        f"{', '.join(s.finality.signer_ids)}"
+    )
+
+
 async def register_oracles(cb: PaymentsClient) -> dict[str, int]:
     await cb.register_oracle(CUSTOMS, "ED25519", _key("customs").public_key)
     sensor_keys = {}
@@ -259,18 +321,20 @@ async def register_oracles(cb: PaymentsClient) -> dict[str, int]:
 
 
 async def show_ledger(cb: PaymentsClient, wallets: dict[str, str]) -> None:
-    balances = Table(title="Balances (CNY)")
-    for column in ("wallet", "available", "held", "spent today"):
+    balances = Table(title="Balances")
+    for column in ("wallet", "currency", "available", "held"):
         balances.add_column(column, justify="left" if column == "wallet" else "right")
-    for wallet_id in (RESERVE, *wallets.values()):
+    for wallet_id in (RESERVE, f"w_reserve.{GATEWAY}", *wallets.values()):
         wallet = await cb.get_wallet(wallet_id)
-        cny = next(b for b in wallet.balances if b.available.currency == "CNY")
-        balances.add_row(
-            f"{wallet.display_name} ({wallet_id})",
-            _cny(cny.available.amount_minor),
-            _cny(cny.held.amount_minor),
-            _cny(cny.spent_today.amount_minor),
-        )
+        for line in wallet.balances:
+            if line.available.amount_minor or line.held.amount_minor:
+                currency = line.available.currency
+                balances.add_row(
+                    f"{wallet.display_name} ({wallet_id})",
+                    currency,
+                    format_money(line.available.amount_minor, currency),
+                    format_money(line.held.amount_minor, currency),
+                )
     console.print(balances)
 
     journal = Table(title="Journal (hash-chained)")
@@ -287,16 +351,18 @@ async def show_ledger(cb: PaymentsClient, wallets: dict[str, str]) -> None:
         journal.add_row(str(entry.seq), kind, postings, entry.memo, entry.hash.hex()[:16] + "…")
     console.print(journal)
 
-    (line,) = (await cb.get_supply("CNY")).supplies
-    verdict = "[green]PASS[/]" if line.consistent else "[red]FAIL[/]"
-    console.print(
-        f"Supply audit CNY: issued {_cny(line.issued.amount_minor)}, in circulation "
-        f"{_cny(line.in_circulation.amount_minor)}, sum of balances "
-        f"{_cny(line.balances_sum.amount_minor)}, held in escrow "
-        f"{_cny(line.held_sum.amount_minor)}: {verdict}"
-    )
-    if not line.consistent:
-        raise SystemExit(1)
+    for supply in (await cb.get_supply("CNY", "HKD")).supplies:
+        currency = supply.issued.currency
+        verdict = "[green]PASS[/]" if supply.consistent else "[red]FAIL[/]"
+        console.print(
+            f"Supply audit {currency}: issued "
+            f"{format_money(supply.issued.amount_minor, currency)}, in circulation "
+            f"{format_money(supply.in_circulation.amount_minor, currency)}, sum of balances "
+            f"{format_money(supply.balances_sum.amount_minor, currency)}, held "
+            f"{format_money(supply.held_sum.amount_minor, currency)}: {verdict}"
+        )
+        if not supply.consistent:
+            raise SystemExit(1)
 
 
 def main(*, server: str | None = None, database_url: str | None = None) -> int:

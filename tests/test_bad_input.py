@@ -813,8 +813,8 @@ def _valid_request(method: str, w: World) -> Message:
     }
     if method in requests:
         return requests[method]()
-    # Methods of the payment services: a request of the right type, with a request id where the
-    # method takes one; what it says does not matter to the role check.
+    # Methods of the payment, asset and settlement services: a request of the right type, with a
+    # request id where the method takes one; what it says does not matter to the role check.
     descriptor = descriptor_pool.Default().FindMethodByName(method.strip("/").replace("/", "."))
     request = message_factory.GetMessageClass(descriptor.input_type)()
     if "request_id" in descriptor.input_type.fields_by_name:
@@ -826,6 +826,8 @@ PAYMENT_SERVICES = {
     "condpay.v1.ContractService",
     "condpay.v1.ConditionalPaymentService",
     "condpay.v1.OracleService",
+    "condpay.v1.AssetService",
+    "condpay.v1.SettlementService",
 }
 
 

@@ -46,6 +46,8 @@ async def test_health_reports_serving_for_the_server_and_each_service(harness: H
         "condpay.v1.ContractService",
         "condpay.v1.ConditionalPaymentService",
         "condpay.v1.OracleService",
+        "condpay.v1.AssetService",
+        "condpay.v1.SettlementService",
     }
     async with grpc.aio.insecure_channel(harness.address) as channel:
         health = health_pb2_grpc.HealthStub(channel)

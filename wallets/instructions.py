@@ -18,6 +18,7 @@ signed as one kind never verify as another.
 | ``condpay.pledge.v1`` | the holder | pledging a title to a financier |
 | ``condpay.pledge-release.v1`` | the pledgee | releasing the pledge |
 | ``condpay.dvp.v1`` | the seller and the buyer | a title against payment, both or neither |
+| ``condpay.pvp.v1`` | the payer | paying one currency for another at a quote, both or neither |
 """
 
 from __future__ import annotations
@@ -250,11 +251,13 @@ class TitleSplit(Document):
     FORMAT: ClassVar = _format(
         "condpay.title-split.v1",
         ("title_id", Field.ID),
+        ("holder", Field.ID),
         ("units_first", Field.UINT),
         ("request_id", Field.ID),
         ("expires_at_us", Field.UINT),
     )
     title_id: str
+    holder: str
     units_first: int
     request_id: str
     expires_at_us: int
@@ -262,17 +265,20 @@ class TitleSplit(Document):
 
 @dataclass(frozen=True, slots=True)
 class TitlePledge(Document):
-    """The holder pledges a title to ``pledgee`` (a financier's wallet): it cannot move until
-    the pledgee releases it."""
+    """The holder pledges a title to ``pledgee``: a financier's wallet (it cannot move until the
+    pledgee releases it), or a conditional payment's id (escrowed for a ``deliver title`` action:
+    it moves when the contract delivers it and is freed when the payment ends without)."""
 
     FORMAT: ClassVar = _format(
         "condpay.pledge.v1",
         ("title_id", Field.ID),
+        ("holder", Field.ID),
         ("pledgee", Field.ID),
         ("request_id", Field.ID),
         ("expires_at_us", Field.UINT),
     )
     title_id: str
+    holder: str
     pledgee: str
     request_id: str
     expires_at_us: int
@@ -285,10 +291,12 @@ class PledgeRelease(Document):
     FORMAT: ClassVar = _format(
         "condpay.pledge-release.v1",
         ("title_id", Field.ID),
+        ("pledgee", Field.ID),
         ("request_id", Field.ID),
         ("expires_at_us", Field.UINT),
     )
     title_id: str
+    pledgee: str
     request_id: str
     expires_at_us: int
 
@@ -296,7 +304,9 @@ class PledgeRelease(Document):
 @dataclass(frozen=True, slots=True)
 class DvPInstruction(Document):
     """Delivery versus payment: ``units`` of the title from ``seller`` to ``buyer`` against
-    ``amount_minor`` of ``currency`` from ``buyer`` to ``seller``; both sign the same bytes."""
+    ``pay_minor`` of ``pay_currency`` from ``buyer``, arriving as ``receive_minor`` of
+    ``receive_currency`` to ``seller``: the same money when the currencies are equal (``quote_id``
+    empty), else converted through the bridge at ``quote_id``. Both parties sign the same bytes."""
 
     FORMAT: ClassVar = _format(
         "condpay.dvp.v1",
@@ -304,8 +314,11 @@ class DvPInstruction(Document):
         ("units", Field.UINT),
         ("seller", Field.ID),
         ("buyer", Field.ID),
-        ("currency", Field.CURRENCY),
-        ("amount_minor", Field.UINT),
+        ("pay_currency", Field.CURRENCY),
+        ("pay_minor", Field.UINT),
+        ("receive_currency", Field.CURRENCY),
+        ("receive_minor", Field.UINT),
+        ("quote_id", Field.TEXT),
         ("request_id", Field.ID),
         ("expires_at_us", Field.UINT),
     )
@@ -313,7 +326,38 @@ class DvPInstruction(Document):
     units: int
     seller: str
     buyer: str
-    currency: str
-    amount_minor: int
+    pay_currency: str
+    pay_minor: int
+    receive_currency: str
+    receive_minor: int
+    quote_id: str
+    request_id: str
+    expires_at_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class PvPInstruction(Document):
+    """Payment versus payment: ``pay_minor`` of ``pay_currency`` from ``payer`` against
+    ``receive_minor`` of ``receive_currency`` to ``payee``, at the bridge quote ``quote_id``."""
+
+    FORMAT: ClassVar = _format(
+        "condpay.pvp.v1",
+        ("payer", Field.ID),
+        ("payee", Field.ID),
+        ("quote_id", Field.ID),
+        ("pay_currency", Field.CURRENCY),
+        ("pay_minor", Field.UINT),
+        ("receive_currency", Field.CURRENCY),
+        ("receive_minor", Field.UINT),
+        ("request_id", Field.ID),
+        ("expires_at_us", Field.UINT),
+    )
+    payer: str
+    payee: str
+    quote_id: str
+    pay_currency: str
+    pay_minor: int
+    receive_currency: str
+    receive_minor: int
     request_id: str
     expires_at_us: int

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
@@ -27,8 +28,11 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from condpay.errors import ApiError, from_rpc_error
+from condpay.ids import payment_id_for
 from condpay.tls import secure_channel
 from condpay.v1 import (
+    asset_pb2,
+    asset_pb2_grpc,
     central_bank_pb2,
     central_bank_pb2_grpc,
     contract_pb2,
@@ -41,6 +45,8 @@ from condpay.v1 import (
     oracle_pb2_grpc,
     payment_pb2,
     payment_pb2_grpc,
+    settlement_pb2,
+    settlement_pb2_grpc,
     wallet_pb2,
     wallet_pb2_grpc,
 )
@@ -48,9 +54,16 @@ from contracts_dsl import BoundParams, CompiledContract, bind_params, escrow_min
 from wallets import (
     AssignmentInstruction,
     CancelInstruction,
+    DvPInstruction,
     FundInstruction,
     LockInstruction,
     OwnerKey,
+    PledgeRelease,
+    PvPInstruction,
+    SignedInstruction,
+    TitleIssue,
+    TitlePledge,
+    TitleSplit,
 )
 
 R = TypeVar("R", bound=Message)
@@ -117,10 +130,11 @@ class Client:
         if self._own_channel:
             await self._channel.close()
 
-    def with_caller(self, caller: str) -> Client:
-        """Another identity: over the same connection in development mode; under TLS the
-        identity is the connection's certificate, so a new connection with that identity's."""
-        return Client(
+    def with_caller(self, caller: str) -> Self:
+        """Another identity (a client of the same kind): over the same connection in development
+        mode; under TLS the identity is the connection's certificate, so a new connection with
+        that identity's."""
+        return type(self)(
             self._target,
             caller=caller,
             certs_dir=self._certs_dir,
@@ -387,17 +401,6 @@ class PaymentsClient(Client):
         self.payments = payment_pb2_grpc.ConditionalPaymentServiceStub(self._channel)
         self.oracles = oracle_pb2_grpc.OracleServiceStub(self._channel)
 
-    def with_caller(self, caller: str) -> PaymentsClient:
-        return PaymentsClient(
-            self._target,
-            caller=caller,
-            certs_dir=self._certs_dir,
-            server_name=self._server_name,
-            channel=None if self._certs_dir is not None else self._channel,
-            timeout_seconds=self._timeout,
-            attempts_max=self._attempts_max,
-        )
-
     # contracts
     async def validate_contract(self, source: str) -> contract_pb2.ValidateContractResponse:
         reply: contract_pb2.ValidateContractResponse = await self.call(
@@ -427,9 +430,12 @@ class PaymentsClient(Client):
         request_id: str = "",
         expires_in_seconds: float = 300.0,
         dry_run: bool = False,
+        title_pledges: Sequence[SignedInstruction] = (),
     ) -> payment_pb2.LockPaymentResponse:
         """Lock a payment against ``contract`` (registered, or sent as ``send_source``), signed
-        by the payer over the contract hash, the parameters' hash and the escrow amount."""
+        by the payer over the contract hash, the parameters' hash and the escrow amount. Each
+        title the contract delivers comes with its holder's pledge to the payment
+        (:meth:`SettlementsClient.pledge_to_payment` makes one)."""
         request_id = request_id or new_request_id()
         bound = bound_params(contract, params)
         lock = LockInstruction(
@@ -449,6 +455,10 @@ class PaymentsClient(Client):
             payer_instruction=wallet_pb2.SignedInstruction(
                 payload=signed.payload, signature=signed.signature
             ),
+            title_pledges=[
+                wallet_pb2.SignedInstruction(payload=p.payload, signature=p.signature)
+                for p in title_pledges
+            ],
         )
         if send_source:
             request.contract_source = send_source
@@ -613,4 +623,269 @@ class PaymentsClient(Client):
         return reply
 
 
-__all__ = ["ApiError", "Client", "PaymentsClient", "bound_params", "new_request_id", "param_values"]
+def _expiry(seconds: float) -> int:
+    return int((time.time() + seconds) * 1e6)
+
+
+def _signed(document: SignedInstruction) -> wallet_pb2.SignedInstruction:
+    return wallet_pb2.SignedInstruction(payload=document.payload, signature=document.signature)
+
+
+class SettlementsClient(PaymentsClient):
+    """Digital titles (AssetService) and PvP/DvP settlement (SettlementService) on top of
+    :class:`PaymentsClient`. Each helper signs the instruction with the key it is given."""
+
+    def __init__(self, target: str, **kwargs: Any) -> None:
+        super().__init__(target, **kwargs)
+        self.assets = asset_pb2_grpc.AssetServiceStub(self._channel)
+        self.settlements = settlement_pb2_grpc.SettlementServiceStub(self._channel)
+
+    # titles
+    async def issue_title(
+        self,
+        issuer_key: OwnerKey,
+        issuer_id: str,
+        kind: str,
+        holder_wallet_id: str,
+        units: int,
+        document: bytes,
+        *,
+        description: str = "",
+        request_id: str = "",
+        expires_in_seconds: float = 300.0,
+    ) -> asset_pb2.IssueTitleResponse:
+        """The issuer signs a title over the SHA-256 of ``document`` (the bill of lading...)."""
+        request_id = request_id or new_request_id()
+        issue = TitleIssue(
+            issuer=issuer_id,
+            kind=kind,
+            holder=holder_wallet_id,
+            units=units,
+            description=description,
+            document_sha256=hashlib.sha256(document).hexdigest(),
+            request_id=request_id,
+            expires_at_us=_expiry(expires_in_seconds),
+        )
+        reply: asset_pb2.IssueTitleResponse = await self.call(
+            self.assets.IssueTitle,
+            asset_pb2.IssueTitleRequest(
+                request_id=request_id, issuer_instruction=_signed(issue.sign(issuer_key))
+            ),
+        )
+        return reply
+
+    async def split_title(
+        self,
+        holder_key: OwnerKey,
+        holder_wallet_id: str,
+        title_id: str,
+        units_first: int,
+        *,
+        request_id: str = "",
+    ) -> asset_pb2.SplitTitleResponse:
+        request_id = request_id or new_request_id()
+        split = TitleSplit(title_id, holder_wallet_id, units_first, request_id, _expiry(300))
+        reply: asset_pb2.SplitTitleResponse = await self.call(
+            self.assets.SplitTitle,
+            asset_pb2.SplitTitleRequest(
+                request_id=request_id, holder_instruction=_signed(split.sign(holder_key))
+            ),
+        )
+        return reply
+
+    async def pledge_title(
+        self,
+        holder_key: OwnerKey,
+        holder_wallet_id: str,
+        title_id: str,
+        pledgee_wallet_id: str,
+        *,
+        request_id: str = "",
+    ) -> asset_pb2.PledgeTitleResponse:
+        request_id = request_id or new_request_id()
+        pledge = TitlePledge(
+            title_id, holder_wallet_id, pledgee_wallet_id, request_id, _expiry(300)
+        )
+        reply: asset_pb2.PledgeTitleResponse = await self.call(
+            self.assets.PledgeTitle,
+            asset_pb2.PledgeTitleRequest(
+                request_id=request_id, holder_instruction=_signed(pledge.sign(holder_key))
+            ),
+        )
+        return reply
+
+    @staticmethod
+    def pledge_to_payment(
+        holder_key: OwnerKey, holder_wallet_id: str, title_id: str, payment_id: str
+    ) -> SignedInstruction:
+        """The holder's pledge of a title to a payment about to be locked, for
+        :meth:`lock_payment`'s ``title_pledges``; the payment's id follows from the locking
+        platform and the lock's request id (:func:`payment_id_for`)."""
+        return TitlePledge(
+            title_id, holder_wallet_id, payment_id, f"pledge.{payment_id}", _expiry(300)
+        ).sign(holder_key)
+
+    async def release_pledge(
+        self, pledgee_key: OwnerKey, pledgee_wallet_id: str, title_id: str, *, request_id: str = ""
+    ) -> asset_pb2.ReleasePledgeResponse:
+        request_id = request_id or new_request_id()
+        release = PledgeRelease(title_id, pledgee_wallet_id, request_id, _expiry(300))
+        reply: asset_pb2.ReleasePledgeResponse = await self.call(
+            self.assets.ReleasePledge,
+            asset_pb2.ReleasePledgeRequest(
+                request_id=request_id, pledgee_instruction=_signed(release.sign(pledgee_key))
+            ),
+        )
+        return reply
+
+    async def get_title(self, title_id: str) -> asset_pb2.GetTitleResponse:
+        reply: asset_pb2.GetTitleResponse = await self.call(
+            self.assets.GetTitle, asset_pb2.GetTitleRequest(title_id=title_id)
+        )
+        return reply
+
+    # settlements
+    async def quote_fx(
+        self,
+        source_currency: str,
+        target_currency: str,
+        *,
+        source_amount_minor: int | None = None,
+        target_amount_minor: int | None = None,
+        request_id: str = "",
+    ) -> settlement_pb2.FxQuote:
+        request = settlement_pb2.QuoteFxRequest(
+            request_id=request_id,
+            source_currency=source_currency,
+            target_currency=target_currency,
+        )
+        if source_amount_minor is not None:
+            request.source_amount_minor = source_amount_minor
+        if target_amount_minor is not None:
+            request.target_amount_minor = target_amount_minor
+        reply: settlement_pb2.QuoteFxResponse = await self.call(self.settlements.QuoteFx, request)
+        return reply.quote
+
+    async def settle_pvp(
+        self,
+        payer_key: OwnerKey,
+        payer_wallet_id: str,
+        payee_wallet_id: str,
+        quote: settlement_pb2.FxQuote,
+        *,
+        request_id: str = "",
+        expires_in_seconds: float = 300.0,
+        dry_run: bool = False,
+    ) -> settlement_pb2.SettlePvPResponse:
+        """Pay the quote's source amount from the payer; the payee receives its target amount."""
+        request_id = request_id or new_request_id()
+        pvp = PvPInstruction(
+            payer=payer_wallet_id,
+            payee=payee_wallet_id,
+            quote_id=quote.quote_id,
+            pay_currency=quote.source.currency,
+            pay_minor=quote.source.amount_minor,
+            receive_currency=quote.target.currency,
+            receive_minor=quote.target.amount_minor,
+            request_id=request_id,
+            expires_at_us=_expiry(expires_in_seconds),
+        )
+        reply: settlement_pb2.SettlePvPResponse = await self.call(
+            self.settlements.SettlePvP,
+            settlement_pb2.SettlePvPRequest(
+                request_id=request_id,
+                dry_run=dry_run,
+                payer_instruction=_signed(pvp.sign(payer_key)),
+            ),
+        )
+        return reply
+
+    async def settle_dvp(
+        self,
+        seller: tuple[OwnerKey, str],
+        buyer: tuple[OwnerKey, str],
+        title_id: str,
+        units: int,
+        price: tuple[str, int] | settlement_pb2.FxQuote,
+        *,
+        request_id: str = "",
+        expires_in_seconds: float = 300.0,
+        dry_run: bool = False,
+    ) -> settlement_pb2.SettleDvPResponse:
+        """``units`` of the title from seller to buyer against ``price``: (currency, minor) in
+        one currency, or a quote (the buyer pays its source, the seller receives its target)."""
+        request = dvp_request(
+            seller,
+            buyer,
+            title_id,
+            units,
+            price,
+            request_id=request_id or new_request_id(),
+            expires_at_us=_expiry(expires_in_seconds),
+            dry_run=dry_run,
+        )
+        reply: settlement_pb2.SettleDvPResponse = await self.call(
+            self.settlements.SettleDvP, request
+        )
+        return reply
+
+    async def get_settlement(self, settlement_id: str) -> settlement_pb2.Settlement:
+        reply: settlement_pb2.GetSettlementResponse = await self.call(
+            self.settlements.GetSettlement,
+            settlement_pb2.GetSettlementRequest(settlement_id=settlement_id),
+        )
+        return reply.settlement
+
+
+def dvp_request(
+    seller: tuple[OwnerKey, str],
+    buyer: tuple[OwnerKey, str],
+    title_id: str,
+    units: int,
+    price: tuple[str, int] | settlement_pb2.FxQuote,
+    *,
+    request_id: str,
+    expires_at_us: int,
+    dry_run: bool = False,
+) -> settlement_pb2.SettleDvPRequest:
+    """A SettleDvP request signed by both parties (the DvP instruction's bytes)."""
+    if isinstance(price, tuple):
+        pay = receive = price
+        quote_id = ""
+    else:
+        pay = (price.source.currency, price.source.amount_minor)
+        receive = (price.target.currency, price.target.amount_minor)
+        quote_id = price.quote_id
+    payload = DvPInstruction(
+        title_id=title_id,
+        units=units,
+        seller=seller[1],
+        buyer=buyer[1],
+        pay_currency=pay[0],
+        pay_minor=pay[1],
+        receive_currency=receive[0],
+        receive_minor=receive[1],
+        quote_id=quote_id,
+        request_id=request_id,
+        expires_at_us=expires_at_us,
+    ).to_bytes()
+    return settlement_pb2.SettleDvPRequest(
+        request_id=request_id,
+        dry_run=dry_run,
+        payload=payload,
+        seller_signature=seller[0].sign(payload),
+        buyer_signature=buyer[0].sign(payload),
+    )
+
+
+__all__ = [
+    "ApiError",
+    "Client",
+    "PaymentsClient",
+    "SettlementsClient",
+    "bound_params",
+    "dvp_request",
+    "new_request_id",
+    "param_values",
+    "payment_id_for",
+]

@@ -22,16 +22,7 @@ _BUCKETS = {
     Bucket.HELD: ledger_pb2.BUCKET_HELD,
     Bucket.ISSUANCE: ledger_pb2.BUCKET_ISSUANCE,
 }
-_ENTRY_KINDS = {
-    EntryKind.ISSUE: ledger_pb2.ENTRY_KIND_ISSUE,
-    EntryKind.REDEEM: ledger_pb2.ENTRY_KIND_REDEEM,
-    EntryKind.TRANSFER: ledger_pb2.ENTRY_KIND_TRANSFER,
-    EntryKind.LOCK: ledger_pb2.ENTRY_KIND_LOCK,
-    EntryKind.FUND: ledger_pb2.ENTRY_KIND_FUND,
-    EntryKind.ADVANCE: ledger_pb2.ENTRY_KIND_ADVANCE,
-    EntryKind.RELEASE: ledger_pb2.ENTRY_KIND_RELEASE,
-    EntryKind.REFUND: ledger_pb2.ENTRY_KIND_REFUND,
-}
+_ENTRY_KINDS = {kind: ledger_pb2.EntryKind.Value(f"ENTRY_KIND_{kind.value}") for kind in EntryKind}
 WALLET_KINDS = {
     WalletKind.PERSONAL: wallet_pb2.WALLET_KIND_PERSONAL,
     WalletKind.ENTERPRISE: wallet_pb2.WALLET_KIND_ENTERPRISE,

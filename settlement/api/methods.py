@@ -152,6 +152,11 @@ METHODS.update(
                 R.PARAMS_INVALID,
                 R.INSUFFICIENT_FUNDS,
                 R.LIMIT_EXCEEDED,
+                R.TITLE_PLEDGE_MISSING,
+                R.TITLE_NOT_FOUND,
+                R.TITLE_RETIRED,
+                R.NOT_TITLE_HOLDER,
+                R.TITLE_PLEDGED,
             },
             mutating=True,
         ),
@@ -237,6 +242,99 @@ METHODS.update(
                 R.WALLET_NOT_FOUND,
             },
             mutating=True,
+        ),
+    }
+)
+
+_A = "/condpay.v1.AssetService/"
+_S = "/condpay.v1.SettlementService/"
+_TITLE = {R.TITLE_NOT_FOUND, R.TITLE_RETIRED, R.NOT_TITLE_HOLDER, R.TITLE_PLEDGED}
+_QUOTED = {
+    R.QUOTE_NOT_FOUND,
+    R.QUOTE_EXPIRED,
+    R.QUOTE_ALREADY_USED,
+    R.SAME_CURRENCY,
+    R.BRIDGE_NOT_CONFIGURED,
+}
+_SETTLE = {
+    *_SIGNED,
+    *_MONEY,
+    R.INSUFFICIENT_FUNDS,
+    R.LIMIT_EXCEEDED,
+    R.MISSING_FIELD,
+}
+
+METHODS.update(
+    {
+        _A + "IssueTitle": _spec(
+            {Role.PLATFORM, Role.ORACLE},
+            {
+                R.INSTRUCTION_MALFORMED,
+                R.INSTRUCTION_MISMATCH,
+                R.INSTRUCTION_EXPIRED,
+                R.INVALID_TEXT,
+                R.INVALID_TITLE_KIND,
+                R.INVALID_UNITS,
+                R.ORACLE_NOT_FOUND,
+                R.ORACLE_REVOKED,
+                R.SIGNATURE_INVALID,
+                R.WALLET_NOT_FOUND,
+                R.TITLE_EXISTS,
+            },
+            mutating=True,
+        ),
+        _A + "SplitTitle": _spec(
+            {Role.PLATFORM, Role.FINANCIER},
+            {*_SIGNED, *_TITLE, R.INVALID_UNITS, R.TITLE_UNITS_EXCEEDED},
+            mutating=True,
+        ),
+        _A + "PledgeTitle": _spec(
+            {Role.PLATFORM, Role.FINANCIER}, {*_SIGNED, *_TITLE}, mutating=True
+        ),
+        _A + "ReleasePledge": _spec(
+            {Role.PLATFORM, Role.FINANCIER},
+            {*_SIGNED, R.TITLE_NOT_FOUND, R.TITLE_RETIRED, R.TITLE_NOT_PLEDGED},
+            mutating=True,
+        ),
+        _A + "GetTitle": _spec(
+            _READERS, {R.MISSING_FIELD, R.INVALID_ID, R.TITLE_NOT_FOUND}, mutating=False
+        ),
+        _A + "ListTitles": _spec(
+            _READERS,
+            {R.MISSING_FIELD, R.INVALID_ID, R.INVALID_PAGE_SIZE, R.INVALID_PAGE_TOKEN},
+            mutating=False,
+        ),
+        _S + "QuoteFx": _spec(
+            {Role.PLATFORM, Role.FINANCIER},
+            {
+                *_MONEY,
+                R.SAME_CURRENCY,
+                R.BRIDGE_NOT_CONFIGURED,
+                R.BRIDGE_REFUSED,
+                R.BRIDGE_UNAVAILABLE,
+            },
+            mutating=True,
+        ),
+        _S + "SettlePvP": _spec(
+            {Role.PLATFORM, Role.FINANCIER}, {*_SETTLE, *_QUOTED}, mutating=True
+        ),
+        _S + "SettleDvP": _spec(
+            {Role.PLATFORM, Role.FINANCIER},
+            {
+                *_SETTLE,
+                *_QUOTED,
+                *_TITLE,
+                R.INVALID_UNITS,
+                R.TITLE_UNITS_EXCEEDED,
+                R.SAME_SOURCE_AND_TARGET,
+            },
+            mutating=True,
+        ),
+        _S + "GetSettlement": _spec(
+            _READERS, {R.MISSING_FIELD, R.INVALID_ID, R.SETTLEMENT_NOT_FOUND}, mutating=False
+        ),
+        _S + "ListSettlements": _spec(
+            _READERS, {R.INVALID_PAGE_SIZE, R.INVALID_PAGE_TOKEN}, mutating=False
         ),
     }
 )

@@ -23,25 +23,22 @@ from settlement.api import requests
 from settlement.api.contract_service import resolve_contract
 from settlement.api.identity import Caller, Role, current_caller
 from settlement.api.replies import Reply
+from settlement.api.signatures import check_wallet_signature
 from settlement.errors import Reason, SettlementError, not_found
 from settlement.ledger import commands, payments
 from settlement.ledger.records import AssignmentRecord, FinancingRecord, PaymentRecord
 from settlement.runtime import Runtime
 from wallets import (
     AssignmentInstruction,
-    BadSignature,
     CancelInstruction,
     Document,
     FundInstruction,
     LockInstruction,
     MalformedInstruction,
-    verify,
+    TitlePledge,
 )
-from wallets.canonical import ID_PATTERN
 
 _SERVICE = "/condpay.v1.ConditionalPaymentService/"
-PAGE_SIZE_DEFAULT = 50
-PAGE_SIZE_MAX = 500
 
 
 def view(snapshot: payments.PaymentSnapshot) -> payment_pb2.Payment:
@@ -116,18 +113,7 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
         self._rt = runtime
 
     async def _check_signature(self, wallet_id: str, signature: bytes, payload: bytes) -> None:
-        wallet = await self._rt.directory.wallet(wallet_id)
-        if wallet is None:
-            raise not_found(Reason.WALLET_NOT_FOUND, "wallet", wallet_id)
-        try:
-            verify(wallet.owner_public_key, signature, payload)
-        except BadSignature:
-            raise SettlementError(
-                Reason.SIGNATURE_INVALID,
-                f"the signature does not verify over the instruction bytes with wallet "
-                f"{wallet_id}'s key",
-                metadata={"wallet_id": wallet_id},
-            ) from None
+        await check_wallet_signature(self._rt, wallet_id, signature, payload)
 
     # -- lock ----------------------------------------------------------------------------------
     async def LockPayment(
@@ -146,13 +132,13 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
         contract, source = await resolve_contract(
             self._rt, request.contract_source, request.contract_hash
         )
-        unsupported = payments.unsupported_actions(contract)
-        if unsupported:
+        payouts = payments.payout_currencies(contract)
+        if payouts and self._rt.bridge is None:
             raise SettlementError(
                 Reason.CONTRACT_NOT_SUPPORTED,
-                f"this release cannot execute {', '.join(unsupported)} yet (the bridge arrives "
-                "with cross-currency settlement)",
-                metadata={"actions": ",".join(unsupported)},
+                f"the contract pays out in {', '.join(payouts)}; this server has no bridge for "
+                "cross-currency settlement (CONDPAY_BRIDGE)",
+                metadata={"currencies": ",".join(payouts)},
             )
         binding = bind_params(contract, views.param_inputs(contract, request.params))
         if binding.params is None:
@@ -178,9 +164,11 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
         if lock.payer != payer:
             raise mismatch("payer_instruction.payer", f"the escrow's funder is wallet {payer}")
         await self._check_signature(payer, signed.signature, signed.payload)
+        payment_id = payments.derive_payment_id(base["caller"], base["request_id"])
         return payments.LockPayment(
             **base,
-            payment_id=payments.derive_payment_id(base["caller"], base["request_id"]),
+            payment_id=payment_id,
+            title_pledges=await self._title_pledges(request, payment_id),
             contract=contract,
             source=source,
             params=params,
@@ -190,6 +178,22 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
             deadline_at_us=deadline_us(contract, params),
             expires_at_us=lock.expires_at_us,
         )
+
+    async def _title_pledges(
+        self, request: payment_pb2.LockPaymentRequest, payment_id: str
+    ) -> tuple[tuple[str, str, int], ...]:
+        """Each holder's signed pledge of a delivered title to this payment, verified."""
+        pledges = []
+        for i, signed in enumerate(request.title_pledges):
+            where = f"title_pledges[{i}]"
+            pledge = decode(TitlePledge, signed.payload, f"{where}.payload")
+            if pledge.pledgee != payment_id:
+                raise mismatch(
+                    f"{where}.pledgee", f"the pledge must name this payment ({payment_id})"
+                )
+            await self._check_signature(pledge.holder, signed.signature, signed.payload)
+            pledges.append((pledge.title_id, pledge.holder, pledge.expires_at_us))
+        return tuple(pledges)
 
     # -- financing -----------------------------------------------------------------------------
     async def FundEscrow(
@@ -314,11 +318,7 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
         self, request: payment_pb2.ListPaymentsRequest, context: grpc.aio.ServicerContext
     ) -> payment_pb2.ListPaymentsResponse:
         caller = current_caller()
-        if request.page_size < 0:
-            raise requests.invalid(Reason.INVALID_PAGE_SIZE, "page_size", "must be >= 0")
-        size = min(request.page_size or PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX)
-        if request.page_token and not ID_PATTERN.fullmatch(request.page_token):
-            raise requests.invalid(Reason.INVALID_PAGE_TOKEN, "page_token", "not a page token")
+        size, _after = requests.id_page(request.page_size, request.page_token)
         state = views.STATES_BY_PROTO.get(request.state)
         found = await self._rt.reader.payments(
             platform=str(caller) if caller.role is Role.PLATFORM else None,

@@ -12,6 +12,8 @@ from pathlib import Path
 import grpc
 import structlog
 from condpay.v1 import (
+    asset_pb2,
+    asset_pb2_grpc,
     central_bank_pb2,
     central_bank_pb2_grpc,
     contract_pb2,
@@ -22,6 +24,8 @@ from condpay.v1 import (
     oracle_pb2_grpc,
     payment_pb2,
     payment_pb2_grpc,
+    settlement_pb2,
+    settlement_pb2_grpc,
     wallet_pb2,
     wallet_pb2_grpc,
 )
@@ -29,12 +33,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from settlement import limits
+from settlement.api.asset_service import AssetService
 from settlement.api.calls import CallWrapper
 from settlement.api.central_bank_service import CentralBankService
 from settlement.api.contract_service import ContractService
 from settlement.api.operation_service import OperationService
 from settlement.api.oracle_service import OracleService
 from settlement.api.payment_service import PaymentService
+from settlement.api.settlement_service import SettlementService
 from settlement.api.tls import identity_resolver, server_credentials
 from settlement.api.wallet_service import WalletService
 from settlement.config import Settings
@@ -49,6 +55,8 @@ SERVICE_NAMES = (
     contract_pb2.DESCRIPTOR.services_by_name["ContractService"].full_name,
     payment_pb2.DESCRIPTOR.services_by_name["ConditionalPaymentService"].full_name,
     oracle_pb2.DESCRIPTOR.services_by_name["OracleService"].full_name,
+    asset_pb2.DESCRIPTOR.services_by_name["AssetService"].full_name,
+    settlement_pb2.DESCRIPTOR.services_by_name["SettlementService"].full_name,
 )
 
 
@@ -100,6 +108,10 @@ async def start_server(runtime: Runtime, addr: str) -> RunningServer:
         payment_pb2_grpc.add_ConditionalPaymentServiceServicer_to_server, PaymentService(runtime)
     )
     calls.register(oracle_pb2_grpc.add_OracleServiceServicer_to_server, OracleService(runtime))
+    calls.register(asset_pb2_grpc.add_AssetServiceServicer_to_server, AssetService(runtime))
+    calls.register(
+        settlement_pb2_grpc.add_SettlementServiceServicer_to_server, SettlementService(runtime)
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

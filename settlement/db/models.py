@@ -336,3 +336,72 @@ class TitleMove(SQLModel, table=True):
     units: int = Field(sa_type=BigInteger)
     request_id: str
     at_us: int = Field(sa_type=BigInteger)
+
+
+class FxQuote(SQLModel, table=True):
+    """A bridge FX quote handed out by QuoteFx; a settlement uses it once."""
+
+    __tablename__ = "fx_quotes"
+
+    quote_id: str = Field(primary_key=True)
+    requested_by: str
+    source_currency: str
+    target_currency: str
+    source_minor: int = Field(sa_type=BigInteger)
+    target_minor: int = Field(sa_type=BigInteger)
+    spread_minor: int = Field(sa_type=BigInteger)
+    rate_num: int = Field(sa_type=BigInteger)
+    rate_den: int = Field(sa_type=BigInteger)
+    provider_id: str
+    expires_at_us: int = Field(sa_type=BigInteger)
+    created_at_us: int = Field(sa_type=BigInteger)
+    used_by: str
+
+
+class Settlement(SQLModel, table=True):
+    """A PvP or DvP settlement: its legs, the durable decision, the bridge leg's last known state
+    and its finality (block header and quorum certificate). See docs/settlement.md."""
+
+    __tablename__ = "settlements"
+    __table_args__ = (
+        CheckConstraint("pay_minor > 0 AND receive_minor >= 0", name="ck_settlements_amounts"),
+        Index("ix_settlements_open", "state", "updated_at_us"),
+        Index("ix_settlements_requested_by", "requested_by", "settlement_id"),
+    )
+
+    settlement_id: str = Field(primary_key=True)
+    kind: str  # PVP | DVP
+    requested_by: str
+    request_id: str
+    origin_payment_id: str = Field(index=True)
+    origin_leg_id: str
+    payer_wallet_id: str
+    pay_currency: str
+    pay_minor: int = Field(sa_type=BigInteger)
+    payee_wallet_id: str
+    receive_currency: str
+    receive_minor: int = Field(sa_type=BigInteger)
+    title_id: str
+    title_units: int = Field(sa_type=BigInteger)
+    delivered_title_id: str
+    quote_id: str
+    spread_minor: int = Field(sa_type=BigInteger)
+    rate_num: int = Field(sa_type=BigInteger)
+    rate_den: int = Field(sa_type=BigInteger)
+    provider_id: str
+    quote_expires_at_us: int = Field(sa_type=BigInteger)
+    transfer_id: str
+    bridge_state: str
+    bridge_expires_at_us: int = Field(sa_type=BigInteger)
+    decide_by_us: int = Field(sa_type=BigInteger)
+    decision: str
+    decided_at_us: int = Field(sa_type=BigInteger)
+    abort_reason: str
+    state: str
+    attempt: int
+    version: int = Field(sa_type=BigInteger)
+    created_at_us: int = Field(sa_type=BigInteger)
+    updated_at_us: int = Field(sa_type=BigInteger)
+    block_height: int = Field(sa_type=BigInteger)
+    block_header: bytes = Field(sa_type=LargeBinary)
+    certificate: bytes = Field(sa_type=LargeBinary)

@@ -8,9 +8,11 @@ Checked, in one snapshot:
 - replaying every posting in sequence order reproduces every balance (available and held) and,
   for the issuance accounts, minus (issued - redeemed); each posting's balance_after matches;
 - per currency, issued - redeemed equals the sum of all balances; no balance is negative;
-- every wallet's held balance is the sum of what its open payments hold in escrow, and every
-  payment's escrow is held + released + refunded, released and refunded being the sums of its
-  executed legs.
+- every wallet's held balance is the sum of what its open payments hold in escrow and its
+  undecided settlements hold, and every payment's escrow is held + released + refunded, released
+  and refunded being the sums of its executed legs;
+- every split title's two parts add up to it, and a title pledged to a settlement is pledged to
+  one that is still undecided.
 """
 
 from __future__ import annotations
@@ -44,16 +46,19 @@ class AuditReport:
             self.failures.append(message)
 
 
-async def audit_ledger(engine: AsyncEngine) -> AuditReport:
+async def audit_ledger(
+    engine: AsyncEngine, gateway_wallet_id: str = "w_reserve.CONDPAY"
+) -> AuditReport:
+    """``gateway_wallet_id``: the bridge gateway's wallet, which holds settlements' target legs."""
     async with engine.connect() as conn:
         if conn.dialect.name == "postgresql":
             await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
         else:
             await conn.execute(text("SELECT 1"))  # opens the read transaction: one snapshot
-        return await _audit(conn)
+        return await _audit(conn, gateway_wallet_id)
 
 
-async def _audit(conn: AsyncConnection) -> AuditReport:
+async def _audit(conn: AsyncConnection, gateway: str) -> AuditReport:
     report = AuditReport()
     replayed: dict[tuple[str, Bucket, str], int] = defaultdict(int)
     prev_seq, prev_hash = 0, GENESIS_HASH
@@ -140,12 +145,12 @@ async def _audit(conn: AsyncConnection) -> AuditReport:
     for key, value in replayed.items():
         if value:
             report.fail(f"journal moves money into {key} which has no balance row")
-    await _audit_escrows(conn, report, balances)
+    await _audit_escrows(conn, report, balances, gateway)
     return report
 
 
 async def _audit_escrows(
-    conn: AsyncConnection, report: AuditReport, balances: Sequence[Any]
+    conn: AsyncConnection, report: AuditReport, balances: Sequence[Any], gateway: str
 ) -> None:
     held_by_payments: dict[tuple[str, str], int] = defaultdict(int)
     payments = (
@@ -170,8 +175,60 @@ async def _audit_escrows(
             report.fail(f"payment {payment_id}: escrow {escrow} != held + released + refunded")
         if legs[payment_id]["release"] != released or legs[payment_id]["refund"] != refunded:
             report.fail(f"payment {payment_id}: its legs do not add up to released/refunded")
+    await _settlement_holds(conn, report, held_by_payments, gateway)
     for wallet_id, currency, _available, held in balances:
         if held != held_by_payments.pop((wallet_id, currency), 0):
-            report.fail(f"{wallet_id} {currency}: held {held} is not what its open payments hold")
+            report.fail(
+                f"{wallet_id} {currency}: held {held} is not what its open payments and "
+                "settlements hold"
+            )
     for (wallet_id, currency), held in held_by_payments.items():
         report.fail(f"open payments hold {held} {currency} of {wallet_id}, which has no balance")
+
+
+# What a settlement holds, by state: (the payer's side, the gateway's side).
+_HOLDS = {
+    ("standalone", "PREPARED"): (True, True),
+    ("standalone", "COMMITTING"): (True, True),
+    ("payout", "PENDING"): (True, False),
+    ("payout", "ABORTING"): (True, False),
+    ("payout", "PREPARED"): (True, True),
+    ("payout", "COMMITTING"): (True, True),
+}
+
+
+async def _settlement_holds(
+    conn: AsyncConnection, report: AuditReport, held: dict[tuple[str, str], int], gateway: str
+) -> None:
+    rows = (
+        await conn.execute(
+            text(
+                "SELECT settlement_id, origin_payment_id, state, payer_wallet_id, pay_currency, "
+                "pay_minor, receive_currency, receive_minor FROM settlements"
+            )
+        )
+    ).all()
+    undecided = set()
+    for sid, origin, state, payer, pay_cur, pay, receive_cur, receive in rows:
+        payer_side, gateway_side = _HOLDS.get(
+            ("payout" if origin else "standalone", state), (False, False)
+        )
+        if payer_side:
+            held[(payer, pay_cur)] += pay
+        if gateway_side:
+            held[(gateway, receive_cur)] += receive
+        if state in ("PREPARED", "COMMITTING"):
+            undecided.add(sid)
+    titles = (
+        await conn.execute(
+            text("SELECT title_id, units, pledged_to, state, parent_title_id FROM titles")
+        )
+    ).all()
+    units = {t[0]: t[1] for t in titles}
+    for title_id, count, pledged_to, state, _parent in titles:
+        if state == "SPLIT":
+            parts = units.get(f"{title_id}.1", 0) + units.get(f"{title_id}.2", 0)
+            if parts != count:
+                report.fail(f"title {title_id}: its parts hold {parts} units, it held {count}")
+        if pledged_to.startswith("s_") and pledged_to not in undecided:
+            report.fail(f"title {title_id} is pledged to settlement {pledged_to}, which is decided")

@@ -21,6 +21,7 @@ from settlement.errors import (
 )
 from settlement.ledger.records import (
     Bucket,
+    ConcurrentDuplicate,
     EntryKind,
     EntryRecord,
     InstitutionRecord,
@@ -142,8 +143,8 @@ class OpenWallet(Command):
     def apply(self, ws: WorkingSet) -> WalletRecord:
         if ws.institution(self.institution_id) is None:
             raise not_found(Reason.INSTITUTION_NOT_FOUND, "institution", self.institution_id)
-        if ws.wallet(self.wallet_id) is not None:  # a 128-bit hash collision: refuse, loudly
-            raise AssertionError(f"derived wallet id {self.wallet_id} already exists")
+        if ws.wallet(self.wallet_id) is not None:  # a concurrent duplicate (or a collision)
+            raise ConcurrentDuplicate(f"derived wallet id {self.wallet_id} already exists")
         wallet = WalletRecord(
             wallet_id=self.wallet_id,
             kind=self.kind,

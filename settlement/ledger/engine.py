@@ -54,9 +54,17 @@ from settlement.ledger.payment_rows import (
     lock_registry,
     write_payment_rows,
 )
-from settlement.ledger.records import ChangeSet, OperationKey, OperationRecord, Reads
+from settlement.ledger.record_rows import QUOTES, SETTLEMENTS, TITLES, write_title_moves
+from settlement.ledger.records import (
+    ChangeSet,
+    OperationKey,
+    OperationRecord,
+    QuoteRecord,
+    Reads,
+    SettlementRecord,
+    TitleRecord,
+)
 from settlement.ledger.store import LedgerStore, LedgerTransaction
-from settlement.ledger.title_rows import lock_titles, write_titles
 from settlement.ledger.working_set import WorkingSet, World
 
 log = structlog.get_logger("condpay.engine")
@@ -298,8 +306,10 @@ class LedgerEngine:
         for submission in fresh:
             reads.merge(submission.command.reads())
         world = await self._load_world(tx, reads)
-        for submission in fresh:  # wallets that only the loaded payments name
+        for submission in fresh:  # what only the loaded payments and settlements name
             reads.merge(submission.command.reads_after(world))
+        world.titles = await TITLES.lock(tx, sorted(reads.title_ids))
+        world.quotes = await QUOTES.lock(tx, sorted(reads.quote_ids))
         wallets, missing = self._directory.cached_wallets(sorted(reads.wallet_ids))
         if missing:
             loaded = await tx.fetch_wallets(missing)
@@ -369,8 +379,12 @@ class LedgerEngine:
         head_hash: bytes,
     ) -> None:
         world = ws.world
-        if ws.changed_titles():
-            await write_titles(tx, ws.changed_titles())
+        titles = ws.changed(TitleRecord)
+        if titles:
+            await TITLES.write(tx, titles)
+            await write_title_moves(tx, titles)
+        await QUOTES.write(tx, ws.changed(QuoteRecord))
+        await SETTLEMENTS.write(tx, ws.changed(SettlementRecord))
         if ws.changed_payments() or ws.new_contracts or world.registry_changed:
             await write_payment_rows(
                 tx,
@@ -404,13 +418,15 @@ class LedgerEngine:
         self._notifier.notify(p.payment_id for p in ws.changed_payments())
 
     async def _load_world(self, tx: LedgerTransaction, reads: Reads) -> World:
-        """The conditional-payment rows, in the global lock order: the oracle registry, then
-        payments (sorted); contracts and oracles are read, contracts from the cache when known."""
+        """The rows other reads depend on, in the global lock order: the oracle registry, then
+        payments, then settlements (each sorted); contracts and oracles are read, contracts from
+        the cache when known. Titles and quotes are locked next (by the caller, once the loaded
+        rows have said which), then balances and supply."""
         world = World()
         if reads.registry:
             world.registry_version = await lock_registry(tx, write=reads.registry == "write")
         world.payments = await lock_payments(tx, sorted(reads.payment_ids))
-        world.titles = await lock_titles(tx, sorted(reads.title_ids))
+        world.settlements = await SETTLEMENTS.lock(tx, sorted(reads.settlement_ids))
         hashes = reads.contract_hashes | {p.contract_hash for p in world.payments.values()}
         world.contracts, missing = self._directory.cached_contracts(sorted(hashes))
         if missing:

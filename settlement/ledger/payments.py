@@ -22,6 +22,13 @@ payment is refused, and a deadline that already fired is a no-op).
 
 Money released from an escrow is not refused for its payee's balance cap: the payee's entitlement
 was fixed when the payment was locked.
+
+Across currencies and titles: a ``pay ... in HKD`` leg leaves the escrow into a PENDING payout
+settlement (the money stays in the payer's HELD bucket, now the settlement's) that the coordinator
+settles as a PvP through the bridge, retrying with a new quote if an attempt aborts; assignments
+apply to same-currency legs only. A ``deliver title`` leg hands over a title its holder pledged to
+the payment when it was locked (LockPayment brings one signed pledge per delivered title); a
+payment that ends without delivering a title frees it.
 """
 
 from __future__ import annotations
@@ -32,7 +39,10 @@ import json
 from dataclasses import dataclass, replace
 from typing import ClassVar, Final
 
+from condpay.ids import payment_id_for
+
 from contracts_dsl import (
+    ActionSpec,
     BoundParams,
     CompiledContract,
     ContractState,
@@ -43,19 +53,26 @@ from contracts_dsl import (
     bind_params,
     evaluate,
 )
+from contracts_dsl import Leg as DueLeg
 from settlement.errors import Reason, SettlementError, insufficient_funds, not_found
+from settlement.ledger import titles
 from settlement.ledger.commands import Command, check_incoming, check_outgoing
 from settlement.ledger.records import (
     AssignmentRecord,
     AttestationRecord,
     Bucket,
+    ConcurrentDuplicate,
     ContractRecord,
+    Decision,
     EntryKind,
     FinancingRecord,
     LegRecord,
     PaymentRecord,
     PaymentState,
     Reads,
+    SettlementKind,
+    SettlementRecord,
+    SettlementState,
 )
 from settlement.ledger.working_set import Leg, WorkingSet, World, copy_payment
 
@@ -63,9 +80,9 @@ REFUND_PARTY: Final = "funders"
 
 
 def derive_payment_id(caller: str, request_id: str) -> str:
-    """Like wallet ids: a replay, a dry run and the call name the same payment."""
-    digest = hashlib.sha256(f"payment\n{caller}\n{request_id}".encode()).digest()
-    return "p_" + base64.b32encode(digest).decode()[:26].lower()
+    """Like wallet ids: a replay, a dry run and the call name the same payment (the client
+    library computes the same, condpay.ids.payment_id_for)."""
+    return payment_id_for(caller, request_id)
 
 
 def params_json(params: BoundParams) -> str:
@@ -85,19 +102,29 @@ def wallet_params(contract: CompiledContract, params: BoundParams) -> dict[str, 
     return {p.name: params.wallet(p.name) for p in contract.params if p.kind == "wallet"}
 
 
-def unsupported_actions(contract: CompiledContract) -> list[str]:
-    """Actions this release cannot execute yet: cross-currency payouts and title deliveries
-    arrive with the bridge (issue 5)."""
+def _actions(contract: CompiledContract) -> list[ActionSpec]:
     actions = [a for c in contract.clauses for a in c.actions]
     if contract.deadline is not None:
         actions.extend(contract.deadline.actions)
-    return sorted(
-        {
-            f"pay ... in {a.target_currency}" if a.target_currency else "deliver title"
-            for a in actions
-            if a.target_currency or a.kind == "deliver_title"
-        }
-    )
+    return actions
+
+
+def payout_currencies(contract: CompiledContract) -> list[str]:
+    """The currencies a contract pays out in other than its escrow's (``pay ... in HKD``): each
+    such leg settles through the bridge as a PvP."""
+    return sorted({a.target_currency for a in _actions(contract) if a.target_currency})
+
+
+def delivered_titles(contract: CompiledContract, params: BoundParams) -> set[str]:
+    """The title ids a contract's ``deliver title`` actions hand over."""
+    return {
+        params.wallet(a.title) for a in _actions(contract) if a.kind == "deliver_title" and a.title
+    }
+
+
+def derive_payout_id(payment_id: str, leg_id: str) -> str:
+    digest = hashlib.sha256(f"payout\n{payment_id}\n{leg_id}".encode()).digest()
+    return "s_" + base64.b32encode(digest).decode()[:26].lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +206,11 @@ def _party_reads(world: World, payment_id: str) -> Reads:
     wallets.add(payment.payer_wallet_id)
     wallets.update(f.financier_wallet_id for f in payment.financing)
     wallets.update(a.financier_wallet_id for a in payment.assignments)
-    return Reads(wallet_ids=wallets, balance_keys={(w, payment.currency) for w in wallets})
+    return Reads(
+        wallet_ids=wallets,
+        balance_keys={(w, payment.currency) for w in wallets},
+        title_ids=delivered_titles(contract, bound(contract, payment)),
+    )
 
 
 # -- contracts -----------------------------------------------------------------------------------
@@ -233,6 +264,9 @@ class LockPayment(Command):
     amount_minor: int
     deadline_at_us: int | None
     expires_at_us: int
+    # (title id, holder wallet, pledge expiry) of each title the contract delivers, from the
+    # holders' signed pledges to this payment (verified by the API layer).
+    title_pledges: tuple[tuple[str, str, int], ...] = ()
 
     def reads(self) -> Reads:
         wallets = {self.payer, *wallet_params(self.contract, self.params).values()}
@@ -241,11 +275,31 @@ class LockPayment(Command):
             payment_ids={self.payment_id},
             wallet_ids=wallets,
             balance_keys={(self.payer, self.currency)},
+            title_ids={title_id for title_id, _holder, _expiry in self.title_pledges},
         )
 
+    def _escrow_titles(self, ws: WorkingSet) -> None:
+        """Pledge each delivered title to this payment: it moves only when the contract
+        delivers it, and is freed when the payment ends without delivering it."""
+        wanted = delivered_titles(self.contract, self.params)
+        pledged = {title_id for title_id, _holder, _expiry in self.title_pledges}
+        if pledged != wanted:
+            raise SettlementError(
+                Reason.TITLE_PLEDGE_MISSING,
+                f"the contract delivers titles {sorted(wanted)}; the lock brings pledges of "
+                f"{sorted(pledged)}",
+                metadata={"field": "title_pledges", "titles": ",".join(sorted(wanted))},
+            )
+        for title_id, holder, expires_at_us in sorted(self.title_pledges):
+            title = titles.active_title(ws, title_id)
+            titles.check_holder(title, holder)
+            _expired(ws.now_us, expires_at_us)
+            titles.check_free(title)
+            titles.move(ws, title, "PLEDGED", holder, self.request_id, pledged_to=self.payment_id)
+
     def apply(self, ws: WorkingSet) -> PaymentSnapshot:
-        if ws.payment(self.payment_id) is not None:  # a 128-bit collision: refuse, loudly
-            raise AssertionError(f"derived payment id {self.payment_id} already exists")
+        if ws.payment(self.payment_id) is not None:  # a concurrent duplicate (or a collision)
+            raise ConcurrentDuplicate(f"derived payment id {self.payment_id} already exists")
         for wallet_id in sorted({self.payer, *wallet_params(self.contract, self.params).values()}):
             _wallet(ws, wallet_id)
         _expired(ws.now_us, self.expires_at_us)
@@ -255,6 +309,7 @@ class LockPayment(Command):
         available = ws.balance(self.payer, self.currency).available
         if available < self.amount_minor:
             raise insufficient_funds(self.payer, self.currency, self.amount_minor, available)
+        self._escrow_titles(ws)
         if self.contract.hash not in ws.world.contracts:
             ws.add_contract(
                 contract_record(self.contract, self.source, self.caller, ws.now_us), self.contract
@@ -566,6 +621,95 @@ def _refund(
     ]
 
 
+def _payout(ws: WorkingSet, command: Command, payment: PaymentRecord, leg: DueLeg) -> LegRecord:
+    """A leg paid out in another currency (``pay ... in HKD``): it leaves the escrow into a
+    PENDING settlement that keeps the money held (in the payer's HELD bucket, as before) until the
+    coordinator settles it as a PvP through the bridge (settlement/ledger/settlements.py)."""
+    assert leg.target_currency is not None
+    settlement_id = derive_payout_id(payment.payment_id, leg.leg_id)
+    ws.add(
+        SettlementRecord(
+            settlement_id=settlement_id,
+            kind=SettlementKind.PVP,
+            requested_by=payment.platform,
+            request_id=command.request_id,
+            origin_payment_id=payment.payment_id,
+            origin_leg_id=leg.leg_id,
+            payer_wallet_id=payment.payer_wallet_id,
+            pay_currency=payment.currency,
+            pay_minor=leg.amount_minor,
+            payee_wallet_id=leg.wallet,
+            receive_currency=leg.target_currency,
+            receive_minor=0,
+            title_id="",
+            title_units=0,
+            delivered_title_id="",
+            quote_id="",
+            spread_minor=0,
+            rate_num=1,
+            rate_den=1,
+            provider_id="",
+            quote_expires_at_us=0,
+            transfer_id="",
+            bridge_state="",
+            bridge_expires_at_us=0,
+            decide_by_us=0,
+            decision=Decision.NONE,
+            decided_at_us=0,
+            abort_reason="",
+            state=SettlementState.PENDING,
+            attempt=1,
+            version=1,
+            created_at_us=ws.now_us,
+            updated_at_us=ws.now_us,
+            is_new=True,
+        )
+    )
+    payment.held_minor -= leg.amount_minor
+    payment.released_minor += leg.amount_minor
+    return LegRecord(
+        leg.leg_id,
+        leg.clause,
+        leg.kind,
+        leg.party,
+        leg.wallet,
+        settlement_id,
+        leg.amount_minor,
+        payment.currency,
+        f"{leg.reason}; paid in {leg.target_currency} by settlement {settlement_id}",
+    )
+
+
+def _deliver(ws: WorkingSet, command: Command, payment: PaymentRecord, leg: DueLeg) -> LegRecord:
+    """Hand a title escrowed to the payment (at lock) to the party."""
+    assert leg.title is not None
+    title = ws.title(leg.title)
+    if title is None or title.pledged_to != payment.payment_id:
+        raise AssertionError(f"{payment.payment_id}: title {leg.title} is not escrowed to it")
+    titles.move(ws, title, "DELIVERED", leg.wallet, command.request_id, pledged_to="")
+    return LegRecord(
+        leg.leg_id,
+        leg.clause,
+        leg.kind,
+        leg.party,
+        leg.wallet,
+        leg.wallet,
+        0,
+        payment.currency,
+        f"{leg.reason}; title {leg.title}",
+    )
+
+
+def free_titles(ws: WorkingSet, command: Command, payment: PaymentRecord) -> None:
+    """A payment that ends frees the titles still escrowed to it (never delivered)."""
+    for title_id in sorted(ws.world.titles):
+        title = ws.world.titles[title_id]
+        if title.pledged_to == payment.payment_id:
+            titles.move(
+                ws, title, "RELEASED", title.holder_wallet_id, command.request_id, pledged_to=""
+            )
+
+
 def execute(
     ws: WorkingSet, command: Command, payment: PaymentRecord, evaluation: Evaluation
 ) -> list[LegRecord]:
@@ -574,9 +718,13 @@ def execute(
     executed: list[LegRecord] = []
     refunded = False
     for leg in evaluation.legs:
-        if leg.kind == "deliver_title" or leg.target_currency:
-            raise AssertionError(f"{leg.leg_id}: refused at lock time, cannot be due")
+        if leg.kind == "deliver_title":
+            executed.append(_deliver(ws, command, payment, leg))
+            continue
         if leg.amount_minor == 0:
+            continue
+        if leg.target_currency:
+            executed.append(_payout(ws, command, payment, leg))
             continue
         if leg.kind == "refund":
             refunded = True
@@ -613,6 +761,7 @@ def execute(
     payment.contract_state = json.dumps(state.to_json())
     payment.legs.extend(executed)
     if state.terminal:
+        free_titles(ws, command, payment)
         payment.terminal_reason = state.terminal_reason or ""
         if state.deadline_fired:
             payment.state = PaymentState.EXPIRED
@@ -801,6 +950,7 @@ class CancelPayment(Command):
             else []
         )
         payment.legs.extend(legs)
+        free_titles(ws, self, payment)
         payment.state = PaymentState.CANCELLED
         payment.terminal_reason = "cancelled"
         _bump(payment, "cancelled", ws.now_us)

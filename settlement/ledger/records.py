@@ -15,6 +15,12 @@ class Bucket(enum.StrEnum):
     ISSUANCE = "ISSUANCE"
 
 
+class ConcurrentDuplicate(Exception):
+    """A command found the row its request would create (a derived id) already there, although
+    no outcome was stored for its request id when the batch began: a concurrent call with the same
+    request id committed in between. Retrying the batch finds that outcome and replays it."""
+
+
 class EntryKind(enum.StrEnum):
     ISSUE = "ISSUE"
     REDEEM = "REDEEM"
@@ -24,7 +30,10 @@ class EntryKind(enum.StrEnum):
     ADVANCE = "ADVANCE"  # a financier advances assigned proceeds to the payee
     RELEASE = "RELEASE"  # a leg paid out of an escrow
     REFUND = "REFUND"  # what remains of an escrow returned (financiers first)
-    DVP = "DVP"  # the payment leg of a delivery versus payment
+    HOLD = "HOLD"  # a settlement's legs reserved (AVAILABLE -> HELD), before its decision
+    UNHOLD = "UNHOLD"  # an aborted settlement's reservations returned (HELD -> AVAILABLE)
+    PVP = "PVP"  # a committed payment versus payment: both currencies' legs at once
+    DVP = "DVP"  # the payment leg of a committed delivery versus payment
 
 
 def issuance_account(currency: str) -> str:
@@ -118,9 +127,11 @@ class OperationRecord:
 
 @dataclass(slots=True)
 class Reads:
-    """What a command needs loaded (and, for balances, supply, payments and the oracle registry,
-    locked) before it runs. Loaded in a fixed order: oracle registry, payments, titles, wallets,
-    balances, supply (the ledger head last, at sealing), so batches never deadlock."""
+    """What a command needs loaded (and, for balances, supply, payments, settlements, titles,
+    quotes and the oracle registry, locked) before it runs. Loaded in a fixed order: oracle
+    registry, payments, settlements, then (with what those rows name: ``reads_after``) titles,
+    quotes, wallets, balances, supply (the ledger head last, at sealing), so batches never
+    deadlock."""
 
     wallet_ids: set[str] = field(default_factory=set)
     institution_ids: set[str] = field(default_factory=set)
@@ -128,6 +139,8 @@ class Reads:
     currencies: set[str] = field(default_factory=set)
     payment_ids: set[str] = field(default_factory=set)
     title_ids: set[str] = field(default_factory=set)
+    quote_ids: set[str] = field(default_factory=set)
+    settlement_ids: set[str] = field(default_factory=set)
     contract_hashes: set[str] = field(default_factory=set)
     oracle_ids: set[str] = field(default_factory=set)
     event_ids: set[str] = field(default_factory=set)
@@ -141,6 +154,8 @@ class Reads:
         self.currencies |= other.currencies
         self.payment_ids |= other.payment_ids
         self.title_ids |= other.title_ids
+        self.quote_ids |= other.quote_ids
+        self.settlement_ids |= other.settlement_ids
         self.contract_hashes |= other.contract_hashes
         self.oracle_ids |= other.oracle_ids
         self.event_ids |= other.event_ids
@@ -327,3 +342,100 @@ class TitleRecord:
     updated_at_us: int
     moves: list[TitleMoveRecord] = field(default_factory=list)  # new in this batch
     is_new: bool = False
+
+
+# -- settlements: PvP through the bridge, DvP ----------------------------------------------------
+class SettlementKind(enum.StrEnum):
+    PVP = "PVP"
+    DVP = "DVP"
+
+
+class SettlementState(enum.StrEnum):
+    """PENDING (a payout waiting for a quote) -> PREPARED (the core's legs held, the bridge's being
+    reserved) -> COMMITTING (decision COMMIT recorded) -> COMMITTED (both legs posted; awaiting the
+    bridge's quorum certificate) -> FINAL; or PREPARED -> ABORTING (decision ABORT recorded, the
+    core's legs released, the bridge's abort being confirmed) -> ABORTED. A payout whose attempt
+    aborts goes back to PENDING for another quote instead."""
+
+    PENDING = "PENDING"
+    PREPARED = "PREPARED"
+    COMMITTING = "COMMITTING"
+    COMMITTED = "COMMITTED"
+    FINAL = "FINAL"
+    ABORTING = "ABORTING"
+    ABORTED = "ABORTED"
+
+    @property
+    def done(self) -> bool:
+        return self in (SettlementState.FINAL, SettlementState.ABORTED)
+
+
+class Decision(enum.StrEnum):
+    NONE = ""
+    COMMIT = "COMMIT"
+    ABORT = "ABORT"
+
+
+@dataclass(slots=True)
+class QuoteRecord:
+    """A bridge FX quote the core handed out (QuoteFx), kept so a settlement can hold its legs."""
+
+    quote_id: str
+    requested_by: str
+    source_currency: str
+    target_currency: str
+    source_minor: int
+    target_minor: int
+    spread_minor: int
+    rate_num: int
+    rate_den: int
+    provider_id: str
+    expires_at_us: int
+    created_at_us: int
+    used_by: str = ""
+    is_new: bool = False
+
+
+@dataclass(slots=True)
+class SettlementRecord:
+    settlement_id: str
+    kind: SettlementKind
+    requested_by: str
+    request_id: str
+    origin_payment_id: str  # a conditional payment's payout, else ""
+    origin_leg_id: str
+    payer_wallet_id: str
+    pay_currency: str
+    pay_minor: int
+    payee_wallet_id: str
+    receive_currency: str
+    receive_minor: int
+    title_id: str  # DvP: the title (or the part of it) delivered payee -> payer
+    title_units: int
+    delivered_title_id: str
+    quote_id: str
+    spread_minor: int
+    rate_num: int
+    rate_den: int
+    provider_id: str
+    quote_expires_at_us: int
+    transfer_id: str  # the bridge transfer of the current attempt, "" without a bridge leg
+    bridge_state: str  # "", PREPARED, COMMITTED, ABORTED, EXPIRED, REJECTED, UNKNOWN
+    bridge_expires_at_us: int
+    decide_by_us: int  # no COMMIT after this; the sweep aborts what is undecided by then
+    decision: Decision
+    decided_at_us: int
+    abort_reason: str
+    state: SettlementState
+    attempt: int
+    version: int
+    created_at_us: int
+    updated_at_us: int
+    block_height: int = 0
+    block_header: bytes = b""
+    certificate: bytes = b""
+    is_new: bool = False
+
+    @property
+    def cross_currency(self) -> bool:
+        return self.pay_currency != self.receive_currency

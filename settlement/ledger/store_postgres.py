@@ -22,6 +22,7 @@ from settlement.ledger.records import (
     BalanceKey,
     BalanceRecord,
     ChangeSet,
+    ConcurrentDuplicate,
     InstitutionRecord,
     OperationKey,
     OperationRecord,
@@ -33,7 +34,20 @@ from wallets import WalletKind
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03"})
 # Keys a batch checks before it writes them: a concurrent batch (another replica) may have written
 # the same one meanwhile; the retry then finds it and answers accordingly.
-_RACED_KEYS = frozenset({"operations_pkey", "attestations_pkey", "contracts_pkey", "oracles_pkey"})
+# Rows two batches may both try to create; the loser's retry finds the winner's (and its outcome).
+_RACED_KEYS = frozenset(
+    {
+        "operations_pkey",
+        "attestations_pkey",
+        "contracts_pkey",
+        "oracles_pkey",
+        "payments_pkey",
+        "wallets_pkey",
+        "titles_pkey",
+        "settlements_pkey",
+        "fx_quotes_pkey",
+    }
+)
 
 
 _PLACEHOLDER = re.compile(r"\?")
@@ -307,6 +321,8 @@ class PostgresStore:
             self._free.append(conn)
 
     def is_retryable(self, exc: BaseException) -> bool:
+        if isinstance(exc, ConcurrentDuplicate):
+            return True
         if isinstance(exc, asyncpg.UniqueViolationError):
             return exc.constraint_name in _RACED_KEYS
         if isinstance(exc, asyncpg.PostgresError):

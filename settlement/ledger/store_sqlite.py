@@ -16,6 +16,7 @@ from settlement.ledger.records import (
     BalanceKey,
     BalanceRecord,
     ChangeSet,
+    ConcurrentDuplicate,
     InstitutionRecord,
     OperationKey,
     OperationRecord,
@@ -259,4 +260,6 @@ class SqliteStore:
 
     def is_retryable(self, exc: BaseException) -> bool:
         # "database is locked": another process (a second server on the same file) holds it.
+        if isinstance(exc, ConcurrentDuplicate):
+            return True
         return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)

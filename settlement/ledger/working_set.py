@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 from contracts_dsl import CompiledContract
 from settlement.errors import Reason, SettlementError
@@ -25,6 +26,8 @@ from settlement.ledger.records import (
     OracleRecord,
     PaymentRecord,
     PostingRecord,
+    QuoteRecord,
+    SettlementRecord,
     SupplyRecord,
     TitleRecord,
     WalletRecord,
@@ -42,6 +45,8 @@ class World:
     compiled: dict[str, CompiledContract] = field(default_factory=dict)
     oracles: dict[str, OracleRecord] = field(default_factory=dict)
     titles: dict[str, TitleRecord] = field(default_factory=dict)
+    quotes: dict[str, QuoteRecord] = field(default_factory=dict)
+    settlements: dict[str, SettlementRecord] = field(default_factory=dict)
     registry_version: int | None = None
     registry_changed: bool = False
     seen_events: set[str] = field(default_factory=set)
@@ -65,6 +70,18 @@ def _restore_payment(payment: PaymentRecord, snapshot: PaymentRecord) -> None:
 def _restore(record: object, snapshot: object) -> None:
     for name in type(record).__slots__:  # type: ignore[attr-defined]
         setattr(record, name, getattr(snapshot, name))
+
+
+_Keyed = TitleRecord | QuoteRecord | SettlementRecord
+_K = TypeVar("_K", TitleRecord, QuoteRecord, SettlementRecord)
+
+
+def _key(record: _Keyed) -> str:
+    if isinstance(record, TitleRecord):
+        return record.title_id
+    if isinstance(record, QuoteRecord):
+        return record.quote_id
+    return record.settlement_id
 
 
 class LedgerInvariantError(AssertionError):
@@ -95,7 +112,7 @@ class WorkingSet:
         self.world = extras or World()
         self._touched_payments: dict[str, PaymentRecord] = {}
         self._touched_oracles: dict[str, OracleRecord] = {}
-        self._touched_titles: dict[str, TitleRecord] = {}
+        self._touched: dict[type, dict[str, Any]] = defaultdict(dict)
         self.new_contracts: list[ContractRecord] = []
         self._wallets = wallets
         self._institutions = institutions
@@ -304,34 +321,56 @@ class WorkingSet:
 
         self._undo.append(undo)
 
+    # -- titles, quotes, settlements: keyed records, changed through touch / add ----------------
     def title(self, title_id: str) -> TitleRecord | None:
         return self.world.titles.get(title_id)
 
-    def touch_title(self, title: TitleRecord) -> TitleRecord:
-        """Call before changing ``title``: the savepoint can then put it back as it was."""
-        snapshot = replace(title, moves=list(title.moves))
-        self._undo.append(lambda: _restore(title, snapshot))
-        if title.title_id not in self._touched_titles:
-            self._touched_titles[title.title_id] = title
+    def quote(self, quote_id: str) -> QuoteRecord | None:
+        return self.world.quotes.get(quote_id)
+
+    def settlement(self, settlement_id: str) -> SettlementRecord | None:
+        return self.world.settlements.get(settlement_id)
+
+    def touch(self, record: _Keyed) -> None:
+        """Call before changing a loaded title, quote or settlement: the savepoint can then put
+        it back as it was, and the engine writes it."""
+        snapshot: _Keyed = replace(record)
+        if isinstance(record, TitleRecord):
+            snapshot = replace(record, moves=list(record.moves))
+        self._undo.append(lambda: _restore(record, snapshot))
+        touched = self._touched[type(record)]
+        key = _key(record)
+        if key not in touched:
+            touched[key] = record
 
             def untouch() -> None:
-                self._touched_titles.pop(title.title_id, None)
+                del touched[key]
 
             self._undo.append(untouch)
-        return title
 
-    def add_title(self, title: TitleRecord) -> None:
-        self.world.titles[title.title_id] = title
-        self._touched_titles[title.title_id] = title
+    def add(self, record: _Keyed) -> None:
+        """A new title, quote or settlement (``is_new`` set)."""
+        loaded: dict[str, Any] = self._loaded(type(record))
+        key = _key(record)
+        loaded[key] = record
+        self._touched[type(record)][key] = record
 
         def undo() -> None:
-            del self.world.titles[title.title_id]
-            del self._touched_titles[title.title_id]
+            del loaded[key]
+            del self._touched[type(record)][key]
 
         self._undo.append(undo)
 
-    def changed_titles(self) -> list[TitleRecord]:
-        return sorted(self._touched_titles.values(), key=lambda t: t.title_id)
+    def _loaded(self, kind: type) -> dict[str, Any]:
+        if kind is TitleRecord:
+            return self.world.titles
+        if kind is QuoteRecord:
+            return self.world.quotes
+        return self.world.settlements
+
+    def changed(self, kind: type[_K]) -> list[_K]:
+        touched = self._touched[kind]
+        return [touched[k] for k in sorted(touched)]
 
     def see_event(self, event_id: str) -> None:
         self.world.seen_events.add(event_id)

@@ -15,6 +15,7 @@ from bridges.errors import (
     InsufficientFunds,
     NotFound,
     QuorumUnavailable,
+    QuoteUnusable,
     Reason,
     Unavailable,
 )
@@ -173,6 +174,47 @@ async def test_crash_after_commit_keeps_the_commit(make_world: Factory) -> None:
     assert (await world.api.finality("t-1")).final
 
 
+async def test_crash_after_prepare_keeps_the_reservation(make_world: Factory) -> None:
+    world = await make_world(FaultPlan.parse("crash_after_prepare"))
+    quote_id = await _quote_id(world)
+    with pytest.raises(Unavailable):
+        await _prepare(world, "t-1", quote_id)
+    with pytest.raises(Unavailable):  # down until restarted
+        await world.api.status("t-1")
+    await world.faulty.restart(FaultPlan())
+    status = await world.api.status("t-1")
+    assert status.state is TransferState.PREPARED  # durable before the crash
+    assert status.terms is not None
+    reserved = {b.currency: b.reserved_minor for b in await world.api.balances(A)}
+    assert reserved["HKD"] == status.terms.source.amount_minor
+    again = await world.api.prepare(
+        "t-1", quote_id=quote_id, payer_id=A, payee_id=B, timeout_ms=60_000
+    )
+    assert (again.state, again.replayed) == (TransferState.PREPARED, True)  # reserved once
+    assert (await world.api.commit("t-1")).state is TransferState.COMMITTED
+
+
+async def test_crash_after_prepare_spares_a_refused_prepare(make_world: Factory) -> None:
+    world = await make_world(FaultPlan.parse("crash_after_prepare,no_quorum"))
+    with pytest.raises(QuorumUnavailable):
+        await _prepare(world, "t-1", await _quote_id(world))
+    assert not world.faulty.crashed  # a refusal is no durable prepare: no crash
+    assert (await world.api.status("t-1")).state is TransferState.REJECTED
+
+
+async def test_a_short_quote_ttl_lets_a_quote_expire_before_prepare(make_world: Factory) -> None:
+    world = await make_world(FaultPlan.parse("quote_ttl_ms=500,on=status"))
+    quote = await world.api.quote("HKD", "CNY", source_amount_minor=1_000_00)
+    assert quote.expires_at_us == world.clock.now_us() + 500_000
+    explicit = await world.api.quote("HKD", "CNY", source_amount_minor=1_000_00, ttl_ms=9_000)
+    assert explicit.expires_at_us == world.clock.now_us() + 9_000_000  # an explicit TTL stands
+    world.clock.advance_ms(500)
+    with pytest.raises(QuoteUnusable) as caught:
+        await _prepare(world, "t-1", quote.quote_id)
+    assert caught.value.reason is Reason.QUOTE_EXPIRED
+    assert await _prepare(world, "t-2", explicit.quote_id) is TransferState.PREPARED
+
+
 async def test_fates_are_deterministic_from_the_seed(tmp_path: Path) -> None:
     spec = "latency_ms=0..2,drop_request=20,drop_reply=20,duplicate=30,on=status"
 
@@ -211,9 +253,20 @@ def test_fault_specs_parse_and_print_back() -> None:
     )
     assert FaultPlan.parse(plan.spec()) == plan
     assert FaultPlan.parse("crash_after_commit,no_quorum").crash_after_commit_percent == 100
+    assert FaultPlan.parse("crash_after_prepare=40").crash_after_prepare_percent == 40
+    short = FaultPlan.parse("quote_ttl_ms=250,crash_after_prepare", seed=3)
+    assert (short.quote_ttl_ms, FaultPlan.parse(short.spec())) == (250, short)
     env = {"CONDPAY_BRIDGE_FAULTS": "reject=50", "CONDPAY_BRIDGE_FAULT_SEED": "4"}
     assert FaultPlan.from_env(env) == FaultPlan(seed=4, reject_percent=50)
     assert FaultPlan.from_env({}) == FaultPlan()
-    for bad in ("explode", "drop_reply=lots", "drop_reply=101", "validators_down=ECB", "on=x"):
+    for bad in (
+        "explode",
+        "drop_reply=lots",
+        "drop_reply=101",
+        "validators_down=ECB",
+        "on=x",
+        "quote_ttl_ms=-1",
+        "quote_ttl_ms=600001",
+    ):
         with pytest.raises(ValueError, match=r"."):
             FaultPlan.parse(bad)

@@ -26,4 +26,6 @@ async def test_audit_catches_an_escrow_that_does_not_add_up(trade: TradeWorld) -
     report = await audit_ledger(sql)
     trade.harness.audit_after = False
     assert any("legs do not add up" in f for f in report.failures), report.failures
-    assert any("is not what its open payments hold" in f for f in report.failures), report.failures
+    assert any(
+        "is not what its open payments and settlements hold" in f for f in report.failures
+    ), report.failures

@@ -65,9 +65,13 @@ async def start_harness(
     writers: int = 2,
     wrap_store: Callable[[LedgerStore], LedgerStore] | None = None,
     certs_dir: Path | None = None,
+    bridge: str = "memory",
+    pvp_hold_ms: int = 30_000,
+    pvp_margin_ms: int = 5_000,
 ) -> AsyncIterator[Harness]:
     """``wrap_store`` puts a test double (fault injection) between the engine and the store;
-    ``certs_dir`` (a fresh folder) serves over mutual TLS with a CA made there."""
+    ``certs_dir`` (a fresh folder) serves over mutual TLS with a CA made there; ``bridge`` is
+    CONDPAY_BRIDGE (default: a fresh in-process bridge on the server's clock)."""
     if certs_dir is not None:
         init_certificates(certs_dir, [parse_identity(CENTRAL_BANK)])
     settings = Settings(
@@ -77,6 +81,9 @@ async def start_harness(
         certs_dir=str(certs_dir or ""),
         log_calls=False,
         writers=writers,
+        bridge=bridge,
+        pvp_hold_ms=pvp_hold_ms,
+        pvp_margin_ms=pvp_margin_ms,
     )
     runtime = Runtime(settings, clock)
     if wrap_store is not None:

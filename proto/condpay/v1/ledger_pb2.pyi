@@ -67,6 +67,14 @@ class _EntryKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EntryKind.V
     """A leg paid out of an escrow."""
     ENTRY_KIND_REFUND: _EntryKind.ValueType  # 8
     """What remains of an escrow returned to its funders, financiers first."""
+    ENTRY_KIND_HOLD: _EntryKind.ValueType  # 9
+    """A settlement's legs reserved before its decision (AVAILABLE -> HELD)."""
+    ENTRY_KIND_UNHOLD: _EntryKind.ValueType  # 10
+    """An aborted settlement's reservations returned (HELD -> AVAILABLE)."""
+    ENTRY_KIND_PVP: _EntryKind.ValueType  # 11
+    """A committed payment versus payment: both currencies' legs through the bridge gateway."""
+    ENTRY_KIND_DVP: _EntryKind.ValueType  # 12
+    """The payment leg of a committed delivery versus payment."""
 
 class EntryKind(_EntryKind, metaclass=_EntryKindEnumTypeWrapper): ...
 
@@ -84,6 +92,14 @@ ENTRY_KIND_RELEASE: EntryKind.ValueType  # 7
 """A leg paid out of an escrow."""
 ENTRY_KIND_REFUND: EntryKind.ValueType  # 8
 """What remains of an escrow returned to its funders, financiers first."""
+ENTRY_KIND_HOLD: EntryKind.ValueType  # 9
+"""A settlement's legs reserved before its decision (AVAILABLE -> HELD)."""
+ENTRY_KIND_UNHOLD: EntryKind.ValueType  # 10
+"""An aborted settlement's reservations returned (HELD -> AVAILABLE)."""
+ENTRY_KIND_PVP: EntryKind.ValueType  # 11
+"""A committed payment versus payment: both currencies' legs through the bridge gateway."""
+ENTRY_KIND_DVP: EntryKind.ValueType  # 12
+"""The payment leg of a committed delivery versus payment."""
 Global___EntryKind: _TypeAlias = EntryKind  # noqa: Y015
 
 @_typing.final

@@ -363,6 +363,7 @@ class LockPaymentRequest(_message.Message):
     CONTRACT_SOURCE_FIELD_NUMBER: _builtins.int
     PARAMS_FIELD_NUMBER: _builtins.int
     PAYER_INSTRUCTION_FIELD_NUMBER: _builtins.int
+    TITLE_PLEDGES_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     dry_run: _builtins.bool
     contract_hash: _builtins.str
@@ -373,6 +374,12 @@ class LockPaymentRequest(_message.Message):
     def payer_instruction(self) -> _wallet_pb2.SignedInstruction:
         """condpay.lock.v1 signed by the payer (the contract's escrow funder)."""
 
+    @_builtins.property
+    def title_pledges(self) -> _containers.RepeatedCompositeFieldContainer[_wallet_pb2.SignedInstruction]:
+        """For each title the contract delivers (`deliver title`): a condpay.pledge.v1 signed by its
+        holder with the payment's id as pledgee, escrowing the title to the payment with the lock.
+        """
+
     def __init__(
         self,
         *,
@@ -382,10 +389,11 @@ class LockPaymentRequest(_message.Message):
         contract_source: _builtins.str = ...,
         params: _abc.Mapping[_builtins.str, _contract_pb2.ParamValue] | None = ...,
         payer_instruction: _wallet_pb2.SignedInstruction | None = ...,
+        title_pledges: _abc.Iterable[_wallet_pb2.SignedInstruction] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["contract", b"contract", "contract_hash", b"contract_hash", "contract_source", b"contract_source", "payer_instruction", b"payer_instruction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract", b"contract", "contract_hash", b"contract_hash", "contract_source", b"contract_source", "dry_run", b"dry_run", "params", b"params", "payer_instruction", b"payer_instruction", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract", b"contract", "contract_hash", b"contract_hash", "contract_source", b"contract_source", "dry_run", b"dry_run", "params", b"params", "payer_instruction", b"payer_instruction", "request_id", b"request_id", "title_pledges", b"title_pledges"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_contract: _TypeAlias = _typing.Literal["contract_hash", "contract_source"]  # noqa: Y015
     _WhichOneofArgType_contract: _TypeAlias = _typing.Literal["contract", b"contract"]  # noqa: Y015

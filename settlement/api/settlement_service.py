@@ -1,0 +1,277 @@
+"""SettlementService: FX quotes, PvP and DvP settlements, and reading them.
+
+A settlement is prepared by a ledger command (idempotent by request id: its stored outcome is
+the settlement as prepared), then driven to its outcome by the coordinator in this call; a retry
+with the same request id replays the preparation and drives again, so it answers the settlement
+as it now is. What a crash interrupts, the recovery sweep finishes (docs/settlement.md).
+"""
+
+from __future__ import annotations
+
+import grpc
+from condpay.v1 import operation_pb2, settlement_pb2, settlement_pb2_grpc
+
+from bridges.errors import BridgeError, Unavailable
+from settlement.api import requests
+from settlement.api import settlement_views as views
+from settlement.api.identity import Caller, Role, current_caller
+from settlement.api.payment_service import decode, mismatch
+from settlement.api.replies import Reply
+from settlement.api.signatures import check_wallet_signature
+from settlement.coordination.coordinator import quote_record
+from settlement.errors import Reason, SettlementError, not_found
+from settlement.ledger import commands, settlements
+from settlement.ledger.commands import reserve_wallet_id
+from settlement.ledger.records import QuoteRecord, SettlementKind, SettlementRecord
+from settlement.runtime import Runtime
+from wallets import DvPInstruction, PvPInstruction
+
+_SERVICE = "/condpay.v1.SettlementService/"
+
+
+def _quote_reply(result: object, op: operation_pb2.OperationInfo) -> settlement_pb2.QuoteFxResponse:
+    assert isinstance(result, QuoteRecord)
+    return settlement_pb2.QuoteFxResponse(operation=op, quote=views.quote(result))
+
+
+class SettlementService(settlement_pb2_grpc.SettlementServiceServicer):
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+        self._gateway = reserve_wallet_id(runtime.settings.bridge_gateway)
+
+        def pvp(
+            result: object, op: operation_pb2.OperationInfo
+        ) -> settlement_pb2.SettlePvPResponse:
+            assert isinstance(result, SettlementRecord)
+            return settlement_pb2.SettlePvPResponse(
+                operation=op, settlement=views.settlement(result, self._gateway)
+            )
+
+        def dvp(
+            result: object, op: operation_pb2.OperationInfo
+        ) -> settlement_pb2.SettleDvPResponse:
+            assert isinstance(result, SettlementRecord)
+            return settlement_pb2.SettleDvPResponse(
+                operation=op, settlement=views.settlement(result, self._gateway)
+            )
+
+        self._pvp = Reply(settlement_pb2.SettlePvPResponse, pvp)
+        self._dvp = Reply(settlement_pb2.SettleDvPResponse, dvp)
+        self._quote = Reply(settlement_pb2.QuoteFxResponse, _quote_reply)
+
+    def _bridge_needed(self) -> None:
+        if self._rt.bridge is None:
+            raise SettlementError(
+                Reason.BRIDGE_NOT_CONFIGURED,
+                "this server has no bridge for cross-currency settlement (CONDPAY_BRIDGE)",
+            )
+
+    # -- quotes --------------------------------------------------------------------------------
+    async def QuoteFx(
+        self, request: settlement_pb2.QuoteFxRequest, context: grpc.aio.ServicerContext
+    ) -> settlement_pb2.QuoteFxResponse:
+        base = requests.command_fields(_SERVICE + "QuoteFx", current_caller(), request)
+        stored = await self._rt.reader.operation(base["caller"], base["request_id"])
+        if stored is not None:  # a retry: the engine answers it from storage, no new quote
+            command: commands.Command = commands.Refuse(
+                **base, error=SettlementError(Reason.BRIDGE_UNAVAILABLE, "unreachable")
+            )
+            return await self._rt.engine.execute(command, self._quote)
+        try:
+            quote = await self._bridge_quote(request, base["caller"])
+        except SettlementError as error:
+            if error.reason in (Reason.BRIDGE_UNAVAILABLE, Reason.BRIDGE_NOT_CONFIGURED):
+                raise  # transient or this server's set-up: not the request's stored outcome
+            command = commands.Refuse(**base, error=error)
+        else:
+            command = settlements.RecordQuote(**base, quote=quote)
+        return await self._rt.engine.execute(command, self._quote)
+
+    async def _bridge_quote(
+        self, request: settlement_pb2.QuoteFxRequest, caller: str
+    ) -> QuoteRecord:
+        source = requests.currency(request.source_currency, "source_currency")
+        target = requests.currency(request.target_currency, "target_currency")
+        if source == target:
+            raise requests.invalid(
+                Reason.SAME_CURRENCY, "target_currency", "a quote converts between two currencies"
+            )
+        which = request.WhichOneof("amount")
+        if which is None:
+            raise requests.invalid(
+                Reason.MISSING_FIELD, "amount", "source_amount_minor or target_amount_minor"
+            )
+        amount = requests.positive_amount(getattr(request, which), which)
+        self._bridge_needed()
+        assert self._rt.bridge is not None
+        try:
+            quote = await self._rt.bridge.quote(
+                source,
+                target,
+                source_amount_minor=amount if which == "source_amount_minor" else None,
+                target_amount_minor=amount if which == "target_amount_minor" else None,
+            )
+        except Unavailable:
+            raise SettlementError(
+                Reason.BRIDGE_UNAVAILABLE, "the bridge did not answer; retry"
+            ) from None
+        except BridgeError as error:
+            raise SettlementError(
+                Reason.BRIDGE_REFUSED,
+                f"the bridge refused the quote: {error.message}",
+                metadata={"bridge_reason": error.reason.name, **error.metadata},
+            ) from None
+        return quote_record(quote, caller)
+
+    # -- settlements ---------------------------------------------------------------------------
+    async def _drive(self, settlement: settlement_pb2.Settlement, dry_run: bool) -> None:
+        """Carry a prepared settlement out (in place): a no-op for a dry run, a one-currency DvP
+        (final at once) or a settlement already done."""
+        coordinator = self._rt.coordinator
+        if dry_run or coordinator is None or not settlement.settlement_id:
+            return
+        driven = await coordinator.drive(settlement.settlement_id)
+        settlement.CopyFrom(views.settlement(driven, self._gateway))
+
+    async def SettlePvP(
+        self, request: settlement_pb2.SettlePvPRequest, context: grpc.aio.ServicerContext
+    ) -> settlement_pb2.SettlePvPResponse:
+        base = requests.command_fields(_SERVICE + "SettlePvP", current_caller(), request)
+        try:
+            signed = request.payer_instruction
+            pvp = decode(PvPInstruction, signed.payload, "payer_instruction.payload")
+            if pvp.request_id != request.request_id:
+                raise mismatch("request_id", "request_id differs from the signed PvP's")
+            requests.currency(pvp.pay_currency, "payer_instruction.pay_currency")
+            requests.currency(pvp.receive_currency, "payer_instruction.receive_currency")
+            if pvp.pay_currency == pvp.receive_currency:
+                raise requests.invalid(
+                    Reason.SAME_CURRENCY,
+                    "payer_instruction.receive_currency",
+                    "PvP exchanges two currencies; pay in one currency with WalletService.Transfer",
+                )
+            requests.positive_amount(pvp.pay_minor, "payer_instruction.pay_minor")
+            requests.positive_amount(pvp.receive_minor, "payer_instruction.receive_minor")
+            self._bridge_needed()
+            await check_wallet_signature(self._rt, pvp.payer, signed.signature, signed.payload)
+            command: commands.Command = settlements.PrepareSettlement(
+                **base,
+                settlement_id=settlements.derive_settlement_id(base["caller"], base["request_id"]),
+                kind=SettlementKind.PVP,
+                terms=settlements.Terms(
+                    payer=pvp.payer,
+                    pay_currency=pvp.pay_currency,
+                    pay_minor=pvp.pay_minor,
+                    payee=pvp.payee,
+                    receive_currency=pvp.receive_currency,
+                    receive_minor=pvp.receive_minor,
+                    quote_id=pvp.quote_id,
+                    expires_at_us=pvp.expires_at_us,
+                ),
+                gateway=self._gateway,
+                hold_ms=self._rt.settings.pvp_hold_ms,
+            )
+        except SettlementError as error:
+            command = commands.Refuse(**base, error=error)
+        reply = await self._rt.engine.execute(command, self._pvp)
+        await self._drive(reply.settlement, request.dry_run)
+        return reply
+
+    async def SettleDvP(
+        self, request: settlement_pb2.SettleDvPRequest, context: grpc.aio.ServicerContext
+    ) -> settlement_pb2.SettleDvPResponse:
+        base = requests.command_fields(_SERVICE + "SettleDvP", current_caller(), request)
+        try:
+            dvp = decode(DvPInstruction, request.payload, "payload")
+            if dvp.request_id != request.request_id:
+                raise mismatch("request_id", "request_id differs from the signed DvP's")
+            requests.currency(dvp.pay_currency, "payload.pay_currency")
+            requests.currency(dvp.receive_currency, "payload.receive_currency")
+            requests.positive_amount(dvp.pay_minor, "payload.pay_minor")
+            requests.positive_amount(dvp.receive_minor, "payload.receive_minor")
+            if dvp.units <= 0:
+                raise requests.invalid(Reason.INVALID_UNITS, "payload.units", "units must be > 0")
+            if dvp.seller == dvp.buyer:
+                raise requests.invalid(
+                    Reason.SAME_SOURCE_AND_TARGET, "payload.buyer", "the buyer is the seller"
+                )
+            if dvp.pay_currency == dvp.receive_currency:
+                if dvp.pay_minor != dvp.receive_minor or dvp.quote_id:
+                    raise mismatch(
+                        "payload.receive_minor",
+                        "in one currency the seller receives what the buyer pays, with no quote",
+                    )
+            else:
+                if not dvp.quote_id:
+                    raise requests.invalid(
+                        Reason.MISSING_FIELD, "payload.quote_id", "a cross-currency DvP needs one"
+                    )
+                self._bridge_needed()
+            await check_wallet_signature(
+                self._rt, dvp.seller, request.seller_signature, request.payload
+            )
+            await check_wallet_signature(
+                self._rt, dvp.buyer, request.buyer_signature, request.payload
+            )
+            command: commands.Command = settlements.PrepareSettlement(
+                **base,
+                settlement_id=settlements.derive_settlement_id(base["caller"], base["request_id"]),
+                kind=SettlementKind.DVP,
+                terms=settlements.Terms(
+                    payer=dvp.buyer,
+                    pay_currency=dvp.pay_currency,
+                    pay_minor=dvp.pay_minor,
+                    payee=dvp.seller,
+                    receive_currency=dvp.receive_currency,
+                    receive_minor=dvp.receive_minor,
+                    quote_id=dvp.quote_id,
+                    title_id=dvp.title_id,
+                    title_units=dvp.units,
+                    expires_at_us=dvp.expires_at_us,
+                ),
+                gateway=self._gateway,
+                hold_ms=self._rt.settings.pvp_hold_ms,
+            )
+        except SettlementError as error:
+            command = commands.Refuse(**base, error=error)
+        reply = await self._rt.engine.execute(command, self._dvp)
+        await self._drive(reply.settlement, request.dry_run)
+        return reply
+
+    # -- reads ---------------------------------------------------------------------------------
+    @staticmethod
+    def _may_see(caller: Caller, settlement: SettlementRecord) -> bool:
+        return caller.role in (Role.CENTRAL_BANK, Role.AUDITOR) or (
+            settlement.requested_by == str(caller)
+        )
+
+    async def GetSettlement(
+        self, request: settlement_pb2.GetSettlementRequest, context: grpc.aio.ServicerContext
+    ) -> settlement_pb2.GetSettlementResponse:
+        requests.identifier(request.settlement_id, "settlement_id")
+        found = await self._rt.settlements.settlement(request.settlement_id)
+        if found is None or not self._may_see(current_caller(), found):
+            raise not_found(Reason.SETTLEMENT_NOT_FOUND, "settlement", request.settlement_id)
+        return settlement_pb2.GetSettlementResponse(
+            settlement=views.settlement(found, self._gateway)
+        )
+
+    async def ListSettlements(
+        self, request: settlement_pb2.ListSettlementsRequest, context: grpc.aio.ServicerContext
+    ) -> settlement_pb2.ListSettlementsResponse:
+        caller = current_caller()
+        size, _after = requests.id_page(request.page_size, request.page_token)
+        state = views.STATES_BY_PROTO.get(request.state)
+        found = await self._rt.settlements.settlements(
+            requested_by=None if caller.role in (Role.CENTRAL_BANK, Role.AUDITOR) else str(caller),
+            states=(state.value,) if state else (),
+            origin_payment_id=request.origin_payment_id or None,
+            after_id=request.page_token,
+            limit=size + 1,
+        )
+        more = len(found) > size
+        found = found[:size]
+        return settlement_pb2.ListSettlementsResponse(
+            settlements=[views.settlement(s, self._gateway) for s in found],
+            next_page_token=found[-1].settlement_id if more else "",
+        )

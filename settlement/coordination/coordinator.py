@@ -1,0 +1,333 @@
+"""Drives one settlement through the protocol of docs/settlement.md, from whatever state it is in:
+the SettlePvP/SettleDvP handlers call it right after the settlement is prepared, the recovery
+sweep calls it for anything a crash (of the core or of the bridge) left unfinished.
+
+Every step is idempotent, so two replicas (or a handler and the sweep) driving the same
+settlement at once is safe: the decision is one row, and the first decision wins; each bridge
+call is idempotent by transfer id; each core step is guarded by the settlement's state.
+
+    PENDING    --quote--> PREPARED                        (a payout in another currency)
+    PREPARED   --prepare the bridge leg--> decide COMMIT | ABORT
+    COMMITTING --commit the bridge leg, then the core's--> COMMITTED   (bridge refused: ABORT)
+    ABORTING   --abort the bridge leg (a tombstone if it never arrived)--> ABORTED
+    COMMITTED  --quorum certificate verified--> FINAL
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from typing import Final, TypedDict
+
+import structlog
+from google.protobuf.empty_pb2 import Empty
+
+from bridges import Quote, Transfer, TransferState
+from bridges.errors import (
+    BridgeError,
+    Conflict,
+    InsufficientFunds,
+    NotFound,
+    QuorumUnavailable,
+    QuoteUnusable,
+    TransferAborted,
+    TransferCommitted,
+    Unavailable,
+)
+from settlement.clock import Clock
+from settlement.coordination.bridge_link import BridgeLink
+from settlement.faults import Faults
+from settlement.ledger import settlements as steps
+from settlement.ledger.commands import Command
+from settlement.ledger.engine import LedgerEngine, OperationInfo
+from settlement.ledger.records import Decision, QuoteRecord, SettlementRecord, SettlementState
+from settlement.ledger.settlement_reads import SettlementReader
+
+log = structlog.get_logger("condpay.coordinator")
+COORDINATOR: Final = "system/settlement-coordinator"
+_serial = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """``hold_ms``: from preparing the core's legs to the last moment a COMMIT may be decided.
+    ``margin_ms``: the bridge's reservation expires this much before that moment, and COMMIT is
+    decided only while the bridge's reservation has at least this much left."""
+
+    hold_ms: int = 30_000
+    margin_ms: int = 5_000
+
+
+class StepFields(TypedDict):
+    method: str
+    caller: str
+    request_id: str
+    request_hash: bytes
+    store_outcome: bool
+    settlement_id: str
+    gateway: str
+
+
+class _Capture:
+    """A reply codec for internal steps: keeps the command's result, stores nothing."""
+
+    def __init__(self) -> None:
+        self.result: object = None
+
+    def build(self, result: object, info: OperationInfo) -> Empty:
+        self.result = result
+        return Empty()
+
+    def replay(self, stored: bytes) -> Empty:
+        return Empty()
+
+
+def bridge_state(transfer: Transfer) -> str:
+    return transfer.state.value
+
+
+def quote_record(quote: Quote, requested_by: str) -> QuoteRecord:
+    return QuoteRecord(
+        quote_id=quote.quote_id,
+        requested_by=requested_by,
+        source_currency=quote.source.currency,
+        target_currency=quote.target.currency,
+        source_minor=quote.source.amount_minor,
+        target_minor=quote.target.amount_minor,
+        spread_minor=quote.spread.amount_minor,
+        rate_num=quote.rate.numerator,
+        rate_den=quote.rate.denominator,
+        provider_id=quote.liquidity_provider_id,
+        expires_at_us=quote.expires_at_us,
+        created_at_us=0,
+    )
+
+
+class Coordinator:
+    def __init__(
+        self,
+        engine: LedgerEngine,
+        reader: SettlementReader,
+        link: BridgeLink,
+        gateway_wallet_id: str,
+        clock: Clock,
+        faults: Faults,
+        timing: Timing,
+    ) -> None:
+        self._engine, self._reader, self._link = engine, reader, link
+        self.gateway = gateway_wallet_id
+        self._clock, self._faults, self.timing = clock, faults, timing
+
+    # -- one step at a time --------------------------------------------------------------------
+    def _fields(self, step: str, settlement_id: str) -> StepFields:
+        request_id = f"{step}.{settlement_id}.{next(_serial)}"
+        return StepFields(
+            method=f"/condpay.internal/{step}",
+            caller=COORDINATOR,
+            request_id=request_id,
+            request_hash=hashlib.sha256(request_id.encode()).digest(),
+            store_outcome=False,
+            settlement_id=settlement_id,
+            gateway=self.gateway,
+        )
+
+    async def _run(self, command: Command) -> SettlementRecord:
+        capture = _Capture()
+        await self._engine.execute(command, capture)
+        result = capture.result
+        if isinstance(result, SettlementRecord):
+            return result
+        raise AssertionError(f"{type(command).__name__} answered {result!r}")
+
+    async def _decide(
+        self, s: SettlementRecord, decision: Decision, reason: str, transfer: Transfer | None
+    ) -> SettlementRecord:
+        return await self._run(
+            steps.Decide(
+                **self._fields("Decide", s.settlement_id),
+                decision=decision,
+                bridge_state=bridge_state(transfer) if transfer else "UNKNOWN",
+                bridge_expires_at_us=transfer.expires_at_us if transfer else 0,
+                margin_ms=self.timing.margin_ms,
+                reason=reason,
+            )
+        )
+
+    async def _complete(self, s: SettlementRecord, transfer: Transfer) -> SettlementRecord:
+        return await self._run(
+            steps.Complete(
+                **self._fields("Complete", s.settlement_id),
+                bridge_state=bridge_state(transfer),
+            )
+        )
+
+    # -- the protocol --------------------------------------------------------------------------
+    async def drive(self, settlement_id: str, *, wait_final: bool = True) -> SettlementRecord:
+        """Take the settlement as far as it can go now; returns it as it then is. Bridge calls
+        that get no answer (after bounded retries) leave it where it is, for the sweep."""
+        s = await self._reader.settlement(settlement_id)
+        assert s is not None, f"settlement {settlement_id} vanished"
+        for _ in range(8):  # at most PENDING -> PREPARED -> COMMITTING -> COMMITTED -> FINAL
+            before = (s.state, s.version)
+            try:
+                s = await self._step(s, wait_final=wait_final)
+            except Unavailable as error:
+                log.warning("bridge_unreachable", settlement_id=s.settlement_id, error=str(error))
+                return s
+            except BridgeError as error:
+                # An answer no step expects (a bridge that lost state, a bug): the settlement
+                # stays where it is, visibly, and the sweep asks again.
+                log.error("bridge_unexpected", settlement_id=s.settlement_id, error=repr(error))
+                return s
+            if (s.state, s.version) == before or s.state.done:
+                return s
+        return s
+
+    async def _step(self, s: SettlementRecord, *, wait_final: bool) -> SettlementRecord:
+        match s.state:
+            case SettlementState.PENDING:
+                return await self._quote_payout(s)
+            case SettlementState.PREPARED:
+                return await self._prepare_and_decide(s)
+            case SettlementState.COMMITTING:
+                return await self._commit(s)
+            case SettlementState.ABORTING:
+                return await self._abort(s)
+            case SettlementState.COMMITTED if wait_final:
+                return await self._finality(s)
+        return s
+
+    async def _quote_payout(self, s: SettlementRecord) -> SettlementRecord:
+        try:
+            quote = await self._link.quote(
+                s.pay_currency, s.receive_currency, source_amount_minor=s.pay_minor
+            )
+        except BridgeError as error:
+            if isinstance(error, Unavailable):
+                raise
+            log.warning("payout_quote_refused", settlement_id=s.settlement_id, error=str(error))
+            return s
+        fields = self._fields("RecordQuote", s.settlement_id)
+        await self._engine.execute(
+            steps.RecordQuote(
+                method=fields["method"],
+                caller=fields["caller"],
+                request_id=fields["request_id"],
+                request_hash=fields["request_hash"],
+                store_outcome=False,
+                quote=quote_record(quote, COORDINATOR),
+            ),
+            _Capture(),
+        )
+        return await self._run(
+            steps.AttachQuote(
+                **self._fields("AttachQuote", s.settlement_id),
+                quote_id=quote.quote_id,
+                hold_ms=self.timing.hold_ms,
+            )
+        )
+
+    async def _prepare_and_decide(self, s: SettlementRecord) -> SettlementRecord:
+        """Reserve the bridge leg (idempotent by transfer id) and decide on its answer."""
+        now = self._clock.now_us()
+        timeout_ms = (s.decide_by_us - now) // 1000 - self.timing.margin_ms
+        if timeout_ms <= self.timing.margin_ms:
+            # Too late to reserve a leg that could still be committed: abort (an abort of a
+            # transfer the bridge never saw leaves a tombstone, so a late prepare is refused).
+            return await self._decide(s, Decision.ABORT, "DECISION_DEADLINE", None)
+        self._faults.point("pvp_before_prepare")
+        try:
+            transfer = await self._link.prepare(s.transfer_id, s.quote_id, timeout_ms)
+        except (QuoteUnusable, QuorumUnavailable, InsufficientFunds, TransferAborted) as error:
+            return await self._decide(s, Decision.ABORT, error.reason.name, _rejected(error))
+        except Conflict as error:
+            # An earlier prepare of this transfer whose reply was lost asked for another
+            # timeout (it counts down to the decision deadline, so a later drive asks for less):
+            # take the transfer as the bridge has it, if it is this settlement's; Decide checks
+            # its actual expiry.
+            own = await self._own_transfer(s)
+            if own is None:  # a bug in the core
+                log.error("bridge_prepare_refused", settlement_id=s.settlement_id, error=str(error))
+                return await self._decide(s, Decision.ABORT, error.reason.name, None)
+            transfer = own
+        except NotFound as error:  # a bug in the core, or a bridge that lost state
+            log.error("bridge_prepare_refused", settlement_id=s.settlement_id, error=str(error))
+            return await self._decide(s, Decision.ABORT, error.reason.name, None)
+        except Unavailable:
+            if self._clock.now_us() + self.timing.margin_ms * 1000 >= s.decide_by_us:
+                return await self._decide(s, Decision.ABORT, "BRIDGE_UNREACHABLE", None)
+            raise
+        self._faults.point("pvp_before_decision")
+        if transfer.state.value != "PREPARED":
+            return await self._decide(
+                s, Decision.ABORT, transfer.rejection_reason or transfer.state.value, transfer
+            )
+        decided = await self._decide(s, Decision.COMMIT, "", transfer)
+        self._faults.point("pvp_after_decision")
+        return decided
+
+    async def _own_transfer(self, s: SettlementRecord) -> Transfer | None:
+        """The bridge's transfer of ``s``'s attempt, if its terms are this settlement's."""
+        transfer = await self._link.status(s.transfer_id)
+        terms = transfer.terms
+        if terms is None or (terms.quote_id, terms.payer_id, terms.payee_id) != (
+            s.quote_id,
+            self._link.gateway,
+            self._link.gateway,
+        ):
+            return None
+        return transfer
+
+    async def _commit(self, s: SettlementRecord) -> SettlementRecord:
+        """Bridge leg first, then the core's: the core's leg only moves held money."""
+        try:
+            transfer = await self._link.commit(s.transfer_id)
+        except TransferAborted as error:
+            # The bridge's leg expired or was aborted before our commit reached it; the core's
+            # leg has not moved: abort both.
+            log.warning("bridge_commit_refused", settlement_id=s.settlement_id, error=str(error))
+            return await self._decide(s, Decision.ABORT, error.reason.name, _rejected(error))
+        self._faults.point("pvp_between_commits")
+        return await self._complete(s, transfer)
+
+    async def _abort(self, s: SettlementRecord) -> SettlementRecord:
+        try:
+            transfer = await self._link.abort(s.transfer_id)
+        except TransferCommitted:
+            # Only a COMMIT decision sends a commit, and a decision never changes from ABORT:
+            # this is a bug. Leave the settlement for an operator, loudly.
+            log.critical("bridge_committed_an_aborted_settlement", settlement_id=s.settlement_id)
+            return s
+        return await self._complete(s, transfer)
+
+    async def _finality(self, s: SettlementRecord) -> SettlementRecord:
+        verified = await self._link.finality(s.transfer_id)
+        if verified is None:
+            return s
+        certificate = json.dumps(
+            {
+                "block_hash": verified.block_hash.hex(),
+                "signer_ids": list(verified.signer_ids),
+                "aggregate_signature": verified.aggregate_signature.hex(),
+            },
+            sort_keys=True,
+        ).encode()
+        return await self._run(
+            steps.RecordFinality(
+                **self._fields("RecordFinality", s.settlement_id),
+                block_height=verified.height,
+                block_header=verified.header,
+                certificate=certificate,
+            )
+        )
+
+
+def _rejected(error: BridgeError) -> Transfer | None:
+    """A refusal of prepare or commit, as the bridge leg's state: it never commits."""
+    state = {
+        "TRANSFER_EXPIRED": TransferState.EXPIRED,
+        "TRANSFER_ALREADY_ABORTED": TransferState.ABORTED,
+    }.get(error.reason.name, TransferState.REJECTED)
+    return Transfer(transfer_id="", state=state, terms=None)

@@ -1,0 +1,112 @@
+"""Reading (locked) and writing the keyed records kept as one row each (titles, FX quotes,
+settlements), once for both dialects: the columns are the record's dataclass fields, in order."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import Any, Final, Generic, TypeVar
+
+from settlement.ledger.records import (
+    Decision,
+    QuoteRecord,
+    SettlementKind,
+    SettlementRecord,
+    SettlementState,
+    TitleRecord,
+    TitleState,
+)
+from settlement.ledger.store import LedgerTransaction
+
+R = TypeVar("R", TitleRecord, QuoteRecord, SettlementRecord)
+_NOT_COLUMNS: Final = frozenset({"is_new", "moves"})
+
+
+class RecordRows(Generic[R]):
+    def __init__(
+        self, table: str, record: type[R], enums: dict[str, type[enum.Enum]] | None = None
+    ) -> None:
+        self.table = table
+        self.record: type[R] = record
+        self.columns = [f.name for f in fields(record) if f.name not in _NOT_COLUMNS]
+        self.key = self.columns[0]
+        self._enums = enums or {}
+
+    def record_of(self, row: Sequence[Any]) -> R:
+        """A record from its column values, in ``columns`` order."""
+        values: dict[str, Any] = {
+            name: self._enums[name](value) if name in self._enums else value
+            for name, value in zip(self.columns, row, strict=True)
+        }
+        for name in ("block_header", "certificate"):
+            if name in values:
+                values[name] = bytes(values[name])
+        made: R = self.record(**values)
+        return made
+
+    def _values(self, record: R) -> tuple[object, ...]:
+        def plain(value: object) -> object:
+            return value.value if isinstance(value, enum.Enum) else value
+
+        return tuple(plain(getattr(record, c)) for c in self.columns)
+
+    async def lock(self, tx: LedgerTransaction, ids: Sequence[str]) -> dict[str, R]:
+        """The rows of ``ids`` that exist, locked for update in key order."""
+        if not ids:
+            return {}
+        rows = await tx.query(
+            f"SELECT {', '.join(self.columns)} FROM {self.table} "
+            f"WHERE {self.key} IN ({', '.join('?' * len(ids))}) "
+            f"ORDER BY {self.key}{tx.for_update}",
+            list(ids),
+        )
+        return {r[0]: self.record_of(r) for r in rows}
+
+    async def write(self, tx: LedgerTransaction, records: Sequence[R]) -> None:
+        placeholders = ", ".join("?" * len(self.columns))
+        await tx.execute_many(
+            f"INSERT INTO {self.table} ({', '.join(self.columns)}) VALUES ({placeholders})",
+            [self._values(r) for r in records if r.is_new],
+        )
+        updated = self.columns[1:]
+        rows: list[tuple[object, ...]] = [self._values(r) for r in records if not r.is_new]
+        await tx.execute_many(
+            f"UPDATE {self.table} SET {', '.join(f'{c} = ?' for c in updated)} "
+            f"WHERE {self.key} = ?",
+            list(map(_key_last, rows)),
+        )
+
+
+def _key_last(values: tuple[object, ...]) -> tuple[object, ...]:
+    return (*values[1:], values[0])
+
+
+TITLES: Final = RecordRows("titles", TitleRecord, {"state": TitleState})
+QUOTES: Final = RecordRows("fx_quotes", QuoteRecord)
+SETTLEMENTS: Final = RecordRows(
+    "settlements",
+    SettlementRecord,
+    {"kind": SettlementKind, "state": SettlementState, "decision": Decision},
+)
+
+
+async def write_title_moves(tx: LedgerTransaction, titles: Sequence[TitleRecord]) -> None:
+    await tx.execute_many(
+        "INSERT INTO title_moves (title_id, seq, kind, from_wallet_id, to_wallet_id, units, "
+        "request_id, at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                t.title_id,
+                t.version - len(t.moves) + i + 1,
+                m.kind,
+                m.from_wallet_id,
+                m.to_wallet_id,
+                m.units,
+                m.request_id,
+                m.at_us,
+            )
+            for t in titles
+            for i, m in enumerate(t.moves)
+        ],
+    )

@@ -1,0 +1,105 @@
+"""The read side of titles, FX quotes and settlements (no locks; one snapshot per call)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import SQLModel, col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from settlement.db import models
+from settlement.ledger.record_rows import QUOTES, SETTLEMENTS, TITLES, R, RecordRows
+from settlement.ledger.records import (
+    QuoteRecord,
+    SettlementRecord,
+    SettlementState,
+    TitleMoveRecord,
+    TitleRecord,
+)
+
+OPEN_STATES: tuple[str, ...] = tuple(s.value for s in SettlementState if not s.done)
+
+
+def _record(rows: RecordRows[R], row: SQLModel) -> R:
+    return rows.record_of([getattr(row, c) for c in rows.columns])
+
+
+class SettlementReader:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    def _session(self) -> AsyncSession:
+        return AsyncSession(self._engine, expire_on_commit=False)
+
+    async def title(self, title_id: str) -> tuple[TitleRecord, list[tuple[int, TitleMoveRecord]]]:
+        """The title and its moves (seq, move) in order; raises KeyError if there is none."""
+        async with self._session() as session:
+            row = await session.get(models.Title, title_id)
+            if row is None:
+                raise KeyError(title_id)
+            moves = await session.exec(
+                select(models.TitleMove)
+                .where(models.TitleMove.title_id == title_id)
+                .order_by(col(models.TitleMove.seq))
+            )
+            return _record(TITLES, row), [
+                (
+                    m.seq,
+                    TitleMoveRecord(
+                        m.kind, m.from_wallet_id, m.to_wallet_id, m.units, m.request_id, m.at_us
+                    ),
+                )
+                for m in moves
+            ]
+
+    async def titles(self, holder_wallet_id: str, after_id: str, limit: int) -> list[TitleRecord]:
+        async with self._session() as session:
+            rows = await session.exec(
+                select(models.Title)
+                .where(
+                    models.Title.holder_wallet_id == holder_wallet_id,
+                    models.Title.title_id > after_id,
+                    models.Title.state == "ACTIVE",
+                )
+                .order_by(col(models.Title.title_id))
+                .limit(limit)
+            )
+            return [_record(TITLES, r) for r in rows]
+
+    async def quote(self, quote_id: str) -> QuoteRecord | None:
+        async with self._session() as session:
+            row = await session.get(models.FxQuote, quote_id)
+            return None if row is None else _record(QUOTES, row)
+
+    async def settlements(
+        self,
+        *,
+        settlement_ids: Sequence[str] = (),
+        requested_by: str | None = None,
+        states: Sequence[str] = (),
+        origin_payment_id: str | None = None,
+        updated_before_us: int | None = None,
+        after_id: str = "",
+        limit: int = 50,
+    ) -> list[SettlementRecord]:
+        async with self._session() as session:
+            query = select(models.Settlement).where(models.Settlement.settlement_id > after_id)
+            if settlement_ids:
+                query = query.where(col(models.Settlement.settlement_id).in_(list(settlement_ids)))
+            if requested_by is not None:
+                query = query.where(models.Settlement.requested_by == requested_by)
+            if states:
+                query = query.where(col(models.Settlement.state).in_(list(states)))
+            if origin_payment_id is not None:
+                query = query.where(models.Settlement.origin_payment_id == origin_payment_id)
+            if updated_before_us is not None:
+                query = query.where(models.Settlement.updated_at_us < updated_before_us)
+            rows = await session.exec(
+                query.order_by(col(models.Settlement.settlement_id)).limit(limit)
+            )
+            return [_record(SETTLEMENTS, r) for r in rows]
+
+    async def settlement(self, settlement_id: str) -> SettlementRecord | None:
+        found = await self.settlements(settlement_ids=[settlement_id], limit=1)
+        return found[0] if found else None

@@ -1,0 +1,563 @@
+"""PvP and DvP settlements as ledger commands: the core's side of the protocol in
+docs/settlement.md.
+
+A settlement moves ``pay_minor`` of ``pay_currency`` from the payer and ``receive_minor`` of
+``receive_currency`` to the payee (and, for DvP, a title from the payee to the payer). Across
+currencies the conversion happens on the bridge, between the core's *gateway* (the reserve wallet
+of the institution that is the core's participant on the bridge) and the bridge's liquidity
+provider:
+
+| entry  | postings                                                                       |
+|--------|--------------------------------------------------------------------------------|
+| HOLD   | payer AVAILABLE -A, payer HELD +A; gateway AVAILABLE -B, gateway HELD +B       |
+| PVP    | payer HELD -A, gateway AVAILABLE +A; gateway HELD -B, payee AVAILABLE +B       |
+| DVP    | as PVP, with the title's move in the same transaction                          |
+| UNHOLD | the HOLD reversed                                                              |
+
+(in one currency a DvP is one DVP entry, buyer AVAILABLE -A, seller AVAILABLE +A, title moved,
+with no bridge leg). The gateway's core balance plus its bridge balance, per currency, is what a
+settlement never changes: it pays out on one side what it receives on the other.
+
+The decision is the one record that says which way a settlement goes: the first decision wins
+(a COMMIT turns into ABORT only on the bridge's word that its leg can never commit), and after
+COMMIT the core's leg only moves held money, so it cannot fail.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass, replace
+from typing import Final
+
+from settlement.errors import Reason, SettlementError, insufficient_funds, not_found
+from settlement.ledger import titles
+from settlement.ledger.commands import Command, check_incoming, check_outgoing
+from settlement.ledger.records import (
+    Bucket,
+    ConcurrentDuplicate,
+    Decision,
+    EntryKind,
+    QuoteRecord,
+    Reads,
+    SettlementKind,
+    SettlementRecord,
+    SettlementState,
+)
+from settlement.ledger.working_set import Leg, WorkingSet, World
+from wallets import limit_day
+
+# Bridge transfer states that mean its leg can never commit.
+BRIDGE_NEVER_COMMITS: Final = frozenset({"ABORTED", "EXPIRED", "REJECTED"})
+
+
+def derive_settlement_id(caller: str, request_id: str) -> str:
+    digest = hashlib.sha256(f"settlement\n{caller}\n{request_id}".encode()).digest()
+    return "s_" + base64.b32encode(digest).decode()[:26].lower()
+
+
+def transfer_id(settlement_id: str, attempt: int) -> str:
+    """The bridge transfer of an attempt, chosen (and stored) before the bridge hears of it."""
+    return f"{settlement_id}.{attempt}"
+
+
+def _expired(now_us: int, expires_at_us: int) -> None:
+    if now_us > expires_at_us:
+        raise SettlementError(
+            Reason.INSTRUCTION_EXPIRED,
+            "the signed instruction expired before it could be applied",
+            metadata={"expires_at_us": str(expires_at_us)},
+        )
+
+
+def _wallet(ws: WorkingSet, wallet_id: str) -> None:
+    if ws.wallet(wallet_id) is None:
+        raise not_found(Reason.WALLET_NOT_FOUND, "wallet", wallet_id)
+
+
+def _settlement_reads(world: World, settlement_id: str, gateway: str) -> Reads:
+    found = world.settlements.get(settlement_id)
+    if found is None:
+        return Reads()
+    wallets = {found.payer_wallet_id, found.payee_wallet_id, gateway}
+    return Reads(
+        wallet_ids=wallets,
+        balance_keys={
+            (found.payer_wallet_id, found.pay_currency),
+            (gateway, found.pay_currency),
+            (gateway, found.receive_currency),
+            (found.payee_wallet_id, found.receive_currency),
+        },
+        title_ids={t for t in (found.title_id, found.delivered_title_id) if t},
+    )
+
+
+def _bump(settlement: SettlementRecord, now_us: int) -> None:
+    settlement.version += 1
+    settlement.updated_at_us = now_us
+
+
+def _usable_quote(
+    ws: WorkingSet, quote_id: str, settlement_id: str, caller: str | None = None
+) -> QuoteRecord:
+    """The quote, if ``caller`` (None: the coordinator) asked for it, unused, and unexpired."""
+    quote = ws.quote(quote_id)
+    if quote is None or (caller is not None and quote.requested_by != caller):
+        raise not_found(Reason.QUOTE_NOT_FOUND, "quote", quote_id)
+    if quote.used_by and quote.used_by != settlement_id:
+        raise SettlementError(
+            Reason.QUOTE_ALREADY_USED,
+            f"quote {quote_id} was used by settlement {quote.used_by}",
+            metadata={"quote_id": quote_id, "settlement_id": quote.used_by},
+        )
+    if ws.now_us >= quote.expires_at_us:
+        raise SettlementError(
+            Reason.QUOTE_EXPIRED,
+            f"quote {quote_id} expired; ask for a new one",
+            metadata={"quote_id": quote_id, "expires_at_us": str(quote.expires_at_us)},
+        )
+    return quote
+
+
+def _hold_gateway(ws: WorkingSet, gateway: str, currency: str, amount: int) -> Leg:
+    """The gateway's side of a hold: refused (with the typed detail) if it lacks liquidity."""
+    available = ws.balance(gateway, currency).available
+    if available < amount:
+        raise insufficient_funds(gateway, currency, amount, available)
+    return Leg(gateway, Bucket.AVAILABLE, currency, -amount)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordQuote(Command):
+    """Keep a bridge quote handed out by QuoteFx, so a settlement can hold its legs."""
+
+    quote: QuoteRecord
+
+    def reads(self) -> Reads:
+        return Reads(quote_ids={self.quote.quote_id})
+
+    def apply(self, ws: WorkingSet) -> QuoteRecord:
+        found = ws.quote(self.quote.quote_id)
+        if found is not None:
+            return found
+        quote = replace(self.quote, created_at_us=ws.now_us, is_new=True)
+        ws.add(quote)
+        return quote
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Terms:
+    """What the signed instruction (PvP or DvP) says."""
+
+    payer: str
+    pay_currency: str
+    pay_minor: int
+    payee: str
+    receive_currency: str
+    receive_minor: int
+    quote_id: str
+    title_id: str = ""
+    title_units: int = 0
+    expires_at_us: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrepareSettlement(Command):
+    """A new settlement. In one currency (DvP only) it commits at once and is FINAL. Across
+    currencies it checks the quote and holds both legs (and escrows the title to the settlement):
+    PREPARED, decided later by the coordinator."""
+
+    settlement_id: str
+    kind: SettlementKind
+    terms: Terms
+    gateway: str
+    hold_ms: int
+
+    def reads(self) -> Reads:
+        t = self.terms
+        wallets = {t.payer, t.payee, self.gateway}
+        reads = Reads(
+            settlement_ids={self.settlement_id},
+            wallet_ids=wallets,
+            balance_keys={
+                (t.payer, t.pay_currency),
+                (t.payee, t.receive_currency),
+                (self.gateway, t.pay_currency),
+                (self.gateway, t.receive_currency),
+            },
+            quote_ids={t.quote_id} if t.quote_id else set(),
+        )
+        if t.title_id:
+            reads.title_ids = {t.title_id, *titles.child_ids(t.title_id)}
+        return reads
+
+    def apply(self, ws: WorkingSet) -> SettlementRecord:
+        t = self.terms
+        if ws.settlement(self.settlement_id) is not None:  # a concurrent duplicate (or a collision)
+            raise ConcurrentDuplicate(f"derived settlement id {self.settlement_id} already exists")
+        _wallet(ws, t.payer)
+        _wallet(ws, t.payee)
+        _expired(ws.now_us, t.expires_at_us)
+        quote = None
+        if t.pay_currency != t.receive_currency:
+            _wallet(ws, self.gateway)
+            quote = _usable_quote(ws, t.quote_id, self.settlement_id, self.caller)
+            offered = (quote.source_currency, quote.source_minor, quote.target_currency)
+            if (*offered, quote.target_minor) != (
+                t.pay_currency,
+                t.pay_minor,
+                t.receive_currency,
+                t.receive_minor,
+            ):
+                raise SettlementError(
+                    Reason.INSTRUCTION_MISMATCH,
+                    f"quote {quote.quote_id} is {quote.source_minor} {quote.source_currency} for "
+                    f"{quote.target_minor} {quote.target_currency}; the instruction says "
+                    f"{t.pay_minor} {t.pay_currency} for {t.receive_minor} {t.receive_currency}",
+                    metadata={"field": "quote_id", "quote_id": quote.quote_id},
+                )
+        payer, payee = ws.wallet(t.payer), ws.wallet(t.payee)
+        assert payer is not None
+        assert payee is not None
+        day = check_outgoing(ws, payer, t.pay_currency, t.pay_minor)
+        available = ws.balance(t.payer, t.pay_currency).available
+        if available < t.pay_minor:
+            raise insufficient_funds(t.payer, t.pay_currency, t.pay_minor, available)
+        check_incoming(ws, payee, t.receive_currency, t.receive_minor)
+        delivered = self._title(ws) if t.title_id else ""
+        settlement = SettlementRecord(
+            settlement_id=self.settlement_id,
+            kind=self.kind,
+            requested_by=self.caller,
+            request_id=self.request_id,
+            origin_payment_id="",
+            origin_leg_id="",
+            payer_wallet_id=t.payer,
+            pay_currency=t.pay_currency,
+            pay_minor=t.pay_minor,
+            payee_wallet_id=t.payee,
+            receive_currency=t.receive_currency,
+            receive_minor=t.receive_minor,
+            title_id=t.title_id,
+            title_units=t.title_units,
+            delivered_title_id=delivered,
+            quote_id=t.quote_id,
+            spread_minor=quote.spread_minor if quote else 0,
+            rate_num=quote.rate_num if quote else 1,
+            rate_den=quote.rate_den if quote else 1,
+            provider_id=quote.provider_id if quote else "",
+            quote_expires_at_us=quote.expires_at_us if quote else 0,
+            transfer_id=transfer_id(self.settlement_id, 1) if quote else "",
+            bridge_state="",
+            bridge_expires_at_us=0,
+            decide_by_us=ws.now_us + self.hold_ms * 1000,
+            decision=Decision.NONE,
+            decided_at_us=0,
+            abort_reason="",
+            state=SettlementState.PREPARED,
+            attempt=1,
+            version=1,
+            created_at_us=ws.now_us,
+            updated_at_us=ws.now_us,
+            is_new=True,
+        )
+        ws.add(settlement)
+        ws.record_spend(ws.balance(t.payer, t.pay_currency), t.pay_minor, day)
+        if quote is None:  # one currency: nothing to wait for
+            settlement.decision, settlement.decided_at_us = Decision.COMMIT, ws.now_us
+            ws.post(
+                EntryKind.DVP,
+                self.request_id,
+                self.caller,
+                f"DvP {settlement.settlement_id}",
+                [
+                    Leg(t.payer, Bucket.AVAILABLE, t.pay_currency, -t.pay_minor),
+                    Leg(t.payee, Bucket.AVAILABLE, t.pay_currency, t.pay_minor),
+                ],
+            )
+            _deliver(ws, settlement, self.request_id)
+            settlement.state = SettlementState.FINAL
+            return settlement
+        ws.touch(quote)
+        quote.used_by = self.settlement_id
+        ws.post(
+            EntryKind.HOLD,
+            self.request_id,
+            self.caller,
+            f"{self.kind.value} {settlement.settlement_id} held",
+            [
+                Leg(t.payer, Bucket.AVAILABLE, t.pay_currency, -t.pay_minor),
+                Leg(t.payer, Bucket.HELD, t.pay_currency, t.pay_minor),
+                _hold_gateway(ws, self.gateway, t.receive_currency, t.receive_minor),
+                Leg(self.gateway, Bucket.HELD, t.receive_currency, t.receive_minor),
+            ],
+        )
+        return settlement
+
+    def _title(self, ws: WorkingSet) -> str:
+        """Check the title and escrow the units delivered to this settlement (splitting off
+        that part first if it is not the whole title); returns the delivered title's id."""
+        t = self.terms
+        title = titles.active_title(ws, t.title_id)
+        titles.check_holder(title, t.payee)
+        titles.check_free(title)
+        if t.title_units > title.units:
+            raise SettlementError(
+                Reason.TITLE_UNITS_EXCEEDED,
+                f"title {title.title_id} has {title.units} units, {t.title_units} were sold",
+                metadata={"title_id": title.title_id, "units": str(title.units)},
+            )
+        if t.title_units < title.units:
+            title, _rest = titles.split(ws, title, t.title_units, self.request_id)
+        titles.move(
+            ws,
+            title,
+            "PLEDGED",
+            title.holder_wallet_id,
+            self.request_id,
+            pledged_to=self.settlement_id,
+        )
+        return title.title_id
+
+
+def _deliver(ws: WorkingSet, settlement: SettlementRecord, request_id: str) -> None:
+    if not settlement.delivered_title_id:
+        return
+    title = ws.title(settlement.delivered_title_id)
+    assert title is not None
+    assert title.pledged_to == settlement.settlement_id
+    titles.move(ws, title, "DELIVERED", settlement.payer_wallet_id, request_id, pledged_to="")
+
+
+def _free_title(ws: WorkingSet, settlement: SettlementRecord, request_id: str) -> None:
+    if not settlement.delivered_title_id:
+        return
+    title = ws.title(settlement.delivered_title_id)
+    assert title is not None
+    assert title.pledged_to == settlement.settlement_id
+    titles.move(ws, title, "RELEASED", title.holder_wallet_id, request_id, pledged_to="")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _SettlementStep(Command):
+    """An internal step of the coordinator or the recovery sweep: guarded by the settlement's
+    state (a step that already happened is a no-op), never stored as an operation."""
+
+    settlement_id: str
+    gateway: str
+
+    def reads(self) -> Reads:
+        return Reads(settlement_ids={self.settlement_id})
+
+    def reads_after(self, world: World) -> Reads:
+        return _settlement_reads(world, self.settlement_id, self.gateway)
+
+    def _settlement(self, ws: WorkingSet) -> SettlementRecord:
+        found = ws.settlement(self.settlement_id)
+        if found is None:
+            raise not_found(Reason.SETTLEMENT_NOT_FOUND, "settlement", self.settlement_id)
+        return found
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decide(_SettlementStep):
+    """Record the decision. COMMIT is taken only while the bridge's leg is PREPARED and has at
+    least ``margin_ms`` left, and before ``decide_by_us``; otherwise, and when asked, ABORT, which
+    releases the core's holds in the same transaction (nothing can commit after it)."""
+
+    decision: Decision
+    bridge_state: str
+    bridge_expires_at_us: int
+    margin_ms: int
+    reason: str
+
+    def apply(self, ws: WorkingSet) -> SettlementRecord:
+        s = self._settlement(ws)
+        if s.decision is Decision.COMMIT and self.decision is Decision.ABORT:
+            # Only the bridge's word that its leg can never commit turns a COMMIT around; the
+            # core's leg has not moved (it moves only after the bridge's commit).
+            if s.state is not SettlementState.COMMITTING or (
+                self.bridge_state not in BRIDGE_NEVER_COMMITS
+            ):
+                return s
+        elif s.decision is not Decision.NONE or s.state is not SettlementState.PREPARED:
+            return s
+        ws.touch(s)
+        _bump(s, ws.now_us)
+        s.bridge_state = self.bridge_state or s.bridge_state
+        if self.bridge_expires_at_us:
+            s.bridge_expires_at_us = self.bridge_expires_at_us
+        commit_ok = (
+            self.decision is Decision.COMMIT
+            and self.bridge_state == "PREPARED"
+            and ws.now_us < s.decide_by_us
+            and ws.now_us + self.margin_ms * 1000 < s.bridge_expires_at_us
+        )
+        s.decided_at_us = ws.now_us
+        if commit_ok:
+            s.decision, s.state = Decision.COMMIT, SettlementState.COMMITTING
+            return s
+        s.decision = Decision.ABORT
+        s.abort_reason = self.reason if self.decision is Decision.ABORT else "DECISION_DEADLINE"
+        legs = [
+            Leg(self.gateway, Bucket.HELD, s.receive_currency, -s.receive_minor),
+            Leg(self.gateway, Bucket.AVAILABLE, s.receive_currency, s.receive_minor),
+        ]
+        if not s.origin_payment_id:  # a payout keeps the payer's side held for the next attempt
+            _give_back_spend(ws, s)
+            legs[:0] = [
+                Leg(s.payer_wallet_id, Bucket.HELD, s.pay_currency, -s.pay_minor),
+                Leg(s.payer_wallet_id, Bucket.AVAILABLE, s.pay_currency, s.pay_minor),
+            ]
+        ws.post(
+            EntryKind.UNHOLD,
+            f"{s.settlement_id}:unhold:{s.attempt}",
+            self.caller,
+            f"{s.kind.value} {s.settlement_id} aborted: {s.abort_reason}",
+            legs,
+        )
+        _free_title(ws, s, self.request_id)
+        s.state = SettlementState.ABORTING
+        if self.bridge_state in BRIDGE_NEVER_COMMITS:
+            _aborted(s)
+        return s
+
+
+def _give_back_spend(ws: WorkingSet, s: SettlementRecord) -> None:
+    """An aborted settlement's amount no longer counts against the payer's daily cap (if the day
+    it was counted on is still the current one)."""
+    balance = ws.balance(s.payer_wallet_id, s.pay_currency)
+    day = limit_day(s.created_at_us)
+    if balance.spent_day == day and day == limit_day(ws.now_us):
+        ws.record_spend(balance, -min(s.pay_minor, balance.spent_today), day)
+
+
+def _aborted(s: SettlementRecord) -> None:
+    """The bridge confirmed its leg never commits: ABORTED, or, for a payout, PENDING again (its
+    money stays held for the payee; the next attempt gets a new quote and a new transfer)."""
+    if not s.origin_payment_id:
+        s.state = SettlementState.ABORTED
+        return
+    s.state = SettlementState.PENDING
+    s.attempt += 1
+    s.decision = Decision.NONE
+    s.quote_id, s.receive_minor, s.spread_minor = "", 0, 0
+    s.rate_num, s.rate_den, s.provider_id, s.quote_expires_at_us = 1, 1, "", 0
+    s.transfer_id, s.bridge_state, s.bridge_expires_at_us = "", "", 0
+    s.decided_at_us, s.decide_by_us = 0, 0  # abort_reason stays: why the last attempt failed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Complete(_SettlementStep):
+    """After the bridge answered: a COMMITTING settlement whose bridge leg is COMMITTED posts the
+    core's leg (COMMITTED); an ABORTING one whose bridge leg can never commit is ABORTED."""
+
+    bridge_state: str
+
+    def apply(self, ws: WorkingSet) -> SettlementRecord:
+        s = self._settlement(ws)
+        if s.state is SettlementState.COMMITTING and self.bridge_state == "COMMITTED":
+            ws.touch(s)
+            _bump(s, ws.now_us)
+            s.bridge_state = self.bridge_state
+            kind = EntryKind.DVP if s.kind is SettlementKind.DVP else EntryKind.PVP
+            ws.post(
+                kind,
+                f"{s.settlement_id}:commit:{s.attempt}",
+                self.caller,
+                f"{s.kind.value} {s.settlement_id} ({s.transfer_id})",
+                [
+                    Leg(s.payer_wallet_id, Bucket.HELD, s.pay_currency, -s.pay_minor),
+                    Leg(self.gateway, Bucket.AVAILABLE, s.pay_currency, s.pay_minor),
+                    Leg(self.gateway, Bucket.HELD, s.receive_currency, -s.receive_minor),
+                    Leg(s.payee_wallet_id, Bucket.AVAILABLE, s.receive_currency, s.receive_minor),
+                ],
+            )
+            _deliver(ws, s, self.request_id)
+            s.state = SettlementState.COMMITTED
+        elif s.state is SettlementState.ABORTING and self.bridge_state in BRIDGE_NEVER_COMMITS:
+            ws.touch(s)
+            _bump(s, ws.now_us)
+            s.bridge_state = self.bridge_state
+            _aborted(s)
+        return s
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttachQuote(_SettlementStep):
+    """A PENDING payout (a contract's ``pay ... in <currency>``) takes the quote the coordinator
+    got for it and holds the gateway's side: PREPARED, as a new settlement would be."""
+
+    quote_id: str
+    hold_ms: int
+
+    def reads(self) -> Reads:
+        return Reads(settlement_ids={self.settlement_id}, quote_ids={self.quote_id})
+
+    def reads_after(self, world: World) -> Reads:
+        found = world.settlements.get(self.settlement_id)
+        if found is None:
+            return Reads()
+        return Reads(
+            wallet_ids={self.gateway, found.payee_wallet_id},
+            balance_keys={
+                (self.gateway, found.receive_currency),
+                (found.payee_wallet_id, found.receive_currency),
+            },
+        )
+
+    def apply(self, ws: WorkingSet) -> SettlementRecord:
+        s = self._settlement(ws)
+        if s.state is not SettlementState.PENDING:
+            return s
+        quote = _usable_quote(ws, self.quote_id, s.settlement_id)
+        if (quote.source_currency, quote.source_minor, quote.target_currency) != (
+            s.pay_currency,
+            s.pay_minor,
+            s.receive_currency,
+        ):
+            raise AssertionError(f"quote {quote.quote_id} is not for payout {s.settlement_id}")
+        ws.touch(s)
+        ws.touch(quote)
+        quote.used_by = s.settlement_id
+        _bump(s, ws.now_us)
+        s.quote_id, s.receive_minor = quote.quote_id, quote.target_minor
+        s.spread_minor, s.rate_num, s.rate_den = quote.spread_minor, quote.rate_num, quote.rate_den
+        s.provider_id, s.quote_expires_at_us = quote.provider_id, quote.expires_at_us
+        s.transfer_id = transfer_id(s.settlement_id, s.attempt)
+        s.decide_by_us = ws.now_us + self.hold_ms * 1000
+        s.state = SettlementState.PREPARED
+        ws.post(
+            EntryKind.HOLD,
+            f"{s.settlement_id}:hold:{s.attempt}",
+            self.caller,
+            f"payout {s.settlement_id} held",
+            [
+                _hold_gateway(ws, self.gateway, s.receive_currency, s.receive_minor),
+                Leg(self.gateway, Bucket.HELD, s.receive_currency, s.receive_minor),
+            ],
+        )
+        return s
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordFinality(_SettlementStep):
+    """A COMMITTED settlement whose bridge block carries a verified quorum certificate: FINAL."""
+
+    block_height: int
+    block_header: bytes
+    certificate: bytes
+
+    def reads_after(self, world: World) -> Reads:
+        return Reads()
+
+    def apply(self, ws: WorkingSet) -> SettlementRecord:
+        s = self._settlement(ws)
+        if s.state is SettlementState.COMMITTED:
+            ws.touch(s)
+            _bump(s, ws.now_us)
+            s.block_height = self.block_height
+            s.block_header = self.block_header
+            s.certificate = self.certificate
+            s.state = SettlementState.FINAL
+        return s
