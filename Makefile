@@ -1,4 +1,4 @@
-# condpay: `make run` (the demo on embedded SQLite) and `make test` (the whole suite, PostgreSQL
+# condpay: `make run` (the simulator's smoke scenario on embedded SQLite) and `make test` (the whole suite, PostgreSQL
 # included) do all set-up on a fresh machine. `make help` lists every target.
 
 PYTHON ?= python3
@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run serve test test-fast lint fmt proto bench postgres-binaries clean
+.PHONY: help venv run demo serve test test-fast lint fmt proto bench bench-sim postgres-binaries browser clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -20,7 +20,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create .venv and install condpay with its dev tools (when pyproject.toml changed)
 
-run: venv ## start the server on embedded SQLite, run the end-to-end demo through gRPC, stop
+run: venv ## start the core and the bridge on embedded SQLite, run the smoke scenario, report, stop
+	$(BIN)/condpay sim run smoke
+
+demo: venv ## the guided story of one trade (money, a conditional payment, an eBL across currencies)
 	$(BIN)/condpay demo
 
 serve: venv ## the server alone, plaintext development mode, on 127.0.0.1:50051 and ./var/condpay.db
@@ -36,7 +39,18 @@ postgres-binaries: ## install the Debian postgresql package when its server bina
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
 	fi
 
-test: venv postgres-binaries ## the whole suite on SQLite and a throwaway PostgreSQL
+browser: ## install the Debian chromium package when no chromium binary is found (report screenshots)
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+	  || command -v google-chrome >/dev/null 2>&1 || command -v google-chrome-stable >/dev/null 2>&1; then \
+	  true; \
+	else \
+	  echo "chromium not found: installing the Debian package chromium"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	fi
+
+test: venv postgres-binaries browser ## the whole suite on SQLite and a throwaway PostgreSQL
 	$(BIN)/pytest
 
 test-fast: venv ## the suite without PostgreSQL
@@ -56,6 +70,9 @@ proto: venv ## regenerate the committed stubs from proto/condpay/v1/*.proto
 
 bench: venv postgres-binaries ## transfers/s and latency through gRPC on SQLite and PostgreSQL -> var/bench/transfers.json
 	$(BIN)/python -m tests.bench.transfers
+
+bench-sim: venv ## the gba-day scenario (3,000 orders) on embedded SQLite -> var/bench/gba-day/report.json
+	$(BIN)/condpay sim run gba-day --report var/bench/gba-day
 
 clean: ## remove the venv, ./var and caches
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "bridge", help="the mBridge-style multi-CBDC bridge mock: serve", add_help=False
     )
+    commands.add_parser(
+        "sim", help="the central-bank simulator: run a scenario, list scenarios", add_help=False
+    )
     return parser
 
 
@@ -158,6 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bridges.cli import main as bridge_main
 
         return bridge_main(argv[1:])
+    if argv[:1] == ["sim"]:
+        from sim_central_bank.cli import main as sim_main
+
+        return sim_main(argv[1:])
     args = build_parser().parse_args(argv)
     result: int = args.run(args)
     return result

@@ -34,6 +34,9 @@ log = structlog.get_logger("condpay.runtime")
 
 
 def create_sql_engine(url: DatabaseUrl) -> AsyncEngine:
+    """The engine of the read path and of migrations. On SQLite every transaction starts with an
+    explicit BEGIN (the driver would otherwise run each SELECT in an implicit transaction of its
+    own), so a read session sees one snapshot; on PostgreSQL see :func:`snapshot_reads`."""
     if url.dialect == "sqlite":
         engine = create_async_engine(url.sqlalchemy, pool_size=limits.READ_POOL_SIZE)
 
@@ -43,9 +46,27 @@ def create_sql_engine(url: DatabaseUrl) -> AsyncEngine:
             for pragma in PRAGMAS:
                 cursor.execute(pragma)
             cursor.close()
+            dbapi_connection.isolation_level = (
+                None  # SQLAlchemy, not the driver, opens transactions
+            )
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN")
 
         return engine
     return create_async_engine(url.sqlalchemy, pool_size=limits.READ_POOL_SIZE, max_overflow=4)
+
+
+def snapshot_reads(engine: AsyncEngine) -> AsyncEngine:
+    """The readers' view of ``engine``: each read session one transaction over one snapshot, so a
+    payment read while a release commits is all before or all after it, never its row from one
+    side and its legs from the other. PostgreSQL takes a snapshot per statement under READ
+    COMMITTED, per transaction under REPEATABLE READ. (Migrations keep READ COMMITTED: they wait
+    for a lock and must then see what the replica that held it created.)"""
+    if engine.dialect.name == "sqlite":
+        return engine
+    return engine.execution_options(isolation_level="REPEATABLE READ")
 
 
 class Runtime:
@@ -61,7 +82,7 @@ class Runtime:
                 self.url.asyncpg_dsn or "", settings.writers, isolation=settings.pg_isolation
             )
         )
-        self.reader = LedgerReader(self.sql)
+        self.reader = LedgerReader(snapshot_reads(self.sql))
         self.directory = Directory(self.reader)
         self.notifier = PaymentNotifier()
         self.faults = Faults.from_env()
@@ -69,7 +90,7 @@ class Runtime:
             self.store, self.clock, StatusCodec(), self.directory, self.notifier, self.faults
         )
         self.deadlines = DeadlineSweeper(self.reader, self.engine, self.clock, self.faults)
-        self.settlements = SettlementReader(self.sql)
+        self.settlements = SettlementReader(snapshot_reads(self.sql))
         # With a bridge (opened in start): PvP, cross-currency DvP and payouts.
         self.bridge: BridgeLink | None = None
         self.coordinator: Coordinator | None = None

@@ -26,13 +26,19 @@ class ServerProcess:
     """``condpay serve --insecure`` on a free port; stopped with SIGTERM (graceful)."""
 
     def __init__(
-        self, database_url: str, *, log_path: Path, extra_env: dict[str, str] | None = None
+        self,
+        database_url: str,
+        *,
+        log_path: Path,
+        extra_env: dict[str, str] | None = None,
+        extra_args: tuple[str, ...] = (),
     ):
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.database_url = database_url
         self.log_path = log_path
         self._env = {**os.environ, **(extra_env or {})}
+        self._extra_args = extra_args
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -49,6 +55,7 @@ class ServerProcess:
                     self.address,
                     "--database-url",
                     self.database_url,
+                    *self._extra_args,
                 ],
                 stdout=log,
                 stderr=log,

@@ -1,7 +1,8 @@
-"""The journal's hash chain.
+"""The journal's hash chain, over the ledger's records.
 
-Each entry's hash is ``SHA-256(prev_hash || canonical(entry))`` where ``canonical`` is this JSON
-array (UTF-8, no whitespace, integers as JSON numbers)::
+Each entry's hash is ``SHA-256(prev_hash || canonical(entry))``; the canonical encoding is defined
+once, on plain values, in the public API package (:mod:`condpay.journal`), so that the server
+seals entries with exactly the bytes a client verifies::
 
     [seq, kind, request_id, caller, committed_at_us, memo,
      [[account_id, bucket, currency, amount, balance_after], ...]]
@@ -12,36 +13,37 @@ changing, removing or reordering any entry changes every hash after it.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from typing import Final
 
-import orjson
+from condpay import journal
 
 from settlement.ledger.records import EntryRecord
 
-GENESIS_HASH: Final = bytes(32)
+GENESIS_HASH: Final = journal.GENESIS_HASH
 
 
-def canonical_bytes(entry: EntryRecord) -> bytes:
-    return orjson.dumps(
+def _plain(entry: EntryRecord) -> tuple[int, str, str, str, int, str, list[journal.Posting]]:
+    return (
+        entry.seq,
+        entry.kind.value,
+        entry.request_id,
+        entry.caller,
+        entry.committed_at_us,
+        entry.memo,
         [
-            entry.seq,
-            entry.kind.value,
-            entry.request_id,
-            entry.caller,
-            entry.committed_at_us,
-            entry.memo,
-            [
-                [p.account_id, p.bucket.value, p.currency, p.amount, p.balance_after]
-                for p in entry.postings
-            ],
-        ]
+            (p.account_id, p.bucket.value, p.currency, p.amount, p.balance_after)
+            for p in entry.postings
+        ],
     )
 
 
+def canonical_bytes(entry: EntryRecord) -> bytes:
+    return journal.canonical_bytes(*_plain(entry))
+
+
 def entry_hash(prev_hash: bytes, entry: EntryRecord) -> bytes:
-    return hashlib.sha256(prev_hash + canonical_bytes(entry)).digest()
+    return journal.entry_hash(prev_hash, *_plain(entry))
 
 
 def seal(

@@ -2,8 +2,9 @@
 the core as child processes that die and come back, a PvP workload sent as a client would send
 it, and the checks across both ledgers once everything has recovered.
 
-- :class:`BridgeProcess`: ``python -m bridges serve`` on a fixed address and state file,
-  bootstrapped with the core's gateway (``--bank CONDPAY``), restartable with another fault plan;
+- the bridge is sim_central_bank/bridge_process.py's ``BridgeProcess``: ``python -m bridges
+  serve`` on a fixed address and state file, bootstrapped with the core's gateway (``--bank
+  CONDPAY``), restartable with another fault plan;
 - the core is ``condpay serve`` on PostgreSQL (tests/payments/fleet.py's RestartableServer), whose
   bridge is ``grpc://`` the bridge process;
 - :class:`Supervisor`: restarts whichever of the two died, with the environment the cell's policy
@@ -23,11 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
@@ -52,7 +49,7 @@ from bridges import (
 from bridges._setup import DEMO_PROVIDER
 from settlement.ledger.commands import reserve_wallet_id
 from settlement.ledger.settlements import derive_settlement_id, transfer_id
-from sim_central_bank.server_process import free_port
+from sim_central_bank.bridge_process import BridgeProcess
 from tests.payments.fleet import FAST_RECONNECT, TRANSIENT, RestartableServer, audit
 from wallets import OwnerKey, PvPInstruction
 
@@ -87,92 +84,6 @@ def key(name: str) -> OwnerKey:
 
 
 # -- the bridge as a process -----------------------------------------------------------------------
-class BridgeProcess:
-    """``python -m bridges serve --bootstrap --bank CONDPAY`` on a fixed address (the core's
-    CONDPAY_BRIDGE points at it across restarts) and state file; one log file per start."""
-
-    def __init__(self, state: Path, log_dir: Path) -> None:
-        self.state = state
-        self.log_dir = log_dir
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.starts = 0
-        self.faults: tuple[str, ...] = ()
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log_path = log_dir / "bridge-0.log"
-
-    async def start(self, faults: Sequence[str] = (), *, seed: int = 0) -> None:
-        """Start it with these fault specs and seed; returns once it prints its ready line."""
-        self._spawn(faults, seed)
-        give_up = time.monotonic() + 30
-        while "serving on" not in self._log_path.read_text(errors="replace"):
-            if self.exit_status() is not None:
-                raise RuntimeError(f"the bridge exited; see {self._log_path}")
-            if time.monotonic() > give_up:
-                raise TimeoutError(f"the bridge did not start; see {self._log_path}")
-            await asyncio.sleep(0.02)
-
-    def _spawn(self, faults: Sequence[str], seed: int) -> None:
-        assert self.exit_status() is not None or self._process is None, "still running"
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.faults = tuple(faults)
-        self._log_path = self.log_dir / f"bridge-{self.starts}.log"
-        self.starts += 1
-        args = [a for spec in faults for a in ("--fault", spec)]
-        with self._log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "bridges",
-                    "serve",
-                    "--addr",
-                    self.address,
-                    "--state",
-                    str(self.state),
-                    "--block-interval-ms",
-                    "50",
-                    "--bootstrap",
-                    "--bank",
-                    f"{GATEWAY}=condpay settlement core gateway",
-                    "--fault-seed",
-                    str(seed),
-                    *args,
-                ],
-                stdout=log,
-                stderr=log,
-                cwd=ROOT,
-                env={k: v for k, v in os.environ.items() if not k.startswith("CONDPAY_BRIDGE")},
-            )
-
-    def exit_status(self) -> int | None:
-        process = self._process
-        return None if process is None else process.poll()
-
-    async def stop(self, *, kill: bool = False) -> int:
-        """SIGKILL (a crash) or SIGTERM (graceful); returns the exit status."""
-        process = self._process
-        if process is None:
-            return 0
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-        give_up = time.monotonic() + 15
-        while process.poll() is None:
-            if time.monotonic() > give_up:
-                process.kill()
-            await asyncio.sleep(0.02)
-        return process.returncode
-
-    def crashes(self) -> Counter[str]:
-        """Which crash faults killed an incarnation, from what each printed as it died."""
-        found: Counter[str] = Counter()
-        for log in self.log_dir.glob("bridge-*.log"):
-            for line in log.read_text(errors="replace").splitlines():
-                if line.startswith("condpay bridge: fault "):
-                    found[line.removeprefix("condpay bridge: fault ").split(":")[0]] += 1
-        return found
-
-
 def core_env(bridge: BridgeProcess, *, fault_points: str = "", seed: int = 0) -> dict[str, str]:
     """The environment of one incarnation of the core."""
     return {

@@ -42,10 +42,10 @@ import pytest
 
 from bridges import BridgeClient, TransferState
 from bridges.errors import BridgeError
+from sim_central_bank.bridge_process import BridgeProcess
 from tests.payments.fleet import RestartableServer
 from tests.settlement.fault_processes import (
     CRASH_EXIT_STATUS,
-    BridgeProcess,
     Pvp,
     Sender,
     Supervisor,

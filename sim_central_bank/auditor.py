@@ -1,0 +1,975 @@
+"""The simulator's auditor: reads the core (and the bridge) only through their public APIs, as a
+central bank would, and says whether the ledger is whole.
+
+    auditor = Auditor(core, bridge, expectations)   # core: a SettlementsClient as central_bank/<id>
+    await auditor.baseline()                        # before the traffic: the gateway's positions
+    run.timeline.append(await auditor.sample(at_s))  # cheap, during the run
+    run.invariants += await auditor.check(final=True)
+
+Each invariant has a stable name and fails with a detail naming the first offending items:
+
+- ``supply_equals_balances``: per currency, issued − redeemed = the sum of all balances
+  (GetSupply's figures recomputed, its ``consistent`` not trusted), and replaying the journal up
+  to GetSupply's seq gives the same circulation, held sum and issuance account; every entry
+  balances and every ``balance_after`` follows. At the final check also every wallet the journal
+  names (GetWallet) against its replay, which catches money moved between wallets without an
+  entry.
+- ``bridge_supply_equals_balances``: the same on the bridge: ``supply()``, the sum of its
+  accounts' balances, and its own ``audit()``.
+- ``gateway_mirror`` (final check only): per currency, the gateway's core reserve plus its
+  bridge account equals the baseline: a PvP moves money out of one and into the other, so a leg
+  applied twice or lost shows. (The gateway itself must not be issued to or redeemed from after
+  the baseline.)
+- ``held_equals_open_escrows``: per currency, GetSupply's held sum = what open payments hold +
+  what undecided settlements hold (by state, as docs/settlement.md describes); a terminal
+  payment holds nothing; at the end every settlement is FINAL or ABORTED.
+- ``payments_terminal_or_pending_with_reason``: at the end every payment is terminal, or open
+  with its deadline ahead and a reason in ``Expectations.pending_reasons`` (the detail counts the
+  reasons); during the run no open payment is overdue by more than a grace.
+- ``no_leg_paid_twice``: escrow = held + released + refunded; the legs add up to released and
+  refunded; every leg names one RELEASE/REFUND entry that moves exactly it (or, paid in another
+  currency, one payout settlement for exactly its amount) and every such entry pays a recorded
+  leg; no leg is paid by two entries (an entry's memo is ``<payment id> <leg id>``: request ids
+  alone may repeat, as one attestation can fire several legs), no settlement is committed by two
+  PVP/DVP entries nor any request writes two; at the end each committed settlement has exactly
+  one.
+- ``forged_and_replayed_refused``: every attestation sent to be refused was refused, and its
+  payment records a forged event (which carries an event id of its own) never and a replayed
+  one at most once.
+- ``financier_claims_consistent``: refunded ≤ principal, collected ≤ assigned, advance ≤
+  assigned; the refund legs paid to each financier add up to its financings' refunded, the legs
+  paid to an assignee to its collected; the journal's FUND and ADVANCE entries are exactly the
+  recorded principals and advances (by request id, financier, payer or payee, amount).
+- ``journal_hash_chain_intact``: the whole journal verifies with
+  :func:`condpay.journal.verify_entries` (gap-free seqs from 1, each hash chained) and reaches
+  GetSupply's head.
+
+One check reads everything once, in this order, so that comparisons across reads hold while the
+ledger keeps moving: GetSupply (its ``as_of_seq`` is *s0*), every payment (and the bridge), then
+every settlement and the whole journal (at the final check also every wallet), then GetSupply
+again (*s1*). Every record read after *s0* includes whatever the entries up to *s0* did, and the
+journal, read after the payments, includes every entry a payment's leg or financing names. Sums
+over different reads (the held sum against the open escrows and settlements) are compared only
+when nothing committed during the read (*s0* = *s1*) or at the final check, which the runner
+makes when the traffic has stopped; the wallets only when nothing committed.
+
+Costs: the pages are as large as the API allows (journal 1000, settlements 500; payments 200,
+as a payment carries its contract's source); about 5,000 payments and 50,000 entries take a few
+seconds (measured: 22,000 entries, 2,000 payments in 2.2 s on SQLite, mostly the server's
+reads). :meth:`Auditor.sample` makes one GetSupply call, plus a count of FINAL settlements
+through ListSettlements unless the runner passes its own count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from condpay import journal
+from condpay.client import SettlementsClient
+from condpay.errors import NotFound
+from condpay.v1 import (
+    central_bank_pb2,
+    ledger_pb2,
+    payment_pb2,
+    settlement_pb2,
+    wallet_pb2,
+)
+
+from bridges import AccountBalance, AccountKind, AuditReport, CurrencySupply
+from sim_central_bank.record import (
+    ACCEPTED,
+    Expectations,
+    InvariantResult,
+    TimelineSample,
+)
+
+JOURNAL_PAGE: Final = 1000  # ListJournal's maximum
+SETTLEMENTS_PAGE: Final = 500  # ListSettlements' maximum
+# ListPayments allows 500, but a payment carries its contract's source and canonical form: 200
+# keeps a page well under gRPC's default 4 MiB message limit.
+PAYMENTS_PAGE: Final = 200
+# The final check reads every wallet the journal names (GetWallet), this many at a time.
+WALLET_READS_IN_FLIGHT: Final = 32
+# How many offending items a failed invariant names.
+NAMED_MAX: Final = 5
+
+SUPPLY: Final = "supply_equals_balances"
+BRIDGE_SUPPLY: Final = "bridge_supply_equals_balances"
+GATEWAY_MIRROR: Final = "gateway_mirror"
+HELD: Final = "held_equals_open_escrows"
+PAYMENTS_DONE: Final = "payments_terminal_or_pending_with_reason"
+NO_LEG_TWICE: Final = "no_leg_paid_twice"
+REFUSED: Final = "forged_and_replayed_refused"
+FINANCIERS: Final = "financier_claims_consistent"
+CHAIN: Final = "journal_hash_chain_intact"
+#: Every invariant's name, in the order :meth:`Auditor.check` reports them.
+INVARIANTS: Final = (
+    SUPPLY,
+    BRIDGE_SUPPLY,
+    GATEWAY_MIRROR,
+    HELD,
+    PAYMENTS_DONE,
+    NO_LEG_TWICE,
+    REFUSED,
+    FINANCIERS,
+    CHAIN,
+)
+
+_OPEN_PAYMENTS: Final = frozenset(
+    {payment_pb2.PAYMENT_STATE_LOCKED, payment_pb2.PAYMENT_STATE_PARTIALLY_RELEASED}
+)
+_DONE_SETTLEMENTS: Final = frozenset(
+    {settlement_pb2.SETTLEMENT_STATE_FINAL, settlement_pb2.SETTLEMENT_STATE_ABORTED}
+)
+# What a settlement holds, by (is a payout, state): (the payer's pay amount, the gateway's
+# receive amount). docs/settlement.md: HOLD holds both sides (a payout's payer side is held since
+# its leg left the escrow), an ABORT's UNHOLD gives back the gateway's side and, for a standalone
+# settlement, the payer's; a commit moves both.
+_HOLDS: Final = {
+    (False, settlement_pb2.SETTLEMENT_STATE_PREPARED): (True, True),
+    (False, settlement_pb2.SETTLEMENT_STATE_COMMITTING): (True, True),
+    (True, settlement_pb2.SETTLEMENT_STATE_PENDING): (True, False),
+    (True, settlement_pb2.SETTLEMENT_STATE_PREPARED): (True, True),
+    (True, settlement_pb2.SETTLEMENT_STATE_COMMITTING): (True, True),
+    (True, settlement_pb2.SETTLEMENT_STATE_ABORTING): (True, False),
+}
+_LEG_ENTRIES: Final = frozenset({ledger_pb2.ENTRY_KIND_RELEASE, ledger_pb2.ENTRY_KIND_REFUND})
+_SETTLEMENT_ENTRIES: Final = frozenset({ledger_pb2.ENTRY_KIND_PVP, ledger_pb2.ENTRY_KIND_DVP})
+_REFUND_LEG: Final = "refund"
+_ANY_STATE: Final = settlement_pb2.SETTLEMENT_STATE_UNSPECIFIED
+
+
+class BridgeReads(Protocol):
+    """What the auditor asks the bridge: :class:`bridges.BridgeClient` (or the in-process
+    :class:`bridges.Bridge`)."""
+
+    async def balances(self, participant_id: str = "") -> tuple[AccountBalance, ...]: ...
+
+    async def supply(self) -> tuple[CurrencySupply, ...]: ...
+
+    async def audit(self) -> AuditReport: ...
+
+
+def _wall_clock_us() -> int:
+    return time.time_ns() // 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class _BridgeReads:
+    supply: tuple[CurrencySupply, ...]
+    balances: tuple[AccountBalance, ...]  # every participant's accounts
+    audit: AuditReport
+
+
+@dataclass(frozen=True, slots=True)
+class _Reads:
+    """Everything one check read, once."""
+
+    supply: central_bank_pb2.GetSupplyResponse  # before the rest: as_of_seq is s0
+    head_seq_after: int  # GetSupply's as_of_seq after the rest: s1
+    payments: dict[str, payment_pb2.Payment]
+    settlements: dict[str, settlement_pb2.Settlement]
+    entries: list[ledger_pb2.JournalEntry]
+    bridge: _BridgeReads | None
+    #: At the final check: wallet id -> currency -> (available, held), for every wallet the
+    #: journal names; None during the run.
+    wallets: dict[str, dict[str, tuple[int, int]]] | None
+    now_us: int
+    final: bool
+
+    @property
+    def head_seq(self) -> int:
+        return self.supply.as_of_seq
+
+    @property
+    def quiet(self) -> bool:
+        """Nothing committed while the check read."""
+        return self.head_seq == self.head_seq_after
+
+    @property
+    def moved(self) -> str:
+        return f"the ledger moved during the read (seq {self.head_seq} -> {self.head_seq_after})"
+
+
+class Auditor:
+    """``core``: a client whose caller is ``central_bank/<id>`` (it lists the whole journal and
+    every payment and settlement). ``bridge``: the bridge, or None when the run has none.
+    ``now_us``: the clock deadlines are compared with (the servers' clock: the wall clock).
+    ``overdue_grace_s``: during the run, how long past its deadline a payment may still be open
+    (the deadline sweep runs every 0.5 s)."""
+
+    def __init__(
+        self,
+        core: SettlementsClient,
+        bridge: BridgeReads | None,
+        expectations: Expectations,
+        *,
+        now_us: Callable[[], int] = _wall_clock_us,
+        overdue_grace_s: float = 30.0,
+    ) -> None:
+        self.core = core
+        self.bridge = bridge
+        self.expectations = expectations
+        self._now_us = now_us
+        self._overdue_grace_us = int(overdue_grace_s * 1_000_000)
+        #: currency -> the gateway's core reserve plus its bridge account, set by baseline().
+        self.gateway_baseline: dict[str, int] | None = None
+
+    @property
+    def gateway_wallet(self) -> str:
+        return f"w_reserve.{self.expectations.gateway}"
+
+    # -- the API ---------------------------------------------------------------------------------
+    async def baseline(self) -> dict[str, int]:
+        """Record, before the traffic, the gateway's positions per currency (its core reserve
+        plus its bridge account); empty without a bridge."""
+        self.gateway_baseline = await self._gateway_positions() if self.bridge else {}
+        return dict(self.gateway_baseline)
+
+    async def sample(self, at_s: float, settlements_total: int | None = None) -> TimelineSample:
+        """The ledger now: per currency (``Expectations.currencies``) the money in circulation
+        and GetSupply's held sum (open escrows plus what undecided settlements hold), and the
+        settlements that reached FINAL: ``settlements_total`` if the runner counts them, else
+        counted with ListSettlements (one call per 500)."""
+        supply = await self.core.get_supply(*self.expectations.currencies)
+        if settlements_total is None:
+            finals = await self._settlements(settlement_pb2.SETTLEMENT_STATE_FINAL)
+            settlements_total = len(finals)
+        return TimelineSample(
+            at_s=at_s,
+            settlements_total=settlements_total,
+            escrow_held_minor={s.currency: s.held_sum.amount_minor for s in supply.supplies},
+            supply_minor={s.currency: s.in_circulation.amount_minor for s in supply.supplies},
+        )
+
+    async def check(self, *, final: bool, when: str = "final") -> list[InvariantResult]:
+        """Every invariant, in :data:`INVARIANTS` order (``gateway_mirror`` at the final check
+        only). ``final``: the traffic has stopped; nothing may be in doubt any more."""
+        reads = await self._read(final=final)
+        results = [
+            _supply_equals_balances(reads),
+            _bridge_supply_equals_balances(reads),
+        ]
+        if final:
+            results.append(await self._gateway_mirror())
+        results += [
+            _held_equals_open_escrows(reads),
+            _payments_terminal_or_pending(reads, self.expectations, self._overdue_grace_us),
+            _no_leg_paid_twice(reads),
+            await self._forged_and_replayed_refused(reads),
+            _financier_claims_consistent(reads),
+            _journal_hash_chain_intact(reads),
+        ]
+        return [
+            InvariantResult(r.name, r.passed, r.detail, "final" if final else when) for r in results
+        ]
+
+    # -- reading -----------------------------------------------------------------------------------
+    async def _read(self, *, final: bool) -> _Reads:
+        supply = await self.core.get_supply()
+        payments, bridge = await asyncio.gather(self._payments(), self._bridge_reads())
+        settlements, entries = await asyncio.gather(self._settlements(), self._journal())
+        wallets = await self._wallets(entries) if final else None
+        after = await self.core.get_supply()
+        return _Reads(
+            supply=supply,
+            head_seq_after=after.as_of_seq,
+            payments={p.payment_id: p for p in payments},
+            settlements={s.settlement_id: s for s in settlements},
+            entries=entries,
+            bridge=bridge,
+            wallets=wallets,
+            now_us=self._now_us(),
+            final=final,
+        )
+
+    async def _bridge_reads(self) -> _BridgeReads | None:
+        if self.bridge is None:
+            return None
+        supply, balances, audit = await asyncio.gather(
+            self.bridge.supply(), self.bridge.balances(), self.bridge.audit()
+        )
+        return _BridgeReads(supply, balances, audit)
+
+    async def _payments(self) -> list[payment_pb2.Payment]:
+        """Every payment. The core reads each page in one snapshot, so a payment's row, legs
+        and claims always agree with each other, even while a release commits."""
+        out: list[payment_pb2.Payment] = []
+        token = ""
+        while True:
+            page: payment_pb2.ListPaymentsResponse = await self.core.call(
+                self.core.payments.ListPayments,
+                payment_pb2.ListPaymentsRequest(page_size=PAYMENTS_PAGE, page_token=token),
+            )
+            out += page.payments
+            token = page.next_page_token
+            if not token:
+                break
+        return out
+
+    async def _settlements(
+        self,
+        state: settlement_pb2.SettlementState.ValueType = _ANY_STATE,
+    ) -> list[settlement_pb2.Settlement]:
+        out: list[settlement_pb2.Settlement] = []
+        token = ""
+        while True:
+            page: settlement_pb2.ListSettlementsResponse = await self.core.call(
+                self.core.settlements.ListSettlements,
+                settlement_pb2.ListSettlementsRequest(
+                    state=state,
+                    page_size=SETTLEMENTS_PAGE,
+                    page_token=token,
+                ),
+            )
+            out += page.settlements
+            token = page.next_page_token
+            if not token:
+                return out
+
+    async def _journal(self) -> list[ledger_pb2.JournalEntry]:
+        out: list[ledger_pb2.JournalEntry] = []
+        token = ""
+        while True:
+            page: wallet_pb2.ListJournalResponse = await self.core.call(
+                self.core.wallets.ListJournal,
+                wallet_pb2.ListJournalRequest(page_size=JOURNAL_PAGE, page_token=token),
+            )
+            out += page.entries
+            token = page.next_page_token
+            if not token:
+                return out
+
+    async def _wallets(
+        self, entries: Iterable[ledger_pb2.JournalEntry]
+    ) -> dict[str, dict[str, tuple[int, int]]]:
+        """The balances of every wallet the journal names, WALLET_READS_IN_FLIGHT at a time."""
+        wallet_ids = sorted(
+            {
+                p.account_id
+                for e in entries
+                for p in e.postings
+                if p.bucket != ledger_pb2.BUCKET_ISSUANCE
+            }
+        )
+        gate = asyncio.Semaphore(WALLET_READS_IN_FLIGHT)
+
+        async def read(wallet_id: str) -> dict[str, tuple[int, int]]:
+            async with gate:
+                wallet = await self.core.get_wallet(wallet_id)
+            return {
+                b.available.currency: (b.available.amount_minor, b.held.amount_minor)
+                for b in wallet.balances
+            }
+
+        found = await asyncio.gather(*(read(w) for w in wallet_ids))
+        return dict(zip(wallet_ids, found, strict=True))
+
+    async def _gateway_positions(self) -> dict[str, int]:
+        """currency -> the gateway's core reserve (available + held) plus its bridge account."""
+        assert self.bridge is not None
+        try:
+            wallet = await self.core.get_wallet(self.gateway_wallet)
+            core = {
+                b.available.currency: b.available.amount_minor + b.held.amount_minor
+                for b in wallet.balances
+            }
+        except NotFound:
+            core = {}
+        bridge: dict[str, int] = defaultdict(int)
+        for account in await self.bridge.balances(self.expectations.gateway):
+            if account.kind is AccountKind.SETTLEMENT:
+                bridge[account.currency] += account.balance_minor
+        return {c: core.get(c, 0) + bridge[c] for c in self.expectations.currencies}
+
+    # -- the invariants that read more ---------------------------------------------------------
+    async def _gateway_mirror(self) -> InvariantResult:
+        if self.bridge is None:
+            return _passed(GATEWAY_MIRROR, "no bridge in this run: nothing mirrored")
+        if self.gateway_baseline is None:
+            return _failed(GATEWAY_MIRROR, ["no baseline: call baseline() before the traffic"])
+        now, then = await self._gateway_positions(), self.gateway_baseline
+        problems = [
+            f"{c}: core reserve + bridge account {now[c]}, baseline {then.get(c, 0)} "
+            f"(off by {now[c] - then.get(c, 0)})"
+            for c in self.expectations.currencies
+            if now[c] != then.get(c, 0)
+        ]
+        if problems:
+            return _failed(GATEWAY_MIRROR, problems)
+        return _passed(
+            GATEWAY_MIRROR,
+            f"{self.gateway_wallet} + bridge {self.expectations.gateway} unchanged: "
+            + ", ".join(f"{c} {now[c]}" for c in self.expectations.currencies),
+        )
+
+    async def _forged_and_replayed_refused(self, reads: _Reads) -> InvariantResult:
+        """A forged attestation (its own event id, a bad signature or an unregistered signer)
+        must never be recorded; a replayed one (the event id of one already accepted) at most
+        once. Payments the listing did not show are read with GetPayment."""
+        problems: list[str] = []
+        outcomes: Counter[tuple[str, str]] = Counter()
+        for refused in self.expectations.refused_attestations:
+            outcomes[(refused.kind, refused.outcome)] += 1
+            where = f"{refused.kind} {refused.event_id} on {refused.payment_id}"
+            if refused.outcome == ACCEPTED:
+                problems.append(f"{where} was accepted")
+            payment = reads.payments.get(refused.payment_id)
+            if payment is None:
+                try:
+                    payment = await self.core.get_payment(refused.payment_id)
+                except NotFound:
+                    continue  # no payment: nothing recorded on it
+            recorded = sum(a.event_id == refused.event_id for a in payment.attestations)
+            allowed = 0 if refused.kind == "forged" else 1
+            if recorded > allowed:
+                problems.append(f"{where} is recorded {recorded} times")
+        if problems:
+            return _failed(REFUSED, problems)
+        return _passed(
+            REFUSED,
+            f"{len(self.expectations.refused_attestations)} refused as expected"
+            + "".join(f"; {k} {o}: {n}" for (k, o), n in sorted(outcomes.items())),
+        )
+
+
+# -- the invariants on what was read --------------------------------------------------------------
+def _passed(name: str, detail: str) -> InvariantResult:
+    return InvariantResult(name, True, detail)
+
+
+def _failed(name: str, problems: Sequence[str]) -> InvariantResult:
+    named = "; ".join(problems[:NAMED_MAX])
+    more = f" (and {len(problems) - NAMED_MAX} more)" if len(problems) > NAMED_MAX else ""
+    return InvariantResult(name, False, f"{len(problems)} problem(s): {named}{more}")
+
+
+def _payment_state(payment: payment_pb2.Payment) -> str:
+    return payment_pb2.PaymentState.Name(payment.state).removeprefix("PAYMENT_STATE_")
+
+
+def _settlement_state(settlement: settlement_pb2.Settlement) -> str:
+    return settlement_pb2.SettlementState.Name(settlement.state).removeprefix("SETTLEMENT_STATE_")
+
+
+def _us(stamp_seconds: int, stamp_nanos: int) -> int:
+    return stamp_seconds * 1_000_000 + stamp_nanos // 1_000
+
+
+def _supply_equals_balances(reads: _Reads) -> InvariantResult:
+    """GetSupply's figures recomputed, and the journal replayed up to GetSupply's seq."""
+    problems: list[str] = []
+    # (account, bucket, currency) -> balance, replaying every posting up to s0
+    replayed: dict[tuple[str, int, str], int] = defaultdict(int)
+    for entry in reads.entries:
+        if entry.seq > reads.head_seq:
+            break
+        totals: dict[str, int] = defaultdict(int)
+        for p in entry.postings:
+            key = (p.account_id, p.bucket, p.amount.currency)
+            replayed[key] += p.amount.amount_minor
+            totals[p.amount.currency] += p.amount.amount_minor
+            if replayed[key] != p.balance_after_minor:
+                problems.append(
+                    f"entry {entry.seq}: {p.account_id} {journal.bucket_name(p.bucket)} "
+                    f"{p.amount.currency} balance_after {p.balance_after_minor}, "
+                    f"replay gives {replayed[key]}"
+                )
+        if any(totals.values()):
+            problems.append(f"entry {entry.seq} does not balance: {dict(totals)}")
+    circulation: dict[str, int] = defaultdict(int)
+    held: dict[str, int] = defaultdict(int)
+    issuance: dict[str, int] = defaultdict(int)
+    for (_account, bucket, currency), balance in replayed.items():
+        if bucket == ledger_pb2.BUCKET_ISSUANCE:
+            issuance[currency] += balance
+        else:
+            circulation[currency] += balance
+            held[currency] += balance if bucket == ledger_pb2.BUCKET_HELD else 0
+    shown = []
+    for s in reads.supply.supplies:
+        c = s.currency
+        issued, redeemed = s.issued.amount_minor, s.redeemed.amount_minor
+        in_circulation, balances = s.in_circulation.amount_minor, s.balances_sum.amount_minor
+        if in_circulation != issued - redeemed:
+            problems.append(f"{c}: in_circulation {in_circulation} != issued - redeemed")
+        if balances != issued - redeemed:
+            problems.append(f"{c}: issued - redeemed = {issued - redeemed}, balances {balances}")
+        if s.consistent != (balances == in_circulation):
+            problems.append(f"{c}: GetSupply says consistent={s.consistent}, the figures differ")
+        if circulation[c] != issued - redeemed or issuance[c] != redeemed - issued:
+            problems.append(
+                f"{c}: issued - redeemed = {issued - redeemed}, the journal replays to "
+                f"{circulation[c]} in wallets and {issuance[c]} in issuance:{c}"
+            )
+        if held[c] != s.held_sum.amount_minor:
+            problems.append(f"{c}: held sum {s.held_sum.amount_minor}, journal replay {held[c]}")
+        shown.append(f"{c} {issued - redeemed}")
+    compared = "every wallet's balances = journal replay"
+    if reads.wallets is None:
+        compared = "wallets compared at the end"
+    elif not reads.quiet:
+        compared = f"wallets not compared: {reads.moved}"
+    else:
+        problems += _wallets_replay(reads.wallets, replayed)
+    if problems:
+        return _failed(SUPPLY, problems)
+    return _passed(
+        SUPPLY,
+        f"issued - redeemed = balances = journal replay (seq {reads.head_seq}): "
+        + ", ".join(shown)
+        + f"; {compared}",
+    )
+
+
+def _wallets_replay(
+    wallets: dict[str, dict[str, tuple[int, int]]], replayed: dict[tuple[str, int, str], int]
+) -> list[str]:
+    """Each wallet's available and held balances are what the journal replays to."""
+    replay: dict[str, dict[str, tuple[int, int]]] = defaultdict(dict)
+    for (account, bucket, currency), balance in replayed.items():
+        if bucket != ledger_pb2.BUCKET_ISSUANCE:
+            available, held = replay[account].get(currency, (0, 0))
+            replay[account][currency] = (
+                (balance, held) if bucket == ledger_pb2.BUCKET_AVAILABLE else (available, balance)
+            )
+    problems = []
+    for wallet_id in sorted(set(wallets) | set(replay)):
+        lines, replayed_lines = wallets.get(wallet_id, {}), replay.get(wallet_id, {})
+        for c in sorted(set(lines) | set(replayed_lines)):
+            found, expected = lines.get(c, (0, 0)), replayed_lines.get(c, (0, 0))
+            if found != expected:
+                problems.append(
+                    f"{wallet_id} {c}: available/held {found[0]}/{found[1]}, "
+                    f"journal replay {expected[0]}/{expected[1]}"
+                )
+    return problems
+
+
+def _bridge_supply_equals_balances(reads: _Reads) -> InvariantResult:
+    bridge = reads.bridge
+    if bridge is None:
+        return _passed(BRIDGE_SUPPLY, "no bridge in this run")
+    problems = [f"bridge audit: {problem}" for problem in bridge.audit.problems]
+    held: dict[str, int] = defaultdict(int)
+    issuance: dict[str, int] = defaultdict(int)
+    for account in bridge.balances:
+        if account.kind is AccountKind.ISSUANCE:
+            issuance[account.currency] += account.balance_minor
+        else:
+            held[account.currency] += account.balance_minor
+            if not 0 <= account.reserved_minor <= account.balance_minor:
+                problems.append(
+                    f"{account.participant_id}/{account.kind.value}/{account.currency}: "
+                    f"reserved {account.reserved_minor} of {account.balance_minor}"
+                )
+    for s in bridge.supply:
+        c, outstanding = s.currency, s.outstanding_minor
+        if s.held_minor != outstanding:
+            problems.append(f"{c}: issued - redeemed = {outstanding}, balances {s.held_minor}")
+        if held[c] != outstanding or issuance[c] != -outstanding:
+            problems.append(
+                f"{c}: issued - redeemed = {outstanding}, the accounts hold {held[c]} and the "
+                f"issuance account {issuance[c]}"
+            )
+        if not 0 <= s.reserved_minor <= s.held_minor:
+            problems.append(f"{c}: reserved {s.reserved_minor} of {s.held_minor}")
+    if problems:
+        return _failed(BRIDGE_SUPPLY, problems)
+    return _passed(
+        BRIDGE_SUPPLY,
+        "issued - redeemed = balances, bridge audit clean: "
+        + ", ".join(f"{s.currency} {s.outstanding_minor}" for s in bridge.supply),
+    )
+
+
+def _settlement_holds(settlement: settlement_pb2.Settlement) -> Iterable[tuple[str, int]]:
+    """(currency, amount) this settlement keeps in HELD balances now."""
+    payer_side, gateway_side = _HOLDS.get(
+        (bool(settlement.origin_payment_id), settlement.state), (False, False)
+    )
+    if payer_side:
+        yield settlement.pay.currency, settlement.pay.amount_minor
+    if gateway_side:
+        yield settlement.receive.currency, settlement.receive.amount_minor
+
+
+def _held_equals_open_escrows(reads: _Reads) -> InvariantResult:
+    problems: list[str] = []
+    expected: dict[str, int] = defaultdict(int)
+    for payment in reads.payments.values():
+        if payment.state in _OPEN_PAYMENTS:
+            expected[payment.held.currency] += payment.held.amount_minor
+        elif payment.held.amount_minor:
+            problems.append(
+                f"payment {payment.payment_id} is {_payment_state(payment)} but holds "
+                f"{payment.held.amount_minor}"
+            )
+    undecided = Counter[str]()
+    for settlement in reads.settlements.values():
+        for currency, amount in _settlement_holds(settlement):
+            expected[currency] += amount
+        if settlement.state not in _DONE_SETTLEMENTS:
+            undecided[_settlement_state(settlement)] += 1
+            if reads.final:
+                problems.append(
+                    f"settlement {settlement.settlement_id} is {_settlement_state(settlement)} "
+                    "at the end"
+                )
+    if reads.final or reads.quiet:
+        for s in reads.supply.supplies:
+            if s.held_sum.amount_minor != expected.get(s.currency, 0):
+                problems.append(
+                    f"{s.currency}: held {s.held_sum.amount_minor}, open payments and "
+                    f"settlements hold {expected.get(s.currency, 0)}"
+                )
+    if problems:
+        return _failed(HELD, problems)
+    compared = (
+        "held = open escrows + undecided settlements: "
+        + ", ".join(f"{s.currency} {s.held_sum.amount_minor}" for s in reads.supply.supplies)
+        if reads.final or reads.quiet
+        else f"sums not compared: {reads.moved}"
+    )
+    return _passed(HELD, f"{compared}; settlements not done: {dict(undecided) or 'none'}")
+
+
+def _payments_terminal_or_pending(
+    reads: _Reads, expectations: Expectations, overdue_grace_us: int
+) -> InvariantResult:
+    problems: list[str] = []
+    states: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    for payment in reads.payments.values():
+        states[_payment_state(payment)] += 1
+        if payment.state not in _OPEN_PAYMENTS:
+            continue
+        deadline_us = (
+            _us(payment.deadline.seconds, payment.deadline.nanos)
+            if payment.HasField("deadline")
+            else None
+        )
+        if not reads.final:
+            if deadline_us is not None and deadline_us + overdue_grace_us < reads.now_us:
+                late_s = (reads.now_us - deadline_us) / 1e6
+                problems.append(f"{payment.payment_id}: open {late_s:.1f} s past its deadline")
+            continue
+        reason = expectations.pending_reasons.get(payment.payment_id)
+        if reason is None:
+            problems.append(f"{payment.payment_id}: {_payment_state(payment)} with no reason")
+        elif deadline_us is not None and deadline_us <= reads.now_us:
+            problems.append(f"{payment.payment_id}: open ({reason}) past its deadline")
+        else:
+            reasons[reason] += 1
+    if problems:
+        return _failed(PAYMENTS_DONE, problems)
+    detail = f"{len(reads.payments)} payments: {dict(sorted(states.items()))}"
+    if reads.final:
+        detail += f"; pending by reason: {dict(sorted(reasons.items())) or 'none'}"
+    return _passed(PAYMENTS_DONE, detail)
+
+
+def _base_leg_id(leg_id: str) -> str:
+    """A leg paid to several recipients (an assignee first) is split as ``<leg>#<i>``."""
+    return leg_id.split("#", 1)[0]
+
+
+def _no_leg_paid_twice(reads: _Reads) -> InvariantResult:
+    problems: list[str] = []
+    by_seq = {e.seq: e for e in reads.entries}
+    legs_by_seq: dict[int, list[tuple[str, str, int]]] = defaultdict(list)
+    for payment in reads.payments.values():
+        problems += _escrow_accounted(payment)
+        problems += _payouts_are_settlements(payment, reads.settlements)
+        for leg in payment.legs:
+            if leg.commit_seq:
+                legs_by_seq[leg.commit_seq].append(
+                    (
+                        f"{payment.payment_id} {_base_leg_id(leg.leg_id)}",
+                        leg.paid_to_wallet_id,
+                        leg.amount.amount_minor,
+                    )
+                )
+    # Every leg names one RELEASE/REFUND entry, which pays exactly its legs.
+    for seq, legs in sorted(legs_by_seq.items()):
+        entry = by_seq.get(seq)
+        if entry is None or entry.kind not in _LEG_ENTRIES:
+            problems.append(f"leg {legs[0][0]} names entry {seq}, not a RELEASE or REFUND")
+            continue
+        problems += _entry_pays_legs(entry, legs)
+    # Every RELEASE/REFUND entry committed before the payments were read pays a leg, and no two
+    # entries pay the same leg; no settlement or PVP/DVP request is paid twice.
+    paid_legs: Counter[str] = Counter()
+    settlement_entries: Counter[str] = Counter()
+    settlement_requests: Counter[tuple[str, str]] = Counter()
+    for entry in reads.entries:
+        if entry.kind in _LEG_ENTRIES:
+            paid_legs[entry.memo] += 1
+            if entry.seq <= reads.head_seq and entry.seq not in legs_by_seq:
+                problems.append(f"entry {entry.seq} ({entry.memo}) pays no recorded leg")
+        elif entry.kind in _SETTLEMENT_ENTRIES:
+            settlement_entries[_settlement_of(entry)] += 1
+            settlement_requests[(entry.caller, entry.request_id)] += 1
+    problems += [f"leg {memo} paid by {n} entries" for memo, n in paid_legs.items() if n > 1]
+    problems += [
+        f"settlement {sid} committed by {n} entries"
+        for sid, n in settlement_entries.items()
+        if n > 1
+    ]
+    problems += [
+        f"request {caller} {request_id} wrote {n} PVP/DVP entries"
+        for (caller, request_id), n in settlement_requests.items()
+        if n > 1
+    ]
+    if reads.final:
+        problems += _settlements_committed_once(reads.settlements, settlement_entries)
+    if problems:
+        return _failed(NO_LEG_TWICE, problems)
+    return _passed(
+        NO_LEG_TWICE,
+        f"{sum(len(p.legs) for p in reads.payments.values())} legs, "
+        f"{sum(paid_legs.values())} RELEASE/REFUND and {sum(settlement_entries.values())} "
+        "PVP/DVP entries, each paid once",
+    )
+
+
+def _escrow_accounted(payment: payment_pb2.Payment) -> list[str]:
+    """escrow = held + released + refunded (financing replaced the payer's money in the payer's
+    available balance, outside the escrow, and an assignment only redirects legs, so neither
+    enters this sum); the legs add up to released and refunded, each recorded once."""
+    pid, problems = payment.payment_id, []
+    held, escrow = payment.held.amount_minor, payment.escrow.amount_minor
+    released, refunded = payment.released.amount_minor, payment.refunded.amount_minor
+    if min(held, released, refunded) < 0 or escrow != held + released + refunded:
+        problems.append(
+            f"{pid}: escrow {escrow} != held {held} + released {released} + refunded {refunded}"
+        )
+    legs_released = sum(x.amount.amount_minor for x in payment.legs if x.kind != _REFUND_LEG)
+    legs_refunded = sum(x.amount.amount_minor for x in payment.legs if x.kind == _REFUND_LEG)
+    if (legs_released, legs_refunded) != (released, refunded):
+        problems.append(
+            f"{pid}: legs release {legs_released} and refund {legs_refunded}, the payment "
+            f"records {released} and {refunded}"
+        )
+    leg_ids = Counter(x.leg_id for x in payment.legs)
+    problems += [f"{pid}: leg {leg} recorded {n} times" for leg, n in leg_ids.items() if n > 1]
+    problems += [
+        f"{pid}: leg {leg.leg_id} in {leg.amount.currency}"
+        for leg in payment.legs
+        if leg.amount.amount_minor and leg.amount.currency != payment.escrow.currency
+    ]
+    return problems
+
+
+def _payouts_are_settlements(
+    payment: payment_pb2.Payment, settlements: dict[str, settlement_pb2.Settlement]
+) -> list[str]:
+    """A leg paid in another currency has no entry: it is one payout settlement of its amount."""
+    pid, problems = payment.payment_id, []
+    for leg in payment.legs:
+        if leg.commit_seq or not leg.amount.amount_minor:
+            continue
+        payout = settlements.get(leg.paid_to_wallet_id)
+        if payout is None or (payout.origin_payment_id, payout.origin_leg_id) != (
+            pid,
+            leg.leg_id,
+        ):
+            problems.append(f"{pid}: leg {leg.leg_id} has no entry and no payout settlement")
+        elif payout.pay.amount_minor != leg.amount.amount_minor:
+            problems.append(
+                f"{pid}: leg {leg.leg_id} pays {leg.amount.amount_minor} out through "
+                f"{payout.settlement_id}, which pays {payout.pay.amount_minor}"
+            )
+    return problems
+
+
+def _entry_pays_legs(entry: ledger_pb2.JournalEntry, legs: list[tuple[str, str, int]]) -> list[str]:
+    """The entry pays the legs that name it: its memo is their ``<payment> <leg>``, its HELD
+    debit their sum, its credits their recipients and amounts."""
+    names = {name for name, _, _ in legs}
+    debit = -sum(
+        p.amount.amount_minor for p in entry.postings if p.bucket == ledger_pb2.BUCKET_HELD
+    )
+    credits = Counter(
+        (p.account_id, p.amount.amount_minor)
+        for p in entry.postings
+        if p.bucket == ledger_pb2.BUCKET_AVAILABLE
+    )
+    if names != {entry.memo}:
+        return [f"entry {entry.seq} ({entry.memo}) is named by legs {sorted(names)}"]
+    if debit != sum(amount for _, _, amount in legs) or credits != Counter(
+        (to, amount) for _, to, amount in legs
+    ):
+        return [f"entry {entry.seq} ({entry.memo}) does not move what its legs record"]
+    return []
+
+
+def _settlement_of(entry: ledger_pb2.JournalEntry) -> str:
+    """The settlement a PVP/DVP entry commits: its memo is ``<kind> <settlement id> ...``."""
+    words = entry.memo.split()
+    return words[1] if len(words) > 1 else f"? entry {entry.seq}"
+
+
+def _settlements_committed_once(
+    settlements: dict[str, settlement_pb2.Settlement], entries: Counter[str]
+) -> list[str]:
+    committed = {settlement_pb2.SETTLEMENT_STATE_COMMITTED, settlement_pb2.SETTLEMENT_STATE_FINAL}
+    problems = []
+    for sid, settlement in settlements.items():
+        wanted = 1 if settlement.state in committed else 0
+        if entries.get(sid, 0) != wanted:
+            problems.append(
+                f"settlement {sid} is {_settlement_state(settlement)} with "
+                f"{entries.get(sid, 0)} PVP/DVP entries"
+            )
+    problems += [
+        f"entry commits unknown settlement {sid}" for sid in entries if sid not in settlements
+    ]
+    return problems
+
+
+def _financier_claims_consistent(reads: _Reads) -> InvariantResult:
+    problems: list[str] = []
+    # (request id, financier wallet, counterparty wallet, amount) of recorded FUND / ADVANCE
+    funds: Counter[tuple[str, str, str, int]] = Counter()
+    advances: Counter[tuple[str, str, str, int]] = Counter()
+    principal = advanced = 0
+    for payment in reads.payments.values():
+        problems += _claims_of(payment)
+        for f in payment.financing:
+            fund = (f.request_id, f.financier_wallet_id, payment.payer_wallet_id)
+            funds[(*fund, f.principal.amount_minor)] += 1
+            principal += f.principal.amount_minor
+        for a in payment.assignments:
+            if a.advance.amount_minor:
+                advance = (a.request_id, a.financier_wallet_id, a.payee_wallet_id)
+                advances[(*advance, a.advance.amount_minor)] += 1
+                advanced += a.advance.amount_minor
+    # The journal's FUND and ADVANCE entries are exactly those: each recorded one has its entry
+    # (the journal was read after the payments), and each entry up to s0 its record.
+    for kind, recorded, label in (
+        (ledger_pb2.ENTRY_KIND_FUND, funds, "financing"),
+        (ledger_pb2.ENTRY_KIND_ADVANCE, advances, "advance"),
+    ):
+        journaled: Counter[tuple[str, str, str, int]] = Counter()
+        early: Counter[tuple[str, str, str, int]] = Counter()
+        for entry in reads.entries:
+            if entry.kind != kind:
+                continue
+            key = _claim_key(entry)
+            journaled[key] += 1
+            if entry.seq <= reads.head_seq:
+                early[key] += 1
+        problems += [
+            f"{label} {k[0]} of {k[1]} ({k[3]}) has no matching journal entry"
+            for k in (recorded - journaled)
+        ]
+        problems += [
+            f"journal {label} {k[0]} of {k[1]} ({k[3]}) is recorded on no payment"
+            for k in (early - recorded)
+        ]
+    if problems:
+        return _failed(FINANCIERS, problems)
+    return _passed(
+        FINANCIERS,
+        f"{funds.total()} financings ({principal} principal) and {advances.total()} advances "
+        f"({advanced}) match the journal; refunds and collections within their claims",
+    )
+
+
+def _claim_key(entry: ledger_pb2.JournalEntry) -> tuple[str, str, str, int]:
+    """A FUND or ADVANCE entry as (request id, financier, payer or payee, amount)."""
+    debits = [p for p in entry.postings if p.amount.amount_minor < 0]
+    credits = [p for p in entry.postings if p.amount.amount_minor > 0]
+    if len(debits) != 1 or len(credits) != 1:
+        return (entry.request_id, f"? entry {entry.seq}", "", 0)
+    return (
+        entry.request_id,
+        debits[0].account_id,
+        credits[0].account_id,
+        credits[0].amount.amount_minor,
+    )
+
+
+def _claims_of(payment: payment_pb2.Payment) -> list[str]:
+    """Financing refunded within its principal, assignments collected within what is assigned,
+    and the legs paid to financiers adding up to those."""
+    pid, problems = payment.payment_id, []
+    refunded_to: dict[str, int] = defaultdict(int)
+    collected_by: dict[tuple[str, str], int] = defaultdict(int)
+    for leg in payment.legs:
+        if leg.kind == _REFUND_LEG:
+            refunded_to[leg.paid_to_wallet_id] += leg.amount.amount_minor
+        elif leg.paid_to_wallet_id != leg.wallet_id and leg.commit_seq:
+            collected_by[(leg.wallet_id, leg.paid_to_wallet_id)] += leg.amount.amount_minor
+    financed: dict[str, int] = defaultdict(int)
+    for f in payment.financing:
+        who, refunded, owed = (
+            f.financier_wallet_id,
+            f.refunded.amount_minor,
+            f.principal.amount_minor,
+        )
+        if not 0 <= refunded <= owed or owed <= 0:
+            problems.append(f"{pid}: financing {f.request_id} refunded {refunded} of {owed}")
+        if f.principal.currency != payment.escrow.currency:
+            problems.append(f"{pid}: financing {f.request_id} in {f.principal.currency}")
+        financed[who] += refunded
+    collected: dict[tuple[str, str], int] = defaultdict(int)
+    for a in payment.assignments:
+        got, assigned, advance = (
+            a.collected.amount_minor,
+            a.assigned.amount_minor,
+            a.advance.amount_minor,
+        )
+        if not 0 <= got <= assigned or not 0 <= advance <= assigned:
+            problems.append(
+                f"{pid}: assignment {a.request_id} collected {got} and advanced {advance} "
+                f"of {assigned}"
+            )
+        collected[(a.payee_wallet_id, a.financier_wallet_id)] += got
+    problems += [
+        f"{pid}: refund legs pay financier {who} {refunded_to.get(who, 0)}, its financing "
+        f"records {amount} refunded"
+        for who, amount in financed.items()
+        if refunded_to.get(who, 0) != amount
+    ]
+    problems += [
+        f"{pid}: legs of {payee} paid to {financier} {collected_by.get((payee, financier), 0)}, "
+        f"the assignment records {amount} collected"
+        for (payee, financier), amount in collected.items()
+        if collected_by.get((payee, financier), 0) != amount
+    ]
+    problems += [
+        f"{pid}: a refund leg pays {to} ({amount}), neither the payer nor a financier"
+        for to, amount in refunded_to.items()
+        if to != payment.payer_wallet_id and to not in financed
+    ]
+    problems += [
+        f"{pid}: legs of {payee} paid to {to} ({amount}) without an assignment"
+        for (payee, to), amount in collected_by.items()
+        if (payee, to) not in collected
+    ]
+    return problems
+
+
+def _journal_hash_chain_intact(reads: _Reads) -> InvariantResult:
+    broken = journal.verify_entries(reads.entries)
+    last = reads.entries[-1] if reads.entries else None
+    if broken is not None:
+        return _failed(CHAIN, [f"the chain breaks at entry {broken}"])
+    if last is None or last.seq < reads.head_seq:
+        return _failed(
+            CHAIN,
+            [f"the journal ends at {last.seq if last else 0}, the ledger head is {reads.head_seq}"],
+        )
+    return _passed(
+        CHAIN, f"{len(reads.entries)} entries, seq 1..{last.seq}, head {last.hash.hex()[:16]}"
+    )
+
+
+__all__ = ["INVARIANTS", "Auditor", "BridgeReads"]

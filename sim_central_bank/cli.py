@@ -1,0 +1,90 @@
+"""``condpay sim``: run a scenario against condpay and report; list the built-in scenarios."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from sim_central_bank import scenario as scenarios
+from sim_central_bank.report import print_summary, write_reports
+from sim_central_bank.runner import Target, run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="condpay sim",
+        description="The central-bank simulator: a day of trade against condpay, audited "
+        "(docs/simulator.md).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_ = commands.add_parser("run", help="run a scenario, audit it and write the report")
+    run_.add_argument("scenario", help="a built-in scenario (condpay sim list) or a .toml file")
+    where = run_.add_mutually_exclusive_group()
+    where.add_argument("--server", metavar="ADDR", help="HOST:PORT of a running core (insecure)")
+    where.add_argument(
+        "--embedded",
+        action="store_true",
+        help="start the core and the bridge as child processes (the default)",
+    )
+    run_.add_argument("--bridge", metavar="ADDR", help="with --server: HOST:PORT of its bridge")
+    run_.add_argument(
+        "--database-url", help="with --embedded: the core's database (default: SQLite in var/sim)"
+    )
+    run_.add_argument("--seed", type=int, help="replaces the scenario's seed")
+    run_.add_argument(
+        "--report",
+        type=Path,
+        metavar="DIR",
+        help="where report.json and report.html go (default var/sim/<scenario>/report)",
+    )
+    run_.add_argument(
+        "--tag",
+        default="",
+        help="with --server: a suffix for request ids, to run the same "
+        "scenario and seed again on the same ledger (without it, a rerun replays)",
+    )
+    commands.add_parser("list", help="the built-in scenarios")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console()
+    if args.command == "list":
+        table = Table(title="Built-in scenarios (sim_central_bank/scenarios)")
+        for column in ("name", "rounds x orders", "currencies", "faults", "description"):
+            table.add_column(column)
+        for name in scenarios.builtin_names():
+            s = scenarios.load(name)
+            faults = [f"{s.faults.server_kills} server kills"] if s.faults.server_kills else []
+            faults += [f"{s.faults.bridge_kills} bridge kills"] if s.faults.bridge_kills else []
+            faults += list(s.faults.bridge)
+            table.add_row(
+                name,
+                f"{s.rounds} x {s.orders.per_round}",
+                " ".join(s.currencies),
+                "\n".join(faults) or "-",
+                s.description,
+            )
+        console.print(table)
+        return 0
+    try:
+        scenario = scenarios.load(args.scenario).with_seed(args.seed)
+    except scenarios.ScenarioError as error:
+        console.print(f"[red]condpay sim: {error}[/]")
+        return 2
+    if args.bridge and not args.server:
+        console.print("[red]condpay sim: --bridge goes with --server[/]")
+        return 2
+    target = Target(server=args.server, bridge=args.bridge, database_url=args.database_url)
+    record = asyncio.run(run(scenario, target, console=console, tag=args.tag))
+    report_dir = args.report or target.directory / scenario.name / "report"
+    json_path, html_path = write_reports(record, report_dir)
+    print_summary(record, console)
+    console.print(f"Report: {html_path} (for people), {json_path} (for machines)")
+    return 0 if record.passed else 1

@@ -1,0 +1,352 @@
+"""``condpay sim run``: set up the economy, trade round by round, inject the scenario's faults,
+audit during and after, and hand the record to the report.
+
+Rounds keep a run replayable: each round publishes its rates of the seeded walk, then sends its
+orders (at most ``concurrency`` at once) and waits until every one of them has reached the state
+the plan gives it, payouts through the bridge included, before the next round moves the rates.
+So whatever the timing, every quote of a round is priced at the same rates, and the same seed
+gives the same final ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import functools
+import hashlib
+import random
+import shutil
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import grpc
+import orjson
+from condpay.errors import ApiError
+from condpay.ids import payment_id_for
+from condpay.v1 import payment_pb2
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bridges import BridgeClient
+from sim_central_bank.auditor import Auditor
+from sim_central_bank.bridge_process import BridgeProcess
+from sim_central_bank.economy import (
+    Economy,
+    central_bank_caller,
+    institution,
+    publish_rates,
+    set_up,
+)
+from sim_central_bank.metered import MeteredClient
+from sim_central_bank.plan import Plan, make_plan
+from sim_central_bank.record import Expectations, InvariantResult, RunRecord
+from sim_central_bank.scenario import SELLER_CURRENCY, Scenario
+from sim_central_bank.server_process import ServerProcess
+from sim_central_bank.trading import SURPRISE, Trader
+
+#: Clients reconnect fast and keep retrying a transient failure (a killed server) this often.
+CHANNEL_OPTIONS: Final = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 500),
+)
+ATTEMPTS_MAX: Final = 40
+SAMPLE_SECONDS: Final = 0.5
+#: How much of its reserve each institution redeems at the end of the day.
+REDEEM_PERCENT: Final = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where to run: a server the simulator starts (``database_url``), or a running one."""
+
+    server: str | None = None  # HOST:PORT of a running core (insecure mode)
+    bridge: str | None = None  # HOST:PORT of its bridge, for rates and the audit
+    database_url: str | None = None  # for the server the simulator starts
+    directory: Path = Path("var") / "sim"
+
+
+class Stack:
+    """The core and the bridge as child processes, when the simulator starts them."""
+
+    def __init__(self, scenario: Scenario, target: Target, record: RunRecord) -> None:
+        self.directory = target.directory / scenario.name
+        self.record = record
+        shutil.rmtree(self.directory, ignore_errors=True)
+        self.directory.mkdir(parents=True)
+        url = target.database_url or f"sqlite:///{self.directory / 'condpay.db'}"
+        record.database = url.split(":", 1)[0].split("+", 1)[0]
+        self.bridge = (
+            BridgeProcess(self.directory / "bridge.db", self.directory / "logs")
+            if len(scenario.currencies) > 1
+            else None
+        )
+        env = {"CONDPAY_BRIDGE": f"grpc://{self.bridge.address}"} if self.bridge else {}
+        # Without a log line per call: the simulator measures every call itself.
+        self.core = ServerProcess(
+            url,
+            log_path=self.directory / "logs" / "server.log",
+            extra_env=env,
+            extra_args=("--quiet-calls",),
+        )
+        self.faults = scenario.faults.bridge
+        self.seed = scenario.seed
+
+    async def start(self) -> None:
+        if self.bridge is not None:
+            await self.bridge.start(self.faults, seed=self.seed)
+        self.core.start()
+        await self.core.wait_ready()
+
+    async def kill_core(self) -> None:
+        self.core.stop(kill=True)
+        self.record.faults["server_kill"] += 1
+        self.core.start()
+        await self.core.wait_ready()
+
+    async def kill_bridge(self) -> None:
+        assert self.bridge is not None
+        await self.bridge.stop(kill=True)
+        self.record.faults["bridge_kill"] += 1
+        await self.bridge.start(self.faults, seed=self.seed)
+
+    async def stop(self) -> None:
+        self.core.stop()
+        if self.bridge is not None:
+            await self.bridge.stop()
+        # What the faults made the core do, from its log (settlement/coordination).
+        log = self.core.log_path.read_text(errors="replace")
+        for event in ("bridge_retry", "bridge_unreachable"):
+            if found := log.count(f'"event":"{event}"'):
+                self.record.faults[f"core log: {event}"] += found
+
+
+@contextlib.asynccontextmanager
+async def _stack(
+    scenario: Scenario, target: Target, record: RunRecord, console: Console
+) -> AsyncIterator[tuple[str, str | None, Stack | None]]:
+    if target.server:
+        record.database = "external"
+        yield target.server, target.bridge, None
+        return
+    stack = Stack(scenario, target, record)
+    console.print(
+        f"Starting condpay on {record.database} and the bridge as child processes; logs in "
+        f"{stack.directory / 'logs'}"
+    )
+    await stack.start()
+    try:
+        yield stack.core.address, stack.bridge.address if stack.bridge else None, stack
+    finally:
+        await stack.stop()
+
+
+async def run(scenario: Scenario, target: Target, *, console: Console, tag: str = "") -> RunRecord:
+    plan = make_plan(scenario)
+    record = RunRecord(scenario.name, scenario.seed, target.server or "embedded", "")
+    record.started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    started = time.perf_counter()
+    prefix = f"sim.{scenario.name}.{scenario.seed}" + (f".{tag}" if tag else "")
+    async with _stack(scenario, target, record, console) as (address, bridge_address, stack):
+        record.server = address
+        channel = grpc.aio.insecure_channel(address, options=list(CHANNEL_OPTIONS))
+        core = MeteredClient(
+            address,
+            caller=central_bank_caller(SELLER_CURRENCY),
+            channel=channel,
+            record=record,
+            started=started,
+            attempts_max=ATTEMPTS_MAX,
+            timeout_seconds=30.0,
+        )
+        bridge = BridgeClient(bridge_address) if bridge_address else None
+        try:
+            await _trade(plan, prefix, core, bridge, stack, record, console)
+        finally:
+            await channel.close()
+            if bridge is not None:
+                await bridge.close()
+    record.duration_s = round(time.perf_counter() - started, 3)
+    return record
+
+
+async def _trade(
+    plan: Plan,
+    prefix: str,
+    core: MeteredClient,
+    bridge: BridgeClient | None,
+    stack: Stack | None,
+    record: RunRecord,
+    console: Console,
+) -> None:
+    scenario = plan.scenario
+    with console.status("Central banks, institutions, oracles, wallets and contracts…"):
+        economy = await set_up(core, bridge, plan, prefix)
+    expectations = Expectations(scenario.currencies)
+    auditor = Auditor(core, bridge, expectations)
+    await auditor.baseline()
+    trader = Trader(economy, core, record, expectations)
+    kills = _kill_schedule(scenario, stack)
+    sampler = asyncio.create_task(_sample(auditor, record, core.started))
+    total = scenario.orders_total + sum(len(d) for d in plan.direct)
+    try:
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as progress:
+            task = progress.add_task(f"{scenario.name} round 1", total=total, status="")
+            for index, orders in enumerate(plan.rounds):
+                progress.update(task, description=f"{scenario.name} round {index + 1}")
+                if index and bridge is not None:
+                    await publish_rates(bridge, plan, index)
+                jobs: list[Callable[[], Awaitable[None]]] = [
+                    functools.partial(trader.run_order, o) for o in orders
+                ]
+                jobs += [functools.partial(trader.run_direct, d) for d in plan.direct[index]]
+                faults = [
+                    asyncio.create_task(_after(delay, action))
+                    for at, delay, action in kills
+                    if at == index
+                ]
+
+                def advance() -> None:
+                    surprises = sum(n for (op, _), n in record.operations.items() if op == SURPRISE)
+                    progress.update(
+                        task,
+                        advance=1,
+                        status=f"{record.settlements_total} settled, {surprises} surprises",
+                    )
+
+                await _bounded(jobs, scenario.concurrency, advance)
+                await asyncio.gather(*faults)
+                record.invariants += await auditor.check(final=False, when=f"round {index + 1}")
+        await _end_of_day(economy, core)
+    finally:
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+    record.timeline.append(
+        await auditor.sample(round(time.perf_counter() - core.started, 3), record.settlements_total)
+    )
+    record.invariants += await auditor.check(final=True)
+    record.invariants.append(_as_planned(record))
+    record.ledger_fingerprint = await fingerprint(economy, core)
+
+
+def _kill_schedule(
+    scenario: Scenario, stack: Stack | None
+) -> list[tuple[int, float, Callable[[], Awaitable[None]]]]:
+    """(round, seconds into it, kill) for each server and bridge kill, drawn from the seed;
+    none against a server the simulator did not start."""
+    if stack is None:
+        return []
+    draws = random.Random(f"condpay-sim:{scenario.seed}:kills")
+    kills: list[tuple[int, float, Callable[[], Awaitable[None]]]] = []
+    for _ in range(scenario.faults.server_kills):
+        kills.append((draws.randrange(scenario.rounds), draws.uniform(0.2, 1.5), stack.kill_core))
+    if stack.bridge is not None:
+        for _ in range(scenario.faults.bridge_kills):
+            kills.append(
+                (draws.randrange(scenario.rounds), draws.uniform(0.2, 1.5), stack.kill_bridge)
+            )
+    return kills
+
+
+async def _after(delay_s: float, action: Callable[[], Awaitable[None]]) -> None:
+    await asyncio.sleep(delay_s)
+    await action()
+
+
+async def _bounded(
+    jobs: list[Callable[[], Awaitable[None]]], concurrency: int, done: Callable[[], None]
+) -> None:
+    queue = iter(jobs)
+
+    async def worker() -> None:
+        for job in queue:
+            await job()
+            done()
+
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(jobs)) or 1)))
+
+
+async def _sample(auditor: Auditor, record: RunRecord, started: float) -> None:
+    while True:
+        await asyncio.sleep(SAMPLE_SECONDS)
+        with contextlib.suppress(Exception):  # a sample lost to a kill is only a gap in a plot
+            record.timeline.append(
+                await auditor.sample(
+                    round(time.perf_counter() - started, 3), record.settlements_total
+                )
+            )
+
+
+async def _end_of_day(economy: Economy, core: MeteredClient) -> None:
+    """Each institution redeems part of its reserve back to its central bank."""
+    for currency in economy.plan.scenario.currencies:
+        bank = institution(currency)
+        wallet = await core.get_wallet(f"w_reserve.{bank}")
+        available = sum(
+            line.available.amount_minor
+            for line in wallet.balances
+            if line.available.currency == currency
+        )
+        amount = available * REDEEM_PERCENT // 100
+        if amount:
+            await core.with_caller(central_bank_caller(currency)).redeem(
+                bank,
+                currency,
+                amount,
+                memo="end-of-day redemption",
+                request_id=economy.rid("redeem", bank, currency),
+            )
+
+
+def _as_planned(record: RunRecord) -> InvariantResult:
+    surprises = {outcome: n for (op, outcome), n in record.operations.items() if op == SURPRISE}
+    detail = (
+        "every operation had the outcome its plan gives it"
+        if not surprises
+        else "; ".join(f"{outcome} x{n}" for outcome, n in sorted(surprises.items())[:10])
+    )
+    return InvariantResult("operations_as_planned", not surprises, detail)
+
+
+async def fingerprint(economy: Economy, core: MeteredClient) -> str:
+    """SHA-256 over what the same seed must reproduce: every party's balances by name, every
+    order's payment state and amounts, every reserve's balances."""
+    wallets = {
+        p.name: p.wallet_id for p in (*economy.sellers, *economy.buyers, *economy.financiers)
+    }
+    for currency in economy.plan.scenario.currencies:
+        bank = institution(currency)
+        wallets[f"reserve:{bank}"] = f"w_reserve.{bank}"
+    state: dict[str, object] = {}
+    for name, wallet_id in sorted(wallets.items()):
+        wallet = await core.get_wallet(wallet_id)
+        state[name] = sorted(
+            (b.available.currency, b.available.amount_minor, b.held.amount_minor)
+            for b in wallet.balances
+        )
+    for order in economy.plan.orders:
+        payment_id = payment_id_for(
+            f"platform/sim-{order.platform}", economy.rid(order.order_id, "lock")
+        )
+        with contextlib.suppress(ApiError):  # an order refused at its lock has no payment
+            payment = await core.get_payment(payment_id)
+            state[order.order_id] = [
+                payment_pb2.PaymentState.Name(payment.state),
+                payment.released.amount_minor,
+                payment.refunded.amount_minor,
+                payment.held.amount_minor,
+            ]
+    return hashlib.sha256(orjson.dumps(state, option=orjson.OPT_SORT_KEYS)).hexdigest()

@@ -1,0 +1,265 @@
+"""The simulator's auditor, through the real gRPC server and a real bridge server: it passes on a
+healthy ledger, and it fails, naming the invariant and the offending items, on a ledger broken
+behind the server's back in its database."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import pytest
+from sqlalchemy import text
+
+from sim_central_bank.auditor import INVARIANTS, Auditor
+from sim_central_bank.record import ACCEPTED, RefusedAttestation
+from tests.sim.ledger import (
+    PAYOUT,
+    PENDING_REASON,
+    STAGED,
+    AuditedTrade,
+    audited_trade,
+    clear_customs,
+    lock,
+    story,
+)
+
+
+async def tamper(trade: AuditedTrade, statement: str, **values: object) -> None:
+    """Change the database behind the server's back (and skip the harness's own audit)."""
+    trade.harness.audit_after = False
+    async with trade.harness.runtime.sql.begin() as conn:
+        await conn.execute(text(statement), values)
+
+
+async def test_the_auditor_passes_a_healthy_ledger(database_url: str) -> None:
+    async with audited_trade(database_url) as trade:
+        auditor = trade.auditor
+        during = await auditor.check(final=False, when="round 1")
+        assert all(r.passed for r in during), [r for r in during if not r.passed]
+        assert {r.when for r in during} == {"round 1"}
+        await story(trade)
+
+        final = await auditor.check(final=True)
+        assert [r.name for r in final] == list(INVARIANTS)
+        assert all(r.passed for r in final), "\n".join(
+            f"{r.name}: {r.detail}" for r in final if not r.passed
+        )
+        details = {r.name: r.detail for r in final}
+        assert f"'{PENDING_REASON}': 1" in details["payments_terminal_or_pending_with_reason"]
+        assert "forged SIGNATURE_INVALID: 1" in details["forged_and_replayed_refused"]
+        assert "replayed EVENT_ALREADY_SEEN: 1" in details["forged_and_replayed_refused"]
+        assert "2 financings" in details["financier_claims_consistent"]
+        assert "1 advances" in details["financier_claims_consistent"]
+
+        sample = await auditor.sample(1.5)
+        assert sample.at_s == 1.5
+        assert sample.settlements_total == 2  # the PvP and the payout
+        assert sample.escrow_held_minor["CNY"] == 35_000_00  # what the pending payment holds
+        supply = (await trade.cb.get_supply("CNY")).supplies[0]
+        assert sample.supply_minor["CNY"] == supply.in_circulation.amount_minor
+        assert (await auditor.sample(2.0, settlements_total=7)).settlements_total == 7
+
+
+async def test_checks_during_traffic_pass(database_url: str) -> None:
+    """Round checks while payments lock, release and pay out and PvPs settle: totals from
+    different reads are not compared while the ledger moves, and each payment read is one
+    snapshot (its row, legs and claims agree; a torn read would fail no_leg_paid_twice)."""
+    async with audited_trade(database_url) as trade:
+        world = trade.world
+        buyer, seller = world.wallets["buyer"], world.wallets["seller"]
+        far = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=30)
+        stop = asyncio.Event()
+
+        async def traffic(lane: int) -> int:
+            done = 0
+            while not stop.is_set():
+                staged = await lock(trade, STAGED, 1_000_00 + lane, ship_by=far)
+                assert await clear_customs(trade, staged.payment_id) == ACCEPTED
+                payout = await lock(trade, PAYOUT, 2_000_00 + lane)
+                assert await clear_customs(trade, payout.payment_id) == ACCEPTED
+                quote = await world.platform.quote_fx("HKD", "CNY", target_amount_minor=100_00)
+                await world.platform.settle_pvp(world.keys["buyer"], buyer, seller, quote)
+                trade.expectations.pending_reasons[staged.payment_id] = PENDING_REASON
+                done += 1
+            return done
+
+        lanes = [asyncio.create_task(traffic(lane)) for lane in range(4)]
+        rounds = []
+        for index in range(4):
+            rounds += await trade.auditor.check(final=False, when=f"round {index}")
+        stop.set()
+        assert sum(await asyncio.gather(*lanes)) >= 4
+        assert all(r.passed for r in rounds), [r for r in rounds if not r.passed]
+        await world.settle_everything()
+        final = await trade.auditor.check(final=True)
+        assert all(r.passed for r in final), [r for r in final if not r.passed]
+
+
+async def test_an_open_payment_needs_a_reason_and_a_future_deadline(database_url: str) -> None:
+    async with audited_trade(database_url) as trade:
+        await story(trade, with_expiry=False)
+        pending = trade.payments["pending"]
+        del trade.expectations.pending_reasons[pending]
+        failing = await trade.failing()
+        assert set(failing) == {"payments_terminal_or_pending_with_reason"}
+        assert (
+            f"{pending}: PARTIALLY_RELEASED with no reason"
+            in failing["payments_terminal_or_pending_with_reason"]
+        )
+        # During the run an open payment is fine until it is overdue.
+        during = await trade.auditor.check(final=False, when="round 2")
+        assert all(r.passed for r in during)
+        late = Auditor(
+            trade.cb,
+            trade.bridge,
+            trade.expectations,
+            now_us=lambda: 4_000_000_000_000_000,  # long after every deadline
+        )
+        results = {r.name: r for r in await late.check(final=False, when="round 3")}
+        assert not results["payments_terminal_or_pending_with_reason"].passed
+        assert "past its deadline" in results["payments_terminal_or_pending_with_reason"].detail
+
+
+async def test_an_accepted_or_twice_recorded_attestation_fails(database_url: str) -> None:
+    async with audited_trade(database_url) as trade:
+        await story(trade, with_expiry=False)
+        settled = trade.payments["settled"]
+        # The runner saw a forged attestation accepted; and the genuine event counted as forged.
+        trade.expectations.refused_attestations += [
+            RefusedAttestation(trade.payments["pending"], "forged-2", "forged", ACCEPTED),
+            RefusedAttestation(settled, f"cleared:{settled}", "forged", "SIGNATURE_INVALID"),
+        ]
+        failing = await trade.failing()
+        assert set(failing) == {"forged_and_replayed_refused"}
+        assert "forged forged-2" in failing["forged_and_replayed_refused"]
+        assert "was accepted" in failing["forged_and_replayed_refused"]
+        assert (
+            f"cleared:{settled} on {settled} is recorded 1 times"
+            in failing["forged_and_replayed_refused"]
+        )
+
+
+# A ledger broken in the database -> (the one invariant that must fail, a fragment of its detail).
+async def _balance_without_entry(trade: AuditedTrade) -> tuple[str, str]:
+    seller = trade.world.wallets["seller"]
+    await tamper(
+        trade,
+        "UPDATE balances SET available = available + 1 WHERE wallet_id = :w AND currency = 'CNY'",
+        w=seller,
+    )
+    return "supply_equals_balances", "CNY: issued - redeemed = "
+
+
+async def _money_moved_without_entry(trade: AuditedTrade) -> tuple[str, str]:
+    """The sums still match; only each wallet against the journal shows it."""
+    seller, buyer = trade.world.wallets["seller"], trade.world.wallets["buyer"]
+    for wallet_id, change in ((seller, -100), (buyer, 100)):
+        await tamper(
+            trade,
+            "UPDATE balances SET available = available + :change "
+            "WHERE wallet_id = :w AND currency = 'CNY'",
+            w=wallet_id,
+            change=change,
+        )
+    return "supply_equals_balances", f"{buyer} CNY: available/held"
+
+
+async def _memo_rewritten(trade: AuditedTrade) -> tuple[str, str]:
+    await tamper(trade, "UPDATE journal_entries SET memo = 'forged' WHERE seq = 3")
+    return "journal_hash_chain_intact", "the chain breaks at entry 3"
+
+
+async def _release_duplicated(trade: AuditedTrade) -> tuple[str, str]:
+    """A second row for a leg that was paid once: the payment now records it twice."""
+    settled = trade.payments["settled"]
+    await tamper(
+        trade,
+        "INSERT INTO payment_legs (payment_id, leg_id, idx, clause, kind, party, wallet_id, "
+        "paid_to_wallet_id, amount_minor, currency, reason, commit_seq) "
+        "SELECT payment_id, leg_id || '#again', idx + 100, clause, kind, party, wallet_id, "
+        "paid_to_wallet_id, amount_minor, currency, reason, commit_seq FROM payment_legs "
+        "WHERE payment_id = :p AND leg_id = 'receipt/0'",
+        p=settled,
+    )
+    return "no_leg_paid_twice", settled
+
+
+async def _financing_refund_understated(trade: AuditedTrade) -> tuple[str, str]:
+    cancelled = trade.payments["cancelled"]
+    await tamper(
+        trade,
+        "UPDATE payment_financing SET refunded_minor = refunded_minor - 1 WHERE payment_id = :p",
+        p=cancelled,
+    )
+    return "financier_claims_consistent", f"{cancelled}: refund legs pay financier"
+
+
+async def _escrow_released_without_leg(trade: AuditedTrade) -> tuple[str, str]:
+    pending = trade.payments["pending"]
+    await tamper(
+        trade,
+        "UPDATE payments SET held_minor = held_minor - 100, released_minor = released_minor + 100 "
+        "WHERE payment_id = :p",
+        p=pending,
+    )
+    return "held_equals_open_escrows", "CNY: held 3500000, open payments and settlements hold"
+
+
+BROKEN = {
+    "a balance changed without a journal entry": _balance_without_entry,
+    "a journal entry's memo rewritten": _memo_rewritten,
+    "money moved between wallets without a journal entry": _money_moved_without_entry,
+    "a paid leg recorded twice": _release_duplicated,
+    "a financier's refund understated": _financing_refund_understated,
+    "escrow marked released without a leg": _escrow_released_without_leg,
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+async def test_the_auditor_names_what_was_broken(database_url: str, case: str) -> None:
+    async with audited_trade(database_url) as trade:
+        await story(trade, with_expiry=False)
+        assert await trade.failing() == {}
+        invariant, fragment = await BROKEN[case](trade)
+        failing = await trade.failing()
+        assert invariant in failing, failing
+        assert fragment in failing[invariant], failing[invariant]
+
+
+async def test_a_broken_ledger_fails_only_where_it_is_broken(database_url: str) -> None:
+    """Each break above trips its own invariant; these two trip nothing else."""
+    async with audited_trade(database_url) as trade:
+        await story(trade, with_expiry=False)
+        await _memo_rewritten(trade)
+        assert set(await trade.failing()) == {"journal_hash_chain_intact"}
+        await _balance_without_entry(trade)
+        assert set(await trade.failing()) == {
+            "journal_hash_chain_intact",
+            "supply_equals_balances",
+        }
+
+
+async def test_gateway_mirror_needs_a_baseline_and_sees_a_lost_leg(database_url: str) -> None:
+    async with audited_trade(database_url) as trade:
+        await story(trade, with_expiry=False)
+        fresh = Auditor(trade.cb, trade.bridge, trade.expectations)
+        results = {r.name: r for r in await fresh.check(final=True)}
+        assert not results["gateway_mirror"].passed
+        assert "no baseline" in results["gateway_mirror"].detail
+        # The bridge paid the gateway CNY that the core never paid out: a leg applied twice.
+        assert trade.auditor.gateway_baseline is not None
+        trade.auditor.gateway_baseline["CNY"] -= 50_000_00
+        failing = await trade.failing()
+        assert set(failing) == {"gateway_mirror"}
+        assert "CNY: core reserve + bridge account" in failing["gateway_mirror"]
+        assert "off by 5000000" in failing["gateway_mirror"]
+
+
+async def test_without_a_bridge_the_bridge_invariants_pass_with_a_note(database_url: str) -> None:
+    async with audited_trade(database_url) as trade:
+        auditor = Auditor(trade.cb, None, trade.expectations)
+        assert await auditor.baseline() == {}
+        results = {r.name: r for r in await auditor.check(final=True)}
+        assert all(r.passed for r in results.values())
+        assert results["bridge_supply_equals_balances"].detail == "no bridge in this run"
+        assert "no bridge" in results["gateway_mirror"].detail
