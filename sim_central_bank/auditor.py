@@ -225,6 +225,17 @@ class Auditor:
         return f"w_reserve.{self.expectations.gateway}"
 
     # -- the API ---------------------------------------------------------------------------------
+    async def adopt_open_payments(self, reason: str) -> int:
+        """Before the traffic, on a ledger that already has payments (a running server): give
+        each open one ``reason`` for staying open, so the run answers for its own payments only
+        (each still needs its deadline ahead). Returns how many there were."""
+        adopted = 0
+        for payment in await self._payments():
+            if payment.state in _OPEN_PAYMENTS:
+                self.expectations.pending_reasons.setdefault(payment.payment_id, reason)
+                adopted += 1
+        return adopted
+
     async def baseline(self) -> dict[str, int]:
         """Record, before the traffic, the gateway's positions per currency (its core reserve
         plus its bridge account); empty without a bridge."""

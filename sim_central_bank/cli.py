@@ -45,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     run_.add_argument(
         "--tag",
         default="",
-        help="with --server: a suffix for request ids, to run the same "
-        "scenario and seed again on the same ledger (without it, a rerun replays)",
+        help="with --server: names this run's request ids (default: its start time), so each "
+        "run against a running server trades anew",
     )
     commands.add_parser("list", help="the built-in scenarios")
     return parser

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Final
 
 from condpay.attest import bls_registration
+from condpay.errors import AlreadyExists
 
 from bridges import DEMO_BANK_BALANCE_MINOR, BridgeClient, Money, Rate
 from contracts_dsl import CompiledContract, compile_source
@@ -75,6 +77,26 @@ class Economy:
 
 def derive_key(seed: int, name: str) -> OwnerKey:
     return OwnerKey.from_seed(hashlib.sha256(f"condpay-sim:{seed}:{name}".encode()).digest())
+
+
+def member_key(name: str) -> OwnerKey:
+    """The key of a standing member of the simulated economy (an institution's reserve, an
+    oracle, the carrier): the same in every run, so a run against a ledger an earlier run set up
+    finds them registered with the keys it signs with."""
+    return OwnerKey.from_seed(hashlib.sha256(f"condpay-sim:member:{name}".encode()).digest())
+
+
+def sensor_key(name: str) -> int:
+    return bls.secret_key(hashlib.sha256(f"condpay-sim:sensor:{name}".encode()).digest())
+
+
+async def registered(call: Awaitable[object]) -> None:
+    """A registration that an earlier run against the same ledger may have made already."""
+    try:
+        await call
+    except AlreadyExists as error:
+        if error.reason not in ("INSTITUTION_EXISTS", "ORACLE_EXISTS"):
+            raise
 
 
 def central_bank_caller(currency: str) -> str:
@@ -162,11 +184,13 @@ async def set_up(
     for currency in currencies:
         central_bank = core.with_caller(central_bank_caller(currency))
         bank = institution(currency)
-        await central_bank.register_institution(
-            bank,
-            f"{bank} (operating institution)",
-            economy.key(f"reserve:{bank}").public_key,
-            request_id=economy.rid("institution", bank),
+        await registered(
+            central_bank.register_institution(
+                bank,
+                f"{bank} (operating institution)",
+                member_key(f"reserve:{bank}").public_key,
+                request_id=economy.rid("institution", bank),
+            )
         )
         reserve_needs = sum(n.get(currency, 0) for n in needs.values())
         await central_bank.issue(
@@ -179,11 +203,13 @@ async def set_up(
         economy.sites[currency] = await _register_site(economy, central_bank, currency)
     pboc = core.with_caller(central_bank_caller(SELLER_CURRENCY))
     if len(currencies) > 1:
-        await pboc.register_institution(
-            gateway,
-            "condpay bridge gateway",
-            economy.key("reserve:gateway").public_key,
-            request_id=economy.rid("institution", gateway),
+        await registered(
+            pboc.register_institution(
+                gateway,
+                "condpay bridge gateway",
+                member_key("reserve:gateway").public_key,
+                request_id=economy.rid("institution", gateway),
+            )
         )
         for currency in currencies:
             liquidity = scenario.gateway_liquidity_minor[currency]
@@ -200,12 +226,14 @@ async def set_up(
                     participant_id=gateway,
                     amount=Money(currency, liquidity - DEMO_BANK_BALANCE_MINOR),
                 )
-    economy.carrier_key = economy.key(CARRIER)
-    await pboc.register_oracle(
-        CARRIER,
-        "ED25519",
-        economy.carrier_key.public_key,
-        request_id=economy.rid("oracle", CARRIER),
+    economy.carrier_key = member_key(CARRIER)
+    await registered(
+        pboc.register_oracle(
+            CARRIER,
+            "ED25519",
+            economy.carrier_key.public_key,
+            request_id=economy.rid("oracle", CARRIER),
+        )
     )
     await _open_parties(economy, core, needs)
     await _register_contracts(economy, core)
@@ -217,23 +245,25 @@ async def set_up(
 
 async def _register_site(economy: Economy, central_bank: MeteredClient, currency: str) -> Site:
     _, _, customs, site = CENTRAL_BANKS[currency]
-    customs_key = economy.key(customs)
-    await central_bank.register_oracle(
-        customs, "ED25519", customs_key.public_key, request_id=economy.rid("oracle", customs)
+    customs_key = member_key(customs)
+    await registered(
+        central_bank.register_oracle(
+            customs, "ED25519", customs_key.public_key, request_id=economy.rid("oracle", customs)
+        )
     )
     sensors = []
     for part in SENSORS_PER_SITE:
         name = f"iot.{site}.{part}"
-        secret = bls.secret_key(
-            hashlib.sha256(f"{economy.plan.scenario.seed}:{name}".encode()).digest()
-        )
+        secret = sensor_key(name)
         registration = bls_registration(secret)
-        await central_bank.register_oracle(
-            name,
-            "BLS12_381",
-            registration.public_key,
-            proof_of_possession=registration.proof_of_possession,
-            request_id=economy.rid("oracle", name),
+        await registered(
+            central_bank.register_oracle(
+                name,
+                "BLS12_381",
+                registration.public_key,
+                proof_of_possession=registration.proof_of_possession,
+                request_id=economy.rid("oracle", name),
+            )
         )
         sensors.append((name, secret))
     return Site(customs, customs_key, tuple(sensors), warehouse_name(currency))
@@ -266,7 +296,7 @@ async def _open_parties(
             for funded_in, amount in sorted(needs.get(name, {}).items()):
                 source_bank = institution(funded_in)
                 await core.with_caller(f"institution/{source_bank}").transfer(
-                    economy.key(f"reserve:{source_bank}"),
+                    member_key(f"reserve:{source_bank}"),
                     f"w_reserve.{source_bank}",
                     party.wallet_id,
                     funded_in,

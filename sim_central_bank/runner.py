@@ -150,6 +150,9 @@ async def run(scenario: Scenario, target: Target, *, console: Console, tag: str 
     record = RunRecord(scenario.name, scenario.seed, target.server or "embedded", "")
     record.started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     started = time.perf_counter()
+    if target.server and not tag:
+        # A running server keeps what earlier runs did: this run's request ids must be new.
+        tag = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
     prefix = f"sim.{scenario.name}.{scenario.seed}" + (f".{tag}" if tag else "")
     async with _stack(scenario, target, record, console) as (address, bridge_address, stack):
         record.server = address
@@ -188,6 +191,7 @@ async def _trade(
         economy = await set_up(core, bridge, plan, prefix)
     expectations = Expectations(scenario.currencies)
     auditor = Auditor(core, bridge, expectations)
+    await auditor.adopt_open_payments("open before this run began")
     await auditor.baseline()
     trader = Trader(economy, core, record, expectations)
     kills = _kill_schedule(scenario, stack)

@@ -262,7 +262,8 @@ class Trader:
         attestation = build_attestation(
             oracle_set_version=economy.oracle_set_version,
             oracle="customs" if customs else "sensors",
-            event_id=f"{event_type}:{order.order_id}" + (":forged" if forged else ""),
+            # Unique across runs against one ledger: the run's prefix is in it.
+            event_id=economy.rid(order.order_id, event_type) + (":forged" if forged else ""),
             payment_id=payment_id,
             contract_hash=contract.hash,
             event_type=event_type,
@@ -303,7 +304,7 @@ class Trader:
                 "bill_of_lading",
                 seller.wallet_id,
                 units,
-                f"eBL {reference} Yantian, {units} pallets".encode(),
+                f"eBL {self.economy.rid(reference)} Yantian, {units} pallets".encode(),
                 description=f"{units} pallets",
                 request_id=self.economy.rid(reference, "ebl"),
             ),

@@ -22,6 +22,7 @@ from sim_central_bank.report import write_reports
 from sim_central_bank.runner import Target, run
 from sim_central_bank.scenario import Scenario, ScenarioError
 from tests.support.browser import png_size, screenshot
+from tests.support.harness import start_harness
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -135,6 +136,27 @@ def test_the_cli_runs_a_scenario_file_without_a_bridge_and_writes_both_reports(
     assert (tmp_path / "out" / "report.html").read_text().count("<svg") >= 4
     assert "PASS" in out
     assert "report.html" in out
+
+
+async def test_runs_against_a_running_server_trade_anew_each_time(tmp_path: Path) -> None:
+    """--server: the simulator drives a server it did not start, whose ledger keeps what earlier
+    runs did. A second run of the same scenario and seed trades anew (its request ids carry the
+    run's start time), finds the central banks, institutions and oracles registered, and answers
+    only for its own payments (the first run's open ones were open before it began)."""
+    scenario = scenarios.parse(TINY_CNY.replace("forged = 0.25", "missing = 0.25"), "tiny.toml")
+    async with start_harness(f"sqlite:///{tmp_path}/condpay.db", bridge="none") as harness:
+        target = Target(server=harness.address, directory=tmp_path)
+        first = await run(scenario, target, console=quiet())
+        assert_passed(first)
+        assert first.database == "external"
+        assert first.faults["attestation.missing"] > 0  # some of its payments stay open
+
+        second = await run(scenario, target, console=quiet())
+        assert_passed(second)
+        tagged = await run(scenario, target, console=quiet(), tag="third")
+        assert_passed(tagged)
+        payments = await harness.runtime.reader.payments(limit=1_000)
+        assert len(payments) == 3 * scenario.orders_total
 
 
 def test_the_cli_exits_1_when_an_invariant_fails(
