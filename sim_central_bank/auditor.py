@@ -65,9 +65,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from condpay import journal
 from condpay.client import SettlementsClient
@@ -88,6 +88,7 @@ from sim_central_bank.record import (
     TimelineSample,
 )
 
+T = TypeVar("T")
 JOURNAL_PAGE: Final = 1000  # ListJournal's maximum
 SETTLEMENTS_PAGE: Final = 500  # ListSettlements' maximum
 # ListPayments allows 500, but a payment carries its contract's source and canonical form: 200
@@ -307,54 +308,46 @@ class Auditor:
         )
         return _BridgeReads(supply, balances, audit)
 
+    async def _every_page(
+        self,
+        method: Callable[..., Awaitable[Any]],
+        request: Any,
+        items: Callable[[Any], Iterable[T]],
+    ) -> list[T]:
+        """Every item of a paginated list call, page after page until the last."""
+        out: list[T] = []
+        while True:
+            page = await self.core.call(method, request)
+            out += items(page)
+            if not page.next_page_token:
+                return out
+            request.page_token = page.next_page_token
+
     async def _payments(self) -> list[payment_pb2.Payment]:
         """Every payment. The core reads each page in one snapshot, so a payment's row, legs
         and claims always agree with each other, even while a release commits."""
-        out: list[payment_pb2.Payment] = []
-        token = ""
-        while True:
-            page: payment_pb2.ListPaymentsResponse = await self.core.call(
-                self.core.payments.ListPayments,
-                payment_pb2.ListPaymentsRequest(page_size=PAYMENTS_PAGE, page_token=token),
-            )
-            out += page.payments
-            token = page.next_page_token
-            if not token:
-                break
-        return out
+        return await self._every_page(
+            self.core.payments.ListPayments,
+            payment_pb2.ListPaymentsRequest(page_size=PAYMENTS_PAGE),
+            lambda page: page.payments,
+        )
 
     async def _settlements(
         self,
         state: settlement_pb2.SettlementState.ValueType = _ANY_STATE,
     ) -> list[settlement_pb2.Settlement]:
-        out: list[settlement_pb2.Settlement] = []
-        token = ""
-        while True:
-            page: settlement_pb2.ListSettlementsResponse = await self.core.call(
-                self.core.settlements.ListSettlements,
-                settlement_pb2.ListSettlementsRequest(
-                    state=state,
-                    page_size=SETTLEMENTS_PAGE,
-                    page_token=token,
-                ),
-            )
-            out += page.settlements
-            token = page.next_page_token
-            if not token:
-                return out
+        return await self._every_page(
+            self.core.settlements.ListSettlements,
+            settlement_pb2.ListSettlementsRequest(state=state, page_size=SETTLEMENTS_PAGE),
+            lambda page: page.settlements,
+        )
 
     async def _journal(self) -> list[ledger_pb2.JournalEntry]:
-        out: list[ledger_pb2.JournalEntry] = []
-        token = ""
-        while True:
-            page: wallet_pb2.ListJournalResponse = await self.core.call(
-                self.core.wallets.ListJournal,
-                wallet_pb2.ListJournalRequest(page_size=JOURNAL_PAGE, page_token=token),
-            )
-            out += page.entries
-            token = page.next_page_token
-            if not token:
-                return out
+        return await self._every_page(
+            self.core.wallets.ListJournal,
+            wallet_pb2.ListJournalRequest(page_size=JOURNAL_PAGE),
+            lambda page: page.entries,
+        )
 
     async def _wallets(
         self, entries: Iterable[ledger_pb2.JournalEntry]
