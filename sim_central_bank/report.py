@@ -328,9 +328,22 @@ def summary(record: RunRecord) -> Group:
     invariants.add_column("Result", no_wrap=True)
     invariants.add_column("When", no_wrap=True)
     invariants.add_column("Detail", overflow="fold")
+    # The checks made during the run are folded into one line unless one failed; the final
+    # checks are shown whole (report.html has every check).
+    during = [r for r in record.invariants if r.when != "final"]
     for result in record.invariants:
+        if result.when == "final" or not result.passed:
+            invariants.add_row(
+                Text(result.name), _passfail(result.passed), Text(result.when), Text(result.detail)
+            )
+    if during:
+        rounds = len({r.when for r in during})
+        held = sum(r.passed for r in during)
         invariants.add_row(
-            Text(result.name), _passfail(result.passed), Text(result.when), Text(result.detail)
+            Text("(checks during the run)", style="dim"),
+            _passfail(held == len(during)),
+            Text(f"{rounds} rounds"),
+            Text(f"{held} of {len(during)} held"),
         )
 
     line = verdict(record)

@@ -184,17 +184,34 @@ def test_summary_names_every_invariant_with_its_result() -> None:
 
     for name, result in [
         ("supply_equals_balances", "PASS"),
-        ("no_negative_balance", "PASS"),
         ("forged_attestations_refused", "FAIL"),
+        # A check during the run that held is folded into one line.
+        ("(checks during the run)", "PASS"),
     ]:
         line = next(line for line in text.splitlines() if name in line)
         assert result in line, line
+    assert "no_negative_balance" not in text
+    assert "1 of 1 held" in text
     assert "[bold red]not markup[/]" in text  # a detail is shown as it is, never read as markup
     assert "SIGNATURE_INVALID 1" in text
     assert "bridge:drop_reply" in text
     assert text.rstrip().splitlines()[-1] == (
         "FAIL: 1 of 3 invariants failed: forged_attestations_refused"
     )
+
+
+def test_a_check_that_failed_during_the_run_is_shown_whole() -> None:
+    record = _run()
+    record.invariants.append(
+        InvariantResult("held_equals_open_escrows", False, "CNY held 5 != escrows 4", "round 2")
+    )
+    console = Console(record=True, width=120, file=io.StringIO())
+    print_summary(record, console)
+    text = console.export_text()
+    line = next(line for line in text.splitlines() if "held_equals_open_escrows" in line)
+    assert "FAIL" in line
+    assert "round 2" in line
+    assert "1 of 2 held" in text
 
 
 def test_report_html_is_self_contained_and_escaped(tmp_path: Path) -> None:
