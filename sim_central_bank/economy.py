@@ -59,9 +59,7 @@ class Economy:
     buyers: list[Party] = field(default_factory=list)
     financiers: list[Party] = field(default_factory=list)
     sites: dict[str, Site] = field(default_factory=dict)  # currency -> destination oracles
-    contracts: dict[tuple[str, bool, bool], tuple[CompiledContract, str]] = field(
-        default_factory=dict
-    )
+    contracts: dict[tuple[str, bool, bool], CompiledContract] = field(default_factory=dict)
     carrier_key: OwnerKey | None = None
     oracle_set_version: int = 0
 
@@ -71,7 +69,7 @@ class Economy:
     def rid(self, *parts: object) -> str:
         return ".".join((self.prefix, *(str(p) for p in parts)))
 
-    def contract(self, order: Order) -> tuple[CompiledContract, str]:
+    def contract(self, order: Order) -> CompiledContract:
         return self.contracts[(order.currency, order.pvp_payout, order.ebl_units > 0)]
 
 
@@ -314,7 +312,7 @@ async def _register_contracts(economy: Economy, core: MeteredClient) -> None:
         compiled = compile_source(source, f"{kind[0]}.contract")
         assert compiled.contract is not None, compiled.diagnostics
         await platform.register_contract(source, request_id=economy.rid("contract", *kind))
-        economy.contracts[kind] = (compiled.contract, source)
+        economy.contracts[kind] = compiled.contract
 
 
 async def publish_rates(bridge: BridgeClient, plan: Plan, round_index: int) -> None:

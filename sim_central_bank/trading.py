@@ -104,7 +104,7 @@ class Trader:
         caller = f"platform/sim-{order.platform}"
         platform = self.client(caller)
         buyer, seller = economy.buyers[order.buyer], economy.sellers[order.seller]
-        contract, _ = economy.contract(order)
+        contract = economy.contract(order)
         lock_id = economy.rid(order.order_id, "lock")
         payment_id = payment_id_for(caller, lock_id)
         late = order.arrival_fault is ArrivalFault.LATE
@@ -256,7 +256,7 @@ class Trader:
     ) -> Signed:
         economy = self.economy
         site = economy.sites[order.currency]
-        contract, _ = economy.contract(order)
+        contract = economy.contract(order)
         customs = event_type == "customs.cleared"
         now = int(time.time() * 1e6)
         attestation = build_attestation(
