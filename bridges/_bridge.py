@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from bridges._clock import Clock, SystemClock
 from bridges._ledger import Ledger
@@ -41,11 +41,17 @@ class Bridge:
     """The bridge, in this process. Open with :meth:`open`; ``close`` when done."""
 
     def __init__(
-        self, ledger: Ledger, executor: ThreadPoolExecutor, reopen: Callable[[], Ledger]
+        self,
+        ledger: Ledger,
+        executor: ThreadPoolExecutor,
+        reopen: Callable[[], Ledger],
+        *,
+        durable: bool = True,
     ) -> None:
         self._ledger = ledger
         self._executor = executor
         self._reopen = reopen
+        self._durable = durable
         self._closed = False
 
     @classmethod
@@ -69,11 +75,24 @@ class Bridge:
                 str(path), clock=clock, rng=rng, key_seed=key_seed, chain_id=chain_id
             )
 
-        return await _open_with(opener)
+        return await _open_with(opener, durable=str(path) not in _IN_MEMORY)
+
+    @property
+    def durable(self) -> bool:
+        """Whether the state is a file that outlives this Bridge (not ``":memory:"``), so that
+        :meth:`reopen` finds it again."""
+        return self._durable
 
     async def reopen(self) -> Bridge:
-        """A new Bridge over the same state file, as after a restart (this one must be closed)."""
-        return await _open_with(self._reopen)
+        """A new Bridge over the same state file, as after a restart (this one must be closed).
+        RuntimeError for an in-memory bridge: its state is gone, and reopening would start an
+        empty ledger."""
+        if not self._durable:
+            raise RuntimeError(
+                "an in-memory bridge (':memory:') cannot be reopened: it has no state file, and "
+                "reopening would start an empty ledger; open it on a file to restart it"
+            )
+        return await _open_with(self._reopen, durable=True)
 
     async def _run(self, function: Callable[..., T], /, *args: object, **kwargs: object) -> T:
         if self._closed:
@@ -206,11 +225,15 @@ class Bridge:
         await self._run(self._ledger.set_validator_faults, frozenset(down), no_quorum)
 
 
-async def _open_with(opener: Callable[[], Ledger]) -> Bridge:
+#: SQLite paths of a database that lives and dies with its connection.
+_IN_MEMORY: Final = frozenset({":memory:", ""})
+
+
+async def _open_with(opener: Callable[[], Ledger], *, durable: bool) -> Bridge:
     executor = ThreadPoolExecutor(1, thread_name_prefix="bridge-ledger")
     try:
         ledger = await asyncio.get_running_loop().run_in_executor(executor, opener)
     except BaseException:
         executor.shutdown(wait=False)
         raise
-    return Bridge(ledger, executor, opener)
+    return Bridge(ledger, executor, opener, durable=durable)

@@ -14,8 +14,9 @@ switch                      effect
 ``drop_reply[=P]``          the call takes effect, then the caller gets Unavailable
                             (UNREACHABLE), exactly as for a lost request
 ``duplicate[=P]``           the call is delivered twice; the caller sees the first answer
-``reject[=P]``              prepare is refused with INSUFFICIENT_LIQUIDITY (remembered, as a
-                            real refusal: retries are refused alike)
+``reject[=P]``              prepare is refused with INSUFFICIENT_LIQUIDITY, with a real one's
+                            metadata plus injected=true (remembered, as a real refusal:
+                            retries are refused alike)
 ``crash_after_prepare[=P]`` a prepare is durable (the legs reserved) and the bridge dies
                             before answering
 ``crash_before_commit[=P]`` a commit arrives and the bridge dies before writing it
@@ -35,7 +36,8 @@ repeatable, or ``CONDPAY_BRIDGE_FAULTS``; ``CONDPAY_BRIDGE_FAULT_SEED`` sets the
 ``drop_reply=30,latency_ms=5..20,on=commit,seed=7``.
 
 A crash in the gRPC server is ``os._exit(86)`` (no cleanup, as SIGKILL). In process, the bridge
-is closed on the spot and every later call is Unavailable until :meth:`FaultyBridge.restart`.
+is closed on the spot and every later call is Unavailable until :meth:`FaultyBridge.restart`
+(which needs a state file: an in-memory bridge cannot be restarted).
 """
 
 from __future__ import annotations
@@ -294,7 +296,13 @@ class FaultyBridge:
             )
 
     async def restart(self, plan: FaultPlan | None = None) -> None:
-        """The process restart after a crash: reopen the bridge from its state file."""
+        """The process restart after a crash: reopen the bridge from its state file.
+        RuntimeError (and nothing changes) for an in-memory bridge, which has none."""
+        if not self._inner.durable:
+            raise RuntimeError(
+                "cannot restart an in-memory bridge (':memory:'): it has no state file, and "
+                "restarting would start an empty ledger; open it on a file to restart it"
+            )
         if not self._crashed:
             await self._inner.close()
         self._inner = await self._inner.reopen()

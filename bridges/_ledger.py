@@ -14,10 +14,12 @@ and re-derived from the journal by :meth:`Ledger.audit`.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 import secrets
 import sqlite3
+import struct
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -72,6 +74,7 @@ from bridges.errors import BridgeError, Reason, error
 from wallets.currencies import CURRENCIES, CURRENCY_CODES
 
 T = TypeVar("T")
+_log = logging.getLogger(__name__)
 SCHEMA_VERSION: Final = 1
 _ID: Final = re.compile(rf"[A-Za-z0-9._:-]{{1,{limits.ID_LENGTH_MAX}}}")
 
@@ -159,7 +162,6 @@ CREATE TABLE IF NOT EXISTS transfers (
     block_height INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 CREATE INDEX IF NOT EXISTS transfers_by_expiry ON transfers (state, expires_at_us);
-CREATE INDEX IF NOT EXISTS transfers_by_block ON transfers (block_height, commit_seq);
 CREATE TABLE IF NOT EXISTS entries (
     entry_id INTEGER PRIMARY KEY,
     kind TEXT NOT NULL CHECK (kind IN ('ISSUE', 'REDEEM', 'TRANSFER')),
@@ -196,6 +198,18 @@ CREATE TABLE IF NOT EXISTS blocks (
     certified_at_us INTEGER
 ) STRICT;
 """
+
+#: The commits waiting for a block (state = 'COMMITTED' AND block_height = 0, in commit order)
+#: and each block's transfers. Created by _initialize, which also migrates state files made with
+#: the index's first form, (block_height, commit_seq), which did not serve the waiting query.
+_BLOCK_INDEX: Final = "transfers_by_block"
+_BLOCK_INDEX_COLUMNS: Final = ("state", "block_height", "commit_seq")
+
+#: What a block commits to about each transfer (bridges._quorum.TransferRecord), in its order.
+_RECORD_COLUMNS: Final = (
+    "transfer_id, payer_id, payee_id, provider_id, source_currency, source_minor, "
+    "net_minor, spread_minor, target_currency, target_minor"
+)
 
 _TRANSFER_COLUMNS: Final = (
     "transfer_id, state, quote_id, payer_id, payee_id, provider_id, source_currency, "
@@ -254,6 +268,50 @@ class _Posting:
     role: str
 
 
+@dataclass(frozen=True, slots=True)
+class _Holdings:
+    """One currency's sums over the accounts."""
+
+    held_minor: int  # the non-issuance balances
+    issuance_minor: int  # the issuance account's balance (minus what is outstanding)
+    reserved_minor: int  # all reservations
+
+
+_NO_HOLDINGS: Final = _Holdings(0, 0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Leg:
+    """One posting of a committed transfer, by its role: whose account, which, how much."""
+
+    role: str
+    participant_id: str
+    kind: AccountKind
+    currency: str
+    amount_minor: int
+
+
+def _transfer_legs(
+    payer_id: str,
+    payee_id: str,
+    provider_id: str,
+    source: Money,
+    net_minor: int,
+    spread_minor: int,
+    target: Money,
+) -> tuple[_Leg, ...]:
+    """The postings of a commit (docs/bridge.md, "Postings"); zero amounts are left out, as the
+    journal leaves them out."""
+    legs = (
+        _Leg("payer", payer_id, AccountKind.SETTLEMENT, source.currency, -source.amount_minor),
+        _Leg("provider_liquidity", provider_id, AccountKind.LIQUIDITY, source.currency, net_minor),
+        _Leg("provider_spread", provider_id, AccountKind.SPREAD, source.currency, spread_minor),
+        _Leg("provider", provider_id, AccountKind.LIQUIDITY, target.currency, -target.amount_minor),
+        _Leg("payee", payee_id, AccountKind.SETTLEMENT, target.currency, target.amount_minor),
+    )
+    return tuple(leg for leg in legs if leg.amount_minor != 0)
+
+
 class Ledger:
     """The bridge's state and every operation on it. Synchronous; see the module docstring."""
 
@@ -303,6 +361,7 @@ class Ledger:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     self._conn.execute(statement)
+            self._index_blocks()
             meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
             if not meta:
                 seed = key_seed if key_seed is not None else secrets.token_bytes(32)
@@ -317,6 +376,16 @@ class Ledger:
                 raise RuntimeError(f"bridge state schema {meta['schema_version']!r} unsupported")
             self.chain_id = bytes(meta["chain_id"]).decode()
             self._load_validators(bytes(meta["key_seed"]))
+
+    def _index_blocks(self) -> None:
+        """(Re)create the block index as (state, block_height, commit_seq): dropped and created
+        again only when a state file has another form of it, so an open does not rebuild it."""
+        columns = tuple(row[2] for row in self._conn.execute(f"PRAGMA index_info({_BLOCK_INDEX})"))
+        if columns != _BLOCK_INDEX_COLUMNS:
+            self._conn.execute(f"DROP INDEX IF EXISTS {_BLOCK_INDEX}")
+            self._conn.execute(
+                f"CREATE INDEX {_BLOCK_INDEX} ON transfers ({', '.join(_BLOCK_INDEX_COLUMNS)})"
+            )
 
     def _genesis(self, key_seed: bytes) -> None:
         now = self._clock.now_us()
@@ -536,17 +605,26 @@ class Ledger:
         for currency in sums:
             self._check_supply(currency)
 
+    def _holdings(self, currency: str | None = None) -> dict[str, _Holdings]:
+        """Per currency (one, or all): the sum of the non-issuance balances, the issuance
+        balance and the reservations, from the accounts' running balances."""
+        rows = self._conn.execute(
+            "SELECT currency, "
+            "COALESCE(SUM(CASE WHEN kind <> 'ISSUANCE' THEN balance_minor END), 0), "
+            "COALESCE(SUM(CASE WHEN kind = 'ISSUANCE' THEN balance_minor END), 0), "
+            "COALESCE(SUM(reserved_minor), 0) "
+            "FROM accounts WHERE ?1 IS NULL OR currency = ?1 GROUP BY currency",
+            (currency,),
+        ).fetchall()
+        return {row[0]: _Holdings(int(row[1]), int(row[2]), int(row[3])) for row in rows}
+
     def _check_supply(self, currency: str) -> None:
         """issued - redeemed == sum of the holders' balances == -issuance balance."""
         issued, redeemed = self._one(
             "SELECT issued_minor, redeemed_minor FROM supply WHERE currency = ?", (currency,)
         )
-        held, issuance = self._one(
-            "SELECT COALESCE(SUM(CASE WHEN kind <> 'ISSUANCE' THEN balance_minor END), 0), "
-            "COALESCE(SUM(CASE WHEN kind = 'ISSUANCE' THEN balance_minor END), 0) "
-            "FROM accounts WHERE currency = ?",
-            (currency,),
-        )
+        holdings = self._holdings(currency).get(currency, _NO_HOLDINGS)
+        held, issuance = holdings.held_minor, holdings.issuance_minor
         if not issued - redeemed == held == -issuance:
             raise error(
                 Reason.INVARIANT_VIOLATED,
@@ -723,9 +801,16 @@ class Ledger:
             check_amount(target_amount_minor, "target_amount_minor")
         if liquidity_provider_id:
             check_id(liquidity_provider_id, "liquidity_provider_id")
+        if (
+            isinstance(ttl_ms, bool)
+            or not isinstance(ttl_ms, int)
+            or not 0 <= ttl_ms <= limits.QUOTE_TTL_MS_MAX
+        ):
+            raise error(
+                Reason.INVALID_TTL,
+                f"ttl_ms must be an integer in 1..{limits.QUOTE_TTL_MS_MAX}, or 0 for the default",
+            )
         ttl_ms = ttl_ms or limits.QUOTE_TTL_MS_DEFAULT
-        if isinstance(ttl_ms, bool) or not 0 < ttl_ms <= limits.QUOTE_TTL_MS_MAX:
-            raise error(Reason.INVALID_TTL, f"ttl_ms must be in 1..{limits.QUOTE_TTL_MS_MAX}")
 
         def body(now: int) -> Quote:
             provider = self._provider(liquidity_provider_id)
@@ -744,7 +829,9 @@ class Ledger:
                 raise _overflow("the quote's source amount")
             if conversion.target_minor > limits.AMOUNT_MINOR_MAX:
                 raise _overflow("the quote's target amount")
-            sequence = self._one("SELECT COUNT(*) FROM quotes")[0] + 1
+            # Quotes are never deleted, so rowids run 1, 2, 3, ...: the next one is the count + 1
+            # (as the ids have always been numbered), read off the end of the table.
+            sequence = self._one("SELECT COALESCE(MAX(rowid), 0) + 1 FROM quotes")[0]
             quote_id = f"q{sequence:06d}-{self._rng.getrandbits(48):012x}"
             quote = Quote(
                 quote_id=quote_id,
@@ -866,12 +953,10 @@ class Ledger:
                     now + timeout_ms * 1000,
                 ),
             )
-            payer_account, payer_balance, payer_reserved = self._account(
-                payer_id, AccountKind.SETTLEMENT, source_currency
-            )
-            lp_account, lp_balance, lp_reserved = self._account(
-                provider, AccountKind.LIQUIDITY, target_currency
-            )
+            (
+                (payer_account, payer_balance, payer_reserved),
+                (lp_account, lp_balance, lp_reserved),
+            ) = self._leg_accounts(payer_id, source_currency, provider, target_currency)
             # Precedence, as TigerBeetle's result codes: the first that applies is the answer.
             problem: BridgeError | None = None
             if now >= expires_at:
@@ -906,6 +991,28 @@ class Ledger:
                     target_currency,
                     target,
                     lp_balance - lp_reserved,
+                )
+            elif refuse_with is Reason.INSUFFICIENT_FUNDS:
+                problem = _injected(
+                    _insufficient(
+                        refuse_with,
+                        payer_id,
+                        AccountKind.SETTLEMENT,
+                        source_currency,
+                        source,
+                        payer_balance - payer_reserved,
+                    )
+                )
+            elif refuse_with is Reason.INSUFFICIENT_LIQUIDITY:
+                problem = _injected(
+                    _insufficient(
+                        refuse_with,
+                        provider,
+                        AccountKind.LIQUIDITY,
+                        target_currency,
+                        target,
+                        lp_balance - lp_reserved,
+                    )
                 )
             elif refuse_with is not None:
                 problem = error(
@@ -951,16 +1058,22 @@ class Ledger:
                 transfer_id=existing.transfer_id,
                 state=existing.state.value,
             )
-        if (terms.quote_id, terms.payer_id, terms.payee_id, terms.timeout_ms) != (
-            quote_id,
-            payer_id,
-            payee_id,
-            timeout_ms,
-        ):
+        differ = [
+            name
+            for name, stored, asked in (
+                ("quote_id", terms.quote_id, quote_id),
+                ("payer_id", terms.payer_id, payer_id),
+                ("payee_id", terms.payee_id, payee_id),
+                ("timeout_ms", terms.timeout_ms, timeout_ms),
+            )
+            if stored != asked
+        ]
+        if differ:
             raise error(
                 Reason.TRANSFER_EXISTS_WITH_DIFFERENT_TERMS,
-                f"transfer {existing.transfer_id} exists with different terms",
+                f"transfer {existing.transfer_id} exists with different terms: {', '.join(differ)}",
                 transfer_id=existing.transfer_id,
+                fields=",".join(differ),
             )
         if existing.state is TransferState.REJECTED:
             raise self._stored_refusal(existing.transfer_id)
@@ -984,25 +1097,26 @@ class Ledger:
             if transfer.state is not TransferState.PREPARED:
                 raise _cannot_commit(transfer)
             terms = _known(transfer.terms)
-            row = self._one("SELECT net_minor FROM transfers WHERE transfer_id = ?", (transfer_id,))
-            net = int(row[0])
-            source, target, spread = terms.source, terms.target, terms.spread
-            payer_account = self._account(terms.payer_id, AccountKind.SETTLEMENT, source.currency)
-            lp = terms.liquidity_provider_id
-            lp_source = self._account(lp, AccountKind.LIQUIDITY, source.currency)
-            lp_spread = self._account(lp, AccountKind.SPREAD, source.currency)
-            lp_target = self._account(lp, AccountKind.LIQUIDITY, target.currency)
-            payee_account = self._account(terms.payee_id, AccountKind.SETTLEMENT, target.currency)
-            self._reserve(payer_account[0], -source.amount_minor)
-            self._reserve(lp_target[0], -target.amount_minor)
+            self._release_legs(terms)
+            legs = _transfer_legs(
+                terms.payer_id,
+                terms.payee_id,
+                terms.liquidity_provider_id,
+                terms.source,
+                terms.source.amount_minor - terms.spread.amount_minor,  # the net, as quoted
+                terms.spread.amount_minor,
+                terms.target,
+            )
             self._post(
                 "TRANSFER",
                 [
-                    _Posting(payer_account[0], source.currency, -source.amount_minor, "payer"),
-                    _Posting(lp_source[0], source.currency, net, "provider_liquidity"),
-                    _Posting(lp_spread[0], source.currency, spread.amount_minor, "provider_spread"),
-                    _Posting(lp_target[0], target.currency, -target.amount_minor, "provider"),
-                    _Posting(payee_account[0], target.currency, target.amount_minor, "payee"),
+                    _Posting(
+                        self._account(leg.participant_id, leg.kind, leg.currency)[0],
+                        leg.currency,
+                        leg.amount_minor,
+                        leg.role,
+                    )
+                    for leg in legs
                 ],
                 now=now,
                 transfer_id=transfer_id,
@@ -1016,8 +1130,16 @@ class Ledger:
             return _known(self._transfer(transfer_id))
 
         transfer = self._call(body)
-        if self._waiting_commits() >= limits.BLOCK_TRANSFERS_MAX:
-            self.tick()
+        # The commit is durable: whatever sealing does now, the answer is that it committed.
+        try:
+            if self._waiting_commits() >= limits.BLOCK_TRANSFERS_MAX:
+                self.tick()
+        except Exception:
+            _log.exception(
+                "transfer %s committed; sealing the full block failed, left to the block timer "
+                "and the next finality()",
+                transfer_id,
+            )
         return transfer
 
     def abort(self, transfer_id: str) -> Transfer:
@@ -1051,14 +1173,30 @@ class Ledger:
         check_id(transfer_id, "transfer_id")
         return self._call(lambda now: self._require(transfer_id))
 
-    def _release(self, transfer: Transfer, state: TransferState, now: int) -> None:
-        terms = _known(transfer.terms)
-        payer = self._account(terms.payer_id, AccountKind.SETTLEMENT, terms.source.currency)
-        lp = self._account(
-            terms.liquidity_provider_id, AccountKind.LIQUIDITY, terms.target.currency
+    def _leg_accounts(
+        self, payer_id: str, source_currency: str, provider_id: str, target_currency: str
+    ) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        """The two accounts a prepare reserves on, as (account_id, balance, reserved): the
+        payer's SETTLEMENT account in the source currency, the provider's LIQUIDITY account in
+        the target currency."""
+        return (
+            self._account(payer_id, AccountKind.SETTLEMENT, source_currency),
+            self._account(provider_id, AccountKind.LIQUIDITY, target_currency),
+        )
+
+    def _release_legs(self, terms: TransferTerms) -> None:
+        """Release the two reservations of a prepared transfer."""
+        payer, lp = self._leg_accounts(
+            terms.payer_id,
+            terms.source.currency,
+            terms.liquidity_provider_id,
+            terms.target.currency,
         )
         self._reserve(payer[0], -terms.source.amount_minor)
         self._reserve(lp[0], -terms.target.amount_minor)
+
+    def _release(self, transfer: Transfer, state: TransferState, now: int) -> None:
+        self._release_legs(_known(transfer.terms))
         self._conn.execute(
             "UPDATE transfers SET state = ?, resolved_at_us = ? WHERE transfer_id = ?",
             (state.value, now, transfer.transfer_id),
@@ -1142,11 +1280,13 @@ class Ledger:
                 progressed = self._advance_chain(self._clock.now_us())
             if not progressed:
                 break
-        tip, final = self._one(
-            "SELECT COALESCE(MAX(height), 0), "
-            "COALESCE(MAX(CASE WHEN qc_signature IS NOT NULL THEN height END), 0) FROM blocks"
+        tip = self._one("SELECT COALESCE(MAX(height), 0) FROM blocks")[0]
+        # Read backwards from the tip; it stops at the first certified block (the tip, or the
+        # one below it: the tip must be final before the next block is sealed).
+        final = self._one(
+            "SELECT height FROM blocks WHERE qc_signature IS NOT NULL ORDER BY height DESC LIMIT 1"
         )
-        return TickResult(expired, int(tip), int(final))
+        return TickResult(expired, int(tip), 0 if final is None else int(final[0]))
 
     def _advance_chain(self, now: int) -> bool:
         """One step: certify the tip if it lacks a certificate, else seal the next block."""
@@ -1156,8 +1296,7 @@ class Ledger:
         if tip is not None and tip[2] is None:
             return self._certify(int(tip[0]), bytes(tip[1]), now)
         waiting = self._conn.execute(
-            "SELECT transfer_id, payer_id, payee_id, provider_id, source_currency, source_minor, "
-            "net_minor, spread_minor, target_currency, target_minor FROM transfers "
+            f"SELECT {_RECORD_COLUMNS} FROM transfers "
             "WHERE state = 'COMMITTED' AND block_height = 0 ORDER BY commit_seq LIMIT ?",
             (limits.BLOCK_TRANSFERS_MAX,),
         ).fetchall()
@@ -1277,14 +1416,16 @@ class Ledger:
         return self._call(lambda now: self._supply())
 
     def _supply(self) -> tuple[CurrencySupply, ...]:
-        rows = self._conn.execute(
-            "SELECT s.currency, s.issued_minor, s.redeemed_minor, "
-            "COALESCE(SUM(CASE WHEN a.kind <> 'ISSUANCE' THEN a.balance_minor END), 0), "
-            "COALESCE(SUM(a.reserved_minor), 0) "
-            "FROM supply s LEFT JOIN accounts a ON a.currency = s.currency "
-            "GROUP BY s.currency ORDER BY s.currency"
-        ).fetchall()
-        return tuple(CurrencySupply(*row) for row in rows)
+        holdings = self._holdings()
+        supply = []
+        for currency, issued, redeemed in self._conn.execute(
+            "SELECT currency, issued_minor, redeemed_minor FROM supply ORDER BY currency"
+        ).fetchall():
+            sums = holdings.get(currency, _NO_HOLDINGS)
+            supply.append(
+                CurrencySupply(currency, issued, redeemed, sums.held_minor, sums.reserved_minor)
+            )
+        return tuple(supply)
 
     def audit(self) -> AuditReport:
         return self._call(lambda now: AuditReport(self._supply(), tuple(self._problems())))
@@ -1323,34 +1464,94 @@ class Ledger:
             holds = reserved.get((participant, kind, currency), 0)
             if held != holds:
                 yield f"{name}: reserved {held} but prepared transfers hold {holds}"
-        for s in self._supply():
-            issuance = self._one(
-                "SELECT COALESCE(SUM(balance_minor), 0) FROM accounts "
-                "WHERE currency = ? AND kind = 'ISSUANCE'",
-                (s.currency,),
-            )[0]
+        yield from self._supply_problems()
+        yield from self._transfer_problems()
+        yield from self._chain_problems()
+
+    def _supply_problems(self) -> Iterator[str]:
+        """issued and redeemed per currency, re-derived from the ISSUE and REDEEM entries (their
+        postings on the issuance account), against the supply table; and, as at every write,
+        issued - redeemed == held == -(the issuance balance)."""
+        journal: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for kind, currency, amount in self._conn.execute(
+            "SELECT e.kind, p.currency, p.amount_minor FROM entries e "
+            "JOIN postings p ON p.entry_id = e.entry_id "
+            "JOIN accounts a ON a.account_id = p.account_id "
+            "WHERE e.kind IN ('ISSUE', 'REDEEM') AND a.kind = 'ISSUANCE'"
+        ):
+            # ISSUE: issuance -x, holder +x. REDEEM: holder -x, issuance +x.
+            if kind == "ISSUE":
+                journal[currency][0] -= amount
+            else:
+                journal[currency][1] += amount
+        holdings = self._holdings()
+        supply = self._supply()
+        for s in supply:
+            issued, redeemed = journal.get(s.currency, (0, 0))
+            if (s.issued_minor, s.redeemed_minor) != (issued, redeemed):
+                yield (
+                    f"{s.currency}: supply says issued {s.issued_minor}, redeemed "
+                    f"{s.redeemed_minor}; the ISSUE/REDEEM entries say issued {issued}, "
+                    f"redeemed {redeemed}"
+                )
+            issuance = holdings.get(s.currency, _NO_HOLDINGS).issuance_minor
             if not s.outstanding_minor == s.held_minor == -issuance:
                 yield (
                     f"{s.currency}: issued {s.issued_minor} - redeemed {s.redeemed_minor} "
                     f"!= held {s.held_minor} (issuance account {issuance})"
                 )
-        yield from self._transfer_problems()
-        yield from self._chain_problems()
+        for currency in sorted(journal.keys() - {s.currency for s in supply}):
+            yield f"{currency}: ISSUE/REDEEM entries but no supply row"
 
     def _transfer_problems(self) -> Iterator[str]:
+        """Each transfer's entries, and each committed transfer's postings, role by role,
+        against its record."""
         entries: dict[str, int] = defaultdict(int)
         for (transfer_id,) in self._conn.execute(
             "SELECT transfer_id FROM entries WHERE kind = 'TRANSFER'"
         ):
             entries[transfer_id] += 1
-        for transfer_id, state, block_height in self._conn.execute(
-            "SELECT transfer_id, state, block_height FROM transfers"
+        posted: dict[str, list[_Leg]] = defaultdict(list)
+        for transfer_id, role, participant, kind, currency, amount in self._conn.execute(
+            "SELECT e.transfer_id, p.role, a.participant_id, a.kind, p.currency, p.amount_minor "
+            "FROM entries e JOIN postings p ON p.entry_id = e.entry_id "
+            "JOIN accounts a ON a.account_id = p.account_id WHERE e.kind = 'TRANSFER'"
         ):
+            posted[transfer_id].append(_Leg(role, participant, AccountKind(kind), currency, amount))
+        for row in self._conn.execute(
+            "SELECT transfer_id, state, block_height, quote_id, payer_id, payee_id, provider_id, "
+            "source_currency, source_minor, net_minor, spread_minor, target_currency, "
+            "target_minor FROM transfers"
+        ):
+            transfer_id, state, block_height, quote_id = row[:4]
+            payer, payee, provider, source_currency, source, net, spread = row[4:11]
+            target_currency, target = row[11:]
             expected = 1 if state == "COMMITTED" else 0
             if entries.get(transfer_id, 0) != expected:
                 yield f"transfer {transfer_id} ({state}) has {entries.get(transfer_id, 0)} entries"
             if block_height and state != "COMMITTED":
                 yield f"transfer {transfer_id} ({state}) is in block {block_height}"
+            if quote_id is None:
+                continue  # a tombstone: no terms
+            if net + spread != source:
+                yield f"transfer {transfer_id}: net {net} + spread {spread} != source {source}"
+            if state != "COMMITTED" or entries.get(transfer_id, 0) != 1:
+                continue
+            legs = _transfer_legs(
+                payer,
+                payee,
+                provider,
+                Money(source_currency, source),
+                net,
+                spread,
+                Money(target_currency, target),
+            )
+            differ = _differing_roles(legs, posted.get(transfer_id, []))
+            if differ:
+                yield (
+                    f"transfer {transfer_id}: postings disagree with its record "
+                    f"({'; '.join(differ)})"
+                )
 
     def _chain_problems(self) -> Iterator[str]:
         previous = ZERO_HASH
@@ -1368,16 +1569,35 @@ class Ledger:
             qc = self._certificate(height)
             if qc is not None and not verify_quorum_certificate(header, qc, self._public_keys):
                 yield f"block {height}: the quorum certificate does not verify"
+            records: list[TransferRecord] = []
             for transfer_id in header.transfer_ids:
                 if transfer_id in in_blocks:
                     yield f"transfer {transfer_id} in blocks {in_blocks[transfer_id]} and {height}"
                 in_blocks[transfer_id] = height
                 row = self._one(
-                    "SELECT block_height FROM transfers WHERE transfer_id = ?", (transfer_id,)
+                    f"SELECT {_RECORD_COLUMNS}, block_height FROM transfers WHERE transfer_id = ?",
+                    (transfer_id,),
                 )
-                if row is None or row[0] != height:
+                if row is None or row[-1] != height:
                     yield f"block {height} lists {transfer_id}, which does not point back"
+                if row is not None:
+                    records.append(TransferRecord(*row[:-1]))
+            if len(records) == len(header.transfer_ids):
+                try:
+                    digest = transfers_digest(records)
+                except (struct.error, TypeError, ValueError):  # e.g. a negative amount
+                    digest = b""
+                if digest != header.transfers_digest:
+                    yield f"block {height}: transfers_digest does not match its transfers' records"
             previous, expected_height = stored_hash, height + 1
+        for transfer_id, block_height in self._conn.execute(
+            "SELECT transfer_id, block_height FROM transfers "
+            "WHERE state = 'COMMITTED' AND block_height > 0"
+        ):
+            if in_blocks.get(transfer_id) != block_height:
+                yield (
+                    f"transfer {transfer_id} points to block {block_height}, which does not list it"
+                )
 
 
 def _insufficient(
@@ -1398,6 +1618,40 @@ def _insufficient(
         needed_minor=str(needed),
         available_minor=str(available),
     )
+
+
+def _injected(refusal: BridgeError) -> BridgeError:
+    """A refusal made by fault injection: as the real one, marked ``injected=true``."""
+    return error(
+        refusal.reason,
+        f"{refusal.message} (refused by fault injection)",
+        **refusal.metadata,
+        injected="true",
+    )
+
+
+def _differing_roles(expected: Sequence[_Leg], posted: Sequence[_Leg]) -> list[str]:
+    """The roles whose postings are not as expected, each with what was posted and expected."""
+    by_role: dict[str, tuple[list[_Leg], list[_Leg]]] = defaultdict(lambda: ([], []))
+    for leg in expected:
+        by_role[leg.role][0].append(leg)
+    for leg in posted:
+        by_role[leg.role][1].append(leg)
+
+    def shown(legs: list[_Leg]) -> str:
+        return (
+            ", ".join(
+                f"{leg.participant_id}/{leg.kind.value}/{leg.currency} {leg.amount_minor:+d}"
+                for leg in legs
+            )
+            or "nothing"
+        )
+
+    return [
+        f"{role}: posted {shown(posted_legs)}, the record says {shown(expected_legs)}"
+        for role, (expected_legs, posted_legs) in sorted(by_role.items())
+        if sorted(expected_legs, key=repr) != sorted(posted_legs, key=repr)
+    ]
 
 
 def _cannot_commit(transfer: Transfer) -> BridgeError:

@@ -4,7 +4,9 @@
           [--block-interval-ms N] [--bootstrap [--bank ID[=NAME]]...]
 
 Fault switches (docs/bridge.md, bridges/_faults.py) come from ``--fault`` (repeatable) and the
-``CONDPAY_BRIDGE_FAULTS`` / ``CONDPAY_BRIDGE_FAULT_SEED`` environment, both applied.
+``CONDPAY_BRIDGE_FAULTS`` / ``CONDPAY_BRIDGE_FAULT_SEED`` environment, both applied, ``--fault``
+after the environment. The seed: the environment's, unless a ``seed=N`` inside ``--fault`` says
+otherwise, unless ``--fault-seed`` is given.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bridges import limits
@@ -69,14 +71,21 @@ def _banks(specs: Sequence[str]) -> dict[str, str]:
     return banks
 
 
+def fault_plan(
+    faults: Sequence[str], fault_seed: int | None = None, env: Mapping[str, str] | None = None
+) -> FaultPlan:
+    """The server's plan: the environment's (``env``, default ``os.environ``), then each
+    ``--fault`` spec over it (a later switch wins, ``seed=N`` included), then ``--fault-seed``
+    when given. ValueError for a bad spec."""
+    env_plan = FaultPlan.from_env(env)
+    # The env plan's spec always ends in its seed, so a seed= in --fault comes later and wins.
+    return FaultPlan.parse([env_plan.spec(), *faults], seed=fault_seed)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    env_plan = FaultPlan.from_env()
-    specs = [env_plan.spec() if env_plan.enabled else "", *args.fault]
     try:
-        plan = FaultPlan.parse(
-            specs, seed=args.fault_seed if args.fault_seed is not None else env_plan.seed
-        )
+        plan = fault_plan(args.fault, args.fault_seed)
     except ValueError as exc:
         print(f"condpay bridge: bad fault spec ({ENV_FAULTS} or --fault): {exc}", file=sys.stderr)
         return 2

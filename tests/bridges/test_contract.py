@@ -127,6 +127,7 @@ async def test_every_call_is_idempotent_by_transfer_id(world: World) -> None:
     with pytest.raises(Conflict) as caught:
         await world.api.prepare("t-1", quote_id=quote_id, payer_id=B, payee_id=A, timeout_ms=60_000)
     assert caught.value.reason is Reason.TRANSFER_EXISTS_WITH_DIFFERENT_TERMS
+    assert caught.value.metadata == {"transfer_id": "t-1", "fields": "payer_id,payee_id"}
 
 
 async def test_commit_after_abort_and_abort_after_commit_are_refused(world: World) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bridges import FaultPlan, Operation, TransferState, checked_public_keys
+from bridges import Bridge, FaultPlan, FaultyBridge, Operation, TransferState, checked_public_keys
 from bridges import verify_quorum_certificate as verify
 from bridges.errors import (
     InsufficientFunds,
@@ -19,7 +19,7 @@ from bridges.errors import (
     Reason,
     Unavailable,
 )
-from tests.bridges.conftest import BANKS, Factory, World, open_world
+from tests.bridges.conftest import BANKS, KEY_SEED, LIQUIDITY_MINOR, LP, Factory, World, open_world
 
 A, B = BANKS
 
@@ -93,11 +93,21 @@ async def test_duplicate_delivery_runs_a_call_twice(make_world: Factory) -> None
 
 async def test_an_injected_rejection_is_a_remembered_refusal(make_world: Factory) -> None:
     world = await make_world(FaultPlan.parse("reject,on=prepare"))
-    quote_id = await _quote_id(world)
+    quote = await world.api.quote("HKD", "CNY", source_amount_minor=1_000_00)
+    quote_id = quote.quote_id
     with pytest.raises(InsufficientFunds) as caught:
         await _prepare(world, "t-1", quote_id)
     assert caught.value.reason is Reason.INSUFFICIENT_LIQUIDITY
-    assert caught.value.metadata == {"injected": "true"}
+    # the metadata InsufficientFunds documents, as a real refusal's, marked injected
+    assert caught.value.metadata == {
+        "participant_id": LP,
+        "account_kind": "LIQUIDITY",
+        "currency": "CNY",
+        "needed_minor": str(quote.target.amount_minor),
+        "available_minor": str(LIQUIDITY_MINOR),
+        "injected": "true",
+    }
+    assert "refused by fault injection" in caught.value.message
     await world.faulty.set_plan(FaultPlan())
     with pytest.raises(InsufficientFunds) as again:  # retries keep failing the same way
         await _prepare(world, "t-1", quote_id)
@@ -270,3 +280,30 @@ def test_fault_specs_parse_and_print_back() -> None:
     ):
         with pytest.raises(ValueError, match=r"."):
             FaultPlan.parse(bad)
+
+
+async def test_an_in_memory_bridge_refuses_to_restart_rather_than_start_empty() -> None:
+    bridge = await Bridge.open(":memory:", key_seed=KEY_SEED)
+    faulty = await FaultyBridge.wrap(bridge, FaultPlan())
+    try:
+        await faulty.register_bank("BANK-M")
+        with pytest.raises(RuntimeError, match="in-memory bridge"):
+            await faulty.restart()
+        assert not faulty.crashed  # nothing changed: the same bridge answers, state and all
+        assert {p.participant_id for p in await faulty.inner.participants()} >= {"BANK-M"}
+        await faulty.close()
+        with pytest.raises(RuntimeError, match="in-memory bridge"):
+            await bridge.reopen()
+    finally:
+        await faulty.close()
+
+
+async def test_an_in_memory_bridge_that_crashed_stays_down_rather_than_start_empty() -> None:
+    bridge = await Bridge.open(":memory:", key_seed=KEY_SEED)
+    faulty = await FaultyBridge.wrap(bridge, FaultPlan.parse("crash_before_commit"))
+    with pytest.raises(Unavailable):
+        await faulty.commit("t-1")
+    with pytest.raises(RuntimeError, match="in-memory bridge"):
+        await faulty.restart(FaultPlan())
+    with pytest.raises(Unavailable):
+        await faulty.status("t-1")

@@ -323,3 +323,130 @@ async def test_a_closed_bridge_answers_unavailable(tmp_path: Path) -> None:
     await bridge.close()
     with pytest.raises(Unavailable):
         await bridge.status("t-1")
+
+
+def test_an_old_state_files_block_index_is_recreated_to_serve_the_waiting_commits(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "bridge.db")
+    ledger = new_ledger(path)
+    quote = ledger.quote("CNY", "HKD", source_amount_minor=100_00)
+    ledger.prepare("t-1", quote_id=quote.quote_id, payer_id="A", payee_id="B", timeout_ms=9_000)
+    ledger.commit("t-1")
+    # The index as state files were first made: it did not lead with the state.
+    ledger._conn.execute("DROP INDEX transfers_by_block")
+    ledger._conn.execute("CREATE INDEX transfers_by_block ON transfers (block_height, commit_seq)")
+    ledger.close()
+
+    ledger = Ledger.open(path, clock=ManualClock(), rng=random.Random(3), key_seed=KEY_SEED)
+    try:
+        columns = [r[2] for r in ledger._conn.execute("PRAGMA index_info(transfers_by_block)")]
+        assert columns == ["state", "block_height", "commit_seq"]
+        plan = " ".join(
+            str(row[3])
+            for row in ledger._conn.execute(
+                "EXPLAIN QUERY PLAN SELECT transfer_id FROM transfers "
+                "WHERE state = 'COMMITTED' AND block_height = 0 ORDER BY commit_seq LIMIT 9"
+            )
+        )
+        assert "INDEX transfers_by_block (state=? AND block_height=?)" in plan
+        assert "TEMP B-TREE" not in plan  # already in commit order
+        assert ledger.finality("t-1").final
+        assert ledger.tick().final_height == 1
+        assert ledger.audit().ok
+    finally:
+        ledger.close()
+
+
+def test_quote_ids_are_numbered_in_sequence_across_refusals_and_reopens(tmp_path: Path) -> None:
+    path = str(tmp_path / "bridge.db")
+    ledger = new_ledger(path)
+    draws = random.Random(3)  # new_ledger's rng: only quotes draw from it
+    ids = [ledger.quote("CNY", "HKD", source_amount_minor=100_00).quote_id for _ in range(3)]
+    with pytest.raises(BridgeError) as small:  # refused: no number used
+        ledger.quote("THB", "CNY", source_amount_minor=1)
+    assert small.value.reason is Reason.AMOUNT_TOO_SMALL
+    ids.append(ledger.quote("CNY", "HKD", source_amount_minor=100_00).quote_id)
+    ledger.close()
+    ledger = Ledger.open(path, clock=ManualClock(), rng=draws, key_seed=KEY_SEED)
+    try:
+        expected_draws = random.Random(3)
+        expected = [f"q{n:06d}-{expected_draws.getrandbits(48):012x}" for n in range(1, 5)]
+        assert ids == expected
+        assert ledger.quote("CNY", "HKD", source_amount_minor=1_00).quote_id.startswith("q000005-")
+    finally:
+        ledger.close()
+
+
+@pytest.mark.parametrize("ttl_ms", [1.5, 0.0, 30_000.0, True, "500", -1, 600_001])
+def test_a_quote_ttl_must_be_an_integer_in_range(ttl_ms: object) -> None:
+    ledger = new_ledger()
+    try:
+        with pytest.raises(InvalidRequest) as caught:
+            ledger.quote("CNY", "HKD", source_amount_minor=100_00, ttl_ms=ttl_ms)  # type: ignore[arg-type]
+        assert caught.value.reason is Reason.INVALID_TTL
+        assert "1..600000, or 0 for the default" in caught.value.message
+    finally:
+        ledger.close()
+
+
+def test_a_quote_ttl_of_zero_is_the_default_and_the_maximum_is_taken() -> None:
+    clock = ManualClock()
+    ledger = new_ledger(clock=clock)
+    try:
+        now = clock.now_us()
+        default = ledger.quote("CNY", "HKD", source_amount_minor=100_00, ttl_ms=0)
+        assert default.expires_at_us == now + 30_000_000
+        longest = ledger.quote("CNY", "HKD", source_amount_minor=100_00, ttl_ms=600_000)
+        assert longest.expires_at_us == now + 600_000_000
+    finally:
+        ledger.close()
+
+
+def test_a_conflicting_prepare_names_the_terms_that_differ() -> None:
+    ledger = new_ledger()
+    try:
+        quote = ledger.quote("CNY", "HKD", source_amount_minor=100_00)
+        ledger.prepare("t-1", quote_id=quote.quote_id, payer_id="A", payee_id="B", timeout_ms=9_000)
+        with pytest.raises(BridgeError) as caught:
+            ledger.prepare(
+                "t-1", quote_id=quote.quote_id, payer_id="C", payee_id="B", timeout_ms=5_000
+            )
+        assert caught.value.reason is Reason.TRANSFER_EXISTS_WITH_DIFFERENT_TERMS
+        assert caught.value.metadata == {"transfer_id": "t-1", "fields": "payer_id,timeout_ms"}
+        assert caught.value.message.endswith("exists with different terms: payer_id, timeout_ms")
+        with pytest.raises(BridgeError) as other:
+            ledger.prepare("t-1", quote_id="q-other", payer_id="A", payee_id="B", timeout_ms=9_000)
+        assert other.value.metadata["fields"] == "quote_id"
+    finally:
+        ledger.close()
+
+
+def test_a_commit_stands_when_sealing_the_full_block_fails(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from bridges import limits
+
+    monkeypatch.setattr(limits, "BLOCK_TRANSFERS_MAX", 1)
+    ledger = new_ledger()
+    try:
+        quote = ledger.quote("CNY", "HKD", source_amount_minor=100_00)
+        ledger.prepare("t-1", quote_id=quote.quote_id, payer_id="A", payee_id="B", timeout_ms=9_000)
+
+        def certify_fails(*args: object) -> bool:
+            raise InternalError(Reason.INTERNAL, "a validator fell over")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(ledger, "_certify", certify_fails)
+            with caplog.at_level("ERROR", logger="bridges._ledger"):
+                committed = ledger.commit("t-1")  # durable: no error for it
+        assert (committed.state, committed.replayed) == (TransferState.COMMITTED, False)
+        assert "transfer t-1 committed; sealing the full block failed" in caplog.text
+        assert ledger.status("t-1").block_height == 0  # the failed seal was rolled back
+        finality = ledger.finality("t-1")  # sealing is left to the next tick or finality()
+        assert finality.final
+        assert finality.block is not None
+        assert finality.block.transfer_ids == ("t-1",)
+        assert ledger.audit().ok
+    finally:
+        ledger.close()
