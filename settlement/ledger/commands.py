@@ -7,10 +7,10 @@ SettlementError having changed nothing. Commands never touch the database, the n
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from dataclasses import dataclass
 from typing import ClassVar
+
+from condpay.ids import wallet_id_for
 
 from settlement.errors import (
     Reason,
@@ -38,8 +38,7 @@ _NOTHING = Reads()
 def derive_wallet_id(caller: str, request_id: str) -> str:
     """Wallet ids follow from who opened the wallet and with which request: a replay, a dry run
     and the real call name the same wallet, and no randomness is needed."""
-    digest = hashlib.sha256(f"wallet\n{caller}\n{request_id}".encode()).digest()
-    return "w_" + base64.b32encode(digest).decode()[:26].lower()
+    return wallet_id_for(caller, request_id)
 
 
 def reserve_wallet_id(institution_id: str) -> str:
@@ -216,6 +215,23 @@ class Redeem(_SupplyChange):
         )
 
 
+def check_not_expired(ws: WorkingSet, expires_at_us: int) -> None:
+    """A signed instruction is applied only before its expiry."""
+    if ws.now_us > expires_at_us:
+        raise SettlementError(
+            Reason.INSTRUCTION_EXPIRED,
+            "the signed instruction expired before it could be applied",
+            metadata={"expires_at_us": str(expires_at_us)},
+        )
+
+
+def existing_wallet(ws: WorkingSet, wallet_id: str) -> WalletRecord:
+    wallet = ws.wallet(wallet_id)
+    if wallet is None:
+        raise not_found(Reason.WALLET_NOT_FOUND, "wallet", wallet_id)
+    return wallet
+
+
 def check_outgoing(ws: WorkingSet, wallet: WalletRecord, currency: str, amount: int) -> int:
     """The single-payment and daily caps of an outgoing payment; returns the limit day."""
     limits = limits_for(wallet.kind, wallet.tier, currency)
@@ -241,6 +257,45 @@ def check_incoming(ws: WorkingSet, wallet: WalletRecord, currency: str, amount: 
         )
 
 
+def check_debit(ws: WorkingSet, source: WalletRecord, currency: str, amount: int) -> int:
+    """An outgoing payment's single-payment and daily caps, then the funds available; returns
+    the limit day to record the spend on (:meth:`WorkingSet.record_spend`)."""
+    day = check_outgoing(ws, source, currency, amount)
+    available = ws.balance(source.wallet_id, currency).available
+    if available < amount:
+        raise insufficient_funds(source.wallet_id, currency, amount, available)
+    return day
+
+
+def pay_available(
+    ws: WorkingSet,
+    command: Command,
+    kind: EntryKind,
+    memo: str,
+    source: str,
+    target: str,
+    currency: str,
+    amount: int,
+) -> EntryRecord:
+    """``amount`` from ``source``'s available balance to ``target``'s, checked in this order:
+    the source's caps, its funds, the target's balance cap; then the entry and the spend."""
+    source_wallet, target_wallet = existing_wallet(ws, source), existing_wallet(ws, target)
+    day = check_debit(ws, source_wallet, currency, amount)
+    check_incoming(ws, target_wallet, currency, amount)
+    entry = ws.post(
+        kind,
+        command.request_id,
+        command.caller,
+        memo,
+        [
+            Leg(source, Bucket.AVAILABLE, currency, -amount),
+            Leg(target, Bucket.AVAILABLE, currency, amount),
+        ],
+    )
+    ws.record_spend(ws.balance(source, currency), amount, day)
+    return entry
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Transfer(Command):
     """A signed owner instruction, already verified by the API layer against the source wallet's
@@ -262,32 +317,16 @@ class Transfer(Command):
     def apply(self, ws: WorkingSet) -> EntryRecord:
         """Checks, in this order: wallets exist, instruction not expired, single-payment cap,
         daily cap, funds, the target's balance cap."""
-        source, target = ws.wallet(self.source), ws.wallet(self.target)
-        if source is None:
-            raise not_found(Reason.WALLET_NOT_FOUND, "wallet", self.source)
-        if target is None:
-            raise not_found(Reason.WALLET_NOT_FOUND, "wallet", self.target)
-        if ws.now_us > self.expires_at_us:
-            raise SettlementError(
-                Reason.INSTRUCTION_EXPIRED,
-                "the instruction expired before it could be applied",
-                metadata={"expires_at_us": str(self.expires_at_us)},
-            )
-        amount, currency = self.amount_minor, self.currency
-        day = check_outgoing(ws, source, currency, amount)
-        available = ws.balance(self.source, currency).available
-        if available < amount:
-            raise insufficient_funds(self.source, currency, amount, available)
-        check_incoming(ws, target, currency, amount)
-        entry = ws.post(
+        existing_wallet(ws, self.source)
+        existing_wallet(ws, self.target)
+        check_not_expired(ws, self.expires_at_us)
+        return pay_available(
+            ws,
+            self,
             EntryKind.TRANSFER,
-            self.request_id,
-            self.caller,
             self.memo,
-            [
-                Leg(self.source, Bucket.AVAILABLE, currency, -amount),
-                Leg(self.target, Bucket.AVAILABLE, currency, amount),
-            ],
+            self.source,
+            self.target,
+            self.currency,
+            self.amount_minor,
         )
-        ws.record_spend(ws.balance(self.source, currency), amount, day)
-        return entry

@@ -63,6 +63,7 @@ from settlement.ledger.records import (
     Reads,
     SettlementRecord,
     TitleRecord,
+    reply_snapshot,
 )
 from settlement.ledger.store import LedgerStore, LedgerTransaction
 from settlement.ledger.working_set import WorkingSet, World
@@ -331,7 +332,7 @@ class LedgerEngine:
         for submission in fresh:
             savepoint, first_entry = ws.savepoint(), len(ws.entries)
             try:
-                result = submission.command.apply(ws)
+                result = reply_snapshot(submission.command.apply(ws))
             except SettlementError as error:
                 ws.rollback_to(savepoint)
                 applied.append(_Applied(submission, None, first_entry, error))

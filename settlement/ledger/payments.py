@@ -33,13 +33,11 @@ payment that ends without delivering a title frees it.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 from dataclasses import dataclass, replace
 from typing import ClassVar, Final
 
-from condpay.ids import payment_id_for
+from condpay.ids import payment_id_for, payout_id_for
 
 from contracts_dsl import (
     ActionSpec,
@@ -54,9 +52,15 @@ from contracts_dsl import (
     evaluate,
 )
 from contracts_dsl import Leg as DueLeg
-from settlement.errors import Reason, SettlementError, insufficient_funds, not_found
+from settlement.errors import Reason, SettlementError, not_found
 from settlement.ledger import titles
-from settlement.ledger.commands import Command, check_incoming, check_outgoing
+from settlement.ledger.commands import (
+    Command,
+    check_debit,
+    check_not_expired,
+    existing_wallet,
+    pay_available,
+)
 from settlement.ledger.records import (
     AssignmentRecord,
     AttestationRecord,
@@ -123,8 +127,7 @@ def delivered_titles(contract: CompiledContract, params: BoundParams) -> set[str
 
 
 def derive_payout_id(payment_id: str, leg_id: str) -> str:
-    digest = hashlib.sha256(f"payout\n{payment_id}\n{leg_id}".encode()).digest()
-    return "s_" + base64.b32encode(digest).decode()[:26].lower()
+    return payout_id_for(payment_id, leg_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,15 +154,6 @@ def payment_not_open(payment: PaymentRecord) -> SettlementError:
         f"payment {payment.payment_id} is {payment.state.value}",
         metadata={"payment_id": payment.payment_id, "state": payment.state.value},
     )
-
-
-def _expired(now_us: int, expires_at_us: int) -> None:
-    if now_us > expires_at_us:
-        raise SettlementError(
-            Reason.INSTRUCTION_EXPIRED,
-            "the signed instruction expired before it could be applied",
-            metadata={"expires_at_us": str(expires_at_us)},
-        )
 
 
 _TERMINAL_KINDS: Final = {
@@ -191,25 +185,21 @@ def _open_payment(ws: WorkingSet, payment_id: str) -> PaymentRecord:
     return ws.touch_payment(payment)
 
 
-def _wallet(ws: WorkingSet, wallet_id: str) -> None:
-    if ws.wallet(wallet_id) is None:
-        raise not_found(Reason.WALLET_NOT_FOUND, "wallet", wallet_id)
-
-
 def _party_reads(world: World, payment_id: str) -> Reads:
     """Every wallet an escrow may pay: the contract's wallet parties, the financiers."""
     payment = world.payments.get(payment_id)
     if payment is None:
         return Reads()
     contract = world.compiled[payment.contract_hash]
-    wallets = set(wallet_params(contract, bound(contract, payment)).values())
+    params = bound(contract, payment)
+    wallets = set(wallet_params(contract, params).values())
     wallets.add(payment.payer_wallet_id)
     wallets.update(f.financier_wallet_id for f in payment.financing)
     wallets.update(a.financier_wallet_id for a in payment.assignments)
     return Reads(
         wallet_ids=wallets,
         balance_keys={(w, payment.currency) for w in wallets},
-        title_ids=delivered_titles(contract, bound(contract, payment)),
+        title_ids=delivered_titles(contract, params),
     )
 
 
@@ -293,7 +283,7 @@ class LockPayment(Command):
         for title_id, holder, expires_at_us in sorted(self.title_pledges):
             title = titles.active_title(ws, title_id)
             titles.check_holder(title, holder)
-            _expired(ws.now_us, expires_at_us)
+            check_not_expired(ws, expires_at_us)
             titles.check_free(title)
             titles.move(ws, title, "PLEDGED", holder, self.request_id, pledged_to=self.payment_id)
 
@@ -301,14 +291,9 @@ class LockPayment(Command):
         if ws.payment(self.payment_id) is not None:  # a concurrent duplicate (or a collision)
             raise ConcurrentDuplicate(f"derived payment id {self.payment_id} already exists")
         for wallet_id in sorted({self.payer, *wallet_params(self.contract, self.params).values()}):
-            _wallet(ws, wallet_id)
-        _expired(ws.now_us, self.expires_at_us)
-        payer = ws.wallet(self.payer)
-        assert payer is not None
-        day = check_outgoing(ws, payer, self.currency, self.amount_minor)
-        available = ws.balance(self.payer, self.currency).available
-        if available < self.amount_minor:
-            raise insufficient_funds(self.payer, self.currency, self.amount_minor, available)
+            existing_wallet(ws, wallet_id)
+        check_not_expired(ws, self.expires_at_us)
+        day = check_debit(ws, existing_wallet(ws, self.payer), self.currency, self.amount_minor)
         self._escrow_titles(ws)
         if self.contract.hash not in ws.world.contracts:
             ws.add_contract(
@@ -381,8 +366,8 @@ class FundEscrow(Command):
                 f"the escrow is in {payment.currency}, the funding in {self.currency}",
                 metadata={"field": "currency"},
             )
-        _wallet(ws, self.financier)
-        _expired(ws.now_us, self.expires_at_us)
+        existing_wallet(ws, self.financier)
+        check_not_expired(ws, self.expires_at_us)
         outstanding = sum(f.principal_minor - f.refunded_minor for f in payment.financing)
         if outstanding + self.amount_minor > payment.held_minor:
             raise SettlementError(
@@ -391,25 +376,16 @@ class FundEscrow(Command):
                 f"escrow holding {payment.held_minor}",
                 metadata={"payment_id": payment.payment_id},
             )
-        financier, payer = ws.wallet(self.financier), ws.wallet(payment.payer_wallet_id)
-        assert financier is not None
-        assert payer is not None
-        day = check_outgoing(ws, financier, self.currency, self.amount_minor)
-        available = ws.balance(self.financier, self.currency).available
-        if available < self.amount_minor:
-            raise insufficient_funds(self.financier, self.currency, self.amount_minor, available)
-        check_incoming(ws, payer, self.currency, self.amount_minor)
-        ws.post(
+        pay_available(
+            ws,
+            self,
             EntryKind.FUND,
-            self.request_id,
-            self.caller,
             f"fund {payment.payment_id}",
-            [
-                Leg(self.financier, Bucket.AVAILABLE, self.currency, -self.amount_minor),
-                Leg(payment.payer_wallet_id, Bucket.AVAILABLE, self.currency, self.amount_minor),
-            ],
+            self.financier,
+            payment.payer_wallet_id,
+            self.currency,
+            self.amount_minor,
         )
-        ws.record_spend(ws.balance(self.financier, self.currency), self.amount_minor, day)
         financing = FinancingRecord(
             self.financier,
             self.amount_minor,
@@ -462,14 +438,28 @@ class AssignProceeds(Command):
                 f"the escrow is in {payment.currency}, the assignment in {self.currency}",
                 metadata={"field": "currency"},
             )
+        # Releases in kind go to the financier first (_pay); a payout through the bridge goes
+        # to its settlement, so proceeds paid only that way could never be collected.
+        payee_params = {name for name, wallet in parties.items() if wallet == self.payee}
+        if not any(
+            a.kind in ("pay", "penalty") and a.party in payee_params and not a.target_currency
+            for a in _actions(contract)
+        ):
+            raise SettlementError(
+                Reason.CURRENCY_MISMATCH,
+                f"payment {payment.payment_id} pays wallet {self.payee} only in another currency "
+                f"through the bridge; proceeds can be assigned where they are paid in "
+                f"{payment.currency}",
+                metadata={"field": "payee", "payment_id": payment.payment_id},
+            )
         if self.advance_minor > self.assigned_minor:
             raise SettlementError(
                 Reason.ADVANCE_EXCEEDS_ASSIGNMENT,
                 "the advance is more than the proceeds assigned",
                 metadata={"field": "advance_minor"},
             )
-        _wallet(ws, self.financier)
-        _expired(ws.now_us, self.expires_at_us)
+        existing_wallet(ws, self.financier)
+        check_not_expired(ws, self.expires_at_us)
         already = sum(
             a.assigned_minor - a.collected_minor
             for a in payment.assignments
@@ -482,25 +472,16 @@ class AssignProceeds(Command):
                 f"{payment.held_minor}",
                 metadata={"payment_id": payment.payment_id},
             )
-        financier, payee = ws.wallet(self.financier), ws.wallet(self.payee)
-        assert financier is not None
-        assert payee is not None
-        day = check_outgoing(ws, financier, self.currency, self.advance_minor)
-        available = ws.balance(self.financier, self.currency).available
-        if available < self.advance_minor:
-            raise insufficient_funds(self.financier, self.currency, self.advance_minor, available)
-        check_incoming(ws, payee, self.currency, self.advance_minor)
-        ws.post(
+        pay_available(
+            ws,
+            self,
             EntryKind.ADVANCE,
-            self.request_id,
-            self.caller,
             f"advance on {payment.payment_id}",
-            [
-                Leg(self.financier, Bucket.AVAILABLE, self.currency, -self.advance_minor),
-                Leg(self.payee, Bucket.AVAILABLE, self.currency, self.advance_minor),
-            ],
+            self.financier,
+            self.payee,
+            self.currency,
+            self.advance_minor,
         )
-        ws.record_spend(ws.balance(self.financier, self.currency), self.advance_minor, day)
         assignment = AssignmentRecord(
             self.payee,
             self.financier,
@@ -935,7 +916,7 @@ class CancelPayment(Command):
                 f"cancelling needs the signatures of every party; missing {', '.join(missing)}",
                 metadata={"missing": ",".join(missing)},
             )
-        _expired(ws.now_us, self.expires_at_us)
+        check_not_expired(ws, self.expires_at_us)
         legs = (
             _refund(
                 ws,

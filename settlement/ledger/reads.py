@@ -204,7 +204,6 @@ class LedgerReader:
         state: str | None = None,
         payer_wallet_id: str | None = None,
         contract_hash: str | None = None,
-        financier_wallet_ids: Sequence[str] = (),
         after_id: str = "",
         limit: int = 50,
     ) -> list[PaymentRecord]:
@@ -301,16 +300,7 @@ class LedgerReader:
                         att.statement,
                     )
                 )
-            result = list(payments.values())
-            if financier_wallet_ids:
-                wanted = set(financier_wallet_ids)
-                result = [
-                    p
-                    for p in result
-                    if wanted & {f.financier_wallet_id for f in p.financing}
-                    or wanted & {a.financier_wallet_id for a in p.assignments}
-                ]
-            return result
+            return list(payments.values())
 
     async def payment_events(self, payment_id: str, after_version: int) -> list[tuple[int, str]]:
         async with self._session() as session:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import enum
 from dataclasses import dataclass, field
+from typing import Final
 
 from wallets import WalletKind
 
@@ -176,10 +178,6 @@ class ChangeSet:
     operations: list[OperationRecord]
     head_seq: int
     head_hash: bytes
-    payments: list[PaymentRecord] = field(default_factory=list)
-    contracts: list[ContractRecord] = field(default_factory=list)
-    oracles: list[OracleRecord] = field(default_factory=list)
-    registry_version: int | None = None
 
 
 # -- conditional payments ------------------------------------------------------------------------
@@ -439,3 +437,19 @@ class SettlementRecord:
     @property
     def cross_currency(self) -> bool:
         return self.pay_currency != self.receive_currency
+
+
+_LIVE_RECORDS: Final = (TitleRecord, QuoteRecord, SettlementRecord)
+
+
+def reply_snapshot(result: object) -> object:
+    """A command's result as it stands when the command ends. Replies are built once the whole
+    batch has run, and a later command of the batch may change a title, quote or settlement an
+    earlier one returned: those are copied here, so each reply shows the state its own request
+    left. (Journal entries are not: sealing numbers and hashes them after the batch; payments
+    are already returned as snapshots.)"""
+    if isinstance(result, tuple):
+        return tuple(reply_snapshot(item) for item in result)
+    if isinstance(result, _LIVE_RECORDS):
+        return copy.deepcopy(result)
+    return result

@@ -25,14 +25,20 @@ COMMIT the core's leg only moves held money, so it cannot fail.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from dataclasses import dataclass, replace
 from typing import Final
 
+from condpay.ids import settlement_id_for
+
 from settlement.errors import Reason, SettlementError, insufficient_funds, not_found
 from settlement.ledger import titles
-from settlement.ledger.commands import Command, check_incoming, check_outgoing
+from settlement.ledger.commands import (
+    Command,
+    check_debit,
+    check_incoming,
+    check_not_expired,
+    existing_wallet,
+)
 from settlement.ledger.records import (
     Bucket,
     ConcurrentDuplicate,
@@ -52,27 +58,12 @@ BRIDGE_NEVER_COMMITS: Final = frozenset({"ABORTED", "EXPIRED", "REJECTED"})
 
 
 def derive_settlement_id(caller: str, request_id: str) -> str:
-    digest = hashlib.sha256(f"settlement\n{caller}\n{request_id}".encode()).digest()
-    return "s_" + base64.b32encode(digest).decode()[:26].lower()
+    return settlement_id_for(caller, request_id)
 
 
 def transfer_id(settlement_id: str, attempt: int) -> str:
     """The bridge transfer of an attempt, chosen (and stored) before the bridge hears of it."""
     return f"{settlement_id}.{attempt}"
-
-
-def _expired(now_us: int, expires_at_us: int) -> None:
-    if now_us > expires_at_us:
-        raise SettlementError(
-            Reason.INSTRUCTION_EXPIRED,
-            "the signed instruction expired before it could be applied",
-            metadata={"expires_at_us": str(expires_at_us)},
-        )
-
-
-def _wallet(ws: WorkingSet, wallet_id: str) -> None:
-    if ws.wallet(wallet_id) is None:
-        raise not_found(Reason.WALLET_NOT_FOUND, "wallet", wallet_id)
 
 
 def _settlement_reads(world: World, settlement_id: str, gateway: str) -> Reads:
@@ -175,16 +166,15 @@ class PrepareSettlement(Command):
 
     def reads(self) -> Reads:
         t = self.terms
-        wallets = {t.payer, t.payee, self.gateway}
+        balances = {(t.payer, t.pay_currency), (t.payee, t.receive_currency)}
+        wallets = {t.payer, t.payee}
+        if t.pay_currency != t.receive_currency:  # only a PvP leg touches the gateway
+            balances |= {(self.gateway, t.pay_currency), (self.gateway, t.receive_currency)}
+            wallets.add(self.gateway)
         reads = Reads(
             settlement_ids={self.settlement_id},
             wallet_ids=wallets,
-            balance_keys={
-                (t.payer, t.pay_currency),
-                (t.payee, t.receive_currency),
-                (self.gateway, t.pay_currency),
-                (self.gateway, t.receive_currency),
-            },
+            balance_keys=balances,
             quote_ids={t.quote_id} if t.quote_id else set(),
         )
         if t.title_id:
@@ -195,12 +185,12 @@ class PrepareSettlement(Command):
         t = self.terms
         if ws.settlement(self.settlement_id) is not None:  # a concurrent duplicate (or a collision)
             raise ConcurrentDuplicate(f"derived settlement id {self.settlement_id} already exists")
-        _wallet(ws, t.payer)
-        _wallet(ws, t.payee)
-        _expired(ws.now_us, t.expires_at_us)
+        existing_wallet(ws, t.payer)
+        existing_wallet(ws, t.payee)
+        check_not_expired(ws, t.expires_at_us)
         quote = None
         if t.pay_currency != t.receive_currency:
-            _wallet(ws, self.gateway)
+            existing_wallet(ws, self.gateway)
             quote = _usable_quote(ws, t.quote_id, self.settlement_id, self.caller)
             offered = (quote.source_currency, quote.source_minor, quote.target_currency)
             if (*offered, quote.target_minor) != (
@@ -216,14 +206,8 @@ class PrepareSettlement(Command):
                     f"{t.pay_minor} {t.pay_currency} for {t.receive_minor} {t.receive_currency}",
                     metadata={"field": "quote_id", "quote_id": quote.quote_id},
                 )
-        payer, payee = ws.wallet(t.payer), ws.wallet(t.payee)
-        assert payer is not None
-        assert payee is not None
-        day = check_outgoing(ws, payer, t.pay_currency, t.pay_minor)
-        available = ws.balance(t.payer, t.pay_currency).available
-        if available < t.pay_minor:
-            raise insufficient_funds(t.payer, t.pay_currency, t.pay_minor, available)
-        check_incoming(ws, payee, t.receive_currency, t.receive_minor)
+        day = check_debit(ws, existing_wallet(ws, t.payer), t.pay_currency, t.pay_minor)
+        check_incoming(ws, existing_wallet(ws, t.payee), t.receive_currency, t.receive_minor)
         delivered = self._title(ws) if t.title_id else ""
         settlement = SettlementRecord(
             settlement_id=self.settlement_id,
@@ -409,14 +393,14 @@ class Decide(_SettlementStep):
                 Leg(s.payer_wallet_id, Bucket.HELD, s.pay_currency, -s.pay_minor),
                 Leg(s.payer_wallet_id, Bucket.AVAILABLE, s.pay_currency, s.pay_minor),
             ]
-        ws.post(
+        entry = ws.post(
             EntryKind.UNHOLD,
             f"{s.settlement_id}:unhold:{s.attempt}",
             self.caller,
             f"{s.kind.value} {s.settlement_id} aborted: {s.abort_reason}",
             legs,
         )
-        _free_title(ws, s, self.request_id)
+        _free_title(ws, s, entry.request_id)  # the title's history names the journal's entry
         s.state = SettlementState.ABORTING
         if self.bridge_state in BRIDGE_NEVER_COMMITS:
             _aborted(s)
@@ -461,7 +445,7 @@ class Complete(_SettlementStep):
             _bump(s, ws.now_us)
             s.bridge_state = self.bridge_state
             kind = EntryKind.DVP if s.kind is SettlementKind.DVP else EntryKind.PVP
-            ws.post(
+            entry = ws.post(
                 kind,
                 f"{s.settlement_id}:commit:{s.attempt}",
                 self.caller,
@@ -473,7 +457,7 @@ class Complete(_SettlementStep):
                     Leg(s.payee_wallet_id, Bucket.AVAILABLE, s.receive_currency, s.receive_minor),
                 ],
             )
-            _deliver(ws, s, self.request_id)
+            _deliver(ws, s, entry.request_id)
             s.state = SettlementState.COMMITTED
         elif s.state is SettlementState.ABORTING and self.bridge_state in BRIDGE_NEVER_COMMITS:
             ws.touch(s)

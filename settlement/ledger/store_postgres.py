@@ -313,8 +313,12 @@ class PostgresStore:
             try:
                 yield PostgresTransaction(conn)
             except BaseException:
-                with suppress(Exception):  # a broken connection cannot roll back
+                try:
                     await conn.execute("ROLLBACK")
+                except BaseException:
+                    # Neither committed nor rolled back (broken, or cancelled mid-statement): never
+                    # hand it to the next batch, whose BEGIN would only warn inside this one.
+                    conn.terminate()
                 raise
             await conn.execute("COMMIT" if commit else "ROLLBACK")
         finally:

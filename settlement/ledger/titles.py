@@ -14,13 +14,13 @@ a holder's or pledgee's from the wallet the API layer already verified it agains
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from dataclasses import dataclass
 from typing import Final
 
+from condpay.ids import title_id_for
+
 from settlement.errors import Reason, SettlementError, not_found
-from settlement.ledger.commands import Command
+from settlement.ledger.commands import Command, check_not_expired
 from settlement.ledger.records import Reads, TitleMoveRecord, TitleRecord, TitleState
 from settlement.ledger.working_set import WorkingSet
 from wallets import BadSignature, verify
@@ -30,21 +30,11 @@ ED25519: Final = "ED25519"
 
 
 def derive_title_id(issuer_id: str, document_sha256: str) -> str:
-    digest = hashlib.sha256(f"title\n{issuer_id}\n{document_sha256}".encode()).digest()
-    return "t_" + base64.b32encode(digest).decode()[:26].lower()
+    return title_id_for(issuer_id, document_sha256)
 
 
 def child_ids(title_id: str) -> tuple[str, str]:
     return f"{title_id}.1", f"{title_id}.2"
-
-
-def _expired(now_us: int, expires_at_us: int) -> None:
-    if now_us > expires_at_us:
-        raise SettlementError(
-            Reason.INSTRUCTION_EXPIRED,
-            "the signed instruction expired before it could be applied",
-            metadata={"expires_at_us": str(expires_at_us)},
-        )
 
 
 def active_title(ws: WorkingSet, title_id: str) -> TitleRecord:
@@ -194,7 +184,7 @@ class IssueTitle(Command):
                 f"the signature does not verify with issuer {self.issuer_id!r}'s current key",
                 metadata={"issuer": self.issuer_id},
             ) from None
-        _expired(ws.now_us, self.expires_at_us)
+        check_not_expired(ws, self.expires_at_us)
         if ws.wallet(self.holder) is None:
             raise not_found(Reason.WALLET_NOT_FOUND, "wallet", self.holder)
         if ws.title(self.title_id) is not None:
@@ -242,7 +232,7 @@ class SplitTitle(Command):
     def apply(self, ws: WorkingSet) -> tuple[TitleRecord, TitleRecord]:
         title = active_title(ws, self.title_id)
         check_holder(title, self.holder)
-        _expired(ws.now_us, self.expires_at_us)
+        check_not_expired(ws, self.expires_at_us)
         check_free(title)
         return split(ws, title, self.units_first, self.request_id)
 
@@ -263,7 +253,7 @@ class PledgeTitle(Command):
     def apply(self, ws: WorkingSet) -> TitleRecord:
         title = active_title(ws, self.title_id)
         check_holder(title, self.holder)
-        _expired(ws.now_us, self.expires_at_us)
+        check_not_expired(ws, self.expires_at_us)
         check_free(title)
         if ws.wallet(self.pledgee) is None:
             raise not_found(Reason.WALLET_NOT_FOUND, "wallet", self.pledgee)
@@ -290,6 +280,6 @@ class ReleasePledge(Command):
                 f"title {self.title_id} is not pledged to {self.pledgee}",
                 metadata={"title_id": self.title_id, "pledgee": self.pledgee},
             )
-        _expired(ws.now_us, self.expires_at_us)
+        check_not_expired(ws, self.expires_at_us)
         move(ws, title, "RELEASED", title.holder_wallet_id, self.request_id, pledged_to="")
         return title

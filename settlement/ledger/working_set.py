@@ -305,19 +305,23 @@ class WorkingSet:
     def put_oracle(self, oracle: OracleRecord) -> None:
         """Register or replace an oracle (rotation, revocation) and bump the oracle set version."""
         previous = self.world.oracles.get(oracle.oracle_id)
-        version = self.world.registry_version
+        touched = self._touched_oracles.get(oracle.oracle_id)
+        version, changed = self.world.registry_version, self.world.registry_changed
         self.world.oracles[oracle.oracle_id] = oracle
         self._touched_oracles[oracle.oracle_id] = oracle
         self.world.registry_version = (version or 0) + 1
         self.world.registry_changed = True
 
-        def undo() -> None:
+        def undo() -> None:  # back to what the batch's earlier commands left
             if previous is None:
                 del self.world.oracles[oracle.oracle_id]
             else:
                 self.world.oracles[oracle.oracle_id] = previous
-            self._touched_oracles.pop(oracle.oracle_id)
-            self.world.registry_version = version
+            if touched is None:
+                self._touched_oracles.pop(oracle.oracle_id)
+            else:
+                self._touched_oracles[oracle.oracle_id] = touched
+            self.world.registry_version, self.world.registry_changed = version, changed
 
         self._undo.append(undo)
 

@@ -14,7 +14,8 @@ from condpay.v1 import payment_pb2, settlement_pb2
 
 from contracts_dsl import CompiledContract, compile_source
 from settlement.ledger.payments import derive_payment_id
-from tests.settlement.world import PLATFORM, TradeWorld, key
+from tests.settlement.world import FINANCIER, PLATFORM, TradeWorld, key, refused
+from wallets import AssignmentInstruction
 
 CUSTOMS = "customs.hk"
 
@@ -53,6 +54,24 @@ clause cleared
 when customs.cleared(declaration == "D-1") by customs
   -> pay remainder to seller
      and deliver title bol to buyer
+"""
+
+
+ALL_IN_HKD = f"""
+contract "cny-escrow-all-in-hkd" version 1
+
+param buyer  : wallet
+param seller : wallet
+param price  : money CNY
+
+oracle customs = "{CUSTOMS}"
+
+escrow price from buyer
+deadline 2099-01-01T00:00:00Z -> refund remainder to buyer
+
+clause cleared
+when customs.cleared(declaration == "D-1") by customs
+  -> pay remainder to seller in HKD
 """
 
 
@@ -221,3 +240,42 @@ async def test_a_payment_that_ends_without_delivery_frees_the_title(customs: Tra
     title = (await trade.platform.get_title(title_id)).title
     assert (title.holder_wallet_id, title.pledged_to) == (seller, "")
     assert await trade.balance("buyer", "CNY") == (300_000_00, 0)
+
+
+async def test_proceeds_paid_only_through_the_bridge_cannot_be_assigned(
+    customs: TradeWorld,
+) -> None:
+    """A payout in another currency goes to its settlement, never through the financier-first
+    rule of releases in kind: assigning such proceeds would let the payee keep the advance and
+    the payout while the financier collects nothing."""
+    trade = customs
+    contract = compiled(ALL_IN_HKD)
+    params = {
+        "buyer": trade.wallets["buyer"],
+        "seller": trade.wallets["seller"],
+        "price": ("CNY", 100_000_00),
+    }
+    locked = await trade.platform.lock_payment(
+        trade.keys["buyer"], contract, params, send_source=ALL_IN_HKD
+    )
+    payment_id = locked.payment.payment_id
+    financier_before = await trade.balance("financier", "CNY")
+    assignment = AssignmentInstruction(
+        payment_id=payment_id,
+        payee=trade.wallets["seller"],
+        financier=trade.wallets["financier"],
+        currency="CNY",
+        assigned_minor=100_000_00,
+        advance_minor=90_000_00,
+        request_id="assign-all-in-hkd",
+        expires_at_us=int((time.time() + 300) * 1e6),
+    )
+    error = await refused(
+        "CURRENCY_MISMATCH",
+        trade.client(FINANCIER).assign_proceeds(
+            trade.keys["seller"], trade.keys["financier"], assignment
+        ),
+    )
+    assert "only in another currency" in error.message
+    assert await trade.balance("financier", "CNY") == financier_before
+    assert not (await trade.platform.get_payment(payment_id)).assignments
