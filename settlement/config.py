@@ -55,7 +55,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        return cls(
+        settings = cls(
             addr=env.get("CONDPAY_ADDR", DEFAULT_ADDR),
             database_url=env.get("CONDPAY_DATABASE_URL", ""),
             insecure=_flag(env.get("CONDPAY_INSECURE")),
@@ -70,6 +70,27 @@ class Settings:
             bridge_gateway=env.get("CONDPAY_BRIDGE_GATEWAY", "CONDPAY"),
             pvp_hold_ms=int(env.get("CONDPAY_PVP_HOLD_MS", "30000")),
             pvp_margin_ms=int(env.get("CONDPAY_PVP_MARGIN_MS", "5000")),
+        )
+        check_pvp_timing(settings.pvp_hold_ms, settings.pvp_margin_ms)
+        return settings
+
+
+def check_pvp_timing(hold_ms: int, margin_ms: int) -> None:
+    """Refuse timings under which no settlement could ever commit. The coordinator reserves the
+    bridge's leg for ``(decide_by - now) - margin_ms`` and only while that is more than
+    ``margin_ms``; right after the hold ``decide_by - now`` is ``hold_ms``, so it needs
+    ``hold_ms - margin_ms > margin_ms``, i.e. ``hold_ms > 2 * margin_ms``. Otherwise every
+    settlement is aborted with DECISION_DEADLINE before the bridge is asked."""
+    if margin_ms < 0:
+        raise ValueError(f"CONDPAY_PVP_MARGIN_MS must not be negative (it is {margin_ms})")
+    if hold_ms <= 2 * margin_ms:
+        raise ValueError(
+            f"CONDPAY_PVP_HOLD_MS ({hold_ms}) must be more than twice CONDPAY_PVP_MARGIN_MS "
+            f"({margin_ms}): the bridge's reservation lasts CONDPAY_PVP_HOLD_MS - "
+            "CONDPAY_PVP_MARGIN_MS and is made only while that is more than "
+            "CONDPAY_PVP_MARGIN_MS, so with these values every settlement would abort "
+            f"(DECISION_DEADLINE); raise CONDPAY_PVP_HOLD_MS above {2 * margin_ms} or lower "
+            "CONDPAY_PVP_MARGIN_MS"
         )
 
 
@@ -100,5 +121,6 @@ ENVIRONMENT_HELP = """environment:
                          grpc://HOST:PORT (a `condpay bridge serve`)
   CONDPAY_BRIDGE_GATEWAY the core's participant on the bridge, an institution id (CONDPAY)
   CONDPAY_PVP_HOLD_MS    how long a settlement's legs are held before it must be decided (30000)
-  CONDPAY_PVP_MARGIN_MS  the bridge's reservation ends this much earlier (5000)
+  CONDPAY_PVP_MARGIN_MS  the bridge's reservation ends this much earlier (5000); the hold
+                         must be more than twice the margin
 """

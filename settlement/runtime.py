@@ -107,6 +107,9 @@ class Runtime:
 
     async def _open_bridge(self) -> None:
         spec = self.settings.bridge
+        # A worker of `condpay serve --workers N` is told CONDPAY_WORKERS=1 and gets
+        # CONDPAY_BRIDGE=none from its parent instead (settlement/api/workers.py); this is for a
+        # runtime built with several workers' settings directly.
         if spec == "auto" and self.settings.worker_count() > 1:
             log.warning(
                 "bridge_disabled",

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from types import FrameType
 from typing import Final
 
@@ -47,12 +48,13 @@ def _die_with_parent() -> None:
 _PR_SET_PDEATHSIG: Final = 1
 
 
-def serve_workers(settings: Settings) -> int:
-    if settings.addr.rsplit(":", 1)[-1] == "0":
-        raise SystemExit("condpay serve --workers: give an explicit port (workers share it)")
-    asyncio.run(_migrate(settings))
+def worker_environment(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of each worker: ``base`` (this process's) with the group's settings, each
+    worker serving alone on the shared port. ``CONDPAY_BRIDGE=auto`` means an in-process bridge
+    with one worker and none with more (docs/settlement.md): N in-process bridges over one
+    var/bridge.db would be N bridges, so the workers get ``none`` (warned once, here)."""
     env = {
-        **os.environ,
+        **(os.environ if base is None else base),
         "CONDPAY_ADDR": settings.addr,
         "CONDPAY_DATABASE_URL": settings.database_url,
         "CONDPAY_INSECURE": "1" if settings.insecure else "",
@@ -63,7 +65,23 @@ def serve_workers(settings: Settings) -> int:
         "CONDPAY_PG_ISOLATION": settings.pg_isolation,
         "CONDPAY_WORKERS": "1",
         "CONDPAY_REUSE_PORT": "1",
+        "CONDPAY_BRIDGE": settings.bridge,
     }
+    if settings.bridge == "auto" and settings.worker_count() > 1:
+        log.warning(
+            "bridge_disabled",
+            workers=settings.worker_count(),
+            why="an in-process bridge serves one process; set CONDPAY_BRIDGE=grpc://...",
+        )
+        env["CONDPAY_BRIDGE"] = "none"
+    return env
+
+
+def serve_workers(settings: Settings) -> int:
+    if settings.addr.rsplit(":", 1)[-1] == "0":
+        raise SystemExit("condpay serve --workers: give an explicit port (workers share it)")
+    asyncio.run(_migrate(settings))
+    env = worker_environment(settings)
     children = [
         subprocess.Popen(
             [sys.executable, "-m", "settlement.cli", "serve"], env=env, preexec_fn=_die_with_parent
@@ -91,4 +109,4 @@ def serve_workers(settings: Settings) -> int:
     return status
 
 
-__all__ = ["serve_workers"]
+__all__ = ["serve_workers", "worker_environment"]

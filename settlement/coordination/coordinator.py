@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass
 from typing import Final, TypedDict
 
+import grpc
 import structlog
 from google.protobuf.empty_pb2 import Empty
 
@@ -38,12 +39,20 @@ from bridges.errors import (
 )
 from settlement.clock import Clock
 from settlement.coordination.bridge_link import BridgeLink
+from settlement.errors import SettlementError
 from settlement.faults import Faults
 from settlement.ledger import settlements as steps
 from settlement.ledger.commands import Command
 from settlement.ledger.engine import LedgerEngine, OperationInfo
-from settlement.ledger.records import Decision, QuoteRecord, SettlementRecord, SettlementState
+from settlement.ledger.records import (
+    Decision,
+    QuoteRecord,
+    Reads,
+    SettlementRecord,
+    SettlementState,
+)
 from settlement.ledger.settlement_reads import SettlementReader
+from settlement.ledger.working_set import WorkingSet, World
 
 log = structlog.get_logger("condpay.coordinator")
 COORDINATOR: Final = "system/settlement-coordinator"
@@ -82,6 +91,35 @@ class _Capture:
 
     def replay(self, stored: bytes) -> Empty:
         return Empty()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QuotePayout(Command):
+    """A payout's quote kept and attached in one transaction (RecordQuote, then AttachQuote): if
+    the payout cannot take it (the gateway lacks the target currency, the quote expired on the
+    way), the refusal leaves nothing behind, not even the quote's row. A payout that is no longer
+    PENDING keeps no quote either."""
+
+    record: steps.RecordQuote
+    attach: steps.AttachQuote
+
+    def reads(self) -> Reads:
+        reads = Reads()
+        reads.merge(self.record.reads())
+        reads.merge(self.attach.reads())
+        return reads
+
+    def reads_after(self, world: World) -> Reads:
+        reads = Reads()
+        reads.merge(self.record.reads_after(world))
+        reads.merge(self.attach.reads_after(world))
+        return reads
+
+    def apply(self, ws: WorkingSet) -> object:
+        payout = ws.settlement(self.attach.settlement_id)
+        if payout is not None and payout.state is SettlementState.PENDING:
+            self.record.apply(ws)
+        return self.attach.apply(ws)
 
 
 def bridge_state(transfer: Transfer) -> str:
@@ -164,7 +202,7 @@ class Coordinator:
         )
 
     # -- the protocol --------------------------------------------------------------------------
-    async def drive(self, settlement_id: str, *, wait_final: bool = True) -> SettlementRecord:
+    async def drive(self, settlement_id: str) -> SettlementRecord:
         """Take the settlement as far as it can go now; returns it as it then is. Bridge calls
         that get no answer (after bounded retries) leave it where it is, for the sweep."""
         s = await self._reader.settlement(settlement_id)
@@ -172,7 +210,7 @@ class Coordinator:
         for _ in range(8):  # at most PENDING -> PREPARED -> COMMITTING -> COMMITTED -> FINAL
             before = (s.state, s.version)
             try:
-                s = await self._step(s, wait_final=wait_final)
+                s = await self._step(s)
             except Unavailable as error:
                 log.warning("bridge_unreachable", settlement_id=s.settlement_id, error=str(error))
                 return s
@@ -185,7 +223,7 @@ class Coordinator:
                 return s
         return s
 
-    async def _step(self, s: SettlementRecord, *, wait_final: bool) -> SettlementRecord:
+    async def _step(self, s: SettlementRecord) -> SettlementRecord:
         match s.state:
             case SettlementState.PENDING:
                 return await self._quote_payout(s)
@@ -195,7 +233,7 @@ class Coordinator:
                 return await self._commit(s)
             case SettlementState.ABORTING:
                 return await self._abort(s)
-            case SettlementState.COMMITTED if wait_final:
+            case SettlementState.COMMITTED:
                 return await self._finality(s)
         return s
 
@@ -209,25 +247,41 @@ class Coordinator:
                 raise
             log.warning("payout_quote_refused", settlement_id=s.settlement_id, error=str(error))
             return s
-        fields = self._fields("RecordQuote", s.settlement_id)
-        await self._engine.execute(
-            steps.RecordQuote(
-                method=fields["method"],
-                caller=fields["caller"],
-                request_id=fields["request_id"],
-                request_hash=fields["request_hash"],
-                store_outcome=False,
-                quote=quote_record(quote, COORDINATOR),
-            ),
-            _Capture(),
+        fields = self._fields("QuotePayout", s.settlement_id)
+        record = steps.RecordQuote(
+            method=fields["method"],
+            caller=fields["caller"],
+            request_id=fields["request_id"],
+            request_hash=fields["request_hash"],
+            store_outcome=False,
+            quote=quote_record(quote, COORDINATOR),
         )
-        return await self._run(
-            steps.AttachQuote(
-                **self._fields("AttachQuote", s.settlement_id),
-                quote_id=quote.quote_id,
-                hold_ms=self.timing.hold_ms,
+        attach = steps.AttachQuote(**fields, quote_id=quote.quote_id, hold_ms=self.timing.hold_ms)
+        try:
+            return await self._run(
+                QuotePayout(
+                    method=fields["method"],
+                    caller=fields["caller"],
+                    request_id=fields["request_id"],
+                    request_hash=fields["request_hash"],
+                    store_outcome=False,
+                    record=record,
+                    attach=attach,
+                )
             )
-        )
+        except SettlementError as error:
+            if error.reason.code is grpc.StatusCode.UNAVAILABLE:  # transient: the next sweep
+                raise
+            # The payout cannot take the quote now (the gateway lacks the target currency, the
+            # quote expired before it was attached...): like a refused quote, it stays PENDING,
+            # unchanged, and the sweep asks again later, backing off.
+            log.warning(
+                "payout_quote_refused",
+                settlement_id=s.settlement_id,
+                reason=error.reason.name,
+                error=str(error),
+            )
+            return s
 
     async def _prepare_and_decide(self, s: SettlementRecord) -> SettlementRecord:
         """Reserve the bridge leg (idempotent by transfer id) and decide on its answer."""

@@ -2,11 +2,18 @@
 and drives them to their decided outcome (settlement/coordination/coordinator.py). The
 settlements table is the work list, so a crash loses none of it.
 
-- COMMITTING, ABORTING, COMMITTED: driven at once (a decision needs carrying out on the bridge,
-  then in the core; a commit needs its certificate).
-- PENDING (a payout waiting for a quote): at once the first time; after an aborted attempt or a
-  refused quote, with an exponential backoff (``payout_backoff_us``), so a bridge without
-  liquidity is asked again, not hammered.
+Each sweep goes through every unfinished settlement, a page (``SWEEP_BATCH``) at a time by
+settlement id, in this order, so that no number of settlements waiting in one state can hide
+those of another:
+
+- COMMITTING, ABORTING (in doubt: a decision to carry out on the bridge, then in the core):
+  first, every one, at once.
+- PENDING (a payout waiting for a quote): at once the first time; after an aborted attempt, with
+  an exponential backoff from its last change (``payout_backoff_us(attempt)``); after a refused
+  quote (the bridge without liquidity, the gateway short of the target currency, the quote
+  expired before it was attached), with a backoff that doubles with each refusal in a row, from
+  0.25 s up to 60 s, so the bridge is asked again, not hammered.
+- COMMITTED (a commit waiting for its quorum certificate): at once.
 - PREPARED with no decision: left to the call that prepared it for ``grace`` first; after that,
   driven like that call would (prepare again, idempotently, then decide), which aborts it once
   its decision deadline has passed.
@@ -16,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Final
 
 import structlog
@@ -28,17 +37,11 @@ from settlement.ledger.settlement_reads import SettlementReader
 log = structlog.get_logger("condpay.recovery")
 
 SWEEP_SECONDS: Final = 0.25
-SWEEP_BATCH: Final = 100
+SWEEP_BATCH: Final = 100  # settlements read per page
 DRIVE_CONCURRENCY: Final = 16
-_AT_ONCE: Final = tuple(
-    s.value
-    for s in (
-        SettlementState.PENDING,
-        SettlementState.COMMITTING,
-        SettlementState.ABORTING,
-        SettlementState.COMMITTED,
-    )
-)
+_IN_DOUBT: Final = (SettlementState.COMMITTING.value, SettlementState.ABORTING.value)
+_WAITING: Final = (SettlementState.PENDING.value, SettlementState.COMMITTED.value)
+_UNDECIDED: Final = (SettlementState.PREPARED.value,)
 
 
 def payout_backoff_us(attempt: int) -> int:
@@ -46,6 +49,16 @@ def payout_backoff_us(attempt: int) -> int:
     if attempt <= 1:
         return 0
     return min(250_000 << min(attempt - 2, 16), 60_000_000)
+
+
+@dataclass(frozen=True, slots=True)
+class _Refusals:
+    """A payout's quote refused ``count`` times in a row at ``version``: ask again at
+    ``retry_at_us``."""
+
+    version: int
+    count: int
+    retry_at_us: int
 
 
 class RecoverySweeper:
@@ -61,9 +74,10 @@ class RecoverySweeper:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.driven = 0
-        # Payouts whose quote the bridge refused: (version, when to ask again). Only pacing: a
-        # replica that does not know asks once more, which changes nothing.
-        self._refused: dict[str, tuple[int, int]] = {}
+        # Payouts whose quote was refused, by settlement id. Only pacing: a replica that does not
+        # know asks once more, which changes nothing. An entry goes when its payout changes (a
+        # new version) or is no longer PENDING.
+        self._refused: dict[str, _Refusals] = {}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="settlement-recovery")
@@ -88,47 +102,66 @@ class RecoverySweeper:
                 await asyncio.wait_for(self._wake.wait(), SWEEP_SECONDS)
             self._wake.clear()
 
-    def _payout_due(self, s: SettlementRecord, now: int) -> bool:
+    async def sweep(self) -> int:
+        """Drive every unfinished settlement that is due once; returns how many changed state."""
+        now = self._clock.now_us()
+        changed = await self._sweep(_IN_DOUBT)
+        pending: set[str] = set()
+        changed += await self._sweep(_WAITING, due=lambda s: self._due(s, now, pending))
+        for settlement_id in self._refused.keys() - pending:  # finished, or moved on elsewhere
+            del self._refused[settlement_id]
+        changed += await self._sweep(_UNDECIDED, updated_before_us=now - self._grace_us)
+        self.driven += changed
+        return changed
+
+    async def _sweep(
+        self,
+        states: Sequence[str],
+        *,
+        due: Callable[[SettlementRecord], bool] | None = None,
+        updated_before_us: int | None = None,
+    ) -> int:
+        """Drive the settlements in ``states`` that are ``due``, page by page until a short page."""
+        changed, after_id = 0, ""
+        while True:
+            page = await self._reader.settlements(
+                states=states,
+                updated_before_us=updated_before_us,
+                after_id=after_id,
+                limit=SWEEP_BATCH,
+            )
+            changed += await self._drive_all([s for s in page if due is None or due(s)])
+            if len(page) < SWEEP_BATCH:
+                return changed
+            after_id = page[-1].settlement_id
+
+    def _due(self, s: SettlementRecord, now: int, pending: set[str]) -> bool:
+        if s.state is not SettlementState.PENDING:
+            return True
+        pending.add(s.settlement_id)
         refused = self._refused.get(s.settlement_id)
-        if refused is not None and refused[0] == s.version and now < refused[1]:
-            return False
+        if refused is not None:
+            if refused.version != s.version:
+                del self._refused[s.settlement_id]
+            elif now < refused.retry_at_us:
+                return False
         return now >= s.updated_at_us + payout_backoff_us(s.attempt)
 
-    async def sweep(self) -> int:
-        """Drive every unfinished settlement once; returns how many changed state."""
-        now = self._clock.now_us()
-        due = [
-            s
-            for s in await self._reader.settlements(states=_AT_ONCE, limit=SWEEP_BATCH)
-            if s.state is not SettlementState.PENDING or self._payout_due(s, now)
-        ]
-        due += await self._reader.settlements(
-            states=(SettlementState.PREPARED.value,),
-            updated_before_us=now - self._grace_us,
-            limit=SWEEP_BATCH,
-        )
+    async def _drive_all(self, due: list[SettlementRecord]) -> int:
         if not due:
             return 0
         limit = asyncio.Semaphore(DRIVE_CONCURRENCY)
 
-        async def drive(settlement_id: str, state: SettlementState) -> bool:
+        async def drive(s: SettlementRecord) -> bool:
             async with limit:
-                after = await self._coordinator.drive(settlement_id)
-                if (
-                    after.state is SettlementState.PENDING
-                    and after.version == before[settlement_id]
-                ):
-                    self._refused[settlement_id] = (
-                        after.version,
-                        self._clock.now_us() + payout_backoff_us(after.attempt + 1),
-                    )
-                return after.state is not state
+                after = await self._coordinator.drive(s.settlement_id)
+            if after.state is SettlementState.PENDING and after.version == s.version:
+                self._refusal(after)  # the payout could not take a quote: it did not change
+            else:
+                self._refused.pop(s.settlement_id, None)
+            return after.state is not s.state
 
-        before = {s.settlement_id: s.version for s in due}
-
-        results = await asyncio.gather(
-            *(drive(s.settlement_id, s.state) for s in due), return_exceptions=True
-        )
+        results = await asyncio.gather(*(drive(s) for s in due), return_exceptions=True)
         changed = 0
         for s, result in zip(due, results, strict=True):
             if isinstance(result, BaseException):
@@ -136,5 +169,12 @@ class RecoverySweeper:
             elif result:
                 changed += 1
                 log.info("recovered", settlement_id=s.settlement_id, was=s.state.value)
-        self.driven += changed
         return changed
+
+    def _refusal(self, s: SettlementRecord) -> None:
+        """Back off: 0.25 s after the first refusal in a row, doubling up to 60 s."""
+        before = self._refused.get(s.settlement_id)
+        count = before.count + 1 if before is not None and before.version == s.version else 1
+        self._refused[s.settlement_id] = _Refusals(
+            s.version, count, self._clock.now_us() + payout_backoff_us(count + 1)
+        )

@@ -1,0 +1,240 @@
+"""The recovery sweep's pacing and reach (settlement/coordination/recovery.py): a payout that
+cannot take a quote stays PENDING, keeps no quote, and is asked again with a backoff that
+doubles; settlements in doubt are driven however many settlements wait before them by id.
+
+Each test stops the background sweep and runs sweeps by hand on a ManualClock."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy import func
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bridges import Quote
+from bridges.errors import Reason as BridgeReason
+from bridges.errors import Unavailable
+from settlement.clock import ManualClock
+from settlement.coordination import recovery as recovery_module
+from settlement.coordination.recovery import payout_backoff_us
+from settlement.db import models
+from settlement.ledger.records import SettlementRecord, SettlementState
+from settlement.ledger.settlements import derive_settlement_id
+from tests.settlement.audit import open_trade
+from tests.settlement.test_payment_payouts import CUSTOMS, PAYOUT, clear_customs, compiled
+from tests.settlement.world import GATEWAY, PLATFORM, RESERVE_MINOR, TradeWorld, key, pvp_request
+
+PRICE_CNY = 100_000_00
+PAYOUT_CNY = 60_000_00  # PAYOUT pays 60% of the price in HKD
+
+
+async def quote_rows(trade: TradeWorld) -> int:
+    async with AsyncSession(trade.harness.runtime.sql) as session:
+        return (await session.exec(select(func.count()).select_from(models.FxQuote))).one()
+
+
+async def the_payout(trade: TradeWorld) -> SettlementRecord:
+    (payout,) = [s for s in await trade.stored_settlements() if s.origin_payment_id]
+    return payout
+
+
+class CountingQuotes:
+    """The bridge link's ``quote``, counted; ``expire`` hands out quotes already expired (as if
+    they had expired on the way to the ledger)."""
+
+    def __init__(self, trade: TradeWorld, clock: ManualClock) -> None:
+        link = trade.harness.runtime.bridge
+        assert link is not None
+        self._quote = link.quote
+        self._clock = clock
+        self.calls = 0
+        self.expire = False
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Quote:
+        self.calls += 1
+        quote = await self._quote(*args, **kwargs)
+        if self.expire:
+            quote = dataclasses.replace(quote, expires_at_us=self._clock.now_us())
+        return quote
+
+
+async def release_a_payout(trade: TradeWorld, event_id: str) -> None:
+    """Lock the CNY escrow whose release pays 60% to the seller in HKD, and release it."""
+    await trade.cb.register_oracle(CUSTOMS, "ED25519", key(CUSTOMS).public_key)
+    await trade.fund("buyer", "CNY", 300_000_00)
+    params = {
+        "buyer": trade.wallets["buyer"],
+        "seller": trade.wallets["seller"],
+        "price": ("CNY", PRICE_CNY),
+    }
+    locked = await trade.platform.lock_payment(
+        trade.keys["buyer"], compiled(PAYOUT), params, send_source=PAYOUT
+    )
+    await clear_customs(trade, locked.payment, event_id)
+
+
+async def test_a_payout_the_gateway_cannot_fund_backs_off_doubling_and_keeps_no_quote(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway has no HKD: attaching the quote is refused (INSUFFICIENT_FUNDS). The payout
+    stays PENDING and unchanged, no quote row is kept, and the sweep asks the bridge again only
+    after 250 ms, then 500 ms, then 1 s. Once the gateway is funded it settles."""
+    clock = ManualClock(time.time_ns() // 1000)
+    async with open_trade(database_url, clock=clock) as trade:
+        runtime = trade.harness.runtime
+        recovery, link = runtime.recovery, runtime.bridge
+        assert recovery is not None
+        assert link is not None
+        await recovery.stop()
+        quotes = CountingQuotes(trade, clock)
+        monkeypatch.setattr(link, "quote", quotes)
+        await trade.cb.redeem(GATEWAY, "HKD", RESERVE_MINOR)
+        await release_a_payout(trade, "ev-no-hkd")
+        pending = await the_payout(trade)
+        assert pending.state is SettlementState.PENDING
+        rows = await quote_rows(trade)
+
+        await recovery.sweep()  # refused: no exception escapes the drive
+        assert quotes.calls == 1
+        after = await the_payout(trade)
+        assert (after.state, after.version, after.quote_id) == (
+            SettlementState.PENDING,
+            pending.version,
+            "",
+        )
+        assert await quote_rows(trade) == rows  # nothing kept of the refused quote
+
+        # Asked again only after 250 ms, then 500 ms, then 1 s: each refusal doubles the wait.
+        for refusals, wait_us in enumerate((250_000, 500_000, 1_000_000), start=1):
+            assert payout_backoff_us(refusals + 1) == wait_us
+            clock.advance((wait_us - 10_000) / 1e6)
+            await recovery.sweep()
+            assert quotes.calls == refusals, f"asked again before {wait_us} µs"
+            clock.advance(0.02)
+            await recovery.sweep()
+            assert quotes.calls == refusals + 1
+        assert await quote_rows(trade) == rows
+        assert (await the_payout(trade)).version == pending.version
+
+        # Funded again, it is quoted at the next due sweep and settles; the pacing is forgotten.
+        await trade.cb.issue(GATEWAY, "HKD", RESERVE_MINOR)
+        clock.advance(2.1)
+        (settled,) = [s for s in await trade.settle_everything() if s.origin_payment_id]
+        assert settled.state is SettlementState.FINAL
+        assert settled.attempt == 1
+        assert recovery._refused == {}
+        assert await trade.balance("seller", "HKD") == (settled.receive_minor, 0)
+
+
+async def test_a_payout_whose_quote_expired_before_attaching_is_asked_again(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The quote has expired by the time the ledger attaches it (QUOTE_EXPIRED): the payout
+    stays PENDING without a quote row, and a later, fresh quote settles it."""
+    clock = ManualClock(time.time_ns() // 1000)
+    async with open_trade(database_url, clock=clock) as trade:
+        runtime = trade.harness.runtime
+        recovery, link = runtime.recovery, runtime.bridge
+        assert recovery is not None
+        assert link is not None
+        await recovery.stop()
+        quotes = CountingQuotes(trade, clock)
+        quotes.expire = True
+        monkeypatch.setattr(link, "quote", quotes)
+        await release_a_payout(trade, "ev-expired-quote")
+        rows = await quote_rows(trade)
+
+        await recovery.sweep()
+        await recovery.sweep()  # in backoff: not asked again yet
+        assert quotes.calls == 1
+        payout = await the_payout(trade)
+        assert (payout.state, payout.quote_id) == (SettlementState.PENDING, "")
+        assert await quote_rows(trade) == rows
+
+        quotes.expire = False
+        clock.advance(0.3)
+        (settled,) = [s for s in await trade.settle_everything() if s.origin_payment_id]
+        assert settled.state is SettlementState.FINAL
+        assert quotes.calls == 2
+        assert await quote_rows(trade) == rows + 1
+
+
+async def test_settlements_in_doubt_are_driven_however_many_wait_before_them(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More COMMITTED settlements waiting for their certificate than one page holds, all with
+    lower ids than a COMMITTING and an ABORTING one: one sweep carries out both decisions, and,
+    once the certificates come, one sweep makes every committed one FINAL."""
+    monkeypatch.setattr(recovery_module, "SWEEP_BATCH", 2)
+    clock = ManualClock(time.time_ns() // 1000)
+    async with open_trade(database_url, clock=clock) as trade:
+        runtime = trade.harness.runtime
+        recovery, link, coordinator = runtime.recovery, runtime.bridge, runtime.coordinator
+        assert recovery is not None
+        assert link is not None
+        assert coordinator is not None
+        await recovery.stop()
+        await trade.fund("buyer", "HKD", 2_000_000_00)
+        client = trade.platform
+        buyer_key, buyer = trade.party("buyer")
+        seller = trade.wallets["seller"]
+        ids = sorted((derive_settlement_id(PLATFORM, f"doubt-{i}"), f"doubt-{i}") for i in range(6))
+        blocked, (committing, aborting) = ids[:4], ids[4:]
+
+        async def settle(request_id: str) -> None:
+            quote = await client.quote_fx("HKD", "CNY", target_amount_minor=10_000_00)
+            await client.call(
+                client.settlements.SettlePvP,
+                pvp_request(buyer_key, buyer, seller, quote, request_id=request_id),
+            )
+
+        async def unreachable(*_args: Any, **_kwargs: Any) -> Any:
+            raise Unavailable(BridgeReason.UNREACHABLE, "test: the bridge does not answer")
+
+        async def not_final(_transfer_id: str) -> None:
+            return None
+
+        real_finality = link.finality
+        monkeypatch.setattr(link, "finality", not_final)  # the bridge's quorum is short
+        for _sid, request_id in blocked:
+            await settle(request_id)
+        real_commit = link.commit
+        monkeypatch.setattr(link, "commit", unreachable)
+        await settle(committing[1])
+        real_prepare, real_abort = link.prepare, link.abort
+        monkeypatch.setattr(link, "prepare", unreachable)
+        monkeypatch.setattr(link, "abort", unreachable)
+        await settle(aborting[1])
+        clock.advance(21)  # too late to prepare: decide ABORT, whose bridge abort gets no answer
+        await coordinator.drive(aborting[0])
+
+        async def states() -> dict[str, SettlementState]:
+            return {s.settlement_id: s.state for s in await trade.stored_settlements()}
+
+        committed = SettlementState.COMMITTED
+        assert await states() == {
+            **{sid: committed for sid, _ in blocked},
+            committing[0]: SettlementState.COMMITTING,
+            aborting[0]: SettlementState.ABORTING,
+        }
+
+        monkeypatch.setattr(link, "commit", real_commit)
+        monkeypatch.setattr(link, "prepare", real_prepare)
+        monkeypatch.setattr(link, "abort", real_abort)
+        await recovery.sweep()
+        assert await states() == {
+            **{sid: committed for sid, _ in blocked},
+            committing[0]: committed,
+            aborting[0]: SettlementState.ABORTED,
+        }
+
+        monkeypatch.setattr(link, "finality", real_finality)
+        await recovery.sweep()
+        assert await states() == {
+            **{sid: SettlementState.FINAL for sid, _ in [*blocked, committing]},
+            aborting[0]: SettlementState.ABORTED,
+        }
