@@ -1,8 +1,8 @@
 """A small typed asyncio client for the condpay API.
 
 - sets a fresh request id on every mutating call unless you give one;
-- retries only transient failures (UNAVAILABLE, DEADLINE_EXCEEDED), always with the same request
-  id, so a retry can never apply a call twice;
+- retries only transient failures (UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED), always with the
+  same request id, so a retry can never apply a call twice;
 - raises the typed errors of :mod:`condpay.errors`.
 
     async with Client("127.0.0.1:50051", caller="central_bank/pboc") as cb:

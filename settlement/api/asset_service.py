@@ -14,7 +14,6 @@ from condpay.v1 import asset_pb2, asset_pb2_grpc, operation_pb2
 from settlement.api import requests
 from settlement.api import settlement_views as views
 from settlement.api.identity import current_caller
-from settlement.api.payment_service import decode, mismatch
 from settlement.api.replies import Reply
 from settlement.api.signatures import check_wallet_signature
 from settlement.errors import Reason, SettlementError, not_found
@@ -58,11 +57,6 @@ PLEDGE = Reply(asset_pb2.PledgeTitleResponse, _pledge_reply)
 RELEASE = Reply(asset_pb2.ReleasePledgeResponse, _release_reply)
 
 
-def _same_request(document_request_id: str, request_id: str, what: str) -> None:
-    if document_request_id != request_id:
-        raise mismatch("request_id", f"request_id differs from the signed {what}'s")
-
-
 class AssetService(asset_pb2_grpc.AssetServiceServicer):
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
@@ -73,8 +67,8 @@ class AssetService(asset_pb2_grpc.AssetServiceServicer):
         base = requests.command_fields(_SERVICE + "IssueTitle", current_caller(), request)
         try:
             signed = request.issuer_instruction
-            issue = decode(TitleIssue, signed.payload, "issuer_instruction.payload")
-            _same_request(issue.request_id, request.request_id, "title")
+            issue = requests.decode(TitleIssue, signed.payload, "issuer_instruction.payload")
+            requests.same_request(issue.request_id, request.request_id, "title")
             if issue.kind not in TITLE_KINDS:
                 raise requests.invalid(
                     Reason.INVALID_TITLE_KIND,
@@ -108,8 +102,8 @@ class AssetService(asset_pb2_grpc.AssetServiceServicer):
         base = requests.command_fields(_SERVICE + "SplitTitle", current_caller(), request)
         try:
             signed = request.holder_instruction
-            split = decode(TitleSplit, signed.payload, "holder_instruction.payload")
-            _same_request(split.request_id, request.request_id, "split")
+            split = requests.decode(TitleSplit, signed.payload, "holder_instruction.payload")
+            requests.same_request(split.request_id, request.request_id, "split")
             if split.units_first <= 0:
                 raise requests.invalid(
                     Reason.INVALID_UNITS, "holder_instruction.units_first", "must be > 0"
@@ -132,8 +126,8 @@ class AssetService(asset_pb2_grpc.AssetServiceServicer):
         base = requests.command_fields(_SERVICE + "PledgeTitle", current_caller(), request)
         try:
             signed = request.holder_instruction
-            pledge = decode(TitlePledge, signed.payload, "holder_instruction.payload")
-            _same_request(pledge.request_id, request.request_id, "pledge")
+            pledge = requests.decode(TitlePledge, signed.payload, "holder_instruction.payload")
+            requests.same_request(pledge.request_id, request.request_id, "pledge")
             await check_wallet_signature(self._rt, pledge.holder, signed.signature, signed.payload)
             command: commands.Command = titles.PledgeTitle(
                 **base,
@@ -152,8 +146,8 @@ class AssetService(asset_pb2_grpc.AssetServiceServicer):
         base = requests.command_fields(_SERVICE + "ReleasePledge", current_caller(), request)
         try:
             signed = request.pledgee_instruction
-            release = decode(PledgeRelease, signed.payload, "pledgee_instruction.payload")
-            _same_request(release.request_id, request.request_id, "pledge release")
+            release = requests.decode(PledgeRelease, signed.payload, "pledgee_instruction.payload")
+            requests.same_request(release.request_id, request.request_id, "pledge release")
             await check_wallet_signature(
                 self._rt, release.pledgee, signed.signature, signed.payload
             )

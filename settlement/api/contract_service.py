@@ -67,6 +67,17 @@ async def resolve_contract(
     return rt.directory.compiled(record), record.source
 
 
+async def stored_contract(rt: Runtime, contract_hash: str) -> tuple[CompiledContract, str]:
+    """The contract of a stored payment, (compiled, source): the directory's cached record, or
+    the stored one, loaded and remembered (a payment's contract is stored with the payment)."""
+    record = rt.directory.contract_record(contract_hash)
+    if record is None:
+        record = await rt.reader.contract(contract_hash)
+        assert record is not None, "a payment's contract is stored with the payment"
+        rt.directory.remember_contracts([record])
+    return rt.directory.compiled(record), record.source
+
+
 def _register_reply(
     result: object, op: operation_pb2.OperationInfo
 ) -> contract_pb2.RegisterContractResponse:

@@ -14,6 +14,7 @@ from condpay.v1 import operation_pb2, oracle_pb2, oracle_pb2_grpc
 from settlement import limits
 from settlement.api import payment_views as views
 from settlement.api import requests
+from settlement.api.contract_service import stored_contract
 from settlement.api.identity import Role, current_caller
 from settlement.api.replies import Reply
 from settlement.errors import Reason, SettlementError, not_found
@@ -180,12 +181,7 @@ class OracleService(oracle_pb2_grpc.OracleServiceServicer):
         if not found or (caller.role is Role.PLATFORM and found[0].platform != str(caller)):
             raise not_found(Reason.PAYMENT_NOT_FOUND, "payment", statement.payment_id)
         payment = found[0]
-        record = self._rt.directory.contract_record(payment.contract_hash)
-        if record is None:
-            record = await self._rt.reader.contract(payment.contract_hash)
-            assert record is not None
-            self._rt.directory.remember_contracts([record])
-        contract = self._rt.directory.compiled(record)
+        contract, _source = await stored_contract(self._rt, payment.contract_hash)
         parties = payments.wallet_params(contract, payments.bound(contract, payment))
         keys = {}
         for wallet_id in parties.values():

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import TypeVar
 
 import grpc
 from condpay.v1 import operation_pb2, payment_pb2, payment_pb2_grpc
@@ -20,7 +19,7 @@ from contracts_dsl import bind_params, deadline_us, escrow_minor
 from settlement import limits
 from settlement.api import payment_views as views
 from settlement.api import requests
-from settlement.api.contract_service import resolve_contract
+from settlement.api.contract_service import resolve_contract, stored_contract
 from settlement.api.identity import Caller, Role, current_caller
 from settlement.api.replies import Reply
 from settlement.api.signatures import check_wallet_signature
@@ -31,10 +30,8 @@ from settlement.runtime import Runtime
 from wallets import (
     AssignmentInstruction,
     CancelInstruction,
-    Document,
     FundInstruction,
     LockInstruction,
-    MalformedInstruction,
     TitlePledge,
 )
 
@@ -89,25 +86,6 @@ ASSIGN = Reply(payment_pb2.AssignProceedsResponse, _assign_reply)
 CANCEL = Reply(payment_pb2.CancelPaymentResponse, _cancel_reply)
 
 
-D = TypeVar("D", bound=Document)
-
-
-def decode(document: type[D], payload: bytes, field: str) -> D:
-    if not payload:
-        raise requests.invalid(Reason.MISSING_FIELD, field, f"{field} is required")
-    if len(payload) > limits.INSTRUCTION_BYTES_MAX:
-        raise requests.invalid(Reason.INSTRUCTION_MALFORMED, field, "the instruction is too large")
-    try:
-        return document.from_bytes(payload)
-    except MalformedInstruction as error:
-        where = f"{field}.{error.field}" if error.field else field
-        raise requests.invalid(Reason.INSTRUCTION_MALFORMED, where, str(error)) from None
-
-
-def mismatch(field: str, message: str) -> SettlementError:
-    return requests.invalid(Reason.INSTRUCTION_MISMATCH, field, message)
-
-
 class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
@@ -145,24 +123,29 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
             raise views.params_error(binding.errors)
         params = binding.params
         signed = request.payer_instruction
-        lock = decode(LockInstruction, signed.payload, "payer_instruction.payload")
-        if lock.request_id != request.request_id:
-            raise mismatch("request_id", "request_id differs from the signed lock's")
+        lock = requests.decode(LockInstruction, signed.payload, "payer_instruction.payload")
+        requests.same_request(lock.request_id, request.request_id, "lock")
         if lock.contract_hash != contract.hash:
-            raise mismatch("payer_instruction.contract_hash", "the payer signed another contract")
+            raise requests.mismatch(
+                "payer_instruction.contract_hash", "the payer signed another contract"
+            )
         if lock.params_hash != params.hash:
-            raise mismatch("payer_instruction.params_hash", "the payer signed other parameters")
+            raise requests.mismatch(
+                "payer_instruction.params_hash", "the payer signed other parameters"
+            )
         amount = escrow_minor(contract, params)
         currency = contract.escrow.currency
         if (lock.currency, lock.amount_minor) != (currency, amount):
-            raise mismatch(
+            raise requests.mismatch(
                 "payer_instruction.amount_minor",
                 f"the contract escrows {amount} {currency}; the payer signed "
                 f"{lock.amount_minor} {lock.currency}",
             )
         payer = params.wallet(contract.escrow.funder)
         if lock.payer != payer:
-            raise mismatch("payer_instruction.payer", f"the escrow's funder is wallet {payer}")
+            raise requests.mismatch(
+                "payer_instruction.payer", f"the escrow's funder is wallet {payer}"
+            )
         await self._check_signature(payer, signed.signature, signed.payload)
         payment_id = payments.derive_payment_id(base["caller"], base["request_id"])
         return payments.LockPayment(
@@ -186,9 +169,9 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
         pledges = []
         for i, signed in enumerate(request.title_pledges):
             where = f"title_pledges[{i}]"
-            pledge = decode(TitlePledge, signed.payload, f"{where}.payload")
+            pledge = requests.decode(TitlePledge, signed.payload, f"{where}.payload")
             if pledge.pledgee != payment_id:
-                raise mismatch(
+                raise requests.mismatch(
                     f"{where}.pledgee", f"the pledge must name this payment ({payment_id})"
                 )
             await self._check_signature(pledge.holder, signed.signature, signed.payload)
@@ -202,9 +185,8 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
         base = requests.command_fields(_SERVICE + "FundEscrow", current_caller(), request)
         try:
             signed = request.financier_instruction
-            fund = decode(FundInstruction, signed.payload, "financier_instruction.payload")
-            if fund.request_id != request.request_id:
-                raise mismatch("request_id", "request_id differs from the signed funding's")
+            fund = requests.decode(FundInstruction, signed.payload, "financier_instruction.payload")
+            requests.same_request(fund.request_id, request.request_id, "funding")
             requests.currency(fund.currency, "financier_instruction.currency")
             requests.positive_amount(fund.amount_minor, "financier_instruction.amount_minor")
             await self._check_signature(fund.financier, signed.signature, signed.payload)
@@ -227,9 +209,8 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
     ) -> payment_pb2.AssignProceedsResponse:
         base = requests.command_fields(_SERVICE + "AssignProceeds", current_caller(), request)
         try:
-            assign = decode(AssignmentInstruction, request.payload, "payload")
-            if assign.request_id != request.request_id:
-                raise mismatch("request_id", "request_id differs from the signed assignment's")
+            assign = requests.decode(AssignmentInstruction, request.payload, "payload")
+            requests.same_request(assign.request_id, request.request_id, "assignment")
             requests.currency(assign.currency, "payload.currency")
             requests.positive_amount(assign.assigned_minor, "payload.assigned_minor")
             requests.positive_amount(assign.advance_minor, "payload.advance_minor")
@@ -258,9 +239,8 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
         caller = current_caller()
         base = requests.command_fields(_SERVICE + "CancelPayment", caller, request)
         try:
-            cancel = decode(CancelInstruction, request.payload, "payload")
-            if cancel.request_id != request.request_id:
-                raise mismatch("request_id", "request_id differs from the signed cancellation's")
+            cancel = requests.decode(CancelInstruction, request.payload, "payload")
+            requests.same_request(cancel.request_id, request.request_id, "cancellation")
             await self.visible_payment(caller, cancel.payment_id)
             signed_by = set()
             for party in request.signatures:
@@ -296,17 +276,9 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
             return str(caller) in financiers
         return False
 
-    def _present(self, payment: PaymentRecord) -> payment_pb2.Payment:
-        record = self._rt.directory.contract_record(payment.contract_hash)
-        assert record is not None, "a payment's contract is cached with the payment"
-        return views.payment(payment, self._rt.directory.compiled(record), record.source)
-
     async def _presentable(self, payment: PaymentRecord) -> payment_pb2.Payment:
-        if self._rt.directory.contract_record(payment.contract_hash) is None:
-            record = await self._rt.reader.contract(payment.contract_hash)
-            assert record is not None
-            self._rt.directory.remember_contracts([record])
-        return self._present(payment)
+        contract, source = await stored_contract(self._rt, payment.contract_hash)
+        return views.payment(payment, contract, source)
 
     async def GetPayment(
         self, request: payment_pb2.GetPaymentRequest, context: grpc.aio.ServicerContext

@@ -8,7 +8,10 @@ from typing import Generic, Protocol, TypeVar
 from condpay.v1 import operation_pb2
 from google.protobuf.message import Message
 
-from settlement.ledger.engine import OperationInfo
+from settlement.api.requests import CommandFields
+from settlement.errors import idempotency_conflict
+from settlement.ledger.engine import OperationInfo, StoredFailure
+from settlement.ledger.records import OperationRecord
 
 
 class _HasOperation(Protocol):
@@ -49,3 +52,14 @@ class Reply(Generic[ReplyT]):
         reply = self._type.FromString(stored)
         reply.operation.replayed = True  # type: ignore[attr-defined]
         return reply
+
+
+def replay_stored(stored: OperationRecord, fields: CommandFields, codec: Reply[ReplyT]) -> ReplyT:
+    """A retry answered from the outcome stored under its request id, as the engine answers one
+    (LedgerEngine._replay): IDEMPOTENCY_KEY_REUSED if the stored call was another request, the
+    stored failure (raised as StoredFailure), or the stored reply marked as a replay."""
+    if stored.request_hash != fields["request_hash"] or stored.method != fields["method"]:
+        raise idempotency_conflict(fields["request_id"], stored.method)
+    if not stored.ok:
+        raise StoredFailure(stored.outcome)
+    return codec.replay(stored.outcome)

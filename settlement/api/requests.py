@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Protocol, TypedDict
+from collections.abc import Mapping
+from typing import Protocol, TypedDict, TypeVar
 
 from condpay.v1 import money_pb2
 
 from settlement import limits
 from settlement.api.identity import Caller
 from settlement.errors import Reason, SettlementError
-from wallets import INT64_MAX, is_supported
+from wallets import INT64_MAX, Document, MalformedInstruction, is_supported
 from wallets.canonical import ID_PATTERN
+
+D = TypeVar("D", bound=Document)
 
 
 class MutatingRequest(Protocol):
@@ -57,6 +60,45 @@ def request_id(request: MutatingRequest) -> str:
             "starting with a letter or digit",
         )
     return value
+
+
+def decode(
+    document: type[D],
+    payload: bytes,
+    field: str,
+    *,
+    within: str | None = None,
+    reasons: Mapping[str, Reason] | None = None,
+) -> D:
+    """The signed document whose bytes are ``payload``, at ``field`` in the request.
+
+    MISSING_FIELD if there are no bytes, INSTRUCTION_MALFORMED if there are too many or they do
+    not decode. ``within`` is the request field that stands for the document (by default
+    ``field``): an empty payload reports it missing, and a wrong field ``name`` of the document
+    is reported at ``<within>.<name>`` with ``reasons[name]`` if given, else
+    INSTRUCTION_MALFORMED."""
+    within = within or field
+    if not payload:
+        raise invalid(Reason.MISSING_FIELD, within, f"{within} is required")
+    if len(payload) > limits.INSTRUCTION_BYTES_MAX:
+        raise invalid(Reason.INSTRUCTION_MALFORMED, field, "the instruction is too large")
+    try:
+        return document.from_bytes(payload)
+    except MalformedInstruction as error:
+        if not error.field:
+            raise invalid(Reason.INSTRUCTION_MALFORMED, field, str(error)) from None
+        reason = (reasons or {}).get(error.field, Reason.INSTRUCTION_MALFORMED)
+        raise invalid(reason, f"{within}.{error.field}", str(error)) from None
+
+
+def mismatch(field: str, message: str) -> SettlementError:
+    return invalid(Reason.INSTRUCTION_MISMATCH, field, message)
+
+
+def same_request(signed_request_id: str, request_id: str, what: str) -> None:
+    """INSTRUCTION_MISMATCH unless the signed ``what`` names the request's own request id."""
+    if signed_request_id != request_id:
+        raise mismatch("request_id", f"request_id differs from the signed {what}'s")
 
 
 def request_hash(method: str, request: MutatingRequest) -> bytes:

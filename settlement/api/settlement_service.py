@@ -15,8 +15,7 @@ from bridges.errors import BridgeError, Unavailable
 from settlement.api import requests
 from settlement.api import settlement_views as views
 from settlement.api.identity import Caller, Role, current_caller
-from settlement.api.payment_service import decode, mismatch
-from settlement.api.replies import Reply
+from settlement.api.replies import Reply, replay_stored
 from settlement.api.signatures import check_wallet_signature
 from settlement.coordination.coordinator import quote_record
 from settlement.errors import Reason, SettlementError, not_found
@@ -72,11 +71,9 @@ class SettlementService(settlement_pb2_grpc.SettlementServiceServicer):
     ) -> settlement_pb2.QuoteFxResponse:
         base = requests.command_fields(_SERVICE + "QuoteFx", current_caller(), request)
         stored = await self._rt.reader.operation(base["caller"], base["request_id"])
-        if stored is not None:  # a retry: the engine answers it from storage, no new quote
-            command: commands.Command = commands.Refuse(
-                **base, error=SettlementError(Reason.BRIDGE_UNAVAILABLE, "unreachable")
-            )
-            return await self._rt.engine.execute(command, self._quote)
+        if stored is not None:  # a retry: answered from storage, without asking for a new quote
+            return replay_stored(stored, base, self._quote)
+        command: commands.Command
         try:
             quote = await self._bridge_quote(request, base["caller"])
         except SettlementError as error:
@@ -139,9 +136,8 @@ class SettlementService(settlement_pb2_grpc.SettlementServiceServicer):
         base = requests.command_fields(_SERVICE + "SettlePvP", current_caller(), request)
         try:
             signed = request.payer_instruction
-            pvp = decode(PvPInstruction, signed.payload, "payer_instruction.payload")
-            if pvp.request_id != request.request_id:
-                raise mismatch("request_id", "request_id differs from the signed PvP's")
+            pvp = requests.decode(PvPInstruction, signed.payload, "payer_instruction.payload")
+            requests.same_request(pvp.request_id, request.request_id, "PvP")
             requests.currency(pvp.pay_currency, "payer_instruction.pay_currency")
             requests.currency(pvp.receive_currency, "payer_instruction.receive_currency")
             if pvp.pay_currency == pvp.receive_currency:
@@ -182,9 +178,8 @@ class SettlementService(settlement_pb2_grpc.SettlementServiceServicer):
     ) -> settlement_pb2.SettleDvPResponse:
         base = requests.command_fields(_SERVICE + "SettleDvP", current_caller(), request)
         try:
-            dvp = decode(DvPInstruction, request.payload, "payload")
-            if dvp.request_id != request.request_id:
-                raise mismatch("request_id", "request_id differs from the signed DvP's")
+            dvp = requests.decode(DvPInstruction, request.payload, "payload")
+            requests.same_request(dvp.request_id, request.request_id, "DvP")
             requests.currency(dvp.pay_currency, "payload.pay_currency")
             requests.currency(dvp.receive_currency, "payload.receive_currency")
             requests.positive_amount(dvp.pay_minor, "payload.pay_minor")
@@ -197,7 +192,7 @@ class SettlementService(settlement_pb2_grpc.SettlementServiceServicer):
                 )
             if dvp.pay_currency == dvp.receive_currency:
                 if dvp.pay_minor != dvp.receive_minor or dvp.quote_id:
-                    raise mismatch(
+                    raise requests.mismatch(
                         "payload.receive_minor",
                         "in one currency the seller receives what the buyer pays, with no quote",
                     )

@@ -10,6 +10,7 @@ from settlement.api import convert, requests
 from settlement.api.identity import Role, current_caller
 from settlement.api.methods import WHOLE_JOURNAL_ROLES
 from settlement.api.replies import Reply
+from settlement.api.signatures import check_wallet_signature
 from settlement.errors import Reason, SettlementError, not_found
 from settlement.ledger import commands
 from settlement.ledger.records import BalanceRecord, EntryRecord, WalletRecord
@@ -18,12 +19,10 @@ from wallets import (
     CURRENCY_CODES,
     INT64_MAX,
     BadSignature,
-    MalformedInstruction,
     TransferInstruction,
     WalletKind,
     check_public_key,
     valid_tier,
-    verify,
 )
 
 _SERVICE = "/condpay.v1.WalletService/"
@@ -132,47 +131,21 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
         self, request: wallet_pb2.TransferRequest, base: requests.CommandFields
     ) -> commands.Transfer:
         signed = request.instruction
-        if not request.HasField("instruction") or not signed.payload:
-            raise requests.invalid(Reason.MISSING_FIELD, "instruction", "instruction is required")
-        if len(signed.payload) > limits.INSTRUCTION_BYTES_MAX:
-            raise requests.invalid(
-                Reason.INSTRUCTION_MALFORMED, "instruction.payload", "instruction is too large"
-            )
-        try:
-            instruction = TransferInstruction.from_bytes(signed.payload)
-        except MalformedInstruction as error:
-            reason = (
-                Reason.INVALID_AMOUNT
-                if error.field == "amount_minor"
-                else Reason.INSTRUCTION_MALFORMED
-            )
-            field = f"instruction.{error.field or 'payload'}"
-            raise requests.invalid(reason, field, str(error)) from None
-        if instruction.request_id != request.request_id:
-            raise requests.invalid(
-                Reason.INSTRUCTION_MISMATCH,
-                "request_id",
-                "request_id differs from the request id inside the signed instruction",
-            )
+        instruction = requests.decode(
+            TransferInstruction,
+            signed.payload,
+            "instruction.payload",
+            within="instruction",
+            reasons={"amount_minor": Reason.INVALID_AMOUNT},
+        )
+        requests.same_request(instruction.request_id, request.request_id, "instruction")
         requests.currency(instruction.currency, "instruction.currency")
         requests.positive_amount(instruction.amount_minor, "instruction.amount_minor")
         if instruction.source == instruction.target:
             raise requests.invalid(
                 Reason.SAME_SOURCE_AND_TARGET, "instruction.target", "source and target are equal"
             )
-        source = await self._rt.directory.wallet(instruction.source)
-        if source is None:
-            raise not_found(Reason.WALLET_NOT_FOUND, "wallet", instruction.source)
-        try:
-            # Inline: libsodium takes ~45 us; handing it to a thread measured slower (GIL).
-            verify(source.owner_public_key, signed.signature, signed.payload)
-        except BadSignature:
-            raise SettlementError(
-                Reason.SIGNATURE_INVALID,
-                "the signature does not verify over the instruction bytes with the source "
-                "wallet owner's key",
-                metadata={"wallet_id": instruction.source},
-            ) from None
+        await check_wallet_signature(self._rt, instruction.source, signed.signature, signed.payload)
         return commands.Transfer(
             **base,
             source=instruction.source,
