@@ -3,7 +3,7 @@ central bank would, and says whether the ledger is whole.
 
     auditor = Auditor(core, bridge, expectations)   # core: a SettlementsClient as central_bank/<id>
     await auditor.baseline()                        # before the traffic: the gateway's positions
-    run.timeline.append(await auditor.sample(at_s))  # cheap, during the run
+    run.timeline.append(await auditor.sample(at_s, run.settlements_total))  # cheap
     run.invariants += await auditor.check(final=True)
 
 Each invariant has a stable name and fails with a detail naming the first offending items:
@@ -56,8 +56,7 @@ makes when the traffic has stopped; the wallets only when nothing committed.
 Costs: the pages are as large as the API allows (journal 1000, settlements 500; payments 200,
 as a payment carries its contract's source); about 5,000 payments and 50,000 entries take a few
 seconds (measured: 22,000 entries, 2,000 payments in 2.2 s on SQLite, mostly the server's
-reads). :meth:`Auditor.sample` makes one GetSupply call, plus a count of FINAL settlements
-through ListSettlements unless the runner passes its own count.
+reads). :meth:`Auditor.sample` makes one GetSupply call.
 """
 
 from __future__ import annotations
@@ -142,7 +141,6 @@ _HOLDS: Final = {
 _LEG_ENTRIES: Final = frozenset({ledger_pb2.ENTRY_KIND_RELEASE, ledger_pb2.ENTRY_KIND_REFUND})
 _SETTLEMENT_ENTRIES: Final = frozenset({ledger_pb2.ENTRY_KIND_PVP, ledger_pb2.ENTRY_KIND_DVP})
 _REFUND_LEG: Final = "refund"
-_ANY_STATE: Final = settlement_pb2.SETTLEMENT_STATE_UNSPECIFIED
 
 
 class BridgeReads(Protocol):
@@ -243,15 +241,11 @@ class Auditor:
         self.gateway_baseline = await self._gateway_positions() if self.bridge else {}
         return dict(self.gateway_baseline)
 
-    async def sample(self, at_s: float, settlements_total: int | None = None) -> TimelineSample:
+    async def sample(self, at_s: float, settlements_total: int) -> TimelineSample:
         """The ledger now: per currency (``Expectations.currencies``) the money in circulation
-        and GetSupply's held sum (open escrows plus what undecided settlements hold), and the
-        settlements that reached FINAL: ``settlements_total`` if the runner counts them, else
-        counted with ListSettlements (one call per 500)."""
+        and GetSupply's held sum (open escrows plus what undecided settlements hold), beside the
+        runner's ``settlements_total`` (RunRecord.settlements_total: what it counts)."""
         supply = await self.core.get_supply(*self.expectations.currencies)
-        if settlements_total is None:
-            finals = await self._settlements(settlement_pb2.SETTLEMENT_STATE_FINAL)
-            settlements_total = len(finals)
         return TimelineSample(
             at_s=at_s,
             settlements_total=settlements_total,
@@ -332,13 +326,10 @@ class Auditor:
             lambda page: page.payments,
         )
 
-    async def _settlements(
-        self,
-        state: settlement_pb2.SettlementState.ValueType = _ANY_STATE,
-    ) -> list[settlement_pb2.Settlement]:
+    async def _settlements(self) -> list[settlement_pb2.Settlement]:
         return await self._every_page(
             self.core.settlements.ListSettlements,
-            settlement_pb2.ListSettlementsRequest(state=state, page_size=SETTLEMENTS_PAGE),
+            settlement_pb2.ListSettlementsRequest(page_size=SETTLEMENTS_PAGE),
             lambda page: page.settlements,
         )
 
@@ -459,10 +450,6 @@ def _payment_state(payment: payment_pb2.Payment) -> str:
 
 def _settlement_state(settlement: settlement_pb2.Settlement) -> str:
     return settlement_pb2.SettlementState.Name(settlement.state).removeprefix("SETTLEMENT_STATE_")
-
-
-def _us(stamp_seconds: int, stamp_nanos: int) -> int:
-    return stamp_seconds * 1_000_000 + stamp_nanos // 1_000
 
 
 def _supply_equals_balances(reads: _Reads) -> InvariantResult:
@@ -653,11 +640,7 @@ def _payments_terminal_or_pending(
         states[_payment_state(payment)] += 1
         if payment.state not in _OPEN_PAYMENTS:
             continue
-        deadline_us = (
-            _us(payment.deadline.seconds, payment.deadline.nanos)
-            if payment.HasField("deadline")
-            else None
-        )
+        deadline_us = payment.deadline.ToMicroseconds() if payment.HasField("deadline") else None
         if not reads.final:
             if deadline_us is not None and deadline_us + overdue_grace_us < reads.now_us:
                 late_s = (reads.now_us - deadline_us) / 1e6

@@ -1,7 +1,13 @@
 """Start, kill and restart the multi-CBDC bridge as a child process (``python -m bridges serve``),
 the way an operator runs it beside the core: a fixed address (the core's ``CONDPAY_BRIDGE`` points
 at it across restarts) and a durable SQLite state file, bootstrapped with the demo banks, the
-liquidity provider and the core's gateway bank; one log file per start."""
+liquidity provider and the core's gateway bank; one log file per start.
+
+The bootstrap (``--bootstrap``) runs at the first start only, by default: it publishes the demo
+rates, so running it again at a restart would replace whatever rates were published since (the
+state file keeps them, and the banks, across restarts). ``bootstrap_every_start=True`` runs it at
+every start (it is idempotent: fixed request ids), for a caller that wants the demo rates back
+after each restart."""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from sim_central_bank.record import GATEWAY
 from sim_central_bank.server_process import free_port
 
 
@@ -24,23 +31,20 @@ class BridgeProcess:
         state: Path,
         log_dir: Path,
         *,
-        gateway: str = "CONDPAY",
+        gateway: str = GATEWAY,
         block_interval_ms: int = 50,
+        bootstrap_every_start: bool = False,
     ) -> None:
         self.state = state
         self.log_dir = log_dir
         self.gateway = gateway
         self.block_interval_ms = block_interval_ms
+        self.bootstrap_every_start = bootstrap_every_start
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.starts = 0
-        self.faults: tuple[str, ...] = ()
         self._process: subprocess.Popen[bytes] | None = None
         self._log_path = log_dir / "bridge-0.log"
-
-    @property
-    def log_path(self) -> Path:
-        return self._log_path
 
     async def start(self, faults: Sequence[str] = (), *, seed: int = 0) -> None:
         """Start it with these fault specs and seed; returns once it prints its ready line."""
@@ -56,8 +60,12 @@ class BridgeProcess:
     def _spawn(self, faults: Sequence[str], seed: int) -> None:
         assert self.exit_status() is not None or self._process is None, "still running"
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.faults = tuple(faults)
         self._log_path = self.log_dir / f"bridge-{self.starts}.log"
+        bootstrap = (
+            ["--bootstrap", "--bank", f"{self.gateway}=condpay settlement core gateway"]
+            if self.starts == 0 or self.bootstrap_every_start
+            else []
+        )
         self.starts += 1
         args = [a for spec in faults for a in ("--fault", spec)]
         with self._log_path.open("ab") as log:
@@ -73,9 +81,7 @@ class BridgeProcess:
                     str(self.state),
                     "--block-interval-ms",
                     str(self.block_interval_ms),
-                    "--bootstrap",
-                    "--bank",
-                    f"{self.gateway}=condpay settlement core gateway",
+                    *bootstrap,
                     "--fault-seed",
                     str(seed),
                     *args,

@@ -1,4 +1,9 @@
-"""``condpay sim``: run a scenario against condpay and report; list the built-in scenarios."""
+"""``condpay sim``: run a scenario against condpay and report; list the built-in scenarios.
+
+Exit status of ``condpay sim run``: 0 when every invariant holds, 1 when one fails (the reports
+say which), 2 for a bad scenario or bad arguments (nothing ran, or the target refused the run
+before any trade), 3 when the run broke off (a process that would not start, a server that
+stopped answering): one line says why, and no report is written."""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from rich.table import Table
 
 from sim_central_bank import scenario as scenarios
 from sim_central_bank.report import print_summary, write_reports
-from sim_central_bank.runner import Target, run
+from sim_central_bank.runner import Target, TargetError, check_target, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument(
         "--embedded",
         action="store_true",
-        help="start the core and the bridge as child processes (the default)",
+        help="start the core and the bridge as child processes: the default, so this flag "
+        "changes nothing (it says so on a command line)",
     )
     run_.add_argument("--bridge", metavar="ADDR", help="with --server: HOST:PORT of its bridge")
     run_.add_argument(
@@ -76,15 +82,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         scenario = scenarios.load(args.scenario).with_seed(args.seed)
     except scenarios.ScenarioError as error:
-        console.print(f"[red]condpay sim: {error}[/]")
-        return 2
-    if args.bridge and not args.server:
-        console.print("[red]condpay sim: --bridge goes with --server[/]")
+        _say(console, str(error))
         return 2
     target = Target(server=args.server, bridge=args.bridge, database_url=args.database_url)
-    record = asyncio.run(run(scenario, target, console=console, tag=args.tag))
-    report_dir = args.report or target.directory / scenario.name / "report"
-    json_path, html_path = write_reports(record, report_dir)
+    try:
+        check_target(scenario, target)
+        record = asyncio.run(run(scenario, target, console=console, tag=args.tag))
+        report_dir = args.report or target.directory / scenario.name / "report"
+        json_path, html_path = write_reports(record, report_dir)
+    except TargetError as error:
+        _say(console, str(error))
+        return 2
+    except Exception as error:  # a run that broke off: one line, not a traceback
+        _say(console, f"the run broke off: {type(error).__name__}: {error}")
+        return 3
     print_summary(record, console)
     console.print(f"Report: {html_path} (for people), {json_path} (for machines)")
     return 0 if record.passed else 1
+
+
+def _say(console: Console, message: str) -> None:
+    """One line in red, taken literally (no markup in file names or server messages)."""
+    console.print(
+        f"condpay sim: {' '.join(message.split())}", style="red", markup=False, soft_wrap=True
+    )

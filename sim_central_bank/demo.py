@@ -40,6 +40,8 @@ from rich.console import Console
 from rich.table import Table
 
 from contracts_dsl import compile_source
+from sim_central_bank.economy import CARRIER
+from sim_central_bank.record import GATEWAY
 from sim_central_bank.server_process import ServerProcess
 from wallets import OwnerKey, TransferInstruction, bls, format_money, sign_transfer
 
@@ -243,10 +245,6 @@ async def act_two(cb: PaymentsClient, wallets: dict[str, str]) -> None:
         "owes Bank A "
         f"{_cny(final.financing[0].principal.amount_minor + final.financing[0].fee.amount_minor)}"
     )
-
-
-GATEWAY = "CONDPAY"
-CARRIER = "carrier.cosco"
 
 
 async def act_three(cb: SettlementsClient, wallets: dict[str, str]) -> None:

@@ -27,6 +27,7 @@ from bridges import DEMO_BANK_BALANCE_MINOR, BridgeClient, Money, Rate
 from contracts_dsl import CompiledContract, compile_source
 from sim_central_bank.metered import MeteredClient
 from sim_central_bank.plan import CENTRAL_BANKS, SENSORS_PER_SITE, Order, Plan
+from sim_central_bank.record import GATEWAY
 from sim_central_bank.scenario import SELLER_CURRENCY
 from wallets import OwnerKey, bls
 
@@ -178,7 +179,7 @@ async def set_up(
     scenario = plan.scenario
     needs = funding_needs(plan)
     currencies = scenario.currencies
-    gateway = "CONDPAY"
+    gateway = GATEWAY
     for currency in currencies:
         central_bank = core.with_caller(central_bank_caller(currency))
         bank = institution(currency)

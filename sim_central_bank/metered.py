@@ -45,17 +45,25 @@ class MeteredClient(SettlementsClient):
 
     async def call(self, method: Callable[..., Awaitable[R]], request: Message) -> R:
         begun = time.perf_counter()
-        retries_before = self.retries
+        # Attempts of this call alone: the client's ``retries`` is shared by every call in flight
+        # on it, so a difference of it would count the others' retries too.
+        attempts = 0
+
+        def attempt(*args: Any, **kwargs: Any) -> Awaitable[R]:
+            nonlocal attempts
+            attempts += 1
+            return method(*args, **kwargs)
+
         outcome = ACCEPTED
         try:
-            return await super().call(method, request)
+            return await super().call(attempt, request)
         except ApiError as error:
             outcome = error.reason or error.code.name
             raise
         finally:
             done = time.perf_counter()
-            if self.retries > retries_before:
-                self.record.faults["client retries (no answer)"] += self.retries - retries_before
+            if attempts > 1:
+                self.record.faults["client retries (no answer)"] += attempts - 1
             self.record.calls.append(
                 CallSample(
                     rpc=rpc_name(method),

@@ -36,7 +36,7 @@ START_RATES: Final = {
 
 class ArrivalFault(enum.StrEnum):
     NONE = "none"
-    LATE = "late"  # attested after the refund deadline: refused, the escrow refunded
+    LATE = "late"  # not cleared, attested after the refund deadline: refused, the escrow refunded
     MISSING = "missing"  # never attested: the payment stays open until its deadline
     FORGED = "forged"  # first a forged attestation (refused), then the genuine one
     REPLAYED = "replayed"  # the genuine one, then the same statement again (refused)
@@ -133,6 +133,10 @@ def _order(scenario: Scenario, buyer_currency: list[str], r: int, i: int) -> Ord
             fault = ArrivalFault(name)
             break
         pick -= share
+    if fault is ArrivalFault.LATE:
+        # Its deadline is seconds away: financing would race it (a core restart in between and
+        # the financier's call is refused), so a late order is not financed.
+        prepayment = receivable = None
     low_ms, high_ms = scenario.events.delay_ms
     return Order(
         order_id=f"r{r:03d}-o{i:05d}",

@@ -14,6 +14,9 @@ from typing import Final
 
 #: The outcome of an accepted operation; a refused one carries its ErrorInfo reason instead.
 ACCEPTED: Final = "ACCEPTED"
+#: The core's participant on the bridge (an institution in the core, a bank on the bridge): its
+#: core reserve ``w_reserve.CONDPAY`` is the gateway for cross-currency legs.
+GATEWAY: Final = "CONDPAY"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +34,8 @@ class TimelineSample:
     """The ledger as the auditor read it at one moment of the run."""
 
     at_s: float
-    settlements_total: int  # payouts, PvP and DvP that reached a final state so far
+    #: What RunRecord.settlements_total counted when the sample was taken.
+    settlements_total: int
     escrow_held_minor: dict[str, int]  # currency -> held in open escrows
     supply_minor: dict[str, int]  # currency -> issued - redeemed (core)
 
@@ -59,8 +63,11 @@ class RunRecord:
     invariants: list[InvariantResult] = field(default_factory=list)
     #: fault -> times injected, e.g. "server_kill" -> 2, "bridge:drop_reply" -> 7.
     faults: Counter[str] = field(default_factory=Counter)
+    #: Settlements so far: orders whose payment reached its end (terminal) with every payout
+    #: through the bridge FINAL, plus direct DvPs that reached FINAL (trading.Trader counts them).
     settlements_total: int = 0
-    #: SHA-256 over the final balances, payment states and title holders: equal for equal seeds.
+    #: SHA-256 over every party's and reserve's final balances and every order's payment state
+    #: and amounts (runner.fingerprint; not the title holders): equal for equal seeds.
     ledger_fingerprint: str = ""
 
     @property
@@ -91,7 +98,7 @@ class Expectations:
 
     currencies: tuple[str, ...]
     #: The core's participant on the bridge; its core reserve wallet is ``w_reserve.<id>``.
-    gateway: str = "CONDPAY"
+    gateway: str = GATEWAY
     refused_attestations: list[RefusedAttestation] = field(default_factory=list)
     #: payment id -> why it may still be open at the end (e.g. an attestation withheld on purpose).
     pending_reasons: dict[str, str] = field(default_factory=dict)

@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bridges import BridgeClient
+from bridges.errors import BridgeError, Reason
 from sim_central_bank.auditor import Auditor
 from sim_central_bank.bridge_process import BridgeProcess
 from sim_central_bank.economy import (
@@ -43,7 +44,7 @@ from sim_central_bank.economy import (
 )
 from sim_central_bank.metered import MeteredClient
 from sim_central_bank.plan import Plan, make_plan
-from sim_central_bank.record import Expectations, InvariantResult, RunRecord
+from sim_central_bank.record import ACCEPTED, Expectations, InvariantResult, RunRecord
 from sim_central_bank.scenario import SELLER_CURRENCY, Scenario
 from sim_central_bank.server_process import ServerProcess
 from sim_central_bank.trading import SURPRISE, Trader
@@ -58,6 +59,14 @@ ATTEMPTS_MAX: Final = 40
 SAMPLE_SECONDS: Final = 0.5
 #: How much of its reserve each institution redeems at the end of the day.
 REDEEM_PERCENT: Final = 10
+#: After a bridge restart, its client's channel may still be backing off: this many tries.
+REPUBLISH_ATTEMPTS: Final = 100
+REPUBLISH_PAUSE_SECONDS: Final = 0.1
+
+
+class TargetError(Exception):
+    """Where the run was asked to go cannot take it (e.g. a database that already holds a
+    ledger for ``--embedded``): refused before any trade, with what to do instead."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,16 +117,22 @@ class Stack:
         self.core.start()
         await self.core.wait_ready()
 
-    async def kill_bridge(self) -> None:
+    async def kill_bridge(self, then: Callable[[], Awaitable[None]] | None = None) -> None:
+        """SIGKILL the bridge, restart it on its state file (no bootstrap: that would publish
+        the demo rates), then ``then`` (the runner republishes the round's rates)."""
         assert self.bridge is not None
         await self.bridge.stop(kill=True)
         self.record.faults["bridge_kill"] += 1
         await self.bridge.start(self.faults, seed=self.seed)
+        if then is not None:
+            await then()
 
     async def stop(self) -> None:
         self.core.stop()
         if self.bridge is not None:
             await self.bridge.stop()
+        if not self.core.log_path.exists():
+            return
         # What the faults made the core do, from its log (settlement/coordination).
         log = self.core.log_path.read_text(errors="replace")
         for event in ("bridge_retry", "bridge_unreachable"):
@@ -138,14 +153,37 @@ async def _stack(
         f"Starting condpay on {record.database} and the bridge as child processes; logs in "
         f"{stack.directory / 'logs'}"
     )
-    await stack.start()
     try:
+        # Inside: a core that fails to start must not leave the bridge child running.
+        await stack.start()
         yield stack.core.address, stack.bridge.address if stack.bridge else None, stack
     finally:
         await stack.stop()
 
 
+def check_target(scenario: Scenario, target: Target) -> None:
+    """Refuse (:class:`TargetError`) a target that would be silently half-used."""
+    if target.bridge and not target.server:
+        raise TargetError("--bridge goes with --server (the simulator starts its own bridge)")
+    if not target.server:
+        return
+    if target.database_url:
+        raise TargetError(
+            "--database-url is for the core the simulator starts (--embedded); the server at "
+            f"{target.server} has its own database"
+        )
+    if len(scenario.currencies) > 1 and not target.bridge:
+        raise TargetError(
+            f"scenario {scenario.name} trades in {', '.join(scenario.currencies)}: give the "
+            "server's bridge with --bridge ADDR (the rates are published there, and the audit "
+            "checks the bridge side)"
+        )
+
+
 async def run(scenario: Scenario, target: Target, *, console: Console, tag: str = "") -> RunRecord:
+    """Run ``scenario`` on ``target`` and return its record. Raises :class:`TargetError` for a
+    target that cannot take the run, before any trade."""
+    check_target(scenario, target)
     plan = make_plan(scenario)
     record = RunRecord(scenario.name, scenario.seed, target.server or "embedded", "")
     record.started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -168,6 +206,8 @@ async def run(scenario: Scenario, target: Target, *, console: Console, tag: str 
         )
         bridge = BridgeClient(bridge_address) if bridge_address else None
         try:
+            if stack is not None and target.database_url:
+                await _refuse_a_used_ledger(core, target.database_url)
             await _trade(plan, prefix, core, bridge, stack, record, console)
         finally:
             await channel.close()
@@ -194,7 +234,7 @@ async def _trade(
     await auditor.adopt_open_payments("open before this run began")
     await auditor.baseline()
     trader = Trader(economy, core, record, expectations)
-    kills = _kill_schedule(scenario, stack)
+    kills = _kill_schedule(plan, stack, bridge)
     sampler = asyncio.create_task(_sample(auditor, record, core.started))
     total = scenario.orders_total + sum(len(d) for d in plan.direct)
     try:
@@ -233,7 +273,7 @@ async def _trade(
                 await _bounded(jobs, scenario.concurrency, advance)
                 await asyncio.gather(*faults)
                 record.invariants += await auditor.check(final=False, when=f"round {index + 1}")
-        await _end_of_day(economy, core)
+        await _end_of_day(economy, core, record)
     finally:
         sampler.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -246,23 +286,52 @@ async def _trade(
     record.ledger_fingerprint = await fingerprint(economy, core)
 
 
+async def _refuse_a_used_ledger(core: MeteredClient, database_url: str) -> None:
+    """--embedded on a database of the user's: it must be empty. A ledger earlier runs left
+    there would collide with this run's request ids, and its settlements would name transfers
+    the fresh bridge never saw."""
+    head = (await core.get_supply()).as_of_seq
+    if head:
+        where = database_url.split("@")[-1]  # no password in the message
+        raise TargetError(
+            f"the database {where} already holds a ledger (journal head {head}): give "
+            "--embedded an empty database, or drive the server that uses it with --server"
+        )
+
+
 def _kill_schedule(
-    scenario: Scenario, stack: Stack | None
+    plan: Plan, stack: Stack | None, bridge: BridgeClient | None
 ) -> list[tuple[int, float, Callable[[], Awaitable[None]]]]:
     """(round, seconds into it, kill) for each server and bridge kill, drawn from the seed;
-    none against a server the simulator did not start."""
+    none against a server the simulator did not start. A bridge kill republishes its round's
+    rates once the bridge is back."""
+    scenario = plan.scenario
     if stack is None:
         return []
     draws = random.Random(f"condpay-sim:{scenario.seed}:kills")
     kills: list[tuple[int, float, Callable[[], Awaitable[None]]]] = []
     for _ in range(scenario.faults.server_kills):
         kills.append((draws.randrange(scenario.rounds), draws.uniform(0.2, 1.5), stack.kill_core))
-    if stack.bridge is not None:
+    if stack.bridge is not None and bridge is not None:
         for _ in range(scenario.faults.bridge_kills):
-            kills.append(
-                (draws.randrange(scenario.rounds), draws.uniform(0.2, 1.5), stack.kill_bridge)
-            )
+            at = draws.randrange(scenario.rounds)
+            republish = functools.partial(_republish_rates, bridge, plan, at)
+            kill = functools.partial(stack.kill_bridge, then=republish)
+            kills.append((at, draws.uniform(0.2, 1.5), kill))
     return kills
+
+
+async def _republish_rates(bridge: BridgeClient, plan: Plan, round_index: int) -> None:
+    """The round's rates again on a restarted bridge (its state file has them already: this
+    makes sure, whatever the restart did), retried while its channel reconnects."""
+    for attempt in range(REPUBLISH_ATTEMPTS):
+        try:
+            await publish_rates(bridge, plan, round_index)
+            return
+        except BridgeError as error:
+            if error.reason is not Reason.UNREACHABLE or attempt == REPUBLISH_ATTEMPTS - 1:
+                raise
+            await asyncio.sleep(REPUBLISH_PAUSE_SECONDS)
 
 
 async def _after(delay_s: float, action: Callable[[], Awaitable[None]]) -> None:
@@ -294,25 +363,32 @@ async def _sample(auditor: Auditor, record: RunRecord, started: float) -> None:
             )
 
 
-async def _end_of_day(economy: Economy, core: MeteredClient) -> None:
-    """Each institution redeems part of its reserve back to its central bank."""
+async def _end_of_day(economy: Economy, core: MeteredClient, record: RunRecord) -> None:
+    """Each institution redeems part of its reserve back to its central bank. A call that fails
+    is a surprise of the run (which then fails ``operations_as_planned``), not its end."""
     for currency in economy.plan.scenario.currencies:
         bank = institution(currency)
-        wallet = await core.get_wallet(f"w_reserve.{bank}")
-        available = sum(
-            line.available.amount_minor
-            for line in wallet.balances
-            if line.available.currency == currency
-        )
-        amount = available * REDEEM_PERCENT // 100
-        if amount:
-            await core.with_caller(central_bank_caller(currency)).redeem(
-                bank,
-                currency,
-                amount,
-                memo="end-of-day redemption",
-                request_id=economy.rid("redeem", bank, currency),
+        try:
+            wallet = await core.get_wallet(f"w_reserve.{bank}")
+            available = sum(
+                line.available.amount_minor
+                for line in wallet.balances
+                if line.available.currency == currency
             )
+            amount = available * REDEEM_PERCENT // 100
+            if amount:
+                await core.with_caller(central_bank_caller(currency)).redeem(
+                    bank,
+                    currency,
+                    amount,
+                    memo="end-of-day redemption",
+                    request_id=economy.rid("redeem", bank, currency),
+                )
+                record.count("redeem", ACCEPTED)
+        except ApiError as error:
+            outcome = error.reason or error.code.name
+            record.count("redeem", outcome)
+            record.count(SURPRISE, f"end of day {bank} {currency} failed: {outcome}")
 
 
 def _as_planned(record: RunRecord) -> InvariantResult:

@@ -7,6 +7,7 @@ major unit (``"800.00"``), parsed to integer minor units here, at the edge.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -21,6 +22,9 @@ SELLER_CURRENCY: Final = "CNY"
 #: An order's size when the scenario does not say, in the currency's major unit.
 DEFAULT_SIZE: Final = ("100.00", "10000.00")
 SHARES: Final = ("late", "missing", "forged", "replayed", "duplicated")
+#: A scenario's name names its directory (var/sim/<name>/, emptied before each run): one path
+#: component, never "." or "..", nothing outside lowercase letters, digits and ``._-``.
+NAME_PATTERN: Final = r"[a-z0-9][a-z0-9._-]*"
 
 
 class ScenarioError(ValueError):
@@ -146,8 +150,15 @@ def parse(text: str, source: str) -> Scenario:
     except tomllib.TOMLDecodeError as error:
         raise ScenarioError(f"{source}: {error}") from None
     reader = _Reader(source, data)
+    name = reader.text("name")
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise ScenarioError(
+            f"{source}: name: {name!r} is not a valid scenario name (it names the directory "
+            "var/sim/<name>: lowercase letters, digits, '.', '_' and '-', starting with a letter "
+            "or a digit)"
+        )
     scenario = Scenario(
-        name=reader.text("name"),
+        name=name,
         description=reader.text("description", ""),
         seed=reader.integer("seed", 0, low=0),
         rounds=reader.integer("rounds", 1, low=1, high=10_000),

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from tests.support.browser import find_chromium
+from tests.support.postgres import PostgresServer
+
+_another = itertools.count()
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +26,20 @@ def chromium() -> Path:
             pytest.fail("CI=true but no chromium binary (make browser installs it)")
         pytest.skip("no chromium here (make browser installs the Debian package)")
     return found
+
+
+@pytest.fixture
+async def another_pg_url(pg_server: PostgresServer) -> AsyncIterator[str]:
+    """A second fresh, empty database beside ``pg_url``'s, for a second run on a fresh ledger."""
+    name = f"condpay_test_{os.getpid()}_another_{next(_another)}"
+    await _admin(pg_server.admin_url, f'CREATE DATABASE "{name}"')
+    yield pg_server.database_url(name)
+    await _admin(pg_server.admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _admin(url: str, statement: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()

@@ -15,7 +15,6 @@ that leaves every kind of record the auditor reads:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import time
@@ -29,9 +28,11 @@ from condpay.v1 import payment_pb2
 
 from bridges import BridgeClient
 from bridges._server import start_server as start_bridge_server
-from contracts_dsl import CompiledContract, compile_source
 from sim_central_bank.auditor import Auditor
 from sim_central_bank.record import ACCEPTED, Expectations, RefusedAttestation
+from sim_central_bank.trading import TERMINAL
+from tests.payments.fleet import wait_until_terminal
+from tests.payments.world import compiled
 from tests.settlement.test_payment_payouts import PAYOUT
 from tests.settlement.world import CURRENCIES, GATEWAY, TradeWorld, build_world, key
 from tests.support.harness import Harness, start_harness
@@ -60,18 +61,6 @@ when receipt.signed(signer == buyer) by buyer
   -> pay remainder to seller
 """
 PENDING_REASON = "receipt withheld on purpose"
-TERMINAL = {
-    payment_pb2.PAYMENT_STATE_SETTLED,
-    payment_pb2.PAYMENT_STATE_REFUNDED,
-    payment_pb2.PAYMENT_STATE_EXPIRED,
-    payment_pb2.PAYMENT_STATE_CANCELLED,
-}
-
-
-def compiled(source: str) -> CompiledContract:
-    result = compile_source(source, "<test>")
-    assert result.contract is not None, [d.message for d in result.diagnostics]
-    return result.contract
 
 
 def now_us() -> int:
@@ -209,14 +198,6 @@ async def clear_customs(
     )
 
 
-async def wait_until(trade: AuditedTrade, payment_id: str, state: int) -> None:
-    for _ in range(200):
-        if (await trade.cb.get_payment(payment_id)).state == state:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{payment_id} never reached {payment_pb2.PaymentState.Name(state)}")
-
-
 async def story(trade: AuditedTrade, *, with_expiry: bool = True) -> None:
     """The trade story of the module docstring; fills ``trade.payments`` and the expectations."""
     world, expected = trade.world, trade.expectations
@@ -280,7 +261,8 @@ async def story(trade: AuditedTrade, *, with_expiry: bool = True) -> None:
         soon = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=3)
         expired = (await lock(trade, STAGED, 10_000_00, ship_by=soon)).payment_id
         trade.payments["expired"] = expired
-        await wait_until(trade, expired, payment_pb2.PAYMENT_STATE_EXPIRED)
+        ended = await wait_until_terminal(trade.cb, [expired], timeout_seconds=10)
+        assert ended[expired].state == payment_pb2.PAYMENT_STATE_EXPIRED
     await world.settle_everything()
     for name, payment_id in trade.payments.items():
         if name != "pending":

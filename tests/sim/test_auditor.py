@@ -10,6 +10,7 @@ import datetime as dt
 import pytest
 from sqlalchemy import text
 
+from bridges import Bridge
 from sim_central_bank.auditor import INVARIANTS, Auditor
 from sim_central_bank.record import ACCEPTED, RefusedAttestation
 from tests.sim.ledger import (
@@ -51,9 +52,8 @@ async def test_the_auditor_passes_a_healthy_ledger(database_url: str) -> None:
         assert "2 financings" in details["financier_claims_consistent"]
         assert "1 advances" in details["financier_claims_consistent"]
 
-        sample = await auditor.sample(1.5)
+        sample = await auditor.sample(1.5, settlements_total=2)
         assert sample.at_s == 1.5
-        assert sample.settlements_total == 2  # the PvP and the payout
         assert sample.escrow_held_minor["CNY"] == 35_000_00  # what the pending payment holds
         supply = (await trade.cb.get_supply("CNY")).supplies[0]
         assert sample.supply_minor["CNY"] == supply.in_circulation.amount_minor
@@ -205,8 +205,32 @@ async def _escrow_released_without_leg(trade: AuditedTrade) -> tuple[str, str]:
     return "held_equals_open_escrows", "CNY: held 3500000, open payments and settlements hold"
 
 
+async def _bridge_balance_without_entry(trade: AuditedTrade) -> tuple[str, str]:
+    """The bridge's own state (the in-process bridge's SQLite), changed behind its back: the
+    gateway's CNY account one fen richer than its postings."""
+    trade.harness.audit_after = False
+    assert trade.harness.runtime.bridge is not None
+    bridge = trade.harness.runtime.bridge.api
+    assert isinstance(bridge, Bridge)
+    conn = bridge._ledger._conn
+
+    def richer() -> None:
+        conn.execute(
+            "UPDATE accounts SET balance_minor = balance_minor + 1 "
+            "WHERE participant_id = ? AND kind = 'SETTLEMENT' AND currency = 'CNY'",
+            (trade.expectations.gateway,),
+        )
+
+    await bridge._run(richer)
+    return (
+        "bridge_supply_equals_balances",
+        f"bridge audit: {trade.expectations.gateway}/SETTLEMENT/CNY: balance",
+    )
+
+
 BROKEN = {
     "a balance changed without a journal entry": _balance_without_entry,
+    "a bridge balance changed without a bridge entry": _bridge_balance_without_entry,
     "a journal entry's memo rewritten": _memo_rewritten,
     "money moved between wallets without a journal entry": _money_moved_without_entry,
     "a paid leg recorded twice": _release_duplicated,

@@ -5,26 +5,38 @@ status and its reports."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 import json
+from collections.abc import Awaitable, Callable
+from fractions import Fraction
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+from condpay.errors import Unavailable
+from google.rpc import status_pb2
 from rich.console import Console
 
-from sim_central_bank import cli
+from bridges import BridgeClient, Rate
+from bridges.errors import BridgeError, Reason
+from sim_central_bank import cli, runner
 from sim_central_bank import scenario as scenarios
 from sim_central_bank.auditor import INVARIANTS
+from sim_central_bank.bridge_process import BridgeProcess
 from sim_central_bank.plan import ArrivalFault, make_plan
-from sim_central_bank.record import InvariantResult, RunRecord
+from sim_central_bank.record import ACCEPTED, GATEWAY, InvariantResult, RunRecord
 from sim_central_bank.report import write_reports
 from sim_central_bank.runner import Target, run
 from sim_central_bank.scenario import Scenario, ScenarioError
+from sim_central_bank.server_process import ServerProcess
+from sim_central_bank.trading import SURPRISE, Trader
 from tests.support.browser import png_size, screenshot
 from tests.support.harness import start_harness
 
 pytestmark = pytest.mark.timeout(300)
+T = TypeVar("T")
 
 TINY_CNY = """
 name = "tiny-cny"
@@ -83,6 +95,13 @@ async def test_smoke_passes_on_sqlite_and_the_same_seed_gives_the_same_ledger(
     assert {"lock", "fund_escrow", "assign_proceeds", "dvp", "payout.final"} <= operations
     assert first.operations[("attestation.forged", "SIGNATURE_INVALID")] > 0
     assert first.operations[("attestation.replayed", "EVENT_ALREADY_SEEN")] > 0
+    # A late order is neither cleared nor financed (its deadline is seconds away): only its
+    # arrival is sent, after the deadline, and refused.
+    late = [o for o in make_plan(scenario).orders if o.arrival_fault is ArrivalFault.LATE]
+    assert late
+    assert all(o.prepayment is None and o.receivable is None for o in late)
+    assert first.operations[("attestation.late", "PAYMENT_NOT_OPEN")] == len(late)
+    assert first.operations[("attestation.customs", ACCEPTED)] == scenario.orders_total - len(late)
     assert first.settlements_total > 0
     assert first.timeline
     assert first.calls
@@ -108,16 +127,68 @@ async def test_smoke_passes_on_postgresql(tmp_path: Path, pg_url: str) -> None:
 
 
 @pytest.mark.postgres
-async def test_chaos_with_kills_passes_on_postgresql(tmp_path: Path, pg_url: str) -> None:
+async def test_chaos_with_kills_passes_on_postgresql_and_the_same_seed_gives_the_same_ledger(
+    tmp_path: Path, pg_url: str, another_pg_url: str
+) -> None:
+    """Kills included: a restarted bridge keeps the round's rates (no second bootstrap, and the
+    runner publishes them again), so the same seed gives the same ledger."""
     scenario = small(scenarios.load("chaos"), rounds=2, per_round=10)
     assert scenario.faults.server_kills
     assert scenario.faults.bridge_kills
-    record = await run(scenario, Target(database_url=pg_url, directory=tmp_path), console=quiet())
-    assert_passed(record)
-    assert record.faults["server_kill"] == scenario.faults.server_kills
-    assert record.faults["bridge_kill"] == scenario.faults.bridge_kills
-    # The kills were felt: some calls got no answer and were retried with the same request id.
-    assert record.faults["client retries (no answer)"] > 0
+    fingerprints = []
+    for name, url in (("a", pg_url), ("b", another_pg_url)):
+        record = await run(
+            scenario, Target(database_url=url, directory=tmp_path / name), console=quiet()
+        )
+        assert_passed(record)
+        assert record.faults["server_kill"] == scenario.faults.server_kills
+        assert record.faults["bridge_kill"] == scenario.faults.bridge_kills
+        # The kills were felt: some calls got no answer and were retried with the same request
+        # id.
+        assert record.faults["client retries (no answer)"] > 0
+        fingerprints.append(record.ledger_fingerprint)
+    assert fingerprints[0] == fingerprints[1]
+
+
+async def test_a_restarted_bridge_keeps_what_was_published_since_its_bootstrap(
+    tmp_path: Path,
+) -> None:
+    """The bootstrap (which publishes the demo rates) runs at the first start only, unless
+    asked for at every start."""
+    hkd_to_cny = Fraction(9, 10)
+    for every_start, expected in ((False, hkd_to_cny), (True, Fraction(9_235, 10_000))):
+        folder = tmp_path / str(every_start)
+        bridge = BridgeProcess(
+            folder / "bridge.db", folder / "logs", bootstrap_every_start=every_start
+        )
+        client = BridgeClient(bridge.address)
+        try:
+            await bridge.start()
+            await client.publish_rate("HKD", Rate(9, 10))
+            await bridge.stop(kill=True)
+            await bridge.start()
+            quote = await _when_reachable(
+                lambda client=client: client.quote("HKD", "CNY", source_amount_minor=100_00)
+            )
+            assert Fraction(quote.rate.numerator, quote.rate.denominator) == expected
+            # The gateway bank is there either way: the state file keeps it.
+            assert await client.balances(GATEWAY)
+        finally:
+            await client.close()
+            await bridge.stop(kill=True)
+        assert len(list((folder / "logs").glob("bridge-*.log"))) == 2
+
+
+async def _when_reachable(call: Callable[[], Awaitable[T]]) -> T:
+    """``call`` once the client's channel has found the restarted bridge."""
+    for _ in range(100):
+        try:
+            return await call()
+        except BridgeError as error:
+            if error.reason is not Reason.UNREACHABLE:
+                raise
+            await asyncio.sleep(0.1)
+    raise AssertionError("the bridge did not come back")
 
 
 def test_the_cli_runs_a_scenario_file_without_a_bridge_and_writes_both_reports(
@@ -177,6 +248,97 @@ def test_the_cli_exits_1_when_an_invariant_fails(
     assert report["passed"] is False
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--server", "127.0.0.1:1"], "give the server's bridge with --bridge ADDR"),
+        (
+            ["--server", "127.0.0.1:1", "--bridge", "127.0.0.1:2", "--database-url", "sqlite://"],
+            "--database-url is for the core the simulator starts",
+        ),
+        (["--bridge", "127.0.0.1:2"], "--bridge goes with --server"),
+    ],
+)
+def test_the_cli_refuses_arguments_it_would_ignore(
+    arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused before anything runs (nothing listens on those ports)."""
+    assert cli.main(["run", "smoke", *arguments]) == 2
+    assert message in " ".join(capsys.readouterr().out.split())
+
+
+def test_the_cli_exits_3_with_one_line_when_the_run_breaks_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def broken_run(*_: object, **__: object) -> RunRecord:
+        raise RuntimeError("the server exited; see var/sim/smoke/logs/server.log")
+
+    monkeypatch.setattr(cli, "run", broken_run)
+    assert cli.main(["run", "smoke", "--report", str(tmp_path)]) == 3
+    out = capsys.readouterr().out
+    assert out.strip().splitlines() == [
+        "condpay sim: the run broke off: RuntimeError: the server exited; see "
+        "var/sim/smoke/logs/server.log"
+    ]
+    assert not (tmp_path / "report.json").exists()
+
+
+def test_embedded_runs_refuse_a_database_that_already_holds_a_ledger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_CNY)
+    url = f"sqlite:///{tmp_path}/mine.db"
+    assert cli.main(["run", str(path), "--embedded", "--database-url", url]) == 0
+    capsys.readouterr()
+    assert cli.main(["run", str(path), "--embedded", "--database-url", url]) == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert "already holds a ledger" in out
+    assert "Traceback" not in out
+
+
+async def test_a_core_that_does_not_start_leaves_no_bridge_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bridges: list[BridgeProcess] = []
+
+    class Watched(BridgeProcess):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            bridges.append(self)
+
+    async def not_ready(self: ServerProcess, timeout_seconds: float = 60.0) -> None:
+        raise RuntimeError(f"the server exited; see {self.log_path}")
+
+    monkeypatch.setattr(runner, "BridgeProcess", Watched)
+    monkeypatch.setattr(ServerProcess, "wait_ready", not_ready)
+    with pytest.raises(RuntimeError, match="the server exited"):
+        await run(scenarios.load("smoke"), Target(directory=tmp_path), console=quiet())
+    assert len(bridges) == 1
+    assert bridges[0].exit_status() is not None  # stopped, not orphaned
+
+
+async def test_an_unexpected_error_in_an_order_is_a_surprise_not_the_end_of_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call outside the planned operations (here: the wait for a payment's end) that fails:
+    the run goes on, audits and reports, and fails operations_as_planned."""
+
+    async def unavailable(self: Trader, payment_id: str) -> None:
+        raise Unavailable(status_pb2.Status(code=14, message="the server went away"))
+
+    monkeypatch.setattr(Trader, "wait_payment", unavailable)
+    scenario = scenarios.parse(TINY_CNY, "tiny.toml")
+    record = await run(scenario, Target(directory=tmp_path), console=quiet())
+    results = {r.name: r for r in record.invariants if r.when == "final"}
+    assert not results["operations_as_planned"].passed
+    assert "order failed: UNAVAILABLE" in results["operations_as_planned"].detail
+    assert record.operations[(SURPRISE, "order failed: UNAVAILABLE")] == scenario.orders_total
+    assert not record.passed
+    assert record.ledger_fingerprint
+
+
 def test_sim_list_names_the_built_in_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
@@ -197,6 +359,10 @@ def test_sim_list_names_the_built_in_scenarios(capsys: pytest.CaptureFixture[str
         ("name = 'x'\n[attestations]\nlate = 0.7\nforged = 0.7", "add up to more than 1"),
         ("name = 'x'\n[attestations]\nlate = 2", "attestations.late: a share from 0 to 1"),
         ("name = [", "bad.toml: "),
+        ("name = '../..'", "name: '../..' is not a valid scenario name"),
+        ("name = 'a/b'", "name: 'a/b' is not a valid scenario name"),
+        ("name = '.'", "name: '.' is not a valid scenario name"),
+        ("name = 'Smoke'", "name: 'Smoke' is not a valid scenario name"),
     ],
 )
 def test_a_bad_scenario_file_names_the_file_and_the_key(text: str, message: str) -> None:
