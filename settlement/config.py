@@ -45,6 +45,8 @@ class Settings:
     # must decide; the bridge's reservation ends margin_ms before that.
     pvp_hold_ms: int = 30_000
     pvp_margin_ms: int = 5_000
+    # How far ahead a signed document's expires_at_us may be (INSTRUCTION_EXPIRY_TOO_FAR beyond).
+    instruction_ttl_max_seconds: int = 86_400
 
     def worker_count(self) -> int:
         if self.workers > 0:
@@ -70,7 +72,12 @@ class Settings:
             bridge_gateway=env.get("CONDPAY_BRIDGE_GATEWAY", "CONDPAY"),
             pvp_hold_ms=int(env.get("CONDPAY_PVP_HOLD_MS", "30000")),
             pvp_margin_ms=int(env.get("CONDPAY_PVP_MARGIN_MS", "5000")),
+            instruction_ttl_max_seconds=int(
+                env.get("CONDPAY_INSTRUCTION_TTL_MAX_SECONDS", "86400")
+            ),
         )
+        if settings.instruction_ttl_max_seconds <= 0:
+            raise ValueError("CONDPAY_INSTRUCTION_TTL_MAX_SECONDS must be a positive number")
         check_pvp_timing(settings.pvp_hold_ms, settings.pvp_margin_ms)
         return settings
 
@@ -123,4 +130,7 @@ ENVIRONMENT_HELP = """environment:
   CONDPAY_PVP_HOLD_MS    how long a settlement's legs are held before it must be decided (30000)
   CONDPAY_PVP_MARGIN_MS  the bridge's reservation ends this much earlier (5000); the hold
                          must be more than twice the margin
+  CONDPAY_INSTRUCTION_TTL_MAX_SECONDS
+                         how far ahead a signed document may expire (86400); a later
+                         expires_at_us is refused (INSTRUCTION_EXPIRY_TOO_FAR)
 """

@@ -13,7 +13,7 @@ from wallets.errors import (
     WalletsError,
 )
 from wallets.instructions import (
-    TRANSFER_V1,
+    TRANSFER_V2,
     AssignmentInstruction,
     AttestationStatement,
     CancelInstruction,
@@ -21,6 +21,7 @@ from wallets.instructions import (
     DvPInstruction,
     FundInstruction,
     LockInstruction,
+    PaymentPledge,
     PledgeRelease,
     PvPInstruction,
     SignedInstruction,
@@ -48,7 +49,7 @@ __all__ = [
     "INT64_MAX",
     "LIMITS",
     "PERSONAL_TIERS",
-    "TRANSFER_V1",
+    "TRANSFER_V2",
     "AssignmentInstruction",
     "AttestationStatement",
     "BadSignature",
@@ -63,6 +64,7 @@ __all__ = [
     "MalformedInstruction",
     "MoneyError",
     "OwnerKey",
+    "PaymentPledge",
     "PledgeRelease",
     "PvPInstruction",
     "SignedInstruction",

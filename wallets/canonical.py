@@ -40,6 +40,11 @@ class Field(enum.Enum):
     TEXT = rb"[^\x00-\x1f\x7f]*"  # printable UTF-8, at most TEXT_CHARS_MAX characters
     CURRENCY = rb"[A-Z]{3}"
     HEX256 = rb"[0-9a-f]{64}"  # a SHA-256 digest in lowercase hex
+    # An authenticated caller, ``<role>/<id>``: the one identity that may submit a document.
+    CALLER = (
+        rb"(?:central_bank|institution|platform|financier|oracle|auditor)"
+        rb"/[a-z0-9][a-z0-9._-]{0,63}"
+    )
 
 
 Value = str | int
@@ -49,6 +54,8 @@ Value = str | int
 class DocumentFormat:
     header: str
     fields: tuple[tuple[str, Field], ...]
+    # Headers of earlier versions of this document, refused with a message that says so.
+    retired: tuple[str, ...] = ()
     _regex: re.Pattern[bytes] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -93,6 +100,10 @@ class DocumentFormat:
         if not text.endswith("\n"):
             raise MalformedInstruction("the document must end with a newline")
         lines = text[:-1].split("\n")
+        if lines[0] in self.retired:
+            raise MalformedInstruction(
+                f"the {lines[0]} format is retired: sign a {self.header} document"
+            )
         if lines[0] != self.header:
             raise MalformedInstruction(
                 f"expected a {self.header!r} document, got {lines[0][:64]!r}"

@@ -7,18 +7,24 @@ signed as one kind never verify as another.
 
 | document | signed by | authorises |
 |---|---|---|
-| ``condpay.transfer.v1`` | the source wallet's owner | a transfer |
-| ``condpay.lock.v1`` | the payer | locking the escrow of a conditional payment |
-| ``condpay.fund.v1`` | the financier's wallet owner | funding part of an escrow for the payer |
-| ``condpay.assign.v1`` | the payee and the financier | assigning proceeds for an advance |
-| ``condpay.cancel.v1`` | the payer and every payee | cancelling a payment (refund) |
+| ``condpay.transfer.v2`` | the source wallet's owner | a transfer |
+| ``condpay.lock.v2`` | the payer | locking the escrow of a conditional payment |
+| ``condpay.fund.v2`` | the financier's wallet owner and the payer | funding part of the escrow |
+| ``condpay.assign.v2`` | the payee and the financier | assigning proceeds for an advance |
+| ``condpay.cancel.v2`` | the payer and every payee | cancelling a payment (refund) |
 | ``condpay.attestation.v1`` | an oracle, a quorum, or a party | an observed trade event |
-| ``condpay.title.v1`` | a registered issuer | a digital title (eBL, warehouse receipt) |
-| ``condpay.title-split.v1`` | the holder | splitting a title in two |
-| ``condpay.pledge.v1`` | the holder | pledging a title to a financier |
-| ``condpay.pledge-release.v1`` | the pledgee | releasing the pledge |
-| ``condpay.dvp.v1`` | the seller and the buyer | a title against payment, both or neither |
-| ``condpay.pvp.v1`` | the payer | paying one currency for another at a quote, both or neither |
+| ``condpay.title.v2`` | a registered issuer | a digital title (eBL, warehouse receipt) |
+| ``condpay.title-split.v2`` | the holder | splitting a title in two |
+| ``condpay.pledge.v2`` | the holder | pledging a title to a financier's wallet |
+| ``condpay.payment-pledge.v2`` | the holder | escrowing a title to one payment and its terms |
+| ``condpay.pledge-release.v2`` | the pledgee | releasing the pledge |
+| ``condpay.dvp.v2`` | the seller and the buyer | a title against payment, both or neither |
+| ``condpay.pvp.v2`` | the payer | paying one currency for another at a quote, both or neither |
+
+Every ``.v2`` document names its ``submitter``: the one authenticated caller (``<role>/<id>``)
+that may submit it. Outcomes are stored per (caller, request id) and the document names both, so
+a signed document has at most one effect, whoever relays it. The ``.v1`` formats (no submitter)
+are refused, with a message that says so.
 """
 
 from __future__ import annotations
@@ -52,7 +58,9 @@ class Document:
 
 
 def _format(header: str, *spec: tuple[str, Field]) -> canonical.DocumentFormat:
-    return canonical.DocumentFormat(header, spec)
+    """A document's format; a ``.v2`` header retires its ``.v1`` (refused, saying so)."""
+    retired = (header.removesuffix(".v2") + ".v1",) if header.endswith(".v2") else ()
+    return canonical.DocumentFormat(header, spec, retired)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +69,7 @@ class SignedInstruction:
     signature: bytes
 
 
-TRANSFER_V1: Final = "condpay.transfer.v1"
+TRANSFER_V2: Final = "condpay.transfer.v2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +77,12 @@ class TransferInstruction(Document):
     """Move ``amount_minor`` of ``currency`` from ``source`` to ``target`` (wallet ids)."""
 
     FORMAT: ClassVar = _format(
-        TRANSFER_V1,
+        TRANSFER_V2,
         ("source", Field.ID),
         ("target", Field.ID),
         ("currency", Field.CURRENCY),
         ("amount_minor", Field.UINT),
+        ("submitter", Field.CALLER),
         ("request_id", Field.ID),
         ("expires_at_us", Field.UINT),
         ("memo", Field.TEXT),
@@ -82,6 +91,7 @@ class TransferInstruction(Document):
     target: str
     currency: str
     amount_minor: int
+    submitter: str
     request_id: str
     expires_at_us: int
     memo: str = ""
@@ -93,12 +103,13 @@ class LockInstruction(Document):
     parameter values whose canonical hash is ``params_hash`` (contracts_dsl BoundParams.hash)."""
 
     FORMAT: ClassVar = _format(
-        "condpay.lock.v1",
+        "condpay.lock.v2",
         ("payer", Field.ID),
         ("contract_hash", Field.HEX256),
         ("params_hash", Field.HEX256),
         ("currency", Field.CURRENCY),
         ("amount_minor", Field.UINT),
+        ("submitter", Field.CALLER),
         ("request_id", Field.ID),
         ("expires_at_us", Field.UINT),
     )
@@ -107,6 +118,7 @@ class LockInstruction(Document):
     params_hash: str
     currency: str
     amount_minor: int
+    submitter: str
     request_id: str
     expires_at_us: int
 
@@ -117,22 +129,26 @@ class FundInstruction(Document):
     owes it back with ``fee_minor`` by ``due_at_us``."""
 
     FORMAT: ClassVar = _format(
-        "condpay.fund.v1",
+        "condpay.fund.v2",
         ("financier", Field.ID),
+        ("payer", Field.ID),
         ("payment_id", Field.ID),
         ("currency", Field.CURRENCY),
         ("amount_minor", Field.UINT),
         ("fee_minor", Field.UINT),
         ("due_at_us", Field.UINT),
+        ("submitter", Field.CALLER),
         ("request_id", Field.ID),
         ("expires_at_us", Field.UINT),
     )
     financier: str
+    payer: str
     payment_id: str
     currency: str
     amount_minor: int
     fee_minor: int
     due_at_us: int
+    submitter: str
     request_id: str
     expires_at_us: int
 
@@ -143,13 +159,14 @@ class AssignmentInstruction(Document):
     who pays the payee ``advance_minor`` now. Signed by both."""
 
     FORMAT: ClassVar = _format(
-        "condpay.assign.v1",
+        "condpay.assign.v2",
         ("payment_id", Field.ID),
         ("payee", Field.ID),
         ("financier", Field.ID),
         ("currency", Field.CURRENCY),
         ("assigned_minor", Field.UINT),
         ("advance_minor", Field.UINT),
+        ("submitter", Field.CALLER),
         ("request_id", Field.ID),
         ("expires_at_us", Field.UINT),
     )
@@ -159,6 +176,7 @@ class AssignmentInstruction(Document):
     currency: str
     assigned_minor: int
     advance_minor: int
+    submitter: str
     request_id: str
     expires_at_us: int
 
@@ -168,12 +186,14 @@ class CancelInstruction(Document):
     """Cancel ``payment_id``: what remains in escrow goes back (financiers first)."""
 
     FORMAT: ClassVar = _format(
-        "condpay.cancel.v1",
+        "condpay.cancel.v2",
         ("payment_id", Field.ID),
+        ("submitter", Field.CALLER),
         ("request_id", Field.ID),
         ("expires_at_us", Field.UINT),
     )
     payment_id: str
+    submitter: str
     request_id: str
     expires_at_us: int
 
@@ -224,13 +244,14 @@ class TitleIssue(Document):
     issues a title of ``units`` to ``holder``, describing the document whose SHA-256 it carries."""
 
     FORMAT: ClassVar = _format(
-        "condpay.title.v1",
+        "condpay.title.v2",
         ("issuer", Field.ID),
         ("kind", Field.ID),
         ("holder", Field.ID),
         ("units", Field.UINT),
         ("description", Field.TEXT),
         ("document_sha256", Field.HEX256),
+        ("submitter", Field.CALLER),
         ("request_id", Field.ID),
         ("expires_at_us", Field.UINT),
     )
@@ -240,6 +261,7 @@ class TitleIssue(Document):
     units: int
     description: str
     document_sha256: str
+    submitter: str
     request_id: str
     expires_at_us: int
 
@@ -249,37 +271,68 @@ class TitleSplit(Document):
     """The holder splits a title into two: ``units_first`` and the rest."""
 
     FORMAT: ClassVar = _format(
-        "condpay.title-split.v1",
+        "condpay.title-split.v2",
         ("title_id", Field.ID),
         ("holder", Field.ID),
         ("units_first", Field.UINT),
+        ("submitter", Field.CALLER),
         ("request_id", Field.ID),
         ("expires_at_us", Field.UINT),
     )
     title_id: str
     holder: str
     units_first: int
+    submitter: str
     request_id: str
     expires_at_us: int
 
 
 @dataclass(frozen=True, slots=True)
 class TitlePledge(Document):
-    """The holder pledges a title to ``pledgee``: a financier's wallet (it cannot move until the
-    pledgee releases it), or a conditional payment's id (escrowed for a ``deliver title`` action:
-    it moves when the contract delivers it and is freed when the payment ends without)."""
+    """The holder pledges a title to ``pledgee``, a financier's wallet: it cannot move until the
+    pledgee releases it. (A title escrowed to a conditional payment is a :class:`PaymentPledge`.)"""
 
     FORMAT: ClassVar = _format(
-        "condpay.pledge.v1",
+        "condpay.pledge.v2",
         ("title_id", Field.ID),
         ("holder", Field.ID),
         ("pledgee", Field.ID),
+        ("submitter", Field.CALLER),
         ("request_id", Field.ID),
         ("expires_at_us", Field.UINT),
     )
     title_id: str
     holder: str
     pledgee: str
+    submitter: str
+    request_id: str
+    expires_at_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentPledge(Document):
+    """The holder escrows a title to the conditional payment ``payment_id`` locked with the
+    contract ``contract_hash`` and the parameters whose canonical hash is ``params_hash`` (for a
+    ``deliver title`` action): it moves when that contract delivers it, and is freed when the
+    payment ends without. Bound to the deal, so it cannot serve another contract or terms."""
+
+    FORMAT: ClassVar = _format(
+        "condpay.payment-pledge.v2",
+        ("title_id", Field.ID),
+        ("holder", Field.ID),
+        ("payment_id", Field.ID),
+        ("contract_hash", Field.HEX256),
+        ("params_hash", Field.HEX256),
+        ("submitter", Field.CALLER),
+        ("request_id", Field.ID),
+        ("expires_at_us", Field.UINT),
+    )
+    title_id: str
+    holder: str
+    payment_id: str
+    contract_hash: str
+    params_hash: str
+    submitter: str
     request_id: str
     expires_at_us: int
 
@@ -289,14 +342,16 @@ class PledgeRelease(Document):
     """The pledgee releases its pledge."""
 
     FORMAT: ClassVar = _format(
-        "condpay.pledge-release.v1",
+        "condpay.pledge-release.v2",
         ("title_id", Field.ID),
         ("pledgee", Field.ID),
+        ("submitter", Field.CALLER),
         ("request_id", Field.ID),
         ("expires_at_us", Field.UINT),
     )
     title_id: str
     pledgee: str
+    submitter: str
     request_id: str
     expires_at_us: int
 
@@ -309,7 +364,7 @@ class DvPInstruction(Document):
     empty), else converted through the bridge at ``quote_id``. Both parties sign the same bytes."""
 
     FORMAT: ClassVar = _format(
-        "condpay.dvp.v1",
+        "condpay.dvp.v2",
         ("title_id", Field.ID),
         ("units", Field.UINT),
         ("seller", Field.ID),
@@ -319,6 +374,7 @@ class DvPInstruction(Document):
         ("receive_currency", Field.CURRENCY),
         ("receive_minor", Field.UINT),
         ("quote_id", Field.TEXT),
+        ("submitter", Field.CALLER),
         ("request_id", Field.ID),
         ("expires_at_us", Field.UINT),
     )
@@ -331,6 +387,7 @@ class DvPInstruction(Document):
     receive_currency: str
     receive_minor: int
     quote_id: str
+    submitter: str
     request_id: str
     expires_at_us: int
 
@@ -341,7 +398,7 @@ class PvPInstruction(Document):
     ``receive_minor`` of ``receive_currency`` to ``payee``, at the bridge quote ``quote_id``."""
 
     FORMAT: ClassVar = _format(
-        "condpay.pvp.v1",
+        "condpay.pvp.v2",
         ("payer", Field.ID),
         ("payee", Field.ID),
         ("quote_id", Field.ID),
@@ -349,6 +406,7 @@ class PvPInstruction(Document):
         ("pay_minor", Field.UINT),
         ("receive_currency", Field.CURRENCY),
         ("receive_minor", Field.UINT),
+        ("submitter", Field.CALLER),
         ("request_id", Field.ID),
         ("expires_at_us", Field.UINT),
     )
@@ -359,5 +417,6 @@ class PvPInstruction(Document):
     pay_minor: int
     receive_currency: str
     receive_minor: int
+    submitter: str
     request_id: str
     expires_at_us: int

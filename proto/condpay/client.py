@@ -58,6 +58,7 @@ from wallets import (
     FundInstruction,
     LockInstruction,
     OwnerKey,
+    PaymentPledge,
     PledgeRelease,
     PvPInstruction,
     SignedInstruction,
@@ -108,6 +109,9 @@ class Client:
             self._own_channel = False
         self._channel = channel
         self._metadata = ((CALLER_METADATA_KEY, caller),)
+        # The submitter every document this client signs names (condpay.*.v2): the server
+        # refuses a document whose submitter is not the caller.
+        self.caller = caller
         self._timeout = timeout_seconds
         self._attempts_max = attempts_max
         self.wallets = wallet_pb2_grpc.WalletServiceStub(self._channel)
@@ -298,6 +302,7 @@ class Client:
             target=target,
             currency=currency,
             amount_minor=amount_minor,
+            submitter=self.caller,
             request_id=request_id,
             expires_at_us=int((time.time() + expires_in_seconds) * 1e6),
             memo=memo,
@@ -444,6 +449,7 @@ class PaymentsClient(Client):
             params_hash=bound.hash,
             currency=contract.escrow.currency,
             amount_minor=escrow_minor(contract, bound),
+            submitter=self.caller,
             request_id=request_id,
             expires_at_us=int((time.time() + expires_in_seconds) * 1e6),
         )
@@ -475,19 +481,25 @@ class PaymentsClient(Client):
         currency: str,
         amount_minor: int,
         *,
+        payer_key: OwnerKey,
+        payer_wallet: str,
         fee_minor: int = 0,
         due_at_us: int = 0,
         request_id: str = "",
         expires_in_seconds: float = 300.0,
     ) -> payment_pb2.FundEscrowResponse:
+        """Fund part of ``payment_id``'s escrow for its payer: the condpay.fund.v2 document is
+        signed by the financier's wallet owner and by the payer (its consent to the terms)."""
         request_id = request_id or new_request_id()
         signed = FundInstruction(
             financier=financier_wallet,
+            payer=payer_wallet,
             payment_id=payment_id,
             currency=currency,
             amount_minor=amount_minor,
             fee_minor=fee_minor,
             due_at_us=due_at_us,
+            submitter=self.caller,
             request_id=request_id,
             expires_at_us=int((time.time() + expires_in_seconds) * 1e6),
         ).sign(financier_key)
@@ -498,6 +510,7 @@ class PaymentsClient(Client):
                 financier_instruction=wallet_pb2.SignedInstruction(
                     payload=signed.payload, signature=signed.signature
                 ),
+                payer_signature=payer_key.sign(signed.payload),
             ),
         )
         return reply
@@ -532,6 +545,7 @@ class PaymentsClient(Client):
         request_id = request_id or new_request_id()
         payload = CancelInstruction(
             payment_id=payment_id,
+            submitter=self.caller,
             request_id=request_id,
             expires_at_us=int((time.time() + expires_in_seconds) * 1e6),
         ).to_bytes()
@@ -663,6 +677,7 @@ class SettlementsClient(PaymentsClient):
             units=units,
             description=description,
             document_sha256=hashlib.sha256(document).hexdigest(),
+            submitter=self.caller,
             request_id=request_id,
             expires_at_us=_expiry(expires_in_seconds),
         )
@@ -684,7 +699,9 @@ class SettlementsClient(PaymentsClient):
         request_id: str = "",
     ) -> asset_pb2.SplitTitleResponse:
         request_id = request_id or new_request_id()
-        split = TitleSplit(title_id, holder_wallet_id, units_first, request_id, _expiry(300))
+        split = TitleSplit(
+            title_id, holder_wallet_id, units_first, self.caller, request_id, _expiry(300)
+        )
         reply: asset_pb2.SplitTitleResponse = await self.call(
             self.assets.SplitTitle,
             asset_pb2.SplitTitleRequest(
@@ -704,7 +721,7 @@ class SettlementsClient(PaymentsClient):
     ) -> asset_pb2.PledgeTitleResponse:
         request_id = request_id or new_request_id()
         pledge = TitlePledge(
-            title_id, holder_wallet_id, pledgee_wallet_id, request_id, _expiry(300)
+            title_id, holder_wallet_id, pledgee_wallet_id, self.caller, request_id, _expiry(300)
         )
         reply: asset_pb2.PledgeTitleResponse = await self.call(
             self.assets.PledgeTitle,
@@ -714,22 +731,36 @@ class SettlementsClient(PaymentsClient):
         )
         return reply
 
-    @staticmethod
     def pledge_to_payment(
-        holder_key: OwnerKey, holder_wallet_id: str, title_id: str, payment_id: str
+        self,
+        holder_key: OwnerKey,
+        holder_wallet_id: str,
+        title_id: str,
+        payment_id: str,
+        contract_hash: str,
+        params_hash: str,
     ) -> SignedInstruction:
-        """The holder's pledge of a title to a payment about to be locked, for
-        :meth:`lock_payment`'s ``title_pledges``; the payment's id follows from the locking
-        platform and the lock's request id (:func:`payment_id_for`)."""
-        return TitlePledge(
-            title_id, holder_wallet_id, payment_id, f"pledge.{payment_id}", _expiry(300)
+        """The holder's pledge (condpay.payment-pledge.v2) of a title to a payment about to be
+        locked by this client, for :meth:`lock_payment`'s ``title_pledges``: bound to the
+        payment, its contract and its parameters' hash (``bound_params(contract, p).hash``).
+        The payment's id follows from the locking platform and the lock's request id
+        (:func:`payment_id_for`)."""
+        return PaymentPledge(
+            title_id=title_id,
+            holder=holder_wallet_id,
+            payment_id=payment_id,
+            contract_hash=contract_hash,
+            params_hash=params_hash,
+            submitter=self.caller,
+            request_id=f"pledge.{payment_id}",
+            expires_at_us=_expiry(300),
         ).sign(holder_key)
 
     async def release_pledge(
         self, pledgee_key: OwnerKey, pledgee_wallet_id: str, title_id: str, *, request_id: str = ""
     ) -> asset_pb2.ReleasePledgeResponse:
         request_id = request_id or new_request_id()
-        release = PledgeRelease(title_id, pledgee_wallet_id, request_id, _expiry(300))
+        release = PledgeRelease(title_id, pledgee_wallet_id, self.caller, request_id, _expiry(300))
         reply: asset_pb2.ReleasePledgeResponse = await self.call(
             self.assets.ReleasePledge,
             asset_pb2.ReleasePledgeRequest(
@@ -787,6 +818,7 @@ class SettlementsClient(PaymentsClient):
             pay_minor=quote.source.amount_minor,
             receive_currency=quote.target.currency,
             receive_minor=quote.target.amount_minor,
+            submitter=self.caller,
             request_id=request_id,
             expires_at_us=_expiry(expires_in_seconds),
         )
@@ -820,6 +852,7 @@ class SettlementsClient(PaymentsClient):
             title_id,
             units,
             price,
+            submitter=self.caller,
             request_id=request_id or new_request_id(),
             expires_at_us=_expiry(expires_in_seconds),
             dry_run=dry_run,
@@ -844,11 +877,13 @@ def dvp_request(
     units: int,
     price: tuple[str, int] | settlement_pb2.FxQuote,
     *,
+    submitter: str,
     request_id: str,
     expires_at_us: int,
     dry_run: bool = False,
 ) -> settlement_pb2.SettleDvPRequest:
-    """A SettleDvP request signed by both parties (the DvP instruction's bytes)."""
+    """A SettleDvP request signed by both parties (the DvP instruction's bytes), for
+    ``submitter`` (the caller that will send it) to submit."""
     if isinstance(price, tuple):
         pay = receive = price
         quote_id = ""
@@ -866,6 +901,7 @@ def dvp_request(
         receive_currency=receive[0],
         receive_minor=receive[1],
         quote_id=quote_id,
+        submitter=submitter,
         request_id=request_id,
         expires_at_us=expires_at_us,
     ).to_bytes()

@@ -67,8 +67,9 @@ class AssetService(asset_pb2_grpc.AssetServiceServicer):
         base = requests.command_fields(_SERVICE + "IssueTitle", current_caller(), request)
         try:
             signed = request.issuer_instruction
-            issue = requests.decode(TitleIssue, signed.payload, "issuer_instruction.payload")
-            requests.same_request(issue.request_id, request.request_id, "title")
+            issue = requests.signed(
+                self._rt, base, TitleIssue, signed.payload, "issuer_instruction.payload", "title"
+            )
             if issue.kind not in TITLE_KINDS:
                 raise requests.invalid(
                     Reason.INVALID_TITLE_KIND,
@@ -102,8 +103,9 @@ class AssetService(asset_pb2_grpc.AssetServiceServicer):
         base = requests.command_fields(_SERVICE + "SplitTitle", current_caller(), request)
         try:
             signed = request.holder_instruction
-            split = requests.decode(TitleSplit, signed.payload, "holder_instruction.payload")
-            requests.same_request(split.request_id, request.request_id, "split")
+            split = requests.signed(
+                self._rt, base, TitleSplit, signed.payload, "holder_instruction.payload", "split"
+            )
             if split.units_first <= 0:
                 raise requests.invalid(
                     Reason.INVALID_UNITS, "holder_instruction.units_first", "must be > 0"
@@ -126,8 +128,9 @@ class AssetService(asset_pb2_grpc.AssetServiceServicer):
         base = requests.command_fields(_SERVICE + "PledgeTitle", current_caller(), request)
         try:
             signed = request.holder_instruction
-            pledge = requests.decode(TitlePledge, signed.payload, "holder_instruction.payload")
-            requests.same_request(pledge.request_id, request.request_id, "pledge")
+            pledge = requests.signed(
+                self._rt, base, TitlePledge, signed.payload, "holder_instruction.payload", "pledge"
+            )
             await check_wallet_signature(self._rt, pledge.holder, signed.signature, signed.payload)
             command: commands.Command = titles.PledgeTitle(
                 **base,
@@ -146,8 +149,14 @@ class AssetService(asset_pb2_grpc.AssetServiceServicer):
         base = requests.command_fields(_SERVICE + "ReleasePledge", current_caller(), request)
         try:
             signed = request.pledgee_instruction
-            release = requests.decode(PledgeRelease, signed.payload, "pledgee_instruction.payload")
-            requests.same_request(release.request_id, request.request_id, "pledge release")
+            release = requests.signed(
+                self._rt,
+                base,
+                PledgeRelease,
+                signed.payload,
+                "pledgee_instruction.payload",
+                "pledge release",
+            )
             await check_wallet_signature(
                 self._rt, release.pledgee, signed.signature, signed.payload
             )

@@ -90,6 +90,8 @@ METHODS: Final[dict[str, MethodSpec]] = {
         {
             R.INSTRUCTION_MALFORMED,
             R.INSTRUCTION_MISMATCH,
+            R.SUBMITTER_MISMATCH,
+            R.INSTRUCTION_EXPIRY_TOO_FAR,
             R.SAME_SOURCE_AND_TARGET,
             R.SIGNATURE_INVALID,
             R.WALLET_NOT_FOUND,
@@ -119,6 +121,8 @@ _READERS = frozenset({Role.PLATFORM, Role.FINANCIER, Role.CENTRAL_BANK, Role.AUD
 _SIGNED = {
     R.INSTRUCTION_MALFORMED,
     R.INSTRUCTION_MISMATCH,
+    R.SUBMITTER_MISMATCH,
+    R.INSTRUCTION_EXPIRY_TOO_FAR,
     R.INSTRUCTION_EXPIRED,
     R.SIGNATURE_INVALID,
     R.WALLET_NOT_FOUND,
@@ -180,7 +184,6 @@ METHODS.update(
                 *_OPEN_PAYMENT,
                 *_MONEY,
                 R.CURRENCY_MISMATCH,
-                R.NOT_A_PARTY,
                 R.ADVANCE_EXCEEDS_ASSIGNMENT,
                 R.ASSIGNMENT_EXCEEDS_ESCROW,
                 R.INSUFFICIENT_FUNDS,
@@ -203,11 +206,11 @@ METHODS.update(
             mutating=False,
         ),
         _R + "RegisterOracle": _spec(
-            {Role.CENTRAL_BANK}, {*_ORACLE_KEY, R.ORACLE_EXISTS}, mutating=True
+            {Role.CENTRAL_BANK}, {*_ORACLE_KEY, R.ORACLE_EXISTS, R.ORACLE_KEY_IN_USE}, mutating=True
         ),
         _R + "RotateOracleKey": _spec(
             {Role.CENTRAL_BANK},
-            {*_ORACLE_KEY, R.ORACLE_NOT_FOUND, R.ORACLE_REVOKED},
+            {*_ORACLE_KEY, R.ORACLE_NOT_FOUND, R.ORACLE_REVOKED, R.ORACLE_KEY_IN_USE},
             mutating=True,
         ),
         _R + "RevokeOracle": _spec(
@@ -271,6 +274,8 @@ METHODS.update(
             {
                 R.INSTRUCTION_MALFORMED,
                 R.INSTRUCTION_MISMATCH,
+                R.SUBMITTER_MISMATCH,
+                R.INSTRUCTION_EXPIRY_TOO_FAR,
                 R.INSTRUCTION_EXPIRED,
                 R.INVALID_TEXT,
                 R.INVALID_TITLE_KIND,

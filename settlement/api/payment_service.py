@@ -32,7 +32,7 @@ from wallets import (
     CancelInstruction,
     FundInstruction,
     LockInstruction,
-    TitlePledge,
+    PaymentPledge,
 )
 
 _SERVICE = "/condpay.v1.ConditionalPaymentService/"
@@ -123,8 +123,9 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
             raise views.params_error(binding.errors)
         params = binding.params
         signed = request.payer_instruction
-        lock = requests.decode(LockInstruction, signed.payload, "payer_instruction.payload")
-        requests.same_request(lock.request_id, request.request_id, "lock")
+        lock = requests.signed(
+            self._rt, base, LockInstruction, signed.payload, "payer_instruction.payload", "lock"
+        )
         if lock.contract_hash != contract.hash:
             raise requests.mismatch(
                 "payer_instruction.contract_hash", "the payer signed another contract"
@@ -151,7 +152,9 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
         return payments.LockPayment(
             **base,
             payment_id=payment_id,
-            title_pledges=await self._title_pledges(request, payment_id),
+            title_pledges=await self._title_pledges(
+                request, base, payment_id, contract.hash, params.hash
+            ),
             contract=contract,
             source=source,
             params=params,
@@ -163,16 +166,38 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
         )
 
     async def _title_pledges(
-        self, request: payment_pb2.LockPaymentRequest, payment_id: str
+        self,
+        request: payment_pb2.LockPaymentRequest,
+        base: requests.CommandFields,
+        payment_id: str,
+        contract_hash: str,
+        params_hash: str,
     ) -> tuple[tuple[str, str, int], ...]:
-        """Each holder's signed pledge of a delivered title to this payment, verified."""
+        """Each holder's signed pledge of a delivered title to this payment, for this contract
+        and these terms (a pledge cannot serve another deal), submitted by this caller, verified."""
         pledges = []
         for i, signed in enumerate(request.title_pledges):
             where = f"title_pledges[{i}]"
-            pledge = requests.decode(TitlePledge, signed.payload, f"{where}.payload")
-            if pledge.pledgee != payment_id:
+            pledge = requests.signed(
+                self._rt,
+                base,
+                PaymentPledge,
+                signed.payload,
+                f"{where}.payload",
+                "pledge",
+                own_request_id=False,
+            )
+            if pledge.payment_id != payment_id:
                 raise requests.mismatch(
-                    f"{where}.pledgee", f"the pledge must name this payment ({payment_id})"
+                    f"{where}.payment_id", f"the pledge must name this payment ({payment_id})"
+                )
+            if pledge.contract_hash != contract_hash:
+                raise requests.mismatch(
+                    f"{where}.contract_hash", "the holder pledged the title to another contract"
+                )
+            if pledge.params_hash != params_hash:
+                raise requests.mismatch(
+                    f"{where}.params_hash", "the holder pledged the title on other parameters"
                 )
             await self._check_signature(pledge.holder, signed.signature, signed.payload)
             pledges.append((pledge.title_id, pledge.holder, pledge.expires_at_us))
@@ -185,15 +210,34 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
         base = requests.command_fields(_SERVICE + "FundEscrow", current_caller(), request)
         try:
             signed = request.financier_instruction
-            fund = requests.decode(FundInstruction, signed.payload, "financier_instruction.payload")
-            requests.same_request(fund.request_id, request.request_id, "funding")
+            fund = requests.signed(
+                self._rt,
+                base,
+                FundInstruction,
+                signed.payload,
+                "financier_instruction.payload",
+                "funding",
+            )
             requests.currency(fund.currency, "financier_instruction.currency")
             requests.positive_amount(fund.amount_minor, "financier_instruction.amount_minor")
+            if fund.fee_minor > fund.amount_minor:
+                raise requests.invalid(
+                    Reason.INVALID_AMOUNT,
+                    "fee_minor",
+                    "the fee may not be more than the amount financed",
+                )
             await self._check_signature(fund.financier, signed.signature, signed.payload)
+            # The payer's consent: its signature over the same bytes (the terms, this payment).
+            if not request.payer_signature:
+                raise requests.invalid(
+                    Reason.MISSING_FIELD, "payer_signature", "the payer's signature is required"
+                )
+            await self._check_signature(fund.payer, request.payer_signature, signed.payload)
             command: commands.Command = payments.FundEscrow(
                 **base,
                 payment_id=fund.payment_id,
                 financier=fund.financier,
+                payer=fund.payer,
                 currency=fund.currency,
                 amount_minor=fund.amount_minor,
                 fee_minor=fund.fee_minor,
@@ -209,8 +253,9 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
     ) -> payment_pb2.AssignProceedsResponse:
         base = requests.command_fields(_SERVICE + "AssignProceeds", current_caller(), request)
         try:
-            assign = requests.decode(AssignmentInstruction, request.payload, "payload")
-            requests.same_request(assign.request_id, request.request_id, "assignment")
+            assign = requests.signed(
+                self._rt, base, AssignmentInstruction, request.payload, "payload", "assignment"
+            )
             requests.currency(assign.currency, "payload.currency")
             requests.positive_amount(assign.assigned_minor, "payload.assigned_minor")
             requests.positive_amount(assign.advance_minor, "payload.advance_minor")
@@ -239,8 +284,9 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
         caller = current_caller()
         base = requests.command_fields(_SERVICE + "CancelPayment", caller, request)
         try:
-            cancel = requests.decode(CancelInstruction, request.payload, "payload")
-            requests.same_request(cancel.request_id, request.request_id, "cancellation")
+            cancel = requests.signed(
+                self._rt, base, CancelInstruction, request.payload, "payload", "cancellation"
+            )
             await self.visible_payment(caller, cancel.payment_id)
             signed_by = set()
             for party in request.signatures:

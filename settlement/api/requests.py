@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from typing import Protocol, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypedDict, TypeVar, cast
 
 from condpay.v1 import money_pb2
 
@@ -13,6 +13,9 @@ from settlement.api.identity import Caller
 from settlement.errors import Reason, SettlementError
 from wallets import INT64_MAX, Document, MalformedInstruction, is_supported
 from wallets.canonical import ID_PATTERN
+
+if TYPE_CHECKING:
+    from settlement.runtime import Runtime
 
 D = TypeVar("D", bound=Document)
 
@@ -89,6 +92,60 @@ def decode(
             raise invalid(Reason.INSTRUCTION_MALFORMED, field, str(error)) from None
         reason = (reasons or {}).get(error.field, Reason.INSTRUCTION_MALFORMED)
         raise invalid(reason, f"{within}.{error.field}", str(error)) from None
+
+
+class Consented(Protocol):
+    """What every wallet-signed ``.v2`` document names: who may submit it, under which request
+    id, until when."""
+
+    @property
+    def submitter(self) -> str: ...
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def expires_at_us(self) -> int: ...
+
+
+def signed(
+    runtime: Runtime,
+    base: CommandFields,
+    document: type[D],
+    payload: bytes,
+    field: str,
+    what: str,
+    *,
+    within: str | None = None,
+    reasons: Mapping[str, Reason] | None = None,
+    own_request_id: bool = True,
+) -> D:
+    """The signed document at ``field`` (see :func:`decode`), once it is one this call may act
+    on: it names the call's request id (INSTRUCTION_MISMATCH; unless not ``own_request_id``: a
+    title's pledge to a payment is bound by the payment id instead, which the locking caller's
+    request id derives), the authenticated caller as its
+    submitter (SUBMITTER_MISMATCH: whoever relays another's document cannot use it) and an expiry
+    at most CONDPAY_INSTRUCTION_TTL_MAX_SECONDS ahead (INSTRUCTION_EXPIRY_TOO_FAR). Every handler
+    of a signed document calls this one function; the signatures are checked after it."""
+    found = decode(document, payload, field, within=within, reasons=reasons)
+    consent = cast(Consented, found)
+    prefix = within or field.removesuffix(".payload")
+    if own_request_id:
+        same_request(consent.request_id, base["request_id"], what)
+    if consent.submitter != base["caller"]:
+        raise SettlementError(
+            Reason.SUBMITTER_MISMATCH,
+            f"the signed {what} names another submitter than the caller {base['caller']}; a "
+            "signed document is submitted only by the identity it names",
+            metadata={"field": f"{prefix}.submitter"},
+        )
+    ttl_max_seconds = runtime.settings.instruction_ttl_max_seconds
+    if consent.expires_at_us > runtime.clock.now_us() + ttl_max_seconds * 1_000_000:
+        raise SettlementError(
+            Reason.INSTRUCTION_EXPIRY_TOO_FAR,
+            f"the signed {what} expires more than {ttl_max_seconds} s ahead "
+            "(CONDPAY_INSTRUCTION_TTL_MAX_SECONDS)",
+            metadata={"field": f"{prefix}.expires_at_us", "ttl_max_seconds": str(ttl_max_seconds)},
+        )
+    return found
 
 
 def mismatch(field: str, message: str) -> SettlementError:

@@ -136,8 +136,9 @@ class SettlementService(settlement_pb2_grpc.SettlementServiceServicer):
         base = requests.command_fields(_SERVICE + "SettlePvP", current_caller(), request)
         try:
             signed = request.payer_instruction
-            pvp = requests.decode(PvPInstruction, signed.payload, "payer_instruction.payload")
-            requests.same_request(pvp.request_id, request.request_id, "PvP")
+            pvp = requests.signed(
+                self._rt, base, PvPInstruction, signed.payload, "payer_instruction.payload", "PvP"
+            )
             requests.currency(pvp.pay_currency, "payer_instruction.pay_currency")
             requests.currency(pvp.receive_currency, "payer_instruction.receive_currency")
             if pvp.pay_currency == pvp.receive_currency:
@@ -178,8 +179,7 @@ class SettlementService(settlement_pb2_grpc.SettlementServiceServicer):
     ) -> settlement_pb2.SettleDvPResponse:
         base = requests.command_fields(_SERVICE + "SettleDvP", current_caller(), request)
         try:
-            dvp = requests.decode(DvPInstruction, request.payload, "payload")
-            requests.same_request(dvp.request_id, request.request_id, "DvP")
+            dvp = requests.signed(self._rt, base, DvPInstruction, request.payload, "payload", "DvP")
             requests.currency(dvp.pay_currency, "payload.pay_currency")
             requests.currency(dvp.receive_currency, "payload.receive_currency")
             requests.positive_amount(dvp.pay_minor, "payload.pay_minor")

@@ -131,14 +131,16 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
         self, request: wallet_pb2.TransferRequest, base: requests.CommandFields
     ) -> commands.Transfer:
         signed = request.instruction
-        instruction = requests.decode(
+        instruction = requests.signed(
+            self._rt,
+            base,
             TransferInstruction,
             signed.payload,
             "instruction.payload",
+            "instruction",
             within="instruction",
             reasons={"amount_minor": Reason.INVALID_AMOUNT},
         )
-        requests.same_request(instruction.request_id, request.request_id, "instruction")
         requests.currency(instruction.currency, "instruction.currency")
         requests.positive_amount(instruction.amount_minor, "instruction.amount_minor")
         if instruction.source == instruction.target:

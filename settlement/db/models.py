@@ -267,15 +267,28 @@ class Oracle(SQLModel, table=True):
     updated_at_us: int = Field(sa_type=BigInteger)
 
 
+class OracleKey(SQLModel, table=True):
+    """Every public key ever registered to an oracle (current and rotated out): a key belongs to
+    one oracle id forever, so one secret can never count as two quorum members."""
+
+    __tablename__ = "oracle_keys"
+
+    public_key: bytes = Field(primary_key=True, sa_type=LargeBinary)
+    oracle_id: str = Field(index=True)
+    registered_at_us: int = Field(sa_type=BigInteger)
+
+
 class Attestation(SQLModel, table=True):
-    """Every verified attestation, matched or not; the event id is unique forever (replays)."""
+    """Every verified attestation, matched or not. An event id is unique per payment and
+    attester (the attester's name in the contract), forever (replays): no one can squat another
+    payment's or another attester's event id."""
 
     __tablename__ = "attestations"
 
+    payment_id: str = Field(primary_key=True, index=True, foreign_key="payments.payment_id")
+    oracle: str = Field(primary_key=True)
     event_id: str = Field(primary_key=True)
-    payment_id: str = Field(index=True, foreign_key="payments.payment_id")
     seq: int = Field(sa_type=BigInteger)  # order of acceptance within the payment
-    oracle: str
     event_type: str
     observed_at_us: int = Field(sa_type=BigInteger)
     accepted_at_us: int = Field(sa_type=BigInteger)

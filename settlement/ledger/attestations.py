@@ -427,14 +427,20 @@ def _signers(submission: Submission) -> list[tuple[str, Scheme]]:
     return listed
 
 
-def _quorum(needed: int, counted: set[str], attester: str) -> None:
-    if len(counted) < needed:
+def _quorum(
+    needed: int, counted: set[str], attester: str, distinct_keys: int | None = None
+) -> None:
+    """QUORUM_NOT_MET unless ``needed`` distinct signers signed, each with a distinct public key
+    (``distinct_keys``: registration refuses a key under two ids, and this holds even if a
+    registry were to hold one, so one secret never counts twice)."""
+    signed = len(counted) if distinct_keys is None else min(len(counted), distinct_keys)
+    if signed < needed:
         _refuse(
             Reason.QUORUM_NOT_MET,
-            f"{attester} needs {needed} distinct signers; {len(counted)} signed",
+            f"{attester} needs {needed} distinct signers with distinct keys; {signed} signed",
             oracle=attester,
             needed=needed,
-            counted=len(counted),
+            counted=signed,
         )
 
 
@@ -551,7 +557,7 @@ def verify_attestation(
             raise ValueError(f"contract {payment.contract.hash} routes to undeclared {attester}")
         keys = _oracle_keys(submission, spec.sources, oracles)
         counted = set(keys)
-        _quorum(spec.threshold, counted, attester)
+        _quorum(spec.threshold, counted, attester, len({k.public_key for k in keys.values()}))
         _verify_ed25519(
             message,
             submission.ed25519_signatures,

@@ -48,6 +48,7 @@ from settlement.ledger.journal import seal
 from settlement.ledger.notifier import PaymentNotifier
 from settlement.ledger.payment_rows import (
     fetch_contracts,
+    fetch_key_owners,
     fetch_oracles,
     fetch_seen_events,
     lock_payments,
@@ -393,6 +394,8 @@ class LedgerEngine:
                 ws.new_contracts,
                 ws.changed_oracles(),
                 world.registry_version if world.registry_changed else None,
+                world.claimed_keys,
+                ws.now_us,
             )
         await tx.write(
             ChangeSet(
@@ -437,6 +440,7 @@ class LedgerEngine:
         world.compiled = {h: self._directory.compiled(c) for h, c in world.contracts.items()}
         world.oracles = await fetch_oracles(tx, sorted(reads.oracle_ids))
         world.seen_events = await fetch_seen_events(tx, sorted(reads.event_ids))
+        world.key_owners = await fetch_key_owners(tx, sorted(reads.oracle_keys))
         return world
 
     def _outcome(

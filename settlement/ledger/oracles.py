@@ -23,6 +23,20 @@ def _next_version(ws: WorkingSet) -> int:
     return (ws.world.registry_version or 0) + 1
 
 
+def _check_key_free(ws: WorkingSet, public_key: bytes, oracle_id: str) -> None:
+    """ORACLE_KEY_IN_USE if ``public_key`` is, or was, registered to another oracle id: one
+    secret must never count as two quorum members. Checked under the registry's write lock (the
+    command's reads), so two registrations of one key cannot both pass; the oracle_keys primary
+    key refuses the second even if they did."""
+    owner = ws.world.key_owners.get(public_key)
+    if owner is not None and owner != oracle_id:
+        raise SettlementError(
+            Reason.ORACLE_KEY_IN_USE,
+            "this public key is, or was, registered to another oracle; every oracle has its own",
+            metadata={"field": "public_key"},
+        )
+
+
 def _existing(ws: WorkingSet, oracle_id: str) -> OracleRecord:
     oracle = ws.world.oracles.get(oracle_id)
     if oracle is None:
@@ -42,7 +56,7 @@ class RegisterOracle(Command):
     display_name: str
 
     def reads(self) -> Reads:
-        return Reads(oracle_ids={self.oracle_id}, registry="write")
+        return Reads(oracle_ids={self.oracle_id}, oracle_keys={self.public_key}, registry="write")
 
     def apply(self, ws: WorkingSet) -> RegistryOutcome:
         if self.oracle_id in ws.world.oracles:
@@ -51,6 +65,7 @@ class RegisterOracle(Command):
                 f"oracle {self.oracle_id!r} is already registered",
                 metadata={"id": self.oracle_id},
             )
+        _check_key_free(ws, self.public_key, self.oracle_id)
         oracle = OracleRecord(
             oracle_id=self.oracle_id,
             scheme=self.scheme,
@@ -74,10 +89,11 @@ class RotateOracleKey(Command):
     public_key: bytes
 
     def reads(self) -> Reads:
-        return Reads(oracle_ids={self.oracle_id}, registry="write")
+        return Reads(oracle_ids={self.oracle_id}, oracle_keys={self.public_key}, registry="write")
 
     def apply(self, ws: WorkingSet) -> RegistryOutcome:
         current = _existing(ws, self.oracle_id)
+        _check_key_free(ws, self.public_key, self.oracle_id)
         oracle = replace(
             current,
             public_key=self.public_key,

@@ -9,13 +9,14 @@ statement per row is fine here. Rows that change are locked with the dialect's `
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from settlement.ledger.records import (
     AssignmentRecord,
     AttestationRecord,
     ContractRecord,
+    EventKey,
     FinancingRecord,
     LegRecord,
     OracleRecord,
@@ -157,14 +158,30 @@ async def fetch_oracles(tx: LedgerTransaction, ids: Sequence[str]) -> dict[str, 
     }
 
 
-async def fetch_seen_events(tx: LedgerTransaction, event_ids: Sequence[str]) -> set[str]:
-    if not event_ids:
-        return set()
+async def fetch_key_owners(tx: LedgerTransaction, keys: Sequence[bytes]) -> dict[bytes, str]:
+    """The oracle id each of ``keys`` is or was registered to (keys never registered: absent)."""
+    if not keys:
+        return {}
     rows = await tx.query(
-        f"SELECT event_id FROM attestations WHERE event_id IN ({_marks(len(event_ids))})",
-        list(event_ids),
+        f"SELECT public_key, oracle_id FROM oracle_keys WHERE public_key IN ({_marks(len(keys))})",
+        list(keys),
     )
-    return {r[0] for r in rows}
+    return {bytes(r[0]): r[1] for r in rows}
+
+
+async def fetch_seen_events(tx: LedgerTransaction, keys: Sequence[EventKey]) -> set[EventKey]:
+    """Which of ``keys`` (payment id, attester, event id) were attested before: an event id is
+    unique per payment and attester, never across them (no one can squat another's id)."""
+    if not keys:
+        return set()
+    payment_ids = sorted({payment_id for payment_id, _attester, _event_id in keys})
+    rows = await tx.query(
+        "SELECT payment_id, oracle, event_id FROM attestations "
+        f"WHERE payment_id IN ({_marks(len(payment_ids))})",
+        payment_ids,
+    )
+    wanted = set(keys)
+    return {key for key in ((r[0], r[1], r[2]) for r in rows) if key in wanted}
 
 
 async def write_payment_rows(
@@ -173,6 +190,8 @@ async def write_payment_rows(
     contracts: Sequence[ContractRecord],
     oracles: Sequence[OracleRecord],
     registry_version: int | None,
+    claimed_keys: Mapping[bytes, str] | None = None,
+    now_us: int = 0,
 ) -> None:
     await tx.execute_many(
         "INSERT INTO contracts (contract_hash, name, version, canonical, source, registered_by, "
@@ -219,6 +238,10 @@ async def write_payment_rows(
         "revoked = ?, display_name = ?, registered_at_us = ?, updated_at_us = ? "
         "WHERE oracle_id = ?",
         [v for o, v in zip(oracles, oracle_values, strict=True) if o.changed and not o.is_new],
+    )
+    await tx.execute_many(
+        "INSERT INTO oracle_keys (public_key, oracle_id, registered_at_us) VALUES (?, ?, ?)",
+        [(key, oracle_id, now_us) for key, oracle_id in sorted((claimed_keys or {}).items())],
     )
     await _write_payments(tx, payments)
 

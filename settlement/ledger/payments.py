@@ -34,6 +34,7 @@ payment that ends without delivering a title frees it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import ClassVar, Final
 
@@ -52,6 +53,7 @@ from contracts_dsl import (
     evaluate,
 )
 from contracts_dsl import Leg as DueLeg
+from contracts_dsl.limits import EVENT_ID_CHARS_MAX
 from settlement.errors import Reason, SettlementError, not_found
 from settlement.ledger import titles
 from settlement.ledger.commands import (
@@ -69,6 +71,7 @@ from settlement.ledger.records import (
     ContractRecord,
     Decision,
     EntryKind,
+    EventKey,
     FinancingRecord,
     LegRecord,
     PaymentRecord,
@@ -176,9 +179,15 @@ def _bump(payment: PaymentRecord, kind: str, now_us: int) -> None:
     payment.events.append((payment.version, kind))
 
 
-def _open_payment(ws: WorkingSet, payment_id: str) -> PaymentRecord:
+def _open_payment(
+    ws: WorkingSet, payment_id: str, consents: Callable[[PaymentRecord], bool] | None = None
+) -> PaymentRecord:
+    """The open payment ``payment_id``. PAYMENT_NOT_FOUND, exactly as for an id that does not
+    exist, when there is none or when ``consents`` says the signed document does not come with
+    its owner's say (checked before anything that would reveal the payment, its state
+    included)."""
     payment = ws.payment(payment_id)
-    if payment is None:
+    if payment is None or (consents is not None and not consents(payment)):
         raise not_found(Reason.PAYMENT_NOT_FOUND, "payment", payment_id)
     if not payment.state.open:
         raise payment_not_open(payment)
@@ -338,10 +347,13 @@ class LockPayment(Command):
 # -- financing -----------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FundEscrow(Command):
-    """A financier's signed funding (verified by the API layer against the financier's key)."""
+    """A financier's signed funding, co-signed by the payer (both verified by the API layer
+    against the wallets' keys). Only the payment's own payer can invite a financier: a payment
+    whose payer is not ``payer`` answers PAYMENT_NOT_FOUND, as a payment that does not exist."""
 
     payment_id: str
     financier: str
+    payer: str
     currency: str
     amount_minor: int
     fee_minor: int
@@ -359,7 +371,9 @@ class FundEscrow(Command):
         return Reads(wallet_ids=wallets, balance_keys={(w, self.currency) for w in wallets})
 
     def apply(self, ws: WorkingSet) -> tuple[PaymentSnapshot, FinancingRecord]:
-        payment = _open_payment(ws, self.payment_id)
+        payment = _open_payment(
+            ws, self.payment_id, lambda found: found.payer_wallet_id == self.payer
+        )
         if self.currency != payment.currency:
             raise SettlementError(
                 Reason.CURRENCY_MISMATCH,
@@ -421,17 +435,22 @@ class AssignProceeds(Command):
             balance_keys={(w, self.currency) for w in wallets},
         )
 
-    def apply(self, ws: WorkingSet) -> tuple[PaymentSnapshot, AssignmentRecord]:
-        payment = _open_payment(ws, self.payment_id)
+    def _payees(self, ws: WorkingSet, payment: PaymentRecord) -> dict[str, str]:
+        """The payment's wallet parameters (name -> wallet), the payer's excepted."""
         contract = ws.contract(payment.contract_hash)
         assert contract is not None
         parties = wallet_params(contract, bound(contract, payment))
-        if self.payee == payment.payer_wallet_id or self.payee not in parties.values():
-            raise SettlementError(
-                Reason.NOT_A_PARTY,
-                f"wallet {self.payee} is not a payee of payment {payment.payment_id}",
-                metadata={"field": "payee", "payment_id": payment.payment_id},
-            )
+        return {n: w for n, w in parties.items() if w != payment.payer_wallet_id}
+
+    def apply(self, ws: WorkingSet) -> tuple[PaymentSnapshot, AssignmentRecord]:
+        # The payee's signature is the consent: a wallet that is not a payee of the payment
+        # learns nothing of it (PAYMENT_NOT_FOUND, as for a payment that does not exist).
+        payment = _open_payment(
+            ws, self.payment_id, lambda found: self.payee in self._payees(ws, found).values()
+        )
+        contract = ws.contract(payment.contract_hash)
+        assert contract is not None
+        parties = self._payees(ws, payment)
         if self.currency != payment.currency:
             raise SettlementError(
                 Reason.CURRENCY_MISMATCH,
@@ -755,15 +774,24 @@ def execute(
     return executed
 
 
+def evaluator_event(event: Event) -> Event:
+    """The event as the evaluator sees it: its id qualified by its attester, ``<attester>:<id>``.
+    Event ids are unique per (payment, attester, id), so two attesters of one payment using the
+    same id never collide in the evaluator (which keeps the first of two events with one id).
+    The only place the qualified id is made; stored records keep the raw id."""
+    return replace(event, event_id=f"{event.oracle}:{event.event_id}")
+
+
 def run_contract(
     ws: WorkingSet, payment: PaymentRecord, contract: CompiledContract, extra: Event | None = None
 ) -> Evaluation:
-    events = [
+    """Evaluate the payment's contract over its stored attestations and ``extra`` (raw events;
+    :func:`evaluator_event` qualifies their ids)."""
+    stored = [
         Event(a.event_id, a.event_type, a.oracle, json.loads(a.attributes_json), a.observed_at_us)
         for a in payment.attestations
     ]
-    if extra is not None:
-        events.append(extra)
+    events = [evaluator_event(e) for e in (*stored, *([extra] if extra is not None else []))]
     evaluation = evaluate(
         contract,
         bound(contract, payment),
@@ -805,7 +833,8 @@ def _report_json(report: EventReport | None) -> str:
 class SubmitAttestation(Command):
     """An attestation whose statement and signatures the API layer verified against the oracle
     registry at ``oracle_set_version``; here, under the batch's locks, the version must still be
-    current (a rotation or revocation since then refuses it) and the event id never seen."""
+    current (a rotation or revocation since then refuses it) and the event never seen: its key is
+    (payment, attester, event id), so no one can squat another payment's or attester's id."""
 
     payment_id: str
     event: Event
@@ -814,9 +843,11 @@ class SubmitAttestation(Command):
     statement: bytes
 
     def reads(self) -> Reads:
-        return Reads(
-            payment_ids={self.payment_id}, event_ids={self.event.event_id}, registry="read"
-        )
+        return Reads(payment_ids={self.payment_id}, event_ids={self._key}, registry="read")
+
+    @property
+    def _key(self) -> EventKey:
+        return (self.payment_id, self.event.oracle, self.event.event_id)
 
     def reads_after(self, world: World) -> Reads:
         return _party_reads(world, self.payment_id)
@@ -829,7 +860,7 @@ class SubmitAttestation(Command):
                 f"was made for {self.oracle_set_version}",
                 metadata={"oracle_set_version": str(ws.world.registry_version)},
             )
-        if self.event.event_id in ws.world.seen_events:
+        if self._key in ws.world.seen_events:
             raise SettlementError(
                 Reason.EVENT_ALREADY_SEEN,
                 f"event {self.event.event_id!r} was attested before",
@@ -838,9 +869,17 @@ class SubmitAttestation(Command):
         payment = _open_payment(ws, self.payment_id)
         contract = ws.contract(payment.contract_hash)
         assert contract is not None
-        ws.see_event(self.event.event_id)
+        qualified = evaluator_event(self.event).event_id
+        if len(qualified) > EVENT_ID_CHARS_MAX:
+            raise SettlementError(
+                Reason.ATTESTATION_MALFORMED,
+                f"the attester and event id together are longer than {EVENT_ID_CHARS_MAX - 1} "
+                "characters",
+                metadata={"field": "event_id"},
+            )
+        ws.see_event(self._key)
         evaluation = run_contract(ws, payment, contract, self.event)
-        report = next((r for r in evaluation.reports if r.event_id == self.event.event_id), None)
+        report = next((r for r in evaluation.reports if r.event_id == qualified), None)
         record = AttestationRecord(
             event_id=self.event.event_id,
             payment_id=payment.payment_id,

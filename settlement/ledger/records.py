@@ -44,6 +44,7 @@ def issuance_account(currency: str) -> str:
 
 BalanceKey = tuple[str, str]  # (wallet_id, currency)
 OperationKey = tuple[str, str]  # (caller, request_id)
+EventKey = tuple[str, str, str]  # (payment_id, attester name in the contract, event_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +146,10 @@ class Reads:
     settlement_ids: set[str] = field(default_factory=set)
     contract_hashes: set[str] = field(default_factory=set)
     oracle_ids: set[str] = field(default_factory=set)
-    event_ids: set[str] = field(default_factory=set)
+    # Oracle public keys whose owner (the oracle id it is or was registered to) is needed.
+    oracle_keys: set[bytes] = field(default_factory=set)
+    # Attestation event keys: (payment id, attester name in the contract, event id).
+    event_ids: set[EventKey] = field(default_factory=set)
     # "read": the oracle set version as of now; "write": the command changes the registry.
     registry: str = ""
 
@@ -160,6 +164,7 @@ class Reads:
         self.settlement_ids |= other.settlement_ids
         self.contract_hashes |= other.contract_hashes
         self.oracle_ids |= other.oracle_ids
+        self.oracle_keys |= other.oracle_keys
         self.event_ids |= other.event_ids
         if other.registry == "write" or (other.registry and not self.registry):
             self.registry = other.registry

@@ -41,6 +41,7 @@ _RACED_KEYS = frozenset(
         "attestations_pkey",
         "contracts_pkey",
         "oracles_pkey",
+        "oracle_keys_pkey",
         "payments_pkey",
         "wallets_pkey",
         "titles_pkey",

@@ -22,6 +22,7 @@ from settlement.ledger.records import (
     ContractRecord,
     EntryKind,
     EntryRecord,
+    EventKey,
     InstitutionRecord,
     OracleRecord,
     PaymentRecord,
@@ -49,7 +50,11 @@ class World:
     settlements: dict[str, SettlementRecord] = field(default_factory=dict)
     registry_version: int | None = None
     registry_changed: bool = False
-    seen_events: set[str] = field(default_factory=set)
+    seen_events: set[EventKey] = field(default_factory=set)
+    # Owners of the oracle keys asked for (public key -> the oracle id it is or was registered
+    # to), and the keys first claimed by this batch (written to oracle_keys).
+    key_owners: dict[bytes, str] = field(default_factory=dict)
+    claimed_keys: dict[bytes, str] = field(default_factory=dict)
 
 
 def copy_payment(payment: PaymentRecord) -> PaymentRecord:
@@ -311,8 +316,15 @@ class WorkingSet:
         self._touched_oracles[oracle.oracle_id] = oracle
         self.world.registry_version = (version or 0) + 1
         self.world.registry_changed = True
+        claimed = oracle.public_key not in self.world.key_owners
+        if claimed:
+            self.world.key_owners[oracle.public_key] = oracle.oracle_id
+            self.world.claimed_keys[oracle.public_key] = oracle.oracle_id
 
         def undo() -> None:  # back to what the batch's earlier commands left
+            if claimed:
+                del self.world.key_owners[oracle.public_key]
+                del self.world.claimed_keys[oracle.public_key]
             if previous is None:
                 del self.world.oracles[oracle.oracle_id]
             else:
@@ -376,9 +388,9 @@ class WorkingSet:
         touched = self._touched[kind]
         return [touched[k] for k in sorted(touched)]
 
-    def see_event(self, event_id: str) -> None:
-        self.world.seen_events.add(event_id)
-        self._undo.append(lambda: self.world.seen_events.discard(event_id))
+    def see_event(self, key: EventKey) -> None:
+        self.world.seen_events.add(key)
+        self._undo.append(lambda: self.world.seen_events.discard(key))
 
     def changed_payments(self) -> list[PaymentRecord]:
         return sorted(self._touched_payments.values(), key=lambda p: p.payment_id)

@@ -153,7 +153,7 @@ class IssueTitleRequest(_message.Message):
     dry_run: _builtins.bool
     @_builtins.property
     def issuer_instruction(self) -> _wallet_pb2.SignedInstruction:
-        """condpay.title.v1 signed by the issuer; its request_id equals this one."""
+        """condpay.title.v2 signed by the issuer; its request_id equals this one."""
 
     def __init__(
         self,

@@ -80,28 +80,28 @@ class AssetServiceServicer:
     """
 
     def IssueTitle(self, request, context):
-        """A condpay.title.v1 signed by its issuer. One title per (issuer, document).
+        """A condpay.title.v2 signed by its issuer. One title per (issuer, document).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def SplitTitle(self, request, context):
-        """A condpay.title-split.v1 signed by the holder: the title retires into <id>.1 and <id>.2.
+        """A condpay.title-split.v2 signed by the holder: the title retires into <id>.1 and <id>.2.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def PledgeTitle(self, request, context):
-        """A condpay.pledge.v1 signed by the holder: pledged to a financier's wallet.
+        """A condpay.pledge.v2 signed by the holder: pledged to a financier's wallet.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ReleasePledge(self, request, context):
-        """A condpay.pledge-release.v1 signed by the pledgee.
+        """A condpay.pledge-release.v2 signed by the pledgee.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

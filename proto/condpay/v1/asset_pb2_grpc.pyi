@@ -39,13 +39,13 @@ class AssetServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AssetServiceAsyncStub: ...
     IssueTitle: _grpc.UnaryUnaryMultiCallable[_asset_pb2.IssueTitleRequest, _asset_pb2.IssueTitleResponse]
-    """A condpay.title.v1 signed by its issuer. One title per (issuer, document)."""
+    """A condpay.title.v2 signed by its issuer. One title per (issuer, document)."""
     SplitTitle: _grpc.UnaryUnaryMultiCallable[_asset_pb2.SplitTitleRequest, _asset_pb2.SplitTitleResponse]
-    """A condpay.title-split.v1 signed by the holder: the title retires into <id>.1 and <id>.2."""
+    """A condpay.title-split.v2 signed by the holder: the title retires into <id>.1 and <id>.2."""
     PledgeTitle: _grpc.UnaryUnaryMultiCallable[_asset_pb2.PledgeTitleRequest, _asset_pb2.PledgeTitleResponse]
-    """A condpay.pledge.v1 signed by the holder: pledged to a financier's wallet."""
+    """A condpay.pledge.v2 signed by the holder: pledged to a financier's wallet."""
     ReleasePledge: _grpc.UnaryUnaryMultiCallable[_asset_pb2.ReleasePledgeRequest, _asset_pb2.ReleasePledgeResponse]
-    """A condpay.pledge-release.v1 signed by the pledgee."""
+    """A condpay.pledge-release.v2 signed by the pledgee."""
     GetTitle: _grpc.UnaryUnaryMultiCallable[_asset_pb2.GetTitleRequest, _asset_pb2.GetTitleResponse]
     ListTitles: _grpc.UnaryUnaryMultiCallable[_asset_pb2.ListTitlesRequest, _asset_pb2.ListTitlesResponse]
 
@@ -60,13 +60,13 @@ class AssetServiceAsyncStub(AssetServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     IssueTitle: _aio.UnaryUnaryMultiCallable[_asset_pb2.IssueTitleRequest, _asset_pb2.IssueTitleResponse]  # type: ignore[assignment]
-    """A condpay.title.v1 signed by its issuer. One title per (issuer, document)."""
+    """A condpay.title.v2 signed by its issuer. One title per (issuer, document)."""
     SplitTitle: _aio.UnaryUnaryMultiCallable[_asset_pb2.SplitTitleRequest, _asset_pb2.SplitTitleResponse]  # type: ignore[assignment]
-    """A condpay.title-split.v1 signed by the holder: the title retires into <id>.1 and <id>.2."""
+    """A condpay.title-split.v2 signed by the holder: the title retires into <id>.1 and <id>.2."""
     PledgeTitle: _aio.UnaryUnaryMultiCallable[_asset_pb2.PledgeTitleRequest, _asset_pb2.PledgeTitleResponse]  # type: ignore[assignment]
-    """A condpay.pledge.v1 signed by the holder: pledged to a financier's wallet."""
+    """A condpay.pledge.v2 signed by the holder: pledged to a financier's wallet."""
     ReleasePledge: _aio.UnaryUnaryMultiCallable[_asset_pb2.ReleasePledgeRequest, _asset_pb2.ReleasePledgeResponse]  # type: ignore[assignment]
-    """A condpay.pledge-release.v1 signed by the pledgee."""
+    """A condpay.pledge-release.v2 signed by the pledgee."""
     GetTitle: _aio.UnaryUnaryMultiCallable[_asset_pb2.GetTitleRequest, _asset_pb2.GetTitleResponse]  # type: ignore[assignment]
     ListTitles: _aio.UnaryUnaryMultiCallable[_asset_pb2.ListTitlesRequest, _asset_pb2.ListTitlesResponse]  # type: ignore[assignment]
 
@@ -84,7 +84,7 @@ class AssetServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _asset_pb2.IssueTitleRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_asset_pb2.IssueTitleResponse, _abc.Awaitable[_asset_pb2.IssueTitleResponse]]:
-        """A condpay.title.v1 signed by its issuer. One title per (issuer, document)."""
+        """A condpay.title.v2 signed by its issuer. One title per (issuer, document)."""
 
     @_abc_1.abstractmethod
     def SplitTitle(
@@ -92,7 +92,7 @@ class AssetServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _asset_pb2.SplitTitleRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_asset_pb2.SplitTitleResponse, _abc.Awaitable[_asset_pb2.SplitTitleResponse]]:
-        """A condpay.title-split.v1 signed by the holder: the title retires into <id>.1 and <id>.2."""
+        """A condpay.title-split.v2 signed by the holder: the title retires into <id>.1 and <id>.2."""
 
     @_abc_1.abstractmethod
     def PledgeTitle(
@@ -100,7 +100,7 @@ class AssetServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _asset_pb2.PledgeTitleRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_asset_pb2.PledgeTitleResponse, _abc.Awaitable[_asset_pb2.PledgeTitleResponse]]:
-        """A condpay.pledge.v1 signed by the holder: pledged to a financier's wallet."""
+        """A condpay.pledge.v2 signed by the holder: pledged to a financier's wallet."""
 
     @_abc_1.abstractmethod
     def ReleasePledge(
@@ -108,7 +108,7 @@ class AssetServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _asset_pb2.ReleasePledgeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_asset_pb2.ReleasePledgeResponse, _abc.Awaitable[_asset_pb2.ReleasePledgeResponse]]:
-        """A condpay.pledge-release.v1 signed by the pledgee."""
+        """A condpay.pledge-release.v2 signed by the pledgee."""
 
     @_abc_1.abstractmethod
     def GetTitle(

@@ -372,12 +372,13 @@ class LockPaymentRequest(_message.Message):
     def params(self) -> _containers.MessageMap[_builtins.str, _contract_pb2.ParamValue]: ...
     @_builtins.property
     def payer_instruction(self) -> _wallet_pb2.SignedInstruction:
-        """condpay.lock.v1 signed by the payer (the contract's escrow funder)."""
+        """condpay.lock.v2 signed by the payer (the contract's escrow funder)."""
 
     @_builtins.property
     def title_pledges(self) -> _containers.RepeatedCompositeFieldContainer[_wallet_pb2.SignedInstruction]:
-        """For each title the contract delivers (`deliver title`): a condpay.pledge.v1 signed by its
-        holder with the payment's id as pledgee, escrowing the title to the payment with the lock.
+        """For each title the contract delivers (`deliver title`): a condpay.payment-pledge.v2 signed
+        by its holder naming this payment's id, contract hash and params hash, escrowing the title
+        to the payment with the lock.
         """
 
     def __init__(
@@ -432,11 +433,14 @@ class FundEscrowRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
     FINANCIER_INSTRUCTION_FIELD_NUMBER: _builtins.int
+    PAYER_SIGNATURE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     dry_run: _builtins.bool
+    payer_signature: _builtins.bytes
+    """The payer's signature over the same condpay.fund.v2 bytes: its consent to the financing."""
     @_builtins.property
     def financier_instruction(self) -> _wallet_pb2.SignedInstruction:
-        """condpay.fund.v1 signed by the financier's wallet owner."""
+        """condpay.fund.v2 signed by the financier's wallet owner."""
 
     def __init__(
         self,
@@ -444,10 +448,11 @@ class FundEscrowRequest(_message.Message):
         request_id: _builtins.str = ...,
         dry_run: _builtins.bool = ...,
         financier_instruction: _wallet_pb2.SignedInstruction | None = ...,
+        payer_signature: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["financier_instruction", b"financier_instruction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "financier_instruction", b"financier_instruction", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "financier_instruction", b"financier_instruction", "payer_signature", b"payer_signature", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -493,7 +498,7 @@ class AssignProceedsRequest(_message.Message):
     request_id: _builtins.str
     dry_run: _builtins.bool
     payload: _builtins.bytes
-    """condpay.assign.v1 bytes, signed by the payee and by the financier."""
+    """condpay.assign.v2 bytes, signed by the payee and by the financier."""
     payee_signature: _builtins.bytes
     financier_signature: _builtins.bytes
     def __init__(
@@ -574,7 +579,7 @@ class CancelPaymentRequest(_message.Message):
     request_id: _builtins.str
     dry_run: _builtins.bool
     payload: _builtins.bytes
-    """condpay.cancel.v1 bytes, signed by the payer and every other wallet party of the contract."""
+    """condpay.cancel.v2 bytes, signed by the payer and every other wallet party of the contract."""
     @_builtins.property
     def signatures(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartySignature]: ...
     def __init__(

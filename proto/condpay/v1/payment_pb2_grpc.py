@@ -80,21 +80,21 @@ class ConditionalPaymentServiceServicer:
 
     def LockPayment(self, request, context):
         """Lock the escrow against a contract (source or registered hash) and parameter values, on the
-        payer's signed condpay.lock.v1 instruction.
+        payer's signed condpay.lock.v2 instruction.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def FundEscrow(self, request, context):
-        """A financier funds part or all of the escrow for the payer (condpay.fund.v1).
+        """A financier funds part or all of the escrow for the payer (condpay.fund.v2).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def AssignProceeds(self, request, context):
-        """The payee assigns proceeds to a financier for an advance (condpay.assign.v1, both sign).
+        """The payee assigns proceeds to a financier for an advance (condpay.assign.v2, both sign).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -120,7 +120,7 @@ class ConditionalPaymentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelPayment(self, request, context):
-        """Payer and payees agree to cancel (condpay.cancel.v1, all sign): the escrow is refunded.
+        """Payer and payees agree to cancel (condpay.cancel.v2, all sign): the escrow is refunded.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -37,18 +37,18 @@ class ConditionalPaymentServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ConditionalPaymentServiceAsyncStub: ...
     LockPayment: _grpc.UnaryUnaryMultiCallable[_payment_pb2.LockPaymentRequest, _payment_pb2.LockPaymentResponse]
     """Lock the escrow against a contract (source or registered hash) and parameter values, on the
-    payer's signed condpay.lock.v1 instruction.
+    payer's signed condpay.lock.v2 instruction.
     """
     FundEscrow: _grpc.UnaryUnaryMultiCallable[_payment_pb2.FundEscrowRequest, _payment_pb2.FundEscrowResponse]
-    """A financier funds part or all of the escrow for the payer (condpay.fund.v1)."""
+    """A financier funds part or all of the escrow for the payer (condpay.fund.v2)."""
     AssignProceeds: _grpc.UnaryUnaryMultiCallable[_payment_pb2.AssignProceedsRequest, _payment_pb2.AssignProceedsResponse]
-    """The payee assigns proceeds to a financier for an advance (condpay.assign.v1, both sign)."""
+    """The payee assigns proceeds to a financier for an advance (condpay.assign.v2, both sign)."""
     GetPayment: _grpc.UnaryUnaryMultiCallable[_payment_pb2.GetPaymentRequest, _payment_pb2.GetPaymentResponse]
     ListPayments: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ListPaymentsRequest, _payment_pb2.ListPaymentsResponse]
     WatchPayment: _grpc.UnaryStreamMultiCallable[_payment_pb2.WatchPaymentRequest, _payment_pb2.WatchPaymentResponse]
     """Every change of a payment from a version on: resumable, ends when the payment is terminal."""
     CancelPayment: _grpc.UnaryUnaryMultiCallable[_payment_pb2.CancelPaymentRequest, _payment_pb2.CancelPaymentResponse]
-    """Payer and payees agree to cancel (condpay.cancel.v1, all sign): the escrow is refunded."""
+    """Payer and payees agree to cancel (condpay.cancel.v2, all sign): the escrow is refunded."""
 
 @_typing.type_check_only
 class ConditionalPaymentServiceAsyncStub(ConditionalPaymentServiceStub):
@@ -59,18 +59,18 @@ class ConditionalPaymentServiceAsyncStub(ConditionalPaymentServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     LockPayment: _aio.UnaryUnaryMultiCallable[_payment_pb2.LockPaymentRequest, _payment_pb2.LockPaymentResponse]  # type: ignore[assignment]
     """Lock the escrow against a contract (source or registered hash) and parameter values, on the
-    payer's signed condpay.lock.v1 instruction.
+    payer's signed condpay.lock.v2 instruction.
     """
     FundEscrow: _aio.UnaryUnaryMultiCallable[_payment_pb2.FundEscrowRequest, _payment_pb2.FundEscrowResponse]  # type: ignore[assignment]
-    """A financier funds part or all of the escrow for the payer (condpay.fund.v1)."""
+    """A financier funds part or all of the escrow for the payer (condpay.fund.v2)."""
     AssignProceeds: _aio.UnaryUnaryMultiCallable[_payment_pb2.AssignProceedsRequest, _payment_pb2.AssignProceedsResponse]  # type: ignore[assignment]
-    """The payee assigns proceeds to a financier for an advance (condpay.assign.v1, both sign)."""
+    """The payee assigns proceeds to a financier for an advance (condpay.assign.v2, both sign)."""
     GetPayment: _aio.UnaryUnaryMultiCallable[_payment_pb2.GetPaymentRequest, _payment_pb2.GetPaymentResponse]  # type: ignore[assignment]
     ListPayments: _aio.UnaryUnaryMultiCallable[_payment_pb2.ListPaymentsRequest, _payment_pb2.ListPaymentsResponse]  # type: ignore[assignment]
     WatchPayment: _aio.UnaryStreamMultiCallable[_payment_pb2.WatchPaymentRequest, _payment_pb2.WatchPaymentResponse]  # type: ignore[assignment]
     """Every change of a payment from a version on: resumable, ends when the payment is terminal."""
     CancelPayment: _aio.UnaryUnaryMultiCallable[_payment_pb2.CancelPaymentRequest, _payment_pb2.CancelPaymentResponse]  # type: ignore[assignment]
-    """Payer and payees agree to cancel (condpay.cancel.v1, all sign): the escrow is refunded."""
+    """Payer and payees agree to cancel (condpay.cancel.v2, all sign): the escrow is refunded."""
 
 class ConditionalPaymentServiceServicer(metaclass=_abc_1.ABCMeta):
     """Conditional payments: a payer's money locked in escrow against a contract, released by
@@ -84,7 +84,7 @@ class ConditionalPaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_payment_pb2.LockPaymentResponse, _abc.Awaitable[_payment_pb2.LockPaymentResponse]]:
         """Lock the escrow against a contract (source or registered hash) and parameter values, on the
-        payer's signed condpay.lock.v1 instruction.
+        payer's signed condpay.lock.v2 instruction.
         """
 
     @_abc_1.abstractmethod
@@ -93,7 +93,7 @@ class ConditionalPaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _payment_pb2.FundEscrowRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_payment_pb2.FundEscrowResponse, _abc.Awaitable[_payment_pb2.FundEscrowResponse]]:
-        """A financier funds part or all of the escrow for the payer (condpay.fund.v1)."""
+        """A financier funds part or all of the escrow for the payer (condpay.fund.v2)."""
 
     @_abc_1.abstractmethod
     def AssignProceeds(
@@ -101,7 +101,7 @@ class ConditionalPaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _payment_pb2.AssignProceedsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_payment_pb2.AssignProceedsResponse, _abc.Awaitable[_payment_pb2.AssignProceedsResponse]]:
-        """The payee assigns proceeds to a financier for an advance (condpay.assign.v1, both sign)."""
+        """The payee assigns proceeds to a financier for an advance (condpay.assign.v2, both sign)."""
 
     @_abc_1.abstractmethod
     def GetPayment(
@@ -131,6 +131,6 @@ class ConditionalPaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _payment_pb2.CancelPaymentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_payment_pb2.CancelPaymentResponse, _abc.Awaitable[_payment_pb2.CancelPaymentResponse]]:
-        """Payer and payees agree to cancel (condpay.cancel.v1, all sign): the escrow is refunded."""
+        """Payer and payees agree to cancel (condpay.cancel.v2, all sign): the escrow is refunded."""
 
 def add_ConditionalPaymentServiceServicer_to_server(servicer: ConditionalPaymentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

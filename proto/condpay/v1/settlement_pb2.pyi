@@ -391,7 +391,7 @@ class SettlePvPRequest(_message.Message):
     dry_run: _builtins.bool
     @_builtins.property
     def payer_instruction(self) -> _wallet_pb2.SignedInstruction:
-        """condpay.pvp.v1 signed by the payer."""
+        """condpay.pvp.v2 signed by the payer."""
 
     def __init__(
         self,
@@ -444,7 +444,7 @@ class SettleDvPRequest(_message.Message):
     request_id: _builtins.str
     dry_run: _builtins.bool
     payload: _builtins.bytes
-    """condpay.dvp.v1, the same bytes signed by the seller and by the buyer."""
+    """condpay.dvp.v2, the same bytes signed by the seller and by the buyer."""
     seller_signature: _builtins.bytes
     buyer_signature: _builtins.bytes
     def __init__(

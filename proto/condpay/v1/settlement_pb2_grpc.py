@@ -76,7 +76,7 @@ class SettlementServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SettlePvP(self, request, context):
-        """amount A in X from the payer, amount B in Y to the payee, at a quote (condpay.pvp.v1 signed
+        """amount A in X from the payer, amount B in Y to the payee, at a quote (condpay.pvp.v2 signed
         by the payer). Answers once the settlement is decided and carried out (FINAL, or COMMITTED
         while the bridge's quorum certificate is pending, or ABORTED with nothing moved), or, when
         the bridge does not answer, as far as it got (PREPARED, COMMITTING, ABORTING): the recovery
@@ -89,7 +89,7 @@ class SettlementServiceServicer:
 
     def SettleDvP(self, request, context):
         """A title (or part of one) from seller to buyer against payment, in one currency or through
-        PvP (condpay.dvp.v1 signed by both).
+        PvP (condpay.dvp.v2 signed by both).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -38,7 +38,7 @@ class SettlementServiceStub:
     QuoteFx: _grpc.UnaryUnaryMultiCallable[_settlement_pb2.QuoteFxRequest, _settlement_pb2.QuoteFxResponse]
     """A firm FX quote from the bridge's liquidity provider, with an id and an expiry."""
     SettlePvP: _grpc.UnaryUnaryMultiCallable[_settlement_pb2.SettlePvPRequest, _settlement_pb2.SettlePvPResponse]
-    """amount A in X from the payer, amount B in Y to the payee, at a quote (condpay.pvp.v1 signed
+    """amount A in X from the payer, amount B in Y to the payee, at a quote (condpay.pvp.v2 signed
     by the payer). Answers once the settlement is decided and carried out (FINAL, or COMMITTED
     while the bridge's quorum certificate is pending, or ABORTED with nothing moved), or, when
     the bridge does not answer, as far as it got (PREPARED, COMMITTING, ABORTING): the recovery
@@ -47,7 +47,7 @@ class SettlementServiceStub:
     """
     SettleDvP: _grpc.UnaryUnaryMultiCallable[_settlement_pb2.SettleDvPRequest, _settlement_pb2.SettleDvPResponse]
     """A title (or part of one) from seller to buyer against payment, in one currency or through
-    PvP (condpay.dvp.v1 signed by both).
+    PvP (condpay.dvp.v2 signed by both).
     """
     GetSettlement: _grpc.UnaryUnaryMultiCallable[_settlement_pb2.GetSettlementRequest, _settlement_pb2.GetSettlementResponse]
     ListSettlements: _grpc.UnaryUnaryMultiCallable[_settlement_pb2.ListSettlementsRequest, _settlement_pb2.ListSettlementsResponse]
@@ -62,7 +62,7 @@ class SettlementServiceAsyncStub(SettlementServiceStub):
     QuoteFx: _aio.UnaryUnaryMultiCallable[_settlement_pb2.QuoteFxRequest, _settlement_pb2.QuoteFxResponse]  # type: ignore[assignment]
     """A firm FX quote from the bridge's liquidity provider, with an id and an expiry."""
     SettlePvP: _aio.UnaryUnaryMultiCallable[_settlement_pb2.SettlePvPRequest, _settlement_pb2.SettlePvPResponse]  # type: ignore[assignment]
-    """amount A in X from the payer, amount B in Y to the payee, at a quote (condpay.pvp.v1 signed
+    """amount A in X from the payer, amount B in Y to the payee, at a quote (condpay.pvp.v2 signed
     by the payer). Answers once the settlement is decided and carried out (FINAL, or COMMITTED
     while the bridge's quorum certificate is pending, or ABORTED with nothing moved), or, when
     the bridge does not answer, as far as it got (PREPARED, COMMITTING, ABORTING): the recovery
@@ -71,7 +71,7 @@ class SettlementServiceAsyncStub(SettlementServiceStub):
     """
     SettleDvP: _aio.UnaryUnaryMultiCallable[_settlement_pb2.SettleDvPRequest, _settlement_pb2.SettleDvPResponse]  # type: ignore[assignment]
     """A title (or part of one) from seller to buyer against payment, in one currency or through
-    PvP (condpay.dvp.v1 signed by both).
+    PvP (condpay.dvp.v2 signed by both).
     """
     GetSettlement: _aio.UnaryUnaryMultiCallable[_settlement_pb2.GetSettlementRequest, _settlement_pb2.GetSettlementResponse]  # type: ignore[assignment]
     ListSettlements: _aio.UnaryUnaryMultiCallable[_settlement_pb2.ListSettlementsRequest, _settlement_pb2.ListSettlementsResponse]  # type: ignore[assignment]
@@ -95,7 +95,7 @@ class SettlementServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _settlement_pb2.SettlePvPRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_settlement_pb2.SettlePvPResponse, _abc.Awaitable[_settlement_pb2.SettlePvPResponse]]:
-        """amount A in X from the payer, amount B in Y to the payee, at a quote (condpay.pvp.v1 signed
+        """amount A in X from the payer, amount B in Y to the payee, at a quote (condpay.pvp.v2 signed
         by the payer). Answers once the settlement is decided and carried out (FINAL, or COMMITTED
         while the bridge's quorum certificate is pending, or ABORTED with nothing moved), or, when
         the bridge does not answer, as far as it got (PREPARED, COMMITTING, ABORTING): the recovery
@@ -110,7 +110,7 @@ class SettlementServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_settlement_pb2.SettleDvPResponse, _abc.Awaitable[_settlement_pb2.SettleDvPResponse]]:
         """A title (or part of one) from seller to buyer against payment, in one currency or through
-        PvP (condpay.dvp.v1 signed by both).
+        PvP (condpay.dvp.v2 signed by both).
         """
 
     @_abc_1.abstractmethod

@@ -271,7 +271,7 @@ class TransferRequest(_message.Message):
     dry_run: _builtins.bool
     @_builtins.property
     def instruction(self) -> Global___SignedInstruction:
-        """A "condpay.transfer.v1" instruction signed by the source wallet's owner (docs/api.md)."""
+        """A "condpay.transfer.v2" instruction signed by the source wallet's owner (docs/api.md)."""
 
     def __init__(
         self,
