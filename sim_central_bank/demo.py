@@ -126,6 +126,7 @@ async def act_one(cb: PaymentsClient) -> dict[str, str]:
             target=wallets["seller"],
             currency="CNY",
             amount_minor=5_000_00,
+            submitter="platform/gba-trade",  # only the platform may submit it
             request_id="deposit-1127",
             expires_at_us=int((time.time() + 600) * 1e6),
             memo="deposit PO-2026-1127",
@@ -179,6 +180,8 @@ async def act_two(cb: PaymentsClient, wallets: dict[str, str]) -> None:
         payment.payment_id,
         "CNY",
         50_000_00,
+        payer_key=_key("buyer"),  # the buyer invites Bank A: it co-signs the terms
+        payer_wallet=wallets["buyer"],
         fee_minor=500_00,
         due_at_us=int((time.time() + 60 * 86_400) * 1e6),
     )

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Mapping
 from typing import Final, TypeVar
 
 from condpay.attest import build_attestation, sign_bls_aggregate, sign_ed25519
+from condpay.client import bound_params
 from condpay.errors import ApiError
 from condpay.ids import payment_id_for
 from condpay.v1 import payment_pb2, settlement_pb2
@@ -124,15 +125,25 @@ class Trader:
             "declaration": f"D-{order.order_id}",
         }
         pledges = []
+        title_id: str | None = None
         if order.ebl_units:
             title_id = await self.issue_ebl(platform, seller, order.order_id, order.ebl_units)
             if title_id is None:
                 return
             params["bol"] = title_id
-            pledges.append(
-                platform.pledge_to_payment(seller.key, seller.wallet_id, title_id, payment_id)
-            )
         params["ship_by"] = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=deadline_s)
+        if title_id is not None:
+            # The seller pledges the eBL to this payment, this contract and these terms only.
+            pledges.append(
+                platform.pledge_to_payment(
+                    seller.key,
+                    seller.wallet_id,
+                    title_id,
+                    payment_id,
+                    contract.hash,
+                    bound_params(contract, params).hash,
+                )
+            )
         locked, _ = await self.op(
             "lock",
             platform.lock_payment(
@@ -141,7 +152,7 @@ class Trader:
         )
         if locked is None:
             return
-        await self.finance(order, payment_id, seller)  # (the plan finances no late order)
+        await self.finance(order, payment_id, buyer, seller)  # (none for a late order)
         if not late:
             # A late order's goods are not cleared either: with its deadline seconds away, a
             # clearance would race it (a core restart in between would see it refused), and
@@ -153,7 +164,7 @@ class Trader:
         await self.pause(order.delays_ms[1])
         await self.arrive(order, payment_id)
 
-    async def finance(self, order: Order, payment_id: str, seller: Party) -> None:
+    async def finance(self, order: Order, payment_id: str, buyer: Party, seller: Party) -> None:
         economy = self.economy
         if order.prepayment:
             index, principal = order.prepayment
@@ -166,6 +177,8 @@ class Trader:
                     payment_id,
                     order.currency,
                     principal,
+                    payer_key=buyer.key,  # the payer invites the financier (co-signs)
+                    payer_wallet=buyer.wallet_id,
                     fee_minor=principal // 100,
                     due_at_us=int((time.time() + 90 * 86_400) * 1e6),
                     request_id=economy.rid(order.order_id, "fund"),
@@ -182,6 +195,7 @@ class Trader:
                 currency=order.currency,
                 assigned_minor=order.amount_minor,
                 advance_minor=advance,
+                submitter=f"financier/{financier.name}",
                 request_id=request_id,
                 expires_at_us=int((time.time() + 300) * 1e6),
             )

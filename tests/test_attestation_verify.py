@@ -664,7 +664,7 @@ def test_a_party_attestation_needs_the_wallets_ed25519_signature() -> None:
 
 def test_malformed_statements_are_refused() -> None:
     good = statement().statement
-    transfer = TransferInstruction("w-a", "w-b", "CNY", 1, "r-1", NOW).to_bytes()
+    transfer = TransferInstruction("w-a", "w-b", "CNY", 1, "platform/p", "r-1", NOW).to_bytes()
     for bad in (b"", good[:-1], good + b"\n", good.replace(b"v1", b"v2", 1), transfer):
         refused(replace(customs(), statement=bad), "ATTESTATION_MALFORMED")
     error = refused(

@@ -40,7 +40,7 @@ from tests.support.snapshots import (
     raw_call,
     status_code,
 )
-from wallets import INT64_MAX, TRANSFER_V1, OwnerKey
+from wallets import INT64_MAX, TRANSFER_V2, OwnerKey
 from wallets.canonical import ID_PATTERN, TEXT_CHARS_MAX
 
 Code = grpc.StatusCode
@@ -103,6 +103,7 @@ def _fields(w: World, request_id: str, **overrides: str) -> list[tuple[str, str]
         "target": w.ids["carol"],
         "currency": "CNY",
         "amount_minor": "100",
+        "submitter": w.bank.caller,
         "request_id": request_id,
         "expires_at_us": str(w.expiry_us()),
         "memo": "",
@@ -122,7 +123,7 @@ def text(edit: Callable[[list[str]], bytes] = _join, **overrides: str) -> Build:
     def build(w: World) -> Signed:
         request_id = f"req-hand-{os.urandom(6).hex()}"
         resolved = {name: _resolve(value, w) for name, value in overrides.items()}
-        lines = [TRANSFER_V1, *(f"{k}: {v}" for k, v in _fields(w, request_id, **resolved))]
+        lines = [TRANSFER_V2, *(f"{k}: {v}" for k, v in _fields(w, request_id, **resolved))]
         payload = edit(lines)
         return Signed(request_id, payload, w.key_of("alice").sign(payload))
 
@@ -251,7 +252,7 @@ CANONICAL_CASES = [
     Case("CRLF line ends", text(lambda ls: ("\r\n".join(ls) + "\r\n").encode()), INVALID, M),
     Case("source and target swapped in order", text(lines_edit(lambda ls: _swap(ls, 1, 2))),
          INVALID, M),
-    Case("memo before expires_at_us", text(lines_edit(lambda ls: _swap(ls, 6, 7))), INVALID, M),
+    Case("memo before expires_at_us", text(lines_edit(lambda ls: _swap(ls, 7, 8))), INVALID, M),
     Case("upper-case field name", text(lines_edit(
         lambda ls: [ls[0], ls[1].replace("source", "Source"), *ls[2:]])), INVALID, M),
     Case("leading zeros in expires_at_us", text(expires_at_us="0{expiry}"), INVALID, M,
@@ -265,7 +266,7 @@ CANONICAL_CASES = [
     Case("no final newline", text(lambda ls: "\n".join(ls).encode()), INVALID, M),
     Case("a byte-order mark first", text(lambda ls: b"\xef\xbb\xbf" + _join(ls)), INVALID, M),
     Case("another version header", text(lines_edit(
-        lambda ls: ["condpay.transfer.v2", *ls[1:]])), INVALID, M),
+        lambda ls: ["condpay.transfer.v3", *ls[1:]])), INVALID, M),
     Case("another kind of document", text(lines_edit(
         lambda ls: ["condpay.redeem.v1", *ls[1:]])), INVALID, M),
     Case("not UTF-8", text(lambda ls: _join(ls).replace(b"memo: ", b"memo: \xff\xfe")), INVALID,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 
@@ -29,7 +30,9 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 WALLETS = 24
 HOT = 3
 FUNDING = 100_000_00
-FAR_FUTURE_US = 4_102_444_800_000_000  # 2100-01-01
+# Every client sends as one platform: an instruction names the one identity that may submit it,
+# and the queue hands any instruction to any client (request ids are unique anyway).
+SUBMITTER = "platform/load"
 
 
 @contextlib.asynccontextmanager
@@ -69,6 +72,7 @@ async def open_funded_wallets(h: Harness) -> tuple[list[str], dict[str, OwnerKey
 def random_transfers(ids: list[str], keys: dict[str, OwnerKey], count: int, seed: int):
     rng = random.Random(seed)
     hot = ids[:HOT]
+    expires_at_us = time.time_ns() // 1000 + 3600 * 1_000_000
     for n in range(count):
         source = rng.choice(ids)
         target = rng.choice(hot) if rng.random() < 0.5 else rng.choice(ids)
@@ -76,7 +80,7 @@ def random_transfers(ids: list[str], keys: dict[str, OwnerKey], count: int, seed
             target = ids[(ids.index(source) + 1) % len(ids)]
         amount = rng.randint(1, 2_000_00)
         instruction = TransferInstruction(
-            source, target, "CNY", amount, f"t{seed}-{n}", FAR_FUTURE_US
+            source, target, "CNY", amount, SUBMITTER, f"t{seed}-{n}", expires_at_us
         )
         yield instruction, sign_transfer(keys[source], instruction)
 
@@ -96,7 +100,7 @@ async def run_load(pg_url: str, *, transfers: int, clients: int, isolation: str)
 
         async def client_loop(index: int) -> None:
             address = h.address if index % 2 == 0 else second
-            async with Client(address, caller=f"platform/p{index}") as client:
+            async with Client(address, caller=SUBMITTER) as client:
                 while not queue.empty():
                     instruction, signed = queue.get_nowait()
                     try:

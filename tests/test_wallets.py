@@ -129,7 +129,9 @@ ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,20}", fullmatch=True)
 def test_instruction_bytes_round_trip(
     source: str, target: str, code: str, amount: int, rid: str, expires: int, memo: str
 ) -> None:
-    instruction = TransferInstruction(source, target, code, amount, rid, expires, memo)
+    instruction = TransferInstruction(
+        source, target, code, amount, "oracle/x.y-1", rid, expires, memo
+    )
     assert TransferInstruction.from_bytes(instruction.to_bytes()) == instruction
 
 
@@ -146,13 +148,20 @@ def test_decoding_arbitrary_bytes_never_crashes(data: bytes) -> None:
         (b"amount_minor: 100\n", b"amount_minor: +100\n"),
         (b"amount_minor: 100\n", b"amount_minor:  100\n"),
         (b"memo: \n", b"memo: \nextra: 1\n"),
-        (b"condpay.transfer.v1\n", b"condpay.transfer.v2\n"),
+        (b"condpay.transfer.v2\n", b"condpay.transfer.v3\n"),
+        (b"condpay.transfer.v2\n", b"condpay.transfer.v1\n"),
+        (b"submitter: platform/p1\n", b"submitter: Platform/p1\n"),
+        (b"submitter: platform/p1\n", b"submitter: bank/p1\n"),
+        (b"submitter: platform/p1\n", b"submitter: platform/P1\n"),
+        (b"submitter: platform/p1\n", b"submitter: platform\n"),
         (b"source: w_a\ntarget: w_b\n", b"target: w_b\nsource: w_a\n"),
         (b"memo: \n", b"memo: "),
     ],
 )
 def test_non_canonical_bytes_are_refused(old: bytes, new: bytes) -> None:
-    canonical = TransferInstruction("w_a", "w_b", "CNY", 100, "r1", 10**15).to_bytes()
+    canonical = TransferInstruction(
+        "w_a", "w_b", "CNY", 100, "platform/p1", "r1", 10**15
+    ).to_bytes()
     assert old in canonical
     with pytest.raises(MalformedInstruction):
         TransferInstruction.from_bytes(canonical.replace(old, new))
@@ -160,7 +169,9 @@ def test_non_canonical_bytes_are_refused(old: bytes, new: bytes) -> None:
 
 def test_signature_binds_the_exact_bytes() -> None:
     key, other = OwnerKey.generate(), OwnerKey.generate()
-    signed = sign_transfer(key, TransferInstruction("w_a", "w_b", "CNY", 100, "r1", 10**15))
+    signed = sign_transfer(
+        key, TransferInstruction("w_a", "w_b", "CNY", 100, "platform/p1", "r1", 10**15)
+    )
     public = key.public_key
     verify(public, signed.signature, signed.payload)
     tampered = signed.payload.replace(b"amount_minor: 100", b"amount_minor: 900")
@@ -223,7 +234,9 @@ def test_both_ed25519_backends_accept_valid_and_refuse_tampered_signatures() -> 
 @given(st.data())
 @settings(max_examples=400)
 def test_whatever_decodes_is_the_one_encoding_of_its_instruction(data: st.DataObject) -> None:
-    canonical = bytearray(TransferInstruction("w_a", "w_b", "CNY", 100, "r1", 10**15).to_bytes())
+    canonical = bytearray(
+        TransferInstruction("w_a", "w_b", "CNY", 100, "platform/p1", "r1", 10**15).to_bytes()
+    )
     for _ in range(data.draw(st.integers(1, 4))):
         position = data.draw(st.integers(0, len(canonical) - 1))
         canonical[position] = data.draw(st.sampled_from(b"0123456789 :+-\nwabCNY.\t_"))

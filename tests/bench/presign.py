@@ -21,6 +21,7 @@ from wallets import OwnerKey, TransferInstruction, sign_transfer
 AMOUNT_MINOR = 1_00  # 1.00 CNY per transfer
 EXPIRY_SECONDS = 3600
 MEMO = "bench"
+SUBMITTER = "platform/bench-load"  # the identity transfers.py sends them as (TRANSFER_CALLER)
 
 
 class Shape(enum.StrEnum):
@@ -59,6 +60,7 @@ def transfer_requests(ledger: BenchLedger, shape: Shape, count: int, tag: str) -
             target=target,
             currency=CURRENCY,
             amount_minor=AMOUNT_MINOR,
+            submitter=SUBMITTER,
             request_id=f"{tag}-{i:07d}",
             expires_at_us=expires_at_us,
             memo=MEMO,
@@ -79,6 +81,7 @@ def sample_transfer_request() -> bytes:
         target=_wallet_id_like(),
         currency=CURRENCY,
         amount_minor=AMOUNT_MINOR,
+        submitter=SUBMITTER,
         request_id="postgres-w2-uncontended-c64-a0-0000000",
         expires_at_us=_expiry_us(),
         memo=MEMO,

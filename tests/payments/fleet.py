@@ -328,6 +328,7 @@ def lock_call(fleet: Fleet, plan: PaymentPlan, *, expires_at_us: int) -> Call:
         params_hash=bound.hash,
         currency="CNY",
         amount_minor=escrow_minor(TIMED, bound),
+        submitter=PLATFORM,
         request_id=plan.request_id,
         expires_at_us=expires_at_us,
     ).sign(fleet.keys[plan.buyer])
@@ -393,7 +394,10 @@ def attest_call(
 def cancel_call(fleet: Fleet, plan: PaymentPlan, *, request_id: str, expires_at_us: int) -> Call:
     """A cancellation signed by both parties (the payer and the seller)."""
     payload = CancelInstruction(
-        payment_id=plan.payment_id, request_id=request_id, expires_at_us=expires_at_us
+        payment_id=plan.payment_id,
+        submitter=PLATFORM,
+        request_id=request_id,
+        expires_at_us=expires_at_us,
     ).to_bytes()
     request = payment_pb2.CancelPaymentRequest(
         request_id=request_id,

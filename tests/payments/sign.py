@@ -8,7 +8,7 @@ from condpay.client import bound_params, param_values
 from condpay.v1 import payment_pb2, wallet_pb2
 
 from contracts_dsl import CompiledContract, escrow_minor
-from tests.payments.world import TradeWorld
+from tests.payments.world import PLATFORM, TradeWorld
 from wallets import LockInstruction
 
 
@@ -18,6 +18,8 @@ def lock_request(
     params: dict[str, object],
     source: str,
     request_id: str,
+    *,
+    submitter: str = PLATFORM,
 ) -> payment_pb2.LockPaymentRequest:
     bound = bound_params(contract, params)
     signed = LockInstruction(
@@ -26,6 +28,7 @@ def lock_request(
         params_hash=bound.hash,
         currency=contract.escrow.currency,
         amount_minor=escrow_minor(contract, bound),
+        submitter=submitter,
         request_id=request_id,
         expires_at_us=int((time.time() + 300) * 1e6),
     ).sign(world.keys["buyer"])

@@ -26,6 +26,8 @@ from condpay.v1 import oracle_pb2, payment_pb2, wallet_pb2
 
 from tests.payments.world import (
     CUSTOMS,
+    FINANCIER,
+    PLATFORM,
     RESERVE,
     WAREHOUSE,
     Oracles,
@@ -237,15 +239,21 @@ def fund_request(
     currency: str = "CNY",
     request_id: str = "",
     financier_key: OwnerKey | None = None,
+    payer: str = "buyer",
+    submitter: str = FINANCIER,
 ) -> payment_pb2.FundEscrowRequest:
+    """A funding signed by the financier and co-signed by the payer (``world``'s wallet
+    ``payer``), for ``submitter`` to send."""
     request_id = request_id or new_request_id()
     signed = FundInstruction(
         financier=financier,
+        payer=world.wallets[payer],
         payment_id=payment_id,
         currency=currency,
         amount_minor=amount_minor,
         fee_minor=fee_minor,
         due_at_us=world.now_us() + 30 * 86_400_000_000,
+        submitter=submitter,
         request_id=request_id,
         expires_at_us=world.now_us() + 5 * MINUTE_US,
     ).sign(financier_key or world.keys["financier"])
@@ -254,6 +262,7 @@ def fund_request(
         financier_instruction=wallet_pb2.SignedInstruction(
             payload=signed.payload, signature=signed.signature
         ),
+        payer_signature=world.keys[payer].sign(signed.payload),
     )
 
 
@@ -265,6 +274,7 @@ def assignment(
     assigned_minor: int,
     advance_minor: int,
     currency: str = "CNY",
+    submitter: str = FINANCIER,
 ) -> AssignmentInstruction:
     return AssignmentInstruction(
         payment_id=payment_id,
@@ -273,18 +283,24 @@ def assignment(
         currency=currency,
         assigned_minor=assigned_minor,
         advance_minor=advance_minor,
+        submitter=submitter,
         request_id=new_request_id(),
         expires_at_us=world.now_us() + 5 * MINUTE_US,
     )
 
 
 def cancel_request(
-    world: TradeWorld, payment_id: str, signers: dict[str, OwnerKey]
+    world: TradeWorld,
+    payment_id: str,
+    signers: dict[str, OwnerKey],
+    *,
+    submitter: str = PLATFORM,
 ) -> payment_pb2.CancelPaymentRequest:
     """``signers``: wallet id -> the key that signs under it (a test may pass a wrong one)."""
     request_id = new_request_id()
     payload = CancelInstruction(
         payment_id=payment_id,
+        submitter=submitter,
         request_id=request_id,
         expires_at_us=world.now_us() + 5 * MINUTE_US,
     ).to_bytes()

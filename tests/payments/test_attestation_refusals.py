@@ -46,6 +46,7 @@ from tests.payments.snapshot import (
 )
 from tests.payments.world import (
     CUSTOMS,
+    PLATFORM,
     SENSORS,
     WAREHOUSE,
     Oracles,
@@ -773,6 +774,7 @@ def signed_lock(
         params_hash=bound.hash,
         currency=contract.escrow.currency,
         amount_minor=escrow_minor(contract, bound),
+        submitter=PLATFORM,
         request_id=request_id,
         expires_at_us=trade.now_us() + 5 * MINUTE_US,
     )
@@ -846,7 +848,8 @@ async def test_another_platform_can_neither_read_nor_act_on_a_payment(trade: Tra
         trade,
         ids,
         other.call(
-            other.payments.CancelPayment, cancel_request(trade, payment.payment_id, everyone)
+            other.payments.CancelPayment,
+            cancel_request(trade, payment.payment_id, everyone, submitter=OTHER_PLATFORM),
         ),
         NOT_FOUND,
         "PAYMENT_NOT_FOUND",

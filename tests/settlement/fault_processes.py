@@ -384,6 +384,7 @@ def sign_request(world: World, pvp: Pvp) -> settlement_pb2.SettlePvPRequest:
         pay_minor=pvp.quote.source.amount_minor,
         receive_currency=pvp.quote.target.currency,
         receive_minor=pvp.quote.target.amount_minor,
+        submitter=PLATFORM,
         request_id=request_id,
         expires_at_us=time.time_ns() // 1000 + 600_000_000,
     ).sign(world.keys[pvp.payer])

@@ -9,6 +9,7 @@ import time
 
 import pytest
 from condpay.attest import build_attestation, sign_ed25519
+from condpay.client import bound_params
 from condpay.errors import ApiError
 from condpay.v1 import payment_pb2, settlement_pb2
 
@@ -171,7 +172,9 @@ async def test_a_release_delivers_an_escrowed_bill_of_lading(customs: TradeWorld
         "bol": title_id,
     }
     seller_key, seller = trade.party("seller")
-    pledge = trade.platform.pledge_to_payment(seller_key, seller, title_id, payment_id)
+    pledge = trade.platform.pledge_to_payment(
+        seller_key, seller, title_id, payment_id, contract.hash, bound_params(contract, params).hash
+    )
     locked = await trade.platform.lock_payment(
         trade.keys["buyer"],
         contract,
@@ -231,7 +234,16 @@ async def test_a_payment_that_ends_without_delivery_frees_the_title(customs: Tra
         params,
         send_source=DVP,
         request_id=request_id,
-        title_pledges=[trade.platform.pledge_to_payment(seller_key, seller, title_id, payment_id)],
+        title_pledges=[
+            trade.platform.pledge_to_payment(
+                seller_key,
+                seller,
+                title_id,
+                payment_id,
+                contract.hash,
+                bound_params(contract, params).hash,
+            )
+        ],
     )
     cancelled = await trade.platform.cancel_payment(
         payment_id, {trade.wallets["buyer"]: trade.keys["buyer"], seller: seller_key}
@@ -267,6 +279,7 @@ async def test_proceeds_paid_only_through_the_bridge_cannot_be_assigned(
         currency="CNY",
         assigned_minor=100_000_00,
         advance_minor=90_000_00,
+        submitter=FINANCIER,
         request_id="assign-all-in-hkd",
         expires_at_us=int((time.time() + 300) * 1e6),
     )

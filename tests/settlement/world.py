@@ -86,6 +86,7 @@ def issue_request(
     kind: str = "bill_of_lading",
     expires_at_us: int = 0,
     dry_run: bool = False,
+    submitter: str = PLATFORM,
 ) -> asset_pb2.IssueTitleRequest:
     issue = TitleIssue(
         issuer=issuer_id,
@@ -94,6 +95,7 @@ def issue_request(
         units=units,
         description="40 pallets of LED drivers, Yantian -> Los Angeles",
         document_sha256=hashlib.sha256(document_bytes).hexdigest(),
+        submitter=submitter,
         request_id=request_id,
         expires_at_us=expires_at_us or expiry_us(),
     )
@@ -103,9 +105,15 @@ def issue_request(
 
 
 def split_request(
-    holder_key: OwnerKey, holder: str, title_id: str, units_first: int, *, request_id: str
+    holder_key: OwnerKey,
+    holder: str,
+    title_id: str,
+    units_first: int,
+    *,
+    request_id: str,
+    submitter: str = PLATFORM,
 ) -> asset_pb2.SplitTitleRequest:
-    split = TitleSplit(title_id, holder, units_first, request_id, expiry_us())
+    split = TitleSplit(title_id, holder, units_first, submitter, request_id, expiry_us())
     return asset_pb2.SplitTitleRequest(
         request_id=request_id, holder_instruction=signed(split.sign(holder_key))
     )
@@ -119,17 +127,23 @@ def pledge_request(
     *,
     request_id: str,
     dry_run: bool = False,
+    submitter: str = PLATFORM,
 ) -> asset_pb2.PledgeTitleRequest:
-    pledge = TitlePledge(title_id, holder, pledgee, request_id, expiry_us())
+    pledge = TitlePledge(title_id, holder, pledgee, submitter, request_id, expiry_us())
     return asset_pb2.PledgeTitleRequest(
         request_id=request_id, dry_run=dry_run, holder_instruction=signed(pledge.sign(holder_key))
     )
 
 
 def release_request(
-    signer_key: OwnerKey, pledgee: str, title_id: str, *, request_id: str
+    signer_key: OwnerKey,
+    pledgee: str,
+    title_id: str,
+    *,
+    request_id: str,
+    submitter: str = PLATFORM,
 ) -> asset_pb2.ReleasePledgeRequest:
-    release = PledgeRelease(title_id, pledgee, request_id, expiry_us())
+    release = PledgeRelease(title_id, pledgee, submitter, request_id, expiry_us())
     return asset_pb2.ReleasePledgeRequest(
         request_id=request_id, pledgee_instruction=signed(release.sign(signer_key))
     )
@@ -144,6 +158,7 @@ def pvp_request(
     request_id: str,
     expires_at_us: int = 0,
     dry_run: bool = False,
+    submitter: str = PLATFORM,
 ) -> settlement_pb2.SettlePvPRequest:
     """The payer's PvP at ``quote``'s terms."""
     return pvp_terms_request(
@@ -156,6 +171,7 @@ def pvp_request(
         request_id=request_id,
         expires_at_us=expires_at_us,
         dry_run=dry_run,
+        submitter=submitter,
     )
 
 
@@ -170,6 +186,7 @@ def pvp_terms_request(
     request_id: str,
     expires_at_us: int = 0,
     dry_run: bool = False,
+    submitter: str = PLATFORM,
 ) -> settlement_pb2.SettlePvPRequest:
     """A PvP with any terms (they need not be the quote's)."""
     pvp = PvPInstruction(
@@ -180,6 +197,7 @@ def pvp_terms_request(
         pay_minor=pay[1],
         receive_currency=receive[0],
         receive_minor=receive[1],
+        submitter=submitter,
         request_id=request_id,
         expires_at_us=expires_at_us or expiry_us(),
     )
@@ -197,6 +215,7 @@ def dvp_request(
     *,
     request_id: str,
     expires_at_us: int = 0,
+    submitter: str = PLATFORM,
 ) -> settlement_pb2.SettleDvPRequest:
     return client_dvp_request(
         seller,
@@ -204,6 +223,7 @@ def dvp_request(
         title_id,
         units,
         price,
+        submitter=submitter,
         request_id=request_id,
         expires_at_us=expires_at_us or expiry_us(),
     )

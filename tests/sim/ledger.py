@@ -207,7 +207,14 @@ async def story(trade: AuditedTrade, *, with_expiry: bool = True) -> None:
 
     settled = (await lock(trade, STAGED, 100_000_00, ship_by=far)).payment_id
     await bank.fund_escrow(
-        world.keys["financier"], financier, settled, "CNY", 40_000_00, fee_minor=400_00
+        world.keys["financier"],
+        financier,
+        settled,
+        "CNY",
+        40_000_00,
+        payer_key=world.keys["buyer"],
+        payer_wallet=buyer,
+        fee_minor=400_00,
     )
     await bank.assign_proceeds(
         world.keys["seller"],
@@ -219,6 +226,7 @@ async def story(trade: AuditedTrade, *, with_expiry: bool = True) -> None:
             currency="CNY",
             assigned_minor=20_000_00,
             advance_minor=19_000_00,
+            submitter=bank.caller,
             request_id="assign-1",
             expires_at_us=now_us() + 300_000_000,
         ),
@@ -245,7 +253,15 @@ async def story(trade: AuditedTrade, *, with_expiry: bool = True) -> None:
     )
 
     cancelled = (await lock(trade, STAGED, 20_000_00, ship_by=far)).payment_id
-    await bank.fund_escrow(world.keys["financier"], financier, cancelled, "CNY", 5_000_00)
+    await bank.fund_escrow(
+        world.keys["financier"],
+        financier,
+        cancelled,
+        "CNY",
+        5_000_00,
+        payer_key=world.keys["buyer"],
+        payer_wallet=buyer,
+    )
     await world.platform.cancel_payment(
         cancelled, {buyer: world.keys["buyer"], seller: world.keys["seller"]}
     )

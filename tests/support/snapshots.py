@@ -232,13 +232,16 @@ class World:
         request_id: str | None = None,
         expires_at_us: int | None = None,
         memo: str = "",
+        submitter: str | None = None,
     ) -> TransferInstruction:
-        """``source``/``target``: a wallet name of this world, "reserve", or a wallet id."""
+        """``source``/``target``: a wallet name of this world, "reserve", or a wallet id;
+        ``submitter``: who may send it (by default the bank, which :meth:`send` uses)."""
         return TransferInstruction(
             source=self.id_of(source),
             target=self.id_of(target),
             currency=currency,
             amount_minor=amount_minor,
+            submitter=submitter or self.bank.caller,
             request_id=request_id or new_request_id(),
             expires_at_us=self.expiry_us() if expires_at_us is None else expires_at_us,
             memo=memo,
