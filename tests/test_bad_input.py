@@ -557,9 +557,11 @@ def _register(**fields: Any) -> Callable[[World], Message]:
     return build
 
 
-def _transfer(request_id: str | None = None, *, instruction: bool = True) -> Callable[..., Message]:
+def _transfer(
+    request_id: str | None = None, *, instruction: bool = True, submitter: str | None = None
+) -> Callable[..., Message]:
     def build(w: World) -> Message:
-        signed = w.signed("alice", "carol", 100)
+        signed = w.signed("alice", "carol", 100, submitter=submitter)
         return wallet_pb2.TransferRequest(
             request_id=signed.request_id if request_id is None else request_id,
             instruction=wallet_pb2.SignedInstruction(
@@ -796,8 +798,9 @@ async def test_caller_without_valid_identity_is_unauthenticated(
 
 
 # -- the role table, generated from settlement/api/methods.py ----------------------------------
-def _valid_request(method: str, w: World) -> Message:
-    """A request that succeeds (as a dry run, when mutating) for a role in the method's row."""
+def _valid_request(method: str, w: World, caller: str | None = None) -> Message:
+    """A request that succeeds (as a dry run, when mutating) for a role in the method's row, sent
+    by ``caller`` (a signed document names it as its submitter)."""
     rid = f"req-{os.urandom(6).hex()}"
     requests: dict[str, Callable[[], Message]] = {
         C + "RegisterInstitution": lambda: _register(request_id=rid)(w),
@@ -808,7 +811,7 @@ def _valid_request(method: str, w: World) -> Message:
         C + "GetSupply": lambda: central_bank_pb2.GetSupplyRequest(currencies=["CNY"]),
         W + "OpenWallet": lambda: _open(request_id=rid)(w),
         W + "GetWallet": lambda: wallet_pb2.GetWalletRequest(wallet_id=w.ids["alice"]),
-        W + "Transfer": lambda: _transfer()(w),
+        W + "Transfer": lambda: _transfer(submitter=caller)(w),
         W + "ListJournal": lambda: wallet_pb2.ListJournalRequest(wallet_id=w.ids["alice"]),
         OP + "GetOperation": lambda: operation_pb2.GetOperationRequest(request_id=rid),
     }
@@ -853,7 +856,7 @@ async def test_every_role_outside_a_methods_row_is_denied(
     for method, spec in sorted(METHODS.items()):
         for role in sorted(Role, key=lambda r: r.value):
             with subtests.test(f"{method} as {role.value}"):
-                request = _valid_request(method, world)
+                request = _valid_request(method, world, _caller(role))
                 if role not in spec.roles:
                     await expect_error(
                         raw_call(world.harness.address, method, request, caller=_caller(role)),

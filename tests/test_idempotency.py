@@ -334,7 +334,8 @@ async def test_request_ids_are_per_caller(world: World) -> None:
     before = await world.snapshot()
     t_bank = await world.send(world.signed("alice", "carol", 1_00, request_id=rid))
     t_platform = await world.send(
-        world.signed("bob", "carol", 2_00, request_id=rid), client=platform
+        world.signed("bob", "carol", 2_00, request_id=rid, submitter=platform.caller),
+        client=platform,
     )
     assert not t_bank.operation.replayed
     assert not t_platform.operation.replayed

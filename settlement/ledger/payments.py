@@ -774,12 +774,19 @@ def execute(
     return executed
 
 
+# Between an event id and its attester in the id the evaluator sees: below every character of an
+# id ([A-Za-z0-9._:@-]), so qualified ids sort as the raw ids do, and in none of them.
+QUALIFIER: Final = "#"
+
+
 def evaluator_event(event: Event) -> Event:
-    """The event as the evaluator sees it: its id qualified by its attester, ``<attester>:<id>``.
-    Event ids are unique per (payment, attester, id), so two attesters of one payment using the
-    same id never collide in the evaluator (which keeps the first of two events with one id).
-    The only place the qualified id is made; stored records keep the raw id."""
-    return replace(event, event_id=f"{event.oracle}:{event.event_id}")
+    """The event as the evaluator sees it: its id qualified by its attester,
+    ``<event id>#<attester>``. Event ids are unique per (payment, attester, id), so two
+    attesters of one payment using the same id never collide in the evaluator (which keeps the
+    first of two events with one id). The evaluator orders events of one instant by id: with the
+    raw id first, that order is the raw ids' (whatever the attesters are called). The only place
+    the qualified id is made; stored records keep the raw id."""
+    return replace(event, event_id=f"{event.event_id}{QUALIFIER}{event.oracle}")
 
 
 def run_contract(

@@ -316,7 +316,10 @@ class WorkingSet:
         self._touched_oracles[oracle.oracle_id] = oracle
         self.world.registry_version = (version or 0) + 1
         self.world.registry_changed = True
-        claimed = oracle.public_key not in self.world.key_owners
+        # A new key (a registration, a rotation) is claimed for this oracle id for good; the
+        # command read its owner (reads.oracle_keys) and refused a key owned by another id.
+        new_key = previous is None or previous.public_key != oracle.public_key
+        claimed = new_key and oracle.public_key not in self.world.key_owners
         if claimed:
             self.world.key_owners[oracle.public_key] = oracle.oracle_id
             self.world.claimed_keys[oracle.public_key] = oracle.oracle_id

@@ -12,10 +12,18 @@ from tests.payments.world import START_US, TradeWorld, build_trade_world
 from tests.support.harness import start_harness
 
 
+YEARS_10_SECONDS = 10 * 366 * 86_400
+
+
 @pytest.fixture
 async def trade(database_url: str) -> AsyncIterator[TradeWorld]:
     clock = ManualClock(START_US)
-    async with start_harness(database_url, clock=clock) as harness:
+    # The server's clock stands at a fixed past date while clients sign expiries on the wall
+    # clock: the cap on how far ahead a document may expire is measured on the server's clock,
+    # so here it allows for the gap (tests/test_consent.py tests the cap on a real clock).
+    async with start_harness(
+        database_url, clock=clock, instruction_ttl_max_seconds=YEARS_10_SECONDS
+    ) as harness:
         world = await build_trade_world(harness)
         world.clock = clock
         yield world

@@ -284,12 +284,13 @@ async def test_assigned_proceeds_go_to_the_financier_first(trade: TradeWorld) ->
         )
         return await bank.assign_proceeds(keys[payee_key], keys["financier"], instruction)
 
-    # Only a payee of the payment can assign its proceeds: not the payer, not the financier.
+    # Only a payee of the payment can assign its proceeds: not the payer, not the financier;
+    # to any other wallet the payment answers as one that does not exist.
     for payee, name in ((buyer, "buyer"), (financier, "financier")):
         error = await refused_without_effect(
-            trade, ids, assign(payee, 10_000_00, 9_000_00, name), PRECONDITION, "NOT_A_PARTY"
+            trade, ids, assign(payee, 10_000_00, 9_000_00, name), NOT_FOUND, "PAYMENT_NOT_FOUND"
         )
-        assert error.metadata["field"] == "payee"
+        assert error.metadata == {"id": payment.payment_id}
     error = await refused_without_effect(
         trade,
         ids,

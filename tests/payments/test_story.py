@@ -36,6 +36,8 @@ async def test_overseas_warehouse_delivery_end_to_end(trade: TradeWorld) -> None
         payment.payment_id,
         "CNY",
         50_000_00,
+        payer_key=trade.keys["buyer"],  # the buyer invites the financier: it co-signs
+        payer_wallet=buyer,
         fee_minor=500_00,
         due_at_us=trade.now_us() + 30 * 86_400_000_000,
     )

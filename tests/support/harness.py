@@ -68,10 +68,12 @@ async def start_harness(
     bridge: str = "memory",
     pvp_hold_ms: int = 30_000,
     pvp_margin_ms: int = 5_000,
+    instruction_ttl_max_seconds: int = 86_400,
 ) -> AsyncIterator[Harness]:
     """``wrap_store`` puts a test double (fault injection) between the engine and the store;
     ``certs_dir`` (a fresh folder) serves over mutual TLS with a CA made there; ``bridge`` is
-    CONDPAY_BRIDGE (default: a fresh in-process bridge on the server's clock)."""
+    CONDPAY_BRIDGE (default: a fresh in-process bridge on the server's clock);
+    ``instruction_ttl_max_seconds`` is CONDPAY_INSTRUCTION_TTL_MAX_SECONDS."""
     if certs_dir is not None:
         init_certificates(certs_dir, [parse_identity(CENTRAL_BANK)])
     settings = Settings(
@@ -84,6 +86,7 @@ async def start_harness(
         bridge=bridge,
         pvp_hold_ms=pvp_hold_ms,
         pvp_margin_ms=pvp_margin_ms,
+        instruction_ttl_max_seconds=instruction_ttl_max_seconds,
     )
     runtime = Runtime(settings, clock)
     if wrap_store is not None:

@@ -6,7 +6,7 @@ Create Date: 2026-12-05 09:30:00.000000
 
 - ``attestations``: the primary key becomes (payment_id, oracle, event_id), so an event id can no
   longer be squatted by another payment or another attester. The evaluator is given event ids
-  qualified as ``<attester>:<event_id>``; the stored contract state of every payment is rewritten
+  qualified as ``<event_id>#<attester>``; the stored contract state of every payment is rewritten
   to the qualified ids of its own attestations, so what it has seen stays seen.
 - ``oracle_keys``: every public key ever registered to an oracle (current or rotated out), owned
   by one oracle id forever; filled from the oracles' current keys (the earliest registration of
@@ -46,14 +46,47 @@ def upgrade() -> None:
         "(p.registered_at_us = o.registered_at_us AND p.oracle_id < o.oracle_id)))"
     )
 
-    if op.get_bind().dialect.name == 'sqlite':
-        # SQLite cannot alter a primary key: the batch copies the table under the new one.
-        with op.batch_alter_table('attestations', recreate='always') as batch_op:
-            batch_op.create_primary_key('attestations_pkey', _EVENT_KEY)
-    else:
-        op.drop_constraint('attestations_pkey', 'attestations', type_='primary')
-        op.create_primary_key('attestations_pkey', 'attestations', _EVENT_KEY)
+    _rekey_attestations(_EVENT_KEY)
     _qualify_contract_states()
+
+
+_COLUMNS = (
+    'event_id, payment_id, seq, oracle, event_type, observed_at_us, accepted_at_us, '
+    'attributes_json, signer_ids, report_json, statement'
+)
+
+
+def _rekey_attestations(key: list[str]) -> None:
+    """The attestations table with ``key`` as its primary key."""
+    if op.get_bind().dialect.name != 'sqlite':
+        op.drop_constraint('attestations_pkey', 'attestations', type_='primary')
+        op.create_primary_key('attestations_pkey', 'attestations', key)
+        return
+    # SQLite cannot alter a primary key: a copy of the table under the new key replaces it.
+    op.create_table('_attestations_rekeyed',
+    sa.Column('event_id', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('payment_id', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('seq', sa.BigInteger(), nullable=False),
+    sa.Column('oracle', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('event_type', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('observed_at_us', sa.BigInteger(), nullable=False),
+    sa.Column('accepted_at_us', sa.BigInteger(), nullable=False),
+    sa.Column('attributes_json', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('signer_ids', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('report_json', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('statement', sa.LargeBinary(), nullable=False),
+    sa.ForeignKeyConstraint(['payment_id'], ['payments.payment_id'], ),
+    sa.PrimaryKeyConstraint(*key)
+    )
+    op.execute(
+        f'INSERT INTO _attestations_rekeyed ({_COLUMNS}) SELECT {_COLUMNS} FROM attestations'
+    )
+    with op.batch_alter_table('attestations', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_attestations_payment_id'))
+    op.drop_table('attestations')
+    op.rename_table('_attestations_rekeyed', 'attestations')
+    with op.batch_alter_table('attestations', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_attestations_payment_id'), ['payment_id'], unique=False)
 
 
 def _qualify_contract_states() -> None:
@@ -71,7 +104,7 @@ def _qualify_contract_states() -> None:
 
         def qualified(event_id: str) -> str:
             attester = attesters.get((payment_id, event_id))  # noqa: B023
-            return event_id if attester is None else f'{attester}:{event_id}'
+            return event_id if attester is None else f'{event_id}#{attester}'
 
         state['events_seen'] = [qualified(e) for e in state.get('events_seen', [])]
         for fired in state.get('fired', []):
@@ -85,12 +118,7 @@ def _qualify_contract_states() -> None:
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == 'sqlite':
-        with op.batch_alter_table('attestations', recreate='always') as batch_op:
-            batch_op.create_primary_key('attestations_pkey', ['event_id'])
-    else:
-        op.drop_constraint('attestations_pkey', 'attestations', type_='primary')
-        op.create_primary_key('attestations_pkey', 'attestations', ['event_id'])
+    _rekey_attestations(['event_id'])
     with op.batch_alter_table('oracle_keys', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_oracle_keys_oracle_id'))
     op.drop_table('oracle_keys')
