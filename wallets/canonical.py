@@ -3,14 +3,15 @@
 A document is a header line naming its kind and version, then one ``name: value`` line per field in
 a fixed order, each line ending in ``\\n``::
 
-    condpay.transfer.v1
+    condpay.transfer.v2
     source: w_3m2k...
     target: w_7q1c...
 
 Exactly one byte string encodes a given document: the decoder rejects unknown, missing, repeated or
 reordered fields, non-canonical integers (leading zeros, ``+``), characters outside a field's
 alphabet, and anything after the last line. The header gives domain separation: bytes signed as
-one kind can never decode as another.
+one kind can never decode as another, and a format's earlier versions (``retired`` headers) are
+refused with a message that says to sign the current one.
 
 A :class:`DocumentFormat` compiles its whole grammar into one regular expression, so decoding a
 valid document is a single match (it is on the hot path of every transfer); only a document that

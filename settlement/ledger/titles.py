@@ -139,7 +139,7 @@ def split(
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IssueTitle(Command):
-    """A signed ``condpay.title.v1`` from a registered issuer (an Ed25519 oracle)."""
+    """A signed ``condpay.title.v2`` from a registered issuer (an Ed25519 oracle)."""
 
     title_id: str
     issuer_id: str
