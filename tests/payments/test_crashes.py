@@ -375,7 +375,11 @@ async def run_without_kills(
         await admin.close()
     try:
         clock = ManualClock(reference_clock_us(workload))
-        async with start_harness(pg_server.database_url(name), clock=clock) as h:
+        # Calls built after the last attestation (the near locks) expire a day after they were
+        # built, more than a day after this clock: the expiry cap allows for that gap.
+        async with start_harness(
+            pg_server.database_url(name), clock=clock, instruction_ttl_max_seconds=2 * 86_400
+        ) as h:
             connection = Connection(h.address)
             try:
                 fleet = await build_fleet(
