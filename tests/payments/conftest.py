@@ -11,7 +11,6 @@ from settlement.clock import ManualClock
 from tests.payments.world import START_US, TradeWorld, build_trade_world
 from tests.support.harness import start_harness
 
-
 YEARS_10_SECONDS = 10 * 366 * 86_400
 
 
