@@ -45,6 +45,20 @@ class Settings:
     # must decide; the bridge's reservation ends margin_ms before that.
     pvp_hold_ms: int = 30_000
     pvp_margin_ms: int = 5_000
+    # Quotas (docs/api.md "Quotas"), each refused with RESOURCE_EXHAUSTED naming the limit and
+    # this setting. Calls one caller may have in flight in one server process (streams included).
+    calls_in_flight_max: int = 512
+    # WatchPayment streams one caller may hold open in one server process.
+    streams_max: int = 64
+    # Contracts one caller may register per UTC day (RegisterContract, and LockPayment with a new
+    # source), counted in the database, so across replicas.
+    contracts_per_day_max: int = 1000
+    # CPU-heavy calls (ValidateContract, SimulateContract, contract compiles) one caller may have
+    # in flight in one server process; they run in a process pool, off the event loop.
+    heavy_calls_max: int = 2
+    # Failed outcomes are kept this long, then swept: until then a failed request id keeps
+    # failing the same way; afterwards it may be used again.
+    failed_outcome_retention_seconds: int = 86_400
 
     def worker_count(self) -> int:
         if self.workers > 0:
@@ -70,6 +84,13 @@ class Settings:
             bridge_gateway=env.get("CONDPAY_BRIDGE_GATEWAY", "CONDPAY"),
             pvp_hold_ms=int(env.get("CONDPAY_PVP_HOLD_MS", "30000")),
             pvp_margin_ms=int(env.get("CONDPAY_PVP_MARGIN_MS", "5000")),
+            calls_in_flight_max=_positive(env, "CONDPAY_CALLS_IN_FLIGHT_MAX", 512),
+            streams_max=_positive(env, "CONDPAY_STREAMS_MAX", 64),
+            contracts_per_day_max=_positive(env, "CONDPAY_CONTRACTS_PER_DAY_MAX", 1000),
+            heavy_calls_max=_positive(env, "CONDPAY_HEAVY_CALLS_MAX", 2),
+            failed_outcome_retention_seconds=_positive(
+                env, "CONDPAY_FAILED_OUTCOME_RETENTION_SECONDS", 86_400
+            ),
         )
         check_pvp_timing(settings.pvp_hold_ms, settings.pvp_margin_ms)
         return settings
@@ -92,6 +113,17 @@ def check_pvp_timing(hold_ms: int, margin_ms: int) -> None:
             f"(DECISION_DEADLINE); raise CONDPAY_PVP_HOLD_MS above {2 * margin_ms} or lower "
             "CONDPAY_PVP_MARGIN_MS"
         )
+
+
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    """A quota setting: a positive whole number."""
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"{name} must be a positive number (it is {value})")
+    return value
 
 
 def parse_workers(text: str) -> int:
@@ -123,4 +155,14 @@ ENVIRONMENT_HELP = """environment:
   CONDPAY_PVP_HOLD_MS    how long a settlement's legs are held before it must be decided (30000)
   CONDPAY_PVP_MARGIN_MS  the bridge's reservation ends this much earlier (5000); the hold
                          must be more than twice the margin
+quotas (RESOURCE_EXHAUSTED with the limit and the setting in the ErrorInfo metadata):
+  CONDPAY_CALLS_IN_FLIGHT_MAX  calls one caller may have in flight per server process,
+                         streams included (512)
+  CONDPAY_STREAMS_MAX    WatchPayment streams one caller may hold open per process (64)
+  CONDPAY_CONTRACTS_PER_DAY_MAX  contracts one caller may register per UTC day, across
+                         replicas (1000)
+  CONDPAY_HEAVY_CALLS_MAX  ValidateContract, SimulateContract and contract compiles one caller
+                         may have in flight per process (2)
+  CONDPAY_FAILED_OUTCOME_RETENTION_SECONDS  how long a failed request's outcome is kept: until
+                         then its request id keeps failing the same way (86400)
 """

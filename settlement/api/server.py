@@ -40,6 +40,7 @@ from settlement.api.contract_service import ContractService
 from settlement.api.operation_service import OperationService
 from settlement.api.oracle_service import OracleService
 from settlement.api.payment_service import PaymentService
+from settlement.api.quotas import CallQuotas
 from settlement.api.settlement_service import SettlementService
 from settlement.api.tls import identity_resolver, server_credentials
 from settlement.api.wallet_service import WalletService
@@ -86,13 +87,18 @@ async def start_server(runtime: Runtime, addr: str) -> RunningServer:
             "condpay-caller metadata. Never expose this server beyond localhost.",
         )
     server = grpc.aio.server(
-        # Several worker processes share one port only when asked (condpay serve --workers N).
-        options=[("grpc.so_reuseport", 1 if settings.reuse_port else 0)],
+        options=[
+            # Several worker processes share one port only when asked (condpay serve --workers N).
+            ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
+            # A larger request is refused by gRPC (RESOURCE_EXHAUSTED) before it is decoded.
+            ("grpc.max_receive_message_length", limits.REQUEST_BYTES_MAX),
+        ],
     )
     calls = CallWrapper(
         server,
         identity=identity_resolver(insecure=tls_files is None),
         log_calls=settings.log_calls,
+        quotas=CallQuotas.from_settings(settings),
     )
     calls.register(wallet_pb2_grpc.add_WalletServiceServicer_to_server, WalletService(runtime))
     calls.register(
