@@ -10,7 +10,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from settlement import limits
-from settlement.api.quotas import HeavyWork
+from settlement.api.quotas import CallQuotas, HeavyWork
 from settlement.api.status import StatusCodec
 from settlement.clock import Clock, SystemClock
 from settlement.config import Settings
@@ -93,6 +93,8 @@ class Runtime:
         )
         self.deadlines = DeadlineSweeper(self.reader, self.engine, self.clock, self.faults)
         self.settlements = SettlementReader(snapshot_reads(self.sql))
+        # Per-caller calls in flight and streams (the call wrapper takes and gives back slots).
+        self.quotas = CallQuotas.from_settings(settings)
         # CPU-heavy contract work, off the event loop (pool started on first use).
         self.heavy = HeavyWork(settings.heavy_calls_max)
         self.retention = OutcomeRetention(

@@ -106,6 +106,9 @@ class HeavyWork:
         finally:
             _decrement(self._in_flight, caller)
 
+    def in_flight(self, caller: str) -> int:
+        return self._in_flight[caller]
+
     async def run(self, caller: str, job: Callable[..., Any], *args: Any) -> Any:
         """``job(*args)`` in a pool worker; the arguments and result are plain data."""
         with self._slot(caller):

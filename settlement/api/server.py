@@ -40,7 +40,6 @@ from settlement.api.contract_service import ContractService
 from settlement.api.operation_service import OperationService
 from settlement.api.oracle_service import OracleService
 from settlement.api.payment_service import PaymentService
-from settlement.api.quotas import CallQuotas
 from settlement.api.settlement_service import SettlementService
 from settlement.api.tls import identity_resolver, server_credentials
 from settlement.api.wallet_service import WalletService
@@ -98,7 +97,7 @@ async def start_server(runtime: Runtime, addr: str) -> RunningServer:
         server,
         identity=identity_resolver(insecure=tls_files is None),
         log_calls=settings.log_calls,
-        quotas=CallQuotas.from_settings(settings),
+        quotas=runtime.quotas,
     )
     calls.register(wallet_pb2_grpc.add_WalletServiceServicer_to_server, WalletService(runtime))
     calls.register(
