@@ -16,6 +16,9 @@ REQUEST_BYTES_MAX: Final = 1024 * 1024
 ERROR_ECHO_CHARS_MAX: Final = 256
 # ... and a message (which may quote a few of them) to this many.
 ERROR_MESSAGE_CHARS_MAX: Final = 1024
+# ... and its typed details (e.g. a contract's diagnostics) to this many bytes in all: gRPC
+# refuses trailers beyond 16 KiB (the status travels in them).
+ERROR_DETAILS_BYTES_MAX: Final = 8 * 1024
 # google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z.
 TIMESTAMP_SECONDS_MIN: Final = -62_135_596_800
 TIMESTAMP_SECONDS_MAX: Final = 253_402_300_799

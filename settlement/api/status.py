@@ -25,7 +25,8 @@ def echo(value: str, chars_max: int = limits.ERROR_ECHO_CHARS_MAX) -> str:
 
 def to_status(error: SettlementError) -> status_pb2.Status:
     """The one place a refusal becomes a status; every echoed value (the message, each metadata
-    key and value) is cut to ERROR_ECHO_CHARS_MAX here, whatever the handler put in it."""
+    key and value) is cut to ERROR_ECHO_CHARS_MAX here, whatever the handler put in it, and the
+    typed details are kept only as far as ERROR_DETAILS_BYTES_MAX allows."""
     info = error_details_pb2.ErrorInfo(
         reason=error.reason.name,
         domain=DOMAIN,
@@ -33,9 +34,13 @@ def to_status(error: SettlementError) -> status_pb2.Status:
     )
     details = [any_pb2.Any()]
     details[0].Pack(info)
+    budget = limits.ERROR_DETAILS_BYTES_MAX
     for detail in error.details:
         packed = any_pb2.Any()
         packed.Pack(detail)
+        budget -= packed.ByteSize()
+        if budget < 0:  # the typed details that fit; the trailers must stay small
+            break
         details.append(packed)
     return status_pb2.Status(
         code=error.reason.code.value[0],
