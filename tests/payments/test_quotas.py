@@ -11,6 +11,8 @@ import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
+import pytest
+from condpay.client import PaymentsClient
 from condpay.errors import ResourceExhausted
 from condpay.v1 import contract_pb2
 
@@ -23,6 +25,7 @@ from tests.payments.world import (
     compiled,
     warehouse_params,
 )
+from tests.support.harness import start_harness
 
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 AUDITOR = "auditor/regulator"
@@ -211,3 +214,29 @@ async def test_failed_outcomes_are_kept_for_the_retention_then_swept(trade: Trad
     assert await runtime.retention.sweep() == 0
     assert (await register(WAREHOUSE)).operation.replayed
     assert ok.contract.contract_hash == compiled(WAREHOUSE).hash
+
+
+@pytest.mark.postgres
+async def test_two_replicas_never_both_let_a_caller_past_its_daily_contracts(pg_url: str) -> None:
+    """Two servers on one database, the same caller registering new contracts on both at once:
+    exactly the limit are registered (the count is taken under a per-caller lock)."""
+    async with start_harness(pg_url) as one, start_harness(pg_url) as two:
+        clients = []
+        for harness in (one, two):
+            harness.runtime.settings = dataclasses.replace(
+                harness.runtime.settings, contracts_per_day_max=3
+            )
+            harness.runtime.heavy.heavy_calls_max = 8  # the compiles are not what is tested
+            client = PaymentsClient(harness.address, caller=PLATFORM)
+            harness.clients.append(client)
+            clients.append(client)
+        results = await asyncio.gather(
+            *(clients[i % 2].register_contract(variant(100 + i)) for i in range(8)),
+            return_exceptions=True,
+        )
+        refusals = [r for r in results if isinstance(r, BaseException)]
+        assert len(results) - len(refusals) == 3, results
+        assert all(
+            isinstance(r, ResourceExhausted) and r.reason == "CONTRACTS_PER_DAY_EXCEEDED"
+            for r in refusals
+        ), refusals
