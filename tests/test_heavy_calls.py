@@ -79,7 +79,7 @@ async def test_heavy_calls_do_not_stall_another_callers_transfers(tmp_path: Path
         for _ in range(5):
             await world.send(world.signed("alice", "bob", 1_00))
 
-        stop, done = asyncio.Event(), []
+        stop, done = asyncio.Event(), list[int]()
         loops = [asyncio.create_task(heavy_loop(auditor, stop, done)) for _ in range(2)]
         latencies_ms = []
         started = time.perf_counter()

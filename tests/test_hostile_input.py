@@ -7,13 +7,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from condpay.errors import ApiError
 from condpay.v1 import contract_pb2, money_pb2
 from google.protobuf import descriptor_pool, message_factory
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from settlement import limits
@@ -153,7 +154,7 @@ async def test_a_request_beyond_the_size_bound_is_refused_by_the_transport(
     assert status_code(refused.value) is grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-def _hostile_values(field: FieldDescriptor, mode: str) -> object:
+def _hostile_values(field: Any, mode: str) -> object:
     if field.type == FieldDescriptor.TYPE_STRING:
         return {"long": "x" * 100_000, "odd": "\x00\u202e é\n" * 50, "empty": ""}[mode]
     if field.type == FieldDescriptor.TYPE_BYTES:
@@ -179,7 +180,7 @@ def _hostile_values(field: FieldDescriptor, mode: str) -> object:
 
 def _fill(message: Message, mode: str, depth: int = 0) -> None:
     """Every field of ``message`` (nested messages to depth 3) set to a hostile value."""
-    descriptor: Descriptor = message.DESCRIPTOR
+    descriptor = message.DESCRIPTOR
     if descriptor.full_name == "google.protobuf.Timestamp":
         message.seconds = {"long": 10**12, "odd": -(10**12), "empty": 0}[mode]  # type: ignore[attr-defined]
         message.nanos = {"long": 999_999_999, "odd": -1, "empty": 0}[mode]  # type: ignore[attr-defined]

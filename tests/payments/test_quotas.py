@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import grpc
 import pytest
 from condpay.client import PaymentsClient
-from condpay.errors import ResourceExhausted
+from condpay.errors import ApiError, ResourceExhausted
 from condpay.v1 import contract_pb2
 
 from settlement.runtime import Runtime
@@ -57,7 +57,7 @@ def variant(n: int) -> str:
     )
 
 
-def _quota(error: ResourceExhausted, limit: int, setting: str) -> None:
+def _quota(error: ApiError, limit: int, setting: str) -> None:
     assert error.metadata == {"limit": str(limit), "setting": setting}, error.metadata
 
 
