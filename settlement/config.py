@@ -47,6 +47,20 @@ class Settings:
     pvp_margin_ms: int = 5_000
     # How far ahead a signed document's expires_at_us may be (INSTRUCTION_EXPIRY_TOO_FAR beyond).
     instruction_ttl_max_seconds: int = 86_400
+    # Quotas (docs/api.md "Quotas"), each refused with RESOURCE_EXHAUSTED naming the limit and
+    # this setting. Calls one caller may have in flight in one server process (streams included).
+    calls_in_flight_max: int = 512
+    # WatchPayment streams one caller may hold open in one server process.
+    streams_max: int = 64
+    # Contracts one caller may register per UTC day (RegisterContract, and LockPayment with a new
+    # source), counted in the database, so across replicas.
+    contracts_per_day_max: int = 1000
+    # CPU-heavy calls (ValidateContract, SimulateContract, contract compiles) one caller may have
+    # in flight in one server process; they run in a process pool, off the event loop.
+    heavy_calls_max: int = 2
+    # Failed outcomes are kept this long, then swept: until then a failed request id keeps
+    # failing the same way; afterwards it may be used again.
+    failed_outcome_retention_seconds: int = 86_400
 
     def worker_count(self) -> int:
         if self.workers > 0:
@@ -75,6 +89,13 @@ class Settings:
             instruction_ttl_max_seconds=int(
                 env.get("CONDPAY_INSTRUCTION_TTL_MAX_SECONDS", "86400")
             ),
+            calls_in_flight_max=_positive(env, "CONDPAY_CALLS_IN_FLIGHT_MAX", 512),
+            streams_max=_positive(env, "CONDPAY_STREAMS_MAX", 64),
+            contracts_per_day_max=_positive(env, "CONDPAY_CONTRACTS_PER_DAY_MAX", 1000),
+            heavy_calls_max=_positive(env, "CONDPAY_HEAVY_CALLS_MAX", 2),
+            failed_outcome_retention_seconds=_positive(
+                env, "CONDPAY_FAILED_OUTCOME_RETENTION_SECONDS", 86_400
+            ),
         )
         if settings.instruction_ttl_max_seconds <= 0:
             raise ValueError("CONDPAY_INSTRUCTION_TTL_MAX_SECONDS must be a positive number")
@@ -99,6 +120,17 @@ def check_pvp_timing(hold_ms: int, margin_ms: int) -> None:
             f"(DECISION_DEADLINE); raise CONDPAY_PVP_HOLD_MS above {2 * margin_ms} or lower "
             "CONDPAY_PVP_MARGIN_MS"
         )
+
+
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    """A quota setting: a positive whole number."""
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"{name} must be a positive number (it is {value})")
+    return value
 
 
 def parse_workers(text: str) -> int:
@@ -133,4 +165,14 @@ ENVIRONMENT_HELP = """environment:
   CONDPAY_INSTRUCTION_TTL_MAX_SECONDS
                          how far ahead a signed document may expire (86400); a later
                          expires_at_us is refused (INSTRUCTION_EXPIRY_TOO_FAR)
+quotas (RESOURCE_EXHAUSTED with the limit and the setting in the ErrorInfo metadata):
+  CONDPAY_CALLS_IN_FLIGHT_MAX  calls one caller may have in flight per server process,
+                         streams included (512)
+  CONDPAY_STREAMS_MAX    WatchPayment streams one caller may hold open per process (64)
+  CONDPAY_CONTRACTS_PER_DAY_MAX  contracts one caller may register per UTC day, across
+                         replicas (1000)
+  CONDPAY_HEAVY_CALLS_MAX  ValidateContract, SimulateContract and contract compiles one caller
+                         may have in flight per process (2)
+  CONDPAY_FAILED_OUTCOME_RETENTION_SECONDS  how long a failed request's outcome is kept: until
+                         then its request id keeps failing the same way (86400)
 """

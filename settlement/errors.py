@@ -29,6 +29,7 @@ _ALREADY_EXISTS = grpc.StatusCode.ALREADY_EXISTS
 _FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 _OUT_OF_RANGE = grpc.StatusCode.OUT_OF_RANGE
 _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+_RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 class Reason(enum.Enum):
@@ -116,6 +117,12 @@ class Reason(enum.Enum):
     BRIDGE_REFUSED = ("BRIDGE_REFUSED", _FAILED_PRECONDITION)
     # OUT_OF_RANGE: the result would not fit the API's int64 amounts.
     AMOUNT_OVERFLOW = ("AMOUNT_OVERFLOW", _OUT_OF_RANGE)
+    # RESOURCE_EXHAUSTED: a per-caller quota (metadata: ``limit`` and the ``setting`` that sets
+    # it). Not retried by the client: back off, or finish the calls already in flight.
+    CALLS_IN_FLIGHT_EXCEEDED = ("CALLS_IN_FLIGHT_EXCEEDED", _RESOURCE_EXHAUSTED)
+    STREAMS_EXCEEDED = ("STREAMS_EXCEEDED", _RESOURCE_EXHAUSTED)
+    CONTRACTS_PER_DAY_EXCEEDED = ("CONTRACTS_PER_DAY_EXCEEDED", _RESOURCE_EXHAUSTED)
+    HEAVY_CALLS_EXCEEDED = ("HEAVY_CALLS_EXCEEDED", _RESOURCE_EXHAUSTED)
     # UNAVAILABLE: transient; retry with the same request id.
     SHUTTING_DOWN = ("SHUTTING_DOWN", _UNAVAILABLE)
     OVERLOADED = ("OVERLOADED", _UNAVAILABLE)
@@ -193,6 +200,15 @@ def limit_exceeded(
                 attempted_minor=attempted,
             )
         ],
+    )
+
+
+def quota_exceeded(reason: Reason, what: str, limit: int, setting: str) -> SettlementError:
+    """A per-caller quota refusal: ``what`` says which, the metadata the limit and its setting."""
+    return SettlementError(
+        reason,
+        f"{what}: the limit is {limit} ({setting})",
+        metadata={"limit": str(limit), "setting": setting},
     )
 
 

@@ -10,6 +10,18 @@ REQUEST_ID_CHARS_MAX: Final = 128
 DISPLAY_NAME_CHARS_MAX: Final = 140
 MEMO_CHARS_MAX: Final = 140
 INSTRUCTION_BYTES_MAX: Final = 4096
+# A whole request message, checked by gRPC before anything is decoded.
+REQUEST_BYTES_MAX: Final = 1024 * 1024
+# Any value an error echoes back in its metadata is cut to this many characters...
+ERROR_ECHO_CHARS_MAX: Final = 256
+# ... and a message (which may quote a few of them) to this many.
+ERROR_MESSAGE_CHARS_MAX: Final = 1024
+# ... and its typed details (e.g. a contract's diagnostics) to this many bytes in all: gRPC
+# refuses trailers beyond 16 KiB (the status travels in them).
+ERROR_DETAILS_BYTES_MAX: Final = 8 * 1024
+# google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z.
+TIMESTAMP_SECONDS_MIN: Final = -62_135_596_800
+TIMESTAMP_SECONDS_MAX: Final = 253_402_300_799
 PAGE_SIZE_DEFAULT: Final = 100
 PAGE_SIZE_MAX: Final = 1000
 SUPPLY_CURRENCIES_MAX: Final = 16
@@ -40,6 +52,19 @@ DEADLINE_SWEEP_BATCH: Final = 200
 ATTESTATION_FRESHNESS_SECONDS: Final = 300
 ATTESTATION_CLOCK_SKEW_SECONDS: Final = 30
 ATTESTATION_LIFETIME_SECONDS_MAX: Final = 86_400
+
+# SimulateContract: at most this many events, and at most this much work (step i evaluates the
+# first i events against every clause: events x events x clauses / 2; about 10-20 us a unit
+# here, so a simulation takes at most a few seconds of one pool worker).
+SIMULATED_EVENTS_MAX: Final = 1000
+SIMULATION_WORK_MAX: Final = 150_000
+# CPU-heavy contract work runs in a process pool (max(1, CPUs - 1) workers); compiled contracts
+# are cached by source hash.
+COMPILE_CACHE_ENTRIES_MAX: Final = 1024
+# Failed outcomes older than CONDPAY_FAILED_OUTCOME_RETENTION_SECONDS are deleted this often,
+# at most this many rows per statement.
+OUTCOME_SWEEP_SECONDS: Final = 60.0
+OUTCOME_SWEEP_BATCH: Final = 1000
 
 # Shutdown: how long in-flight calls may take to finish after SIGTERM.
 SHUTDOWN_GRACE_SECONDS: Final = 10.0

@@ -10,6 +10,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from settlement import limits
+from settlement.api.quotas import CallQuotas, HeavyWork
 from settlement.api.status import StatusCodec
 from settlement.clock import Clock, SystemClock
 from settlement.config import Settings
@@ -25,6 +26,7 @@ from settlement.ledger.directory import Directory
 from settlement.ledger.engine import LedgerEngine
 from settlement.ledger.notifier import PaymentNotifier
 from settlement.ledger.reads import LedgerReader
+from settlement.ledger.retention import OutcomeRetention
 from settlement.ledger.settlement_reads import SettlementReader
 from settlement.ledger.store import LedgerStore
 from settlement.ledger.store_postgres import PostgresStore
@@ -91,6 +93,13 @@ class Runtime:
         )
         self.deadlines = DeadlineSweeper(self.reader, self.engine, self.clock, self.faults)
         self.settlements = SettlementReader(snapshot_reads(self.sql))
+        # Per-caller calls in flight and streams (the call wrapper takes and gives back slots).
+        self.quotas = CallQuotas.from_settings(settings)
+        # CPU-heavy contract work, off the event loop (pool started on first use).
+        self.heavy = HeavyWork(settings.heavy_calls_max)
+        self.retention = OutcomeRetention(
+            self.sql, self.clock, settings.failed_outcome_retention_seconds
+        )
         # With a bridge (opened in start): PvP, cross-currency DvP and payouts.
         self.bridge: BridgeLink | None = None
         self.coordinator: Coordinator | None = None
@@ -103,6 +112,7 @@ class Runtime:
         await self.store.start()
         await self.engine.start()
         self.deadlines.start()
+        self.retention.start()
         await self._open_bridge()
 
     async def _open_bridge(self) -> None:
@@ -138,6 +148,8 @@ class Runtime:
         if self.bridge is not None:
             await self.bridge.close()
         await self.deadlines.stop()
+        await self.retention.stop()
         await self.engine.close()
+        await self.heavy.close()
         await self.store.close()
         await self.sql.dispose()

@@ -156,6 +156,7 @@ async def test_an_unexpected_error_answers_internal_without_its_text(harness: Ha
         raise RuntimeError("secret database detail")
 
     harness.runtime.reader.wallet = broken  # type: ignore[method-assign]
+    harness.allowed_log_events.add("unhandled_error")  # provoked on purpose
     with pytest.raises(Internal) as failed:
         await harness.client().get_wallet("w_anything")
     assert "secret" not in str(failed.value)

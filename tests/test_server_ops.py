@@ -115,6 +115,7 @@ async def test_internal_never_leaks_exception_text(
 ) -> None:
     world = await build_world(harness)
     runtime = harness.runtime
+    harness.allowed_log_events.add("unhandled_error")  # provoked on purpose
 
     # A read: no request id to quote.
     monkeypatch.setattr(runtime.reader, "wallet", _secret)

@@ -7,6 +7,8 @@
     ├── NotFound / AlreadyExists
     ├── FailedPrecondition   valid, but not now (insufficient funds, a tier cap, expired...)
     ├── OutOfRange
+    ├── ResourceExhausted    a per-caller quota (``metadata["limit"]``, ``["setting"]``); never
+    │                        retried by the client: back off or finish the calls in flight
     ├── Unavailable, DeadlineExceeded, Cancelled
     │                        transient: retry with the same request id (the client does)
     └── Internal             a server bug; the message carries the request id to quote
@@ -80,6 +82,10 @@ class OutOfRange(ApiError):
     code = grpc.StatusCode.OUT_OF_RANGE
 
 
+class ResourceExhausted(ApiError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 class Unavailable(ApiError):
     code = grpc.StatusCode.UNAVAILABLE
 
@@ -106,6 +112,7 @@ _BY_CODE: dict[grpc.StatusCode, type[ApiError]] = {
         AlreadyExists,
         FailedPrecondition,
         OutOfRange,
+        ResourceExhausted,
         Unavailable,
         DeadlineExceeded,
         Internal,

@@ -19,6 +19,7 @@ from google.rpc import status_pb2
 
 from settlement.api.identity import Caller, set_current_caller
 from settlement.api.methods import METHODS, MethodSpec
+from settlement.api.quotas import CallQuotas
 from settlement.api.status import grpc_status, internal_status, reason_of, to_status
 from settlement.api.tls import IdentityResolver
 from settlement.errors import Reason, SettlementError
@@ -39,11 +40,19 @@ class CallWrapper:
     """
 
     def __init__(
-        self, server: grpc.aio.Server, *, identity: IdentityResolver, log_calls: bool = True
+        self,
+        server: grpc.aio.Server,
+        *,
+        identity: IdentityResolver,
+        log_calls: bool = True,
+        quotas: CallQuotas | None = None,
     ) -> None:
         self._server = server
         self._identity = identity
         self._log_calls = log_calls
+        # Per-caller calls in flight and streams, taken after the role check and before the
+        # handler, given back in ``finally`` (a stream's when it ends, however it ends).
+        self._quotas = quotas or CallQuotas(2**31, 2**31)
 
     def register(
         self, add_to_server: Callable[[ServicerT, Any], None], servicer: ServicerT
@@ -84,18 +93,20 @@ class CallWrapper:
         behavior: Behavior,
         deserialize: Callable[[bytes], Message],
     ) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Message]]:
-        log_calls, resolve = self._log_calls, self._identity.resolve
+        log_calls, resolve, quotas = self._log_calls, self._identity.resolve, self._quotas
 
         async def call(raw: bytes, context: grpc.aio.ServicerContext) -> Message:
             state = _Call(method, spec)
             try:
                 request = state.admit(raw, context, deserialize, resolve)
+                state.enter(quotas, stream=False)
                 reply = await behavior(request, context)
                 state.replayed = getattr(getattr(reply, "operation", None), "replayed", False)
                 return reply
             except Exception as exc:
                 state.fail(exc)
             finally:
+                state.leave(quotas)
                 if log_calls:
                     state.log()
             await context.abort_with_status(grpc_status(state.status, replayed=state.replayed))
@@ -110,18 +121,20 @@ class CallWrapper:
         behavior: StreamBehavior,
         deserialize: Callable[[bytes], Message],
     ) -> Callable[[bytes, grpc.aio.ServicerContext], AsyncIterator[Message]]:
-        log_calls, resolve = self._log_calls, self._identity.resolve
+        log_calls, resolve, quotas = self._log_calls, self._identity.resolve, self._quotas
 
         async def call(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
             state = _Call(method, spec)
             try:
                 request = state.admit(raw, context, deserialize, resolve)
+                state.enter(quotas, stream=True)
                 async for reply in behavior(request, context):
                     yield reply
                 return
             except Exception as exc:
                 state.fail(exc)
             finally:
+                state.leave(quotas)
                 if log_calls:
                     state.log()
             await context.abort_with_status(grpc_status(state.status, replayed=state.replayed))
@@ -132,7 +145,16 @@ class CallWrapper:
 class _Call:
     """One call's identity, outcome and log line."""
 
-    __slots__ = ("caller", "method", "replayed", "request_id", "spec", "started", "status")
+    __slots__ = (
+        "caller",
+        "holding",
+        "method",
+        "replayed",
+        "request_id",
+        "spec",
+        "started",
+        "status",
+    )
 
     def __init__(self, method: str, spec: MethodSpec) -> None:
         self.method, self.spec = method, spec
@@ -141,6 +163,8 @@ class _Call:
         self.caller: Caller | None = None
         self.status: status_pb2.Status | None = None
         self.replayed = False
+        # (caller, stream) while this call holds a quota slot
+        self.holding: tuple[str, bool] | None = None
 
     def admit(
         self,
@@ -166,6 +190,18 @@ class _Call:
             )
         set_current_caller(caller)
         return request
+
+    def enter(self, quotas: CallQuotas, *, stream: bool) -> None:
+        assert self.caller is not None
+        key = str(self.caller)
+        quotas.enter(key, stream=stream)
+        self.holding = (key, stream)
+
+    def leave(self, quotas: CallQuotas) -> None:
+        if self.holding is not None:
+            key, stream = self.holding
+            self.holding = None
+            quotas.leave(key, stream=stream)
 
     def fail(self, exc: Exception) -> None:
         if isinstance(exc, SettlementError):

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import grpc
 from condpay.v1 import contract_pb2, contract_pb2_grpc, operation_pb2
 
-from contracts_dsl import (
-    CompiledContract,
-    Event,
-    bind_params,
-    compile_source,
-    escrow_minor,
-    load_compiled,
-    simulate,
-)
-from contracts_dsl import Leg as DslLeg
+from contracts_dsl import CompiledContract, load_compiled
+from settlement.api import heavy_jobs, requests
 from settlement.api import payment_views as views
-from settlement.api import requests
-from settlement.api.convert import money
+from settlement.api.heavy_jobs import compile_or_refuse
 from settlement.api.identity import current_caller
 from settlement.api.replies import Reply
 from settlement.errors import Reason, SettlementError, not_found
@@ -25,46 +18,36 @@ from settlement.ledger import commands, payments
 from settlement.ledger.records import ContractRecord
 from settlement.runtime import Runtime
 
+__all__ = ["compile_or_refuse", "resolve_contract", "stored_contract"]
+
 _SERVICE = "/condpay.v1.ContractService/"
-SOURCE_BYTES_MAX = 256 * 1024
-SIMULATED_EVENTS_MAX = 1000
-
-
-def compile_or_refuse(source: str, path: str) -> CompiledContract:
-    """The compiled contract, or CONTRACT_INVALID carrying every diagnostic as a typed detail."""
-    if not source:
-        raise requests.invalid(Reason.MISSING_FIELD, "source", "a contract source is required")
-    if len(source.encode()) > SOURCE_BYTES_MAX:
-        raise requests.invalid(
-            Reason.CONTRACT_INVALID, "source", f"a contract is at most {SOURCE_BYTES_MAX} bytes"
-        )
-    result = compile_source(source, path or "<contract>")
-    if result.contract is None:
-        errors = [d for d in result.diagnostics if d.is_error]
-        raise SettlementError(
-            Reason.CONTRACT_INVALID,
-            f"the contract has {len(errors)} error(s); first: {errors[0].code} "
-            f"{errors[0].message} at {errors[0].location()}"
-            if errors
-            else "the contract does not compile",
-            metadata={"errors": str(len(errors))},
-            details=views.diagnostics(result)[:50],
-        )
-    return result.contract
+# A contract hash: the hex SHA-256 of its canonical form (contracts_dsl/compiled.py).
+_HASH = re.compile(r"[0-9a-f]{64}")
 
 
 async def resolve_contract(
     rt: Runtime, source: str, contract_hash: str, path: str = ""
 ) -> tuple[CompiledContract, str]:
-    """A contract from its source or a registered hash: (compiled, source)."""
+    """A contract from its source (compiled in the process pool, cached by source hash) or a
+    registered hash: (compiled, source)."""
     if source:
-        return compile_or_refuse(source, path), source
+        return await rt.heavy.compile(str(current_caller()), source, path), source
     if not contract_hash:
         raise requests.invalid(Reason.MISSING_FIELD, "contract", "give a source or a hash")
+    record = await registered_contract(rt, contract_hash)
+    return rt.directory.compiled(record), record.source
+
+
+async def registered_contract(rt: Runtime, contract_hash: str) -> ContractRecord:
+    """The registered contract, or CONTRACT_NOT_FOUND (a malformed hash is not found either)."""
+    if not contract_hash:
+        raise requests.invalid(Reason.MISSING_FIELD, "contract_hash", "contract_hash is required")
+    if not _HASH.fullmatch(contract_hash):
+        raise not_found(Reason.CONTRACT_NOT_FOUND, "contract", contract_hash)
     record = await rt.reader.contract(contract_hash)
     if record is None:
         raise not_found(Reason.CONTRACT_NOT_FOUND, "contract", contract_hash)
-    return rt.directory.compiled(record), record.source
+    return record
 
 
 async def stored_contract(rt: Runtime, contract_hash: str) -> tuple[CompiledContract, str]:
@@ -91,31 +74,10 @@ def _register_reply(
 REGISTER = Reply(contract_pb2.RegisterContractResponse, _register_reply)
 
 
-def simulated_event(contract: CompiledContract, item: contract_pb2.SimulatedEvent) -> Event:
-    kinds = {
-        name: kind
-        for spec in contract.events
-        if spec.event_type == item.event_type
-        for name, kind in spec.attributes
-    }
-    attributes: dict[str, str | int | bool] = {}
-    for name, text in item.attributes.items():
-        if kinds.get(name) == "bool":
-            if text not in ("true", "false"):
-                raise requests.invalid(
-                    Reason.PARAMS_INVALID, f"events.{item.event_id}.{name}", "true or false"
-                )
-            attributes[name] = text == "true"
-        else:
-            attributes[name] = text
-    observed = item.observed_at
-    return Event(
-        item.event_id,
-        item.event_type,
-        item.oracle,
-        attributes,
-        observed.seconds * 1_000_000 + observed.nanos // 1000,
-    )
+def quota_refusal(error: SettlementError) -> bool:
+    """A per-caller quota refusal is answered, never stored as the request's outcome: the same
+    request id may succeed once the caller's other calls are done."""
+    return error.reason.code is grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 class ContractService(contract_pb2_grpc.ContractServiceServicer):
@@ -127,101 +89,53 @@ class ContractService(contract_pb2_grpc.ContractServiceServicer):
     ) -> contract_pb2.ValidateContractResponse:
         if not request.source:
             raise requests.invalid(Reason.MISSING_FIELD, "source", "a contract source is required")
-        if len(request.source.encode()) > SOURCE_BYTES_MAX:
-            raise requests.invalid(
-                Reason.CONTRACT_INVALID, "source", f"at most {SOURCE_BYTES_MAX} bytes"
-            )
-        result = compile_source(request.source, request.path or "<contract>")
-        reply = contract_pb2.ValidateContractResponse(
-            ok=result.contract is not None, diagnostics=views.diagnostics(result)
+        reply = await self._rt.heavy.job(
+            str(current_caller()), heavy_jobs.validate_job, request.source, request.path
         )
-        if result.contract is not None:
-            reply.contract.CopyFrom(views.contract_info(result.contract, request.source))
-        return reply
+        return contract_pb2.ValidateContractResponse.FromString(reply)
 
     async def SimulateContract(
         self, request: contract_pb2.SimulateContractRequest, context: grpc.aio.ServicerContext
     ) -> contract_pb2.SimulateContractResponse:
-        contract, _ = await resolve_contract(
-            self._rt, request.source, request.contract_hash, "<contract>"
+        canonical: bytes | None = None
+        if not request.source:
+            record = await registered_contract(self._rt, request.contract_hash)
+            canonical = bytes(record.canonical)
+        reply = await self._rt.heavy.job(
+            str(current_caller()),
+            heavy_jobs.simulate_job,
+            request.SerializeToString(),
+            canonical,
         )
-        binding = bind_params(contract, views.param_inputs(contract, request.params))
-        if binding.params is None:
-            raise views.params_error(binding.errors)
-        if len(request.events) > SIMULATED_EVENTS_MAX:
-            raise requests.invalid(Reason.PARAMS_INVALID, "events", "too many events")
-        events = [simulated_event(contract, e) for e in request.events]
-        until = (
-            request.until.seconds * 1_000_000 + request.until.nanos // 1000
-            if request.HasField("until")
-            else None
-        )
-        steps = simulate(contract, binding.params, events, until)
-        currency = contract.escrow.currency
-        reply = contract_pb2.SimulateContractResponse()
-        escrow_left = escrow_minor(contract, binding.params)
-        for step in steps:
-            evaluation = step.evaluation
-            legs = [_simulated_leg(leg, currency) for leg in evaluation.legs]
-            escrow_left = evaluation.escrow.remaining_minor
-            if step.event is None:
-                reply.closing_legs.extend(legs)
-                continue
-            item = request.events[len(reply.steps)]
-            report = next(
-                (r for r in evaluation.reports if r.event_id == step.event.event_id), None
-            )
-            reply.steps.append(
-                contract_pb2.SimulationStep(
-                    event=item,
-                    status=report.status if report else "processed",
-                    matched_clauses=list(report.matched) if report else [],
-                    fired_clauses=list(report.fired) if report else [],
-                    why_not=dict(report.why_not) if report else {},
-                    legs=legs,
-                    escrow_left=money(currency, escrow_left),
-                )
-            )
-        reply.escrow_left.CopyFrom(money(currency, escrow_left))
-        reply.terminal = bool(steps) and steps[-1].evaluation.state.terminal
-        return reply
+        return contract_pb2.SimulateContractResponse.FromString(reply)
 
     async def RegisterContract(
         self, request: contract_pb2.RegisterContractRequest, context: grpc.aio.ServicerContext
     ) -> contract_pb2.RegisterContractResponse:
         base = requests.command_fields(_SERVICE + "RegisterContract", current_caller(), request)
         try:
-            contract = compile_or_refuse(request.source, request.path)
+            if not request.source:
+                raise requests.invalid(
+                    Reason.MISSING_FIELD, "source", "a contract source is required"
+                )
+            contract = await self._rt.heavy.compile(base["caller"], request.source, request.path)
             command: commands.Command = payments.RegisterContract(
-                **base, contract=contract, source=request.source
+                **base,
+                contract=contract,
+                source=request.source,
+                contracts_per_day_max=self._rt.settings.contracts_per_day_max,
             )
         except SettlementError as error:
+            if quota_refusal(error):
+                raise
             command = commands.Refuse(**base, error=error)
         return await self._rt.engine.execute(command, REGISTER)
 
     async def GetContract(
         self, request: contract_pb2.GetContractRequest, context: grpc.aio.ServicerContext
     ) -> contract_pb2.GetContractResponse:
-        if not request.contract_hash:
-            raise requests.invalid(Reason.MISSING_FIELD, "contract_hash", "required")
-        record = await self._rt.reader.contract(request.contract_hash)
-        if record is None:
-            raise not_found(Reason.CONTRACT_NOT_FOUND, "contract", request.contract_hash)
+        record = await registered_contract(self._rt, request.contract_hash)
         compiled = self._rt.directory.compiled(record)
         return contract_pb2.GetContractResponse(
             contract=views.contract_info(compiled, record.source)
         )
-
-
-def _simulated_leg(leg: DslLeg, currency: str) -> contract_pb2.Leg:
-    return contract_pb2.Leg(
-        leg_id=leg.leg_id,
-        clause=leg.clause,
-        kind=leg.kind,
-        party=leg.party,
-        wallet_id=leg.wallet,
-        amount=money(leg.currency or currency, leg.amount_minor),
-        target_currency=leg.target_currency or "",
-        title_id=leg.title or "",
-        reason=leg.reason,
-    )

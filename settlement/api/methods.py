@@ -24,6 +24,7 @@ _EVERY_CALL: Final = frozenset(
         R.SHUTTING_DOWN,
         R.OVERLOADED,
         R.STORAGE_UNAVAILABLE,
+        R.CALLS_IN_FLIGHT_EXCEEDED,
     }
 )
 # ... and every mutating call (request_id + dry_run).
@@ -139,13 +140,23 @@ _ORACLE_KEY = {
 METHODS.update(
     {
         _K + "ValidateContract": _spec(
-            _ALL_ROLES, {R.MISSING_FIELD, R.CONTRACT_INVALID}, mutating=False
+            _ALL_ROLES,
+            {R.MISSING_FIELD, R.CONTRACT_INVALID, R.HEAVY_CALLS_EXCEEDED},
+            mutating=False,
         ),
         _K + "SimulateContract": _spec(
-            _ALL_ROLES, {R.MISSING_FIELD, R.PARAMS_INVALID, *_CONTRACT}, mutating=False
+            _ALL_ROLES,
+            {R.MISSING_FIELD, R.PARAMS_INVALID, R.HEAVY_CALLS_EXCEEDED, *_CONTRACT},
+            mutating=False,
         ),
-        _K + "RegisterContract": _spec({Role.PLATFORM}, {R.CONTRACT_INVALID}, mutating=True),
-        _K + "GetContract": _spec(_ALL_ROLES, {R.CONTRACT_NOT_FOUND}, mutating=False),
+        _K + "RegisterContract": _spec(
+            {Role.PLATFORM},
+            {R.CONTRACT_INVALID, R.HEAVY_CALLS_EXCEEDED, R.CONTRACTS_PER_DAY_EXCEEDED},
+            mutating=True,
+        ),
+        _K + "GetContract": _spec(
+            _ALL_ROLES, {R.MISSING_FIELD, R.CONTRACT_NOT_FOUND}, mutating=False
+        ),
         _P + "LockPayment": _spec(
             {Role.PLATFORM},
             {
@@ -161,6 +172,8 @@ METHODS.update(
                 R.TITLE_RETIRED,
                 R.NOT_TITLE_HOLDER,
                 R.TITLE_PLEDGED,
+                R.HEAVY_CALLS_EXCEEDED,
+                R.CONTRACTS_PER_DAY_EXCEEDED,
             },
             mutating=True,
         ),
@@ -202,7 +215,13 @@ METHODS.update(
         ),
         _P + "WatchPayment": _spec(
             _READERS,
-            {R.MISSING_FIELD, R.INVALID_ID, R.PAYMENT_NOT_FOUND, R.INVALID_PAGE_TOKEN},
+            {
+                R.MISSING_FIELD,
+                R.INVALID_ID,
+                R.PAYMENT_NOT_FOUND,
+                R.INVALID_PAGE_TOKEN,
+                R.STREAMS_EXCEEDED,
+            },
             mutating=False,
         ),
         _R + "RegisterOracle": _spec(

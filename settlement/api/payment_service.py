@@ -19,7 +19,7 @@ from contracts_dsl import bind_params, deadline_us, escrow_minor
 from settlement import limits
 from settlement.api import payment_views as views
 from settlement.api import requests
-from settlement.api.contract_service import resolve_contract, stored_contract
+from settlement.api.contract_service import quota_refusal, resolve_contract, stored_contract
 from settlement.api.identity import Caller, Role, current_caller
 from settlement.api.replies import Reply
 from settlement.api.signatures import check_wallet_signature
@@ -101,6 +101,8 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
         try:
             command: commands.Command = await self._lock(request, base)
         except SettlementError as error:
+            if quota_refusal(error):
+                raise
             command = commands.Refuse(**base, error=error)
         return await self._rt.engine.execute(command, LOCK)
 
@@ -163,6 +165,7 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
             amount_minor=amount,
             deadline_at_us=deadline_us(contract, params),
             expires_at_us=lock.expires_at_us,
+            contracts_per_day_max=self._rt.settings.contracts_per_day_max,
         )
 
     async def _title_pledges(

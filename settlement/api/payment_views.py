@@ -10,6 +10,7 @@ from condpay.v1 import contract_pb2, money_pb2, payment_pb2
 from google.protobuf.duration_pb2 import Duration
 
 from contracts_dsl import CompiledContract, CompileResult, Diagnostic, Severity, render
+from settlement import limits
 from settlement.api import requests
 from settlement.api.convert import money, timestamp
 from settlement.errors import Reason, SettlementError
@@ -87,8 +88,19 @@ def param_inputs(
             out[name] = {"currency": value.money.currency, "amount_minor": value.money.amount_minor}
         elif which == "timestamp":
             seconds, nanos = value.timestamp.seconds, value.timestamp.nanos
+            # Checked before anything formats it: outside years 1-9999 datetime overflows.
+            if not limits.TIMESTAMP_SECONDS_MIN <= seconds <= limits.TIMESTAMP_SECONDS_MAX or not (
+                0 <= nanos < 1_000_000_000
+            ):
+                raise requests.invalid(
+                    Reason.PARAMS_INVALID, f"params.{name}", "a timestamp in years 1-9999"
+                )
             out[name] = _rfc3339(seconds * 1_000_000 + nanos // 1000)
         elif which == "duration":
+            if abs(value.duration.seconds) > limits.TIMESTAMP_SECONDS_MAX:
+                raise requests.invalid(
+                    Reason.PARAMS_INVALID, f"params.{name}", "a duration of at most 9999 years"
+                )
             out[name] = f"{value.duration.seconds}s"
         else:
             out[name] = getattr(value, which)

@@ -86,13 +86,18 @@ async def start_server(runtime: Runtime, addr: str) -> RunningServer:
             "condpay-caller metadata. Never expose this server beyond localhost.",
         )
     server = grpc.aio.server(
-        # Several worker processes share one port only when asked (condpay serve --workers N).
-        options=[("grpc.so_reuseport", 1 if settings.reuse_port else 0)],
+        options=[
+            # Several worker processes share one port only when asked (condpay serve --workers N).
+            ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
+            # A larger request is refused by gRPC (RESOURCE_EXHAUSTED) before it is decoded.
+            ("grpc.max_receive_message_length", limits.REQUEST_BYTES_MAX),
+        ],
     )
     calls = CallWrapper(
         server,
         identity=identity_resolver(insecure=tls_files is None),
         log_calls=settings.log_calls,
+        quotas=runtime.quotas,
     )
     calls.register(wallet_pb2_grpc.add_WalletServiceServicer_to_server, WalletService(runtime))
     calls.register(

@@ -9,23 +9,43 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from settlement import limits
 from settlement.errors import DOMAIN, Reason, SettlementError
 
 REPLAYED_METADATA_KEY = "condpay-replayed"
 
 
+def echo(value: str, chars_max: int = limits.ERROR_ECHO_CHARS_MAX) -> str:
+    """A value an error gives back, cut to ``chars_max``: a hostile request's megabyte id must
+    never come back in the status (its trailers would overflow, and it helps nobody)."""
+    if len(value) <= chars_max:
+        return value
+    return value[: chars_max - 1] + "\u2026"
+
+
 def to_status(error: SettlementError) -> status_pb2.Status:
+    """The one place a refusal becomes a status; every echoed value (the message, each metadata
+    key and value) is cut to ERROR_ECHO_CHARS_MAX here, whatever the handler put in it, and the
+    typed details are kept only as far as ERROR_DETAILS_BYTES_MAX allows."""
     info = error_details_pb2.ErrorInfo(
-        reason=error.reason.name, domain=DOMAIN, metadata=error.metadata
+        reason=error.reason.name,
+        domain=DOMAIN,
+        metadata={echo(k, 64): echo(v) for k, v in error.metadata.items()},
     )
     details = [any_pb2.Any()]
     details[0].Pack(info)
+    budget = limits.ERROR_DETAILS_BYTES_MAX
     for detail in error.details:
         packed = any_pb2.Any()
         packed.Pack(detail)
+        budget -= packed.ByteSize()
+        if budget < 0:  # the typed details that fit; the trailers must stay small
+            break
         details.append(packed)
     return status_pb2.Status(
-        code=error.reason.code.value[0], message=error.message, details=details
+        code=error.reason.code.value[0],
+        message=echo(error.message, limits.ERROR_MESSAGE_CHARS_MAX),
+        details=details,
     )
 
 

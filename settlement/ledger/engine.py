@@ -43,6 +43,7 @@ from settlement.clock import Clock
 from settlement.errors import Reason, SettlementError, idempotency_conflict
 from settlement.faults import NO_FAULTS, Faults
 from settlement.ledger.commands import Command
+from settlement.ledger.contract_quota import count_today
 from settlement.ledger.directory import Directory
 from settlement.ledger.journal import seal
 from settlement.ledger.notifier import PaymentNotifier
@@ -438,6 +439,13 @@ class LedgerEngine:
             self._directory.remember_contracts(loaded.values())
             world.contracts.update(loaded)
         world.compiled = {h: self._directory.compiled(c) for h, c in world.contracts.items()}
+        registering = [
+            caller
+            for caller, wanted in reads.registrations.items()
+            if wanted - world.contracts.keys()
+        ]
+        if registering:  # only a batch that may register a new contract counts (and locks)
+            world.contracts_today = await count_today(tx, registering, self._clock.now_us())
         world.oracles = await fetch_oracles(tx, sorted(reads.oracle_ids))
         world.seen_events = await fetch_seen_events(tx, sorted(reads.event_ids))
         world.key_owners = await fetch_key_owners(tx, sorted(reads.oracle_keys))

@@ -63,6 +63,7 @@ from settlement.ledger.commands import (
     existing_wallet,
     pay_available,
 )
+from settlement.ledger.contract_quota import check_quota
 from settlement.ledger.records import (
     AssignmentRecord,
     AttestationRecord,
@@ -82,6 +83,7 @@ from settlement.ledger.records import (
     SettlementState,
 )
 from settlement.ledger.working_set import Leg, WorkingSet, World, copy_payment
+from wallets import INT64_MAX
 
 REFUND_PARTY: Final = "funders"
 
@@ -234,14 +236,19 @@ class RegisterContract(Command):
 
     contract: CompiledContract
     source: str
+    contracts_per_day_max: int = INT64_MAX
 
     def reads(self) -> Reads:
-        return Reads(contract_hashes={self.contract.hash})
+        return Reads(
+            contract_hashes={self.contract.hash},
+            registrations={self.caller: {self.contract.hash}},
+        )
 
     def apply(self, ws: WorkingSet) -> ContractRecord:
         existing = ws.world.contracts.get(self.contract.hash)
         if existing is not None:
             return existing
+        check_quota(ws.contracts_registered_today(self.caller), self.contracts_per_day_max)
         record = contract_record(self.contract, self.source, self.caller, ws.now_us)
         ws.add_contract(record, self.contract)
         return record
@@ -266,11 +273,14 @@ class LockPayment(Command):
     # (title id, holder wallet, pledge expiry) of each title the contract delivers, from the
     # holders' signed pledges to this payment (verified by the API layer).
     title_pledges: tuple[tuple[str, str, int], ...] = ()
+    # A lock that brings a new contract registers it: counted like RegisterContract.
+    contracts_per_day_max: int = INT64_MAX
 
     def reads(self) -> Reads:
         wallets = {self.payer, *wallet_params(self.contract, self.params).values()}
         return Reads(
             contract_hashes={self.contract.hash},
+            registrations={self.caller: {self.contract.hash}},
             payment_ids={self.payment_id},
             wallet_ids=wallets,
             balance_keys={(self.payer, self.currency)},
@@ -305,6 +315,7 @@ class LockPayment(Command):
         day = check_debit(ws, existing_wallet(ws, self.payer), self.currency, self.amount_minor)
         self._escrow_titles(ws)
         if self.contract.hash not in ws.world.contracts:
+            check_quota(ws.contracts_registered_today(self.caller), self.contracts_per_day_max)
             ws.add_contract(
                 contract_record(self.contract, self.source, self.caller, ws.now_us), self.contract
             )

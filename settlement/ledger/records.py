@@ -152,6 +152,8 @@ class Reads:
     event_ids: set[EventKey] = field(default_factory=set)
     # "read": the oracle set version as of now; "write": the command changes the registry.
     registry: str = ""
+    # caller -> contract hashes it may register (counted against its contracts per day when new)
+    registrations: dict[str, set[str]] = field(default_factory=dict)
 
     def merge(self, other: Reads) -> None:
         self.wallet_ids |= other.wallet_ids
@@ -166,6 +168,8 @@ class Reads:
         self.oracle_ids |= other.oracle_ids
         self.oracle_keys |= other.oracle_keys
         self.event_ids |= other.event_ids
+        for caller, hashes in other.registrations.items():
+            self.registrations.setdefault(caller, set()).update(hashes)
         if other.registry == "write" or (other.registry and not self.registry):
             self.registry = other.registry
 

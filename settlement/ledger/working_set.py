@@ -55,6 +55,8 @@ class World:
     # to), and the keys first claimed by this batch (written to oracle_keys).
     key_owners: dict[bytes, str] = field(default_factory=dict)
     claimed_keys: dict[bytes, str] = field(default_factory=dict)
+    # contracts each registering caller registered today (UTC), before this batch
+    contracts_today: dict[str, int] = field(default_factory=dict)
 
 
 def copy_payment(payment: PaymentRecord) -> PaymentRecord:
@@ -183,7 +185,10 @@ class WorkingSet:
     def record_spend(self, balance: BalanceRecord, amount: int, day: int) -> None:
         """Count an outgoing payment against the daily cap of ``day``."""
         old = (balance.spent_day, balance.spent_today)
-        balance.spent_today = (balance.spent_today if balance.spent_day == day else 0) + amount
+        spent = (balance.spent_today if balance.spent_day == day else 0) + amount
+        # Saturates: an uncapped wallet (an institution's reserve) can move more than int64 in
+        # a day, and its counter is stored as int64; no cap is anywhere near INT64_MAX.
+        balance.spent_today = min(spent, INT64_MAX)
         balance.spent_day = day
         self._undo.append(lambda: self._restore_spend(balance, old))
 
@@ -301,6 +306,12 @@ class WorkingSet:
         self.world.compiled[contract.contract_hash] = compiled
         self.new_contracts.append(contract)
         self._undo.append(lambda: self._forget_contract(contract))
+
+    def contracts_registered_today(self, caller: str) -> int:
+        """``caller``'s contracts registered today, this batch's (so far) included."""
+        counted = self.world.contracts_today.get(caller)
+        assert counted is not None, "a registering command declares Reads.registrations"
+        return counted + sum(1 for c in self.new_contracts if c.registered_by == caller)
 
     def _forget_contract(self, contract: ContractRecord) -> None:
         del self.world.contracts[contract.contract_hash]

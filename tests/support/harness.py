@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from condpay.client import Client
 
@@ -18,10 +19,14 @@ from settlement.ledger.audit import audit_ledger
 from settlement.ledger.deadlines import DeadlineSweeper
 from settlement.ledger.engine import LedgerEngine
 from settlement.ledger.store import LedgerStore
+from settlement.observability import listen
 from settlement.runtime import Runtime
 from wallets import OwnerKey
 
 CENTRAL_BANK = "central_bank/pboc"
+# Server log events that mean a bug: a test that produces one fails at teardown, unless it says
+# it provokes them on purpose (Harness.allowed_log_events).
+BUG_EVENTS = frozenset({"unhandled_error", "undeclared_reason"})
 
 
 @dataclass
@@ -33,6 +38,9 @@ class Harness:
     audit_after: bool = True
     # Mutual TLS: the `condpay certs` directory; clients get a certificate for their identity.
     certs_dir: Path | None = None
+    # The server's bug events (BUG_EVENTS) logged so far, and those a test provokes on purpose.
+    bug_events: list[dict[str, Any]] = field(default_factory=list)
+    allowed_log_events: set[str] = field(default_factory=set)
 
     def client(self, caller: str = CENTRAL_BANK) -> Client:
         if self.certs_dir is not None:
@@ -100,10 +108,18 @@ async def start_harness(
     await runtime.start()
     server = await start_server(runtime, "127.0.0.1:0")
     harness = Harness(runtime, server, f"127.0.0.1:{server.port}", certs_dir=certs_dir)
+
+    def record(event: Any) -> None:
+        if event.get("event") in BUG_EVENTS:
+            harness.bug_events.append(dict(event))
+
     try:
-        yield harness
-        if harness.audit_after:
-            report = await audit_ledger(runtime.sql)
-            assert report.ok, "ledger audit failed:\n" + "\n".join(report.failures)
+        with listen(record):
+            yield harness
+            if harness.audit_after:
+                report = await audit_ledger(runtime.sql)
+                assert report.ok, "ledger audit failed:\n" + "\n".join(report.failures)
+            bugs = [e for e in harness.bug_events if e["event"] not in harness.allowed_log_events]
+            assert not bugs, "the server logged bugs:\n" + "\n".join(map(repr, bugs))
     finally:
         await harness.close()
