@@ -10,6 +10,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from settlement import limits
+from settlement.api.scopes import PageTokens
 from settlement.api.status import StatusCodec
 from settlement.clock import Clock, SystemClock
 from settlement.config import Settings
@@ -91,6 +92,7 @@ class Runtime:
         )
         self.deadlines = DeadlineSweeper(self.reader, self.engine, self.clock, self.faults)
         self.settlements = SettlementReader(snapshot_reads(self.sql))
+        self.page_tokens = PageTokens()  # its key is read (or made) in start
         # With a bridge (opened in start): PvP, cross-currency DvP and payouts.
         self.bridge: BridgeLink | None = None
         self.coordinator: Coordinator | None = None
@@ -100,6 +102,7 @@ class Runtime:
         if self.url.sqlite_path:
             Path(self.url.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
         await upgrade_to_head(self.sql)
+        await self.page_tokens.load(self.sql, self.clock.now_us())
         await self.store.start()
         await self.engine.start()
         self.deadlines.start()

@@ -81,7 +81,13 @@ def move(
     ws.touch(title)
     title.moves.append(
         TitleMoveRecord(
-            kind, title.holder_wallet_id, to_wallet_id, title.units, request_id, ws.now_us
+            kind,
+            title.holder_wallet_id,
+            to_wallet_id,
+            title.units,
+            request_id,
+            ws.now_us,
+            ws.caller,
         )
     )
     title.holder_wallet_id = to_wallet_id

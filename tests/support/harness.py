@@ -20,8 +20,16 @@ from settlement.ledger.engine import LedgerEngine
 from settlement.ledger.store import LedgerStore
 from settlement.runtime import Runtime
 from wallets import OwnerKey
+from wallets.currencies import CURRENCIES
 
 CENTRAL_BANK = "central_bank/pboc"
+# Reads everything (a central bank sees only its own currencies' balances and entries).
+AUDITOR = "auditor/audit"
+
+
+def central_bank_of(currency: str) -> str:
+    """The caller that may issue and redeem ``currency``: its own central bank."""
+    return f"central_bank/{CURRENCIES[currency].central_bank.lower()}"
 
 
 @dataclass
