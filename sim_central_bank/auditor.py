@@ -201,7 +201,8 @@ AUDITOR_CALLER = "auditor/sim"
 
 class Auditor:
     """``core``: a client of the core; the auditor reads through it as ``auditor/sim`` (it lists
-    the whole journal and every payment and settlement, which only an auditor sees). ``bridge``: the bridge, or None when the run has none.
+    the whole journal and every payment and settlement, which only an auditor sees in every
+    currency). ``bridge``: the bridge, or None when the run has none.
     ``now_us``: the clock deadlines are compared with (the servers' clock: the wall clock).
     ``overdue_grace_s``: during the run, how long past its deadline a payment may still be open
     (the deadline sweep runs every 0.5 s)."""

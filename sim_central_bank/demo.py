@@ -322,6 +322,7 @@ async def register_oracles(cb: PaymentsClient) -> dict[str, int]:
 
 
 async def show_ledger(cb: PaymentsClient, wallets: dict[str, str]) -> None:
+    cb = cb.with_caller("auditor/demo")  # every currency (a central bank sees its own only)
     balances = Table(title="Balances")
     for column in ("wallet", "currency", "available", "held"):
         balances.add_column(column, justify="left" if column == "wallet" else "right")
