@@ -472,3 +472,24 @@ async def test_paging_lists_exactly_ones_own_with_opaque_tokens(harness: Harness
         if not token:
             break
     assert other_seen == sorted(theirs)
+
+
+async def test_the_whole_journal_is_each_readers_part_of_it(tenancy: Tenancy) -> None:
+    """Without a wallet: an institution lists the entries touching its wallets, a central bank
+    those with a posting in its currencies, an auditor all of them, page after page."""
+    world = tenancy
+    everything = [e async for e in world.client(AUDITOR).journal(page_size=7)]
+    bank = f"w_reserve.{BANK}"
+    ours = {w for w in world.wallets.values()} | {bank}
+    own_bank = [e async for e in world.client(f"institution/{BANK}").journal(page_size=7)]
+    assert [e.seq for e in own_bank] == [
+        e.seq for e in everything if any(p.account_id in ours for p in e.postings)
+    ]
+    assert [e async for e in world.client(f"institution/{OTHER_BANK}").journal()] == []
+    for central_bank, currency in (("central_bank/pboc", "CNY"), ("central_bank/hkma", "HKD")):
+        seen = [e async for e in world.client(central_bank).journal(page_size=5)]
+        assert [e.seq for e in seen] == [
+            e.seq for e in everything if any(p.amount.currency == currency for p in e.postings)
+        ]
+        assert seen
+    assert len(everything) > len(own_bank) > 0
