@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from settlement import limits
 from settlement.api.quotas import CallQuotas, HeavyWork
+from settlement.api.scopes import PageTokens
 from settlement.api.status import StatusCodec
 from settlement.clock import Clock, SystemClock
 from settlement.config import Settings
@@ -100,6 +101,7 @@ class Runtime:
         self.retention = OutcomeRetention(
             self.sql, self.clock, settings.failed_outcome_retention_seconds
         )
+        self.page_tokens = PageTokens()  # its key is read (or made) in start
         # With a bridge (opened in start): PvP, cross-currency DvP and payouts.
         self.bridge: BridgeLink | None = None
         self.coordinator: Coordinator | None = None
@@ -109,6 +111,7 @@ class Runtime:
         if self.url.sqlite_path:
             Path(self.url.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
         await upgrade_to_head(self.sql)
+        await self.page_tokens.load(self.sql, self.clock.now_us())
         await self.store.start()
         await self.engine.start()
         self.deadlines.start()

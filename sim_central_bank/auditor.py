@@ -1,7 +1,8 @@
-"""The simulator's auditor: reads the core (and the bridge) only through their public APIs, as a
-central bank would, and says whether the ledger is whole.
+"""The simulator's auditor: reads the core (and the bridge) only through their public APIs, as an
+auditor (``auditor/sim``: a central bank sees only its own currencies), and says whether the
+ledger is whole.
 
-    auditor = Auditor(core, bridge, expectations)   # core: a SettlementsClient as central_bank/<id>
+    auditor = Auditor(core, bridge, expectations)   # core: a SettlementsClient (any caller)
     await auditor.baseline()                        # before the traffic: the gateway's positions
     run.timeline.append(await auditor.sample(at_s, run.settlements_total))  # cheap
     run.invariants += await auditor.check(final=True)
@@ -195,9 +196,13 @@ class _Reads:
         return f"the ledger moved during the read (seq {self.head_seq} -> {self.head_seq_after})"
 
 
+AUDITOR_CALLER = "auditor/sim"
+
+
 class Auditor:
-    """``core``: a client whose caller is ``central_bank/<id>`` (it lists the whole journal and
-    every payment and settlement). ``bridge``: the bridge, or None when the run has none.
+    """``core``: a client of the core; the auditor reads through it as ``auditor/sim`` (it lists
+    the whole journal and every payment and settlement, which only an auditor sees in every
+    currency). ``bridge``: the bridge, or None when the run has none.
     ``now_us``: the clock deadlines are compared with (the servers' clock: the wall clock).
     ``overdue_grace_s``: during the run, how long past its deadline a payment may still be open
     (the deadline sweep runs every 0.5 s)."""
@@ -211,7 +216,7 @@ class Auditor:
         now_us: Callable[[], int] = _wall_clock_us,
         overdue_grace_s: float = 30.0,
     ) -> None:
-        self.core = core
+        self.core = core.with_caller(AUDITOR_CALLER)
         self.bridge = bridge
         self.expectations = expectations
         self._now_us = now_us

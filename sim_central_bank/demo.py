@@ -44,6 +44,7 @@ from sim_central_bank.economy import CARRIER
 from sim_central_bank.record import GATEWAY
 from sim_central_bank.server_process import ServerProcess
 from wallets import OwnerKey, TransferInstruction, bls, format_money, sign_transfer
+from wallets.currencies import CURRENCIES
 
 DEMO_DIR = Path("var") / "demo"
 BANK, RESERVE = "icbc-sz", "w_reserve.icbc-sz"
@@ -255,9 +256,11 @@ async def act_three(cb: SettlementsClient, wallets: dict[str, str]) -> None:
     platform = cb.with_caller("platform/gba-trade")
     # The core's participant on the bridge: its reserve is the gateway for cross-currency legs.
     await cb.register_institution(GATEWAY, "condpay bridge gateway", _key(GATEWAY).public_key)
-    for currency in ("CNY", "HKD"):
-        await cb.issue(GATEWAY, currency, 5_000_000_00, memo="bridge gateway liquidity")
-    await cb.issue(BANK, "HKD", 1_000_000_00, memo="two-tier issuance")
+    # Each currency is issued by its own central bank (HKD: the HKMA).
+    hkma = cb.with_caller(f"central_bank/{CURRENCIES['HKD'].central_bank.lower()}")
+    await cb.issue(GATEWAY, "CNY", 5_000_000_00, memo="bridge gateway liquidity")
+    await hkma.issue(GATEWAY, "HKD", 5_000_000_00, memo="bridge gateway liquidity")
+    await hkma.issue(BANK, "HKD", 1_000_000_00, memo="two-tier issuance")
     opened = await bank.open_wallet(
         BANK, _key("hk-buyer").public_key, kind="ENTERPRISE", tier=0, display_name="HK Trading"
     )
@@ -322,6 +325,7 @@ async def register_oracles(cb: PaymentsClient) -> dict[str, int]:
 
 
 async def show_ledger(cb: PaymentsClient, wallets: dict[str, str]) -> None:
+    cb = cb.with_caller("auditor/demo")  # every currency (a central bank sees its own only)
     balances = Table(title="Balances")
     for column in ("wallet", "currency", "available", "held"):
         balances.add_column(column, justify="left" if column == "wallet" else "right")

@@ -33,7 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bridges import BridgeClient
 from bridges.errors import BridgeError, Reason
-from sim_central_bank.auditor import Auditor
+from sim_central_bank.auditor import AUDITOR_CALLER, Auditor
 from sim_central_bank.bridge_process import BridgeProcess
 from sim_central_bank.economy import (
     Economy,
@@ -369,7 +369,9 @@ async def _end_of_day(economy: Economy, core: MeteredClient, record: RunRecord) 
     for currency in economy.plan.scenario.currencies:
         bank = institution(currency)
         try:
-            wallet = await core.get_wallet(f"w_reserve.{bank}")
+            # Read by the currency's central bank: a central bank sees its own currency's money.
+            issuer = core.with_caller(central_bank_caller(currency))
+            wallet = await issuer.get_wallet(f"w_reserve.{bank}")
             available = sum(
                 line.available.amount_minor
                 for line in wallet.balances
@@ -377,7 +379,7 @@ async def _end_of_day(economy: Economy, core: MeteredClient, record: RunRecord) 
             )
             amount = available * REDEEM_PERCENT // 100
             if amount:
-                await core.with_caller(central_bank_caller(currency)).redeem(
+                await issuer.redeem(
                     bank,
                     currency,
                     amount,
@@ -411,6 +413,7 @@ async def fingerprint(economy: Economy, core: MeteredClient) -> str:
         bank = institution(currency)
         wallets[f"reserve:{bank}"] = f"w_reserve.{bank}"
     state: dict[str, object] = {}
+    core = core.with_caller(AUDITOR_CALLER)  # every wallet's every balance, every payment
     for name, wallet_id in sorted(wallets.items()):
         wallet = await core.get_wallet(wallet_id)
         state[name] = sorted(

@@ -27,7 +27,7 @@ from condpay.v1 import (
 from google.protobuf.message import Message
 
 from settlement.clock import ManualClock
-from tests.support.harness import Harness, start_harness
+from tests.support.harness import Harness, central_bank_of, start_harness
 from tests.support.snapshots import (
     BANK,
     INSTITUTION_ID,
@@ -91,6 +91,7 @@ async def test_transfer_retry_returns_the_stored_outcome_marked_replayed(world: 
 
 async def test_retries_of_every_mutating_call_replay(world: World) -> None:
     key = seeded_key("erin")
+    hkma = world.cb.with_caller(central_bank_of("HKD"))
     calls: list[tuple[str, Any]] = [
         (
             REGISTER,
@@ -98,10 +99,10 @@ async def test_retries_of_every_mutating_call_replay(world: World) -> None:
                 "boc-hk", "BOC HK", key.public_key, request_id="req-register-1"
             ),
         ),
-        (ISSUE, lambda: world.cb.issue(INSTITUTION_ID, "HKD", 5_00, request_id="req-issue-1")),
+        (ISSUE, lambda: hkma.issue(INSTITUTION_ID, "HKD", 5_00, request_id="req-issue-1")),
         (
             "/condpay.v1.CentralBankService/Redeem",
-            lambda: world.cb.redeem(INSTITUTION_ID, "HKD", 2_00, request_id="req-redeem-1"),
+            lambda: hkma.redeem(INSTITUTION_ID, "HKD", 2_00, request_id="req-redeem-1"),
         ),
         (
             OPEN_WALLET,
@@ -159,7 +160,7 @@ async def test_concurrent_duplicates_execute_exactly_once(
     world: World, channels: list[grpc.aio.Channel], channel_count: int
 ) -> None:
     clients = [Client("", caller=BANK, channel=c) for c in channels[:channel_count]]
-    central_banks = [c.with_caller("central_bank/pboc") for c in clients]
+    central_banks = [c.with_caller(central_bank_of("THB")) for c in clients]
     before = await world.snapshot()
     carol_before = await cny(world, "carol")
     signed = world.signed("alice", "carol", 7_00)
@@ -321,16 +322,18 @@ async def test_refusal_before_the_ledger_is_stored_too(world: World) -> None:
 
 # -- request ids belong to a caller ------------------------------------------------------------
 async def test_request_ids_are_per_caller(world: World) -> None:
-    platform = world.harness.client("platform/alipay")
+    await world.harness.institution("boc-hk")
+    other_bank = world.harness.client("institution/boc-hk")  # only institutions open wallets
     rid = "req-shared-1"
     key = OwnerKey.generate()
     by_bank = await world.bank.open_wallet(INSTITUTION_ID, key.public_key, request_id=rid)
-    by_platform = await platform.open_wallet(INSTITUTION_ID, key.public_key, request_id=rid)
+    by_other = await other_bank.open_wallet("boc-hk", key.public_key, request_id=rid)
     assert not by_bank.operation.replayed
-    assert not by_platform.operation.replayed
-    assert by_bank.wallet.wallet_id != by_platform.wallet.wallet_id
+    assert not by_other.operation.replayed
+    assert by_bank.wallet.wallet_id != by_other.wallet.wallet_id
 
     rid = "req-shared-2"
+    platform = world.harness.client("platform/alipay")
     before = await world.snapshot()
     t_bank = await world.send(world.signed("alice", "carol", 1_00, request_id=rid))
     t_platform = await world.send(
@@ -411,7 +414,7 @@ async def test_dry_run_of_open_wallet_and_issue_changes_nothing(world: World) ->
     dry_open = await world.bank.open_wallet(
         INSTITUTION_ID, key.public_key, request_id="req-open-dry", dry_run=True
     )
-    dry_issue = await world.cb.issue(
+    dry_issue = await world.cb.with_caller(central_bank_of("SAR")).issue(
         INSTITUTION_ID, "SAR", 1_00, request_id="req-iss", dry_run=True
     )
     assert dry_open.operation.dry_run
@@ -438,7 +441,7 @@ async def test_get_operation_returns_the_stored_reply_or_status(world: World) ->
     successes.append((world.bank, TRANSFER, reply, wallet_pb2.TransferResponse))
     reply = await world.bank.open_wallet(INSTITUTION_ID, key.public_key, request_id="op-o")
     successes.append((world.bank, OPEN_WALLET, reply, wallet_pb2.OpenWalletResponse))
-    reply = await world.cb.issue(INSTITUTION_ID, "AED", 4_00, request_id="op-i")
+    reply = await world.cb.issue(INSTITUTION_ID, "CNY", 4_00, request_id="op-i")
     successes.append((world.cb, ISSUE, reply, central_bank_pb2.IssueResponse))
     reply = await world.cb.register_institution("boc-hk", "BOC", key.public_key, request_id="op-r")
     successes.append((world.cb, REGISTER, reply, central_bank_pb2.RegisterInstitutionResponse))
@@ -481,5 +484,5 @@ async def test_snapshot_helper_sees_a_change(world: World) -> None:
     assert moved != base
     assert moved.journal_length == base.journal_length + 1
     assert moved.balances[world.ids["alice"]] != base.balances[world.ids["alice"]]
-    await world.cb.issue(INSTITUTION_ID, "HKD", 1)
+    await world.cb.with_caller(central_bank_of("HKD")).issue(INSTITUTION_ID, "HKD", 1)
     assert (await take_snapshot(world.cb)).supply != moved.supply

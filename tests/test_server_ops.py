@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from settlement.api.server import SERVICE_NAMES
 from sim_central_bank.server_process import ServerProcess
-from tests.support.harness import CENTRAL_BANK, Harness
+from tests.support.harness import CENTRAL_BANK, Harness, central_bank_of
 from tests.support.snapshots import (
     BANK,
     INSTITUTION_ID,
@@ -313,8 +313,9 @@ async def test_restart_on_the_same_sqlite_file_keeps_all_data(
     first = start_server(url)
     await first.process.wait_ready()
     world = await build_world(first)
-    await world.cb.issue(INSTITUTION_ID, "HKD", 77_00)
-    await world.cb.redeem(INSTITUTION_ID, "HKD", 7_00)
+    hkma = world.cb.with_caller(central_bank_of("HKD"))
+    await hkma.issue(INSTITUTION_ID, "HKD", 77_00)
+    await hkma.redeem(INSTITUTION_ID, "HKD", 7_00)
     kept = world.signed("alice", "carol", 3_21, memo="kept")
     kept_reply = await world.send(kept)
     short = world.signed("dave", "carol", 99_00)

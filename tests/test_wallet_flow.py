@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from condpay.v1 import ledger_pb2, wallet_pb2
 
-from tests.support.harness import Harness
+from tests.support.harness import Harness, central_bank_of
 from wallets import OwnerKey
 
 
@@ -59,6 +59,7 @@ async def test_issue_open_fund_transfer_and_statement(harness: Harness) -> None:
 async def test_redeem_returns_money_to_the_central_bank(harness: Harness) -> None:
     cb = harness.client()
     await harness.institution("boc-hk")
+    cb = harness.client(central_bank_of("HKD"))
     await cb.issue("boc-hk", "HKD", 500_00)
     reply = await cb.redeem("boc-hk", "HKD", 200_00)
     assert reply.entry.kind == ledger_pb2.ENTRY_KIND_REDEEM

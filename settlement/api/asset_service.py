@@ -11,7 +11,7 @@ from __future__ import annotations
 import grpc
 from condpay.v1 import asset_pb2, asset_pb2_grpc, operation_pb2
 
-from settlement.api import requests
+from settlement.api import requests, scopes
 from settlement.api import settlement_views as views
 from settlement.api.identity import current_caller
 from settlement.api.replies import Reply
@@ -175,8 +175,10 @@ class AssetService(asset_pb2_grpc.AssetServiceServicer):
     ) -> asset_pb2.GetTitleResponse:
         requests.identifier(request.title_id, "title_id")
         try:
-            title, moves = await self._rt.settlements.title(request.title_id)
-        except KeyError:
+            title, moves = await self._rt.settlements.title(
+                request.title_id, scopes.titles(current_caller())
+            )
+        except KeyError:  # or not the caller's to see: the same answer
             raise not_found(Reason.TITLE_NOT_FOUND, "title", request.title_id) from None
         return asset_pb2.GetTitleResponse(
             title=views.title(title), moves=[views.title_move(seq, m) for seq, m in moves]
@@ -185,14 +187,19 @@ class AssetService(asset_pb2_grpc.AssetServiceServicer):
     async def ListTitles(
         self, request: asset_pb2.ListTitlesRequest, context: grpc.aio.ServicerContext
     ) -> asset_pb2.ListTitlesResponse:
-        requests.identifier(request.holder_wallet_id, "holder_wallet_id")
-        size, _after = requests.id_page(request.page_size, request.page_token)
-        found = await self._rt.settlements.titles(
-            request.holder_wallet_id, request.page_token, size + 1
-        )
+        caller = current_caller()
+        holder = requests.identifier(request.holder_wallet_id, "holder_wallet_id")
+        size = scopes.page_size(request.page_size)
+        method, filters = _SERVICE + "ListTitles", {"holder_wallet_id": holder}
+        after = self._rt.page_tokens.open(caller, method, filters, request.page_token)
+        found = await self._rt.settlements.titles(holder, after, size + 1, scopes.titles(caller))
         more = len(found) > size
         found = found[:size]
         return asset_pb2.ListTitlesResponse(
             titles=[views.title(t) for t in found],
-            next_page_token=found[-1].title_id if more else "",
+            next_page_token=(
+                self._rt.page_tokens.seal(caller, method, filters, found[-1].title_id)
+                if more
+                else ""
+            ),
         )

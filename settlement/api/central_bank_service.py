@@ -6,7 +6,7 @@ import grpc
 from condpay.v1 import central_bank_pb2, central_bank_pb2_grpc, operation_pb2
 
 from settlement import limits
-from settlement.api import convert, requests
+from settlement.api import convert, requests, scopes
 from settlement.api.identity import current_caller
 from settlement.api.replies import Reply
 from settlement.api.wallet_service import public_key
@@ -86,9 +86,16 @@ class CentralBankService(central_bank_pb2_grpc.CentralBankServiceServicer):
         command_type: type[commands.Issue | commands.Redeem],
         request: central_bank_pb2.IssueRequest | central_bank_pb2.RedeemRequest,
     ) -> commands.Command:
-        base = requests.command_fields(_SERVICE + name, current_caller(), request)
+        caller = current_caller()
+        base = requests.command_fields(_SERVICE + name, caller, request)
         try:
             currency, amount = requests.money(request.amount, request.HasField("amount"), "amount")
+            if not scopes.may_issue(caller, currency):
+                raise SettlementError(
+                    Reason.NOT_CURRENCY_ISSUER,
+                    f"{currency} is issued and redeemed by its own central bank only",
+                    metadata={"field": "amount.currency", "currency": currency},
+                )
             return command_type(
                 **base,
                 institution_id=requests.identifier(request.institution_id, "institution_id"),

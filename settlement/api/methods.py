@@ -56,12 +56,19 @@ METHODS: Final[dict[str, MethodSpec]] = {
     ),
     _C + "Issue": _spec(
         {Role.CENTRAL_BANK},
-        {R.INVALID_ID, R.INVALID_TEXT, R.INSTITUTION_NOT_FOUND, *_MONEY},
+        {R.INVALID_ID, R.INVALID_TEXT, R.INSTITUTION_NOT_FOUND, R.NOT_CURRENCY_ISSUER, *_MONEY},
         mutating=True,
     ),
     _C + "Redeem": _spec(
         {Role.CENTRAL_BANK},
-        {R.INVALID_ID, R.INVALID_TEXT, R.INSTITUTION_NOT_FOUND, R.INSUFFICIENT_FUNDS, *_MONEY},
+        {
+            R.INVALID_ID,
+            R.INVALID_TEXT,
+            R.INSTITUTION_NOT_FOUND,
+            R.INSUFFICIENT_FUNDS,
+            R.NOT_CURRENCY_ISSUER,
+            *_MONEY,
+        },
         mutating=True,
     ),
     _C + "GetSupply": _spec(
@@ -70,7 +77,7 @@ METHODS: Final[dict[str, MethodSpec]] = {
         mutating=False,
     ),
     _W + "OpenWallet": _spec(
-        {Role.INSTITUTION, Role.PLATFORM},
+        {Role.INSTITUTION},  # the KYC tier is the institution's to set
         {
             R.INVALID_ID,
             R.INVALID_TEXT,
@@ -104,7 +111,7 @@ METHODS: Final[dict[str, MethodSpec]] = {
         mutating=True,
     ),
     _W + "ListJournal": _spec(
-        _ALL_ROLES - {Role.ORACLE},
+        {Role.INSTITUTION, Role.CENTRAL_BANK, Role.AUDITOR},
         {R.INVALID_ID, R.INVALID_PAGE_TOKEN, R.INVALID_PAGE_SIZE, R.WALLET_NOT_FOUND},
         mutating=False,
     ),
@@ -321,10 +328,12 @@ METHODS.update(
             mutating=True,
         ),
         _A + "GetTitle": _spec(
-            _READERS, {R.MISSING_FIELD, R.INVALID_ID, R.TITLE_NOT_FOUND}, mutating=False
+            _READERS | {Role.INSTITUTION, Role.ORACLE},
+            {R.MISSING_FIELD, R.INVALID_ID, R.TITLE_NOT_FOUND},
+            mutating=False,
         ),
         _A + "ListTitles": _spec(
-            _READERS,
+            _READERS | {Role.INSTITUTION, Role.ORACLE},
             {R.MISSING_FIELD, R.INVALID_ID, R.INVALID_PAGE_SIZE, R.INVALID_PAGE_TOKEN},
             mutating=False,
         ),
@@ -362,6 +371,3 @@ METHODS.update(
         ),
     }
 )
-
-# Roles that may read the whole journal (ListJournal without a wallet).
-WHOLE_JOURNAL_ROLES: Final = frozenset({Role.CENTRAL_BANK, Role.AUDITOR})

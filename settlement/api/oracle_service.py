@@ -13,9 +13,9 @@ from condpay.v1 import operation_pb2, oracle_pb2, oracle_pb2_grpc
 
 from settlement import limits
 from settlement.api import payment_views as views
-from settlement.api import requests
+from settlement.api import requests, scopes
 from settlement.api.contract_service import stored_contract
-from settlement.api.identity import Role, current_caller
+from settlement.api.identity import current_caller
 from settlement.api.replies import Reply
 from settlement.errors import Reason, SettlementError, not_found
 from settlement.ledger import commands, oracles, payments
@@ -175,13 +175,15 @@ class OracleService(oracle_pb2_grpc.OracleServiceServicer):
             raise requests.invalid(Reason.MISSING_FIELD, "statement", "statement is required")
         statement = decode_statement(request.statement)
         found = await self._rt.reader.payments(payment_ids=[statement.payment_id], limit=1)
-        caller = current_caller()
-        # Oracles attest for any payment whose contract names them (the signatures decide); a
-        # platform relays only for its own payments, like everything else it does.
-        if not found or (caller.role is Role.PLATFORM and found[0].platform != str(caller)):
+        contract = None
+        if found:
+            contract, _source = await stored_contract(self._rt, found[0].contract_hash)
+        # An oracle attests only to payments whose contract names it among an oracle's sources;
+        # a platform relays only for its own payments (scopes.may_attest). Any other payment
+        # answers as one that does not exist.
+        if contract is None or not scopes.may_attest(current_caller(), found[0].platform, contract):
             raise not_found(Reason.PAYMENT_NOT_FOUND, "payment", statement.payment_id)
         payment = found[0]
-        contract, _source = await stored_contract(self._rt, payment.contract_hash)
         parties = payments.wallet_params(contract, payments.bound(contract, payment))
         keys = {}
         for wallet_id in parties.values():

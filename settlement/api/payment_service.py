@@ -18,9 +18,9 @@ from condpay.v1 import operation_pb2, payment_pb2, payment_pb2_grpc
 from contracts_dsl import bind_params, deadline_us, escrow_minor
 from settlement import limits
 from settlement.api import payment_views as views
-from settlement.api import requests
+from settlement.api import requests, scopes
 from settlement.api.contract_service import quota_refusal, resolve_contract, stored_contract
-from settlement.api.identity import Caller, Role, current_caller
+from settlement.api.identity import Caller, current_caller
 from settlement.api.replies import Reply
 from settlement.api.signatures import check_wallet_signature
 from settlement.errors import Reason, SettlementError, not_found
@@ -309,21 +309,12 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
     async def visible_payment(self, caller: Caller, payment_id: str) -> PaymentRecord:
         """The payment if ``caller`` may see it; otherwise NOT_FOUND, as if it did not exist."""
         requests.identifier(payment_id, "payment_id")
-        found = await self._rt.reader.payments(payment_ids=[payment_id], limit=1)
-        if not found or not await self._may_see(caller, found[0]):
+        found = await self._rt.reader.payments(
+            payment_ids=[payment_id], limit=1, visible=scopes.payments(caller)
+        )
+        if not found:  # or not the caller's to see: the same answer
             raise not_found(Reason.PAYMENT_NOT_FOUND, "payment", payment_id)
         return found[0]
-
-    async def _may_see(self, caller: Caller, payment: PaymentRecord) -> bool:
-        if caller.role in (Role.CENTRAL_BANK, Role.AUDITOR):
-            return True
-        if caller.role is Role.PLATFORM:
-            return payment.platform == str(caller)
-        if caller.role is Role.FINANCIER:
-            financiers = {f.funded_by for f in payment.financing}
-            financiers |= {a.assigned_by for a in payment.assignments}
-            return str(caller) in financiers
-        return False
 
     async def _presentable(self, payment: PaymentRecord) -> payment_pb2.Payment:
         contract, source = await stored_contract(self._rt, payment.contract_hash)
@@ -339,22 +330,32 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
         self, request: payment_pb2.ListPaymentsRequest, context: grpc.aio.ServicerContext
     ) -> payment_pb2.ListPaymentsResponse:
         caller = current_caller()
-        size, _after = requests.id_page(request.page_size, request.page_token)
+        size = scopes.page_size(request.page_size)
         state = views.STATES_BY_PROTO.get(request.state)
+        method = _SERVICE + "ListPayments"
+        filters = {
+            "state": state.value if state else "",
+            "payer_wallet_id": request.payer_wallet_id,
+            "contract_hash": request.contract_hash,
+        }
+        after = self._rt.page_tokens.open(caller, method, filters, request.page_token)
         found = await self._rt.reader.payments(
-            platform=str(caller) if caller.role is Role.PLATFORM else None,
             state=state.value if state else None,
             payer_wallet_id=request.payer_wallet_id or None,
             contract_hash=request.contract_hash or None,
-            after_id=request.page_token,
+            after_id=after,
             limit=size + 1,
+            visible=scopes.payments(caller),
         )
         more = len(found) > size
         found = found[:size]
-        visible = [p for p in found if await self._may_see(caller, p)]
         return payment_pb2.ListPaymentsResponse(
-            payments=[await self._presentable(p) for p in visible],
-            next_page_token=found[-1].payment_id if more else "",
+            payments=[await self._presentable(p) for p in found],
+            next_page_token=(
+                self._rt.page_tokens.seal(caller, method, filters, found[-1].payment_id)
+                if more
+                else ""
+            ),
         )
 
     async def WatchPayment(

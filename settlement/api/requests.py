@@ -209,14 +209,3 @@ def money(value: money_pb2.Money, present: bool, field: str) -> tuple[str, int]:
     return currency(value.currency, f"{field}.currency"), positive_amount(
         value.amount_minor, f"{field}.amount_minor"
     )
-
-
-def id_page(page_size: int, page_token: str, default: int = 50, most: int = 500) -> tuple[int, str]:
-    """A list call's page: (how many, the id to list after). INVALID_PAGE_SIZE for a negative
-    size (0 is ``default``; more than ``most`` is ``most``), INVALID_PAGE_TOKEN for a token
-    that is not an id (the token is the last id of the previous page)."""
-    if page_size < 0:
-        raise invalid(Reason.INVALID_PAGE_SIZE, "page_size", "must be >= 0")
-    if page_token and not ID_PATTERN.fullmatch(page_token):
-        raise invalid(Reason.INVALID_PAGE_TOKEN, "page_token", "not a page token")
-    return min(page_size or default, most), page_token

@@ -12,9 +12,9 @@ import grpc
 from condpay.v1 import operation_pb2, settlement_pb2, settlement_pb2_grpc
 
 from bridges.errors import BridgeError, Unavailable
-from settlement.api import requests
+from settlement.api import requests, scopes
 from settlement.api import settlement_views as views
-from settlement.api.identity import Caller, Role, current_caller
+from settlement.api.identity import current_caller
 from settlement.api.replies import Reply, replay_stored
 from settlement.api.signatures import check_wallet_signature
 from settlement.coordination.coordinator import quote_record
@@ -234,18 +234,14 @@ class SettlementService(settlement_pb2_grpc.SettlementServiceServicer):
         return reply
 
     # -- reads ---------------------------------------------------------------------------------
-    @staticmethod
-    def _may_see(caller: Caller, settlement: SettlementRecord) -> bool:
-        return caller.role in (Role.CENTRAL_BANK, Role.AUDITOR) or (
-            settlement.requested_by == str(caller)
-        )
-
     async def GetSettlement(
         self, request: settlement_pb2.GetSettlementRequest, context: grpc.aio.ServicerContext
     ) -> settlement_pb2.GetSettlementResponse:
         requests.identifier(request.settlement_id, "settlement_id")
-        found = await self._rt.settlements.settlement(request.settlement_id)
-        if found is None or not self._may_see(current_caller(), found):
+        found = await self._rt.settlements.settlement(
+            request.settlement_id, scopes.settlements(current_caller())
+        )
+        if found is None:  # or not the caller's to see: the same answer
             raise not_found(Reason.SETTLEMENT_NOT_FOUND, "settlement", request.settlement_id)
         return settlement_pb2.GetSettlementResponse(
             settlement=views.settlement(found, self._gateway)
@@ -255,18 +251,28 @@ class SettlementService(settlement_pb2_grpc.SettlementServiceServicer):
         self, request: settlement_pb2.ListSettlementsRequest, context: grpc.aio.ServicerContext
     ) -> settlement_pb2.ListSettlementsResponse:
         caller = current_caller()
-        size, _after = requests.id_page(request.page_size, request.page_token)
+        size = scopes.page_size(request.page_size)
         state = views.STATES_BY_PROTO.get(request.state)
+        method = _SERVICE + "ListSettlements"
+        filters = {
+            "state": state.value if state else "",
+            "origin_payment_id": request.origin_payment_id,
+        }
+        after = self._rt.page_tokens.open(caller, method, filters, request.page_token)
         found = await self._rt.settlements.settlements(
-            requested_by=None if caller.role in (Role.CENTRAL_BANK, Role.AUDITOR) else str(caller),
             states=(state.value,) if state else (),
             origin_payment_id=request.origin_payment_id or None,
-            after_id=request.page_token,
+            after_id=after,
             limit=size + 1,
+            visible=scopes.settlements(caller),
         )
         more = len(found) > size
         found = found[:size]
         return settlement_pb2.ListSettlementsResponse(
             settlements=[views.settlement(s, self._gateway) for s in found],
-            next_page_token=found[-1].settlement_id if more else "",
+            next_page_token=(
+                self._rt.page_tokens.seal(caller, method, filters, found[-1].settlement_id)
+                if more
+                else ""
+            ),
         )

@@ -6,9 +6,8 @@ import grpc
 from condpay.v1 import operation_pb2, wallet_pb2, wallet_pb2_grpc
 
 from settlement import limits
-from settlement.api import convert, requests
+from settlement.api import convert, requests, scopes
 from settlement.api.identity import Role, current_caller
-from settlement.api.methods import WHOLE_JOURNAL_ROLES
 from settlement.api.replies import Reply
 from settlement.api.signatures import check_wallet_signature
 from settlement.errors import Reason, SettlementError, not_found
@@ -17,7 +16,6 @@ from settlement.ledger.records import BalanceRecord, EntryRecord, WalletRecord
 from settlement.runtime import Runtime
 from wallets import (
     CURRENCY_CODES,
-    INT64_MAX,
     BadSignature,
     TransferInstruction,
     WalletKind,
@@ -108,8 +106,11 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
         self, request: wallet_pb2.GetWalletRequest, context: grpc.aio.ServicerContext
     ) -> wallet_pb2.GetWalletResponse:
         wallet_id = requests.identifier(request.wallet_id, "wallet_id")
-        found = await self._rt.reader.wallet(wallet_id)
-        if found is None:
+        caller = current_caller()
+        found = await self._rt.reader.wallet(
+            wallet_id, scopes.wallets(caller), scopes.balance_currencies(caller)
+        )
+        if found is None:  # or not the caller's to see: the same answer
             raise not_found(Reason.WALLET_NOT_FOUND, "wallet", wallet_id)
         record, balances = found
         return wallet_pb2.GetWalletResponse(
@@ -165,29 +166,24 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
         wallet_id: str | None = None
         if request.wallet_id:
             wallet_id = requests.identifier(request.wallet_id, "wallet_id")
-            if not await self._rt.reader.wallet_exists(wallet_id):
+            if not await self._rt.reader.wallet_exists(wallet_id, scopes.wallets(caller)):
                 raise not_found(Reason.WALLET_NOT_FOUND, "wallet", wallet_id)
-        elif caller.role not in WHOLE_JOURNAL_ROLES:
-            raise SettlementError(
-                Reason.ROLE_NOT_ALLOWED,
-                "only the central bank and auditors may list the whole journal; give a wallet_id",
-            )
-        if request.page_size < 0:
-            raise requests.invalid(Reason.INVALID_PAGE_SIZE, "page_size", "page_size must be >= 0")
-        page_size = min(request.page_size or limits.PAGE_SIZE_DEFAULT, limits.PAGE_SIZE_MAX)
-        after = _page_token(request.page_token)
-        entries = await self._rt.reader.journal(wallet_id, after, page_size + 1)
+        page_size = scopes.page_size(
+            request.page_size, limits.PAGE_SIZE_DEFAULT, limits.PAGE_SIZE_MAX
+        )
+        method, filters = _SERVICE + "ListJournal", {"wallet_id": wallet_id or ""}
+        cursor = self._rt.page_tokens.open(caller, method, filters, request.page_token)
+        after = int(cursor) if cursor else 0  # sealed by this server: always a sequence number
+        entries = await self._rt.reader.journal(
+            wallet_id, after, page_size + 1, scopes.journal_postings(caller)
+        )
         more = len(entries) > page_size
         entries = entries[:page_size]
         return wallet_pb2.ListJournalResponse(
             entries=[convert.entry(e) for e in entries],
-            next_page_token=str(entries[-1].seq) if more else "",
+            next_page_token=(
+                self._rt.page_tokens.seal(caller, method, filters, str(entries[-1].seq))
+                if more
+                else ""
+            ),
         )
-
-
-def _page_token(token: str) -> int:
-    if not token:
-        return 0
-    if not token.isascii() or not token.isdigit() or len(token) > 19 or int(token) > INT64_MAX:
-        raise requests.invalid(Reason.INVALID_PAGE_TOKEN, "page_token", "not a page token")
-    return int(token)

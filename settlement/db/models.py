@@ -349,6 +349,9 @@ class TitleMove(SQLModel, table=True):
     units: int = Field(sa_type=BigInteger)
     request_id: str
     at_us: int = Field(sa_type=BigInteger)
+    # The caller whose command made the move (migration 0005; "" before it): a caller that moved
+    # a title may read it (settlement/api/scopes.py).
+    moved_by: str = Field(default="", index=True)
 
 
 class FxQuote(SQLModel, table=True):
@@ -418,3 +421,26 @@ class Settlement(SQLModel, table=True):
     block_height: int = Field(sa_type=BigInteger)
     block_header: bytes = Field(sa_type=LargeBinary)
     certificate: bytes = Field(sa_type=LargeBinary)
+
+
+# -- read scopes (migration 0005) ---------------------------------------------------------------
+class PaymentParty(SQLModel, table=True):
+    """Every wallet a payment involves (payer, wallet parameters, financiers' and assignees'
+    wallets), written with the payment's lock, funding and assignments: a platform or financier
+    sees a wallet only as a party of a payment it may see (settlement/api/scopes.py)."""
+
+    __tablename__ = "payment_parties"
+
+    payment_id: str = Field(primary_key=True, foreign_key="payments.payment_id")
+    wallet_id: str = Field(primary_key=True, index=True)
+
+
+class ServerKey(SQLModel, table=True):
+    """Secrets every replica shares, made once by whichever replica starts first (the page-token
+    key: settlement/api/scopes.py)."""
+
+    __tablename__ = "server_keys"
+
+    name: str = Field(primary_key=True)
+    secret: bytes = Field(sa_type=LargeBinary)
+    created_at_us: int = Field(sa_type=BigInteger)

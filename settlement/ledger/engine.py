@@ -334,6 +334,7 @@ class LedgerEngine:
         for submission in fresh:
             savepoint, first_entry = ws.savepoint(), len(ws.entries)
             try:
+                ws.caller = submission.command.caller
                 result = reply_snapshot(submission.command.apply(ws))
             except SettlementError as error:
                 ws.rollback_to(savepoint)

@@ -397,3 +397,7 @@ async def _write_payments(tx: LedgerTransaction, payments: Sequence[PaymentRecor
         "INSERT INTO payment_events (payment_id, version, kind, at_us) VALUES (?, ?, ?, ?)",
         events,
     )
+    await tx.execute_many(
+        "INSERT INTO payment_parties (payment_id, wallet_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        sorted({(p.payment_id, w) for p in payments for w in p.new_parties}),
+    )

@@ -350,6 +350,7 @@ class LockPayment(Command):
             updated_at_us=ws.now_us,
             is_new=True,
         )
+        payment.new_parties = (self.payer, *wallet_params(self.contract, self.params).values())
         _bump(payment, "locked", ws.now_us)
         ws.add_payment(payment)
         return snapshot(ws, payment)
@@ -421,6 +422,7 @@ class FundEscrow(Command):
             self.caller,
         )
         payment.financing.append(financing)
+        payment.new_parties = (*payment.new_parties, self.financier)
         _bump(payment, "funded", ws.now_us)
         return snapshot(ws, payment), replace(financing)
 
@@ -522,6 +524,7 @@ class AssignProceeds(Command):
             self.caller,
         )
         payment.assignments.append(assignment)
+        payment.new_parties = (*payment.new_parties, self.payee, self.financier)
         _bump(payment, "assigned", ws.now_us)
         return snapshot(ws, payment), replace(assignment)
 

@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, text
+from sqlalchemy import ColumnElement, func, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -70,14 +70,29 @@ class LedgerReader:
             row = await session.get(models.Wallet, wallet_id)
             return None if row is None else _wallet(row)
 
-    async def wallet(self, wallet_id: str) -> tuple[WalletRecord, list[BalanceRecord]] | None:
+    async def wallet(
+        self,
+        wallet_id: str,
+        visible: ColumnElement[bool] | None = None,
+        currencies: frozenset[str] | None = None,
+    ) -> tuple[WalletRecord, list[BalanceRecord]] | None:
+        """The wallet and its balances; None if there is none or it is not ``visible`` (a read
+        scope); only the balances in ``currencies`` if given."""
         async with self._session() as session:
-            row = await session.get(models.Wallet, wallet_id)
+            if visible is None:
+                row = await session.get(models.Wallet, wallet_id)
+            else:
+                row = (
+                    await session.exec(
+                        select(models.Wallet).where(models.Wallet.wallet_id == wallet_id, visible)
+                    )
+                ).first()
             if row is None:
                 return None
-            balances = await session.exec(
-                select(models.Balance).where(models.Balance.wallet_id == wallet_id)
-            )
+            query = select(models.Balance).where(models.Balance.wallet_id == wallet_id)
+            if currencies is not None:
+                query = query.where(col(models.Balance.currency).in_(sorted(currencies)))
+            balances = await session.exec(query)
             return _wallet(row), [
                 BalanceRecord(
                     b.wallet_id, b.currency, b.available, b.held, b.spent_day, b.spent_today
@@ -85,12 +100,26 @@ class LedgerReader:
                 for b in balances
             ]
 
-    async def wallet_exists(self, wallet_id: str) -> bool:
+    async def wallet_exists(
+        self, wallet_id: str, visible: ColumnElement[bool] | None = None
+    ) -> bool:
         async with self._session() as session:
-            return await session.get(models.Wallet, wallet_id) is not None
+            if visible is None:
+                return await session.get(models.Wallet, wallet_id) is not None
+            query = select(models.Wallet.wallet_id).where(
+                models.Wallet.wallet_id == wallet_id, visible
+            )
+            return (await session.exec(query)).first() is not None
 
-    async def journal(self, wallet_id: str | None, after_seq: int, limit: int) -> list[EntryRecord]:
-        """Entries after ``after_seq`` in sequence order, touching ``wallet_id`` if given."""
+    async def journal(
+        self,
+        wallet_id: str | None,
+        after_seq: int,
+        limit: int,
+        visible: ColumnElement[bool] | None = None,
+    ) -> list[EntryRecord]:
+        """Entries after ``after_seq`` in sequence order, touching ``wallet_id`` if given, and
+        only those with a posting that is ``visible`` (a condition on postings) if given."""
         async with self._session() as session:
             query = select(models.JournalEntry).where(models.JournalEntry.seq > after_seq)
             if wallet_id is not None:
@@ -98,6 +127,9 @@ class LedgerReader:
                     models.Posting.account_id == wallet_id, models.Posting.seq > after_seq
                 )
                 query = query.where(col(models.JournalEntry.seq).in_(touching))
+            if visible is not None:
+                seen = select(models.Posting.seq).where(models.Posting.seq > after_seq, visible)
+                query = query.where(col(models.JournalEntry.seq).in_(seen))
             entries = list(
                 await session.exec(query.order_by(col(models.JournalEntry.seq)).limit(limit))
             )
@@ -206,10 +238,14 @@ class LedgerReader:
         contract_hash: str | None = None,
         after_id: str = "",
         limit: int = 50,
+        visible: ColumnElement[bool] | None = None,
     ) -> list[PaymentRecord]:
-        """Payments with their financing, assignments, legs and attestations, by id order."""
+        """Payments with their financing, assignments, legs and attestations, by id order; only
+        those ``visible`` (a read scope) if given."""
         async with self._session() as session:
             query = select(models.Payment).where(models.Payment.payment_id > after_id)
+            if visible is not None:
+                query = query.where(visible)
             if payment_ids:
                 query = query.where(col(models.Payment.payment_id).in_(list(payment_ids)))
             if platform is not None:

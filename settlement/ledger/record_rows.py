@@ -94,7 +94,7 @@ SETTLEMENTS: Final = RecordRows(
 async def write_title_moves(tx: LedgerTransaction, titles: Sequence[TitleRecord]) -> None:
     await tx.execute_many(
         "INSERT INTO title_moves (title_id, seq, kind, from_wallet_id, to_wallet_id, units, "
-        "request_id, at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "request_id, at_us, moved_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 t.title_id,
@@ -105,6 +105,7 @@ async def write_title_moves(tx: LedgerTransaction, titles: Sequence[TitleRecord]
                 m.units,
                 m.request_id,
                 m.at_us,
+                m.moved_by,
             )
             for t in titles
             for i, m in enumerate(t.moves)

@@ -288,6 +288,9 @@ class PaymentRecord:
     events: list[tuple[int, str]] = field(default_factory=list)
     stored: tuple[int, int, int, int] = (0, 0, 0, 0)
     is_new: bool = False
+    # Wallets this batch made parties of the payment (payment_parties; replaced, never mutated,
+    # so a working-set savepoint's shallow copy restores it).
+    new_parties: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +333,7 @@ class TitleMoveRecord:
     units: int
     request_id: str
     at_us: int
+    moved_by: str = ""  # the caller of the command that made the move
 
 
 @dataclass(slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sqlalchemy import ColumnElement, true
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -32,10 +33,19 @@ class SettlementReader:
     def _session(self) -> AsyncSession:
         return AsyncSession(self._engine, expire_on_commit=False)
 
-    async def title(self, title_id: str) -> tuple[TitleRecord, list[tuple[int, TitleMoveRecord]]]:
-        """The title and its moves (seq, move) in order; raises KeyError if there is none."""
+    async def title(
+        self, title_id: str, visible: ColumnElement[bool] | None = None
+    ) -> tuple[TitleRecord, list[tuple[int, TitleMoveRecord]]]:
+        """The title and its moves (seq, move) in order; raises KeyError if there is none (or
+        it is not ``visible``, a read scope, if given)."""
         async with self._session() as session:
-            row = await session.get(models.Title, title_id)
+            row = (
+                await session.exec(
+                    select(models.Title).where(
+                        models.Title.title_id == title_id, true() if visible is None else visible
+                    )
+                )
+            ).first()
             if row is None:
                 raise KeyError(title_id)
             moves = await session.exec(
@@ -47,13 +57,25 @@ class SettlementReader:
                 (
                     m.seq,
                     TitleMoveRecord(
-                        m.kind, m.from_wallet_id, m.to_wallet_id, m.units, m.request_id, m.at_us
+                        m.kind,
+                        m.from_wallet_id,
+                        m.to_wallet_id,
+                        m.units,
+                        m.request_id,
+                        m.at_us,
+                        m.moved_by,
                     ),
                 )
                 for m in moves
             ]
 
-    async def titles(self, holder_wallet_id: str, after_id: str, limit: int) -> list[TitleRecord]:
+    async def titles(
+        self,
+        holder_wallet_id: str,
+        after_id: str,
+        limit: int,
+        visible: ColumnElement[bool] | None = None,
+    ) -> list[TitleRecord]:
         async with self._session() as session:
             rows = await session.exec(
                 select(models.Title)
@@ -61,6 +83,7 @@ class SettlementReader:
                     models.Title.holder_wallet_id == holder_wallet_id,
                     models.Title.title_id > after_id,
                     models.Title.state == "ACTIVE",
+                    true() if visible is None else visible,
                 )
                 .order_by(col(models.Title.title_id))
                 .limit(limit)
@@ -82,9 +105,12 @@ class SettlementReader:
         updated_before_us: int | None = None,
         after_id: str = "",
         limit: int = 50,
+        visible: ColumnElement[bool] | None = None,
     ) -> list[SettlementRecord]:
         async with self._session() as session:
             query = select(models.Settlement).where(models.Settlement.settlement_id > after_id)
+            if visible is not None:
+                query = query.where(visible)
             if settlement_ids:
                 query = query.where(col(models.Settlement.settlement_id).in_(list(settlement_ids)))
             if requested_by is not None:
@@ -100,6 +126,8 @@ class SettlementReader:
             )
             return [_record(SETTLEMENTS, r) for r in rows]
 
-    async def settlement(self, settlement_id: str) -> SettlementRecord | None:
-        found = await self.settlements(settlement_ids=[settlement_id], limit=1)
+    async def settlement(
+        self, settlement_id: str, visible: ColumnElement[bool] | None = None
+    ) -> SettlementRecord | None:
+        found = await self.settlements(settlement_ids=[settlement_id], limit=1, visible=visible)
         return found[0] if found else None

@@ -81,7 +81,13 @@ def move(
     ws.touch(title)
     title.moves.append(
         TitleMoveRecord(
-            kind, title.holder_wallet_id, to_wallet_id, title.units, request_id, ws.now_us
+            kind,
+            title.holder_wallet_id,
+            to_wallet_id,
+            title.units,
+            request_id,
+            ws.now_us,
+            ws.caller,
         )
     )
     title.holder_wallet_id = to_wallet_id
@@ -126,7 +132,9 @@ def split(
             issued_at_us=ws.now_us,
             updated_at_us=ws.now_us,
             moves=[
-                TitleMoveRecord("SPLIT", "", title.holder_wallet_id, units, request_id, ws.now_us)
+                TitleMoveRecord(
+                    "SPLIT", "", title.holder_wallet_id, units, request_id, ws.now_us, ws.caller
+                )
             ],
             is_new=True,
         )
@@ -209,7 +217,9 @@ class IssueTitle(Command):
             issued_at_us=ws.now_us,
             updated_at_us=ws.now_us,
             moves=[
-                TitleMoveRecord("ISSUED", "", self.holder, self.units, self.request_id, ws.now_us)
+                TitleMoveRecord(
+                    "ISSUED", "", self.holder, self.units, self.request_id, ws.now_us, self.caller
+                )
             ],
             is_new=True,
         )

@@ -116,6 +116,7 @@ class WorkingSet:
         extras: World | None = None,
     ) -> None:
         self.now_us = now_us
+        self.caller = ""  # the caller of the command being applied (set by the engine)
         self.world = extras or World()
         self._touched_payments: dict[str, PaymentRecord] = {}
         self._touched_oracles: dict[str, OracleRecord] = {}

@@ -466,7 +466,8 @@ async def test_concurrent_replays_of_one_event_id_accept_exactly_one(trade: Trad
     oracles = await register_oracles(trade)
     payment = await locked(trade)
     await cleared_for(trade, oracles, payment, "ev-customs")
-    clients = [trade.client(f"oracle/relay-{i}") for i in range(4)]
+    # From four oracles the contract names (an oracle submits only for such payments).
+    clients = [trade.client(f"oracle/{name}") for name in (CUSTOMS, *SENSORS)]
     # Ten submissions of one event id, under ten request ids: five identical, five with other
     # observation times (other statement bytes), from four connections at once.
     statements = [await arrived(trade, payment, "ev-arrived") for _ in range(5)]

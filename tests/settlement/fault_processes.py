@@ -51,6 +51,7 @@ from settlement.ledger.commands import reserve_wallet_id
 from settlement.ledger.settlements import derive_settlement_id, transfer_id
 from sim_central_bank.bridge_process import BridgeProcess
 from tests.payments.fleet import FAST_RECONNECT, TRANSIENT, RestartableServer, audit
+from tests.support.harness import central_bank_of
 from wallets import OwnerKey, PvPInstruction
 
 T = TypeVar("T")
@@ -234,7 +235,7 @@ async def build_world(core_address: str, bridge_address: str, database_url: str)
             request_id=f"world-{institution}",
         )
         for currency in CURRENCIES:
-            await cb.issue(
+            await cb.with_caller(central_bank_of(currency)).issue(
                 institution, currency, RESERVE_MINOR, request_id=f"world-{institution}-{currency}"
             )
     bank = SettlementsClient(core_address, caller=f"institution/{BANK}", channel=ch)

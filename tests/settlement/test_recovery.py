@@ -27,6 +27,7 @@ from settlement.ledger.settlements import derive_settlement_id
 from tests.settlement.audit import open_trade
 from tests.settlement.test_payment_payouts import CUSTOMS, PAYOUT, clear_customs, compiled
 from tests.settlement.world import GATEWAY, PLATFORM, RESERVE_MINOR, TradeWorld, key, pvp_request
+from tests.support.harness import central_bank_of
 
 PRICE_CNY = 100_000_00
 PAYOUT_CNY = 60_000_00  # PAYOUT pays 60% of the price in HKD
@@ -92,7 +93,7 @@ async def test_a_payout_the_gateway_cannot_fund_backs_off_doubling_and_keeps_no_
         await recovery.stop()
         quotes = CountingQuotes(trade, clock)
         monkeypatch.setattr(link, "quote", quotes)
-        await trade.cb.redeem(GATEWAY, "HKD", RESERVE_MINOR)
+        await trade.client(central_bank_of("HKD")).redeem(GATEWAY, "HKD", RESERVE_MINOR)
         await release_a_payout(trade, "ev-no-hkd")
         pending = await the_payout(trade)
         assert pending.state is SettlementState.PENDING
@@ -121,7 +122,7 @@ async def test_a_payout_the_gateway_cannot_fund_backs_off_doubling_and_keeps_no_
         assert (await the_payout(trade)).version == pending.version
 
         # Funded again, it is quoted at the next due sweep and settles; the pacing is forgotten.
-        await trade.cb.issue(GATEWAY, "HKD", RESERVE_MINOR)
+        await trade.client(central_bank_of("HKD")).issue(GATEWAY, "HKD", RESERVE_MINOR)
         clock.advance(2.1)
         (settled,) = [s for s in await trade.settle_everything() if s.origin_payment_id]
         assert settled.state is SettlementState.FINAL

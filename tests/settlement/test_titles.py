@@ -373,7 +373,10 @@ async def test_title_reads_are_for_readers_and_writes_for_their_roles(trade: Tra
     auditor = trade.client("auditor/csrc")
     assert (await auditor.get_title(title_id)).title.units == 40
     carrier = trade.client(f"oracle/{CARRIER}")
-    await refused("ROLE_NOT_ALLOWED", carrier.get_title(title_id))
+    assert (await carrier.get_title(title_id)).title.issuer_id == CARRIER  # its issuer reads it
+    await refused("TITLE_NOT_FOUND", trade.client("oracle/other.carrier").get_title(title_id))
+    await refused("TITLE_NOT_FOUND", trade.client("institution/boc-hk").get_title(title_id))
+    assert (await trade.client("institution/icbc-sz").get_title(title_id)).title.units == 40
     # The carrier itself (an oracle) may issue; an institution may not.
     issued = await carrier.issue_title(
         trade.keys[CARRIER], CARRIER, "bill_of_lading", trade.wallets["seller"], 3, b"own"

@@ -23,7 +23,7 @@ from condpay.v1 import asset_pb2, settlement_pb2, wallet_pb2
 
 from bridges import FaultPlan, FaultyBridge
 from settlement.ledger.records import SettlementRecord
-from tests.support.harness import Harness
+from tests.support.harness import AUDITOR, Harness, central_bank_of
 from wallets import (
     OwnerKey,
     PledgeRelease,
@@ -259,7 +259,7 @@ class TradeWorld:
     async def balance(self, name: str, currency: str) -> tuple[int, int]:
         """(available, held) of a party (or any wallet id); (0, 0) for a currency never held."""
         wallet_id = self.wallets.get(name, name)
-        wallet = await self.cb.get_wallet(wallet_id)
+        wallet = await self.client(AUDITOR).get_wallet(wallet_id)
         line = next((b for b in wallet.balances if b.available.currency == currency), None)
         return (0, 0) if line is None else (line.available.amount_minor, line.held.amount_minor)
 
@@ -371,7 +371,9 @@ async def build_world(harness: Harness) -> TradeWorld:
     for institution in (BANK, GATEWAY):
         await cb.register_institution(institution, institution.upper(), key(institution).public_key)
         for currency in CURRENCIES:
-            await cb.issue(institution, currency, RESERVE_MINOR)
+            await world.client(central_bank_of(currency)).issue(
+                institution, currency, RESERVE_MINOR
+            )
     bank = world.client(f"institution/{BANK}")
     for name in PARTIES:
         world.keys[name] = key(name)

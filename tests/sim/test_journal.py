@@ -11,6 +11,7 @@ from condpay.v1 import ledger_pb2
 
 from settlement.ledger import journal as server_journal
 from tests.sim.ledger import audited_trade, story
+from tests.support.harness import AUDITOR
 
 
 def test_the_canonical_bytes_are_the_documented_json() -> None:
@@ -47,7 +48,9 @@ def test_enum_names_are_the_servers() -> None:
 async def test_entries_from_a_real_server_verify(database_url: str) -> None:
     async with audited_trade(database_url) as trade:
         await story(trade, with_expiry=False)
-        entries = [e async for e in trade.cb.journal(page_size=7)]  # several pages
+        entries = [
+            e async for e in trade.cb.with_caller(AUDITOR).journal(page_size=7)
+        ]  # several pages
         records = await trade.harness.runtime.reader.journal(None, 0, 10_000)
         assert len(entries) == len(records) > 20
         kinds = {journal.kind_name(e.kind) for e in entries}
@@ -80,7 +83,7 @@ async def test_a_changed_reordered_or_cut_chain_names_its_first_broken_entry(
 ) -> None:
     async with audited_trade(database_url) as trade:
         await story(trade, with_expiry=False)
-        entries = [e async for e in trade.cb.journal()]
+        entries = [e async for e in trade.cb.with_caller(AUDITOR).journal()]
 
         def copied() -> list[ledger_pb2.JournalEntry]:
             out = []

@@ -22,11 +22,19 @@ from settlement.ledger.store import LedgerStore
 from settlement.observability import listen
 from settlement.runtime import Runtime
 from wallets import OwnerKey
+from wallets.currencies import CURRENCIES
 
 CENTRAL_BANK = "central_bank/pboc"
 # Server log events that mean a bug: a test that produces one fails at teardown, unless it says
 # it provokes them on purpose (Harness.allowed_log_events).
 BUG_EVENTS = frozenset({"unhandled_error", "undeclared_reason"})
+# Reads everything (a central bank sees only its own currencies' balances and entries).
+AUDITOR = "auditor/audit"
+
+
+def central_bank_of(currency: str) -> str:
+    """The caller that may issue and redeem ``currency``: its own central bank."""
+    return f"central_bank/{CURRENCIES[currency].central_bank.lower()}"
 
 
 @dataclass

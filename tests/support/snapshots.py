@@ -28,7 +28,7 @@ from google.rpc import error_details_pb2
 
 from settlement.clock import ManualClock
 from settlement.errors import DOMAIN
-from tests.support.harness import CENTRAL_BANK
+from tests.support.harness import AUDITOR, CENTRAL_BANK
 from wallets import OwnerKey, TransferInstruction
 
 BANK = "institution/icbc-sz"
@@ -56,7 +56,9 @@ class LedgerSnapshot:
 
 async def take_snapshot(central_bank: Client, wallet_ids: Iterable[str] = ()) -> LedgerSnapshot:
     """The whole journal, the balances of ``wallet_ids`` and of every wallet the journal names,
-    and the supply, read through the API by a central-bank client."""
+    and the supply, read through the API by an auditor on a central-bank client's connection
+    (a central bank sees only its own currencies)."""
+    central_bank = central_bank.with_caller(AUDITOR)
     entries = [e async for e in central_bank.journal(page_size=1000)]
     ids = set(wallet_ids) | {
         p.account_id for e in entries for p in e.postings if p.bucket != ledger_pb2.BUCKET_ISSUANCE
