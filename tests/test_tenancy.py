@@ -124,7 +124,13 @@ async def build_tenancy(h: Harness) -> Tenancy:
         send_source=WAREHOUSE,
     )  # fmt: skip
     await financier.fund_escrow(
-        key("financier"), trade.wallets["financier"], locked.payment.payment_id, "CNY", 1_000_00
+        key("financier"),
+        trade.wallets["financier"],
+        locked.payment.payment_id,
+        "CNY",
+        1_000_00,
+        payer_key=key("buyer"),
+        payer_wallet=trade.wallets["buyer"],
     )
     world.payment = await platform.get_payment(locked.payment.payment_id)
     seller, buyer = (key("seller"), trade.wallets["seller"]), (key("buyer"), trade.wallets["buyer"])
