@@ -61,7 +61,9 @@ def static_share(contract: CompiledContract) -> Share:
             if amount.base is None:
                 return Fraction(amount.bp, BASIS_POINTS_FULL)
             if amount.base.literal is not None and escrow_literal:
-                return Fraction(amount.base.literal * amount.bp // BASIS_POINTS_FULL, escrow_literal)
+                return Fraction(
+                    amount.base.literal * amount.bp // BASIS_POINTS_FULL, escrow_literal
+                )
             return None
         if amount.kind == "fixed":
             assert amount.money is not None
