@@ -1070,7 +1070,8 @@ class _Checker:
                     f"`{contract.clauses[starved.victim].id}` and leave nothing"
                 ],
                 help="if this must be paid whatever the order of events, make the clause "
-                "paying `remainder` also wait for this clause's events, or pay it a percentage",
+                "paying `remainder` also wait for this clause's events, or have it pay a fixed "
+                "share instead",
             )
 
     # -- conditions and time --------------------------------------------------------------------
