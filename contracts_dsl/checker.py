@@ -28,7 +28,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Final
 
-from contracts_dsl import _literals, currencies, limits
+from contracts_dsl import _literals, currencies, dvp, limits
 from contracts_dsl import ast_nodes as a
 from contracts_dsl.diagnostics import Diagnostic, make, sort_key
 from contracts_dsl.events import BUILTIN_EVENTS, EventSchema
@@ -792,6 +792,8 @@ class _Checker:
         self.check_path_percentages(units, deadline_actions, escrow_minor)
         self.check_path_remainders(units)
         self.check_path_titles(units, deadline_actions)
+        if not self.errors_so_far():  # CD064/CD065 assume the flow above is sound
+            self.check_delivery_against_payment(tree)
 
     def check_action_list(
         self, actions: Sequence[a.Action], escrow_minor: int | None, *, in_clause: bool
@@ -832,18 +834,31 @@ class _Checker:
             share += self.share(effect, escrow_minor)
             if share >= 1:
                 empty_since = action
-        if in_clause:
-            has_money = any(not isinstance(x, a.DeliverAction) for x in actions)
-            for action in actions:
-                if isinstance(action, a.DeliverAction) and not has_money:
-                    self.report(
-                        "CD058",
-                        f"title `{action.title.name}` is delivered without any payment in the "
-                        "same clause",
-                        action.span,
-                        label="delivery not against payment",
-                        help="deliver the title in the clause that pays for it (DvP)",
-                    )
+        where = "clause" if in_clause else "deadline"
+        for action in actions:
+            if not isinstance(action, a.DeliverAction):
+                continue
+            recipient = action.party.name
+            paid_other = any(
+                isinstance(x, a.PayAction) and not x.penalty and x.party.name != recipient
+                for x in actions
+            )
+            if not paid_other:
+                self.report(
+                    "CD058",
+                    f"title `{action.title.name}` is delivered to `{recipient}` without a "
+                    f"payment to another party in the same {where}",
+                    action.span,
+                    label="delivery not against payment",
+                    notes=[
+                        "delivery versus payment: the action list that delivers a title must "
+                        "pay its price to someone other than the title's recipient "
+                        "(a refund or a penalty is not a payment for it)"
+                    ],
+                    help="deliver the title in the clause that pays for it, e.g. "
+                    f"`pay remainder to seller and deliver title {action.title.name} to "
+                    f"{recipient}`",
+                )
 
     def check_path_percentages(
         self,
@@ -974,6 +989,90 @@ class _Checker:
                     in_clause.add(title)
                     in_group.setdefault(title, action)
             seen.update({k: v for k, v in in_group.items() if k not in seen})
+
+    def check_delivery_against_payment(self, tree: a.ContractAst) -> None:
+        """CD064 (a delivering action list whose payment can fall short on some path) and CD065
+        (a payment another party's `remainder` can starve to zero), on the compiled form (see
+        contracts_dsl/dvp.py). Amounts that only parameters decide are checked at binding
+        (PV010)."""
+        from contracts_dsl.compiler import compile_checked  # the compiler imports the checker
+
+        contract = compile_checked(tree, self.s)
+        clauses = [clause for clause, _ in a.all_clauses(tree)]
+        by_id = {spec.id: clauses[i] for i, spec in enumerate(contract.clauses)}
+        deadline = self.s.deadline
+
+        def actions_of(where: int) -> Sequence[a.Action]:
+            if where == dvp.DEADLINE:
+                assert deadline is not None
+                return deadline.actions
+            return clauses[where].actions
+
+        shorts, _ = dvp.delivery_shortfalls(contract, dvp.static_share(contract))
+        for short in shorts:
+            actions = actions_of(short.where)
+            action = actions[short.action_index]
+            titles = ", ".join(
+                f"`{x.title.name}`" for x in actions if isinstance(x, a.DeliverAction)
+            )
+            message, label = {
+                "starved": (
+                    f"this `remainder` can find the escrow empty, so title {titles} could be "
+                    "delivered for nothing",
+                    "can pay zero",
+                ),
+                "capped": (
+                    "this amount can be capped at what is left in the escrow, so title "
+                    f"{titles} could be delivered for less than its price",
+                    "can pay short",
+                ),
+                "zero": (
+                    f"this amount rounds to zero, so title {titles} would be delivered for nothing",
+                    "pays nothing",
+                ),
+            }[short.reason]
+            notes = [
+                f"clause `{who}` on {self.at(by_id[who].span)} can fire first"
+                + (" and take everything left" if _pays_remainder(by_id[who]) else "")
+                for who in short.takers
+            ]
+            notes.append(
+                "a title is delivered only against payment in full, in the same step; "
+                "the evaluator withholds it when a payment of its clause falls short"
+            )
+            self.report(
+                "CD064",
+                message,
+                action.span,
+                label=label,
+                notes=notes,
+                help="lower what the clauses that can fire first take, or put them in a "
+                "`one of` block with the delivering clause",
+            )
+        for starved in dvp.starvations(contract):
+            victim = clauses[starved.victim]
+            starver = clauses[starved.by]
+            action = victim.actions[starved.action_index]
+            remainder = starver.actions[starved.by_action]
+            assert isinstance(action, a.PayAction | a.RefundAction)
+            assert isinstance(remainder, a.PayAction | a.RefundAction)
+            party = self.s.escrow.funder.name if self.s.escrow else "the funder"
+            payee = action.party.name if action.party is not None else party
+            other = remainder.party.name if remainder.party is not None else party
+            self.report(
+                "CD065",
+                f"this payment to `{payee}` can be starved to zero by the `remainder` paid to "
+                f"`{other}` on {self.at(remainder.span)}",
+                action.span,
+                label="can pay nothing",
+                notes=[
+                    f"clause `{contract.clauses[starved.by].id}` can fire before clause "
+                    f"`{contract.clauses[starved.victim].id}` and leave nothing"
+                ],
+                help="if this must be paid whatever the order of events, make the clause "
+                "paying `remainder` also wait for this clause's events, or have it pay a fixed "
+                "share instead",
+            )
 
     # -- conditions and time --------------------------------------------------------------------
 
@@ -1116,6 +1215,13 @@ class _Checker:
                 )
                 return True
         return False
+
+
+def _pays_remainder(clause: a.Clause) -> bool:
+    return any(
+        isinstance(x, a.PayAction | a.RefundAction) and isinstance(x.amount, a.RemainderAmount)
+        for x in clause.actions
+    )
 
 
 def _percent(share: Fraction) -> str:

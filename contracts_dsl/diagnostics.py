@@ -97,13 +97,16 @@ CODES: Final[Mapping[str, CodeInfo]] = MappingProxyType(
             CodeInfo("CD055", _E, "refund to someone other than the funder"),
             CodeInfo("CD056", _W, "no deadline"),
             CodeInfo("CD057", _E, "deadline declared twice"),
-            CodeInfo("CD058", _W, "title delivered without payment"),
+            CodeInfo("CD058", _E, "title delivered without payment"),
             CodeInfo("CD059", _E, "title delivered twice on one path"),
             # Oracles and blocks.
             CodeInfo("CD060", _E, "quorum threshold out of range"),
             CodeInfo("CD061", _E, "duplicate quorum member"),
             CodeInfo("CD062", _E, "empty oracle source"),
             CodeInfo("CD063", _W, "`one of` block with fewer than two clauses"),
+            # Delivery versus payment.
+            CodeInfo("CD064", _E, "title delivered against a payment that can fall short"),
+            CodeInfo("CD065", _W, "payment can be starved to zero by a `remainder`"),
         )
     }
 )

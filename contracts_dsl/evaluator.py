@@ -22,6 +22,11 @@ Semantics (docs/dsl.md, "Evaluation"):
   `floor(base * bp / 10000)` minor units (base: the funded escrow, or the `of` amount), so
   rounding never pays more than asked and the remainder collects what rounding leaves; every
   leg is capped at what remains, so the legs never exceed the escrow. Zero legs are not emitted.
+* Delivery versus payment: a clause's (or the deadline's) `deliver_title` legs come after its
+  money legs, and only when every money action of it paid exactly what it asked (none capped,
+  none zero) and one is a `pay` to a wallet other than the title's recipient; otherwise the title
+  is not delivered (it stays escrowed; the core frees it when the payment ends) and a note says
+  why.
 * The deadline fires once `now >= deadline`, after every event observed before it has been
   processed; then the contract is terminal.
 """
@@ -714,31 +719,20 @@ class _Run:
     def pay(
         self, clause_id: str, actions: Sequence[ActionSpec], at_us: int, triggers: tuple[str, ...]
     ) -> int:
+        """Pay the money actions in order, then deliver the titles: a title leg is emitted only
+        when every money action of the list paid exactly what it asked (none capped, none zero)
+        and one of them is a `pay` to a wallet other than the title's recipient. Otherwise the
+        title stays escrowed (the core frees it when the payment ends) and a note says why."""
         paid_total = 0
+        shortfalls: list[str] = []
+        paid_legs: list[Leg] = []
+        deliveries: list[tuple[int, ActionSpec]] = []
+        currency = self.escrow.currency
         for index, action in enumerate(actions):
-            wallet = self.params.wallet(action.party)
             if action.kind == "deliver_title":
-                assert action.title is not None
-                self.legs.append(
-                    Leg(
-                        f"{clause_id}/{index}",
-                        clause_id,
-                        index,
-                        action.kind,
-                        action.party,
-                        wallet,
-                        0,
-                        None,
-                        None,
-                        action.title,
-                        self.params.wallet(action.title),
-                        0,
-                        at_us,
-                        triggers,
-                        f"{clause_id}: deliver title `{action.title}` to {action.party}",
-                    )
-                )
+                deliveries.append((index, action))
                 continue
+            wallet = self.params.wallet(action.party)
             requested = requested_minor(
                 action, self.params, self.escrow.funded_minor, self.remaining
             )
@@ -748,13 +742,50 @@ class _Run:
                     f"{clause_id}/{index}: nothing paid "
                     + ("(the escrow is empty)" if self.remaining == 0 else "(rounds to zero)")
                 )
+                shortfalls.append(f"{clause_id}/{index} paid nothing")
                 continue
             self.remaining -= amount
             paid_total += amount
-            currency = self.escrow.currency
             reason = f"{clause_id}: {_describe(action, self.contract)}"
             if amount < requested:
                 reason += f" (capped at the {currencies.format_minor(amount, currency)} left)"
+                shortfalls.append(
+                    f"{clause_id}/{index} paid {currencies.format_minor(amount, currency)} of "
+                    f"{currencies.format_minor(requested, currency)}"
+                )
+            leg = Leg(
+                f"{clause_id}/{index}",
+                clause_id,
+                index,
+                action.kind,
+                action.party,
+                wallet,
+                amount,
+                currency,
+                action.target_currency,
+                None,
+                None,
+                requested,
+                at_us,
+                triggers,
+                reason,
+            )
+            paid_legs.append(leg)
+            self.legs.append(leg)
+        for index, action in deliveries:
+            assert action.title is not None
+            recipient = self.params.wallet(action.party)
+            why_not = "; ".join(shortfalls)
+            if not why_not and not any(
+                leg.kind == "pay" and leg.wallet != recipient for leg in paid_legs
+            ):
+                why_not = "nothing was paid to another party"
+            if why_not:
+                self.notes.append(
+                    f"{clause_id}/{index}: title `{action.title}` not delivered ({why_not}); "
+                    "it stays escrowed until the payment ends"
+                )
+                continue
             self.legs.append(
                 Leg(
                     f"{clause_id}/{index}",
@@ -762,16 +793,16 @@ class _Run:
                     index,
                     action.kind,
                     action.party,
-                    wallet,
-                    amount,
-                    currency,
-                    action.target_currency,
+                    recipient,
+                    0,
                     None,
                     None,
-                    requested,
+                    action.title,
+                    self.params.wallet(action.title),
+                    0,
                     at_us,
                     triggers,
-                    reason,
+                    f"{clause_id}: deliver title `{action.title}` to {action.party}",
                 )
             )
         return paid_total

@@ -9,6 +9,7 @@ Parameter values (PV):
     PV004 invalid money              PV005 invalid timestamp        PV006 invalid duration
     PV007 invalid number             PV008 invalid text/wallet/title
     PV009 fixed amounts on one path exceed the escrow (with these values)
+    PV010 a title could be delivered against less than its payment (with these values)
 Events and evaluation (EV):
     EV001 parameters bound for another contract      EV002 state of another contract
     EV003 escrow currency differs from the contract  EV004 inconsistent escrow amounts

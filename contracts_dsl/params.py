@@ -19,7 +19,10 @@ duration    ``"14d"``, ``"36h"``, ``"90m"``, ``"2w"``, ``"30s"`` or ISO 8601 ``"
 ==========  ==================================================================================
 
 After the values are valid, PV009 checks with the concrete amounts that the fixed amounts on any
-path (see the checker) do not exceed the escrow.
+path (see the checker) do not exceed the escrow, and PV010 that every title is delivered against
+payment in full: with these amounts, no money action of a delivering clause (or deadline) can be
+capped, round to zero or (a `remainder`) find the escrow empty on any path, and its payee is
+another wallet than the title's recipient (the checker's CD058/CD064, decided with the values).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from fractions import Fraction
 from types import MappingProxyType
 from typing import Final, TypeAlias
 
-from contracts_dsl import _literals, currencies, limits
+from contracts_dsl import _literals, currencies, dvp, limits
 from contracts_dsl.compiled import ActionSpec, CompiledContract, Json, canonical_json
 from contracts_dsl.inputs import InputError
 
@@ -265,7 +268,7 @@ def bind_params(contract: CompiledContract, values: Mapping[str, object]) -> Par
         MappingProxyType({p.name: p.kind for p in contract.params}),
         MappingProxyType(bound),
     )
-    over = _path_excess(contract, params)
+    over = _path_excess(contract, params) or _short_delivery(contract, params)
     if over is not None:
         return ParamBinding(None, (over,))
     return ParamBinding(params, ())
@@ -345,3 +348,55 @@ def _path_excess(contract: CompiledContract, params: BoundParams) -> InputError 
             f"more than the escrow of {currencies.format_minor(funded, currency)}",
         )
     return None
+
+
+def _short_delivery(contract: CompiledContract, params: BoundParams) -> InputError | None:
+    """PV010: a title could be delivered against less than its payment with these values."""
+    funded = escrow_minor(contract, params)
+    share = dvp.bound_share(funded, lambda action: requested_minor(action, params, funded, 0))
+    shorts, _ = dvp.delivery_shortfalls(contract, share)
+    escrow_field = contract.escrow.amount.param or "escrow"
+    for where, actions in dvp.delivering_lists(contract):
+        name = "the deadline" if where == dvp.DEADLINE else f"clause `{contract.clauses[where].id}`"
+        for action in actions:
+            if action.kind != "deliver_title":
+                continue
+            recipient = params.wallet(action.party)
+            if not any(x.kind == "pay" and params.wallet(x.party) != recipient for x in actions):
+                return InputError(
+                    "PV010",
+                    action.party,
+                    f"{name} delivers title `{action.title}` to wallet {recipient!r}, which is "
+                    "also the wallet of every party it pays: the title would not be paid for",
+                )
+    if not shorts:
+        return None
+    short = shorts[0]
+    actions = (
+        contract.deadline.actions
+        if short.where == dvp.DEADLINE and contract.deadline is not None
+        else contract.clauses[short.where].actions
+    )
+    action = actions[short.action_index]
+    name = (
+        "the deadline"
+        if short.where == dvp.DEADLINE
+        else f"clause `{contract.clauses[short.where].id}`"
+    )
+    field_name = escrow_field
+    if action.amount is not None and action.amount.money is not None and action.amount.money.param:
+        field_name = action.amount.money.param
+    elif action.amount is not None and action.amount.base is not None and action.amount.base.param:
+        field_name = action.amount.base.param
+    why = {
+        "starved": "its `remainder` can find the escrow empty",
+        "capped": "an amount it pays can be capped at what is left",
+        "zero": "an amount it pays rounds to zero",
+    }[short.reason]
+    first = f" ({', '.join(short.takers)} can fire first)" if short.takers else ""
+    return InputError(
+        "PV010",
+        field_name,
+        f"{name} delivers a title, but with these amounts {why}{first}: the title could be "
+        "delivered for less than its price",
+    )

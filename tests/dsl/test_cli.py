@@ -15,6 +15,7 @@ from contracts_dsl.cli import main
 from ._support import EXAMPLES, ROOT
 
 OWD = EXAMPLES / "overseas-warehouse-delivery.contract"
+CLEAN = EXAMPLES / "dvp-ebl.contract"
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -23,10 +24,15 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
 
 
 def test_check_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = _run(capsys, "check", str(CLEAN))
+    assert code == 0
+    assert out.startswith(f"{CLEAN}: ok (")
+    assert len(out.split("(")[1].rstrip(")\n")) == 64
+    # A warning does not fail the check.
     code, out = _run(capsys, "check", str(OWD))
     assert code == 0
-    assert out.startswith(f"{OWD}: ok (")
-    assert len(out.split("(")[1].rstrip(")\n")) == 64
+    assert out.startswith("warning[CD065]: ")
+    assert out.endswith(f"{OWD}: 0 error(s), 1 warning(s)\n")
 
 
 def test_check_errors_exit_1_with_carets(
@@ -209,7 +215,7 @@ def test_python_dash_m(tmp_path: Path) -> None:
     bad = tmp_path / "bad.contract"
     bad.write_text('contract "x" version 1\nparam a : walet\n')
     result = subprocess.run(
-        [sys.executable, "-m", "contracts_dsl", "check", str(OWD), str(bad)],
+        [sys.executable, "-m", "contracts_dsl", "check", str(CLEAN), str(bad)],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -219,4 +225,4 @@ def test_python_dash_m(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "\x1b[" not in result.stdout  # no terminal control codes when not a TTY
     assert "error[CD002]: unexpected `walet`" in result.stdout
-    assert f"{OWD}: ok" in result.stdout
+    assert f"{CLEAN}: ok" in result.stdout

@@ -188,4 +188,4 @@ def test_compile_refuses_contracts_with_errors_but_not_warnings() -> None:
         SOURCE.replace("param declaration : text", "param declaration : text\nparam unused : text")
     )
     assert warned.contract is not None
-    assert [d.code for d in warned.diagnostics] == ["CD026"]
+    assert [d.code for d in warned.diagnostics] == ["CD026", "CD065"]

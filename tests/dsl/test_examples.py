@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,13 @@ def test_there_are_at_least_eight_examples_each_with_a_spec() -> None:
 
 @pytest.mark.parametrize("path", example_paths(), ids=lambda p: p.stem)
 def test_example_checks_clean(path: Path) -> None:
+    """No error; a warning only where the spec expects it (a CD065 penalty that the seller's
+    `remainder` can starve is a fact of those contracts, stated in their spec)."""
     result = check_source(path.read_text(encoding="utf-8"), str(path))
-    assert result.diagnostics == ()
+    assert not any(d.is_error for d in result.diagnostics)
+    spec = json.loads(path.with_name(path.stem + ".spec.json").read_text(encoding="utf-8"))
+    expected = [(d["code"], d["line"]) for d in spec.get("expect_diagnostics", [])]
+    assert [(d.code, d.span.line) for d in result.diagnostics] == expected
 
 
 @pytest.mark.parametrize("path", example_paths(), ids=lambda p: p.stem)

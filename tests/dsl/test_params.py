@@ -147,9 +147,13 @@ def test_missing_and_unknown_parameters() -> None:
 
 def test_fixed_amounts_cannot_exceed_the_escrow() -> None:
     # Path: fee + 1% of the escrow must fit: 1000.00 CNY escrow, 1% = 10.00.
-    assert _bind(fee="990.00 CNY").params is not None
     over = _bind(fee="990.01 CNY")
     assert [(e.code, e.field) for e in over.errors] == [("PV009", "price")]
+    # The clause that pays the fee delivers the title: its `remainder` must find something.
+    assert _bind(fee="989.99 CNY").params is not None
+    starved = _bind(fee="990.00 CNY")
+    assert [(e.code, e.field) for e in starved.errors] == [("PV010", "price")]
+    assert "clause#2 can fire first" in starved.errors[0].message
 
 
 def test_a_mapping_is_required() -> None:
