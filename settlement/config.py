@@ -45,6 +45,16 @@ class Settings:
     # must decide; the bridge's reservation ends margin_ms before that.
     pvp_hold_ms: int = 30_000
     pvp_margin_ms: int = 5_000
+    # A grpc:// bridge (docs/bridge.md): mutual TLS with the gateway's bridge identity from this
+    # directory (ca.pem, participants/bank_<gateway>.pem/.key); "" is <certs_dir>/bridge.
+    bridge_certs_dir: str = ""
+    # Plaintext to a bridge in its --insecure development mode (the gateway's identity as
+    # metadata). Development only.
+    bridge_insecure: bool = False
+    # The bridge's validator set, pinned: the JSON file `bridge serve --export-validators` writes.
+    bridge_validators: str = ""
+    # gRPC server reflection: on by default in the insecure mode only; 1 turns it on under TLS.
+    reflection: bool | None = None
 
     def worker_count(self) -> int:
         if self.workers > 0:
@@ -70,6 +80,12 @@ class Settings:
             bridge_gateway=env.get("CONDPAY_BRIDGE_GATEWAY", "CONDPAY"),
             pvp_hold_ms=int(env.get("CONDPAY_PVP_HOLD_MS", "30000")),
             pvp_margin_ms=int(env.get("CONDPAY_PVP_MARGIN_MS", "5000")),
+            bridge_certs_dir=env.get("CONDPAY_BRIDGE_CERTS_DIR", ""),
+            bridge_insecure=_flag(env.get("CONDPAY_BRIDGE_INSECURE")),
+            bridge_validators=env.get("CONDPAY_BRIDGE_VALIDATORS", ""),
+            reflection=(
+                _flag(env.get("CONDPAY_REFLECTION")) if env.get("CONDPAY_REFLECTION") else None
+            ),
         )
         check_pvp_timing(settings.pvp_hold_ms, settings.pvp_margin_ms)
         return settings
@@ -120,6 +136,13 @@ ENVIRONMENT_HELP = """environment:
                          with one worker, none with more), none, memory, sqlite:///PATH,
                          grpc://HOST:PORT (a `condpay bridge serve`)
   CONDPAY_BRIDGE_GATEWAY the core's participant on the bridge, an institution id (CONDPAY)
+  CONDPAY_BRIDGE_VALIDATORS  a grpc:// bridge's validator set, pinned (the JSON file
+                         `condpay bridge serve --export-validators PATH` writes); required
+  CONDPAY_BRIDGE_CERTS_DIR   the gateway's bridge identity for mutual TLS to a grpc:// bridge
+                         (default <CONDPAY_CERTS_DIR>/bridge: ca.pem, participants/bank_<gw>.*)
+  CONDPAY_BRIDGE_INSECURE=1  plaintext to a bridge in its --insecure development mode
+  CONDPAY_REFLECTION     server reflection: default on with CONDPAY_INSECURE=1, off under TLS;
+                         1 turns it on under TLS, 0 off
   CONDPAY_PVP_HOLD_MS    how long a settlement's legs are held before it must be decided (30000)
   CONDPAY_PVP_MARGIN_MS  the bridge's reservation ends this much earlier (5000); the hold
                          must be more than twice the margin
