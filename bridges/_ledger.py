@@ -935,6 +935,9 @@ class Ledger:
             existing = self._transfer(transfer_id)
             if existing is not None:
                 return self._prepare_again(existing, quote_id, payer_id, payee_id, timeout_ms)
+            # Who before what: a payer that is no bank is refused before its quote is looked at.
+            self._bank(payer_id, "payer_id")
+            self._bank(payee_id, "payee_id")
             quote = self._one(
                 "SELECT provider_id, source_currency, source_minor, net_minor, spread_minor, "
                 "target_currency, target_minor, expires_at_us, used_by FROM quotes "
@@ -951,8 +954,6 @@ class Ledger:
                 raise error(
                     Reason.QUOTE_NOT_FOUND, f"quote {quote_id!r} does not exist", quote_id=quote_id
                 )
-            self._bank(payer_id, "payer_id")
-            self._bank(payee_id, "payee_id")
             provider, source_currency, source, net, spread, target_currency, target = quote[:7]
             expires_at, used_by = quote[7], quote[8]
             self._conn.execute(

@@ -336,7 +336,7 @@ async def test_bad_requests_are_refused_alike(world: World, call: str, reason: R
             "CNY", "HKD", source_amount_minor=1_00, liquidity_provider_id=A
         ),
         "prepare_bad_id": lambda: api.prepare(
-            "t 1", quote_id=quote.quote_id, payer_id=A, payee_id=B, timeout_ms=1
+            "BANK-A:t 1", quote_id=quote.quote_id, payer_id=A, payee_id=B, timeout_ms=1
         ),
         "prepare_timeout": lambda: api.prepare(
             "BANK-A:t-1", quote_id=quote.quote_id, payer_id=A, payee_id=B, timeout_ms=0
@@ -345,7 +345,7 @@ async def test_bad_requests_are_refused_alike(world: World, call: str, reason: R
             "BANK-A:t-1", quote_id="q-nope", payer_id=A, payee_id=B, timeout_ms=1
         ),
         "prepare_central_bank": lambda: api.prepare(
-            "BANK-A:t-1", quote_id=quote.quote_id, payer_id="HKMA", payee_id=B, timeout_ms=1
+            "HKMA:t-1", quote_id=quote.quote_id, payer_id="HKMA", payee_id=B, timeout_ms=1
         ),
         "commit_unknown": lambda: api.commit("BANK-A:t-unknown"),
         "status_unknown": lambda: api.status("BANK-A:t-unknown"),
