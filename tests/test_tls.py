@@ -324,9 +324,17 @@ def _files(root: Path) -> set[str]:
 
 def test_init_layout_and_file_modes(certs_dir: Path) -> None:
     stems = [certs.client_file_stem(certs.parse_identity(i)) for i in certs.DEFAULT_IDENTITIES]
-    expected = {"ca.pem", "ca.key", "server.pem", "server.key"}
+    expected = {"ca.pem", "server.pem", "server.key"}
     expected |= {f"clients/{stem}.{suffix}" for stem in stems for suffix in ("pem", "key")}
-    assert _files(certs_dir) == expected
+    expected |= {"bridge/ca.pem", "bridge/server.pem", "bridge/server.key"}
+    expected |= {
+        f"bridge/participants/{identity.replace('/', '_')}.{suffix}"
+        for identity in certs.DEFAULT_BRIDGE_IDENTITIES
+        for suffix in ("pem", "key")
+    }
+    assert _files(certs_dir) == expected  # the CA's private key is not where the server reads
+    assert _files(certs_dir.parent / "ca") == {"ca.key"}
+    assert _mode(certs_dir.parent / "ca" / "ca.key") == 0o600
     for name in expected:
         assert _mode(certs_dir / name) == (0o600 if name.endswith(".key") else 0o644), name
 
