@@ -153,7 +153,9 @@ async def test_commit_after_abort_and_abort_after_commit_are_refused(world: Worl
 
 async def test_an_expired_prepare_can_no_longer_commit(world: World) -> None:
     quote = await world.api.quote("SAR", "AED", source_amount_minor=5_000_00)
-    await world.api.prepare("BANK-A:t-x", quote_id=quote.quote_id, payer_id=A, payee_id=B, timeout_ms=100)
+    await world.api.prepare(
+        "BANK-A:t-x", quote_id=quote.quote_id, payer_id=A, payee_id=B, timeout_ms=100
+    )
     world.clock.advance_ms(99)
     assert (await world.api.status("BANK-A:t-x")).state is TransferState.PREPARED
     world.clock.advance_ms(1)  # expired at exactly expires_at_us

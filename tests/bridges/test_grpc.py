@@ -16,9 +16,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bridges import BridgeClient, Money, TransferState
 from bridges._convert import transfer_of, transfer_pb
+from bridges._identity import METADATA_KEY
 from bridges._server import SERVICE_NAMES
 from bridges.errors import DOMAIN, InvalidRequest, Reason, Unavailable
-from bridges._identity import METADATA_KEY
 from tests.bridges.conftest import BANKS, ActingClient, open_world
 
 ROOT = Path(__file__).resolve().parents[2]
