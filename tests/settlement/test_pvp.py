@@ -549,7 +549,7 @@ async def test_the_stored_finality_verifies_against_the_validator_keys(trade: Tr
     header = decode_header(finality.block_header)
     assert header_encoding(header) == finality.block_header
     assert header.height == finality.block_height
-    assert s.transfer_id in header.transfer_ids
+    assert f"{GATEWAY}:{s.transfer_id}" in header.transfer_ids  # the gateway's id
     runtime = trade.harness.runtime
     assert runtime.bridge is not None
     keys = checked_public_keys(await runtime.bridge.api.validators())
