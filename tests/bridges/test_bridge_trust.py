@@ -595,3 +595,61 @@ async def test_the_core_links_over_mutual_tls_and_refuses_an_impostor(tmp_path: 
             # link verifies every certificate with the pinned keys only.
         finally:
             await harness.close()
+
+
+async def _reflection_listed(channel: grpc.aio.Channel) -> bool:
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    try:
+        async for _ in stub.ServerReflectionInfo(iter([request]), timeout=10):
+            return True
+    except grpc.aio.AioRpcError as error:
+        code = error.code()
+    else:
+        code = grpc.StatusCode.OK
+    assert code is grpc.StatusCode.UNIMPLEMENTED, code
+    return False
+
+
+async def test_bridge_reflection_is_off_under_mutual_tls_unless_asked(tmp_path: Path) -> None:
+    tls_dir = make_certs(tmp_path)
+    auditor = ClientTls.for_participant(tls_dir, AUDITOR).credentials()
+    bridge = await Bridge.open(":memory:")
+    try:
+        for reflection_on, expected in ((None, False), (True, True)):
+            server = await start_server(
+                bridge,
+                "127.0.0.1:0",
+                tls=ServerTls.from_dir(tls_dir),
+                reflection_on=reflection_on,
+                block_interval_ms=None,
+            )
+            try:
+                address = f"localhost:{server.port}"
+                async with grpc.aio.secure_channel(address, auditor) as channel:
+                    assert await _reflection_listed(channel) is expected
+            finally:
+                await server.server.stop(0)
+        server = await start_server(bridge, "127.0.0.1:0", insecure=True, block_interval_ms=None)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                assert await _reflection_listed(channel)  # the development mode: on
+        finally:
+            await server.server.stop(0)
+    finally:
+        await bridge.close()
+
+
+def test_serve_wants_tls_or_insecure_explicitly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bridges.cli import main
+
+    assert main(["serve", "--state", str(tmp_path / "x.db")]) == 2
+    assert "--tls-dir DIR (mutual TLS) or --insecure" in capsys.readouterr().err
+    tls_dir = make_certs(tmp_path)
+    (tls_dir / "ca.key").write_bytes((tmp_path / "ca" / "ca.key").read_bytes())
+    assert main(["serve", "--state", str(tmp_path / "x.db"), "--tls-dir", str(tls_dir)]) == 2
+    assert "CA private key" in capsys.readouterr().err
