@@ -38,6 +38,7 @@ from bridges.errors import (
     Conflict,
     Forbidden,
     InsufficientFunds,
+    InternalError,
     NotFound,
     QuorumUnavailable,
     QuoteUnusable,
@@ -242,9 +243,9 @@ class Coordinator:
             before = (s.state, s.version)
             try:
                 s = await self._step(s)
-            except (Unavailable, Unauthenticated, Forbidden) as error:
-                # No answer, or the bridge does not accept the gateway's identity (a
-                # configuration to fix): nothing moved; the sweep asks again.
+            except (Unavailable, Unauthenticated, Forbidden, InternalError) as error:
+                # No answer, the bridge does not accept the gateway's identity (a configuration
+                # to fix), or its own bug: nothing moved; the sweep asks again.
                 log.warning("bridge_unreachable", settlement_id=s.settlement_id, error=str(error))
                 return s
             except BridgeError as error:
