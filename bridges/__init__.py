@@ -19,6 +19,7 @@ from bridges._client import BridgeClient
 from bridges._clock import Clock, ManualClock, SystemClock
 from bridges._faults import FaultPlan, FaultyBridge, Operation
 from bridges._fx import Conversion, convert_source, convert_target, cross_rate
+from bridges._identity import Identity, Kind, parse_identity
 from bridges._model import (
     CENTRAL_BANKS,
     AccountBalance,
@@ -42,6 +43,7 @@ from bridges._model import (
     ValidatorInfo,
     ValidatorSet,
 )
+from bridges._pinning import export_validators, load_pinned, validators_json
 from bridges._quorum import (
     checked_public_keys,
     header_encoding,
@@ -50,6 +52,7 @@ from bridges._quorum import (
     verify_quorum_certificate,
 )
 from bridges._setup import DEMO_BANK_BALANCE_MINOR, DEMO_BANKS, bootstrap
+from bridges._tls import ClientTls, ServerTls, TlsSetupError
 
 __all__ = [
     "CENTRAL_BANKS",
@@ -63,13 +66,16 @@ __all__ = [
     "BridgeAdminApi",
     "BridgeApi",
     "BridgeClient",
+    "ClientTls",
     "Clock",
     "Conversion",
     "CurrencySupply",
     "FaultPlan",
     "FaultyBridge",
     "Finality",
+    "Identity",
     "Issuance",
+    "Kind",
     "ManualClock",
     "Money",
     "Operation",
@@ -79,8 +85,10 @@ __all__ = [
     "QuorumCertificate",
     "Quote",
     "Rate",
+    "ServerTls",
     "SystemClock",
     "TickResult",
+    "TlsSetupError",
     "Transfer",
     "TransferState",
     "TransferTerms",
@@ -91,8 +99,12 @@ __all__ = [
     "convert_source",
     "convert_target",
     "cross_rate",
+    "export_validators",
     "header_encoding",
     "header_hash",
+    "load_pinned",
+    "parse_identity",
     "quorum_threshold",
+    "validators_json",
     "verify_quorum_certificate",
 ]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 from bridges._clock import Clock, SystemClock
+from bridges._identity import CURRENT
 from bridges._ledger import Ledger
 from bridges._model import (
     AccountBalance,
@@ -130,6 +131,7 @@ class Bridge:
             target_amount_minor=target_amount_minor,
             liquidity_provider_id=liquidity_provider_id,
             ttl_ms=ttl_ms,
+            requested_by=_requester(),
         )
 
     async def prepare(
@@ -151,6 +153,7 @@ class Bridge:
             payee_id=payee_id,
             timeout_ms=timeout_ms,
             refuse_with=refuse_with,
+            requested_by=_requester(),
         )
 
     async def commit(self, transfer_id: str) -> Transfer:
@@ -223,6 +226,12 @@ class Bridge:
         """Take validators down (they stop signing), or hold the signers one short of a quorum.
         In memory only: a restart brings every validator back unless told otherwise."""
         await self._run(self._ledger.set_validator_faults, frozenset(down), no_quorum)
+
+
+def _requester() -> str:
+    """The participant the gRPC server is calling for (bridges/_identity.py), "" in process."""
+    caller = CURRENT.get()
+    return "" if caller is None else str(caller)
 
 
 #: SQLite paths of a database that lives and dies with its connection.

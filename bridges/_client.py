@@ -1,6 +1,11 @@
 """The gRPC client: the same :class:`bridges.BridgeAdminApi` as the in-process bridge, the same
 answers, the same error classes (bridges/_status.py rebuilds them from the status).
 
+A client is one participant: under mutual TLS (``tls=ClientTls...``) the certificate says who;
+in the bridge's ``--insecure`` development mode the ``identity`` travels as the
+``condpay-bridge-participant`` metadata of every call. :meth:`acting_as` gives another
+participant's client over the same channel (the development mode only: a certificate names one).
+
 It does not retry: the outcome of a call that got no answer is unknown (``Unavailable``), and
 what to do about it is the caller's decision (the core retries the same transfer id, bounded).
 """
@@ -17,6 +22,7 @@ from condpay.bridge.v1 import bridge_pb2_grpc
 
 from bridges import _convert as cv
 from bridges import limits
+from bridges._identity import METADATA_KEY, Identity
 from bridges._model import (
     AccountBalance,
     AccountKind,
@@ -34,27 +40,60 @@ from bridges._model import (
     ValidatorSet,
 )
 from bridges._status import from_rpc_error
+from bridges._tls import ClientTls
 
 R = TypeVar("R")
 
 
 class BridgeClient:
-    """``async with BridgeClient("127.0.0.1:50061") as bridge: ...``"""
+    """``async with BridgeClient("127.0.0.1:50061", identity=..., tls=...) as bridge: ...``
 
-    def __init__(self, target: str, *, deadline_ms: int = limits.RPC_DEADLINE_MS) -> None:
+    ``tls`` None: plaintext, for a bridge in its development mode; ``identity`` is then sent as
+    metadata (None: no identity, which the bridge refuses)."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        identity: Identity | None = None,
+        tls: ClientTls | None = None,
+        deadline_ms: int = limits.RPC_DEADLINE_MS,
+        _channel: grpc.aio.Channel | None = None,
+    ) -> None:
         self.target = target
+        self.identity = identity
+        self._tls = tls
         self._deadline_s = deadline_ms / 1000
         # Reconnect quickly after the bridge restarts (gRPC's default backoff starts at 1 s).
-        self._channel = grpc.aio.insecure_channel(
-            target,
-            options=[
-                ("grpc.initial_reconnect_backoff_ms", 100),
-                ("grpc.min_reconnect_backoff_ms", 100),
-                ("grpc.max_reconnect_backoff_ms", 1000),
-            ],
+        options = [
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+        ]
+        self._owns_channel = _channel is None
+        if _channel is not None:
+            self._channel = _channel
+        elif tls is None:
+            self._channel = grpc.aio.insecure_channel(target, options=options)
+        else:
+            self._channel = grpc.aio.secure_channel(target, tls.credentials(), options=options)
+        self._metadata = (
+            ((METADATA_KEY, str(identity)),) if identity is not None and tls is None else None
         )
         self._bridge: Any = bridge_pb2_grpc.BridgeServiceStub(self._channel)
         self._admin: Any = bridge_pb2_grpc.BridgeAdminServiceStub(self._channel)
+
+    def acting_as(self, identity: Identity | None) -> BridgeClient:
+        """Another participant over this channel: the development mode's metadata identity. (Under
+        TLS the certificate decides, so this is refused.) Closing it leaves the channel open."""
+        if self._tls is not None:
+            raise ValueError("under mutual TLS a client is the identity of its certificate")
+        return BridgeClient(
+            self.target,
+            identity=identity,
+            deadline_ms=int(self._deadline_s * 1000),
+            _channel=self._channel,
+        )
 
     async def __aenter__(self) -> BridgeClient:
         return self
@@ -68,11 +107,12 @@ class BridgeClient:
         await self.close()
 
     async def close(self) -> None:
-        await self._channel.close()
+        if self._owns_channel:
+            await self._channel.close()
 
     async def _call(self, method: Callable[..., Awaitable[R]], request: object) -> R:
         try:
-            return await method(request, timeout=self._deadline_s)
+            return await method(request, timeout=self._deadline_s, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
 

@@ -137,6 +137,13 @@ CREATE TABLE IF NOT EXISTS quotes (
     expires_at_us INTEGER NOT NULL,
     used_by TEXT
 ) STRICT;
+-- Who asked for a quote over the gRPC server (the authenticated participant): only that
+-- participant may prepare with it, to anyone else the quote does not exist. A table of its own,
+-- so a state file made before it gains it on open. Quotes made in process have no row.
+CREATE TABLE IF NOT EXISTS quote_requesters (
+    quote_id TEXT PRIMARY KEY,
+    participant_id TEXT NOT NULL
+) STRICT;
 CREATE TABLE IF NOT EXISTS transfers (
     transfer_id TEXT PRIMARY KEY,
     state TEXT NOT NULL
@@ -784,7 +791,10 @@ class Ledger:
         target_amount_minor: int | None = None,
         liquidity_provider_id: str = "",
         ttl_ms: int = 0,
+        requested_by: str = "",
     ) -> Quote:
+        """``requested_by``: the authenticated participant asking (the gRPC server's caller);
+        only it may then prepare with the quote. Empty in process."""
         check_currency(source_currency, "source_currency")
         check_currency(target_currency, "target_currency")
         if source_currency == target_currency:
@@ -862,6 +872,10 @@ class Ledger:
                     quote.expires_at_us,
                 ),
             )
+            if requested_by:
+                self._conn.execute(
+                    "INSERT INTO quote_requesters VALUES (?, ?)", (quote_id, requested_by)
+                )
             return quote
 
         return self._call(body)
@@ -895,8 +909,12 @@ class Ledger:
         payee_id: str,
         timeout_ms: int,
         refuse_with: Reason | None = None,
+        requested_by: str = "",
     ) -> Transfer:
-        """Reserve the payer's source amount and the provider's target amount until
+        """``requested_by`` (the gRPC server's authenticated caller): a quote someone else
+        asked for, or one asked for in process, answers QUOTE_NOT_FOUND like a missing one.
+
+        Reserve the payer's source amount and the provider's target amount until
         ``now + timeout_ms``. Idempotent by ``transfer_id``; a refusal is remembered (the transfer
         is REJECTED) and every retry is refused alike. ``refuse_with`` is for fault injection."""
         check_id(transfer_id, "transfer_id")
@@ -917,18 +935,25 @@ class Ledger:
             existing = self._transfer(transfer_id)
             if existing is not None:
                 return self._prepare_again(existing, quote_id, payer_id, payee_id, timeout_ms)
+            # Who before what: a payer that is no bank is refused before its quote is looked at.
+            self._bank(payer_id, "payer_id")
+            self._bank(payee_id, "payee_id")
             quote = self._one(
                 "SELECT provider_id, source_currency, source_minor, net_minor, spread_minor, "
                 "target_currency, target_minor, expires_at_us, used_by FROM quotes "
                 "WHERE quote_id = ?",
                 (quote_id,),
             )
+            if quote is not None and requested_by:
+                owner = self._one(
+                    "SELECT participant_id FROM quote_requesters WHERE quote_id = ?", (quote_id,)
+                )
+                if owner is None or owner[0] != requested_by:
+                    quote = None  # another's quote: exactly as if it did not exist
             if quote is None:
                 raise error(
                     Reason.QUOTE_NOT_FOUND, f"quote {quote_id!r} does not exist", quote_id=quote_id
                 )
-            self._bank(payer_id, "payer_id")
-            self._bank(payee_id, "payee_id")
             provider, source_currency, source, net, spread, target_currency, target = quote[:7]
             expires_at, used_by = quote[7], quote[8]
             self._conn.execute(

@@ -1,8 +1,12 @@
 """The bridge as its own gRPC server (``condpay bridge serve`` / ``python -m bridges serve``).
 
-Handlers parse the request, call the bridge (a :class:`FaultyBridge` over the in-process
-:class:`Bridge`, so fault plans mean the same on both transports) and build the reply; one wrapper
-maps errors. A timer task does what :meth:`Bridge.tick` does every ``block_interval_ms``.
+Every call is made by a participant identity (bridges/_identity.py): the client certificate's
+``condpay-bridge://<kind>/<id>`` under mutual TLS, or, only in the ``--insecure`` development
+mode, the ``condpay-bridge-participant`` metadata. One wrapper resolves it and checks the role x
+method table (bridges/_authz.py) before any handler runs. Handlers parse the request, call the
+bridge (a :class:`FaultyBridge` over the in-process :class:`Bridge`, so fault plans mean the same
+on both transports) and build the reply; one wrapper maps errors. A timer task does what
+:meth:`Bridge.tick` does every ``block_interval_ms``.
 """
 
 from __future__ import annotations
@@ -28,9 +32,19 @@ from grpc_reflection.v1alpha import reflection
 from bridges import _convert as cv
 from bridges import limits
 from bridges._api import BridgeAdminApi
+from bridges._authz import authorize, issuer_of
 from bridges._bridge import Bridge
 from bridges._faults import FaultPlan, FaultyBridge, exit_process
+from bridges._identity import (
+    CURRENT,
+    Identity,
+    Kind,
+    identity_from_auth_context,
+    identity_from_metadata,
+)
+from bridges._pinning import export_validators
 from bridges._status import internal_status, to_status
+from bridges._tls import ServerTls
 from bridges.errors import BridgeError
 
 log = logging.getLogger("condpay.bridge")
@@ -44,13 +58,23 @@ SERVICE_NAMES: Final = (
 def _handled(
     handler: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]],
 ) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]:
-    """Errors to statuses, in one place: a BridgeError travels with its reason and metadata;
-    anything else is INTERNAL, without its text (which goes to the log)."""
+    """Identity, authorisation and errors, in one place, before and around every handler: the
+    caller is resolved from the transport and checked against the role x method table; the
+    handler runs with :data:`bridges._identity.CURRENT` set to it. A BridgeError travels with
+    its reason and metadata; anything else is INTERNAL, without its text (which goes to the
+    log)."""
+    method = handler.__name__
 
     @functools.wraps(handler)
     async def call(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
         try:
-            return await handler(self, request, context)
+            caller = self.identify(context)
+            authorize(method, caller, request)
+            token = CURRENT.set(caller)
+            try:
+                return await handler(self, request, context)
+            finally:
+                CURRENT.reset(token)
         except BridgeError as exc:
             status = to_status(exc)
         except Exception:
@@ -65,8 +89,16 @@ def _handled(
 class BridgeServicer(
     bridge_pb2_grpc.BridgeServiceServicer, bridge_pb2_grpc.BridgeAdminServiceServicer
 ):
-    def __init__(self, api: BridgeAdminApi) -> None:
+    def __init__(self, api: BridgeAdminApi, *, insecure: bool) -> None:
         self._api = api
+        self._insecure = insecure
+
+    def identify(self, context: grpc.aio.ServicerContext) -> Identity:
+        """The caller: the verified certificate's identity, or in the development mode the
+        metadata's (and then never the certificate's, since there is none)."""
+        if self._insecure:
+            return identity_from_metadata(context.invocation_metadata())
+        return identity_from_auth_context(context.auth_context())
 
     # ---------------------------------------------------------------- BridgeService
 
@@ -146,7 +178,14 @@ class BridgeServicer(
     async def ListBalances(
         self, request: pb.ListBalancesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListBalancesResponse:
-        balances = await self._api.balances(request.participant_id)
+        caller = CURRENT.get()
+        assert caller is not None, "set by _handled"
+        participant_id = request.participant_id
+        if caller.kind in (Kind.BANK, Kind.LIQUIDITY_PROVIDER):
+            participant_id = caller.id  # its own (authorize refused anyone else's)
+        balances = await self._api.balances(participant_id)
+        if caller.kind is Kind.CENTRAL_BANK:  # every holder, of its own currency only
+            balances = tuple(b for b in balances if b.currency == issuer_of(caller))
         return pb.ListBalancesResponse(balances=[cv.balance_pb(b) for b in balances])
 
     @_handled
@@ -260,21 +299,34 @@ async def start_server(
     api: BridgeAdminApi,
     addr: str,
     *,
+    tls: ServerTls | None = None,
+    insecure: bool = False,
+    reflection_on: bool | None = None,
     block_interval_ms: int | None = limits.BLOCK_INTERVAL_MS,
 ) -> RunningServer:
-    """Serve ``api`` on ``addr`` (port 0 picks a free port), plaintext: a development mock.
-    ``block_interval_ms`` None: no timer (blocks are sealed on commit-batch size, on
-    GetFinality and on Tick only)."""
+    """Serve ``api`` on ``addr`` (port 0 picks a free port): under mutual TLS with ``tls``, or
+    plaintext with identities from metadata when ``insecure`` (one of the two, explicitly).
+    ``reflection_on`` None: on in the insecure mode, off under TLS. ``block_interval_ms`` None:
+    no timer (blocks are sealed on commit-batch size, on GetFinality and on Tick only)."""
+    if (tls is None) == (not insecure):
+        raise ValueError("serve with tls=ServerTls(...) or insecure=True, exactly one")
     server = grpc.aio.server()
-    servicer = BridgeServicer(api)
+    servicer = BridgeServicer(api, insecure=insecure)
     bridge_pb2_grpc.add_BridgeServiceServicer_to_server(servicer, server)
     bridge_pb2_grpc.add_BridgeAdminServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    if reflection_on is None:
+        reflection_on = insecure
+    if reflection_on:
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+    port = (
+        server.add_insecure_port(addr)
+        if tls is None
+        else server.add_secure_port(addr, tls.credentials())
     )
-    port = server.add_insecure_port(addr)
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -294,10 +346,14 @@ async def serve(
     block_interval_ms: int = limits.BLOCK_INTERVAL_MS,
     bootstrap: bool = False,
     banks: Mapping[str, str] | None = None,
+    tls: ServerTls | None = None,
+    reflection_on: bool | None = None,
+    export_validators_to: Path | None = None,
 ) -> None:
     """Run until SIGTERM or SIGINT. Prints one line when ready: ``serving on HOST:PORT``.
+    ``tls`` None: the plaintext development mode (identities from metadata).
     ``bootstrap``: the demo set-up first, with ``banks`` registered and funded beside the demo
-    banks."""
+    banks. ``export_validators_to``: write the validator set there for relying parties to pin."""
     bridge = await Bridge.open(state)
     api = await FaultyBridge.wrap(bridge, plan, on_crash=exit_process)
     try:
@@ -306,7 +362,16 @@ async def serve(
             from bridges._setup import bootstrap as run_bootstrap
 
             await run_bootstrap(bridge, banks={**DEMO_BANKS, **(banks or {})})
-        running = await start_server(api, addr, block_interval_ms=block_interval_ms)
+        if export_validators_to is not None:
+            export_validators(await bridge.validators(), export_validators_to)
+        running = await start_server(
+            api,
+            addr,
+            tls=tls,
+            insecure=tls is None,
+            reflection_on=reflection_on,
+            block_interval_ms=block_interval_ms,
+        )
     except BaseException:
         await api.close()
         raise
@@ -314,7 +379,8 @@ async def serve(
     sys.setrecursionlimit(1000)
     host = addr.rsplit(":", 1)[0]
     print(
-        f"condpay bridge: serving on {host}:{running.port} (state {state}, "
+        f"condpay bridge: serving on {host}:{running.port} "
+        f"({'mutual TLS' if tls else 'INSECURE, identities from metadata'}, state {state}, "
         f"faults {plan.spec() if plan.enabled else 'none'})",
         flush=True,
     )

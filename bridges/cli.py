@@ -1,7 +1,14 @@
 """``condpay bridge serve`` (mounted by the core's CLI) and ``python -m bridges serve``.
 
-    serve --addr HOST:PORT --state PATH [--fault SPEC]... [--fault-seed N]
+    serve --addr HOST:PORT --state PATH (--tls-dir DIR | --insecure) [--reflection]
+          [--export-validators PATH] [--fault SPEC]... [--fault-seed N]
           [--block-interval-ms N] [--bootstrap [--bank ID[=NAME]]...]
+
+Mutual TLS with the files of ``--tls-dir`` (server.pem, server.key, ca.pem; ``condpay certs
+init`` writes var/certs/bridge), each caller a participant identity from its certificate; or,
+only when asked, ``--insecure``: plaintext, each caller's identity from its
+``condpay-bridge-participant`` metadata. Server reflection is on in the insecure mode, off under
+TLS unless ``--reflection`` or ``CONDPAY_REFLECTION=1``.
 
 Fault switches (docs/bridge.md, bridges/_faults.py) come from ``--fault`` (repeatable) and the
 ``CONDPAY_BRIDGE_FAULTS`` / ``CONDPAY_BRIDGE_FAULT_SEED`` environment, both applied, ``--fault``
@@ -14,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,6 +38,27 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the bridge as a gRPC server")
     serve.add_argument("--addr", default="127.0.0.1:50061", help="HOST:PORT (port 0: any free)")
     serve.add_argument("--state", required=True, type=Path, help="the SQLite state file")
+    serve.add_argument(
+        "--tls-dir", type=Path, default=None, help="mutual TLS files (server.pem, .key, ca.pem)"
+    )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="plaintext development mode: identities from condpay-bridge-participant metadata",
+    )
+    serve.add_argument(
+        "--reflection",
+        action="store_true",
+        default=None,
+        help="server reflection under TLS too (also CONDPAY_REFLECTION=1)",
+    )
+    serve.add_argument(
+        "--export-validators",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="write the validator set (JSON) for the core to pin (CONDPAY_BRIDGE_VALIDATORS)",
+    )
     serve.add_argument(
         "--fault",
         action="append",
@@ -100,6 +129,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if banks and not args.bootstrap:
         print("condpay bridge: --bank registers a bank at --bootstrap only", file=sys.stderr)
         return 2
+    if (args.tls_dir is None) == (not args.insecure):
+        print(
+            "condpay bridge: give --tls-dir DIR (mutual TLS) or --insecure (development), one",
+            file=sys.stderr,
+        )
+        return 2
+    from bridges._tls import ServerTls, TlsSetupError
+
+    try:
+        tls = None if args.tls_dir is None else ServerTls.from_dir(args.tls_dir)
+    except TlsSetupError as exc:
+        print(f"condpay bridge: {exc}", file=sys.stderr)
+        return 2
+    reflection_on = args.reflection
+    if reflection_on is None and os.environ.get("CONDPAY_REFLECTION", "").strip() in {"1", "true"}:
+        reflection_on = True
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from bridges._server import serve  # grpc and the stubs load only when serving
 
@@ -111,6 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             block_interval_ms=args.block_interval_ms,
             bootstrap=args.bootstrap,
             banks=banks,
+            tls=tls,
+            reflection_on=reflection_on,
+            export_validators_to=args.export_validators,
         )
     )
     return 0

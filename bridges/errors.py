@@ -3,6 +3,10 @@
     BridgeError                 .reason (a Reason, stable UPPER_SNAKE), .message for people,
     │                           .metadata (str -> str) for machines
     ├── InvalidRequest          the request is wrong; retrying it unchanged never helps
+    ├── Unauthenticated         the call carries no participant identity the bridge accepts
+    ├── Forbidden               the caller's kind may not call this method, or not for this
+    │                           payer or currency (what is about someone else's object answers
+    │                           NotFound instead, like an id that does not exist)
     ├── NotFound                a participant, quote, rate or transfer that does not exist
     ├── Conflict                an id already used for something else
     ├── Refused                 valid, but the ledger's state says no (FAILED_PRECONDITION)
@@ -63,6 +67,14 @@ class BridgeError(Exception):
 
 class InvalidRequest(BridgeError):
     status_code_name = "INVALID_ARGUMENT"
+
+
+class Unauthenticated(BridgeError):
+    status_code_name = "UNAUTHENTICATED"
+
+
+class Forbidden(BridgeError):
+    status_code_name = "PERMISSION_DENIED"
 
 
 class NotFound(BridgeError):
@@ -132,6 +144,13 @@ class Reason(enum.Enum):
     NOT_A_LIQUIDITY_PROVIDER = "NOT_A_LIQUIDITY_PROVIDER"
     AMOUNT_TOO_SMALL = "AMOUNT_TOO_SMALL"
     PROOF_OF_POSSESSION_INVALID = "PROOF_OF_POSSESSION_INVALID"
+    TRANSFER_ID_NOT_OWNED = "TRANSFER_ID_NOT_OWNED"
+    # Unauthenticated
+    IDENTITY_MISSING = "IDENTITY_MISSING"
+    # Forbidden
+    ROLE_NOT_ALLOWED = "ROLE_NOT_ALLOWED"
+    NOT_PAYER = "NOT_PAYER"
+    NOT_CURRENCY_ISSUER = "NOT_CURRENCY_ISSUER"
     # NotFound
     PARTICIPANT_NOT_FOUND = "PARTICIPANT_NOT_FOUND"
     QUOTE_NOT_FOUND = "QUOTE_NOT_FOUND"
@@ -185,8 +204,13 @@ _CLASS_OF: Final[dict[Reason, type[BridgeError]]] = {
             Reason.NOT_A_LIQUIDITY_PROVIDER,
             Reason.AMOUNT_TOO_SMALL,
             Reason.PROOF_OF_POSSESSION_INVALID,
+            Reason.TRANSFER_ID_NOT_OWNED,
         )
     },
+    Reason.IDENTITY_MISSING: Unauthenticated,
+    Reason.ROLE_NOT_ALLOWED: Forbidden,
+    Reason.NOT_PAYER: Forbidden,
+    Reason.NOT_CURRENCY_ISSUER: Forbidden,
     **{
         r: NotFound
         for r in (

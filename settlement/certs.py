@@ -4,18 +4,28 @@ Every caller is a client certificate signed by one CA. The identity ``<role>/<id
 exactly one SAN URI ``condpay://<role>/<id>`` (what the server trusts) and, for people reading the
 certificate, as the subject common name. Keys are ECDSA P-256, signatures ECDSA with SHA-256.
 
-    condpay certs init [--dir var/certs] [--identity ROLE/ID ...] [--server-name NAME ...]
-                       [--force]
-    condpay certs issue ROLE/ID [--dir var/certs] [--force]
+    condpay certs init [--dir var/certs] [--ca-dir var/ca] [--identity ROLE/ID ...]
+                       [--bridge-identity KIND/ID ...] [--server-name NAME ...] [--force]
+    condpay certs issue ROLE/ID [--dir var/certs] [--ca-dir var/ca] [--force]
+    condpay certs issue-bridge KIND/ID [--dir var/certs] [--ca-dir var/ca] [--force]
 
-Layout of ``--dir`` (private keys mode 0600, certificates 0644)::
+Layout (private keys mode 0600, certificates 0644)::
 
-    ca.pem  ca.key                    the CA (ca.key stays with whoever issues; never on a server)
-    server.pem  server.key            SANs: DNS localhost, IP 127.0.0.1, and every --server-name
-    clients/<role>_<id>.pem  .key     one per identity (no role is a prefix of another: unique)
+    --ca-dir (default: ``ca`` beside --dir, so var/ca)
+        ca.key                        the CA's private key: stays with whoever issues
+    --dir (var/certs: what the core's server reads)
+        ca.pem                        the CA's certificate
+        server.pem  server.key        SANs: DNS localhost, IP 127.0.0.1, and every --server-name
+        clients/<role>_<id>.pem  .key one per identity (no role is a prefix of another: unique)
+        bridge/                       what the bridge reads (``bridge serve --tls-dir``)
+            ca.pem  server.pem  server.key
+            participants/<kind>_<id>.pem  .key   one per bridge identity, SAN URI
+                                                 condpay-bridge://<kind>/<id> (docs/bridge.md)
 
-This is a development CA: the CA key sits unencrypted next to the certificates and there is no
-revocation list. A production deployment issues from its own PKI with the same SAN URI scheme.
+The CA's private key is never in a directory a server reads: the core's server and the bridge
+refuse to start when they find a ``ca.key`` there. This is a development CA (the CA key is
+unencrypted, there is no revocation list); a production deployment issues from its own PKI with
+the same SAN URI schemes.
 """
 
 from __future__ import annotations
@@ -35,6 +45,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from bridges import Identity as BridgeIdentity
+from bridges import parse_identity as parse_bridge_identity
 from settlement.api.identity import Caller, parse_caller
 from settlement.errors import SettlementError
 
@@ -48,6 +60,18 @@ DEFAULT_IDENTITIES: Final = (
     "financier/bank-a",
     "oracle/customs.cn.shenzhen",
     "auditor/audit-1",
+)
+# The bridge's participants of the demo and the simulator: the core's gateway, the operator, an
+# auditor, the five central banks, the demo banks and the liquidity provider (bridges/_setup.py).
+DEFAULT_BRIDGE_IDENTITIES: Final = (
+    "bank/CONDPAY",
+    "operator/bridge-operator",
+    "auditor/bridge-auditor",
+    "central_bank/PBoC",
+    "central_bank/HKMA",
+    "central_bank/BOT",
+    "central_bank/CBUAE",
+    "central_bank/SAMA",
 )
 SERVER_NAMES_DEFAULT: Final = ("localhost", "127.0.0.1")
 CA_VALIDITY: Final = timedelta(days=5 * 365)
@@ -228,6 +252,25 @@ def create_client_certificate(
     )
 
 
+def create_bridge_certificate(
+    ca: KeyPair,
+    identity: BridgeIdentity,
+    *,
+    now: datetime | None = None,
+    validity: timedelta = LEAF_VALIDITY,
+) -> KeyPair:
+    """A bridge participant's certificate (clientAuth): exactly one SAN URI
+    ``condpay-bridge://<kind>/<id>``, which the core's server does not take for a caller."""
+    return create_leaf(
+        ca,
+        f"bridge {identity}",
+        [x509.UniformResourceIdentifier(identity.uri)],
+        ExtendedKeyUsageOID.CLIENT_AUTH,
+        now=now,
+        validity=validity,
+    )
+
+
 # -- files ------------------------------------------------------------------------------------
 
 
@@ -278,9 +321,15 @@ def load_pair(certificate_path: Path, key_path: Path) -> KeyPair:
 
 @dataclass(frozen=True, slots=True)
 class Layout:
-    """Where ``certs init`` puts each file under ``root``."""
+    """Where ``certs init`` puts each file under ``root`` (and the CA key under ``ca_root``,
+    by default ``ca`` beside ``root``)."""
 
     root: Path
+    ca_root: Path | None = None
+
+    @property
+    def ca_directory(self) -> Path:
+        return self.ca_root if self.ca_root is not None else self.root.parent / "ca"
 
     @property
     def ca_certificate(self) -> Path:
@@ -288,7 +337,14 @@ class Layout:
 
     @property
     def ca_key(self) -> Path:
-        return self.root / "ca.key"
+        return self.ca_directory / "ca.key"
+
+    @property
+    def bridge(self) -> Path:
+        return self.root / "bridge"
+
+    def bridge_participant(self, identity: BridgeIdentity, suffix: str) -> Path:
+        return self.bridge / "participants" / f"{identity.kind.value}_{identity.id}.{suffix}"
 
     @property
     def server_certificate(self) -> Path:
@@ -321,49 +377,108 @@ def parse_identity(text: str) -> Caller:
         raise CertsError(f"{text!r}: {error.message}") from None
 
 
+def parse_bridge(text: str) -> BridgeIdentity:
+    """``<kind>/<id>`` of a bridge participant (bridges/_identity.py's rules)."""
+    try:
+        return parse_bridge_identity(text)
+    except ValueError as error:
+        raise CertsError(str(error)) from None
+
+
 def init_certificates(
     root: Path,
     identities: Sequence[Caller],
     server_names: Sequence[str] = (),
     *,
+    bridge_identities: Sequence[BridgeIdentity] = (),
+    ca_root: Path | None = None,
     force: bool = False,
     now: datetime | None = None,
 ) -> list[Path]:
-    """A new CA, the server certificate and one client certificate per identity.
+    """A new CA (its key in the CA directory, away from ``root``), the server certificate, one
+    client certificate per identity, and the bridge's files: its server certificate and one
+    certificate per bridge identity.
 
     Refuses when a CA is already there unless ``force``; with ``force``, client certificates of
     the replaced CA (which no server would accept any more) are removed.
     """
-    layout = Layout(root)
+    layout = Layout(root, ca_root)
+    if layout.ca_directory.resolve() == root.resolve():
+        raise CertsError("--ca-dir must not be --dir: the server reads --dir")
     if not force and (layout.ca_certificate.exists() or layout.ca_key.exists()):
         raise CertsError(f"a CA already exists in {root}; pass --force to replace it")
     ca = create_ca(now=now)
     server = create_server_certificate(ca, server_names, now=now)
+    bridge_server = create_server_certificate(ca, server_names, now=now)
     clients = {caller: create_client_certificate(ca, caller, now=now) for caller in identities}
-    if force and layout.clients.is_dir():
-        for stale in sorted(layout.clients.glob("*.pem")) + sorted(layout.clients.glob("*.key")):
-            stale.unlink()
+    bridges = {i: create_bridge_certificate(ca, i, now=now) for i in bridge_identities}
+    if force:
+        for folder in (layout.clients, layout.bridge / "participants"):
+            if folder.is_dir():
+                for stale in sorted(folder.glob("*.pem")) + sorted(folder.glob("*.key")):
+                    stale.unlink()
     written = write_pair(ca, layout.ca_certificate, layout.ca_key)
     written += write_pair(server, layout.server_certificate, layout.server_key)
     for caller, pair in clients.items():
         written += write_pair(pair, layout.client_certificate(caller), layout.client_key(caller))
+    _write_atomically(layout.bridge / "ca.pem", certificate_pem(ca.certificate), 0o644)
+    written.append(layout.bridge / "ca.pem")
+    written += write_pair(bridge_server, layout.bridge / "server.pem", layout.bridge / "server.key")
+    for identity, pair in bridges.items():
+        written += write_pair(
+            pair,
+            layout.bridge_participant(identity, "pem"),
+            layout.bridge_participant(identity, "key"),
+        )
     return written
 
 
-def issue_certificate(
-    root: Path, caller: Caller, *, force: bool = False, now: datetime | None = None
-) -> list[Path]:
-    """A further client certificate from the CA in ``root``."""
-    layout = Layout(root)
+def _load_ca(layout: Layout) -> KeyPair:
     if not (layout.ca_certificate.exists() and layout.ca_key.exists()):
-        raise CertsError(f"no CA in {root}; run `condpay certs init` first")
+        raise CertsError(
+            f"no CA ({layout.ca_certificate}, {layout.ca_key}); run `condpay certs init` first"
+        )
+    return load_pair(layout.ca_certificate, layout.ca_key)
+
+
+def issue_certificate(
+    root: Path,
+    caller: Caller,
+    *,
+    ca_root: Path | None = None,
+    force: bool = False,
+    now: datetime | None = None,
+) -> list[Path]:
+    """A further client certificate from the CA."""
+    layout = Layout(root, ca_root)
+    ca = _load_ca(layout)
     if not force and layout.client_certificate(caller).exists():
         raise CertsError(f"{layout.client_certificate(caller)} exists; pass --force to replace it")
-    ca = load_pair(layout.ca_certificate, layout.ca_key)
     return write_pair(
         create_client_certificate(ca, caller, now=now),
         layout.client_certificate(caller),
         layout.client_key(caller),
+    )
+
+
+def issue_bridge_certificate(
+    root: Path,
+    identity: BridgeIdentity,
+    *,
+    ca_root: Path | None = None,
+    force: bool = False,
+    now: datetime | None = None,
+) -> list[Path]:
+    """A further bridge participant certificate from the CA (``<root>/bridge/participants``)."""
+    layout = Layout(root, ca_root)
+    ca = _load_ca(layout)
+    certificate = layout.bridge_participant(identity, "pem")
+    if not force and certificate.exists():
+        raise CertsError(f"{certificate} exists; pass --force to replace it")
+    return write_pair(
+        create_bridge_certificate(ca, identity, now=now),
+        certificate,
+        layout.bridge_participant(identity, "key"),
     )
 
 
@@ -382,6 +497,15 @@ def _parser() -> argparse.ArgumentParser:
         description="Default identities: " + ", ".join(DEFAULT_IDENTITIES),
     )
     init.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="default: %(default)s")
+    init.add_argument("--ca-dir", type=Path, default=None, help=_CA_DIR_HELP)
+    init.add_argument(
+        "--bridge-identity",
+        action="append",
+        metavar="KIND/ID",
+        help="a bridge participant identity (repeatable; replaces the default set: "
+        + ", ".join(DEFAULT_BRIDGE_IDENTITIES)
+        + ")",
+    )
     init.add_argument(
         "--identity",
         action="append",
@@ -399,8 +523,21 @@ def _parser() -> argparse.ArgumentParser:
     issue = commands.add_parser("issue", help="a further client certificate from the CA")
     issue.add_argument("identity", metavar="ROLE/ID")
     issue.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="default: %(default)s")
+    issue.add_argument("--ca-dir", type=Path, default=None, help=_CA_DIR_HELP)
     issue.add_argument("--force", action="store_true", help="replace an existing certificate")
+    bridge = commands.add_parser(
+        "issue-bridge", help="a bridge participant's certificate (condpay-bridge://KIND/ID)"
+    )
+    bridge.add_argument("identity", metavar="KIND/ID")
+    bridge.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="default: %(default)s")
+    bridge.add_argument("--ca-dir", type=Path, default=None, help=_CA_DIR_HELP)
+    bridge.add_argument("--force", action="store_true", help="replace an existing certificate")
     return parser
+
+
+_CA_DIR_HELP: Final = (
+    "where the CA's private key lives, never read by a server (default: ca beside --dir)"
+)
 
 
 def main(argv: list[str]) -> int:
@@ -409,9 +546,25 @@ def main(argv: list[str]) -> int:
     try:
         if args.command == "init":
             identities = [parse_identity(text) for text in args.identity or DEFAULT_IDENTITIES]
-            written = init_certificates(args.dir, identities, args.server_name, force=args.force)
+            bridge_identities = [
+                parse_bridge(text) for text in args.bridge_identity or DEFAULT_BRIDGE_IDENTITIES
+            ]
+            written = init_certificates(
+                args.dir,
+                identities,
+                args.server_name,
+                bridge_identities=bridge_identities,
+                ca_root=args.ca_dir,
+                force=args.force,
+            )
+        elif args.command == "issue":
+            written = issue_certificate(
+                args.dir, parse_identity(args.identity), ca_root=args.ca_dir, force=args.force
+            )
         else:
-            written = issue_certificate(args.dir, parse_identity(args.identity), force=args.force)
+            written = issue_bridge_certificate(
+                args.dir, parse_bridge(args.identity), ca_root=args.ca_dir, force=args.force
+            )
     except CertsError as error:
         print(f"condpay certs: {error}", file=sys.stderr)
         return 1

@@ -61,6 +61,16 @@ class Settings:
     # Failed outcomes are kept this long, then swept: until then a failed request id keeps
     # failing the same way; afterwards it may be used again.
     failed_outcome_retention_seconds: int = 86_400
+    # A grpc:// bridge (docs/bridge.md): mutual TLS with the gateway's bridge identity from this
+    # directory (ca.pem, participants/bank_<gateway>.pem/.key); "" is <certs_dir>/bridge.
+    bridge_certs_dir: str = ""
+    # Plaintext to a bridge in its --insecure development mode (the gateway's identity as
+    # metadata). Development only.
+    bridge_insecure: bool = False
+    # The bridge's validator set, pinned: the JSON file `bridge serve --export-validators` writes.
+    bridge_validators: str = ""
+    # gRPC server reflection: on by default in the insecure mode only; 1 turns it on under TLS.
+    reflection: bool | None = None
 
     def worker_count(self) -> int:
         if self.workers > 0:
@@ -95,6 +105,12 @@ class Settings:
             heavy_calls_max=_positive(env, "CONDPAY_HEAVY_CALLS_MAX", 2),
             failed_outcome_retention_seconds=_positive(
                 env, "CONDPAY_FAILED_OUTCOME_RETENTION_SECONDS", 86_400
+            ),
+            bridge_certs_dir=env.get("CONDPAY_BRIDGE_CERTS_DIR", ""),
+            bridge_insecure=_flag(env.get("CONDPAY_BRIDGE_INSECURE")),
+            bridge_validators=env.get("CONDPAY_BRIDGE_VALIDATORS", ""),
+            reflection=(
+                _flag(env.get("CONDPAY_REFLECTION")) if env.get("CONDPAY_REFLECTION") else None
             ),
         )
         if settings.instruction_ttl_max_seconds <= 0:
@@ -159,6 +175,13 @@ ENVIRONMENT_HELP = """environment:
                          with one worker, none with more), none, memory, sqlite:///PATH,
                          grpc://HOST:PORT (a `condpay bridge serve`)
   CONDPAY_BRIDGE_GATEWAY the core's participant on the bridge, an institution id (CONDPAY)
+  CONDPAY_BRIDGE_VALIDATORS  a grpc:// bridge's validator set, pinned (the JSON file
+                         `condpay bridge serve --export-validators PATH` writes); required
+  CONDPAY_BRIDGE_CERTS_DIR   the gateway's bridge identity for mutual TLS to a grpc:// bridge
+                         (default <CONDPAY_CERTS_DIR>/bridge: ca.pem, participants/bank_<gw>.*)
+  CONDPAY_BRIDGE_INSECURE=1  plaintext to a bridge in its --insecure development mode
+  CONDPAY_REFLECTION     server reflection: default on with CONDPAY_INSECURE=1, off under TLS;
+                         1 turns it on under TLS, 0 off
   CONDPAY_PVP_HOLD_MS    how long a settlement's legs are held before it must be decided (30000)
   CONDPAY_PVP_MARGIN_MS  the bridge's reservation ends this much earlier (5000); the hold
                          must be more than twice the margin

@@ -15,7 +15,7 @@ from settlement.api.scopes import PageTokens
 from settlement.api.status import StatusCodec
 from settlement.clock import Clock, SystemClock
 from settlement.config import Settings
-from settlement.coordination.bridge_link import BridgeLink, open_bridge
+from settlement.coordination.bridge_link import BridgeLink, LinkSecurity, open_bridge
 from settlement.coordination.coordinator import Coordinator, Timing
 from settlement.coordination.recovery import RecoverySweeper
 from settlement.db.migrate import upgrade_to_head
@@ -130,7 +130,9 @@ class Runtime:
             )
             spec = "none"
         beside = Path(self.url.sqlite_path or "var/condpay.db").with_name("bridge.db")
-        self.bridge = await open_bridge(spec, self.settings.bridge_gateway, beside, self.clock)
+        self.bridge = await open_bridge(
+            spec, self.settings.bridge_gateway, beside, self.clock, self._link_security()
+        )
         if self.bridge is None:
             return
         self.coordinator = Coordinator(
@@ -144,6 +146,20 @@ class Runtime:
         )
         self.recovery = RecoverySweeper(self.settlements, self.coordinator, self.clock)
         self.recovery.start()
+
+    def _link_security(self) -> LinkSecurity:
+        settings = self.settings
+        return LinkSecurity(
+            certs_dir=Path(settings.bridge_certs_dir or Path(settings.certs_dir) / "bridge"),
+            insecure=settings.bridge_insecure,
+            validators=Path(settings.bridge_validators) if settings.bridge_validators else None,
+        )
+
+    @property
+    def stuck_settlements(self) -> int:
+        """Settlements the coordinator left for an operator: the bridge reported a state the
+        decision log cannot reconcile (docs/settlement.md, recovery). 0 without a bridge."""
+        return 0 if self.coordinator is None else self.coordinator.stuck_count
 
     async def close(self) -> None:
         if self.recovery is not None:

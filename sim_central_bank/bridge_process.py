@@ -7,7 +7,13 @@ The bootstrap (``--bootstrap``) runs at the first start only, by default: it pub
 rates, so running it again at a restart would replace whatever rates were published since (the
 state file keeps them, and the banks, across restarts). ``bootstrap_every_start=True`` runs it at
 every start (it is idempotent: fixed request ids), for a caller that wants the demo rates back
-after each restart."""
+after each restart.
+
+Participants are identities (docs/bridge.md): the bridge runs in its development mode
+(``--insecure``), each caller naming itself in the ``condpay-bridge-participant`` metadata (the core
+as ``bank/<gateway>``, the simulator's rates from each currency's central bank, its auditor as
+``auditor/sim-auditor``), and exports its validator set at every start for the core to pin
+(:meth:`core_env`)."""
 
 from __future__ import annotations
 
@@ -45,6 +51,16 @@ class BridgeProcess:
         self.starts = 0
         self._process: subprocess.Popen[bytes] | None = None
         self._log_path = log_dir / "bridge-0.log"
+        self.validators_path = log_dir.parent / "bridge-validators.json"
+
+    def core_env(self) -> dict[str, str]:
+        """What the core needs to reach this bridge: its address, the development mode's link
+        (the gateway's identity as metadata) and the validator set to pin."""
+        return {
+            "CONDPAY_BRIDGE": f"grpc://{self.address}",
+            "CONDPAY_BRIDGE_INSECURE": "1",
+            "CONDPAY_BRIDGE_VALIDATORS": str(self.validators_path),
+        }
 
     async def start(self, faults: Sequence[str] = (), *, seed: int = 0) -> None:
         """Start it with these fault specs and seed; returns once it prints its ready line."""
@@ -81,6 +97,9 @@ class BridgeProcess:
                     str(self.state),
                     "--block-interval-ms",
                     str(self.block_interval_ms),
+                    "--insecure",
+                    "--export-validators",
+                    str(self.validators_path),
                     *bootstrap,
                     "--fault-seed",
                     str(seed),

@@ -23,7 +23,15 @@ from typing import Final
 from condpay.attest import bls_registration
 from condpay.errors import AlreadyExists
 
-from bridges import DEMO_BANK_BALANCE_MINOR, BridgeClient, Money, Rate
+import bridges
+from bridges import (
+    DEMO_BANK_BALANCE_MINOR,
+    BridgeClient,
+    Identity,
+    Kind,
+    Money,
+    Rate,
+)
 from contracts_dsl import CompiledContract, compile_source
 from sim_central_bank.metered import MeteredClient
 from sim_central_bank.plan import CENTRAL_BANKS, SENSORS_PER_SITE, Order, Plan
@@ -220,7 +228,7 @@ async def set_up(
                 request_id=economy.rid("issue", gateway, currency),
             )
             if bridge is not None and liquidity > DEMO_BANK_BALANCE_MINOR:
-                await bridge.issue(
+                await bridge_issuer(bridge, currency).issue(
                     economy.rid("bridge-issue", gateway, currency),
                     participant_id=gateway,
                     amount=Money(currency, liquidity - DEMO_BANK_BALANCE_MINOR),
@@ -316,7 +324,18 @@ async def _register_contracts(economy: Economy, core: MeteredClient) -> None:
         economy.contracts[kind] = compiled.contract
 
 
+#: The simulator's reader of the bridge (the bridge's development mode: identities by metadata).
+SIM_AUDITOR = Identity(Kind.AUDITOR, "sim-auditor")
+_ISSUER_OF = {currency: bank for bank, currency in bridges.CENTRAL_BANKS.items()}
+
+
+def bridge_issuer(bridge: BridgeClient, currency: str) -> BridgeClient:
+    """The bridge as the central bank that issues ``currency``."""
+    return bridge.acting_as(Identity(Kind.CENTRAL_BANK, _ISSUER_OF[currency]))
+
+
 async def publish_rates(bridge: BridgeClient, plan: Plan, round_index: int) -> None:
-    """The round's rates of the seeded walk, each published on the bridge."""
+    """The round's rates of the seeded walk, each published on the bridge by the currency's
+    central bank (its rate authority)."""
     for currency, (numerator, denominator) in sorted(plan.rates[round_index].items()):
-        await bridge.publish_rate(currency, Rate(numerator, denominator))
+        await bridge_issuer(bridge, currency).publish_rate(currency, Rate(numerator, denominator))

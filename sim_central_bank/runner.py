@@ -36,6 +36,7 @@ from bridges.errors import BridgeError, Reason
 from sim_central_bank.auditor import AUDITOR_CALLER, Auditor
 from sim_central_bank.bridge_process import BridgeProcess
 from sim_central_bank.economy import (
+    SIM_AUDITOR,
     Economy,
     central_bank_caller,
     institution,
@@ -94,7 +95,7 @@ class Stack:
             if len(scenario.currencies) > 1
             else None
         )
-        env = {"CONDPAY_BRIDGE": f"grpc://{self.bridge.address}"} if self.bridge else {}
+        env = self.bridge.core_env() if self.bridge else {}
         # Without a log line per call: the simulator measures every call itself.
         self.core = ServerProcess(
             url,
@@ -204,7 +205,7 @@ async def run(scenario: Scenario, target: Target, *, console: Console, tag: str 
             attempts_max=ATTEMPTS_MAX,
             timeout_seconds=30.0,
         )
-        bridge = BridgeClient(bridge_address) if bridge_address else None
+        bridge = BridgeClient(bridge_address, identity=SIM_AUDITOR) if bridge_address else None
         try:
             if stack is not None and target.database_url:
                 await _refuse_a_used_ledger(core, target.database_url)

@@ -324,9 +324,17 @@ def _files(root: Path) -> set[str]:
 
 def test_init_layout_and_file_modes(certs_dir: Path) -> None:
     stems = [certs.client_file_stem(certs.parse_identity(i)) for i in certs.DEFAULT_IDENTITIES]
-    expected = {"ca.pem", "ca.key", "server.pem", "server.key"}
+    expected = {"ca.pem", "server.pem", "server.key"}
     expected |= {f"clients/{stem}.{suffix}" for stem in stems for suffix in ("pem", "key")}
-    assert _files(certs_dir) == expected
+    expected |= {"bridge/ca.pem", "bridge/server.pem", "bridge/server.key"}
+    expected |= {
+        f"bridge/participants/{identity.replace('/', '_')}.{suffix}"
+        for identity in certs.DEFAULT_BRIDGE_IDENTITIES
+        for suffix in ("pem", "key")
+    }
+    assert _files(certs_dir) == expected  # the CA's private key is not where the server reads
+    assert _files(certs_dir.parent / "ca") == {"ca.key"}
+    assert _mode(certs_dir.parent / "ca" / "ca.key") == 0o600
     for name in expected:
         assert _mode(certs_dir / name) == (0o600 if name.endswith(".key") else 0o644), name
 
@@ -475,3 +483,76 @@ def test_key_files_are_private_even_over_an_existing_readable_file(tmp_path: Pat
 def _no_stray_temporaries(tmp_path: Path) -> Iterator[None]:
     yield
     assert not list(tmp_path.rglob(".*.tmp"))
+
+
+# -- the server's certificates directory and reflection -------------------------------------------
+def test_the_server_refuses_a_certs_dir_holding_the_ca_key(certs_dir: Path, tmp_path: Path) -> None:
+    """As `certs init` used to leave it: ca.key beside server.key. The server will not start."""
+    from settlement.api.server import require_certificates
+    from settlement.config import Settings
+
+    old_layout = tmp_path / "certs"
+    old_layout.mkdir()
+    for name in ("ca.pem", "server.pem", "server.key"):
+        (old_layout / name).write_bytes((certs_dir / name).read_bytes())
+    assert require_certificates(Settings(certs_dir=str(old_layout))) is not None
+    (old_layout / "ca.key").write_bytes(certs.Layout(certs_dir).ca_key.read_bytes())
+    with pytest.raises(SystemExit, match="CA's private key"):
+        require_certificates(Settings(certs_dir=str(old_layout)))
+
+
+async def _reflection_answers(address: str, credentials: grpc.ChannelCredentials | None) -> bool:
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    channel = (
+        grpc.aio.insecure_channel(address)
+        if credentials is None
+        else grpc.aio.secure_channel(address, credentials)
+    )
+    async with channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        try:
+            async for _ in stub.ServerReflectionInfo(iter([request]), timeout=10):
+                return True
+        except grpc.aio.AioRpcError as error:
+            code = error.code()
+        else:
+            code = grpc.StatusCode.OK
+    assert code is grpc.StatusCode.UNIMPLEMENTED, code
+    return False
+
+
+@pytest.mark.parametrize(
+    ("insecure", "reflection", "expected"),
+    [(False, None, False), (False, True, True), (True, None, True), (True, False, False)],
+)
+async def test_reflection_is_off_under_mutual_tls_unless_asked(
+    certs_dir: Path, tmp_path: Path, insecure: bool, reflection: bool | None, expected: bool
+) -> None:
+    from settlement.api.server import start_server
+    from settlement.config import Settings
+    from settlement.runtime import Runtime
+
+    settings = Settings(
+        addr="127.0.0.1:0",
+        database_url=f"sqlite:///{tmp_path}/condpay.db",
+        insecure=insecure,
+        certs_dir=str(certs_dir),
+        log_calls=False,
+        bridge="none",
+        reflection=reflection,
+    )
+    runtime = Runtime(settings)
+    await runtime.start()
+    server = await start_server(runtime, "127.0.0.1:0")
+    try:
+        files = identity_files(certs_dir, "auditor/audit-1")
+        credentials = (
+            None
+            if insecure
+            else channel_credentials(files.ca_path, files.cert_path, files.key_path)
+        )
+        assert await _reflection_answers(f"localhost:{server.port}", credentials) is expected
+    finally:
+        await server.stop(grace_seconds=0)

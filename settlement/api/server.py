@@ -119,9 +119,12 @@ async def start_server(runtime: Runtime, addr: str) -> RunningServer:
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    # Reflection lists every service and message to whoever connects: on by default in the
+    # development mode only; under mutual TLS only when asked (CONDPAY_REFLECTION=1).
+    if settings.reflection if settings.reflection is not None else tls_files is None:
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
     if tls_files is None:
         port = server.add_insecure_port(addr)
     else:
@@ -145,6 +148,12 @@ def require_certificates(settings: Settings) -> tuple[Path, Path, Path] | None:
     if settings.insecure:
         return None
     root = Path(settings.certs_dir)
+    if (root / "ca.key").exists():
+        raise SystemExit(
+            f"condpay serve: {root / 'ca.key'} is the CA's private key, in the directory the "
+            "server reads: whoever reads the server's files could mint any identity. Move it "
+            "out (`condpay certs init` keeps it in --ca-dir, var/ca) and start again"
+        )
     files = (root / "server.pem", root / "server.key", root / "ca.pem")
     missing = [str(p) for p in files if not p.is_file()]
     if missing:

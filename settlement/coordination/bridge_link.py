@@ -1,6 +1,14 @@
 """The core's connection to the bridge: which bridge (in process, or its gRPC server), the
 validator keys it pinned, and bounded retries (tenacity) of calls that got no answer.
 
+Over gRPC the link is authenticated both ways: the core presents its gateway's bridge identity
+(``condpay-bridge://bank/<gateway>``, from ``CONDPAY_BRIDGE_CERTS_DIR``) and verifies the bridge's
+server certificate against the CA; it pins the validator set from configuration
+(``CONDPAY_BRIDGE_VALIDATORS``, the file ``bridge serve --export-validators`` writes) and refuses a
+bridge whose ListValidators answer differs before it sends that bridge anything else. The
+transfer ids it uses on the bridge are the gateway's: ``<gateway>:<settlement id>.<attempt>``.
+In-process bridges (memory, sqlite) are the same process: nothing to authenticate or pin.
+
 Every bridge call the core makes is idempotent by transfer id, so a retry after ``Unavailable``
 never applies anything twice; other refusals are answers and are never retried.
 """
@@ -27,16 +35,20 @@ from bridges import (
     BridgeAdminApi,
     BridgeApi,
     BridgeClient,
+    ClientTls,
     Clock,
     Finality,
+    Identity,
+    Kind,
     Quote,
     Transfer,
     bootstrap,
     checked_public_keys,
     header_encoding,
+    load_pinned,
     verify_quorum_certificate,
 )
-from bridges.errors import Unavailable
+from bridges.errors import BridgeError, Reason, Unavailable, error
 
 log = structlog.get_logger("condpay.bridge_link")
 
@@ -57,14 +69,64 @@ class Verified:
     aggregate_signature: bytes
 
 
+class UntrustedBridge(Exception):
+    """The bridge answered with a validator set other than the pinned one."""
+
+
 class BridgeLink:
-    def __init__(self, api: BridgeApi, gateway: str, *, owned: bool = False) -> None:
+    def __init__(
+        self,
+        api: BridgeApi,
+        gateway: str,
+        *,
+        owned: bool = False,
+        pinned: dict[str, bytes] | None = None,
+    ) -> None:
+        """``pinned``: the validator keys from configuration; None for an in-process bridge
+        (the same process: its own keys are the truth)."""
         self.api = api
         self.gateway = gateway  # the core's participant id on the bridge
         self._owned = owned
+        self._pinned = pinned
         self._keys: dict[str, bytes] | None = None
+        self._mismatch_logged = False
+
+    def bridge_transfer_id(self, transfer_id: str) -> str:
+        """The id on the bridge of the core's transfer ``<settlement id>.<attempt>``: the
+        gateway's own namespace, which only the gateway may prepare in."""
+        return f"{self.gateway}:{transfer_id}"
+
+    async def verify_validators(self) -> dict[str, bytes]:
+        """The bridge's validator keys (proofs of possession checked), once they equal the pinned
+        set; a differing answer is refused (UntrustedBridge, logged once) and asked again next
+        time, so the genuine bridge coming back is trusted again."""
+        if self._keys is not None:
+            return self._keys
+        keys = checked_public_keys(await self._raw_call("validators", self.api.validators))
+        if self._pinned is not None and keys != self._pinned:
+            if not self._mismatch_logged:
+                self._mismatch_logged = True
+                log.critical(
+                    "bridge_validators_mismatch",
+                    pinned=sorted(self._pinned),
+                    answered=sorted(keys),
+                    why="the bridge is not the one whose validator set is configured "
+                    "(CONDPAY_BRIDGE_VALIDATORS); nothing is sent to it",
+                )
+            raise UntrustedBridge("the bridge's validator set differs from the pinned one")
+        self._keys = keys
+        return keys
 
     async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """A call to a bridge whose validator set is the pinned one. An untrusted bridge is,
+        to the coordinator, a bridge that did not answer: nothing moves, the sweep asks later."""
+        try:
+            await self.verify_validators()
+        except UntrustedBridge as exc:
+            raise error(Reason.UNREACHABLE, str(exc)) from None
+        return await self._raw_call(what, call)
+
+    async def _raw_call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(Unavailable),
             stop=stop_after_attempt(RETRY_ATTEMPTS) | stop_after_delay(RETRY_SECONDS_MAX),
@@ -79,10 +141,11 @@ class BridgeLink:
 
     async def keys(self) -> dict[str, bytes]:
         """The validators' keys, each proof of possession checked, fetched once per process
-        (the bridge's validator set is fixed at its genesis)."""
-        if self._keys is None:
-            self._keys = checked_public_keys(await self._call("validators", self.api.validators))
-        return self._keys
+        (the bridge's validator set is fixed at its genesis) and equal to the pinned set."""
+        try:
+            return await self.verify_validators()
+        except UntrustedBridge as exc:
+            raise error(Reason.UNREACHABLE, str(exc)) from None
 
     async def quote(
         self,
@@ -106,7 +169,7 @@ class BridgeLink:
         return await self._call(
             "prepare",
             lambda: self.api.prepare(
-                transfer_id,
+                self.bridge_transfer_id(transfer_id),
                 quote_id=quote_id,
                 payer_id=self.gateway,
                 payee_id=self.gateway,
@@ -115,23 +178,30 @@ class BridgeLink:
         )
 
     async def commit(self, transfer_id: str) -> Transfer:
-        return await self._call("commit", lambda: self.api.commit(transfer_id))
+        return await self._call(
+            "commit", lambda: self.api.commit(self.bridge_transfer_id(transfer_id))
+        )
 
     async def abort(self, transfer_id: str) -> Transfer:
-        return await self._call("abort", lambda: self.api.abort(transfer_id))
+        return await self._call(
+            "abort", lambda: self.api.abort(self.bridge_transfer_id(transfer_id))
+        )
 
     async def status(self, transfer_id: str) -> Transfer:
-        return await self._call("status", lambda: self.api.status(transfer_id))
+        return await self._call(
+            "status", lambda: self.api.status(self.bridge_transfer_id(transfer_id))
+        )
 
     async def finality(self, transfer_id: str) -> Verified | None:
         """The transfer's block and certificate if final and verified; None while not final.
         A certificate that does not verify is logged and treated as not final."""
-        answer: Finality = await self._call("finality", lambda: self.api.finality(transfer_id))
+        bridge_id = self.bridge_transfer_id(transfer_id)
+        answer: Finality = await self._call("finality", lambda: self.api.finality(bridge_id))
         if answer.block is None or answer.certificate is None:
             return None
         keys = await self.keys()
         block, qc = answer.block, answer.certificate
-        if transfer_id not in block.transfer_ids or not verify_quorum_certificate(block, qc, keys):
+        if bridge_id not in block.transfer_ids or not verify_quorum_certificate(block, qc, keys):
             log.error("bridge_certificate_rejected", transfer_id=transfer_id, height=block.height)
             return None
         return Verified(
@@ -148,16 +218,34 @@ class BridgeLink:
             await close()
 
 
+@dataclass(frozen=True, slots=True)
+class LinkSecurity:
+    """How the core reaches a ``grpc://`` bridge. ``insecure``: plaintext to a bridge in its
+    development mode, the gateway's identity as metadata. Otherwise mutual TLS with the files of
+    ``certs_dir`` (ca.pem and participants/bank_<gateway>.pem, .key). ``validators``: the pinned
+    validator set file (required for grpc://)."""
+
+    certs_dir: Path | None = None
+    insecure: bool = False
+    validators: Path | None = None
+
+
 async def open_bridge(
-    spec: str, gateway: str, default_state: Path, clock: Clock | None = None
+    spec: str,
+    gateway: str,
+    default_state: Path,
+    clock: Clock | None = None,
+    security: LinkSecurity | None = None,
 ) -> BridgeLink | None:
     """``spec``: ``none``; ``grpc://HOST:PORT`` (a ``condpay bridge serve``); ``memory`` or
     ``sqlite:///PATH`` (in process, bootstrapped with the demo banks and the gateway); ``auto``
-    (in process at ``default_state``). An in-process bridge keeps the core's ``clock``."""
+    (in process at ``default_state``). An in-process bridge keeps the core's ``clock``.
+    ValueError for a grpc:// bridge without TLS files or pinned validators, and
+    UntrustedBridge for one that answers with other validators than the pinned ones."""
     if spec == "none":
         return None
     if spec.startswith("grpc://"):
-        return BridgeLink(BridgeClient(spec.removeprefix("grpc://")), gateway, owned=True)
+        return await _open_remote(spec.removeprefix("grpc://"), gateway, security or LinkSecurity())
     if spec == "memory":
         path: str | Path = ":memory:"
     elif spec.startswith("sqlite:///"):
@@ -174,3 +262,31 @@ async def open_bridge(
     admin: BridgeAdminApi = bridge
     await bootstrap(admin, banks={**DEMO_BANKS, gateway: "condpay settlement core gateway"})
     return BridgeLink(bridge, gateway, owned=True)
+
+
+async def _open_remote(target: str, gateway: str, security: LinkSecurity) -> BridgeLink:
+    if security.validators is None:
+        raise ValueError(
+            "CONDPAY_BRIDGE=grpc://... needs CONDPAY_BRIDGE_VALIDATORS: the bridge's validator "
+            "set, pinned (the file `condpay bridge serve --export-validators PATH` writes)"
+        )
+    try:
+        pinned = load_pinned(security.validators.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"CONDPAY_BRIDGE_VALIDATORS {security.validators}: {exc}") from None
+    identity = Identity(Kind.BANK, gateway)
+    if security.insecure:
+        client = BridgeClient(target, identity=identity)
+    else:
+        if security.certs_dir is None:
+            raise ValueError("CONDPAY_BRIDGE_CERTS_DIR is required for a grpc:// bridge over TLS")
+        client = BridgeClient(target, tls=ClientTls.for_participant(security.certs_dir, identity))
+    link = BridgeLink(client, gateway, owned=True, pinned=pinned)
+    try:
+        await link.verify_validators()
+    except BridgeError:
+        log.warning("bridge_not_verified_yet", target=target, why="no answer; verified on use")
+    except UntrustedBridge:
+        await link.close()
+        raise
+    return link

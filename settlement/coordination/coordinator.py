@@ -11,6 +11,13 @@ call is idempotent by transfer id; each core step is guarded by the settlement's
     COMMITTING --commit the bridge leg, then the core's--> COMMITTED   (bridge refused: ABORT)
     ABORTING   --abort the bridge leg (a tombstone if it never arrived)--> ABORTED
     COMMITTED  --quorum certificate verified--> FINAL
+
+A bridge answer no step expects is resolved by the decision log's rules (docs/settlement.md,
+"Recovery"): a bridge leg COMMITTED with exactly this settlement's terms while the core has not
+decided -> COMMIT; anything else (committed with other terms, committed after an ABORT decision,
+a transfer the bridge no longer knows...) is STUCK: one critical log line, counted in
+:attr:`Coordinator.stuck_count` (the runtime's ``stuck_settlements``), and the settlement is left
+where it is for an operator; the sweep no longer drives it (no loop of refused calls).
 """
 
 from __future__ import annotations
@@ -29,12 +36,15 @@ from bridges import Quote, Transfer, TransferState
 from bridges.errors import (
     BridgeError,
     Conflict,
+    Forbidden,
     InsufficientFunds,
+    InternalError,
     NotFound,
     QuorumUnavailable,
     QuoteUnusable,
     TransferAborted,
     TransferCommitted,
+    Unauthenticated,
     Unavailable,
 )
 from settlement.clock import Clock
@@ -157,6 +167,26 @@ class Coordinator:
         self._engine, self._reader, self._link = engine, reader, link
         self.gateway = gateway_wallet_id
         self._clock, self._faults, self.timing = clock, faults, timing
+        # Settlements left for an operator (settlement id -> why), in this process.
+        self.stuck: dict[str, str] = {}
+
+    @property
+    def stuck_count(self) -> int:
+        return len(self.stuck)
+
+    def _stuck(self, s: SettlementRecord, why: str, **details: object) -> SettlementRecord:
+        """Leave ``s`` for an operator: logged once, counted, never driven again here."""
+        if s.settlement_id not in self.stuck:
+            self.stuck[s.settlement_id] = why
+            log.critical(
+                "settlement_stuck",
+                settlement_id=s.settlement_id,
+                state=s.state.value,
+                why=why,
+                stuck_settlements=len(self.stuck),
+                **details,
+            )
+        return s
 
     # -- one step at a time --------------------------------------------------------------------
     def _fields(self, step: str, settlement_id: str) -> StepFields:
@@ -207,18 +237,21 @@ class Coordinator:
         that get no answer (after bounded retries) leave it where it is, for the sweep."""
         s = await self._reader.settlement(settlement_id)
         assert s is not None, f"settlement {settlement_id} vanished"
+        if settlement_id in self.stuck:
+            return s  # left for an operator: asking the bridge again changes nothing
         for _ in range(8):  # at most PENDING -> PREPARED -> COMMITTING -> COMMITTED -> FINAL
             before = (s.state, s.version)
             try:
                 s = await self._step(s)
-            except Unavailable as error:
+            except (Unavailable, Unauthenticated, Forbidden, InternalError) as error:
+                # No answer, the bridge does not accept the gateway's identity (a configuration
+                # to fix), or its own bug: nothing moved; the sweep asks again.
                 log.warning("bridge_unreachable", settlement_id=s.settlement_id, error=str(error))
                 return s
             except BridgeError as error:
                 # An answer no step expects (a bridge that lost state, a bug): the settlement
-                # stays where it is, visibly, and the sweep asks again.
-                log.error("bridge_unexpected", settlement_id=s.settlement_id, error=repr(error))
-                return s
+                # stays where it is, for an operator.
+                return self._stuck(s, "BRIDGE_UNEXPECTED_ANSWER", error=repr(error))
             if (s.state, s.version) == before or s.state.done:
                 return s
         return s
@@ -302,9 +335,8 @@ class Coordinator:
             # take the transfer as the bridge has it, if it is this settlement's; Decide checks
             # its actual expiry.
             own = await self._own_transfer(s)
-            if own is None:  # a bug in the core
-                log.error("bridge_prepare_refused", settlement_id=s.settlement_id, error=str(error))
-                return await self._decide(s, Decision.ABORT, error.reason.name, None)
+            if own is None:  # the gateway's id with other terms: a bug, or a leaked identity
+                return self._stuck(s, "BRIDGE_TRANSFER_OTHER_TERMS", error=str(error))
             transfer = own
         except NotFound as error:  # a bug in the core, or a bridge that lost state
             log.error("bridge_prepare_refused", settlement_id=s.settlement_id, error=str(error))
@@ -314,6 +346,16 @@ class Coordinator:
                 return await self._decide(s, Decision.ABORT, "BRIDGE_UNREACHABLE", None)
             raise
         self._faults.point("pvp_before_decision")
+        if transfer.state is TransferState.COMMITTED:
+            # Only a COMMIT decision sends a commit, so the core did not commit this leg: the
+            # decision log's rule decides. Exactly this settlement's terms: COMMIT (the core's
+            # legs are still held); anything else: an operator's case.
+            if await self._own_transfer(s) is None:
+                return self._stuck(s, "BRIDGE_COMMITTED_OTHER_TERMS")
+            decided = await self._decide(s, Decision.COMMIT, "", transfer)
+            if decided.decision is not Decision.COMMIT:  # too late for a COMMIT
+                return self._stuck(decided, "BRIDGE_COMMITTED_AFTER_DEADLINE")
+            return decided
         if transfer.state.value != "PREPARED":
             return await self._decide(
                 s, Decision.ABORT, transfer.rejection_reason or transfer.state.value, transfer
@@ -351,9 +393,9 @@ class Coordinator:
             transfer = await self._link.abort(s.transfer_id)
         except TransferCommitted:
             # Only a COMMIT decision sends a commit, and a decision never changes from ABORT:
-            # this is a bug. Leave the settlement for an operator, loudly.
-            log.critical("bridge_committed_an_aborted_settlement", settlement_id=s.settlement_id)
-            return s
+            # the bridge's leg committed behind the core's back (a bug, or the gateway's
+            # identity used elsewhere). Leave the settlement for an operator, once, loudly.
+            return self._stuck(s, "BRIDGE_COMMITTED_AN_ABORTED_SETTLEMENT")
         return await self._complete(s, transfer)
 
     async def _finality(self, s: SettlementRecord) -> SettlementRecord:

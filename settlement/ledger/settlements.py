@@ -373,7 +373,9 @@ class Decide(_SettlementStep):
             s.bridge_expires_at_us = self.bridge_expires_at_us
         commit_ok = (
             self.decision is Decision.COMMIT
-            and self.bridge_state == "PREPARED"
+            # COMMITTED: the bridge's leg already posted with exactly this settlement's terms
+            # (the coordinator checked them): the decision log's rule is COMMIT.
+            and self.bridge_state in ("PREPARED", "COMMITTED")
             and ws.now_us < s.decide_by_us
             and ws.now_us + self.margin_ms * 1000 < s.bridge_expires_at_us
         )

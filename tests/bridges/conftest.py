@@ -12,15 +12,29 @@ from pathlib import Path
 import pytest
 
 from bridges import (
+    CENTRAL_BANKS,
+    AccountBalance,
     AccountKind,
+    AuditReport,
     Bridge,
     BridgeAdminApi,
     BridgeClient,
+    CurrencySupply,
     FaultPlan,
     FaultyBridge,
+    Finality,
+    Identity,
+    Issuance,
+    Kind,
     ManualClock,
     Money,
+    Participant,
+    PublishedRate,
+    Quote,
     Rate,
+    TickResult,
+    Transfer,
+    ValidatorSet,
 )
 from bridges._server import RunningServer, start_server
 
@@ -60,6 +74,134 @@ async def fund(api: BridgeAdminApi) -> None:
         )
 
 
+OPERATOR = Identity(Kind.OPERATOR, "bridge-operator")
+ISSUER_OF = {currency: bank for bank, currency in CENTRAL_BANKS.items()}
+
+
+def central_bank(currency: str) -> Identity:
+    return Identity(Kind.CENTRAL_BANK, ISSUER_OF.get(currency, "PBoC"))
+
+
+class ActingClient:
+    """The gRPC client as the whole cast of a test (the bridge's development mode): each call is
+    made by the participant the role x method table expects for it (the payer, the transfer id's
+    owner, the currency's central bank, the operator), so the contract tests tell the same story
+    on both transports. tests/bridges/test_bridge_trust.py checks the table itself."""
+
+    def __init__(self, client: BridgeClient, quoter: str = BANKS[0]) -> None:
+        self.client = client
+        self.quoter = quoter  # the bank that asks for quotes (and must be the payer)
+        self._as: dict[Identity, BridgeClient] = {}
+
+    def by(self, identity: Identity) -> BridgeClient:
+        if identity not in self._as:
+            self._as[identity] = self.client.acting_as(identity)
+        return self._as[identity]
+
+    def bank(self, participant_id: str) -> BridgeClient:
+        return self.by(Identity(Kind.BANK, participant_id))
+
+    def owner(self, transfer_id: str) -> BridgeClient:
+        return self.bank(transfer_id.partition(":")[0])
+
+    async def validators(self) -> ValidatorSet:
+        return await self.by(OPERATOR).validators()
+
+    async def quote(
+        self,
+        source_currency: str,
+        target_currency: str,
+        *,
+        source_amount_minor: int | None = None,
+        target_amount_minor: int | None = None,
+        liquidity_provider_id: str = "",
+        ttl_ms: int = 0,
+    ) -> Quote:
+        return await self.bank(self.quoter).quote(
+            source_currency,
+            target_currency,
+            source_amount_minor=source_amount_minor,
+            target_amount_minor=target_amount_minor,
+            liquidity_provider_id=liquidity_provider_id,
+            ttl_ms=ttl_ms,
+        )
+
+    async def prepare(
+        self, transfer_id: str, *, quote_id: str, payer_id: str, payee_id: str, timeout_ms: int
+    ) -> Transfer:
+        return await self.bank(payer_id).prepare(
+            transfer_id,
+            quote_id=quote_id,
+            payer_id=payer_id,
+            payee_id=payee_id,
+            timeout_ms=timeout_ms,
+        )
+
+    async def commit(self, transfer_id: str) -> Transfer:
+        return await self.owner(transfer_id).commit(transfer_id)
+
+    async def abort(self, transfer_id: str) -> Transfer:
+        return await self.owner(transfer_id).abort(transfer_id)
+
+    async def status(self, transfer_id: str) -> Transfer:
+        return await self.owner(transfer_id).status(transfer_id)
+
+    async def finality(self, transfer_id: str) -> Finality:
+        return await self.owner(transfer_id).finality(transfer_id)
+
+    async def balances(self, participant_id: str = "") -> tuple[AccountBalance, ...]:
+        return await self.by(OPERATOR).balances(participant_id)
+
+    async def supply(self) -> tuple[CurrencySupply, ...]:
+        return await self.by(OPERATOR).supply()
+
+    async def register_bank(self, participant_id: str, *, name: str = "") -> Participant:
+        return await self.by(OPERATOR).register_bank(participant_id, name=name)
+
+    async def register_liquidity_provider(
+        self, participant_id: str, *, spread_ppm: int
+    ) -> Participant:
+        return await self.by(OPERATOR).register_liquidity_provider(
+            participant_id, spread_ppm=spread_ppm
+        )
+
+    async def publish_rate(self, currency: str, value: Rate) -> PublishedRate:
+        return await self.by(central_bank(currency)).publish_rate(currency, value)
+
+    async def issue(
+        self,
+        request_id: str,
+        *,
+        participant_id: str,
+        amount: Money,
+        account_kind: AccountKind = AccountKind.SETTLEMENT,
+    ) -> Issuance:
+        return await self.by(central_bank(amount.currency)).issue(
+            request_id, participant_id=participant_id, amount=amount, account_kind=account_kind
+        )
+
+    async def redeem(
+        self,
+        request_id: str,
+        *,
+        participant_id: str,
+        amount: Money,
+        account_kind: AccountKind = AccountKind.SETTLEMENT,
+    ) -> Issuance:
+        return await self.by(central_bank(amount.currency)).redeem(
+            request_id, participant_id=participant_id, amount=amount, account_kind=account_kind
+        )
+
+    async def audit(self) -> AuditReport:
+        return await self.by(OPERATOR).audit()
+
+    async def tick(self) -> TickResult:
+        return await self.by(OPERATOR).tick()
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
 @dataclass
 class World:
     """One bridge as the core would see it (``api``), with the knobs tests turn."""
@@ -89,10 +231,10 @@ async def open_world(
         await fund(bridge)
     faulty = await FaultyBridge.wrap(bridge, plan or FaultPlan())
     server: RunningServer | None = None
-    client: BridgeClient | None = None
+    client: ActingClient | None = None
     if transport == "grpc":
-        server = await start_server(faulty, "127.0.0.1:0", block_interval_ms=None)
-        client = BridgeClient(f"127.0.0.1:{server.port}")
+        server = await start_server(faulty, "127.0.0.1:0", insecure=True, block_interval_ms=None)
+        client = ActingClient(BridgeClient(f"127.0.0.1:{server.port}"))
     world = World(transport, client or faulty, faulty, clock)
     try:
         yield world

@@ -66,7 +66,7 @@ def test_serve_gets_the_seed_by_that_precedence(
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    assert main(["serve", "--state", str(tmp_path / "x.db"), *argv]) == 0
+    assert main(["serve", "--state", str(tmp_path / "x.db"), "--insecure", *argv]) == 0
     plan = served["plan"]
     assert (plan.seed, plan.drop_reply_percent) == (seed, 30)
 

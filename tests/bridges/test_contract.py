@@ -45,7 +45,7 @@ from tests.bridges.conftest import (
 A, B = BANKS
 
 
-async def _prepared(world: World, transfer_id: str = "t-1", **quote: int) -> Transfer:
+async def _prepared(world: World, transfer_id: str = "BANK-A:t-1", **quote: int) -> Transfer:
     q = await world.api.quote("HKD", "CNY", **(quote or {"target_amount_minor": 100_000_00}))
     return await world.api.prepare(
         transfer_id, quote_id=q.quote_id, payer_id=A, payee_id=B, timeout_ms=60_000
@@ -90,7 +90,7 @@ async def test_prepare_reserves_both_sides_and_commit_posts_five_legs(world: Wor
     assert _available(mid, A, "SETTLEMENT", "HKD") == BANK_FUNDS_MINOR - source
     assert _available(mid, LP, "LIQUIDITY", "CNY") == LIQUIDITY_MINOR - target
     assert _available(mid, B, "SETTLEMENT", "CNY") == BANK_FUNDS_MINOR  # credits only on commit
-    committed = await world.api.commit("t-1")
+    committed = await world.api.commit("BANK-A:t-1")
     assert committed.state is TransferState.COMMITTED
     assert not committed.replayed
     after = {(b.participant_id, b.kind.value, b.currency): b for b in await world.api.balances()}
@@ -113,37 +113,39 @@ async def test_every_call_is_idempotent_by_transfer_id(world: World) -> None:
     first = await _prepared(world)
     quote_id = first.terms.quote_id if first.terms else ""
     again = await world.api.prepare(
-        "t-1", quote_id=quote_id, payer_id=A, payee_id=B, timeout_ms=60_000
+        "BANK-A:t-1", quote_id=quote_id, payer_id=A, payee_id=B, timeout_ms=60_000
     )
     assert again == dataclasses.replace(first, replayed=True)
-    committed = await world.api.commit("t-1")
-    retried = await world.api.commit("t-1")
+    committed = await world.api.commit("BANK-A:t-1")
+    retried = await world.api.commit("BANK-A:t-1")
     assert retried == dataclasses.replace(committed, replayed=True)
     # a prepare retried after the commit answers the transfer as it is now
     late = await world.api.prepare(
-        "t-1", quote_id=quote_id, payer_id=A, payee_id=B, timeout_ms=60_000
+        "BANK-A:t-1", quote_id=quote_id, payer_id=A, payee_id=B, timeout_ms=60_000
     )
     assert late == dataclasses.replace(committed, replayed=True)
     with pytest.raises(Conflict) as caught:
-        await world.api.prepare("t-1", quote_id=quote_id, payer_id=B, payee_id=A, timeout_ms=60_000)
+        await world.api.prepare(
+            "BANK-A:t-1", quote_id=quote_id, payer_id=A, payee_id=LP, timeout_ms=60_000
+        )
     assert caught.value.reason is Reason.TRANSFER_EXISTS_WITH_DIFFERENT_TERMS
-    assert caught.value.metadata == {"transfer_id": "t-1", "fields": "payer_id,payee_id"}
+    assert caught.value.metadata == {"transfer_id": "BANK-A:t-1", "fields": "payee_id"}
 
 
 async def test_commit_after_abort_and_abort_after_commit_are_refused(world: World) -> None:
-    await _prepared(world, "t-abort")
-    aborted = await world.api.abort("t-abort")
+    await _prepared(world, "BANK-A:t-abort")
+    aborted = await world.api.abort("BANK-A:t-abort")
     assert aborted.state is TransferState.ABORTED
-    assert (await world.api.abort("t-abort")).replayed
+    assert (await world.api.abort("BANK-A:t-abort")).replayed
     with pytest.raises(TransferAborted) as caught:
-        await world.api.commit("t-abort")
+        await world.api.commit("BANK-A:t-abort")
     assert caught.value.reason is Reason.TRANSFER_ALREADY_ABORTED
-    assert caught.value.metadata == {"transfer_id": "t-abort", "state": "ABORTED"}
+    assert caught.value.metadata == {"transfer_id": "BANK-A:t-abort", "state": "ABORTED"}
 
-    await _prepared(world, "t-commit")
-    await world.api.commit("t-commit")
+    await _prepared(world, "BANK-A:t-commit")
+    await world.api.commit("BANK-A:t-commit")
     with pytest.raises(TransferCommitted) as refused:
-        await world.api.abort("t-commit")
+        await world.api.abort("BANK-A:t-commit")
     assert refused.value.reason is Reason.TRANSFER_ALREADY_COMMITTED
     balances = await world.api.balances()
     assert all(b.reserved_minor == 0 for b in balances)
@@ -151,17 +153,19 @@ async def test_commit_after_abort_and_abort_after_commit_are_refused(world: Worl
 
 async def test_an_expired_prepare_can_no_longer_commit(world: World) -> None:
     quote = await world.api.quote("SAR", "AED", source_amount_minor=5_000_00)
-    await world.api.prepare("t-x", quote_id=quote.quote_id, payer_id=A, payee_id=B, timeout_ms=100)
+    await world.api.prepare(
+        "BANK-A:t-x", quote_id=quote.quote_id, payer_id=A, payee_id=B, timeout_ms=100
+    )
     world.clock.advance_ms(99)
-    assert (await world.api.status("t-x")).state is TransferState.PREPARED
+    assert (await world.api.status("BANK-A:t-x")).state is TransferState.PREPARED
     world.clock.advance_ms(1)  # expired at exactly expires_at_us
-    status = await world.api.status("t-x")
+    status = await world.api.status("BANK-A:t-x")
     assert status.state is TransferState.EXPIRED
     assert status.resolved_at_us == status.expires_at_us
     with pytest.raises(TransferAborted) as caught:
-        await world.api.commit("t-x")
+        await world.api.commit("BANK-A:t-x")
     assert caught.value.reason is Reason.TRANSFER_EXPIRED
-    assert (await world.api.abort("t-x")).state is TransferState.EXPIRED  # idempotent
+    assert (await world.api.abort("BANK-A:t-x")).state is TransferState.EXPIRED  # idempotent
     assert all(b.reserved_minor == 0 for b in await world.api.balances())
 
 
@@ -170,39 +174,39 @@ async def test_an_expired_or_used_quote_cannot_be_prepared(world: World) -> None
     world.clock.advance_ms(1_000)
     with pytest.raises(QuoteUnusable) as expired:
         await world.api.prepare(
-            "t-late", quote_id=quote.quote_id, payer_id=A, payee_id=B, timeout_ms=5_000
+            "BANK-A:t-late", quote_id=quote.quote_id, payer_id=A, payee_id=B, timeout_ms=5_000
         )
     assert expired.value.reason is Reason.QUOTE_EXPIRED
     # remembered: the retry is refused the same way, and the transfer reads as REJECTED
     with pytest.raises(QuoteUnusable) as again:
         await world.api.prepare(
-            "t-late", quote_id=quote.quote_id, payer_id=A, payee_id=B, timeout_ms=5_000
+            "BANK-A:t-late", quote_id=quote.quote_id, payer_id=A, payee_id=B, timeout_ms=5_000
         )
     assert again.value == expired.value
-    rejected = await world.api.status("t-late")
+    rejected = await world.api.status("BANK-A:t-late")
     assert (rejected.state, rejected.rejection_reason) == (TransferState.REJECTED, "QUOTE_EXPIRED")
     with pytest.raises(TransferAborted) as commit:
-        await world.api.commit("t-late")
+        await world.api.commit("BANK-A:t-late")
     assert commit.value.reason is Reason.TRANSFER_REJECTED
 
     fresh = await world.api.quote("HKD", "CNY", source_amount_minor=1_000_00)
     await world.api.prepare(
-        "t-one", quote_id=fresh.quote_id, payer_id=A, payee_id=B, timeout_ms=5_000
+        "BANK-A:t-one", quote_id=fresh.quote_id, payer_id=A, payee_id=B, timeout_ms=5_000
     )
     with pytest.raises(QuoteUnusable) as used:
         await world.api.prepare(
-            "t-two", quote_id=fresh.quote_id, payer_id=A, payee_id=B, timeout_ms=5_000
+            "BANK-A:t-two", quote_id=fresh.quote_id, payer_id=A, payee_id=B, timeout_ms=5_000
         )
     assert used.value.reason is Reason.QUOTE_ALREADY_USED
 
 
 async def test_an_abort_before_the_prepare_leaves_a_tombstone(world: World) -> None:
-    tomb = await world.api.abort("t-never")
+    tomb = await world.api.abort("BANK-A:t-never")
     assert (tomb.state, tomb.terms, tomb.replayed) == (TransferState.ABORTED, None, False)
     quote = await world.api.quote("HKD", "CNY", source_amount_minor=1_000_00)
     with pytest.raises(TransferAborted) as caught:
         await world.api.prepare(
-            "t-never", quote_id=quote.quote_id, payer_id=A, payee_id=B, timeout_ms=5_000
+            "BANK-A:t-never", quote_id=quote.quote_id, payer_id=A, payee_id=B, timeout_ms=5_000
         )
     assert caught.value.reason is Reason.TRANSFER_ALREADY_ABORTED
     assert all(b.reserved_minor == 0 for b in await world.api.balances())
@@ -212,7 +216,7 @@ async def test_short_funds_and_short_liquidity_are_typed_refusals(world: World) 
     big = await world.api.quote("HKD", "CNY", source_amount_minor=BANK_FUNDS_MINOR + 1)
     with pytest.raises(InsufficientFunds) as funds:
         await world.api.prepare(
-            "t-poor", quote_id=big.quote_id, payer_id=A, payee_id=B, timeout_ms=5_000
+            "BANK-A:t-poor", quote_id=big.quote_id, payer_id=A, payee_id=B, timeout_ms=5_000
         )
     assert funds.value.reason is Reason.INSUFFICIENT_FUNDS
     assert funds.value.metadata == {
@@ -226,7 +230,7 @@ async def test_short_funds_and_short_liquidity_are_typed_refusals(world: World) 
     huge = await world.api.quote("CNY", "THB", source_amount_minor=2 * LIQUIDITY_MINOR)
     with pytest.raises(InsufficientFunds) as liquidity:
         await world.api.prepare(
-            "t-dry", quote_id=huge.quote_id, payer_id=A, payee_id=B, timeout_ms=5_000
+            "BANK-A:t-dry", quote_id=huge.quote_id, payer_id=A, payee_id=B, timeout_ms=5_000
         )
     assert liquidity.value.reason is Reason.INSUFFICIENT_LIQUIDITY
     assert liquidity.value.metadata["participant_id"] == LP
@@ -235,14 +239,14 @@ async def test_short_funds_and_short_liquidity_are_typed_refusals(world: World) 
 async def test_finality_comes_with_a_quorum_certificate_the_core_can_verify(world: World) -> None:
     await _prepared(world)
     with pytest.raises(TransferNotCommitted):
-        await world.api.finality("t-1")
-    await world.api.commit("t-1")
-    finality = await world.api.finality("t-1")
+        await world.api.finality("BANK-A:t-1")
+    await world.api.commit("BANK-A:t-1")
+    finality = await world.api.finality("BANK-A:t-1")
     assert finality.final
     assert finality.block is not None
     assert finality.certificate is not None
     assert finality.block.height == 1
-    assert finality.block.transfer_ids == ("t-1",)
+    assert finality.block.transfer_ids == ("BANK-A:t-1",)
     validators = await world.api.validators()
     assert [v.validator_id for v in validators.validators] == [
         "BOT",
@@ -256,21 +260,21 @@ async def test_finality_comes_with_a_quorum_certificate_the_core_can_verify(worl
     assert verify_quorum_certificate(finality.block, finality.certificate, keys)
     assert len(finality.certificate.signer_ids) == 5
     # a second batch goes into block 2, linked to block 1
-    await _prepared(world, "t-2", source_amount_minor=10_00)
-    await _prepared(world, "t-3", source_amount_minor=20_00)
-    await world.api.commit("t-2")
-    await world.api.commit("t-3")
-    second = await world.api.finality("t-3")
+    await _prepared(world, "BANK-A:t-2", source_amount_minor=10_00)
+    await _prepared(world, "BANK-A:t-3", source_amount_minor=20_00)
+    await world.api.commit("BANK-A:t-2")
+    await world.api.commit("BANK-A:t-3")
+    second = await world.api.finality("BANK-A:t-3")
     assert second.block is not None
     assert second.certificate is not None
-    assert (second.block.height, second.block.transfer_ids) == (2, ("t-2", "t-3"))
+    assert (second.block.height, second.block.transfer_ids) == (2, ("BANK-A:t-2", "BANK-A:t-3"))
     assert second.block.previous_hash == finality.block.hash
-    assert (await world.api.status("t-2")).block_height == 2
+    assert (await world.api.status("BANK-A:t-2")).block_height == 2
 
 
 async def test_supply_is_conserved_and_readable(world: World) -> None:
     await _prepared(world)
-    await world.api.commit("t-1")
+    await world.api.commit("BANK-A:t-1")
     await world.api.redeem("back", participant_id=B, amount=Money("CNY", 50_00))
     supply = {s.currency: s for s in await world.api.supply()}
     cny = supply["CNY"]
@@ -334,19 +338,19 @@ async def test_bad_requests_are_refused_alike(world: World, call: str, reason: R
             "CNY", "HKD", source_amount_minor=1_00, liquidity_provider_id=A
         ),
         "prepare_bad_id": lambda: api.prepare(
-            "t 1", quote_id=quote.quote_id, payer_id=A, payee_id=B, timeout_ms=1
+            "BANK-A:t 1", quote_id=quote.quote_id, payer_id=A, payee_id=B, timeout_ms=1
         ),
         "prepare_timeout": lambda: api.prepare(
-            "t-1", quote_id=quote.quote_id, payer_id=A, payee_id=B, timeout_ms=0
+            "BANK-A:t-1", quote_id=quote.quote_id, payer_id=A, payee_id=B, timeout_ms=0
         ),
         "prepare_no_quote": lambda: api.prepare(
-            "t-1", quote_id="q-nope", payer_id=A, payee_id=B, timeout_ms=1
+            "BANK-A:t-1", quote_id="q-nope", payer_id=A, payee_id=B, timeout_ms=1
         ),
         "prepare_central_bank": lambda: api.prepare(
-            "t-1", quote_id=quote.quote_id, payer_id="HKMA", payee_id=B, timeout_ms=1
+            "HKMA:t-1", quote_id=quote.quote_id, payer_id="HKMA", payee_id=B, timeout_ms=1
         ),
-        "commit_unknown": lambda: api.commit("t-unknown"),
-        "status_unknown": lambda: api.status("t-unknown"),
+        "commit_unknown": lambda: api.commit("BANK-A:t-unknown"),
+        "status_unknown": lambda: api.status("BANK-A:t-unknown"),
         "rate_zero": lambda: api.publish_rate("HKD", Rate(0, 1)),
         "spread_high": lambda: api.register_liquidity_provider(LP, spread_ppm=100_001),
         "bank_again": lambda: api.register_bank(A, name="someone else"),
@@ -383,19 +387,19 @@ async def _story(world: World) -> list[object]:
     q1 = await api.quote("CNY", "HKD", target_amount_minor=12_345_67)
     log.append(("quote", _normalized(q1)))
     prepare_1 = {"quote_id": q1.quote_id, "payer_id": A, "payee_id": B, "timeout_ms": 10}
-    await record("prepare", api.prepare("s-1", **prepare_1))  # type: ignore[arg-type]
-    await record("prepare again", api.prepare("s-1", **prepare_1))  # type: ignore[arg-type]
+    await record("prepare", api.prepare("BANK-A:s-1", **prepare_1))  # type: ignore[arg-type]
+    await record("prepare again", api.prepare("BANK-A:s-1", **prepare_1))  # type: ignore[arg-type]
     world.clock.advance_ms(10)
-    await record("commit expired", api.commit("s-1"))
+    await record("commit expired", api.commit("BANK-A:s-1"))
     q2 = await api.quote("AED", "SAR", source_amount_minor=777_77)
     await record(
         "prepare 2",
-        api.prepare("s-2", quote_id=q2.quote_id, payer_id=B, payee_id=A, timeout_ms=1_000),
+        api.prepare("BANK-A:s-2", quote_id=q2.quote_id, payer_id=A, payee_id=B, timeout_ms=1_000),
     )
-    await record("commit 2", api.commit("s-2"))
-    await record("abort 2", api.abort("s-2"))
-    await record("finality 2", api.finality("s-2"))
-    await record("tombstone", api.abort("s-3"))
+    await record("commit 2", api.commit("BANK-A:s-2"))
+    await record("abort 2", api.abort("BANK-A:s-2"))
+    await record("finality 2", api.finality("BANK-A:s-2"))
+    await record("tombstone", api.abort("BANK-A:s-3"))
     await record("supply", api.supply())
     await record("validators", api.validators())
     return log

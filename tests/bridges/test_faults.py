@@ -38,12 +38,12 @@ async def _prepare(world: World, transfer_id: str, quote_id: str) -> TransferSta
 
 async def test_latency_delays_the_affected_calls_only(make_world: Factory) -> None:
     world = await make_world(FaultPlan.parse("latency_ms=60..80,on=status"))
-    await world.api.abort("t-1")
+    await world.api.abort("BANK-A:t-1")
     started = time.perf_counter()
-    await world.api.status("t-1")
+    await world.api.status("BANK-A:t-1")
     assert time.perf_counter() - started >= 0.060
     started = time.perf_counter()
-    await world.api.abort("t-1")  # not an affected operation
+    await world.api.abort("BANK-A:t-1")  # not an affected operation
     assert time.perf_counter() - started < 0.060
 
 
@@ -51,23 +51,23 @@ async def test_a_dropped_request_changes_nothing(make_world: Factory) -> None:
     world = await make_world(FaultPlan.parse("drop_request,on=prepare"))
     quote_id = await _quote_id(world)
     with pytest.raises(Unavailable) as caught:
-        await _prepare(world, "t-1", quote_id)
+        await _prepare(world, "BANK-A:t-1", quote_id)
     assert caught.value.reason is Reason.UNREACHABLE
     with pytest.raises(NotFound):
-        await world.api.status("t-1")
+        await world.api.status("BANK-A:t-1")
     await world.faulty.set_plan(FaultPlan())
-    assert await _prepare(world, "t-1", quote_id) is TransferState.PREPARED
+    assert await _prepare(world, "BANK-A:t-1", quote_id) is TransferState.PREPARED
 
 
 async def test_a_dropped_reply_hides_an_effect_that_happened(make_world: Factory) -> None:
     world = await make_world(FaultPlan.parse("drop_reply,on=commit"))
-    await _prepare(world, "t-1", await _quote_id(world))
+    await _prepare(world, "BANK-A:t-1", await _quote_id(world))
     with pytest.raises(Unavailable) as caught:
-        await world.api.commit("t-1")
+        await world.api.commit("BANK-A:t-1")
     assert caught.value.reason is Reason.UNREACHABLE  # indistinguishable from a lost request
-    assert (await world.api.status("t-1")).state is TransferState.COMMITTED
+    assert (await world.api.status("BANK-A:t-1")).state is TransferState.COMMITTED
     await world.faulty.set_plan(FaultPlan())
-    retried = await world.api.commit("t-1")
+    retried = await world.api.commit("BANK-A:t-1")
     assert (retried.state, retried.replayed) == (TransferState.COMMITTED, True)
 
 
@@ -79,7 +79,7 @@ async def test_duplicate_delivery_runs_a_call_twice(make_world: Factory) -> None
     assert (first[:7], second[:7]) == ("q000001", "q000003")
     # a duplicated prepare reserves once; the caller sees the first answer, not a replay
     transfer = await world.api.prepare(
-        "t-1", quote_id=second, payer_id=A, payee_id=B, timeout_ms=60_000
+        "BANK-A:t-1", quote_id=second, payer_id=A, payee_id=B, timeout_ms=60_000
     )
     assert (transfer.state, transfer.replayed) == (TransferState.PREPARED, False)
     assert transfer.terms is not None
@@ -96,7 +96,7 @@ async def test_an_injected_rejection_is_a_remembered_refusal(make_world: Factory
     quote = await world.api.quote("HKD", "CNY", source_amount_minor=1_000_00)
     quote_id = quote.quote_id
     with pytest.raises(InsufficientFunds) as caught:
-        await _prepare(world, "t-1", quote_id)
+        await _prepare(world, "BANK-A:t-1", quote_id)
     assert caught.value.reason is Reason.INSUFFICIENT_LIQUIDITY
     # the metadata InsufficientFunds documents, as a real refusal's, marked injected
     assert caught.value.metadata == {
@@ -110,9 +110,9 @@ async def test_an_injected_rejection_is_a_remembered_refusal(make_world: Factory
     assert "refused by fault injection" in caught.value.message
     await world.faulty.set_plan(FaultPlan())
     with pytest.raises(InsufficientFunds) as again:  # retries keep failing the same way
-        await _prepare(world, "t-1", quote_id)
+        await _prepare(world, "BANK-A:t-1", quote_id)
     assert again.value == caught.value
-    status = await world.api.status("t-1")
+    status = await world.api.status("BANK-A:t-1")
     assert (status.state, status.rejection_reason) == (
         TransferState.REJECTED,
         "INSUFFICIENT_LIQUIDITY",
@@ -121,9 +121,9 @@ async def test_an_injected_rejection_is_a_remembered_refusal(make_world: Factory
 
 async def test_one_validator_down_still_makes_a_quorum(make_world: Factory) -> None:
     world = await make_world(FaultPlan.parse("validators_down=HKMA"))
-    await _prepare(world, "t-1", await _quote_id(world))
-    await world.api.commit("t-1")
-    finality = await world.api.finality("t-1")
+    await _prepare(world, "BANK-A:t-1", await _quote_id(world))
+    await world.api.commit("BANK-A:t-1")
+    finality = await world.api.finality("BANK-A:t-1")
     assert finality.final
     assert finality.block
     assert finality.certificate
@@ -138,12 +138,12 @@ async def test_without_a_quorum_commits_stay_pending_and_prepares_are_refused(
     make_world: Factory, spec: str
 ) -> None:
     world = await make_world()
-    await _prepare(world, "t-1", await _quote_id(world))
+    await _prepare(world, "BANK-A:t-1", await _quote_id(world))
     await world.faulty.set_plan(FaultPlan.parse(spec))
     assert sum(v.online for v in (await world.api.validators()).validators) == 3
-    committed = await world.api.commit("t-1")  # the decision stands: the commit is taken
+    committed = await world.api.commit("BANK-A:t-1")  # the decision stands: the commit is taken
     assert committed.state is TransferState.COMMITTED
-    pending = await world.api.finality("t-1")
+    pending = await world.api.finality("BANK-A:t-1")
     assert pending.block is not None
     assert pending.block.height == 1
     assert pending.certificate is None
@@ -151,65 +151,65 @@ async def test_without_a_quorum_commits_stay_pending_and_prepares_are_refused(
     tick = await world.api.tick()
     assert (tick.tip_height, tick.final_height) == (1, 0)
     with pytest.raises(QuorumUnavailable) as refused:  # nothing new starts without a quorum
-        await _prepare(world, "t-2", await _quote_id(world))
+        await _prepare(world, "BANK-A:t-2", await _quote_id(world))
     assert refused.value.reason is Reason.QUORUM_UNAVAILABLE
     await world.faulty.set_plan(FaultPlan())  # the validators come back
-    final = await world.api.finality("t-1")
+    final = await world.api.finality("BANK-A:t-1")
     assert final.final
     assert final.block == pending.block
 
 
 async def test_crash_before_commit_loses_the_commit(make_world: Factory) -> None:
     world = await make_world(FaultPlan.parse("crash_before_commit"))
-    await _prepare(world, "t-1", await _quote_id(world))
+    await _prepare(world, "BANK-A:t-1", await _quote_id(world))
     with pytest.raises(Unavailable):
-        await world.api.commit("t-1")
+        await world.api.commit("BANK-A:t-1")
     with pytest.raises(Unavailable):  # down until restarted
-        await world.api.status("t-1")
+        await world.api.status("BANK-A:t-1")
     await world.faulty.restart(FaultPlan())
-    assert (await world.api.status("t-1")).state is TransferState.PREPARED
-    assert (await world.api.commit("t-1")).state is TransferState.COMMITTED
+    assert (await world.api.status("BANK-A:t-1")).state is TransferState.PREPARED
+    assert (await world.api.commit("BANK-A:t-1")).state is TransferState.COMMITTED
 
 
 async def test_crash_after_commit_keeps_the_commit(make_world: Factory) -> None:
     world = await make_world(FaultPlan.parse("crash_after_commit"))
-    await _prepare(world, "t-1", await _quote_id(world))
+    await _prepare(world, "BANK-A:t-1", await _quote_id(world))
     with pytest.raises(Unavailable):
-        await world.api.commit("t-1")
+        await world.api.commit("BANK-A:t-1")
     await world.faulty.restart(FaultPlan())
-    status = await world.api.status("t-1")
+    status = await world.api.status("BANK-A:t-1")
     assert status.state is TransferState.COMMITTED
-    retried = await world.api.commit("t-1")
+    retried = await world.api.commit("BANK-A:t-1")
     assert retried.replayed
-    assert (await world.api.finality("t-1")).final
+    assert (await world.api.finality("BANK-A:t-1")).final
 
 
 async def test_crash_after_prepare_keeps_the_reservation(make_world: Factory) -> None:
     world = await make_world(FaultPlan.parse("crash_after_prepare"))
     quote_id = await _quote_id(world)
     with pytest.raises(Unavailable):
-        await _prepare(world, "t-1", quote_id)
+        await _prepare(world, "BANK-A:t-1", quote_id)
     with pytest.raises(Unavailable):  # down until restarted
-        await world.api.status("t-1")
+        await world.api.status("BANK-A:t-1")
     await world.faulty.restart(FaultPlan())
-    status = await world.api.status("t-1")
+    status = await world.api.status("BANK-A:t-1")
     assert status.state is TransferState.PREPARED  # durable before the crash
     assert status.terms is not None
     reserved = {b.currency: b.reserved_minor for b in await world.api.balances(A)}
     assert reserved["HKD"] == status.terms.source.amount_minor
     again = await world.api.prepare(
-        "t-1", quote_id=quote_id, payer_id=A, payee_id=B, timeout_ms=60_000
+        "BANK-A:t-1", quote_id=quote_id, payer_id=A, payee_id=B, timeout_ms=60_000
     )
     assert (again.state, again.replayed) == (TransferState.PREPARED, True)  # reserved once
-    assert (await world.api.commit("t-1")).state is TransferState.COMMITTED
+    assert (await world.api.commit("BANK-A:t-1")).state is TransferState.COMMITTED
 
 
 async def test_crash_after_prepare_spares_a_refused_prepare(make_world: Factory) -> None:
     world = await make_world(FaultPlan.parse("crash_after_prepare,no_quorum"))
     with pytest.raises(QuorumUnavailable):
-        await _prepare(world, "t-1", await _quote_id(world))
+        await _prepare(world, "BANK-A:t-1", await _quote_id(world))
     assert not world.faulty.crashed  # a refusal is no durable prepare: no crash
-    assert (await world.api.status("t-1")).state is TransferState.REJECTED
+    assert (await world.api.status("BANK-A:t-1")).state is TransferState.REJECTED
 
 
 async def test_a_short_quote_ttl_lets_a_quote_expire_before_prepare(make_world: Factory) -> None:
@@ -220,9 +220,9 @@ async def test_a_short_quote_ttl_lets_a_quote_expire_before_prepare(make_world: 
     assert explicit.expires_at_us == world.clock.now_us() + 9_000_000  # an explicit TTL stands
     world.clock.advance_ms(500)
     with pytest.raises(QuoteUnusable) as caught:
-        await _prepare(world, "t-1", quote.quote_id)
+        await _prepare(world, "BANK-A:t-1", quote.quote_id)
     assert caught.value.reason is Reason.QUOTE_EXPIRED
-    assert await _prepare(world, "t-2", explicit.quote_id) is TransferState.PREPARED
+    assert await _prepare(world, "BANK-A:t-2", explicit.quote_id) is TransferState.PREPARED
 
 
 async def test_fates_are_deterministic_from_the_seed(tmp_path: Path) -> None:
@@ -230,11 +230,11 @@ async def test_fates_are_deterministic_from_the_seed(tmp_path: Path) -> None:
 
     async def outcomes(seed: int, name: str) -> list[str]:
         async with open_world("in_process", tmp_path / name, FaultPlan.parse(spec, seed=seed)) as w:
-            await w.api.abort("t-1")
+            await w.api.abort("BANK-A:t-1")
             seen = []
             for _ in range(30):
                 try:
-                    await w.api.status("t-1")
+                    await w.api.status("BANK-A:t-1")
                     seen.append("ok")
                 except Unavailable:
                     seen.append("lost")
@@ -302,8 +302,8 @@ async def test_an_in_memory_bridge_that_crashed_stays_down_rather_than_start_emp
     bridge = await Bridge.open(":memory:", key_seed=KEY_SEED)
     faulty = await FaultyBridge.wrap(bridge, FaultPlan.parse("crash_before_commit"))
     with pytest.raises(Unavailable):
-        await faulty.commit("t-1")
+        await faulty.commit("BANK-A:t-1")
     with pytest.raises(RuntimeError, match="in-memory bridge"):
         await faulty.restart(FaultPlan())
     with pytest.raises(Unavailable):
-        await faulty.status("t-1")
+        await faulty.status("BANK-A:t-1")

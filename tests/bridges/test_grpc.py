@@ -16,9 +16,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bridges import BridgeClient, Money, TransferState
 from bridges._convert import transfer_of, transfer_pb
+from bridges._identity import METADATA_KEY
 from bridges._server import SERVICE_NAMES
 from bridges.errors import DOMAIN, InvalidRequest, Reason, Unavailable
-from tests.bridges.conftest import BANKS, open_world
+from tests.bridges.conftest import BANKS, ActingClient, open_world
 
 ROOT = Path(__file__).resolve().parents[2]
 STUBS = ROOT / "proto" / "condpay" / "bridge" / "v1"
@@ -39,12 +40,16 @@ def test_regenerating_the_bridge_stubs_changes_nothing(tmp_path: Path) -> None:
 
 async def test_wire_errors_carry_the_reason_and_metadata(tmp_path: Path) -> None:
     async with open_world("grpc", tmp_path / "b.db") as world:
-        assert isinstance(world.api, BridgeClient)
-        async with grpc.aio.insecure_channel(world.api.target) as channel:
+        assert isinstance(world.api, ActingClient)
+        bank = ((METADATA_KEY, f"bank/{BANKS[0]}"),)
+        hkma = ((METADATA_KEY, "central_bank/HKMA"),)
+        async with grpc.aio.insecure_channel(world.api.client.target) as channel:
             stub = bridge_pb2_grpc.BridgeServiceStub(channel)
             admin = bridge_pb2_grpc.BridgeAdminServiceStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.CommitTransfer(pb.CommitTransferRequest(transfer_id="nope"))
+                await stub.CommitTransfer(
+                    pb.CommitTransferRequest(transfer_id="nope"), metadata=bank
+                )
             assert caught.value.code() is grpc.StatusCode.NOT_FOUND
             info = _error_info(caught.value)
             assert (info.domain, info.reason) == (DOMAIN, "TRANSFER_NOT_FOUND")
@@ -62,11 +67,11 @@ async def test_wire_errors_carry_the_reason_and_metadata(tmp_path: Path) -> None
                 ),
             ]:
                 with pytest.raises(grpc.aio.AioRpcError) as refused:
-                    await admin.Issue(request)
+                    await admin.Issue(request, metadata=hkma)
                 assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
                 assert _error_info(refused.value).reason == reason
             with pytest.raises(grpc.aio.AioRpcError) as no_rate:
-                await admin.PublishRate(pb.PublishRateRequest(currency="HKD"))
+                await admin.PublishRate(pb.PublishRateRequest(currency="HKD"), metadata=hkma)
             assert _error_info(no_rate.value).reason == "MISSING_FIELD"
 
             health = health_pb2_grpc.HealthStub(channel)

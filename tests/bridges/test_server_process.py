@@ -23,7 +23,7 @@ from bridges import (
 )
 from bridges.cli import main
 from bridges.errors import Unavailable
-from tests.bridges.conftest import BANKS, fund
+from tests.bridges.conftest import BANKS, ActingClient, fund
 
 ROOT = Path(__file__).resolve().parents[2]
 A, B = BANKS
@@ -33,7 +33,7 @@ READY_TIMEOUT_S = 30
 @dataclass
 class Server:
     process: asyncio.subprocess.Process
-    client: BridgeClient
+    client: ActingClient
 
     async def kill(self) -> int:
         self.process.send_signal(signal.SIGKILL)
@@ -55,6 +55,7 @@ async def server(state: Path, *faults: str) -> AsyncIterator[Server]:
         str(state),
         "--block-interval-ms",
         "50",
+        "--insecure",
         *args,
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
@@ -66,7 +67,7 @@ async def server(state: Path, *faults: str) -> AsyncIterator[Server]:
         line = (await asyncio.wait_for(process.stdout.readline(), READY_TIMEOUT_S)).decode()
         assert "serving on 127.0.0.1:" in line, (line, (state.parent / "server.log").read_text())
         port = int(line.split("serving on 127.0.0.1:")[1].split()[0])
-        client = BridgeClient(f"127.0.0.1:{port}", deadline_ms=10_000)
+        client = ActingClient(BridgeClient(f"127.0.0.1:{port}", deadline_ms=10_000))
         try:
             yield Server(process, client)
         finally:
@@ -78,7 +79,7 @@ async def server(state: Path, *faults: str) -> AsyncIterator[Server]:
         log.close()
 
 
-async def _prepare(client: BridgeClient, transfer_id: str) -> None:
+async def _prepare(client: ActingClient, transfer_id: str) -> None:
     quote = await client.quote("HKD", "CNY", target_amount_minor=10_000_00)
     await client.prepare(
         transfer_id, quote_id=quote.quote_id, payer_id=A, payee_id=B, timeout_ms=600_000
@@ -90,25 +91,25 @@ async def test_state_survives_sigkill_after_prepare_and_after_commit(tmp_path: P
     async with server(state) as first:
         await fund(first.client)
         keys = checked_public_keys(await first.client.validators())
-        await _prepare(first.client, "t-1")
-        prepared = await first.client.status("t-1")
+        await _prepare(first.client, "BANK-A:t-1")
+        prepared = await first.client.status("BANK-A:t-1")
         assert await first.kill() == -signal.SIGKILL
 
     async with server(state) as second:
-        after = await second.client.status("t-1")
+        after = await second.client.status("BANK-A:t-1")
         assert after == prepared  # still prepared, same terms, same expiry
         reserved = {b.currency: b.reserved_minor for b in await second.client.balances(A)}
         assert after.terms is not None
         assert reserved["HKD"] == after.terms.source.amount_minor
-        committed = await second.client.commit("t-1")
+        committed = await second.client.commit("BANK-A:t-1")
         assert committed.state is TransferState.COMMITTED
         assert await second.kill() == -signal.SIGKILL
 
     async with server(state) as third:
-        assert (await third.client.status("t-1")).state is TransferState.COMMITTED
-        assert (await third.client.commit("t-1")).replayed
+        assert (await third.client.status("BANK-A:t-1")).state is TransferState.COMMITTED
+        assert (await third.client.commit("BANK-A:t-1")).replayed
         assert checked_public_keys(await third.client.validators()) == keys  # same validators
-        finality = await third.client.finality("t-1")
+        finality = await third.client.finality("BANK-A:t-1")
         assert finality.block is not None
         assert finality.certificate is not None
         assert verify_quorum_certificate(finality.block, finality.certificate, keys)
@@ -121,21 +122,21 @@ async def test_crash_faults_kill_the_process_before_or_after_the_commit(tmp_path
     state = tmp_path / "bridge.db"
     async with server(state, "crash_before_commit") as before:
         await fund(before.client)
-        await _prepare(before.client, "t-1")
+        await _prepare(before.client, "BANK-A:t-1")
         with pytest.raises(Unavailable):
-            await before.client.commit("t-1")
+            await before.client.commit("BANK-A:t-1")
         assert await before.process.wait() == limits.CRASH_EXIT_STATUS
 
     async with server(state, "crash_after_commit") as after:
-        assert (await after.client.status("t-1")).state is TransferState.PREPARED  # lost
+        assert (await after.client.status("BANK-A:t-1")).state is TransferState.PREPARED  # lost
         with pytest.raises(Unavailable):
-            await after.client.commit("t-1")
+            await after.client.commit("BANK-A:t-1")
         assert await after.process.wait() == limits.CRASH_EXIT_STATUS
 
     async with server(state) as healthy:
-        status = await healthy.client.status("t-1")
+        status = await healthy.client.status("BANK-A:t-1")
         assert status.state is TransferState.COMMITTED  # durable before the crash
-        assert (await healthy.client.commit("t-1")).replayed
+        assert (await healthy.client.commit("BANK-A:t-1")).replayed
         assert (await healthy.client.audit()).problems == ()
 
 

@@ -36,7 +36,7 @@ async def assert_conserved(world: TradeWorld) -> None:
     for s in settlements:
         if not s.transfer_id:
             continue
-        transfer = await runtime.bridge.api.status(s.transfer_id)
+        transfer = await runtime.bridge.api.status(runtime.bridge.bridge_transfer_id(s.transfer_id))
         committed_core = s.state.value in ("COMMITTED", "FINAL")
         assert (transfer.state.value == "COMMITTED") == committed_core, (s, transfer)
 

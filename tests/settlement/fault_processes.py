@@ -42,6 +42,8 @@ from bridges import (
     DEMO_BANK_BALANCE_MINOR,
     AccountKind,
     BridgeClient,
+    Identity,
+    Kind,
     TransferState,
     checked_public_keys,
     verify_quorum_certificate,
@@ -85,10 +87,20 @@ def key(name: str) -> OwnerKey:
 
 
 # -- the bridge as a process -----------------------------------------------------------------------
+GATEWAY_IDENTITY = Identity(Kind.BANK, GATEWAY)  # the core's participant identity on the bridge
+AUDITOR_IDENTITY = Identity(Kind.AUDITOR, "fault-matrix")
+
+
+def on_bridge(transfer_id: str) -> str:
+    """The bridge's id of the core's transfer ``<settlement id>.<attempt>``: the gateway's."""
+    return f"{GATEWAY}:{transfer_id}"
+
+
 def core_env(bridge: BridgeProcess, *, fault_points: str = "", seed: int = 0) -> dict[str, str]:
-    """The environment of one incarnation of the core."""
+    """The environment of one incarnation of the core: the bridge over its development mode's
+    link, the validator set pinned from the file the bridge exported."""
     return {
-        "CONDPAY_BRIDGE": f"grpc://{bridge.address}",
+        **bridge.core_env(),
         "CONDPAY_BRIDGE_GATEWAY": GATEWAY,
         "CONDPAY_PVP_HOLD_MS": str(HOLD_MS),
         "CONDPAY_PVP_MARGIN_MS": str(MARGIN_MS),
@@ -283,7 +295,9 @@ async def core_balances(world: World) -> dict[tuple[str, str], tuple[int, int]]:
 
 async def bridge_positions(world: World) -> dict[tuple[str, str, str], int]:
     """(participant, kind, currency) -> balance, for the gateway and the liquidity provider."""
-    async with BridgeClient(world.bridge_address, deadline_ms=10_000) as bridge:
+    async with BridgeClient(
+        world.bridge_address, identity=AUDITOR_IDENTITY, deadline_ms=10_000
+    ) as bridge:
         found = {}
         for participant in (GATEWAY, DEMO_PROVIDER):
             for b in await bridge.balances(participant):
@@ -512,7 +526,10 @@ async def check_both_ledgers(
             problems.append(f"{sid}: its HOLD/UNHOLD/PVP leave {net} {currency} held on {account}")
     expected_core: dict[tuple[str, str], int] = defaultdict(int, world.core_start)
     expected_bridge: dict[tuple[str, str, str], int] = defaultdict(int, world.bridge_start)
-    async with BridgeClient(world.bridge_address, deadline_ms=10_000) as bridge:
+    async with BridgeClient(
+        world.bridge_address, identity=AUDITOR_IDENTITY, deadline_ms=10_000
+    ) as bridge:
+        gateway = bridge.acting_as(GATEWAY_IDENTITY)
         keys = checked_public_keys(await bridge.validators())
         for sid, r in settled.items():
             tally.settlements += 1
@@ -530,7 +547,7 @@ async def check_both_ledgers(
             want = Counter({"HOLD": 1, "PVP" if committed else "UNHOLD": 1})
             if entries.get(sid, Counter()) != want:
                 problems.append(f"{sid} {state}: journal {dict(entries[sid])}, want {dict(want)}")
-            transfer = await bridge.status(r["transfer_id"])
+            transfer = await gateway.status(on_bridge(r["transfer_id"]))
             if committed != (transfer.state is TransferState.COMMITTED):
                 problems.append(f"{sid}: core {state}, bridge {transfer.state.value}")
             if not committed and transfer.state not in (
@@ -562,7 +579,7 @@ async def check_both_ledgers(
                 expected_bridge[(provider, "SPREAD", pay[0])] += r["spread_minor"]
                 expected_bridge[(provider, "LIQUIDITY", receive[0])] -= receive[1]
                 finality = (
-                    await bridge.finality(r["transfer_id"])
+                    await gateway.finality(on_bridge(r["transfer_id"]))
                     if transfer.state is TransferState.COMMITTED
                     else None
                 )
@@ -575,7 +592,7 @@ async def check_both_ledgers(
                         and finality.block is not None
                         and finality.certificate is not None
                         and finality.block.height == r["block_height"] > 0
-                        and r["transfer_id"] in finality.block.transfer_ids
+                        and on_bridge(r["transfer_id"]) in finality.block.transfer_ids
                         and finality.block.hash.hex() == certificate.get("block_hash")
                         and list(finality.certificate.signer_ids) == certificate.get("signer_ids")
                         and verify_quorum_certificate(finality.block, finality.certificate, keys)

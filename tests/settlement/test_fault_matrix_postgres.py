@@ -46,6 +46,7 @@ from sim_central_bank.bridge_process import BridgeProcess
 from tests.payments.fleet import RestartableServer
 from tests.settlement.fault_processes import (
     CRASH_EXIT_STATUS,
+    GATEWAY_IDENTITY,
     Pvp,
     Sender,
     Supervisor,
@@ -56,6 +57,7 @@ from tests.settlement.fault_processes import (
     core_bridge_retries,
     core_env,
     log_problems,
+    on_bridge,
     plan_pvps,
     settle,
     take_quote,
@@ -146,11 +148,13 @@ class Rig:
         """SIGKILL the bridge as soon as one of ``pvps``' transfers is in one of ``states``
         (durable there); the supervisor restarts it."""
         ids = [p.transfer_id for p in pvps]
-        async with BridgeClient(self.bridge.address, deadline_ms=1_000) as bridge:
+        async with BridgeClient(
+            self.bridge.address, identity=GATEWAY_IDENTITY, deadline_ms=1_000
+        ) as bridge:
             while True:
                 for transfer_id in ids:
                     with contextlib.suppress(BridgeError):
-                        if (await bridge.status(transfer_id)).state in states:
+                        if (await bridge.status(on_bridge(transfer_id))).state in states:
                             await self.bridge.stop(kill=True)
                             self.kills += 1
                             return

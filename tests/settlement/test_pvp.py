@@ -57,7 +57,7 @@ async def bridge_position(trade: TradeWorld, currency: str) -> int:
 async def bridge_state(trade: TradeWorld, transfer_id: str) -> str:
     runtime = trade.harness.runtime
     assert runtime.bridge is not None
-    return (await runtime.bridge.api.status(transfer_id)).state.value
+    return (await runtime.bridge.status(transfer_id)).state.value
 
 
 async def test_pvp_moves_both_currencies_and_is_final(trade: TradeWorld) -> None:
@@ -549,7 +549,7 @@ async def test_the_stored_finality_verifies_against_the_validator_keys(trade: Tr
     header = decode_header(finality.block_header)
     assert header_encoding(header) == finality.block_header
     assert header.height == finality.block_height
-    assert s.transfer_id in header.transfer_ids
+    assert f"{GATEWAY}:{s.transfer_id}" in header.transfer_ids  # the gateway's id
     runtime = trade.harness.runtime
     assert runtime.bridge is not None
     keys = checked_public_keys(await runtime.bridge.api.validators())
@@ -580,7 +580,7 @@ async def test_the_stored_finality_verifies_against_the_validator_keys(trade: Tr
         header, QuorumCertificate(qc.block_hash, qc.signer_ids, bytes(flipped)), keys
     )
     # And the bridge's own view of the block is the one the core stored.
-    answer = await runtime.bridge.api.finality(s.transfer_id)
+    answer = await runtime.bridge.api.finality(runtime.bridge.bridge_transfer_id(s.transfer_id))
     assert answer.block == header
     assert answer.certificate is not None
     assert answer.certificate.signer_ids == qc.signer_ids

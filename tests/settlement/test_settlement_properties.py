@@ -207,7 +207,9 @@ async def test_no_settlement_ends_committed_on_one_ledger_only(
                 assert s is None, s
                 continue
             assert s is not None
-            transfer = await runtime.bridge.api.status(s.transfer_id)
+            transfer = await runtime.bridge.api.status(
+                runtime.bridge.bridge_transfer_id(s.transfer_id)
+            )
             committed = s.state.value == "FINAL"
             assert s.state.value in ("FINAL", "ABORTED"), s
             event(f"{s.state.value} {s.abort_reason}".strip())

@@ -29,6 +29,7 @@ from condpay.v1 import payment_pb2
 from bridges import BridgeClient
 from bridges._server import start_server as start_bridge_server
 from sim_central_bank.auditor import Auditor
+from sim_central_bank.economy import SIM_AUDITOR
 from sim_central_bank.record import ACCEPTED, Expectations, RefusedAttestation
 from sim_central_bank.trading import TERMINAL
 from tests.payments.fleet import wait_until_terminal
@@ -97,9 +98,10 @@ async def audited_trade(database_url: str) -> AsyncIterator[AuditedTrade]:
         bridge_server = await start_bridge_server(
             harness.runtime.bridge.api,  # type: ignore[arg-type]
             "127.0.0.1:0",
+            insecure=True,
             block_interval_ms=None,
         )
-        bridge = BridgeClient(f"127.0.0.1:{bridge_server.port}")
+        bridge = BridgeClient(f"127.0.0.1:{bridge_server.port}", identity=SIM_AUDITOR)
         try:
             world = await build_world(harness)
             await world.cb.register_oracle(CUSTOMS, "ED25519", key(CUSTOMS).public_key)

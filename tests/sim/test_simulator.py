@@ -19,7 +19,7 @@ from condpay.errors import Unavailable
 from google.rpc import status_pb2
 from rich.console import Console
 
-from bridges import BridgeClient, Rate
+from bridges import BridgeClient, Identity, Kind, Rate
 from bridges.errors import BridgeError, Reason
 from sim_central_bank import cli, runner
 from sim_central_bank import scenario as scenarios
@@ -161,10 +161,11 @@ async def test_a_restarted_bridge_keeps_what_was_published_since_its_bootstrap(
         bridge = BridgeProcess(
             folder / "bridge.db", folder / "logs", bootstrap_every_start=every_start
         )
-        client = BridgeClient(bridge.address)
+        client = BridgeClient(bridge.address, identity=Identity(Kind.BANK, GATEWAY))
+        hkma = client.acting_as(Identity(Kind.CENTRAL_BANK, "HKMA"))
         try:
             await bridge.start()
-            await client.publish_rate("HKD", Rate(9, 10))
+            await hkma.publish_rate("HKD", Rate(9, 10))
             await bridge.stop(kill=True)
             await bridge.start()
             quote = await _when_reachable(
