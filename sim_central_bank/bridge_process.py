@@ -13,7 +13,9 @@ Participants are identities (docs/bridge.md): the bridge runs in its development
 (``--insecure``), each caller naming itself in the ``condpay-bridge-participant`` metadata (the core
 as ``bank/<gateway>``, the simulator's rates from each currency's central bank, its auditor as
 ``auditor/sim-auditor``), and exports its validator set at every start for the core to pin
-(:meth:`core_env`)."""
+(:meth:`core_env`). With ``tls_dir`` (the ``bridge/`` folder ``condpay certs init`` makes) it serves
+mutual TLS instead, each caller presenting its participant certificate, and the core links with
+the gateway's (:meth:`client` dials either way)."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from bridges import BridgeClient, ClientTls, Identity
 from sim_central_bank.record import GATEWAY
 from sim_central_bank.server_process import free_port
 
@@ -40,12 +43,14 @@ class BridgeProcess:
         gateway: str = GATEWAY,
         block_interval_ms: int = 50,
         bootstrap_every_start: bool = False,
+        tls_dir: Path | None = None,
     ) -> None:
         self.state = state
         self.log_dir = log_dir
         self.gateway = gateway
         self.block_interval_ms = block_interval_ms
         self.bootstrap_every_start = bootstrap_every_start
+        self.tls_dir = tls_dir
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.starts = 0
@@ -54,13 +59,29 @@ class BridgeProcess:
         self.validators_path = log_dir.parent / "bridge-validators.json"
 
     def core_env(self) -> dict[str, str]:
-        """What the core needs to reach this bridge: its address, the development mode's link
-        (the gateway's identity as metadata) and the validator set to pin."""
+        """What the core needs to reach this bridge: its address, the link (mutual TLS with the
+        gateway's certificate, or the development mode's metadata identity) and the validator
+        set to pin."""
+        link = (
+            {"CONDPAY_BRIDGE_INSECURE": "1"}
+            if self.tls_dir is None
+            else {"CONDPAY_BRIDGE_CERTS_DIR": str(self.tls_dir)}
+        )
         return {
             "CONDPAY_BRIDGE": f"grpc://{self.address}",
-            "CONDPAY_BRIDGE_INSECURE": "1",
+            **link,
             "CONDPAY_BRIDGE_VALIDATORS": str(self.validators_path),
         }
+
+    def client(self, identity: Identity, *, deadline_ms: int = 10_000) -> BridgeClient:
+        """A client of this bridge calling as ``identity`` (its certificate under TLS)."""
+        if self.tls_dir is None:
+            return BridgeClient(self.address, identity=identity, deadline_ms=deadline_ms)
+        return BridgeClient(
+            self.address,
+            tls=ClientTls.for_participant(self.tls_dir, identity),
+            deadline_ms=deadline_ms,
+        )
 
     async def start(self, faults: Sequence[str] = (), *, seed: int = 0) -> None:
         """Start it with these fault specs and seed; returns once it prints its ready line."""
@@ -97,7 +118,7 @@ class BridgeProcess:
                     str(self.state),
                     "--block-interval-ms",
                     str(self.block_interval_ms),
-                    "--insecure",
+                    *(["--insecure"] if self.tls_dir is None else ["--tls-dir", str(self.tls_dir)]),
                     "--export-validators",
                     str(self.validators_path),
                     *bootstrap,

@@ -41,7 +41,6 @@ from condpay.v1 import settlement_pb2, wallet_pb2
 from bridges import (
     DEMO_BANK_BALANCE_MINOR,
     AccountKind,
-    BridgeClient,
     Identity,
     Kind,
     TransferState,
@@ -204,7 +203,7 @@ class World:
     started from (the core's per wallet, the bridge's gateway and provider)."""
 
     core_address: str
-    bridge_address: str
+    bridge: BridgeProcess
     database_url: str
     channel: grpc.aio.Channel
     cb: SettlementsClient
@@ -226,14 +225,14 @@ class World:
         await self.channel.close()
 
 
-async def build_world(core_address: str, bridge_address: str, database_url: str) -> World:
+async def build_world(core_address: str, bridge: BridgeProcess, database_url: str) -> World:
     """Institutions (the bank and the gateway, each with a reserve in every currency), payers
     funded in every currency, payees; all with fixed request ids."""
     ch = channel(core_address)
     cb = SettlementsClient(core_address, caller=CENTRAL_BANK, channel=ch)
     world = World(
         core_address,
-        bridge_address,
+        bridge,
         database_url,
         ch,
         cb,
@@ -295,9 +294,7 @@ async def core_balances(world: World) -> dict[tuple[str, str], tuple[int, int]]:
 
 async def bridge_positions(world: World) -> dict[tuple[str, str, str], int]:
     """(participant, kind, currency) -> balance, for the gateway and the liquidity provider."""
-    async with BridgeClient(
-        world.bridge_address, identity=AUDITOR_IDENTITY, deadline_ms=10_000
-    ) as bridge:
+    async with world.bridge.client(AUDITOR_IDENTITY) as bridge:
         found = {}
         for participant in (GATEWAY, DEMO_PROVIDER):
             for b in await bridge.balances(participant):
@@ -526,10 +523,10 @@ async def check_both_ledgers(
             problems.append(f"{sid}: its HOLD/UNHOLD/PVP leave {net} {currency} held on {account}")
     expected_core: dict[tuple[str, str], int] = defaultdict(int, world.core_start)
     expected_bridge: dict[tuple[str, str, str], int] = defaultdict(int, world.bridge_start)
-    async with BridgeClient(
-        world.bridge_address, identity=AUDITOR_IDENTITY, deadline_ms=10_000
-    ) as bridge:
-        gateway = bridge.acting_as(GATEWAY_IDENTITY)
+    async with (
+        world.bridge.client(AUDITOR_IDENTITY) as bridge,
+        world.bridge.client(GATEWAY_IDENTITY) as gateway,
+    ):
         keys = checked_public_keys(await bridge.validators())
         for sid, r in settled.items():
             tally.settlements += 1

@@ -40,11 +40,13 @@ from pathlib import Path
 
 import pytest
 
-from bridges import BridgeClient, TransferState
+from bridges import TransferState
 from bridges.errors import BridgeError
+from settlement.certs import init_certificates
 from sim_central_bank.bridge_process import BridgeProcess
 from tests.payments.fleet import RestartableServer
 from tests.settlement.fault_processes import (
+    AUDITOR_IDENTITY,
     CRASH_EXIT_STATUS,
     GATEWAY_IDENTITY,
     Pvp,
@@ -148,9 +150,7 @@ class Rig:
         """SIGKILL the bridge as soon as one of ``pvps``' transfers is in one of ``states``
         (durable there); the supervisor restarts it."""
         ids = [p.transfer_id for p in pvps]
-        async with BridgeClient(
-            self.bridge.address, identity=GATEWAY_IDENTITY, deadline_ms=1_000
-        ) as bridge:
+        async with self.bridge.client(GATEWAY_IDENTITY, deadline_ms=1_000) as bridge:
             while True:
                 for transfer_id in ids:
                     with contextlib.suppress(BridgeError):
@@ -186,14 +186,23 @@ class Rig:
 
 @pytest.fixture
 async def rig(pg_url: str, tmp_path: Path) -> AsyncIterator[Rig]:
-    bridge = BridgeProcess(tmp_path / "bridge.db", tmp_path / "logs")
+    # Over the authenticated link: the bridge serves mutual TLS, the core presents the gateway's
+    # certificate and pins the validator set; the test's own clients present theirs.
+    init_certificates(
+        tmp_path / "certs",
+        [],
+        bridge_identities=[GATEWAY_IDENTITY, AUDITOR_IDENTITY],
+    )
+    bridge = BridgeProcess(
+        tmp_path / "bridge.db", tmp_path / "logs", tls_dir=tmp_path / "certs" / "bridge"
+    )
     core = RestartableServer(pg_url, tmp_path / "logs")
     world: World | None = None
     try:
         await bridge.start()
         core.start_with(core_env(bridge))
         await core.wait_ready()
-        world = await build_world(core.address, bridge.address, pg_url)
+        world = await build_world(core.address, bridge, pg_url)
         yield Rig(core, bridge, world)
     finally:
         if world is not None:
