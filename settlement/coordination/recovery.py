@@ -22,7 +22,6 @@ those of another:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -33,6 +32,7 @@ from settlement.clock import Clock
 from settlement.coordination.coordinator import Coordinator
 from settlement.ledger.records import SettlementRecord, SettlementState
 from settlement.ledger.settlement_reads import SettlementReader
+from settlement.sweeps import PeriodicSweep
 
 log = structlog.get_logger("condpay.recovery")
 
@@ -61,7 +61,9 @@ class _Refusals:
     retry_at_us: int
 
 
-class RecoverySweeper:
+class RecoverySweeper(PeriodicSweep):
+    NAME = "recovery_sweep"
+
     def __init__(
         self,
         reader: SettlementReader,
@@ -69,38 +71,14 @@ class RecoverySweeper:
         clock: Clock,
         grace_ms: int = 2_000,
     ) -> None:
+        super().__init__(SWEEP_SECONDS)
         self._reader, self._coordinator, self._clock = reader, coordinator, clock
         self._grace_us = grace_ms * 1000
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
         self.driven = 0
         # Payouts whose quote was refused, by settlement id. Only pacing: a replica that does not
         # know asks once more, which changes nothing. An entry goes when its payout changes (a
         # new version) or is no longer PENDING.
         self._refused: dict[str, _Refusals] = {}
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="settlement-recovery")
-
-    def wake(self) -> None:
-        """Sweep now (a payout was just created)."""
-        self._wake.set()
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except Exception as error:  # outlive a bad moment of the database or the bridge
-                log.warning("recovery_sweep_failed", error=repr(error))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), SWEEP_SECONDS)
-            self._wake.clear()
 
     async def sweep(self) -> int:
         """Drive every unfinished settlement that is due once; returns how many changed state."""

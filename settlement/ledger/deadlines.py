@@ -6,7 +6,6 @@ and does nothing to a payment that is no longer open, so a deadline fires exactl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 
 import structlog
@@ -18,6 +17,7 @@ from settlement.faults import Faults
 from settlement.ledger.engine import LedgerEngine, OperationInfo
 from settlement.ledger.payments import FireDeadline
 from settlement.ledger.reads import LedgerReader
+from settlement.sweeps import PeriodicSweep
 
 log = structlog.get_logger("condpay.deadlines")
 SWEEPER = "system/deadline-sweep"
@@ -34,30 +34,15 @@ class _Fired:
         return BoolValue.FromString(stored)
 
 
-class DeadlineSweeper:
+class DeadlineSweeper(PeriodicSweep):
+    NAME = "deadline_sweep"
+
     def __init__(
         self, reader: LedgerReader, engine: LedgerEngine, clock: Clock, faults: Faults
     ) -> None:
+        super().__init__(limits.DEADLINE_SWEEP_SECONDS)
         self._reader, self._engine, self._clock, self._faults = reader, engine, clock, faults
-        self._task: asyncio.Task[None] | None = None
         self.fired = 0
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="deadline-sweep")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except Exception as error:  # the sweep must outlive a bad moment of the database
-                log.warning("deadline_sweep_failed", error=repr(error))
-            await asyncio.sleep(limits.DEADLINE_SWEEP_SECONDS)
 
     async def sweep(self) -> int:
         """Fire every payment due now; returns how many changed."""

@@ -9,15 +9,13 @@ the same rows twice is harmless.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from settlement import limits
 from settlement.clock import Clock
+from settlement.sweeps import PeriodicSweep
 
 log = structlog.get_logger("condpay.retention")
 
@@ -28,29 +26,14 @@ _DELETE = text(
 )
 
 
-class OutcomeRetention:
+class OutcomeRetention(PeriodicSweep):
+    NAME = "outcome_sweep"
+
     def __init__(self, sql: AsyncEngine, clock: Clock, retention_seconds: int) -> None:
+        super().__init__(limits.OUTCOME_SWEEP_SECONDS)
         self._sql, self._clock = sql, clock
         self.retention_us = retention_seconds * 1_000_000
-        self._task: asyncio.Task[None] | None = None
         self.deleted = 0
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="outcome-retention")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except Exception as error:  # the sweep must outlive a bad moment of the database
-                log.warning("outcome_sweep_failed", error=repr(error))
-            await asyncio.sleep(limits.OUTCOME_SWEEP_SECONDS)
 
     async def sweep(self) -> int:
         """Delete the failed outcomes older than the retention; returns how many."""
