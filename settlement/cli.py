@@ -75,12 +75,6 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from sim_central_bank.demo import main as demo_main
-
-    return int(demo_main(server=args.server, database_url=args.database_url))
-
-
 def _dsl(argv: Sequence[str]) -> int:
     try:
         from contracts_dsl.cli import main as dsl_main
@@ -129,13 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.add_argument("--database-url")
     upgrade.set_defaults(run=_db_upgrade)
 
-    demo = commands.add_parser(
-        "demo", help="a short end-to-end demo through gRPC (starts its own server by default)"
+    # Mounted by the `condpay` command (launcher/), which may import the simulator; listed here
+    # for --help.
+    commands.add_parser(
+        "demo",
+        help="a short end-to-end demo through gRPC (starts its own server by default)",
+        add_help=False,
     )
-    demo.add_argument("--server", help="HOST:PORT of a running server (insecure mode)")
-    demo.add_argument("--database-url", help="database for the server the demo starts")
-    demo.set_defaults(run=_demo)
-
     commands.add_parser("certs", help="development CA for mutual TLS: init, issue", add_help=False)
     commands.add_parser(
         "dsl", help="the contract language: check, fmt, explain, simulate, test", add_help=False
@@ -161,10 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bridges.cli import main as bridge_main
 
         return bridge_main(argv[1:])
-    if argv[:1] == ["sim"]:
-        from sim_central_bank.cli import main as sim_main
-
-        return sim_main(argv[1:])
+    if argv[:1] in (["sim"], ["demo"]):
+        print(f"condpay {argv[0]}: run it through the `condpay` command", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     result: int = args.run(args)
     return result

@@ -8,15 +8,26 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT = {"settlement", "wallets", "contracts_dsl", "bridges", "sim_central_bank", "condpay"}
+PROJECT = {
+    "settlement",
+    "wallets",
+    "contracts_dsl",
+    "bridges",
+    "sim_central_bank",
+    "condpay",
+    "launcher",
+}
 FORBIDDEN = {
     "contracts_dsl": PROJECT - {"contracts_dsl"},
     "wallets": PROJECT - {"wallets"},
-    "bridges": {"settlement", "sim_central_bank"},
-    "sim_central_bank": {"settlement"},
+    "bridges": {"settlement", "sim_central_bank", "launcher"},
+    "sim_central_bank": {"settlement", "launcher"},
+    # The core never imports the simulator (`condpay sim` and `condpay demo` are mounted by the
+    # launcher, the one package that may import every part).
+    "settlement": {"sim_central_bank", "launcher"},
     # The public API package (stubs and client) must not reach into the server; it may use the
     # leaf packages (wallets to sign, contracts_dsl to hash the parameters a payer signs).
-    "condpay": {"settlement", "sim_central_bank", "bridges"},
+    "condpay": {"settlement", "sim_central_bank", "bridges", "launcher"},
 }
 FOLDERS = {"condpay": ROOT / "proto" / "condpay"}
 
