@@ -69,8 +69,10 @@ OUTCOME_SWEEP_BATCH: Final = 1000
 # Shutdown: how long in-flight calls may take to finish after SIGTERM.
 SHUTDOWN_GRACE_SECONDS: Final = 10.0
 
-# Database pools
-READ_POOL_SIZE: Final = 4
+# Database pools. The read pool is fixed (no overflow): an overflow connection is opened for one
+# read and closed after it, which under load meant a new database session per few calls; a read
+# waits for a pooled connection instead (pool_timeout, 30 s).
+READ_POOL_SIZE: Final = 8
 
 # Garbage-collector thresholds for the server process (Python's default is (700, 10, 10)).
 GC_THRESHOLDS: Final = (50_000, 20, 20)

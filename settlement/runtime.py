@@ -27,6 +27,7 @@ from settlement.ledger.directory import Directory
 from settlement.ledger.engine import LedgerEngine
 from settlement.ledger.notifier import PaymentNotifier
 from settlement.ledger.reads import LedgerReader
+from settlement.ledger.oracle_sets import OracleSets
 from settlement.ledger.retention import OutcomeRetention
 from settlement.ledger.settlement_reads import SettlementReader
 from settlement.ledger.store import LedgerStore
@@ -41,7 +42,9 @@ def create_sql_engine(url: DatabaseUrl) -> AsyncEngine:
     explicit BEGIN (the driver would otherwise run each SELECT in an implicit transaction of its
     own), so a read session sees one snapshot; on PostgreSQL see :func:`snapshot_reads`."""
     if url.dialect == "sqlite":
-        engine = create_async_engine(url.sqlalchemy, pool_size=limits.READ_POOL_SIZE)
+        engine = create_async_engine(
+            url.sqlalchemy, pool_size=limits.READ_POOL_SIZE, max_overflow=0
+        )
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -58,7 +61,7 @@ def create_sql_engine(url: DatabaseUrl) -> AsyncEngine:
             connection.exec_driver_sql("BEGIN")
 
         return engine
-    return create_async_engine(url.sqlalchemy, pool_size=limits.READ_POOL_SIZE, max_overflow=4)
+    return create_async_engine(url.sqlalchemy, pool_size=limits.READ_POOL_SIZE, max_overflow=0)
 
 
 def snapshot_reads(engine: AsyncEngine) -> AsyncEngine:
@@ -87,6 +90,7 @@ class Runtime:
         )
         self.reader = LedgerReader(snapshot_reads(self.sql))
         self.directory = Directory(self.reader)
+        self.oracle_sets = OracleSets(self.reader)
         self.notifier = PaymentNotifier()
         self.faults = Faults.from_env()
         self.engine = LedgerEngine(

@@ -44,7 +44,7 @@ async def registered_contract(rt: Runtime, contract_hash: str) -> ContractRecord
         raise requests.invalid(Reason.MISSING_FIELD, "contract_hash", "contract_hash is required")
     if not _HASH.fullmatch(contract_hash):
         raise not_found(Reason.CONTRACT_NOT_FOUND, "contract", contract_hash)
-    record = await rt.reader.contract(contract_hash)
+    record = await rt.directory.contract(contract_hash)
     if record is None:
         raise not_found(Reason.CONTRACT_NOT_FOUND, "contract", contract_hash)
     return record
@@ -53,11 +53,8 @@ async def registered_contract(rt: Runtime, contract_hash: str) -> ContractRecord
 async def stored_contract(rt: Runtime, contract_hash: str) -> tuple[CompiledContract, str]:
     """The contract of a stored payment, (compiled, source): the directory's cached record, or
     the stored one, loaded and remembered (a payment's contract is stored with the payment)."""
-    record = rt.directory.contract_record(contract_hash)
-    if record is None:
-        record = await rt.reader.contract(contract_hash)
-        assert record is not None, "a payment's contract is stored with the payment"
-        rt.directory.remember_contracts([record])
+    record = await rt.directory.contract(contract_hash)
+    assert record is not None, "a payment's contract is stored with the payment"
     return rt.directory.compiled(record), record.source
 
 

@@ -21,8 +21,6 @@ from settlement.errors import Reason, SettlementError, not_found
 from settlement.ledger import commands, oracles, payments
 from settlement.ledger.attestations import (
     AttestationLimits,
-    OracleKey,
-    OracleSet,
     PaymentBinding,
     Submission,
     check_registration,
@@ -174,32 +172,29 @@ class OracleService(oracle_pb2_grpc.OracleServiceServicer):
         if not request.statement:
             raise requests.invalid(Reason.MISSING_FIELD, "statement", "statement is required")
         statement = decode_statement(request.statement)
-        found = await self._rt.reader.payments(payment_ids=[statement.payment_id], limit=1)
+        # What the lock fixed (platform, contract, parties) and the registry at the statement's
+        # version come from caches that cannot go stale (settlement/ledger/directory.py,
+        # oracle_sets.py); the payment's state is read, under its lock, by the write batch.
+        terms = await self._rt.directory.payment_terms(statement.payment_id)
         contract = None
-        if found:
-            contract, _source = await stored_contract(self._rt, found[0].contract_hash)
+        if terms is not None:
+            contract, _source = await stored_contract(self._rt, terms.contract_hash)
         # An oracle attests only to payments whose contract names it among an oracle's sources;
         # a platform relays only for its own payments (scopes.may_attest). Any other payment
         # answers as one that does not exist.
-        if contract is None or not scopes.may_attest(current_caller(), found[0].platform, contract):
+        if (
+            terms is None
+            or contract is None
+            or not scopes.may_attest(current_caller(), terms.platform, contract)
+        ):
             raise not_found(Reason.PAYMENT_NOT_FOUND, "payment", statement.payment_id)
-        payment = found[0]
-        parties = payments.wallet_params(contract, payments.bound(contract, payment))
+        parties = payments.wallet_params(contract, payments.bound(contract, terms))
         keys = {}
         for wallet_id in parties.values():
             wallet = await self._rt.directory.wallet(wallet_id)
             if wallet is not None:
                 keys[wallet_id] = wallet.owner_public_key
-        version, records = await self._rt.reader.oracle_set()
-        registry = OracleSet(
-            version,
-            {
-                o.oracle_id: OracleKey(
-                    o.oracle_id, o.scheme, o.public_key, o.key_version, o.revoked
-                )
-                for o in records
-            },
-        )
+        registry = await self._rt.oracle_sets.for_statement(statement.oracle_set_version)
         aggregate = None
         if request.HasField("bls_aggregate"):
             aggregate = (tuple(request.bls_aggregate.signer_ids), request.bls_aggregate.signature)
@@ -210,14 +205,14 @@ class OracleService(oracle_pb2_grpc.OracleServiceServicer):
                 tuple((s.signer_id, s.signature) for s in request.signatures),
                 aggregate,
             ),
-            PaymentBinding(payment.payment_id, contract, parties, keys),
+            PaymentBinding(terms.payment_id, contract, parties, keys),
             registry,
             self._rt.clock.now_us(),
             LIMITS,
         )
         return payments.SubmitAttestation(
             **base,
-            payment_id=payment.payment_id,
+            payment_id=terms.payment_id,
             event=verified.event,
             signer_ids=verified.signer_ids,
             oracle_set_version=verified.statement.oracle_set_version,

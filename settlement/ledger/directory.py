@@ -1,5 +1,6 @@
-"""Wallets and institutions, cached. Neither ever changes once created, so every replica may keep
-them without ever disagreeing with another; a wallet that does not exist yet is never cached."""
+"""Wallets, institutions, contracts and payments' terms, cached. None ever changes once created,
+so every replica may keep them without ever disagreeing with another; what does not exist yet is
+never cached (nor is anything a rolled-back batch made)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from settlement.ledger.reads import LedgerReader
 from settlement.ledger.records import (
     ContractRecord,
     InstitutionRecord,
+    PaymentRecord,
+    PaymentTerms,
     WalletRecord,
 )
 
@@ -22,6 +25,7 @@ class Directory:
         self._institutions: dict[str, InstitutionRecord] = {}
         self._contracts: dict[str, ContractRecord] = {}
         self._compiled: dict[str, CompiledContract] = {}
+        self._terms: dict[str, PaymentTerms] = {}
 
     async def wallet(self, wallet_id: str) -> WalletRecord | None:
         record = self._wallets.get(wallet_id)
@@ -29,6 +33,38 @@ class Directory:
             record = await self._reader.wallet_record(wallet_id)
             if record is not None:
                 self.remember_wallets([record])
+        return record
+
+    async def payment_terms(self, payment_id: str) -> PaymentTerms | None:
+        """What the lock fixed of ``payment_id`` (None if no such payment has committed)."""
+        terms = self._terms.get(payment_id)
+        if terms is None:
+            terms = await self._reader.payment_terms(payment_id)
+            if terms is not None:
+                self._remember_terms(terms)
+        return terms
+
+    def remember_payments(self, records: Iterable[PaymentRecord]) -> None:
+        """Only committed payments, as for wallets."""
+        for p in records:
+            self._remember_terms(
+                PaymentTerms(
+                    p.payment_id, p.platform, p.contract_hash, p.params_json, p.payer_wallet_id
+                )
+            )
+
+    def _remember_terms(self, terms: PaymentTerms) -> None:
+        if len(self._terms) >= limits.DIRECTORY_ENTRIES_MAX:
+            del self._terms[next(iter(self._terms))]
+        self._terms[terms.payment_id] = terms
+
+    async def contract(self, contract_hash: str) -> ContractRecord | None:
+        """A stored contract (contracts never change, and are never deleted)."""
+        record = self._contracts.get(contract_hash)
+        if record is None:
+            record = await self._reader.contract(contract_hash)
+            if record is not None:
+                self.remember_contracts([record])
         return record
 
     def cached_wallets(self, ids: Sequence[str]) -> tuple[dict[str, WalletRecord], list[str]]:

@@ -421,6 +421,7 @@ class LedgerEngine:
         self._directory.remember_wallets(ws.new_wallets)
         self._directory.remember_institutions(ws.new_institutions)
         self._directory.remember_contracts(ws.new_contracts)
+        self._directory.remember_payments(p for p in ws.changed_payments() if p.is_new)
         self._notifier.notify(p.payment_id for p in ws.changed_payments())
 
     async def _load_world(self, tx: LedgerTransaction, reads: Reads) -> World:

@@ -77,6 +77,7 @@ from settlement.ledger.records import (
     LegRecord,
     PaymentRecord,
     PaymentState,
+    PaymentTerms,
     Reads,
     SettlementKind,
     SettlementRecord,
@@ -99,7 +100,7 @@ def params_json(params: BoundParams) -> str:
     return json.dumps(params.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def bound(contract: CompiledContract, payment: PaymentRecord) -> BoundParams:
+def bound(contract: CompiledContract, payment: PaymentRecord | PaymentTerms) -> BoundParams:
     binding = bind_params(contract, json.loads(payment.params_json))
     if binding.params is None:  # it bound when the payment was locked
         raise AssertionError(f"stored params of {payment.payment_id} no longer bind")

@@ -30,6 +30,7 @@ from settlement.ledger.records import (
     OracleRecord,
     PaymentRecord,
     PaymentState,
+    PaymentTerms,
     PostingRecord,
     WalletRecord,
 )
@@ -367,27 +368,35 @@ class LedgerReader:
             )
             return list(rows)
 
+    async def payment_terms(self, payment_id: str) -> PaymentTerms | None:
+        """What the lock fixed of a payment (never its state): one indexed row."""
+        statement = text(
+            "SELECT payment_id, platform, contract_hash, params_json, payer_wallet_id "
+            "FROM payments WHERE payment_id = :payment_id"
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(statement, {"payment_id": payment_id})).first()
+        return None if row is None else PaymentTerms(*row)
+
     async def oracle_set(self) -> tuple[int, list[OracleRecord]]:
-        async with self._session() as session:
-            registry = await session.get(models.OracleRegistry, 1)
-            rows = await session.exec(select(models.Oracle).order_by(col(models.Oracle.oracle_id)))
-            return (
-                registry.version if registry else 0,
-                [
-                    OracleRecord(
-                        o.oracle_id,
-                        o.scheme,
-                        o.public_key,
-                        o.key_version,
-                        o.key_set_version,
-                        o.revoked,
-                        o.display_name,
-                        o.registered_at_us,
-                        o.updated_at_us,
-                    )
-                    for o in rows
-                ],
-            )
+        """The registry's version and every oracle as of that version: one statement, hence one
+        snapshot (two would let a rotation commit between them, pairing a version with keys it
+        never had)."""
+        statement = text(
+            "SELECT r.version, o.oracle_id, o.scheme, o.public_key, o.key_version, "
+            "o.key_set_version, o.revoked, o.display_name, o.registered_at_us, o.updated_at_us "
+            "FROM oracle_registry r LEFT JOIN oracles o ON 1 = 1 WHERE r.id = 1 "
+            "ORDER BY o.oracle_id"
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(statement)).all()
+        if not rows:
+            return 0, []
+        return int(rows[0][0]), [
+            OracleRecord(r[1], r[2], bytes(r[3]), r[4], r[5], bool(r[6]), r[7], r[8], r[9])
+            for r in rows
+            if r[1] is not None
+        ]
 
 
 def _payment(row: models.Payment) -> PaymentRecord:

@@ -294,6 +294,19 @@ class PaymentRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class PaymentTerms:
+    """What a lock fixes for good: the payment's id, its platform, its contract and parameters
+    and its payer. Nothing ever changes them, so every replica may cache them (settlement/ledger/
+    directory.py); the payment's state is never cached, the write batch reads it under its lock."""
+
+    payment_id: str
+    platform: str
+    contract_hash: str
+    params_json: str
+    payer_wallet_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class ContractRecord:
     contract_hash: str
     name: str
