@@ -26,8 +26,8 @@ from settlement.ledger.deadlines import DeadlineSweeper
 from settlement.ledger.directory import Directory
 from settlement.ledger.engine import LedgerEngine
 from settlement.ledger.notifier import PaymentNotifier
-from settlement.ledger.reads import LedgerReader
 from settlement.ledger.oracle_sets import OracleSets
+from settlement.ledger.reads import LedgerReader
 from settlement.ledger.retention import OutcomeRetention
 from settlement.ledger.settlement_reads import SettlementReader
 from settlement.ledger.store import LedgerStore
