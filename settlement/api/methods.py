@@ -181,6 +181,7 @@ METHODS.update(
                 R.TITLE_PLEDGED,
                 R.HEAVY_CALLS_EXCEEDED,
                 R.CONTRACTS_PER_DAY_EXCEEDED,
+                R.INVALID_VIEW,
             },
             mutating=True,
         ),
@@ -194,6 +195,7 @@ METHODS.update(
                 R.FINANCING_EXCEEDS_ESCROW,
                 R.INSUFFICIENT_FUNDS,
                 R.LIMIT_EXCEEDED,
+                R.INVALID_VIEW,
             },
             mutating=True,
         ),
@@ -208,17 +210,22 @@ METHODS.update(
                 R.ASSIGNMENT_EXCEEDS_ESCROW,
                 R.INSUFFICIENT_FUNDS,
                 R.LIMIT_EXCEEDED,
+                R.INVALID_VIEW,
             },
             mutating=True,
         ),
         _P + "CancelPayment": _spec(
-            {Role.PLATFORM}, {*_SIGNED, *_OPEN_PAYMENT, R.CANCEL_NOT_AUTHORIZED}, mutating=True
+            {Role.PLATFORM},
+            {*_SIGNED, *_OPEN_PAYMENT, R.CANCEL_NOT_AUTHORIZED, R.INVALID_VIEW},
+            mutating=True,
         ),
         _P + "GetPayment": _spec(
-            _READERS, {R.MISSING_FIELD, R.INVALID_ID, R.PAYMENT_NOT_FOUND}, mutating=False
+            _READERS,
+            {R.MISSING_FIELD, R.INVALID_ID, R.PAYMENT_NOT_FOUND, R.INVALID_VIEW},
+            mutating=False,
         ),
         _P + "ListPayments": _spec(
-            _READERS, {R.INVALID_PAGE_SIZE, R.INVALID_PAGE_TOKEN}, mutating=False
+            _READERS, {R.INVALID_PAGE_SIZE, R.INVALID_PAGE_TOKEN, R.INVALID_VIEW}, mutating=False
         ),
         _P + "WatchPayment": _spec(
             _READERS,
@@ -228,6 +235,7 @@ METHODS.update(
                 R.PAYMENT_NOT_FOUND,
                 R.INVALID_PAGE_TOKEN,
                 R.STREAMS_EXCEEDED,
+                R.INVALID_VIEW,
             },
             mutating=False,
         ),
@@ -248,6 +256,7 @@ METHODS.update(
         _R + "SubmitAttestation": _spec(
             {Role.ORACLE, Role.PLATFORM},
             {
+                R.INVALID_VIEW,
                 R.INVALID_ID,
                 R.PAYMENT_NOT_FOUND,
                 R.PAYMENT_NOT_OPEN,

@@ -16,7 +16,7 @@ from settlement.api import payment_views as views
 from settlement.api import requests, scopes
 from settlement.api.contract_service import stored_contract
 from settlement.api.identity import current_caller
-from settlement.api.replies import Reply
+from settlement.api.replies import Reply, by_view
 from settlement.errors import Reason, SettlementError, not_found
 from settlement.ledger import commands, oracles, payments
 from settlement.ledger.attestations import (
@@ -70,7 +70,7 @@ REVOKE = _registry_reply(oracle_pb2.RevokeOracleResponse)
 
 
 def _attestation_reply(
-    result: object, op: operation_pb2.OperationInfo
+    result: object, op: operation_pb2.OperationInfo, full: bool
 ) -> oracle_pb2.SubmitAttestationResponse:
     assert isinstance(result, payments.AttestationOutcome)
     snapshot = result.payment
@@ -78,11 +78,11 @@ def _attestation_reply(
         operation=op,
         attestation=views.attestation(result.attestation),
         legs=[views.leg(leg) for leg in result.legs],
-        payment=views.payment(snapshot.payment, snapshot.contract, snapshot.source),
+        payment=views.payment(snapshot.payment, snapshot.contract, snapshot.source, full=full),
     )
 
 
-ATTEST = Reply(oracle_pb2.SubmitAttestationResponse, _attestation_reply)
+ATTEST = by_view(oracle_pb2.SubmitAttestationResponse, _attestation_reply)
 
 
 class OracleService(oracle_pb2_grpc.OracleServiceServicer):
@@ -160,11 +160,13 @@ class OracleService(oracle_pb2_grpc.OracleServiceServicer):
         self, request: oracle_pb2.SubmitAttestationRequest, context: grpc.aio.ServicerContext
     ) -> oracle_pb2.SubmitAttestationResponse:
         base = requests.command_fields(_SERVICE + "SubmitAttestation", current_caller(), request)
+        full = False
         try:
+            full = views.full_view(request.view, mutating=True)
             command: commands.Command = await self._attestation(request, base)
         except SettlementError as error:
             command = commands.Refuse(**base, error=error)
-        return await self._rt.engine.execute(command, ATTEST)
+        return await self._rt.engine.execute(command, ATTEST[full])
 
     async def _attestation(
         self, request: oracle_pb2.SubmitAttestationRequest, base: requests.CommandFields

@@ -21,7 +21,7 @@ from settlement.api import payment_views as views
 from settlement.api import requests, scopes
 from settlement.api.contract_service import quota_refusal, resolve_contract, stored_contract
 from settlement.api.identity import Caller, current_caller
-from settlement.api.replies import Reply
+from settlement.api.replies import by_view
 from settlement.api.signatures import check_wallet_signature
 from settlement.errors import Reason, SettlementError, not_found
 from settlement.ledger import commands, payments
@@ -38,16 +38,20 @@ from wallets import (
 _SERVICE = "/condpay.v1.ConditionalPaymentService/"
 
 
-def view(snapshot: payments.PaymentSnapshot) -> payment_pb2.Payment:
-    return views.payment(snapshot.payment, snapshot.contract, snapshot.source)
+def view(snapshot: payments.PaymentSnapshot, full: bool) -> payment_pb2.Payment:
+    return views.payment(snapshot.payment, snapshot.contract, snapshot.source, full=full)
 
 
-def _lock_reply(result: object, op: operation_pb2.OperationInfo) -> payment_pb2.LockPaymentResponse:
+def _lock_reply(
+    result: object, op: operation_pb2.OperationInfo, full: bool
+) -> payment_pb2.LockPaymentResponse:
     assert isinstance(result, payments.PaymentSnapshot)
-    return payment_pb2.LockPaymentResponse(operation=op, payment=view(result))
+    return payment_pb2.LockPaymentResponse(operation=op, payment=view(result, full))
 
 
-def _fund_reply(result: object, op: operation_pb2.OperationInfo) -> payment_pb2.FundEscrowResponse:
+def _fund_reply(
+    result: object, op: operation_pb2.OperationInfo, full: bool
+) -> payment_pb2.FundEscrowResponse:
     assert isinstance(result, tuple)
     snapshot, financing = result
     assert isinstance(snapshot, payments.PaymentSnapshot)
@@ -55,12 +59,12 @@ def _fund_reply(result: object, op: operation_pb2.OperationInfo) -> payment_pb2.
     return payment_pb2.FundEscrowResponse(
         operation=op,
         financing=views.financing(financing, snapshot.payment.currency),
-        payment=view(snapshot),
+        payment=view(snapshot, full),
     )
 
 
 def _assign_reply(
-    result: object, op: operation_pb2.OperationInfo
+    result: object, op: operation_pb2.OperationInfo, full: bool
 ) -> payment_pb2.AssignProceedsResponse:
     assert isinstance(result, tuple)
     snapshot, assignment = result
@@ -69,21 +73,21 @@ def _assign_reply(
     return payment_pb2.AssignProceedsResponse(
         operation=op,
         assignment=views.assignment(assignment, snapshot.payment.currency),
-        payment=view(snapshot),
+        payment=view(snapshot, full),
     )
 
 
 def _cancel_reply(
-    result: object, op: operation_pb2.OperationInfo
+    result: object, op: operation_pb2.OperationInfo, full: bool
 ) -> payment_pb2.CancelPaymentResponse:
     assert isinstance(result, payments.PaymentSnapshot)
-    return payment_pb2.CancelPaymentResponse(operation=op, payment=view(result))
+    return payment_pb2.CancelPaymentResponse(operation=op, payment=view(result, full))
 
 
-LOCK = Reply(payment_pb2.LockPaymentResponse, _lock_reply)
-FUND = Reply(payment_pb2.FundEscrowResponse, _fund_reply)
-ASSIGN = Reply(payment_pb2.AssignProceedsResponse, _assign_reply)
-CANCEL = Reply(payment_pb2.CancelPaymentResponse, _cancel_reply)
+LOCK = by_view(payment_pb2.LockPaymentResponse, _lock_reply)
+FUND = by_view(payment_pb2.FundEscrowResponse, _fund_reply)
+ASSIGN = by_view(payment_pb2.AssignProceedsResponse, _assign_reply)
+CANCEL = by_view(payment_pb2.CancelPaymentResponse, _cancel_reply)
 
 
 class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
@@ -98,13 +102,15 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
         self, request: payment_pb2.LockPaymentRequest, context: grpc.aio.ServicerContext
     ) -> payment_pb2.LockPaymentResponse:
         base = requests.command_fields(_SERVICE + "LockPayment", current_caller(), request)
+        full = False
         try:
+            full = views.full_view(request.view, mutating=True)
             command: commands.Command = await self._lock(request, base)
         except SettlementError as error:
             if quota_refusal(error):
                 raise
             command = commands.Refuse(**base, error=error)
-        return await self._rt.engine.execute(command, LOCK)
+        return await self._rt.engine.execute(command, LOCK[full])
 
     async def _lock(
         self, request: payment_pb2.LockPaymentRequest, base: requests.CommandFields
@@ -211,7 +217,9 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
         self, request: payment_pb2.FundEscrowRequest, context: grpc.aio.ServicerContext
     ) -> payment_pb2.FundEscrowResponse:
         base = requests.command_fields(_SERVICE + "FundEscrow", current_caller(), request)
+        full = False
         try:
+            full = views.full_view(request.view, mutating=True)
             signed = request.financier_instruction
             fund = requests.signed(
                 self._rt,
@@ -249,13 +257,15 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
             )
         except SettlementError as error:
             command = commands.Refuse(**base, error=error)
-        return await self._rt.engine.execute(command, FUND)
+        return await self._rt.engine.execute(command, FUND[full])
 
     async def AssignProceeds(
         self, request: payment_pb2.AssignProceedsRequest, context: grpc.aio.ServicerContext
     ) -> payment_pb2.AssignProceedsResponse:
         base = requests.command_fields(_SERVICE + "AssignProceeds", current_caller(), request)
+        full = False
         try:
+            full = views.full_view(request.view, mutating=True)
             assign = requests.signed(
                 self._rt, base, AssignmentInstruction, request.payload, "payload", "assignment"
             )
@@ -278,7 +288,7 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
             )
         except SettlementError as error:
             command = commands.Refuse(**base, error=error)
-        return await self._rt.engine.execute(command, ASSIGN)
+        return await self._rt.engine.execute(command, ASSIGN[full])
 
     # -- cancellation --------------------------------------------------------------------------
     async def CancelPayment(
@@ -286,7 +296,9 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
     ) -> payment_pb2.CancelPaymentResponse:
         caller = current_caller()
         base = requests.command_fields(_SERVICE + "CancelPayment", caller, request)
+        full = False
         try:
+            full = views.full_view(request.view, mutating=True)
             cancel = requests.signed(
                 self._rt, base, CancelInstruction, request.payload, "payload", "cancellation"
             )
@@ -303,7 +315,7 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
             )
         except SettlementError as error:
             command = commands.Refuse(**base, error=error)
-        return await self._rt.engine.execute(command, CANCEL)
+        return await self._rt.engine.execute(command, CANCEL[full])
 
     # -- reads ---------------------------------------------------------------------------------
     async def visible_payment(self, caller: Caller, payment_id: str) -> PaymentRecord:
@@ -316,20 +328,22 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
             raise not_found(Reason.PAYMENT_NOT_FOUND, "payment", payment_id)
         return found[0]
 
-    async def _presentable(self, payment: PaymentRecord) -> payment_pb2.Payment:
+    async def _presentable(self, payment: PaymentRecord, full: bool) -> payment_pb2.Payment:
         contract, source = await stored_contract(self._rt, payment.contract_hash)
-        return views.payment(payment, contract, source)
+        return views.payment(payment, contract, source, full=full)
 
     async def GetPayment(
         self, request: payment_pb2.GetPaymentRequest, context: grpc.aio.ServicerContext
     ) -> payment_pb2.GetPaymentResponse:
+        full = views.full_view(request.view, mutating=False)
         payment = await self.visible_payment(current_caller(), request.payment_id)
-        return payment_pb2.GetPaymentResponse(payment=await self._presentable(payment))
+        return payment_pb2.GetPaymentResponse(payment=await self._presentable(payment, full))
 
     async def ListPayments(
         self, request: payment_pb2.ListPaymentsRequest, context: grpc.aio.ServicerContext
     ) -> payment_pb2.ListPaymentsResponse:
         caller = current_caller()
+        full = views.full_view(request.view, mutating=False)
         size = scopes.page_size(request.page_size)
         state = views.STATES_BY_PROTO.get(request.state)
         method = _SERVICE + "ListPayments"
@@ -350,7 +364,7 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
         more = len(found) > size
         found = found[:size]
         return payment_pb2.ListPaymentsResponse(
-            payments=[await self._presentable(p) for p in found],
+            payments=[await self._presentable(p, full) for p in found],
             next_page_token=(
                 self._rt.page_tokens.seal(caller, method, filters, found[-1].payment_id)
                 if more
@@ -362,6 +376,7 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
         self, request: payment_pb2.WatchPaymentRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[payment_pb2.WatchPaymentResponse]:
         caller = current_caller()
+        full = views.full_view(request.view, mutating=False)
         payment = await self.visible_payment(caller, request.payment_id)
         after = request.after_version
         if after < 0:
@@ -371,7 +386,7 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
             events = await self._rt.reader.payment_events(payment.payment_id, after)
             if events:
                 (payment,) = await self._rt.reader.payments(payment_ids=[payment.payment_id])
-                current = await self._presentable(payment)
+                current = await self._presentable(payment, full)
                 for version, kind in events:
                     yield payment_pb2.WatchPaymentResponse(
                         version=version, kind=kind, payment=current

@@ -57,17 +57,22 @@ def diagnostic(d: Diagnostic, result: CompileResult) -> contract_pb2.Diagnostic:
     )
 
 
-def contract_info(contract: CompiledContract, source: str) -> contract_pb2.ContractInfo:
-    return contract_pb2.ContractInfo(
+def contract_info(
+    contract: CompiledContract, source: str, *, full: bool = True
+) -> contract_pb2.ContractInfo:
+    """The contract as the API shows it; without its source and canonical JSON unless ``full``."""
+    info = contract_pb2.ContractInfo(
         contract_hash=contract.hash,
         name=contract.name,
         version=contract.language_version,
         params={
             p.name: f"{p.kind} {p.currency}" if p.currency else p.kind for p in contract.params
         },
-        canonical_json=contract.canonical.decode(),
-        source=source,
     )
+    if full:
+        info.canonical_json = contract.canonical.decode()
+        info.source = source
+    return info
 
 
 def record_info(record: ContractRecord, contract: CompiledContract) -> contract_pb2.ContractInfo:
@@ -207,12 +212,25 @@ def attestation(record: AttestationRecord) -> payment_pb2.AttestationRecord:
     )
 
 
-def payment(record: PaymentRecord, contract: CompiledContract, source: str) -> payment_pb2.Payment:
+def full_view(view: int, *, mutating: bool) -> bool:
+    """Whether a reply carries the FULL payment (PaymentView): UNSPECIFIED is BASIC for the
+    mutating calls, FULL for the reads."""
+    if view == payment_pb2.PAYMENT_VIEW_UNSPECIFIED:
+        return not mutating
+    if view not in (payment_pb2.PAYMENT_VIEW_BASIC, payment_pb2.PAYMENT_VIEW_FULL):
+        raise requests.invalid(Reason.INVALID_VIEW, "view", "view must be BASIC or FULL")
+    return view == payment_pb2.PAYMENT_VIEW_FULL
+
+
+def payment(
+    record: PaymentRecord, contract: CompiledContract, source: str, *, full: bool = True
+) -> payment_pb2.Payment:
+    """The payment as the API shows it: FULL, or BASIC (see PaymentView) unless ``full``."""
     currency = record.currency
     view = payment_pb2.Payment(
         payment_id=record.payment_id,
         platform=record.platform,
-        contract=contract_info(contract, source),
+        contract=contract_info(contract, source, full=full),
         params=param_values(contract, record.params_json),
         payer_wallet_id=record.payer_wallet_id,
         escrow=money(currency, record.escrow_minor),
@@ -224,7 +242,7 @@ def payment(record: PaymentRecord, contract: CompiledContract, source: str) -> p
         financing=[financing(f, currency) for f in record.financing],
         assignments=[assignment(a, currency) for a in record.assignments],
         legs=[leg(x) for x in record.legs],
-        attestations=[attestation(a) for a in record.attestations],
+        attestations=[attestation(a) for a in record.attestations] if full else (),
         created_at=timestamp(record.created_at_us),
         updated_at=timestamp(record.updated_at_us),
         version=record.version,

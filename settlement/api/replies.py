@@ -54,6 +54,19 @@ class Reply(Generic[ReplyT]):
         return reply
 
 
+def by_view(
+    reply_type: type[ReplyT],
+    build: Callable[[object, operation_pb2.OperationInfo, bool], ReplyT],
+) -> dict[bool, Reply[ReplyT]]:
+    """A reply that carries a payment, one codec per PaymentView: ``[False]`` builds the BASIC
+    payment, ``[True]`` the FULL one (payment_views.full_view says which a request asked for)."""
+
+    def codec(full: bool) -> Reply[ReplyT]:
+        return Reply(reply_type, lambda result, op: build(result, op, full))
+
+    return {False: codec(False), True: codec(True)}
+
+
 def replay_stored(stored: OperationRecord, fields: CommandFields, codec: Reply[ReplyT]) -> ReplyT:
     """A retry answered from the outcome stored under its request id, as the engine answers one
     (LedgerEngine._replay): IDEMPOTENCY_KEY_REUSED if the stored call was another request, the

@@ -54,6 +54,7 @@ from contracts_dsl import (
 )
 from contracts_dsl import Leg as DueLeg
 from contracts_dsl.limits import EVENT_ID_CHARS_MAX
+from settlement import limits
 from settlement.errors import Reason, SettlementError, not_found
 from settlement.ledger import titles
 from settlement.ledger.commands import (
@@ -100,11 +101,22 @@ def params_json(params: BoundParams) -> str:
     return json.dumps(params.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+# Stored parameters, bound: a pure function of (contract hash, params JSON), asked for several
+# times per command (the API layer, the batch's reads, the evaluation), so remembered.
+_BOUND: dict[tuple[str, str], BoundParams] = {}
+
+
 def bound(contract: CompiledContract, payment: PaymentRecord | PaymentTerms) -> BoundParams:
-    binding = bind_params(contract, json.loads(payment.params_json))
-    if binding.params is None:  # it bound when the payment was locked
-        raise AssertionError(f"stored params of {payment.payment_id} no longer bind")
-    return binding.params
+    key = (contract.hash, payment.params_json)
+    params = _BOUND.get(key)
+    if params is None:
+        params = bind_params(contract, json.loads(payment.params_json)).params
+        if params is None:  # it bound when the payment was locked
+            raise AssertionError(f"stored params of {payment.payment_id} no longer bind")
+        if len(_BOUND) >= limits.DIRECTORY_ENTRIES_MAX:
+            del _BOUND[next(iter(_BOUND))]
+        _BOUND[key] = params
+    return params
 
 
 def wallet_params(contract: CompiledContract, params: BoundParams) -> dict[str, str]:

@@ -357,12 +357,15 @@ class SubmitAttestationRequest(_message.Message):
     PAYLOAD_FIELD_NUMBER: _builtins.int
     SIGNATURES_FIELD_NUMBER: _builtins.int
     BLS_AGGREGATE_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     dry_run: _builtins.bool
     statement: _builtins.bytes
     """condpay.attestation.v1 bytes: what the signers signed."""
     payload: _builtins.bytes
     """The event's attributes as canonical JSON (sorted keys, no whitespace); SHA-256 in statement."""
+    view: _payment_pb2.PaymentView.ValueType
+    """How much of the payment the reply carries; see PaymentView."""
     @_builtins.property
     def signatures(self) -> _containers.RepeatedCompositeFieldContainer[Global___SignerSignature]: ...
     @_builtins.property
@@ -376,10 +379,11 @@ class SubmitAttestationRequest(_message.Message):
         payload: _builtins.bytes = ...,
         signatures: _abc.Iterable[Global___SignerSignature] | None = ...,
         bls_aggregate: Global___BlsAggregate | None = ...,
+        view: _payment_pb2.PaymentView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["bls_aggregate", b"bls_aggregate"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bls_aggregate", b"bls_aggregate", "dry_run", b"dry_run", "payload", b"payload", "request_id", b"request_id", "signatures", b"signatures", "statement", b"statement"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bls_aggregate", b"bls_aggregate", "dry_run", b"dry_run", "payload", b"payload", "request_id", b"request_id", "signatures", b"signatures", "statement", b"statement", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

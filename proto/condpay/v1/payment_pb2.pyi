@@ -24,6 +24,40 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _PaymentView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PaymentViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PaymentView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PAYMENT_VIEW_UNSPECIFIED: _PaymentView.ValueType  # 0
+    """BASIC for the mutating calls (LockPayment, FundEscrow, AssignProceeds, CancelPayment,
+    SubmitAttestation), FULL for GetPayment, ListPayments and WatchPayment.
+    """
+    PAYMENT_VIEW_BASIC: _PaymentView.ValueType  # 1
+    """Everything but what never changes after the lock and can be large: the contract by hash,
+    name, version and parameter kinds (no source, no canonical JSON), and no attestations (each
+    carries its signed statement; SubmitAttestation returns its own at the top level).
+    """
+    PAYMENT_VIEW_FULL: _PaymentView.ValueType  # 2
+    """The whole payment: the contract's source and canonical JSON, every attestation."""
+
+class PaymentView(_PaymentView, metaclass=_PaymentViewEnumTypeWrapper):
+    """How much of a payment a reply carries (partial responses in the style of Google AIP-157)."""
+
+PAYMENT_VIEW_UNSPECIFIED: PaymentView.ValueType  # 0
+"""BASIC for the mutating calls (LockPayment, FundEscrow, AssignProceeds, CancelPayment,
+SubmitAttestation), FULL for GetPayment, ListPayments and WatchPayment.
+"""
+PAYMENT_VIEW_BASIC: PaymentView.ValueType  # 1
+"""Everything but what never changes after the lock and can be large: the contract by hash,
+name, version and parameter kinds (no source, no canonical JSON), and no attestations (each
+carries its signed statement; SubmitAttestation returns its own at the top level).
+"""
+PAYMENT_VIEW_FULL: PaymentView.ValueType  # 2
+"""The whole payment: the contract's source and canonical JSON, every attestation."""
+Global___PaymentView: _TypeAlias = PaymentView  # noqa: Y015
+
 class _PaymentState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -364,10 +398,13 @@ class LockPaymentRequest(_message.Message):
     PARAMS_FIELD_NUMBER: _builtins.int
     PAYER_INSTRUCTION_FIELD_NUMBER: _builtins.int
     TITLE_PLEDGES_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     dry_run: _builtins.bool
     contract_hash: _builtins.str
     contract_source: _builtins.str
+    view: Global___PaymentView.ValueType
+    """How much of the payment the reply carries; see PaymentView."""
     @_builtins.property
     def params(self) -> _containers.MessageMap[_builtins.str, _contract_pb2.ParamValue]: ...
     @_builtins.property
@@ -391,10 +428,11 @@ class LockPaymentRequest(_message.Message):
         params: _abc.Mapping[_builtins.str, _contract_pb2.ParamValue] | None = ...,
         payer_instruction: _wallet_pb2.SignedInstruction | None = ...,
         title_pledges: _abc.Iterable[_wallet_pb2.SignedInstruction] | None = ...,
+        view: Global___PaymentView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["contract", b"contract", "contract_hash", b"contract_hash", "contract_source", b"contract_source", "payer_instruction", b"payer_instruction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract", b"contract", "contract_hash", b"contract_hash", "contract_source", b"contract_source", "dry_run", b"dry_run", "params", b"params", "payer_instruction", b"payer_instruction", "request_id", b"request_id", "title_pledges", b"title_pledges"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract", b"contract", "contract_hash", b"contract_hash", "contract_source", b"contract_source", "dry_run", b"dry_run", "params", b"params", "payer_instruction", b"payer_instruction", "request_id", b"request_id", "title_pledges", b"title_pledges", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_contract: _TypeAlias = _typing.Literal["contract_hash", "contract_source"]  # noqa: Y015
     _WhichOneofArgType_contract: _TypeAlias = _typing.Literal["contract", b"contract"]  # noqa: Y015
@@ -434,10 +472,13 @@ class FundEscrowRequest(_message.Message):
     DRY_RUN_FIELD_NUMBER: _builtins.int
     FINANCIER_INSTRUCTION_FIELD_NUMBER: _builtins.int
     PAYER_SIGNATURE_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     dry_run: _builtins.bool
     payer_signature: _builtins.bytes
     """The payer's signature over the same condpay.fund.v2 bytes: its consent to the financing."""
+    view: Global___PaymentView.ValueType
+    """How much of the payment the reply carries; see PaymentView."""
     @_builtins.property
     def financier_instruction(self) -> _wallet_pb2.SignedInstruction:
         """condpay.fund.v2 signed by the financier's wallet owner."""
@@ -449,10 +490,11 @@ class FundEscrowRequest(_message.Message):
         dry_run: _builtins.bool = ...,
         financier_instruction: _wallet_pb2.SignedInstruction | None = ...,
         payer_signature: _builtins.bytes = ...,
+        view: Global___PaymentView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["financier_instruction", b"financier_instruction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "financier_instruction", b"financier_instruction", "payer_signature", b"payer_signature", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "financier_instruction", b"financier_instruction", "payer_signature", b"payer_signature", "request_id", b"request_id", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -495,12 +537,15 @@ class AssignProceedsRequest(_message.Message):
     PAYLOAD_FIELD_NUMBER: _builtins.int
     PAYEE_SIGNATURE_FIELD_NUMBER: _builtins.int
     FINANCIER_SIGNATURE_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     dry_run: _builtins.bool
     payload: _builtins.bytes
     """condpay.assign.v2 bytes, signed by the payee and by the financier."""
     payee_signature: _builtins.bytes
     financier_signature: _builtins.bytes
+    view: Global___PaymentView.ValueType
+    """How much of the payment the reply carries; see PaymentView."""
     def __init__(
         self,
         *,
@@ -509,10 +554,11 @@ class AssignProceedsRequest(_message.Message):
         payload: _builtins.bytes = ...,
         payee_signature: _builtins.bytes = ...,
         financier_signature: _builtins.bytes = ...,
+        view: Global___PaymentView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "financier_signature", b"financier_signature", "payee_signature", b"payee_signature", "payload", b"payload", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "financier_signature", b"financier_signature", "payee_signature", b"payee_signature", "payload", b"payload", "request_id", b"request_id", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -576,10 +622,13 @@ class CancelPaymentRequest(_message.Message):
     DRY_RUN_FIELD_NUMBER: _builtins.int
     PAYLOAD_FIELD_NUMBER: _builtins.int
     SIGNATURES_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     dry_run: _builtins.bool
     payload: _builtins.bytes
     """condpay.cancel.v2 bytes, signed by the payer and every other wallet party of the contract."""
+    view: Global___PaymentView.ValueType
+    """How much of the payment the reply carries; see PaymentView."""
     @_builtins.property
     def signatures(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartySignature]: ...
     def __init__(
@@ -589,10 +638,11 @@ class CancelPaymentRequest(_message.Message):
         dry_run: _builtins.bool = ...,
         payload: _builtins.bytes = ...,
         signatures: _abc.Iterable[Global___PartySignature] | None = ...,
+        view: Global___PaymentView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "payload", b"payload", "request_id", b"request_id", "signatures", b"signatures"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "payload", b"payload", "request_id", b"request_id", "signatures", b"signatures", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -627,15 +677,19 @@ class GetPaymentRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     payment_id: _builtins.str
+    view: Global___PaymentView.ValueType
+    """How much of the payment the reply carries; see PaymentView."""
     def __init__(
         self,
         *,
         payment_id: _builtins.str = ...,
+        view: Global___PaymentView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment_id", b"payment_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment_id", b"payment_id", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -670,6 +724,7 @@ class ListPaymentsRequest(_message.Message):
     CONTRACT_HASH_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     state: Global___PaymentState.ValueType
     """Filters; unset matches everything."""
     payer_wallet_id: _builtins.str
@@ -677,6 +732,8 @@ class ListPaymentsRequest(_message.Message):
     page_size: _builtins.int
     """At most 500; 0 means 50."""
     page_token: _builtins.str
+    view: Global___PaymentView.ValueType
+    """How much of the payment the reply carries; see PaymentView."""
     def __init__(
         self,
         *,
@@ -685,10 +742,11 @@ class ListPaymentsRequest(_message.Message):
         contract_hash: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        view: Global___PaymentView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract_hash", b"contract_hash", "page_size", b"page_size", "page_token", b"page_token", "payer_wallet_id", b"payer_wallet_id", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract_hash", b"contract_hash", "page_size", b"page_size", "page_token", b"page_token", "payer_wallet_id", b"payer_wallet_id", "state", b"state", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -723,18 +781,22 @@ class WatchPaymentRequest(_message.Message):
 
     PAYMENT_ID_FIELD_NUMBER: _builtins.int
     AFTER_VERSION_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     payment_id: _builtins.str
     after_version: _builtins.int
     """Send the changes after this version (0: from the start)."""
+    view: Global___PaymentView.ValueType
+    """How much of the payment the reply carries; see PaymentView."""
     def __init__(
         self,
         *,
         payment_id: _builtins.str = ...,
         after_version: _builtins.int = ...,
+        view: Global___PaymentView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_version", b"after_version", "payment_id", b"payment_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_version", b"after_version", "payment_id", b"payment_id", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
