@@ -185,6 +185,7 @@ async def serve(settings: Settings) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*limits.GC_THRESHOLDS)
+    gc.enable()  # `condpay serve` starts with it off (settlement/cli.py)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
