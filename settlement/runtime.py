@@ -31,7 +31,6 @@ from settlement.ledger.reads import LedgerReader
 from settlement.ledger.retention import OutcomeRetention
 from settlement.ledger.settlement_reads import SettlementReader
 from settlement.ledger.store import LedgerStore
-from settlement.ledger.store_postgres import PostgresStore
 from settlement.ledger.store_sqlite import PRAGMAS, SqliteStore
 
 log = structlog.get_logger("condpay.runtime")
@@ -81,13 +80,16 @@ class Runtime:
         self.clock: Clock = clock or SystemClock()
         self.url = parse_database_url(settings.database_url)
         self.sql: AsyncEngine = create_sql_engine(self.url)
-        self.store: LedgerStore = (
-            SqliteStore(self.url.sqlite_path or "")
-            if self.url.dialect == "sqlite"
-            else PostgresStore(
+        self.store: LedgerStore
+        if self.url.dialect == "sqlite":
+            self.store = SqliteStore(self.url.sqlite_path or "")
+        else:
+            # asyncpg is loaded only for PostgreSQL.
+            from settlement.ledger.store_postgres import PostgresStore
+
+            self.store = PostgresStore(
                 self.url.asyncpg_dsn or "", settings.writers, isolation=settings.pg_isolation
             )
-        )
         self.reader = LedgerReader(snapshot_reads(self.sql))
         self.directory = Directory(self.reader)
         self.oracle_sets = OracleSets(self.reader)

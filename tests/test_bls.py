@@ -3,14 +3,45 @@ attack that proof of possession exists to stop really works without it."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
+from py_ecc.bls.ciphersuites import G2ProofOfPossession
 from py_ecc.bls.g2_primitives import G1_to_pubkey, pubkey_to_G1
 from py_ecc.optimized_bls12_381 import G1, add, multiply, neg
+from py_ecc.optimized_bls12_381 import curve_order as py_ecc_curve_order
 
-from wallets.bls import BlspyBackend, PyEccBackend, available_backends, backend, secret_key
+from wallets.bls import (
+    CURVE_ORDER,
+    BlspyBackend,
+    PyEccBackend,
+    available_backends,
+    backend,
+    key_validate,
+    py_ecc_ciphersuite,
+    secret_key,
+)
 
 MESSAGE = b"condpay attestation: customs.cleared for payment p-1"
-KEYS = [secret_key(bytes([i]) * 32) for i in range(1, 4)]
+KEYS_IKM = [bytes([i]) * 32 for i in range(1, 4)]
+KEYS = [secret_key(ikm) for ikm in KEYS_IKM]
+
+
+def test_keygen_is_py_eccs_without_importing_it() -> None:
+    """wallets.bls derives keys with hashlib (so the server need not import py-ecc): the same
+    keys as py-ecc's KeyGen."""
+    assert py_ecc_curve_order == CURVE_ORDER
+    for ikm in (bytes(32), b"\xff" * 32, bytes(range(40)), b"condpay".ljust(64, b"*"), *KEYS_IKM):
+        assert secret_key(ikm) == G2ProofOfPossession.KeyGen(ikm)
+    with pytest.raises(ValueError, match="at least 32 bytes"):
+        secret_key(bytes(31))
+
+
+def test_py_ecc_is_loaded_through_one_door_that_keeps_the_recursion_limit() -> None:
+    assert py_ecc_ciphersuite() is G2ProofOfPossession
+    assert sys.getrecursionlimit() <= 1000  # conftest puts it back; the door never raises it
+    assert key_validate(PyEccBackend().public_key(KEYS[0]))
+    assert not key_validate(b"\x00" * 48)
 
 
 def test_the_fast_backend_is_native_and_agrees_with_the_reference() -> None:

@@ -17,24 +17,48 @@ Both give byte-identical keys, signatures and proofs for the same secret key
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import os
 import sys
 from collections.abc import Sequence
 from functools import cache
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from eth_typing import BLSPubkey, BLSSignature
-
-# py-ecc raises the interpreter's recursion limit to 100,000 when imported, process-wide. Then deep
-# recursion anywhere (a JSON or contract parser fed hostile input) overflows the C stack and kills
-# the process instead of raising RecursionError. Nothing we call from py-ecc needs it: put it back.
-_RECURSION_LIMIT: Final = sys.getrecursionlimit()
-from py_ecc.bls.ciphersuites import G2ProofOfPossession as _PyEcc  # noqa: E402
-
-sys.setrecursionlimit(min(sys.getrecursionlimit(), max(_RECURSION_LIMIT, 1000)))
+if TYPE_CHECKING:
+    from py_ecc.bls.ciphersuites import G2ProofOfPossession
 
 PUBLIC_KEY_BYTES: Final = 48
 SIGNATURE_BYTES: Final = 96
+# The order r of the BLS12-381 groups (py_ecc.optimized_bls12_381.curve_order).
+CURVE_ORDER: Final = 0x73EDA753299D7D483339D80809A1D80553BDA402FFFE5BFEFFFFFFFF00000001
+_KEYGEN_SALT: Final = b"BLS-SIG-KEYGEN-SALT-"
+_KEYGEN_BYTES: Final = 48  # ceil(1.5 * ceil(log2(r)) / 8)
+
+
+@cache
+def py_ecc_ciphersuite() -> type[G2ProofOfPossession]:
+    """py-ecc's ciphersuite, imported on first use only (≈0.2 s of imports, and the server
+    uses blspy when it is installed).
+
+    py-ecc raises the interpreter's recursion limit to 100,000 when imported, process-wide. Then
+    deep recursion anywhere (a JSON or contract parser fed hostile input) overflows the C stack
+    and kills the process instead of raising RecursionError. Nothing we call from py-ecc needs
+    it: put it back. Every import of py-ecc in the project goes through here."""
+    limit = sys.getrecursionlimit()
+    try:
+        from py_ecc.bls.ciphersuites import G2ProofOfPossession
+    finally:
+        sys.setrecursionlimit(min(sys.getrecursionlimit(), max(limit, 1000)))
+    return G2ProofOfPossession
+
+
+def key_validate(public_key: bytes) -> bool:
+    """IETF KeyValidate (py-ecc): a canonical compressed G1 point, in the subgroup, not the
+    identity."""
+    from eth_typing import BLSPubkey
+
+    return bool(py_ecc_ciphersuite().KeyValidate(BLSPubkey(public_key)))
 
 
 class BlsBackend(Protocol):
@@ -60,48 +84,77 @@ class BlsBackend(Protocol):
 
 
 def secret_key(ikm: bytes) -> int:
-    """A secret key from at least 32 bytes of key material (IETF KeyGen)."""
+    """A secret key from at least 32 bytes of key material (IETF KeyGen, as py-ecc's
+    ``G2ProofOfPossession.KeyGen`` with empty key_info: HKDF-SHA-256; tests/test_bls.py checks
+    they agree). Done here with hashlib so that deriving keys does not import py-ecc."""
     if len(ikm) < 32:
         raise ValueError("BLS key material must be at least 32 bytes")
-    key: int = _PyEcc.KeyGen(ikm)
+    salt = _KEYGEN_SALT
+    key = 0
+    while key == 0:
+        salt = hashlib.sha256(salt).digest()
+        prk = hmac.new(salt, ikm + b"\x00", hashlib.sha256).digest()  # HKDF-Extract
+        info = _KEYGEN_BYTES.to_bytes(2, "big")
+        okm, block = b"", b""
+        for i in range(1, -(-_KEYGEN_BYTES // 32) + 1):  # HKDF-Expand
+            block = hmac.new(prk, block + info + bytes([i]), hashlib.sha256).digest()
+            okm += block
+        key = int.from_bytes(okm[:_KEYGEN_BYTES], "big") % CURVE_ORDER
     return key
 
 
 class PyEccBackend:
+    """The reference. py-ecc is imported on the first call (:func:`py_ecc_ciphersuite`)."""
+
     name = "py_ecc"
 
     def public_key(self, secret_key: int) -> bytes:
-        return bytes(_PyEcc.SkToPk(secret_key))
+        return bytes(py_ecc_ciphersuite().SkToPk(secret_key))
 
     def sign(self, secret_key: int, message: bytes) -> bytes:
-        return bytes(_PyEcc.Sign(secret_key, message))
+        return bytes(py_ecc_ciphersuite().Sign(secret_key, message))
 
     def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
+        suite = py_ecc_ciphersuite()
         try:
-            return bool(_PyEcc.Verify(BLSPubkey(public_key), message, BLSSignature(signature)))
+            return bool(suite.Verify(_pk(public_key), message, _sig(signature)))
         except Exception:  # py-ecc raises on some malformed points
             return False
 
     def aggregate(self, signatures: Sequence[bytes]) -> bytes:
-        return bytes(_PyEcc.Aggregate([BLSSignature(s) for s in signatures]))
+        return bytes(py_ecc_ciphersuite().Aggregate([_sig(s) for s in signatures]))
 
     def fast_aggregate_verify(
         self, public_keys: Sequence[bytes], message: bytes, signature: bytes
     ) -> bool:
+        suite = py_ecc_ciphersuite()
         try:
-            keys = [BLSPubkey(k) for k in public_keys]
-            return bool(_PyEcc.FastAggregateVerify(keys, message, BLSSignature(signature)))
+            keys = [_pk(k) for k in public_keys]
+            return bool(suite.FastAggregateVerify(keys, message, _sig(signature)))
         except Exception:
             return False
 
     def pop_prove(self, secret_key: int) -> bytes:
-        return bytes(_PyEcc.PopProve(secret_key))
+        return bytes(py_ecc_ciphersuite().PopProve(secret_key))
 
     def pop_verify(self, public_key: bytes, proof: bytes) -> bool:
+        suite = py_ecc_ciphersuite()
         try:
-            return bool(_PyEcc.PopVerify(BLSPubkey(public_key), BLSSignature(proof)))
+            return bool(suite.PopVerify(_pk(public_key), _sig(proof)))
         except Exception:
             return False
+
+
+def _pk(data: bytes) -> Any:
+    from eth_typing import BLSPubkey
+
+    return BLSPubkey(data)
+
+
+def _sig(data: bytes) -> Any:
+    from eth_typing import BLSSignature
+
+    return BLSSignature(data)
 
 
 class BlspyBackend:

@@ -8,6 +8,8 @@ the database, the network or the clock.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from condpay.v1 import contract_pb2
 from google.protobuf import any_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
@@ -16,7 +18,6 @@ from contracts_dsl import (
     CompiledContract,
     Event,
     bind_params,
-    compile_source,
     escrow_minor,
     load_compiled,
     simulate,
@@ -27,6 +28,9 @@ from settlement.api import payment_views as views
 from settlement.api import requests
 from settlement.api.convert import money
 from settlement.errors import Reason, SettlementError
+
+if TYPE_CHECKING:
+    from contracts_dsl import CompileResult
 
 SOURCE_BYTES_MAX = 256 * 1024
 SIMULATED_EVENTS_MAX = limits.SIMULATED_EVENTS_MAX
@@ -60,6 +64,14 @@ def to_error(data: ErrorData) -> SettlementError:
 
 
 # -- compile ---------------------------------------------------------------------------------
+def _compile(source: str, path: str) -> CompileResult:
+    """contracts_dsl's compiler, loaded on the first compile (the parser, its grammar library and
+    the checker are not needed to serve until then)."""
+    from contracts_dsl.compiler import compile_source
+
+    return compile_source(source, path)
+
+
 def compile_or_refuse(source: str, path: str) -> CompiledContract:
     """The compiled contract, or CONTRACT_INVALID carrying every diagnostic as a typed detail."""
     if not source:
@@ -68,7 +80,7 @@ def compile_or_refuse(source: str, path: str) -> CompiledContract:
         raise requests.invalid(
             Reason.CONTRACT_INVALID, "source", f"a contract is at most {SOURCE_BYTES_MAX} bytes"
         )
-    result = compile_source(source, path or "<contract>")
+    result = _compile(source, path or "<contract>")
     if result.contract is None:
         errors = [d for d in result.diagnostics if d.is_error]
         raise SettlementError(
@@ -100,7 +112,7 @@ def validate_job(source: str, path: str) -> JobResult:
             raise requests.invalid(
                 Reason.CONTRACT_INVALID, "source", f"at most {SOURCE_BYTES_MAX} bytes"
             )
-        result = compile_source(source, path or "<contract>")
+        result = _compile(source, path or "<contract>")
         reply = contract_pb2.ValidateContractResponse(
             ok=result.contract is not None, diagnostics=views.diagnostics(result)
         )

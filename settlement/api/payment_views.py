@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from condpay.v1 import contract_pb2, money_pb2, payment_pb2
 from google.protobuf.duration_pb2 import Duration
 
-from contracts_dsl import CompiledContract, CompileResult, Diagnostic, Severity, render
+from contracts_dsl import CompiledContract, Diagnostic, Severity, render
 from settlement import limits
 from settlement.api import requests
 from settlement.api.convert import money, timestamp
@@ -23,6 +24,9 @@ from settlement.ledger.records import (
     PaymentRecord,
     PaymentState,
 )
+
+if TYPE_CHECKING:
+    from contracts_dsl import CompileResult  # the compiler loads on the first compile
 
 _SEVERITIES = {
     Severity.ERROR: contract_pb2.SEVERITY_ERROR,

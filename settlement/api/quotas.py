@@ -12,19 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import multiprocessing
 import os
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contracts_dsl import CompiledContract, load_compiled
 from settlement import limits
 from settlement.api import heavy_jobs
 from settlement.config import Settings
 from settlement.errors import Reason, quota_exceeded
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 
 class CallQuotas:
@@ -113,6 +114,9 @@ class HeavyWork:
         """``job(*args)`` in a pool worker; the arguments and result are plain data."""
         with self._slot(caller):
             if self._pool is None:
+                import multiprocessing  # with the pool: not needed to start serving
+                from concurrent.futures import ProcessPoolExecutor
+
                 self._pool = ProcessPoolExecutor(
                     self._workers, mp_context=multiprocessing.get_context("spawn")
                 )

@@ -30,7 +30,6 @@ from condpay.v1 import (
     wallet_pb2_grpc,
 )
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from settlement import limits
 from settlement.api.asset_service import AssetService
@@ -122,6 +121,8 @@ async def start_server(runtime: Runtime, addr: str) -> RunningServer:
     # Reflection lists every service and message to whoever connects: on by default in the
     # development mode only; under mutual TLS only when asked (CONDPAY_REFLECTION=1).
     if settings.reflection if settings.reflection is not None else tls_files is None:
+        from grpc_reflection.v1alpha import reflection  # loaded only when reflection is on
+
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
@@ -175,14 +176,16 @@ async def serve(settings: Settings) -> None:
     except BaseException:
         await runtime.close()
         raise
-    # py-ecc raises the recursion limit to 100,000 on import (wallets/bls.py): keep Python's own,
-    # so that hostile deep input raises RecursionError instead of overflowing the C stack.
+    # py-ecc raises the recursion limit to 100,000 on import (wallets/bls.py imports it only when
+    # needed, and puts the limit back): keep Python's own, so that hostile deep input raises
+    # RecursionError instead of overflowing the C stack.
     sys.setrecursionlimit(1000)
     # Everything loaded so far lives as long as the process: keep the collector off it, and let
     # it run less often (a call allocates many short-lived objects that reference counting frees).
     gc.collect()
     gc.freeze()
     gc.set_threshold(*limits.GC_THRESHOLDS)
+    gc.enable()  # `condpay serve` starts with it off (settlement/cli.py)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -286,12 +286,9 @@ def parse_payload(
 
 def _bls_key_valid(public_key: bytes) -> bool:
     """IETF KeyValidate: a canonical compressed G1 point, in the subgroup, not the identity.
-    py-ecc (≈ 8 ms; registration is rare). Imported here, after wallets.bls has put the
-    recursion limit back, and never on the verification path."""
-    from eth_typing import BLSPubkey
-    from py_ecc.bls.ciphersuites import G2ProofOfPossession
-
-    return bool(G2ProofOfPossession.KeyValidate(BLSPubkey(public_key)))
+    py-ecc (≈ 8 ms; registration is rare), imported on first use by wallets.bls (which keeps the
+    recursion limit) and never on the verification path."""
+    return bls.key_validate(public_key)
 
 
 def check_registration(scheme: str, public_key: bytes, proof_of_possession: bytes) -> None:
