@@ -1,6 +1,13 @@
 """The load generator: ``concurrency`` tasks, each with one unary call in flight at a time, over one
 grpc.aio channel, sending requests that were serialized before the clock started.
 
+:func:`measure` sends single calls (the echo and transfer cells); :func:`measure_flows` runs
+*flows* (:class:`Flow`: a sequence of steps, e.g. a conditional payment's lock and attestations):
+each task runs one flow at a time, one call in flight, the next step once the previous one
+answered OK (a refusal ends the flow), recording each step's latency by name, the latency of the
+steps that release money together, and the flows completed. With ``start_rate`` flows start on a
+fixed schedule instead (open loop: a flow every 1/rate s, whatever the answers).
+
 The requests are raw bytes and the call is made without serializers, so the client's work is the
 same whatever the server: gRPC framing and the event loop only. A run has an untimed warm-up, then
 a timed window: tasks stop taking new requests at its deadline (or when the pre-built requests run
@@ -177,7 +184,10 @@ def _worker(connection: Connection) -> None:
         if spec is None:
             return
         try:
-            connection.send(asyncio.run(measure(spec)))
+            if isinstance(spec, FlowSpec):
+                connection.send(asyncio.run(measure_flows(spec)))
+            else:
+                connection.send(asyncio.run(measure(spec)))
         except Exception:
             connection.send(_WorkerFailure(traceback.format_exc()))
 
@@ -198,7 +208,7 @@ class LoadProcess:
     def pid(self) -> int | None:
         return self._process.pid
 
-    async def measure(self, spec: LoadSpec) -> LoadResult:
+    async def _ask(self, spec: LoadSpec | FlowSpec) -> object:
         self._connection.send(spec)
         ready = await asyncio.to_thread(self._connection.poll, RESULT_TIMEOUT_SECONDS)
         if not ready:
@@ -206,7 +216,16 @@ class LoadProcess:
         reply = self._connection.recv()
         if isinstance(reply, _WorkerFailure):
             raise RuntimeError(f"the load generator failed:\n{reply.traceback}")
+        return reply
+
+    async def measure(self, spec: LoadSpec) -> LoadResult:
+        reply = await self._ask(spec)
         assert isinstance(reply, LoadResult)
+        return reply
+
+    async def measure_flows(self, spec: FlowSpec) -> FlowResult:
+        reply = await self._ask(spec)
+        assert isinstance(reply, FlowResult)
         return reply
 
     def close(self) -> None:
@@ -229,3 +248,247 @@ class LoadProcess:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+# -- flows: a sequence of calls, one in flight per task --------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One call of a flow: its name in the report (e.g. ``LockPayment``), the full gRPC path, the
+    serialized request and the caller metadata; ``releases``: the call releases money."""
+
+    name: str
+    method: str
+    request: bytes
+    metadata: tuple[tuple[str, str], ...]
+    releases: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """Steps sent in order, each after the previous one answered OK; a refusal ends the flow.
+    ``label`` names it in the result (e.g. the payment id)."""
+
+    label: str
+    steps: tuple[Step, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FlowSpec:
+    address: str
+    flows: Sequence[Flow]  # used in order, each once
+    concurrency: int  # closed loop: tasks, each running one flow at a time
+    warmup_seconds: float
+    seconds: float
+    cpu_watch: CpuWatch = field(default_factory=CpuWatch)
+    channels: int = 16
+    # Open loop: start a flow every 1/rate s (each in a task of its own) instead of ``concurrency``
+    # closed-loop tasks; at most ``concurrency`` flows in flight (a start finding none free waits).
+    start_rate: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    count: int  # calls answered
+    statuses: dict[str, int]
+    latency: LatencySummary
+    response_bytes: int
+    releases: bool
+
+    @property
+    def ok(self) -> int:
+        return self.statuses.get(OK, 0)
+
+    @property
+    def errors(self) -> dict[str, int]:
+        return {code: n for code, n in sorted(self.statuses.items()) if code != OK}
+
+
+@dataclass(frozen=True, slots=True)
+class FlowPhase:
+    """One phase of a flow run: flows started and completed (every step OK), per step results,
+    the latency of the releasing steps together, and which flows completed."""
+
+    started: int
+    completed: int
+    seconds: float
+    steps: dict[str, StepResult]
+    release_latency: LatencySummary
+    flow_latency: LatencySummary  # first send to last answer of each completed flow
+    completed_labels: list[str]
+    start_lag_ms: LatencySummary  # open loop: how late flows started against their schedule
+
+    @property
+    def errors(self) -> dict[str, int]:
+        found: Counter[str] = Counter()
+        for name, step in self.steps.items():
+            for code, n in step.errors.items():
+                found[f"{name}: {code}"] += n
+        return dict(sorted(found.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class FlowResult:
+    warmup: FlowPhase
+    timed: FlowPhase
+    flows_exhausted: bool
+    cpu_cores: dict[str, float]
+    request_bytes: dict[str, int]  # per step name
+
+
+@dataclass(slots=True)
+class _FlowTally:
+    steps: dict[str, _Tally] = field(default_factory=dict)
+    releases: dict[str, bool] = field(default_factory=dict)
+    release_ns: list[int] = field(default_factory=list)
+    flow_ns: list[int] = field(default_factory=list)
+    lag_ns: list[int] = field(default_factory=list)
+    started: int = 0
+    completed: list[str] = field(default_factory=list)
+
+
+async def _run_flow(calls: dict[str, Any], flow: Flow, tally: _FlowTally) -> None:
+    tally.started += 1
+    began = time.perf_counter_ns()
+    for step in flow.steps:
+        step_tally = tally.steps.get(step.name)
+        if step_tally is None:
+            step_tally = tally.steps[step.name] = _Tally()
+            tally.releases[step.name] = step.releases
+        started = time.perf_counter_ns()
+        try:
+            reply = await calls[step.method](
+                step.request, metadata=step.metadata, timeout=CALL_TIMEOUT_SECONDS
+            )
+            step_tally.response_bytes = len(reply)
+            code = OK
+        except grpc.aio.AioRpcError as error:
+            code = _status_name(error)
+        elapsed = time.perf_counter_ns() - started
+        step_tally.latencies_ns.append(elapsed)
+        step_tally.statuses[code] += 1
+        if code != OK:
+            return  # a refused step ends its flow
+        if step.releases:
+            tally.release_ns.append(elapsed)
+    tally.flow_ns.append(time.perf_counter_ns() - began)
+    tally.completed.append(flow.label)
+
+
+async def _flow_task(
+    calls: dict[str, Any], flows: Iterator[Flow], deadline: float, tally: _FlowTally
+) -> None:
+    while time.perf_counter() < deadline:  # checked before taking a flow: none is skipped
+        flow = next(flows, None)
+        if flow is None:
+            return
+        await _run_flow(calls, flow, tally)
+
+
+async def _paced(
+    calls: list[dict[str, Any]],
+    flows: Iterator[Flow],
+    spec: FlowSpec,
+    deadline: float,
+    tally: _FlowTally,
+) -> None:
+    """Open loop: flow k starts at ``start + k / rate`` (later if ``concurrency`` are in flight)."""
+    rate = spec.start_rate
+    if rate is None or rate <= 0:
+        raise ValueError(f"an open-loop run needs a positive start rate, not {rate}")
+    interval_ns = int(1e9 / rate)
+    slots = asyncio.Semaphore(spec.concurrency)
+    running: set[asyncio.Task[None]] = set()
+    start_ns = time.perf_counter_ns()
+
+    async def one(flow: Flow, channel: dict[str, Any]) -> None:
+        try:
+            await _run_flow(channel, flow, tally)
+        finally:
+            slots.release()
+
+    deadline_ns = int(deadline * 1e9)
+    k = 0
+    while (due_ns := start_ns + k * interval_ns) < deadline_ns:
+        flow = next(flows, None)  # taken only when due before the deadline: none is skipped
+        if flow is None:
+            break
+        wait_ns = due_ns - time.perf_counter_ns()
+        if wait_ns > 0:
+            await asyncio.sleep(wait_ns / 1e9)
+        await slots.acquire()
+        tally.lag_ns.append(max(0, time.perf_counter_ns() - due_ns))
+        task = asyncio.create_task(one(flow, calls[k % len(calls)]))
+        running.add(task)
+        task.add_done_callback(running.discard)
+        k += 1
+    if running:
+        await asyncio.gather(*running)
+
+
+async def _flow_phase(
+    calls: list[dict[str, Any]], flows: Iterator[Flow], spec: FlowSpec, seconds: float
+) -> FlowPhase:
+    tally = _FlowTally()
+    started = time.perf_counter()
+    deadline = started + seconds
+    if spec.start_rate is not None:
+        await _paced(calls, flows, spec, deadline, tally)
+    else:
+        await asyncio.gather(
+            *(
+                _flow_task(calls[task % len(calls)], flows, deadline, tally)
+                for task in range(spec.concurrency)
+            )
+        )
+    elapsed = time.perf_counter() - started
+    return FlowPhase(
+        started=tally.started,
+        completed=len(tally.completed),
+        seconds=round(elapsed, 4),
+        steps={
+            name: StepResult(
+                count=len(t.latencies_ns),
+                statuses=dict(t.statuses),
+                latency=summarize_ns(t.latencies_ns),
+                response_bytes=t.response_bytes,
+                releases=tally.releases[name],
+            )
+            for name, t in tally.steps.items()
+        },
+        release_latency=summarize_ns(tally.release_ns),
+        flow_latency=summarize_ns(tally.flow_ns),
+        completed_labels=tally.completed,
+        start_lag_ms=summarize_ns(tally.lag_ns),
+    )
+
+
+async def measure_flows(spec: FlowSpec) -> FlowResult:
+    """Warm up, then measure flows, over ``spec.channels`` fresh channels; a flow's calls share
+    one channel."""
+    flows = iter(spec.flows)
+    watch = spec.cpu_watch.with_pid("client", os.getpid())
+    channels = [
+        grpc.aio.insecure_channel(spec.address, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(spec.channels)
+    ]
+    methods = sorted({step.method for flow in spec.flows[:1] for step in flow.steps})
+    try:
+        for channel in channels:
+            await asyncio.wait_for(channel.channel_ready(), timeout=30)
+        # No serializers: bytes in, bytes out. Each task (or open-loop flow) keeps to one channel.
+        calls = [{m: channel.unary_unary(m) for m in methods} for channel in channels]
+        warmup = await _flow_phase(calls, flows, spec, spec.warmup_seconds)
+        before = take_snapshot(watch)
+        timed = await _flow_phase(calls, flows, spec, spec.seconds)
+        after = take_snapshot(watch)
+    finally:
+        for channel in channels:
+            await channel.close()
+    first = spec.flows[0].steps if spec.flows else ()
+    return FlowResult(
+        warmup=warmup,
+        timed=timed,
+        flows_exhausted=next(flows, None) is None,
+        cpu_cores=cores_used(before, after),
+        request_bytes={step.name: len(step.request) for step in first},
+    )

@@ -414,6 +414,11 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
     report = asyncio.run(run(config))
+    return finish(report, config)
+
+
+def finish(report: Report, config: BenchConfig) -> int:
+    """Write the JSON, print the table and the failed checks; the exit status."""
     document = report.document(DEFAULT_WORKERS)
     write_json(document, config.output)
     print_report(document, report.cells, console)
