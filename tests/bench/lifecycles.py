@@ -712,7 +712,7 @@ def _cell_row(c: LifecycleCell) -> list[str]:
     return [
         c.backend,
         str(c.workers),
-        c.mode if c.start_rate is None else f"paced {c.start_rate:.0f}/s",
+        c.mode if c.start_rate is None else f"paced@{c.start_rate:.0f}",
         str(c.concurrency),
         str(c.completed),
         f"{c.per_second:,.1f}{'!' if c.disturbed else ''}",
