@@ -68,7 +68,7 @@ fmt: venv ## apply ruff's formatting and safe fixes
 proto: venv ## regenerate the committed stubs from proto/condpay/v1/*.proto
 	$(BIN)/python proto/generate.py
 
-bench: venv postgres-binaries ## transfers/s, lifecycles/s and latency through gRPC on SQLite and PostgreSQL -> var/bench/{transfers,lifecycles}.json
+bench: venv postgres-binaries ## transfers, lifecycles, PvP/DvP per second and latency on SQLite and PostgreSQL -> var/bench/*.json
 	$(BIN)/python -m tests.bench
 
 bench-sim: venv ## the gba-day scenario (3,000 orders) on embedded SQLite -> var/bench/gba-day/report.json

@@ -1,8 +1,11 @@
 """``make bench`` = ``python -m tests.bench``: in one run, the echo baseline and the transfer cells
 (:mod:`tests.bench.transfers` -> ``var/bench/transfers.json``), then the conditional-payment
-lifecycle cells (:mod:`tests.bench.lifecycles` -> ``var/bench/lifecycles.json``), whose ratios are
-to that echo baseline and those transfer cells. Options are the transfer bench's; each part also
-runs alone (``python -m tests.bench.transfers``, ``python -m tests.bench.lifecycles``)."""
+lifecycle cells (:mod:`tests.bench.lifecycles` -> ``var/bench/lifecycles.json``), then the PvP
+and DvP cells through the bridge (:mod:`tests.bench.settlements` ->
+``var/bench/settlements.json``), whose ratios are to that echo baseline and those transfer cells.
+Options are the transfer bench's (``--concurrency`` sets the lifecycle cells' too; the settlement
+cells keep 16, 64, 256 unless it is given); each part also runs alone (``python -m
+tests.bench.transfers``, ``... lifecycles``, ``... settlements``)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from tests.bench import lifecycles, transfers
+from tests.bench import lifecycles, settlements, transfers
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,7 +27,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         backends=config.backends,
     )
     lifecycle_report = asyncio.run(lifecycles.run(lifecycle_config, references=report.cells))
-    return max(status, lifecycles.finish(lifecycle_report, lifecycle_config.output))
+    status = max(status, lifecycles.finish(lifecycle_report, lifecycle_config.output))
+    given = "--concurrency" in " ".join(argv if argv is not None else sys.argv[1:])
+    settlement_config = settlements.SettlementConfig(
+        seconds=config.seconds,
+        warmup_seconds=config.warmup_seconds,
+        concurrencies=(
+            config.concurrencies if given else settlements.SettlementConfig().concurrencies
+        ),
+        backends=config.backends,
+    )
+    settlement_report = asyncio.run(settlements.run(settlement_config, references=report.cells))
+    return max(status, settlements.finish(settlement_report, settlement_config.output))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import os
 import time
 import traceback
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from types import TracebackType
@@ -251,16 +251,33 @@ class LoadProcess:
 
 
 # -- flows: a sequence of calls, one in flight per task --------------------------------------------
+DONE = "DONE"  # a verdict: the flow is complete with this reply (its remaining steps are skipped)
+POLL_LIMIT_SECONDS = 30.0
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """One call of a flow: its name in the report (e.g. ``LockPayment``), the full gRPC path, the
-    serialized request and the caller metadata; ``releases``: the call releases money."""
+    serialized request and the caller metadata; ``releases``: the call releases money.
+
+    For a step whose request depends on an earlier answer (a settlement signed over the quote
+    the previous step got), ``build(previous OK reply, request)`` makes the request sent, in the
+    load generator. ``verdict(reply)`` classifies an OK reply: ``""`` goes on, :data:`DONE`
+    completes the flow, anything else ends it as that outcome (a definite refusal, e.g. an
+    ABORTED settlement). With ``poll_seconds`` the step is sent again, that much later, while
+    its verdict is ``""`` (for :data:`POLL_LIMIT_SECONDS` at most). ``starts_clock``: the flow's
+    time to completion is measured from this step's send. ``build`` and ``verdict`` are
+    module-level functions (the spec is pickled to the load generator's process)."""
 
     name: str
     method: str
     request: bytes
     metadata: tuple[tuple[str, str], ...]
     releases: bool = False
+    build: Callable[[bytes, bytes], bytes] | None = None
+    verdict: Callable[[bytes], str] | None = None
+    poll_seconds: float = 0.0
+    starts_clock: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +333,8 @@ class FlowPhase:
     flow_latency: LatencySummary  # first send to last answer of each completed flow
     completed_labels: list[str]
     start_lag_ms: LatencySummary  # open loop: how late flows started against their schedule
+    clock_latency: LatencySummary  # from the send of the starts_clock step to completion
+    outcomes: dict[str, int]  # flows ended by a verdict other than DONE ("step: verdict")
 
     @property
     def errors(self) -> dict[str, int]:
@@ -342,6 +361,8 @@ class _FlowTally:
     release_ns: list[int] = field(default_factory=list)
     flow_ns: list[int] = field(default_factory=list)
     lag_ns: list[int] = field(default_factory=list)
+    clock_ns: list[int] = field(default_factory=list)
+    outcomes: Counter[str] = field(default_factory=Counter)
     started: int = 0
     completed: list[str] = field(default_factory=list)
 
@@ -349,28 +370,51 @@ class _FlowTally:
 async def _run_flow(calls: dict[str, Any], flow: Flow, tally: _FlowTally) -> None:
     tally.started += 1
     began = time.perf_counter_ns()
+    clock_ns: int | None = None
+    previous = b""
     for step in flow.steps:
         step_tally = tally.steps.get(step.name)
         if step_tally is None:
             step_tally = tally.steps[step.name] = _Tally()
             tally.releases[step.name] = step.releases
-        started = time.perf_counter_ns()
-        try:
-            reply = await calls[step.method](
-                step.request, metadata=step.metadata, timeout=CALL_TIMEOUT_SECONDS
-            )
-            step_tally.response_bytes = len(reply)
-            code = OK
-        except grpc.aio.AioRpcError as error:
-            code = _status_name(error)
-        elapsed = time.perf_counter_ns() - started
-        step_tally.latencies_ns.append(elapsed)
-        step_tally.statuses[code] += 1
-        if code != OK:
-            return  # a refused step ends its flow
+        request = step.build(previous, step.request) if step.build is not None else step.request
+        give_up_ns = time.perf_counter_ns() + int(POLL_LIMIT_SECONDS * 1e9)
+        while True:
+            started = time.perf_counter_ns()
+            try:
+                reply = await calls[step.method](
+                    request, metadata=step.metadata, timeout=CALL_TIMEOUT_SECONDS
+                )
+                step_tally.response_bytes = len(reply)
+                code = OK
+            except grpc.aio.AioRpcError as error:
+                code = _status_name(error)
+            elapsed = time.perf_counter_ns() - started
+            step_tally.latencies_ns.append(elapsed)
+            step_tally.statuses[code] += 1
+            if code != OK:
+                return  # a refused step ends its flow
+            if step.starts_clock:
+                clock_ns = started
+            verdict = step.verdict(reply) if step.verdict is not None else ""
+            if verdict or not step.poll_seconds:
+                break
+            if time.perf_counter_ns() > give_up_ns:
+                verdict = "POLL_LIMIT"
+                break
+            await asyncio.sleep(step.poll_seconds)
         if step.releases:
             tally.release_ns.append(elapsed)
-    tally.flow_ns.append(time.perf_counter_ns() - began)
+        if verdict == DONE:
+            break
+        if verdict:
+            tally.outcomes[f"{step.name}: {verdict}"] += 1
+            return
+        previous = reply
+    done_ns = time.perf_counter_ns()
+    tally.flow_ns.append(done_ns - began)
+    if clock_ns is not None:
+        tally.clock_ns.append(done_ns - clock_ns)
     tally.completed.append(flow.label)
 
 
@@ -459,6 +503,8 @@ async def _flow_phase(
         flow_latency=summarize_ns(tally.flow_ns),
         completed_labels=tally.completed,
         start_lag_ms=summarize_ns(tally.lag_ns),
+        clock_latency=summarize_ns(tally.clock_ns),
+        outcomes=dict(sorted(tally.outcomes.items())),
     )
 
 

@@ -80,7 +80,10 @@ async def test_a_lifecycle_flow_completes_and_reports(tmp_path: Path) -> None:
         report.cells.append(cell)
         document = report.document()
         assert document["schema"] == "condpay.bench.lifecycles/1"
-        (row,) = document["cells"]  # type: ignore[misc]
+        cells = document["cells"]
+        assert isinstance(cells, list)
+        (row,) = cells
+        assert isinstance(row, dict)
         for name in (
             "per_second",
             "rpc_ms",
