@@ -4,7 +4,7 @@ lifecycle cells (:mod:`tests.bench.lifecycles` -> ``var/bench/lifecycles.json``)
 and DvP cells through the bridge (:mod:`tests.bench.settlements` ->
 ``var/bench/settlements.json``), whose ratios are to that echo baseline and those transfer cells.
 Options are the transfer bench's (``--concurrency`` sets the lifecycle cells' too; the settlement
-cells keep 16, 64, 256 unless it is given); each part also runs alone (``python -m
+cells keep 16, 64, 256 unless another is given); each part also runs alone (``python -m
 tests.bench.transfers``, ``... lifecycles``, ``... settlements``)."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     lifecycle_report = asyncio.run(lifecycles.run(lifecycle_config, references=report.cells))
     status = max(status, lifecycles.finish(lifecycle_report, lifecycle_config.output))
-    given = "--concurrency" in " ".join(argv if argv is not None else sys.argv[1:])
+    given = config.concurrencies != transfers.BenchConfig().concurrencies
     settlement_config = settlements.SettlementConfig(
         seconds=config.seconds,
         warmup_seconds=config.warmup_seconds,
