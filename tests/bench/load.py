@@ -93,6 +93,7 @@ class _Tally:
     latencies_ns: list[int] = field(default_factory=list)
     statuses: Counter[str] = field(default_factory=Counter)
     response_bytes: int = 0
+    request_bytes: int = 0  # flows: the size of the last request sent (built ones included)
 
 
 def _status_name(error: grpc.aio.AioRpcError) -> str:
@@ -309,6 +310,7 @@ class StepResult:
     statuses: dict[str, int]
     latency: LatencySummary
     response_bytes: int
+    request_bytes: int
     releases: bool
 
     @property
@@ -351,7 +353,7 @@ class FlowResult:
     timed: FlowPhase
     flows_exhausted: bool
     cpu_cores: dict[str, float]
-    request_bytes: dict[str, int]  # per step name
+    request_bytes: dict[str, int]  # per step name: as sent (a built request's own size)
 
 
 @dataclass(slots=True)
@@ -378,6 +380,7 @@ async def _run_flow(calls: dict[str, Any], flow: Flow, tally: _FlowTally) -> Non
             step_tally = tally.steps[step.name] = _Tally()
             tally.releases[step.name] = step.releases
         request = step.build(previous, step.request) if step.build is not None else step.request
+        step_tally.request_bytes = len(request)
         give_up_ns = time.perf_counter_ns() + int(POLL_LIMIT_SECONDS * 1e9)
         while True:
             started = time.perf_counter_ns()
@@ -495,6 +498,7 @@ async def _flow_phase(
                 statuses=dict(t.statuses),
                 latency=summarize_ns(t.latencies_ns),
                 response_bytes=t.response_bytes,
+                request_bytes=t.request_bytes,
                 releases=tally.releases[name],
             )
             for name, t in tally.steps.items()
@@ -531,10 +535,11 @@ async def measure_flows(spec: FlowSpec) -> FlowResult:
         for channel in channels:
             await channel.close()
     first = spec.flows[0].steps if spec.flows else ()
+    sent = {name: step.request_bytes for name, step in {**warmup.steps, **timed.steps}.items()}
     return FlowResult(
         warmup=warmup,
         timed=timed,
         flows_exhausted=next(flows, None) is None,
         cpu_cores=cores_used(before, after),
-        request_bytes={step.name: len(step.request) for step in first},
+        request_bytes={step.name: sent.get(step.name, len(step.request)) for step in first},
     )

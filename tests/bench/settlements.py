@@ -175,7 +175,7 @@ class SettlementCell:
     warmup: dict[str, object]
     cpu_cores: dict[str, float]
     cpu_ms_per_settlement: dict[str, float | None]
-    request_bytes: dict[str, int]  # the Settle step's is its template's, not the signed request's
+    request_bytes: dict[str, int]  # per step, as sent (Settle: the request signed over the quote)
     response_bytes: dict[str, int]
     polls_per_settlement: float  # GetSettlement calls per flow completed
     flows_exhausted: bool
