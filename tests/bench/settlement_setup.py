@@ -44,7 +44,7 @@ GATEWAY = "CONDPAY"
 GATEWAY_WALLET = f"w_reserve.{GATEWAY}"
 PLATFORM = "platform/bench-settle"
 CARRIER = "carrier.bench"
-RESERVE_MINOR = 100_000_000_00  # issued per currency to the bank and to the gateway
+RESERVE_MINOR = 1_000_000_000_00  # issued per currency to the bank and to the gateway
 FUNDING_MINOR = 1_000_000_00  # per payer and currency it pays in
 RECEIVE_MINOR = 100_00  # each settlement delivers 100.00 of the target currency
 PVP_PAIR = ("CNY", "HKD")  # (pays, receives)
@@ -109,6 +109,11 @@ async def _bounded(calls: Sequence[Awaitable[T]]) -> list[T]:
 
 
 async def build_settlement_world(address: str, *, pairs: int) -> SettlementWorld:
+    if pairs * FUNDING_MINOR > RESERVE_MINOR:
+        raise ValueError(
+            f"{pairs} payers need more than the bank's reserve: at most "
+            f"{RESERVE_MINOR // FUNDING_MINOR}"
+        )
     run = str(time.time_ns())
     central_bank = SettlementsClient(address, caller=CENTRAL_BANKS["CNY"])
     try:

@@ -1,5 +1,7 @@
 """``make bench``: condpay transfers per second and latency through gRPC, on SQLite and PostgreSQL,
-against a plain gRPC echo baseline measured in the same run on the same machine.
+against a plain gRPC echo baseline measured in the same run on the same machine. (``make bench``
+then runs :mod:`tests.bench.lifecycles` and :mod:`tests.bench.settlements` with these cells as
+their references: :mod:`tests.bench.__main__`.)
 
 Method
 ------
