@@ -38,8 +38,9 @@ Checks after each cell: GetSupply consistent (CNY and HKD). After each backend's
 settlement the core holds is FINAL or ABORTED (none in doubt) and as many are FINAL as flows saw
 FINAL; the core's ledger audit (the read-side audit over its database, as the tests run it) and
 the bridge's (Audit: no problem, nothing reserved) are clean; per currency the gateway's core
-balance plus its bridge settlement account did not move; a sample of FINAL DvPs' titles is held
-by their buyers; both processes stop cleanly.
+balance plus its bridge settlement account did not move; payers hold their funding less what the
+FINAL settlements paid and payees what they received, per currency; a sample of FINAL DvPs'
+titles is held by their buyers; both processes stop cleanly.
 
 JSON (``var/bench/settlements.json``, schema ``condpay.bench.settlements/1``): as
 ``lifecycles.json`` with ``kind`` (pvp | dvp) per cell, ``refused`` (flows ended by an ABORTED
@@ -89,10 +90,12 @@ from tests.bench.quiet import QuietGate
 from tests.bench.report import DISTURBED_CORES, Cell, Check, Report, best, write_json
 from tests.bench.settlement_setup import (
     CENTRAL_BANKS,
+    FUNDING_MINOR,
     GATEWAY,
     GATEWAY_WALLET,
     RESERVE_MINOR,
     STEP_QUOTE,
+    Party,
     SettlementWorld,
     build_settlement_world,
     dvp_flows,
@@ -505,6 +508,42 @@ async def _all_settlements(client: SettlementsClient) -> list[settlement_pb2.Set
             return found
 
 
+async def _available(client: SettlementsClient, parties: Sequence[Party]) -> Counter[str]:
+    """Available balances of ``parties`` summed per currency."""
+    total: Counter[str] = Counter()
+    for party in parties:
+        for line in (await client.get_wallet(party.wallet_id)).balances:
+            total[line.available.currency] += line.available.amount_minor
+    return total
+
+
+async def _party_balances(
+    client: SettlementsClient,
+    world: SettlementWorld,
+    settlements: Sequence[settlement_pb2.Settlement],
+) -> tuple[bool, str]:
+    """Payers hold their funding less what the FINAL settlements took; payees what they gave."""
+    paid: Counter[str] = Counter()
+    received: Counter[str] = Counter()
+    for s in settlements:
+        if s.state == settlement_pb2.SETTLEMENT_STATE_FINAL:
+            paid[s.pay.currency] += s.pay.amount_minor
+            received[s.receive.currency] += s.receive.amount_minor
+    payers = await _available(client, world.payers)
+    payees = await _available(client, world.payees)
+    funded = len(world.payers) * FUNDING_MINOR
+    wrong = [
+        f"payers {c}: {payers[c]}, the FINAL settlements imply {funded - paid[c]}"
+        for c in CENTRAL_BANKS
+        if payers[c] != funded - paid[c]
+    ] + [
+        f"payees {c}: {payees[c]}, the FINAL settlements imply {received[c]}"
+        for c in CENTRAL_BANKS
+        if payees[c] != received[c]
+    ]
+    return not wrong, "; ".join(wrong)
+
+
 async def check_backend(
     report: SettlementReport,
     label: str,
@@ -512,6 +551,7 @@ async def check_backend(
     address: str,
     database_url: str,
     bridge: BridgeProcess,
+    world: SettlementWorld,
     seen: Seen,
 ) -> None:
     client = SettlementsClient(address, caller=AUDITOR)
@@ -544,6 +584,10 @@ async def check_backend(
             f"{label}: sampled FINAL DvPs' titles held by their buyers",
             not title_problems,
             "; ".join(title_problems[:5]),
+        )
+        report.check(
+            f"{label}: payers' and payees' balances match the FINAL settlements",
+            *await _party_balances(client, world, settlements),
         )
         gateway = await client.get_wallet(GATEWAY_WALLET)
         core_side = {
@@ -661,6 +705,7 @@ async def run_backend(
                 address=server.address,
                 database_url=database_url,
                 bridge=bridge,
+                world=world,
                 seen=seen,
             )
         core_exit = server.exit_status

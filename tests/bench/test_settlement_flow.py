@@ -76,6 +76,7 @@ async def test_pvp_and_dvp_flows_reach_final_and_both_ledgers_agree(tmp_path: Pa
                 address=server.address,
                 database_url=url,
                 bridge=bridge,
+                world=world,
                 seen=seen,
             )
             assert report.checks, "no checks ran"
