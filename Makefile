@@ -68,8 +68,8 @@ fmt: venv ## apply ruff's formatting and safe fixes
 proto: venv ## regenerate the committed stubs from proto/condpay/v1/*.proto
 	$(BIN)/python proto/generate.py
 
-bench: venv postgres-binaries ## transfers/s and latency through gRPC on SQLite and PostgreSQL -> var/bench/transfers.json
-	$(BIN)/python -m tests.bench.transfers
+bench: venv postgres-binaries ## transfers, lifecycles, PvP/DvP per second and latency on SQLite and PostgreSQL -> var/bench/*.json
+	$(BIN)/python -m tests.bench
 
 bench-sim: venv ## the gba-day scenario (3,000 orders) on embedded SQLite -> var/bench/gba-day/report.json
 	$(BIN)/condpay sim run gba-day --report var/bench/gba-day

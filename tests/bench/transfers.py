@@ -1,5 +1,7 @@
 """``make bench``: condpay transfers per second and latency through gRPC, on SQLite and PostgreSQL,
-against a plain gRPC echo baseline measured in the same run on the same machine.
+against a plain gRPC echo baseline measured in the same run on the same machine. (``make bench``
+then runs :mod:`tests.bench.lifecycles` and :mod:`tests.bench.settlements` with these cells as
+their references: :mod:`tests.bench.__main__`.)
 
 Method
 ------
@@ -414,6 +416,11 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
     report = asyncio.run(run(config))
+    return finish(report, config)
+
+
+def finish(report: Report, config: BenchConfig) -> int:
+    """Write the JSON, print the table and the failed checks; the exit status."""
     document = report.document(DEFAULT_WORKERS)
     write_json(document, config.output)
     print_report(document, report.cells, console)
