@@ -113,7 +113,8 @@ async def test_overseas_warehouse_delivery_end_to_end(trade: TradeWorld) -> None
     ]
     stored = await trade.cb.get_payment(final.payment_id)
     assert [a.event_id for a in stored.attestations] == ["ev-customs", "ev-arrived", "ev-receipt"]
-    assert list(final.attestations) == [] and final.contract.source == ""
+    assert list(final.attestations) == []
+    assert final.contract.source == ""
     (line,) = (await trade.cb.get_supply("CNY")).supplies
     assert line.consistent
     assert line.held_sum.amount_minor == 0
