@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final, TypeVar
 
+from bridges import limits
 from bridges._clock import Clock, SystemClock
 from bridges._identity import CURRENT
 from bridges._ledger import Ledger
@@ -54,6 +55,8 @@ class Bridge:
         self._reopen = reopen
         self._durable = durable
         self._closed = False
+        self._block_timer_ms: int | None = None
+        self._ticked: asyncio.Event | None = None  # set when the tick in progress or next ends
 
     @classmethod
     async def open(
@@ -84,6 +87,17 @@ class Bridge:
         :meth:`reopen` finds it again."""
         return self._durable
 
+    @property
+    def block_timer_ms(self) -> int | None:
+        """The interval of the block timer that ticks this bridge (the server's), or None when
+        nothing ticks it on a timer: then :meth:`finality` seals waiting commits itself."""
+        return self._block_timer_ms
+
+    @block_timer_ms.setter
+    def block_timer_ms(self, interval_ms: int | None) -> None:
+        self._block_timer_ms = interval_ms
+        self._tick_done()  # a finality call waiting on the old timer asks again
+
     async def reopen(self) -> Bridge:
         """A new Bridge over the same state file, as after a restart (this one must be closed).
         RuntimeError for an in-memory bridge: its state is gone, and reopening would start an
@@ -93,7 +107,9 @@ class Bridge:
                 "an in-memory bridge (':memory:') cannot be reopened: it has no state file, and "
                 "reopening would start an empty ledger; open it on a file to restart it"
             )
-        return await _open_with(self._reopen, durable=True)
+        bridge = await _open_with(self._reopen, durable=True)
+        bridge.block_timer_ms = self._block_timer_ms
+        return bridge
 
     async def _run(self, function: Callable[..., T], /, *args: object, **kwargs: object) -> T:
         if self._closed:
@@ -166,7 +182,36 @@ class Bridge:
         return await self._run(self._ledger.status, transfer_id)
 
     async def finality(self, transfer_id: str) -> Finality:
-        return await self._run(self._ledger.finality, transfer_id)
+        """Without a block timer: waiting commits are sealed and certified now. With one: the
+        answer waits for the block the timer seals next (at most ``FINALITY_WAIT_MS``), so a
+        block is certified once for every commit that waited for it; it is answered at once
+        when final, and when the quorum is short (no block can be certified until it is back).
+        Not final within the bound: answered as it is (the caller asks again)."""
+        interval = self._block_timer_ms
+        if interval is None:
+            return await self._run(self._ledger.finality, transfer_id)
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + limits.FINALITY_WAIT_MS / 1000
+        while True:
+            ticked = self._next_tick()  # before reading: a tick that ends after the read counts
+            answer = await self._run(self._ledger.finality, transfer_id, seal=False)
+            remaining = give_up - loop.time()
+            if answer.final or remaining <= 0 or not self._ledger.quorum_available():
+                return answer
+            try:
+                await asyncio.wait_for(ticked.wait(), remaining)
+            except TimeoutError:
+                return await self._run(self._ledger.finality, transfer_id, seal=False)
+
+    def _next_tick(self) -> asyncio.Event:
+        if self._ticked is None:
+            self._ticked = asyncio.Event()
+        return self._ticked
+
+    def _tick_done(self) -> None:
+        ticked, self._ticked = self._ticked, None
+        if ticked is not None:
+            ticked.set()
 
     async def balances(self, participant_id: str = "") -> tuple[AccountBalance, ...]:
         return await self._run(self._ledger.balances, participant_id)
@@ -213,7 +258,10 @@ class Bridge:
         return await self._run(self._ledger.audit)
 
     async def tick(self) -> TickResult:
-        return await self._run(self._ledger.tick)
+        try:
+            return await self._run(self._ledger.tick)
+        finally:
+            self._tick_done()
 
     # ---------------------------------------------------------------- the simulated platform
 

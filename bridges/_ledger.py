@@ -1400,9 +1400,10 @@ class Ledger:
             return None
         return QuorumCertificate(bytes(row[0]), tuple(json.loads(row[1])), bytes(row[2]))
 
-    def finality(self, transfer_id: str) -> Finality:
-        """The block holding a committed transfer and its certificate once final. Asking seals
-        waiting commits into a block (and certifies it, quorum permitting) at once."""
+    def finality(self, transfer_id: str, *, seal: bool = True) -> Finality:
+        """The block holding a committed transfer and its certificate once final. ``seal``:
+        asking seals waiting commits into a block (and certifies it, quorum permitting) at once;
+        otherwise it only reads (the block timer seals: :meth:`bridges.Bridge.finality`)."""
         check_id(transfer_id, "transfer_id")
         transfer = self._call(lambda now: self._require(transfer_id))
         if transfer.state is not TransferState.COMMITTED:
@@ -1412,7 +1413,8 @@ class Ledger:
                 transfer_id=transfer_id,
                 state=transfer.state.value,
             )
-        self.tick()
+        if seal:
+            self.tick()
         height = _known(self._transfer(transfer_id)).block_height
         if height == 0:
             return Finality(transfer_id, None, None)

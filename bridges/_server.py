@@ -280,6 +280,7 @@ class RunningServer:
             self.timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.timer
+            _timed_bridge(self.api, None)
         await self.server.stop(grace_ms / 1000)
         await self.api.close()
 
@@ -293,6 +294,14 @@ async def _block_timer(api: BridgeAdminApi, interval_ms: int) -> None:
             continue
         except Exception:
             log.exception("block timer")
+
+
+def _timed_bridge(api: BridgeAdminApi, interval_ms: int | None) -> None:
+    """Tell the in-process bridge behind ``api`` whether a block timer ticks it (its finality
+    then waits for the timer's next block instead of sealing one)."""
+    bridge = api.inner if isinstance(api, FaultyBridge) else api
+    if isinstance(bridge, Bridge):
+        bridge.block_timer_ms = interval_ms
 
 
 async def start_server(
@@ -335,6 +344,7 @@ async def start_server(
         if block_interval_ms is None
         else asyncio.create_task(_block_timer(api, block_interval_ms), name="bridge-blocks")
     )
+    _timed_bridge(api, block_interval_ms)
     return RunningServer(server, port, api, timer)
 
 
