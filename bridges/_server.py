@@ -6,7 +6,8 @@ mode, the ``condpay-bridge-participant`` metadata. One wrapper resolves it and c
 method table (bridges/_authz.py) before any handler runs. Handlers parse the request, call the
 bridge (a :class:`FaultyBridge` over the in-process :class:`Bridge`, so fault plans mean the same
 on both transports) and build the reply; one wrapper maps errors. A timer task does what
-:meth:`Bridge.tick` does every ``block_interval_ms``.
+:meth:`Bridge.tick` does every ``block_interval_ms``, and GetFinality waits for its next block
+rather than sealing one (:meth:`Bridge.finality`).
 """
 
 from __future__ import annotations
@@ -316,7 +317,8 @@ async def start_server(
     """Serve ``api`` on ``addr`` (port 0 picks a free port): under mutual TLS with ``tls``, or
     plaintext with identities from metadata when ``insecure`` (one of the two, explicitly).
     ``reflection_on`` None: on in the insecure mode, off under TLS. ``block_interval_ms`` None:
-    no timer (blocks are sealed on commit-batch size, on GetFinality and on Tick only)."""
+    no timer (blocks are sealed on commit-batch size, on GetFinality and on Tick only); with one,
+    GetFinality waits for the timer's next block (at most ``limits.FINALITY_WAIT_MS``)."""
     if (tls is None) == (not insecure):
         raise ValueError("serve with tls=ServerTls(...) or insecure=True, exactly one")
     server = grpc.aio.server()
