@@ -1,19 +1,25 @@
 """The in-process bridge: the ledger behind an async interface (:class:`bridges.BridgeAdminApi`).
 
 Every call runs on one dedicated worker thread, in order, so the event loop never waits on
-SQLite's fsync and the ledger never sees two calls at once.
+SQLite's fsync and the ledger never sees two calls at once. The transfer path (quote, prepare,
+commit, abort, status, finality, tick) is group-committed: the calls that arrive while the
+worker is busy run next as one group, in arrival order, in one transaction with a savepoint
+each (:meth:`bridges._ledger.Ledger.run_group`), and are answered after its one COMMIT.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import random
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final, TypeVar
 
+from bridges import limits
 from bridges._clock import Clock, SystemClock
 from bridges._identity import CURRENT
 from bridges._ledger import Ledger
@@ -54,6 +60,14 @@ class Bridge:
         self._reopen = reopen
         self._durable = durable
         self._closed = False
+        self._block_timer_ms: int | None = None
+        # Group commit: calls waiting for the worker, and whether a drain is queued for them.
+        self._lock = threading.Lock()
+        self._waiting: list[tuple[Callable[[], object], asyncio.Future[object]]] = []
+        self._drain_queued = False
+        self._closing = False
+        self._ledger_closed = False  # on the worker
+        self._ticked: asyncio.Event | None = None  # set when the tick in progress or next ends
 
     @classmethod
     async def open(
@@ -84,6 +98,17 @@ class Bridge:
         :meth:`reopen` finds it again."""
         return self._durable
 
+    @property
+    def block_timer_ms(self) -> int | None:
+        """The interval of the block timer that ticks this bridge (the server's), or None when
+        nothing ticks it on a timer: then :meth:`finality` seals waiting commits itself."""
+        return self._block_timer_ms
+
+    @block_timer_ms.setter
+    def block_timer_ms(self, interval_ms: int | None) -> None:
+        self._block_timer_ms = interval_ms
+        self._tick_done()  # a finality call waiting on the old timer asks again
+
     async def reopen(self) -> Bridge:
         """A new Bridge over the same state file, as after a restart (this one must be closed).
         RuntimeError for an in-memory bridge: its state is gone, and reopening would start an
@@ -93,7 +118,9 @@ class Bridge:
                 "an in-memory bridge (':memory:') cannot be reopened: it has no state file, and "
                 "reopening would start an empty ledger; open it on a file to restart it"
             )
-        return await _open_with(self._reopen, durable=True)
+        bridge = await _open_with(self._reopen, durable=True)
+        bridge.block_timer_ms = self._block_timer_ms
+        return bridge
 
     async def _run(self, function: Callable[..., T], /, *args: object, **kwargs: object) -> T:
         if self._closed:
@@ -101,10 +128,44 @@ class Bridge:
         call = functools.partial(function, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
+    async def _grouped(self, function: Callable[..., T], /, *args: object, **kwargs: object) -> T:
+        """As :meth:`_run`, group-committed with the calls that arrive while the worker is busy."""
+        if self._closed or self._closing:
+            raise error(Reason.UNREACHABLE, "the bridge is closed")
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[object] = loop.create_future()
+        with self._lock:
+            self._waiting.append((functools.partial(function, *args, **kwargs), answer))
+            queue_drain, self._drain_queued = not self._drain_queued, True
+        if queue_drain:
+            self._executor.submit(self._drain, loop)
+        return await answer  # type: ignore[return-value]
+
+    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the worker: every call waiting now, as one group."""
+        with self._lock:
+            group, self._waiting = self._waiting, []
+            self._drain_queued = False
+        if not group:
+            return
+        if self._ledger_closed:
+            results: list[tuple[bool, object]] = [
+                (False, error(Reason.UNREACHABLE, "the bridge is closed"))
+            ] * len(group)
+        else:
+            results = self._ledger.run_group([call for call, _ in group])
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+            loop.call_soon_threadsafe(_answer, [answer for _, answer in group], results)
+
+    def _close_ledger(self) -> None:
+        self._ledger_closed = True
+        self._ledger.close()
+
     async def close(self) -> None:
         if self._closed:
             return
-        await self._run(self._ledger.close)
+        self._closing = True  # no new group; those queued before run first (one worker, FIFO)
+        await self._run(self._close_ledger)
         self._closed = True
         self._executor.shutdown(wait=True)
 
@@ -123,7 +184,7 @@ class Bridge:
         liquidity_provider_id: str = "",
         ttl_ms: int = 0,
     ) -> Quote:
-        return await self._run(
+        return await self._grouped(
             self._ledger.quote,
             source_currency,
             target_currency,
@@ -145,7 +206,7 @@ class Bridge:
         refuse_with: Reason | None = None,
     ) -> Transfer:
         """``refuse_with`` is for fault injection: refuse (and remember) with that reason."""
-        return await self._run(
+        return await self._grouped(
             self._ledger.prepare,
             transfer_id,
             quote_id=quote_id,
@@ -157,16 +218,45 @@ class Bridge:
         )
 
     async def commit(self, transfer_id: str) -> Transfer:
-        return await self._run(self._ledger.commit, transfer_id)
+        return await self._grouped(self._ledger.commit, transfer_id)
 
     async def abort(self, transfer_id: str) -> Transfer:
-        return await self._run(self._ledger.abort, transfer_id)
+        return await self._grouped(self._ledger.abort, transfer_id)
 
     async def status(self, transfer_id: str) -> Transfer:
-        return await self._run(self._ledger.status, transfer_id)
+        return await self._grouped(self._ledger.status, transfer_id)
 
     async def finality(self, transfer_id: str) -> Finality:
-        return await self._run(self._ledger.finality, transfer_id)
+        """Without a block timer: waiting commits are sealed and certified now. With one: the
+        answer waits for the block the timer seals next (at most ``FINALITY_WAIT_MS``), so a
+        block is certified once for every commit that waited for it; it is answered at once
+        when final, and when the quorum is short (no block can be certified until it is back).
+        Not final within the bound: answered as it is (the caller asks again)."""
+        interval = self._block_timer_ms
+        if interval is None:
+            return await self._grouped(self._ledger.finality, transfer_id)
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + limits.FINALITY_WAIT_MS / 1000
+        while True:
+            ticked = self._next_tick()  # before reading: a tick that ends after the read counts
+            answer = await self._grouped(self._ledger.finality, transfer_id, seal=False)
+            remaining = give_up - loop.time()
+            if answer.final or remaining <= 0 or not self._ledger.quorum_available():
+                return answer
+            try:
+                await asyncio.wait_for(ticked.wait(), remaining)
+            except TimeoutError:
+                return await self._grouped(self._ledger.finality, transfer_id, seal=False)
+
+    def _next_tick(self) -> asyncio.Event:
+        if self._ticked is None:
+            self._ticked = asyncio.Event()
+        return self._ticked
+
+    def _tick_done(self) -> None:
+        ticked, self._ticked = self._ticked, None
+        if ticked is not None:
+            ticked.set()
 
     async def balances(self, participant_id: str = "") -> tuple[AccountBalance, ...]:
         return await self._run(self._ledger.balances, participant_id)
@@ -213,7 +303,10 @@ class Bridge:
         return await self._run(self._ledger.audit)
 
     async def tick(self) -> TickResult:
-        return await self._run(self._ledger.tick)
+        try:
+            return await self._grouped(self._ledger.tick)
+        finally:
+            self._tick_done()
 
     # ---------------------------------------------------------------- the simulated platform
 
@@ -226,6 +319,17 @@ class Bridge:
         """Take validators down (they stop signing), or hold the signers one short of a quorum.
         In memory only: a restart brings every validator back unless told otherwise."""
         await self._run(self._ledger.set_validator_faults, frozenset(down), no_quorum)
+
+
+def _answer(answers: list[asyncio.Future[object]], results: list[tuple[bool, object]]) -> None:
+    for answer, (ok, value) in zip(answers, results, strict=True):
+        if answer.done():  # its caller gave up (cancelled)
+            continue
+        if ok:
+            answer.set_result(value)
+        else:
+            assert isinstance(value, BaseException)
+            answer.set_exception(value)
 
 
 def _requester() -> str:

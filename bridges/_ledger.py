@@ -2,8 +2,9 @@
 
 Only one thread touches a Ledger (the in-process Bridge runs every call on one worker thread), so
 there are no concurrent writers to reason about. Durability: WAL, ``synchronous=FULL``, and each
-call is one ``BEGIN IMMEDIATE ... COMMIT``; a crash loses at most the call in flight, never part
-of one.
+call is one ``BEGIN IMMEDIATE ... COMMIT``, or a savepoint of a group's (:meth:`Ledger.run_group`,
+group commit, answered only after the group's COMMIT); a crash loses at most the calls in flight,
+never part of one, and none that was answered.
 
 Invariants, asserted when writing (every journal entry sums to zero per currency; no balance but
 an issuance account's below zero; reserved within the balance; per currency
@@ -331,6 +332,8 @@ class Ledger:
         self.chain_id = ""
         self._validators: dict[str, Validator] = {}
         self._public_keys: dict[str, bytes] = {}
+        self._grouped = False  # in run_group: each call's transaction is a savepoint
+        self.groups_committed = 0  # run_group's COMMITs (group commit, for tests and profiles)
 
     # ---------------------------------------------------------------- opening
 
@@ -439,6 +442,19 @@ class Ledger:
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
+        """One call's transaction; inside a group (:meth:`run_group`), a savepoint of the
+        group's transaction, so a call that fails undoes its own writes only."""
+        if self._grouped:
+            self._conn.execute("SAVEPOINT call")
+            try:
+                yield
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK TO call")
+                    self._conn.execute("RELEASE call")
+                raise
+            self._conn.execute("RELEASE call")
+            return
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -446,6 +462,41 @@ class Ledger:
             self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
+
+    def run_group(self, calls: Sequence[Callable[[], object]]) -> list[tuple[bool, object]]:
+        """Group commit: ``calls`` (ledger methods) in order, in one transaction, each in a
+        savepoint of its own, then one COMMIT (one fsync) for all of them. Each call's outcome,
+        as (True, its answer) or (False, what it raised), exactly as if it had run alone: a
+        call's failure undoes its own writes only, and what it committed before raising (a
+        remembered refusal) stays. Nothing is answered before the COMMIT, so every answer is
+        durable. Should SQLite roll the group's transaction back, or the COMMIT fail, the calls
+        of that transaction answer Unavailable (nothing of theirs was written; each is
+        idempotent, so the caller asks again)."""
+        results: list[tuple[bool, object]] = []
+        start = 0  # the first call of the group's current transaction
+        self._conn.execute("BEGIN IMMEDIATE")
+        self._grouped = True
+        try:
+            for call in calls:
+                try:
+                    results.append((True, call()))
+                except Exception as exc:  # the call's own answer: it stands alone
+                    results.append((False, exc))
+                if not self._conn.in_transaction:  # SQLite rolled the whole group back
+                    _lost(results, start, "rolled back")
+                    start = len(results)
+                    self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute("COMMIT")
+            self.groups_committed += 1
+        except Exception:
+            _log.exception("a group of %d calls failed to commit", len(results) - start)
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            _lost(results, start, "not committed")
+            results.extend((False, _lost_error("not run")) for _ in calls[len(results) :])
+        finally:
+            self._grouped = False
+        return results
 
     def _call(self, body: Callable[[int], T]) -> T:
         """One call, one transaction: expire what is due, then ``body(now_us)``."""
@@ -1400,9 +1451,10 @@ class Ledger:
             return None
         return QuorumCertificate(bytes(row[0]), tuple(json.loads(row[1])), bytes(row[2]))
 
-    def finality(self, transfer_id: str) -> Finality:
-        """The block holding a committed transfer and its certificate once final. Asking seals
-        waiting commits into a block (and certifies it, quorum permitting) at once."""
+    def finality(self, transfer_id: str, *, seal: bool = True) -> Finality:
+        """The block holding a committed transfer and its certificate once final. ``seal``:
+        asking seals waiting commits into a block (and certifies it, quorum permitting) at once;
+        otherwise it only reads (the block timer seals: :meth:`bridges.Bridge.finality`)."""
         check_id(transfer_id, "transfer_id")
         transfer = self._call(lambda now: self._require(transfer_id))
         if transfer.state is not TransferState.COMMITTED:
@@ -1412,7 +1464,8 @@ class Ledger:
                 transfer_id=transfer_id,
                 state=transfer.state.value,
             )
-        self.tick()
+        if seal:
+            self.tick()
         height = _known(self._transfer(transfer_id)).block_height
         if height == 0:
             return Finality(transfer_id, None, None)
@@ -1623,6 +1676,16 @@ class Ledger:
                 yield (
                     f"transfer {transfer_id} points to block {block_height}, which does not list it"
                 )
+
+
+def _lost_error(what: str) -> BridgeError:
+    return error(Reason.UNREACHABLE, f"the bridge's write was {what}: nothing of it was applied")
+
+
+def _lost(results: list[tuple[bool, object]], start: int, what: str) -> None:
+    """The calls from ``start`` on lost their writes with their group's transaction."""
+    for i in range(start, len(results)):
+        results[i] = (False, _lost_error(what))
 
 
 def _insufficient(

@@ -6,7 +6,8 @@ mode, the ``condpay-bridge-participant`` metadata. One wrapper resolves it and c
 method table (bridges/_authz.py) before any handler runs. Handlers parse the request, call the
 bridge (a :class:`FaultyBridge` over the in-process :class:`Bridge`, so fault plans mean the same
 on both transports) and build the reply; one wrapper maps errors. A timer task does what
-:meth:`Bridge.tick` does every ``block_interval_ms``.
+:meth:`Bridge.tick` does every ``block_interval_ms``, and GetFinality waits for its next block
+rather than sealing one (:meth:`Bridge.finality`).
 """
 
 from __future__ import annotations
@@ -280,6 +281,7 @@ class RunningServer:
             self.timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.timer
+            _timed_bridge(self.api, None)
         await self.server.stop(grace_ms / 1000)
         await self.api.close()
 
@@ -295,6 +297,14 @@ async def _block_timer(api: BridgeAdminApi, interval_ms: int) -> None:
             log.exception("block timer")
 
 
+def _timed_bridge(api: BridgeAdminApi, interval_ms: int | None) -> None:
+    """Tell the in-process bridge behind ``api`` whether a block timer ticks it (its finality
+    then waits for the timer's next block instead of sealing one)."""
+    bridge = api.inner if isinstance(api, FaultyBridge) else api
+    if isinstance(bridge, Bridge):
+        bridge.block_timer_ms = interval_ms
+
+
 async def start_server(
     api: BridgeAdminApi,
     addr: str,
@@ -307,7 +317,8 @@ async def start_server(
     """Serve ``api`` on ``addr`` (port 0 picks a free port): under mutual TLS with ``tls``, or
     plaintext with identities from metadata when ``insecure`` (one of the two, explicitly).
     ``reflection_on`` None: on in the insecure mode, off under TLS. ``block_interval_ms`` None:
-    no timer (blocks are sealed on commit-batch size, on GetFinality and on Tick only)."""
+    no timer (blocks are sealed on commit-batch size, on GetFinality and on Tick only); with one,
+    GetFinality waits for the timer's next block (at most ``limits.FINALITY_WAIT_MS``)."""
     if (tls is None) == (not insecure):
         raise ValueError("serve with tls=ServerTls(...) or insecure=True, exactly one")
     server = grpc.aio.server()
@@ -335,6 +346,7 @@ async def start_server(
         if block_interval_ms is None
         else asyncio.create_task(_block_timer(api, block_interval_ms), name="bridge-blocks")
     )
+    _timed_bridge(api, block_interval_ms)
     return RunningServer(server, port, api, timer)
 
 

@@ -32,7 +32,10 @@ TRANSFER_TIMEOUT_MS_MAX: Final = 24 * 3600 * 1000
 #: A block holds at most this many commits; reaching it seals a block at once.
 BLOCK_TRANSFERS_MAX: Final = 256
 #: The server's block timer: expire, seal and certify this often.
-BLOCK_INTERVAL_MS: Final = 100
+BLOCK_INTERVAL_MS: Final = 20
+#: With a block timer, a finality request for a commit waiting for its block waits this long at
+#: most for the timer to seal and certify it, then answers as it is.
+FINALITY_WAIT_MS: Final = 1_000
 
 #: The gRPC client's deadline per call.
 RPC_DEADLINE_MS: Final = 5_000

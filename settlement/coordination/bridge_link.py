@@ -15,7 +15,9 @@ never applies anything twice; other refusals are answers and are never retried.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import struct
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TypeVar
@@ -31,6 +33,7 @@ from tenacity import (
 
 from bridges import (
     DEMO_BANKS,
+    BlockHeader,
     Bridge,
     BridgeAdminApi,
     BridgeApi,
@@ -40,11 +43,13 @@ from bridges import (
     Finality,
     Identity,
     Kind,
+    QuorumCertificate,
     Quote,
     Transfer,
     bootstrap,
     checked_public_keys,
     header_encoding,
+    header_hash,
     load_pinned,
     verify_quorum_certificate,
 )
@@ -56,6 +61,9 @@ T = TypeVar("T")
 # Retries of one bridge call that got no answer.
 RETRY_ATTEMPTS: Final = 4
 RETRY_SECONDS_MAX: Final = 3.0
+# Verified blocks remembered (the most recent heights): a settlement whose block is among them
+# is not verified again. A block holds up to bridges.limits.BLOCK_TRANSFERS_MAX commits.
+VERIFIED_BLOCKS_MAX: Final = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +75,57 @@ class Verified:
     block_hash: bytes
     signer_ids: tuple[str, ...]
     aggregate_signature: bytes
+
+
+class CertificateCache:
+    """Each block's quorum certificate verified once: height -> the exact header hash, signers and
+    aggregate signature that verified, under one set of validator keys.
+
+    A hit needs all of it to be identical (the header's hash recomputed from the header the
+    bridge sent, never the transmitted one): anything else at a known height is verified again in
+    full, and a certificate that verifies for *another* block at a height already verified is
+    refused (two blocks at one height: the validators equivocated, or the bridge lies). Keys that
+    differ from the ones the cache was filled under empty it."""
+
+    def __init__(self, capacity: int = VERIFIED_BLOCKS_MAX) -> None:
+        self._capacity = capacity
+        self._keys: dict[str, bytes] = {}
+        self._blocks: OrderedDict[int, tuple[bytes, tuple[str, ...], bytes]] = OrderedDict()
+        self.hits = 0
+        self.verifications = 0
+
+    def verify(self, header: BlockHeader, qc: QuorumCertificate, keys: Mapping[str, bytes]) -> bool:
+        """As :func:`bridges.verify_quorum_certificate`, remembering what verified."""
+        if keys != self._keys:
+            self._keys = dict(keys)
+            self._blocks.clear()
+        try:
+            block_hash = header_hash(header)
+        except (ValueError, TypeError, OverflowError, struct.error, AttributeError):
+            return False
+        entry = (block_hash, tuple(qc.signer_ids), bytes(qc.aggregate_signature))
+        known = self._blocks.get(header.height)
+        if known is not None and known == entry and bytes(qc.block_hash) == block_hash:
+            self._blocks.move_to_end(header.height)
+            self.hits += 1
+            return True
+        self.verifications += 1
+        if not verify_quorum_certificate(header, qc, keys):
+            return False
+        if known is not None and known[0] != block_hash:
+            log.critical(
+                "bridge_conflicting_blocks",
+                height=header.height,
+                verified=known[0].hex(),
+                answered=block_hash.hex(),
+                why="a second block with a quorum certificate at a height already verified",
+            )
+            return False
+        self._blocks[header.height] = entry
+        self._blocks.move_to_end(header.height)
+        while len(self._blocks) > self._capacity:
+            self._blocks.popitem(last=False)
+        return True
 
 
 class UntrustedBridge(Exception):
@@ -90,6 +149,7 @@ class BridgeLink:
         self._pinned = pinned
         self._keys: dict[str, bytes] | None = None
         self._mismatch_logged = False
+        self.certificates = CertificateCache()
 
     def bridge_transfer_id(self, transfer_id: str) -> str:
         """The id on the bridge of the core's transfer ``<settlement id>.<attempt>``: the
@@ -201,7 +261,7 @@ class BridgeLink:
             return None
         keys = await self.keys()
         block, qc = answer.block, answer.certificate
-        if bridge_id not in block.transfer_ids or not verify_quorum_certificate(block, qc, keys):
+        if bridge_id not in block.transfer_ids or not self.certificates.verify(block, qc, keys):
             log.error("bridge_certificate_rejected", transfer_id=transfer_id, height=block.height)
             return None
         return Verified(

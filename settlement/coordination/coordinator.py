@@ -169,6 +169,13 @@ class Coordinator:
         self._clock, self._faults, self.timing = clock, faults, timing
         # Settlements left for an operator (settlement id -> why), in this process.
         self.stuck: dict[str, str] = {}
+        # Settlements being driven in this process now (id -> how many drives): the sweep
+        # leaves them to the call driving them (it takes them as far as they can go now).
+        self._driving: dict[str, int] = {}
+
+    def driving(self, settlement_id: str) -> bool:
+        """Whether a drive of ``settlement_id`` is in progress in this process."""
+        return settlement_id in self._driving
 
     @property
     def stuck_count(self) -> int:
@@ -235,6 +242,15 @@ class Coordinator:
     async def drive(self, settlement_id: str) -> SettlementRecord:
         """Take the settlement as far as it can go now; returns it as it then is. Bridge calls
         that get no answer (after bounded retries) leave it where it is, for the sweep."""
+        self._driving[settlement_id] = self._driving.get(settlement_id, 0) + 1
+        try:
+            return await self._drive(settlement_id)
+        finally:
+            left = self._driving.pop(settlement_id) - 1
+            if left:
+                self._driving[settlement_id] = left
+
+    async def _drive(self, settlement_id: str) -> SettlementRecord:
         s = await self._reader.settlement(settlement_id)
         assert s is not None, f"settlement {settlement_id} vanished"
         if settlement_id in self.stuck:

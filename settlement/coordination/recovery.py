@@ -17,6 +17,10 @@ those of another:
 - PREPARED with no decision: left to the call that prepared it for ``grace`` first; after that,
   driven like that call would (prepare again, idempotently, then decide), which aborts it once
   its decision deadline has passed.
+
+A settlement that a call of this process is driving at that moment (SettlePvP or SettleDvP
+waiting for the bridge, say) is left to that call, which takes it as far as it can go; the next
+sweep finds it where that call left it.
 """
 
 from __future__ import annotations
@@ -108,7 +112,13 @@ class RecoverySweeper(PeriodicSweep):
                 after_id=after_id,
                 limit=SWEEP_BATCH,
             )
-            changed += await self._drive_all([s for s in page if due is None or due(s)])
+            changed += await self._drive_all(
+                [
+                    s
+                    for s in page
+                    if (due is None or due(s)) and not self._coordinator.driving(s.settlement_id)
+                ]
+            )
             if len(page) < SWEEP_BATCH:
                 return changed
             after_id = page[-1].settlement_id

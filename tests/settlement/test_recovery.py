@@ -6,11 +6,13 @@ Each test stops the background sweep and runs sweeps by hand on a ManualClock.""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from typing import Any
 
 import pytest
+from condpay.v1 import settlement_pb2
 from sqlalchemy import func
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -239,3 +241,48 @@ async def test_settlements_in_doubt_are_driven_however_many_wait_before_them(
             **{sid: SettlementState.FINAL for sid, _ in [*blocked, committing]},
             aborting[0]: SettlementState.ABORTED,
         }
+
+
+async def test_the_sweep_leaves_a_settlement_to_the_call_driving_it(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SettlePvP waiting for the bridge's finality: a sweep meanwhile does not drive the same
+    settlement again (no second finality call); once the call has returned, the sweep does."""
+    clock = ManualClock(time.time_ns() // 1000)
+    async with open_trade(database_url, clock=clock) as trade:
+        runtime = trade.harness.runtime
+        recovery, link = runtime.recovery, runtime.bridge
+        assert recovery is not None
+        assert link is not None
+        await recovery.stop()
+        await trade.fund("buyer", "HKD", 200_000_00)
+        buyer_key, buyer = trade.party("buyer")
+        client = trade.platform
+        quote = await client.quote_fx("HKD", "CNY", target_amount_minor=10_000_00)
+        real_finality = link.finality
+        asked: list[str] = []
+        release, reached = asyncio.Event(), asyncio.Event()
+
+        async def slow_finality(transfer_id: str) -> Any:
+            asked.append(transfer_id)
+            reached.set()
+            await release.wait()
+            return None  # not final yet
+
+        monkeypatch.setattr(link, "finality", slow_finality)
+        settling = asyncio.ensure_future(
+            client.call(
+                client.settlements.SettlePvP,
+                pvp_request(buyer_key, buyer, trade.wallets["seller"], quote, request_id="busy"),
+            )
+        )
+        await asyncio.wait_for(reached.wait(), 30)
+        assert await recovery.sweep() == 0
+        assert len(asked) == 1  # the sweep left it to the call
+        release.set()
+        reply = await settling
+        assert reply.settlement.state == settlement_pb2.SETTLEMENT_STATE_COMMITTED
+        monkeypatch.setattr(link, "finality", real_finality)
+        assert await recovery.sweep() == 1  # now the sweep makes it FINAL
+        (settled,) = await trade.stored_settlements()
+        assert settled.state is SettlementState.FINAL
