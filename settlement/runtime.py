@@ -17,6 +17,7 @@ from settlement.clock import Clock, SystemClock
 from settlement.config import Settings
 from settlement.coordination.bridge_link import BridgeLink, LinkSecurity, open_bridge
 from settlement.coordination.coordinator import Coordinator, Timing
+from settlement.coordination.payouts import PayoutStarter
 from settlement.coordination.recovery import RecoverySweeper
 from settlement.db.migrate import upgrade_to_head
 from settlement.db.urls import DatabaseUrl, parse_database_url
@@ -112,6 +113,7 @@ class Runtime:
         self.bridge: BridgeLink | None = None
         self.coordinator: Coordinator | None = None
         self.recovery: RecoverySweeper | None = None
+        self.payouts: PayoutStarter | None = None
 
     async def start(self) -> None:
         if self.url.sqlite_path:
@@ -152,6 +154,8 @@ class Runtime:
         )
         self.recovery = RecoverySweeper(self.settlements, self.coordinator, self.clock)
         self.recovery.start()
+        self.payouts = PayoutStarter(self.coordinator)
+        self.engine.on_payouts_created(self.payouts.start)
 
     def _link_security(self) -> LinkSecurity:
         settings = self.settings
@@ -170,6 +174,8 @@ class Runtime:
     async def close(self) -> None:
         if self.recovery is not None:
             await self.recovery.stop()
+        if self.payouts is not None:
+            await self.payouts.stop()
         if self.bridge is not None:
             await self.bridge.close()
         await self.deadlines.stop()

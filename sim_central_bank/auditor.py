@@ -54,10 +54,11 @@ over different reads (the held sum against the open escrows and settlements) are
 when nothing committed during the read (*s0* = *s1*) or at the final check, which the runner
 makes when the traffic has stopped; the wallets only when nothing committed.
 
-Costs: the pages are as large as the API allows (journal 1000, settlements 500; payments 200,
-as a payment carries its contract's source); about 5,000 payments and 50,000 entries take a few
-seconds (measured: 22,000 entries, 2,000 payments in 2.2 s on SQLite, mostly the server's
-reads). :meth:`Auditor.sample` makes one GetSupply call.
+Costs: the pages are as large as the API allows (journal 1000, settlements 500, payments 500
+in the BASIC view: no contract source, no attestations; the payments a refused attestation
+named are read again in the FULL view, READS_IN_FLIGHT at a time); about 5,000 payments and
+50,000 entries take a few seconds, mostly the server's reads. :meth:`Auditor.sample` makes one
+GetSupply call.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ from condpay.v1 import (
 )
 
 from bridges import AccountBalance, AccountKind, AuditReport, CurrencySupply
+from sim_central_bank.bounded import gathered
 from sim_central_bank.record import (
     ACCEPTED,
     Expectations,
@@ -91,11 +93,10 @@ from sim_central_bank.record import (
 T = TypeVar("T")
 JOURNAL_PAGE: Final = 1000  # ListJournal's maximum
 SETTLEMENTS_PAGE: Final = 500  # ListSettlements' maximum
-# ListPayments allows 500, but a payment carries its contract's source and canonical form: 200
-# keeps a page well under gRPC's default 4 MiB message limit.
-PAYMENTS_PAGE: Final = 200
-# The final check reads every wallet the journal names (GetWallet), this many at a time.
-WALLET_READS_IN_FLIGHT: Final = 32
+PAYMENTS_PAGE: Final = 500  # ListPayments' maximum (BASIC: a few hundred bytes a payment)
+# Single reads (the final check's GetWallet of every wallet the journal names, the FULL payments
+# the forged-and-replayed check reads) this many at a time.
+READS_IN_FLIGHT: Final = 32
 # How many offending items a failed invariant names.
 NAMED_MAX: Final = 5
 
@@ -307,39 +308,29 @@ class Auditor:
         )
         return _BridgeReads(supply, balances, audit)
 
-    async def _every_page(
-        self,
-        method: Callable[..., Awaitable[Any]],
-        request: Any,
-        items: Callable[[Any], Iterable[T]],
-    ) -> list[T]:
-        """Every item of a paginated list call, page after page until the last."""
-        out: list[T] = []
-        while True:
-            page = await self.core.call(method, request)
-            out += items(page)
-            if not page.next_page_token:
-                return out
-            request.page_token = page.next_page_token
-
     async def _payments(self) -> list[payment_pb2.Payment]:
         """Every payment. The core reads each page in one snapshot, so a payment's row, legs
         and claims always agree with each other, even while a release commits."""
-        return await self._every_page(
+        return await every_page(
+            self.core,
             self.core.payments.ListPayments,
-            payment_pb2.ListPaymentsRequest(page_size=PAYMENTS_PAGE),
+            payment_pb2.ListPaymentsRequest(
+                page_size=PAYMENTS_PAGE, view=payment_pb2.PAYMENT_VIEW_BASIC
+            ),
             lambda page: page.payments,
         )
 
     async def _settlements(self) -> list[settlement_pb2.Settlement]:
-        return await self._every_page(
+        return await every_page(
+            self.core,
             self.core.settlements.ListSettlements,
             settlement_pb2.ListSettlementsRequest(page_size=SETTLEMENTS_PAGE),
             lambda page: page.settlements,
         )
 
     async def _journal(self) -> list[ledger_pb2.JournalEntry]:
-        return await self._every_page(
+        return await every_page(
+            self.core,
             self.core.wallets.ListJournal,
             wallet_pb2.ListJournalRequest(page_size=JOURNAL_PAGE),
             lambda page: page.entries,
@@ -348,7 +339,7 @@ class Auditor:
     async def _wallets(
         self, entries: Iterable[ledger_pb2.JournalEntry]
     ) -> dict[str, dict[str, tuple[int, int]]]:
-        """The balances of every wallet the journal names, WALLET_READS_IN_FLIGHT at a time."""
+        """The balances of every wallet the journal names, READS_IN_FLIGHT at a time."""
         wallet_ids = sorted(
             {
                 p.account_id
@@ -357,18 +348,21 @@ class Auditor:
                 if p.bucket != ledger_pb2.BUCKET_ISSUANCE
             }
         )
-        gate = asyncio.Semaphore(WALLET_READS_IN_FLIGHT)
 
         async def read(wallet_id: str) -> dict[str, tuple[int, int]]:
-            async with gate:
-                wallet = await self.core.get_wallet(wallet_id)
+            wallet = await self.core.get_wallet(wallet_id)
             return {
                 b.available.currency: (b.available.amount_minor, b.held.amount_minor)
                 for b in wallet.balances
             }
 
-        found = await asyncio.gather(*(read(w) for w in wallet_ids))
-        return dict(zip(wallet_ids, found, strict=True))
+        return await gathered(wallet_ids, read, in_flight=READS_IN_FLIGHT)
+
+    async def _full_payment_or_none(self, payment_id: str) -> payment_pb2.Payment | None:
+        try:
+            return await self.core.get_payment(payment_id, view=payment_pb2.PAYMENT_VIEW_FULL)
+        except NotFound:
+            return None
 
     async def _gateway_positions(self) -> dict[str, int]:
         """currency -> the gateway's core reserve (available + held) plus its bridge account."""
@@ -411,20 +405,24 @@ class Auditor:
     async def _forged_and_replayed_refused(self, reads: _Reads) -> InvariantResult:
         """A forged attestation (its own event id, a bad signature or an unregistered signer)
         must never be recorded; a replayed one (the event id of one already accepted) at most
-        once. Payments the listing did not show are read with GetPayment."""
+        once. The payments they name are read with GetPayment in the FULL view (the listing
+        shows no attestations)."""
         problems: list[str] = []
         outcomes: Counter[tuple[str, str]] = Counter()
-        for refused in self.expectations.refused_attestations:
+        refusals = self.expectations.refused_attestations
+        payments = await gathered(
+            sorted({r.payment_id for r in refusals}),
+            self._full_payment_or_none,
+            in_flight=READS_IN_FLIGHT,
+        )
+        for refused in refusals:
             outcomes[(refused.kind, refused.outcome)] += 1
             where = f"{refused.kind} {refused.event_id} on {refused.payment_id}"
             if refused.outcome == ACCEPTED:
                 problems.append(f"{where} was accepted")
-            payment = reads.payments.get(refused.payment_id)
+            payment = payments[refused.payment_id]
             if payment is None:
-                try:
-                    payment = await self.core.get_payment(refused.payment_id)
-                except NotFound:
-                    continue  # no payment: nothing recorded on it
+                continue  # no payment: nothing recorded on it
             recorded = sum(a.event_id == refused.event_id for a in payment.attestations)
             allowed = 0 if refused.kind == "forged" else 1
             if recorded > allowed:
@@ -436,6 +434,22 @@ class Auditor:
             f"{len(self.expectations.refused_attestations)} refused as expected"
             + "".join(f"; {k} {o}: {n}" for (k, o), n in sorted(outcomes.items())),
         )
+
+
+async def every_page(
+    client: SettlementsClient,
+    method: Callable[..., Awaitable[Any]],
+    request: Any,
+    items: Callable[[Any], Iterable[T]],
+) -> list[T]:
+    """Every item of a paginated list call, page after page until the last."""
+    out: list[T] = []
+    while True:
+        page = await client.call(method, request)
+        out += items(page)
+        if not page.next_page_token:
+            return out
+        request.page_token = page.next_page_token
 
 
 # -- the invariants on what was read --------------------------------------------------------------

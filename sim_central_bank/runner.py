@@ -33,7 +33,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bridges import BridgeClient
 from bridges.errors import BridgeError, Reason
-from sim_central_bank.auditor import AUDITOR_CALLER, Auditor
+from sim_central_bank.auditor import AUDITOR_CALLER, Auditor, every_page
+from sim_central_bank.bounded import run_bounded
 from sim_central_bank.bridge_process import BridgeProcess
 from sim_central_bank.economy import (
     SIM_AUDITOR,
@@ -63,6 +64,8 @@ REDEEM_PERCENT: Final = 10
 #: After a bridge restart, its client's channel may still be backing off: this many tries.
 REPUBLISH_ATTEMPTS: Final = 100
 REPUBLISH_PAUSE_SECONDS: Final = 0.1
+#: The fingerprint lists the payments this many a page (ListPayments' maximum).
+FINGERPRINT_PAGE: Final = 500
 
 
 class TargetError(Exception):
@@ -271,7 +274,7 @@ async def _trade(
                         status=f"{record.settlements_total} settled, {surprises} surprises",
                     )
 
-                await _bounded(jobs, scenario.concurrency, advance)
+                await run_bounded(jobs, scenario.concurrency, advance)
                 await asyncio.gather(*faults)
                 record.invariants += await auditor.check(final=False, when=f"round {index + 1}")
         await _end_of_day(economy, core, record)
@@ -338,19 +341,6 @@ async def _republish_rates(bridge: BridgeClient, plan: Plan, round_index: int) -
 async def _after(delay_s: float, action: Callable[[], Awaitable[None]]) -> None:
     await asyncio.sleep(delay_s)
     await action()
-
-
-async def _bounded(
-    jobs: list[Callable[[], Awaitable[None]]], concurrency: int, done: Callable[[], None]
-) -> None:
-    queue = iter(jobs)
-
-    async def worker() -> None:
-        for job in queue:
-            await job()
-            done()
-
-    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(jobs)) or 1)))
 
 
 async def _sample(auditor: Auditor, record: RunRecord, started: float) -> None:
@@ -421,13 +411,22 @@ async def fingerprint(economy: Economy, core: MeteredClient) -> str:
             (b.available.currency, b.available.amount_minor, b.held.amount_minor)
             for b in wallet.balances
         )
-    for order in economy.plan.orders:
-        payment_id = payment_id_for(
-            f"platform/sim-{order.platform}", economy.rid(order.order_id, "lock")
-        )
-        with contextlib.suppress(ApiError):  # an order refused at its lock has no payment
-            payment = await core.get_payment(payment_id)
-            state[order.order_id] = [
+    orders = {
+        payment_id_for(f"platform/sim-{o.platform}", economy.rid(o.order_id, "lock")): o.order_id
+        for o in economy.plan.orders
+    }
+    # Every payment (an order refused at its lock has none); on a running server, other runs'
+    # payments are listed too.
+    for payment in await every_page(
+        core,
+        core.payments.ListPayments,
+        payment_pb2.ListPaymentsRequest(
+            page_size=FINGERPRINT_PAGE, view=payment_pb2.PAYMENT_VIEW_BASIC
+        ),
+        lambda page: page.payments,
+    ):
+        if (order_id := orders.get(payment.payment_id)) is not None:
+            state[order_id] = [
                 payment_pb2.PaymentState.Name(payment.state),
                 payment.released.amount_minor,
                 payment.refunded.amount_minor,

@@ -49,6 +49,8 @@ POLL_SECONDS_MAX: Final = 1.0
 #: How long a payout or refund may take to show before the run calls the order stuck.
 SETTLE_TIMEOUT_SECONDS: Final = 120.0
 SURPRISE: Final = "surprise"
+#: Polls read the payment's state and legs only.
+BASIC: Final = payment_pb2.PAYMENT_VIEW_BASIC
 #: Settlement ids (docs/api.md): a leg paid out through the bridge is paid to its settlement.
 SETTLEMENT_PREFIX: Final = "s_"
 
@@ -217,7 +219,7 @@ class Trader:
             )
             self.record.faults["attestation.missing"] += 1
             # What customs released still settles this round, at this round's rates.
-            await self.settle_payouts(await self.core.get_payment(payment_id))
+            await self.settle_payouts(await self.core.get_payment(payment_id, view=BASIC))
             return
         if fault is ArrivalFault.LATE:
             await self.wait_payment(payment_id)
@@ -225,12 +227,12 @@ class Trader:
             return
         if fault is ArrivalFault.FORGED:
             await self.attest(order, payment_id, "iot.arrived", attributes, kind="forged")
-        await self.attest(order, payment_id, "iot.arrived", attributes)
+        released = await self.attest(order, payment_id, "iot.arrived", attributes)
         if fault is ArrivalFault.REPLAYED:
             await self.attest(order, payment_id, "iot.arrived", attributes, kind="replayed")
         if fault is ArrivalFault.DUPLICATED:
             await self.attest(order, payment_id, "iot.arrived", attributes, kind="duplicated")
-        await self.wait_payment(payment_id)
+        await self.wait_payment(payment_id, seen=released)
 
     async def attest(
         self,
@@ -240,11 +242,11 @@ class Trader:
         attributes: Mapping[str, str | int | bool],
         *,
         kind: str = "",
-    ) -> None:
+    ) -> payment_pb2.Payment | None:
         """One attestation: genuine (kind ""), or late, forged, replayed or duplicated. A replay
         and a duplicate send the genuine one's exact bytes again: a replay under a new request
         id (the server has seen the event), a duplicate under the same one (answered from
-        storage)."""
+        storage). Returns the payment as the reply shows it (BASIC), None if refused."""
         economy = self.economy
         site = economy.sites[order.currency]
         genuine_id = economy.rid(order.order_id, event_type)
@@ -270,6 +272,7 @@ class Trader:
             )
         if kind == "duplicated" and reply is not None and not reply.operation.replayed:
             self.record.count(SURPRISE, "attestation.duplicated applied again")
+        return None if reply is None else reply.payment
 
     def _sign(
         self,
@@ -338,19 +341,22 @@ class Trader:
         return None if issued is None else issued.title.title_id
 
     # -- waiting ----------------------------------------------------------------------------
-    async def wait_payment(self, payment_id: str) -> None:
-        """Until the payment is terminal and each of its payouts through the bridge is final."""
+    async def wait_payment(
+        self, payment_id: str, *, seen: payment_pb2.Payment | None = None
+    ) -> None:
+        """Until the payment is terminal and each of its payouts through the bridge is final.
+        ``seen``: the payment as a reply just showed it; no read when it is terminal already."""
         give_up = time.monotonic() + SETTLE_TIMEOUT_SECONDS
         wait_s = POLL_SECONDS
-        while True:
-            payment = await self.core.get_payment(payment_id)
-            if payment.state in TERMINAL:
-                break
-            if time.monotonic() > give_up:
-                self.record.count(SURPRISE, "payment not terminal in time")
-                return
-            await asyncio.sleep(wait_s)
-            wait_s = min(wait_s * 1.5, POLL_SECONDS_MAX)
+        payment = seen
+        while payment is None or payment.state not in TERMINAL:
+            if payment is not None:  # seen, and not terminal yet
+                if time.monotonic() > give_up:
+                    self.record.count(SURPRISE, "payment not terminal in time")
+                    return
+                await asyncio.sleep(wait_s)
+                wait_s = min(wait_s * 1.5, POLL_SECONDS_MAX)
+            payment = await self.core.get_payment(payment_id, view=BASIC)
         state = payment_pb2.PaymentState.Name(payment.state).removeprefix("PAYMENT_STATE_")
         self.record.count(f"payment.{state.lower()}", ACCEPTED)
         if await self.settle_payouts(payment):
@@ -371,6 +377,9 @@ class Trader:
         give_up = time.monotonic() + SETTLE_TIMEOUT_SECONDS
         wait_s = POLL_SECONDS
         while True:
+            # A settlement just asked for takes a bridge block at least: first wait, then read.
+            await asyncio.sleep(wait_s)
+            wait_s = min(wait_s * 1.5, POLL_SECONDS_MAX)
             settlement = await self.core.get_settlement(settlement_id)
             state = settlement_pb2.SettlementState.Name(settlement.state)
             if settlement.state == settlement_pb2.SETTLEMENT_STATE_FINAL:
@@ -382,8 +391,6 @@ class Trader:
             if time.monotonic() > give_up:
                 self.record.count(SURPRISE, f"{name} {state} after {SETTLE_TIMEOUT_SECONDS:.0f} s")
                 return False
-            await asyncio.sleep(wait_s)
-            wait_s = min(wait_s * 1.5, POLL_SECONDS_MAX)
 
     @staticmethod
     async def pause(delay_ms: int) -> None:

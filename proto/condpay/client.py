@@ -562,9 +562,17 @@ class PaymentsClient(Client):
         )
         return reply
 
-    async def get_payment(self, payment_id: str) -> payment_pb2.Payment:
+    async def get_payment(
+        self,
+        payment_id: str,
+        *,
+        view: payment_pb2.PaymentView.ValueType = payment_pb2.PAYMENT_VIEW_UNSPECIFIED,
+    ) -> payment_pb2.Payment:
+        """The payment, FULL unless ``view`` asks for BASIC (no contract source, no
+        attestations: what a poll for its state needs)."""
         reply: payment_pb2.GetPaymentResponse = await self.call(
-            self.payments.GetPayment, payment_pb2.GetPaymentRequest(payment_id=payment_id)
+            self.payments.GetPayment,
+            payment_pb2.GetPaymentRequest(payment_id=payment_id, view=view),
         )
         return reply.payment
 

@@ -318,11 +318,16 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
         return await self._rt.engine.execute(command, CANCEL[full])
 
     # -- reads ---------------------------------------------------------------------------------
-    async def visible_payment(self, caller: Caller, payment_id: str) -> PaymentRecord:
+    async def visible_payment(
+        self, caller: Caller, payment_id: str, *, attestations: bool = True
+    ) -> PaymentRecord:
         """The payment if ``caller`` may see it; otherwise NOT_FOUND, as if it did not exist."""
         requests.identifier(payment_id, "payment_id")
         found = await self._rt.reader.payments(
-            payment_ids=[payment_id], limit=1, visible=scopes.payments(caller)
+            payment_ids=[payment_id],
+            limit=1,
+            visible=scopes.payments(caller),
+            attestations=attestations,
         )
         if not found:  # or not the caller's to see: the same answer
             raise not_found(Reason.PAYMENT_NOT_FOUND, "payment", payment_id)
@@ -336,7 +341,9 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
         self, request: payment_pb2.GetPaymentRequest, context: grpc.aio.ServicerContext
     ) -> payment_pb2.GetPaymentResponse:
         full = views.full_view(request.view, mutating=False)
-        payment = await self.visible_payment(current_caller(), request.payment_id)
+        payment = await self.visible_payment(
+            current_caller(), request.payment_id, attestations=full
+        )
         return payment_pb2.GetPaymentResponse(payment=await self._presentable(payment, full))
 
     async def ListPayments(
@@ -360,6 +367,7 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
             after_id=after,
             limit=size + 1,
             visible=scopes.payments(caller),
+            attestations=full,
         )
         more = len(found) > size
         found = found[:size]

@@ -135,6 +135,8 @@ class Contract(SQLModel, table=True):
     """A checked contract, stored under the hash of its canonical compiled form (immutable)."""
 
     __tablename__ = "contracts"
+    # The per-platform daily registration quota counts a platform's contracts of the day.
+    __table_args__ = (Index("ix_contracts_registered_by", "registered_by", "registered_at_us"),)
 
     contract_hash: str = Field(primary_key=True)
     name: str

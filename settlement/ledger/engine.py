@@ -23,7 +23,7 @@ transaction of their own that is rolled back.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
 
@@ -64,6 +64,7 @@ from settlement.ledger.records import (
     QuoteRecord,
     Reads,
     SettlementRecord,
+    SettlementState,
     TitleRecord,
     reply_snapshot,
 )
@@ -146,6 +147,8 @@ class LedgerEngine:
         self._store = store
         self._faults = faults
         self._notifier = notifier or PaymentNotifier()
+        # Told the ids of new payouts after their commit (settlement/coordination/payouts.py).
+        self._payouts_created: Callable[[list[str]], None] | None = None
         self._directory = directory
         self._clock = clock
         self._errors = errors
@@ -413,6 +416,11 @@ class LedgerEngine:
             )
         )
 
+    def on_payouts_created(self, callback: Callable[[list[str]], None]) -> None:
+        """``callback(settlement_ids)`` after each commit that creates payouts (new PENDING
+        settlements), before the callers are answered; it must not block."""
+        self._payouts_created = callback
+
     def _committed(self, ws: WorkingSet, fresh: list[_Submission]) -> None:
         """After COMMIT, before anyone is answered: test crash points, caches, watchers."""
         self._faults.point("after_commit_before_reply")
@@ -423,6 +431,14 @@ class LedgerEngine:
         self._directory.remember_contracts(ws.new_contracts)
         self._directory.remember_payments(p for p in ws.changed_payments() if p.is_new)
         self._notifier.notify(p.payment_id for p in ws.changed_payments())
+        if self._payouts_created is not None:
+            created = [
+                s.settlement_id
+                for s in ws.changed(SettlementRecord)
+                if s.is_new and s.state is SettlementState.PENDING
+            ]
+            if created:
+                self._payouts_created(created)
 
     async def _load_world(self, tx: LedgerTransaction, reads: Reads) -> World:
         """The rows other reads depend on, in the global lock order: the oracle registry, then

@@ -240,9 +240,11 @@ class LedgerReader:
         after_id: str = "",
         limit: int = 50,
         visible: ColumnElement[bool] | None = None,
+        attestations: bool = True,
     ) -> list[PaymentRecord]:
-        """Payments with their financing, assignments, legs and attestations, by id order; only
-        those ``visible`` (a read scope) if given."""
+        """Payments with their financing, assignments, legs and (unless ``attestations`` is
+        false: the BASIC view shows none) attestations, by id order; only those ``visible`` (a
+        read scope) if given."""
         async with self._session() as session:
             query = select(models.Payment).where(models.Payment.payment_id > after_id)
             if visible is not None:
@@ -317,6 +319,8 @@ class LedgerReader:
                         leg.commit_seq,
                     )
                 )
+            if not attestations:
+                return list(payments.values())
             for att in await session.exec(
                 select(models.Attestation)
                 .where(col(models.Attestation.payment_id).in_(ids))

@@ -1,16 +1,23 @@
-"""The ledger store on embedded SQLite through aiosqlite: one writer connection, WAL journal,
-``synchronous=FULL`` (a commit survives power loss), ``BEGIN IMMEDIATE`` so the writer holds the
-database lock for the whole batch and locking needs nothing more."""
+"""The ledger store on embedded SQLite: one writer connection, WAL journal, ``synchronous=FULL``
+(a commit survives power loss), ``BEGIN IMMEDIATE`` so the writer holds the database lock for the
+whole batch and locking needs nothing more.
+
+Where the time goes decides where each statement runs. ``BEGIN IMMEDIATE`` may wait for another
+process's lock and ``COMMIT`` waits for the disk (fsync): both run on the store's own thread, so
+the event loop never waits for them. Everything in between (the batch's reads and writes, each a
+few microseconds in SQLite's page cache, with the database lock already held) runs on the
+event loop itself: a hop to a thread and back for each of them would cost more than the
+statement, and under load each hop also queues behind every other callback of the loop."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
-
-import aiosqlite
 
 from settlement.ledger.records import (
     BalanceKey,
@@ -33,9 +40,11 @@ PRAGMAS = (
 )
 
 
-def _placeholders(count: int, width: int) -> str:
-    row = "(" + ", ".join("?" * width) + ")"
-    return ", ".join([row] * count)
+def _pairs(count: int) -> str:
+    """``count`` key pairs for ``WHERE (a, b) IN ...``. As a subquery, not a bare ``IN (VALUES
+    ...)``: SQLite searches the primary key for the former and scans the whole table for the
+    latter (``EXPLAIN QUERY PLAN``; tests/settlement/test_sqlite_plans.py)."""
+    return "(SELECT column1, column2 FROM (VALUES " + ", ".join(["(?, ?)"] * count) + "))"
 
 
 class SqliteTransaction:
@@ -43,30 +52,29 @@ class SqliteTransaction:
     for_update = ""
     for_share = ""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
     async def query(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
-        return [tuple(row) for row in await self._rows(sql, params)]
+        return self._rows(sql, params)
 
     async def execute_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
         if rows:
-            await self._conn.executemany(sql, rows)
+            self._conn.executemany(sql, rows)
 
-    async def _rows(self, sql: str, params: Sequence[object]) -> list[sqlite3.Row]:
-        async with self._conn.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+    def _rows(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        return self._conn.execute(sql, params).fetchall()
 
     async def fetch_operations(
         self, keys: Sequence[OperationKey]
     ) -> dict[OperationKey, OperationRecord]:
         if not keys:
             return {}
-        rows = await self._rows(
+        rows = self._rows(
             f"""SELECT caller, request_id, method, request_hash, ok, outcome, commit_seq,
                        created_at_us
                   FROM operations
-                 WHERE (caller, request_id) IN (VALUES {_placeholders(len(keys), 2)})""",
+                 WHERE (caller, request_id) IN {_pairs(len(keys))}""",
             [part for key in keys for part in key],
         )
         return {
@@ -76,7 +84,7 @@ class SqliteTransaction:
     async def fetch_wallets(self, wallet_ids: Sequence[str]) -> dict[str, WalletRecord]:
         if not wallet_ids:
             return {}
-        rows = await self._rows(
+        rows = self._rows(
             f"""SELECT wallet_id, kind, tier, institution_id, owner_public_key, display_name,
                        opened_by, opened_at_us
                   FROM wallets WHERE wallet_id IN ({", ".join("?" * len(wallet_ids))})""",
@@ -89,7 +97,7 @@ class SqliteTransaction:
     ) -> dict[str, InstitutionRecord]:
         if not institution_ids:
             return {}
-        rows = await self._rows(
+        rows = self._rows(
             f"""SELECT institution_id, display_name, reserve_wallet_id, registered_at_us
                   FROM institutions
                  WHERE institution_id IN ({", ".join("?" * len(institution_ids))})""",
@@ -100,10 +108,10 @@ class SqliteTransaction:
     async def lock_balances(self, keys: Sequence[BalanceKey]) -> dict[BalanceKey, BalanceRecord]:
         if not keys:
             return {}
-        rows = await self._rows(
+        rows = self._rows(
             f"""SELECT wallet_id, currency, available, held, spent_day, spent_today
                   FROM balances
-                 WHERE (wallet_id, currency) IN (VALUES {_placeholders(len(keys), 2)})""",
+                 WHERE (wallet_id, currency) IN {_pairs(len(keys))}""",
             [part for key in keys for part in key],
         )
         return {(r[0], r[1]): BalanceRecord(*r) for r in rows}
@@ -111,7 +119,7 @@ class SqliteTransaction:
     async def lock_supply(self, currencies: Sequence[str]) -> dict[str, SupplyRecord]:
         if not currencies:
             return {}
-        rows = await self._rows(
+        rows = self._rows(
             f"""SELECT currency, issued, redeemed FROM supply
                  WHERE currency IN ({", ".join("?" * len(currencies))})""",
             currencies,
@@ -119,13 +127,13 @@ class SqliteTransaction:
         return {r[0]: SupplyRecord(*r) for r in rows}
 
     async def lock_head(self) -> tuple[int, bytes]:
-        rows = await self._rows("SELECT seq, hash FROM ledger_head WHERE id = 1", ())
+        rows = self._rows("SELECT seq, hash FROM ledger_head WHERE id = 1", ())
         return rows[0][0], rows[0][1]
 
     async def write(self, changes: ChangeSet) -> None:
         conn = self._conn
         if changes.institutions:
-            await conn.executemany(
+            conn.executemany(
                 "INSERT INTO institutions VALUES (?, ?, ?, ?)",
                 [
                     (i.institution_id, i.display_name, i.reserve_wallet_id, i.registered_at_us)
@@ -133,7 +141,7 @@ class SqliteTransaction:
                 ],
             )
         if changes.wallets:
-            await conn.executemany(
+            conn.executemany(
                 """INSERT INTO wallets (wallet_id, kind, tier, institution_id, owner_public_key,
                                         display_name, opened_by, opened_at_us)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
@@ -152,7 +160,7 @@ class SqliteTransaction:
                 ],
             )
         if changes.new_balances:
-            await conn.executemany(
+            conn.executemany(
                 """INSERT INTO balances (wallet_id, currency, available, held, spent_day,
                                          spent_today) VALUES (?, ?, ?, ?, ?, ?)""",
                 [
@@ -161,7 +169,7 @@ class SqliteTransaction:
                 ],
             )
         if changes.changed_balances:
-            await conn.executemany(
+            conn.executemany(
                 """UPDATE balances SET available = ?, held = ?, spent_day = ?, spent_today = ?
                     WHERE wallet_id = ? AND currency = ?""",
                 [
@@ -170,12 +178,12 @@ class SqliteTransaction:
                 ],
             )
         if changes.changed_supply:
-            await conn.executemany(
+            conn.executemany(
                 "UPDATE supply SET issued = ?, redeemed = ? WHERE currency = ?",
                 [(s.issued, s.redeemed, s.currency) for s in changes.changed_supply],
             )
         if changes.entries:
-            await conn.executemany(
+            conn.executemany(
                 """INSERT INTO journal_entries (seq, kind, request_id, caller, committed_at_us,
                                                 memo, prev_hash, hash)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
@@ -193,7 +201,7 @@ class SqliteTransaction:
                     for e in changes.entries
                 ],
             )
-            await conn.executemany(
+            conn.executemany(
                 """INSERT INTO postings (seq, idx, account_id, bucket, currency, amount,
                                          balance_after) VALUES (?, ?, ?, ?, ?, ?, ?)""",
                 [
@@ -202,12 +210,12 @@ class SqliteTransaction:
                     for i, p in enumerate(e.postings)
                 ],
             )
-            await conn.execute(
+            conn.execute(
                 "UPDATE ledger_head SET seq = ?, hash = ? WHERE id = 1",
                 (changes.head_seq, changes.head_hash),
             )
         if changes.operations:
-            await conn.executemany(
+            conn.executemany(
                 """INSERT INTO operations (caller, request_id, method, request_hash, ok, outcome,
                                            commit_seq, created_at_us)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
@@ -233,30 +241,59 @@ class SqliteStore:
 
     def __init__(self, path: str) -> None:
         self._path = path
-        self._conn: aiosqlite.Connection | None = None
+        self._conn: sqlite3.Connection | None = None
+        # One thread, so what it runs for the connection runs in order.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="condpay-sqlite")
 
     async def start(self) -> None:
         Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = await aiosqlite.connect(self._path, isolation_level=None)
+        self._conn = await self._on_thread(self._open)
+
+    def _open(self) -> sqlite3.Connection:
+        # Used from the loop and from the store's thread, never from both at once: a
+        # transaction's statements run between its BEGIN and its COMMIT, each awaited.
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         for pragma in PRAGMAS:
-            await self._conn.execute(pragma)
+            conn.execute(pragma)
+        return conn
 
     async def close(self) -> None:
         if self._conn is not None:
-            await self._conn.close()
+            await self._on_thread(self._conn.close)
+        self._thread.shutdown(wait=True)
+
+    async def _on_thread(self, work: Any, *args: Any) -> Any:
+        """``work(*args)`` on the store's thread. Once started it runs to its end even if the
+        caller is cancelled, and the caller waits for that end, so the connection is never used
+        by two threads at once."""
+        done = asyncio.get_running_loop().run_in_executor(self._thread, work, *args)
+        try:
+            return await asyncio.shield(done)
+        except asyncio.CancelledError:
+            with suppress(BaseException):
+                await done
+            raise
 
     @asynccontextmanager
     async def transaction(self, *, commit: bool) -> AsyncIterator[SqliteTransaction]:
         conn = self._conn
         assert conn is not None, "start() the store first"
-        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            await self._on_thread(conn.execute, "BEGIN IMMEDIATE")
+        except asyncio.CancelledError:  # it may have begun meanwhile
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
         try:
             yield SqliteTransaction(conn)
         except BaseException:
             with suppress(Exception):
-                await conn.execute("ROLLBACK")
+                conn.execute("ROLLBACK")
             raise
-        await conn.execute("COMMIT" if commit else "ROLLBACK")
+        if commit:
+            await self._on_thread(conn.execute, "COMMIT")
+        else:
+            conn.execute("ROLLBACK")
 
     def is_retryable(self, exc: BaseException) -> bool:
         # "database is locked": another process (a second server on the same file) holds it.

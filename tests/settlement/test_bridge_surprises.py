@@ -11,7 +11,7 @@ from condpay.v1 import settlement_pb2
 
 from bridges import FaultPlan, Operation
 from settlement.ledger.settlements import derive_settlement_id
-from tests.settlement.world import GATEWAY, PLATFORM, TradeWorld, pvp_request
+from tests.settlement.world import GATEWAY, PLATFORM, TradeWorld, pvp_request, stop_payouts
 
 PRICE_CNY = 125_000_00
 PREPARED = settlement_pb2.SETTLEMENT_STATE_PREPARED
@@ -63,6 +63,7 @@ async def test_a_leg_committed_with_other_terms_is_left_for_an_operator_once(
     assert runtime.coordinator is not None
     assert runtime.recovery is not None
     await runtime.recovery.stop()  # this test drives the coordinator itself
+    await stop_payouts(runtime)
     request_id = "pvp-s2"
     sid = derive_settlement_id(PLATFORM, request_id)
     squatted = runtime.bridge.bridge_transfer_id(f"{sid}.1")

@@ -28,7 +28,15 @@ from settlement.ledger.records import SettlementRecord, SettlementState
 from settlement.ledger.settlements import derive_settlement_id
 from tests.settlement.audit import open_trade
 from tests.settlement.test_payment_payouts import CUSTOMS, PAYOUT, clear_customs, compiled
-from tests.settlement.world import GATEWAY, PLATFORM, RESERVE_MINOR, TradeWorld, key, pvp_request
+from tests.settlement.world import (
+    GATEWAY,
+    PLATFORM,
+    RESERVE_MINOR,
+    TradeWorld,
+    key,
+    pvp_request,
+    stop_payouts,
+)
 from tests.support.harness import central_bank_of
 
 PRICE_CNY = 100_000_00
@@ -93,6 +101,7 @@ async def test_a_payout_the_gateway_cannot_fund_backs_off_doubling_and_keeps_no_
         assert recovery is not None
         assert link is not None
         await recovery.stop()
+        await stop_payouts(runtime)
         quotes = CountingQuotes(trade, clock)
         monkeypatch.setattr(link, "quote", quotes)
         await trade.client(central_bank_of("HKD")).redeem(GATEWAY, "HKD", RESERVE_MINOR)
@@ -145,6 +154,7 @@ async def test_a_payout_whose_quote_expired_before_attaching_is_asked_again(
         assert recovery is not None
         assert link is not None
         await recovery.stop()
+        await stop_payouts(runtime)
         quotes = CountingQuotes(trade, clock)
         quotes.expire = True
         monkeypatch.setattr(link, "quote", quotes)
@@ -181,6 +191,7 @@ async def test_settlements_in_doubt_are_driven_however_many_wait_before_them(
         assert link is not None
         assert coordinator is not None
         await recovery.stop()
+        await stop_payouts(runtime)
         await trade.fund("buyer", "HKD", 2_000_000_00)
         client = trade.platform
         buyer_key, buyer = trade.party("buyer")
@@ -255,6 +266,7 @@ async def test_the_sweep_leaves_a_settlement_to_the_call_driving_it(
         assert recovery is not None
         assert link is not None
         await recovery.stop()
+        await stop_payouts(runtime)
         await trade.fund("buyer", "HKD", 200_000_00)
         buyer_key, buyer = trade.party("buyer")
         client = trade.platform

@@ -39,6 +39,7 @@ from tests.settlement.world import (
     dvp_request,
     key,
     pvp_request,
+    stop_payouts,
 )
 
 _examples = itertools.count()
@@ -135,6 +136,7 @@ async def test_no_settlement_ends_committed_on_one_ledger_only(
         assert runtime.bridge is not None
         assert runtime.recovery is not None
         await runtime.recovery.stop()  # sweeps run when the scenario says (and at the end)
+        await stop_payouts(runtime)
         for payer, currency in PAYERS.items():
             await trade.fund(payer, currency, FUNDING_MINOR)
         client = trade.platform

@@ -23,6 +23,7 @@ from condpay.v1 import asset_pb2, settlement_pb2, wallet_pb2
 
 from bridges import FaultPlan, FaultyBridge
 from settlement.ledger.records import SettlementRecord
+from settlement.runtime import Runtime
 from tests.support.harness import AUDITOR, Harness, central_bank_of
 from wallets import (
     OwnerKey,
@@ -47,6 +48,13 @@ CURRENCIES = ("CNY", "HKD", "THB", "AED", "SAR")
 PARTIES = ("seller", "buyer", "financier", "second_buyer")
 
 Holdings = dict[tuple[str, str], tuple[int, int]]
+
+
+async def stop_payouts(runtime: Runtime) -> None:
+    """From now on only the sweep (or the test itself) drives payouts: the runtime's payout
+    starter (settlement/coordination/payouts.py) starts none when their release commits."""
+    assert runtime.payouts is not None
+    await runtime.payouts.stop()
 
 
 def key(name: str) -> OwnerKey:

@@ -326,7 +326,7 @@ async def test_an_unexpected_error_in_an_order_is_a_surprise_not_the_end_of_the_
     """A call outside the planned operations (here: the wait for a payment's end) that fails:
     the run goes on, audits and reports, and fails operations_as_planned."""
 
-    async def unavailable(self: Trader, payment_id: str) -> None:
+    async def unavailable(self: Trader, payment_id: str, **_: object) -> None:
         raise Unavailable(status_pb2.Status(code=14, message="the server went away"))
 
     monkeypatch.setattr(Trader, "wait_payment", unavailable)

@@ -1,0 +1,98 @@
+"""No statement scans a table that grows: every statement a whole lifecycle (lock, customs, the
+sensors' quorum, the buyer's receipt, the reads that follow) makes the SQLite writer or the
+readers run is planned (EXPLAIN QUERY PLAN) and may only SEARCH an index. A scan costs nothing
+on a new ledger and makes every batch slower with each call the ledger has answered, as the
+idempotency lookup's ``(caller, request_id) IN (VALUES ...)`` did (a scan of ``operations`` on
+every batch), and the contract quota's count (a scan of ``contracts``)."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from condpay.v1 import payment_pb2, wallet_pb2
+from sqlalchemy import event
+
+from settlement.ledger.store_sqlite import SqliteStore
+from tests.payments.snapshot import (
+    ORACLE,
+    arrived,
+    by_buyer,
+    by_customs,
+    by_sensors,
+    cleared,
+    locked,
+    receipt,
+    submit,
+)
+from tests.payments.world import SENSORS, TradeWorld, register_oracles
+
+#: Tables of one row or one row per currency (a scan of them is a lookup), and the oracle
+#: registry, which the oracle set reads whole by design (cached by its version).
+WHOLE_TABLES = frozenset({"ledger_head", "oracle_registry", "supply", "oracles"})
+#: SQLite's plan steps for the statement's own constant rows and subqueries, not a table.
+NOT_A_TABLE = re.compile(r"SCAN ((\d+ )?CONSTANT ROWS?|\(subquery-\d+\))")
+
+
+def _scans(conn: sqlite3.Connection, statement: str, params: Any) -> list[str]:
+    plan = conn.execute("EXPLAIN QUERY PLAN " + statement, params).fetchall()
+    return [
+        detail
+        for *_, detail in plan
+        if detail.startswith("SCAN ") and not NOT_A_TABLE.match(detail) and not _whole(detail)
+    ]
+
+
+def _whole(detail: str) -> bool:
+    """``SCAN oracles``, or ``SCAN o USING INDEX sqlite_autoindex_oracles_1`` (an alias)."""
+    name = detail.split()[1]
+    return name in WHOLE_TABLES or any(f"autoindex_{t}_" in detail for t in WHOLE_TABLES)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_no_statement_of_a_lifecycle_scans_a_table(trade: TradeWorld) -> None:
+    runtime = trade.harness.runtime
+    store = runtime.store
+    assert isinstance(store, SqliteStore)
+    statements: list[str] = []
+    # The writer's own connection (the store keeps it private: a test looks over its shoulder).
+    store._conn.set_trace_callback(statements.append)  # type: ignore[union-attr]
+    read: list[tuple[str, Sequence[object]]] = []
+
+    def reading(_c: object, _cur: object, statement: str, params: Any, *_: object) -> None:
+        read.append((statement, params))
+
+    event.listen(runtime.sql.sync_engine, "before_cursor_execute", reading)
+    oracles = await register_oracles(trade)
+    payment = await locked(trade)
+    oracle = trade.client(ORACLE)
+    customs = await cleared(trade, payment, "ev-customs")
+    await submit(oracle, customs, by_customs(oracles, customs))
+    sensors = await arrived(trade, payment, "ev-arrived")
+    await submit(oracle, sensors, (), by_sensors(oracles, sensors, *SENSORS[:2]))
+    signed = await receipt(trade, payment, "ev-receipt")
+    reply = await submit(trade.platform, signed, by_buyer(trade, signed))
+    assert reply.payment.state == payment_pb2.PAYMENT_STATE_SETTLED
+    cb = trade.cb
+    await cb.get_payment(payment.payment_id)
+    await cb.call(cb.payments.ListPayments, payment_pb2.ListPaymentsRequest())
+    await trade.platform.get_payment(payment.payment_id)
+    await cb.call(cb.wallets.ListJournal, wallet_pb2.ListJournalRequest())
+    await cb.get_wallet(trade.wallets["buyer"])
+    store._conn.set_trace_callback(None)  # type: ignore[union-attr]
+    event.remove(runtime.sql.sync_engine, "before_cursor_execute", reading)
+
+    writes = [(s, ()) for s in statements if s.split()[0].upper() in ("SELECT", "UPDATE")]
+    reads = [(s, p) for s, p in read if s.lstrip().upper().startswith("SELECT")]
+    # The lifecycle's batches and reads were seen.
+    assert len(writes) > 20
+    assert len(reads) > 10
+    conn = sqlite3.connect(runtime.url.sqlite_path or "")
+    try:
+        scans = {s: found for s, p in writes + reads if (found := _scans(conn, s, p))}
+    finally:
+        conn.close()
+    assert scans == {}, "\n".join(f"{v} <- {k[:160]!r}" for k, v in scans.items())
