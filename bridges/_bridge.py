@@ -244,7 +244,8 @@ class Bridge:
             if answer.final or remaining <= 0 or not self._ledger.quorum_available():
                 return answer
             try:
-                await asyncio.wait_for(ticked.wait(), remaining)
+                async with asyncio.timeout(remaining):  # (not wait_for: never swallows a cancel)
+                    await ticked.wait()
             except TimeoutError:
                 return await self._grouped(self._ledger.finality, transfer_id, seal=False)
 

@@ -44,6 +44,7 @@ class PeriodicSweep:
                 await self.sweep()
             except Exception as error:  # the sweep must outlive a bad moment of its dependencies
                 log.warning(f"{self.NAME}_failed", error=repr(error))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._period_seconds)
+            with contextlib.suppress(TimeoutError):  # (timeout: never swallows a cancel)
+                async with asyncio.timeout(self._period_seconds):
+                    await self._wake.wait()
             self._wake.clear()

@@ -128,6 +128,9 @@ class CallWrapper:
             try:
                 request = state.admit(raw, context, deserialize, resolve)
                 state.enter(quotas, stream=True)
+                # Also when gRPC ends the call: a generator left suspended at a yield (its
+                # write failed) reaches ``finally`` only when collected. Leaving twice is a no-op.
+                context.add_done_callback(lambda _: state.leave(quotas))
                 async for reply in behavior(request, context):
                     yield reply
                 return

@@ -403,5 +403,8 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
             if not payment.state.open and after >= payment.version:
                 return
             # Woken by a commit in this process, or on a timer for other replicas' commits.
+            # (asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancellation
+            # that ends the stream when its client goes away, if the event is set meanwhile.)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), limits.WATCH_POLL_SECONDS)
+                async with asyncio.timeout(limits.WATCH_POLL_SECONDS):
+                    await changed.wait()

@@ -31,7 +31,7 @@ EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 AUDITOR = "auditor/regulator"
 
 
-async def until(check: Callable[[], bool], seconds: float = 5.0) -> None:
+async def until(check: Callable[[], bool], seconds: float = 20.0) -> None:
     """Wait until ``check()`` holds (the server has admitted or ended a call)."""
     deadline = asyncio.get_running_loop().time() + seconds
     while not check():
