@@ -33,6 +33,10 @@ class Settings:
     # Server processes sharing the address (SO_REUSEPORT), each a stateless replica; 0 is "auto":
     # one per CPU on PostgreSQL, one on SQLite (one writer at a time there anyway).
     workers: int = 0
+    # Threads that verify BLS aggregates beside the event loop (blspy releases the GIL); None is
+    # "auto": the CPUs the server processes leave spare (1 worker on 2 CPUs: 1), 0 verifies on
+    # the loop (a thread only adds hand-offs when every CPU runs a worker already).
+    verify_threads: int | None = None
     # Set in each worker of a group: bind with SO_REUSEPORT.
     reuse_port: bool = False
     # The multi-CBDC bridge for PvP and cross-currency DvP: auto (in process, state beside the
@@ -78,6 +82,11 @@ class Settings:
         is_sqlite = not self.database_url or self.database_url.startswith("sqlite")
         return 1 if is_sqlite else max(1, os.cpu_count() or 1)
 
+    def verify_thread_count(self) -> int:
+        if self.verify_threads is not None:
+            return self.verify_threads
+        return max(0, (os.cpu_count() or 1) - self.worker_count())
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
@@ -92,6 +101,7 @@ class Settings:
             pg_isolation=env.get("CONDPAY_PG_ISOLATION", "read_committed"),
             workers=parse_workers(env.get("CONDPAY_WORKERS", "auto")),
             reuse_port=_flag(env.get("CONDPAY_REUSE_PORT")),
+            verify_threads=parse_verify_threads(env.get("CONDPAY_VERIFY_THREADS", "auto")),
             bridge=env.get("CONDPAY_BRIDGE", "auto"),
             bridge_gateway=env.get("CONDPAY_BRIDGE_GATEWAY", "CONDPAY"),
             pvp_hold_ms=int(env.get("CONDPAY_PVP_HOLD_MS", "30000")),
@@ -149,6 +159,16 @@ def _positive(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def parse_verify_threads(text: str) -> int | None:
+    """ "auto" (or empty) is None; otherwise a number, 0 or more."""
+    if text.strip().lower() in {"", "auto"}:
+        return None
+    count = int(text)
+    if count < 0:
+        raise ValueError("CONDPAY_VERIFY_THREADS must be 0 or more, or auto")
+    return count
+
+
 def parse_workers(text: str) -> int:
     """ "auto" (or empty) is 0; otherwise a positive number."""
     if text.strip().lower() in {"", "auto"}:
@@ -171,6 +191,8 @@ ENVIRONMENT_HELP = """environment:
   CONDPAY_PG_ISOLATION   read_committed (default) | serializable
   CONDPAY_WORKERS        server processes sharing the address: a number, or auto (default:
                          one per CPU on PostgreSQL, one on SQLite)
+  CONDPAY_VERIFY_THREADS threads verifying BLS aggregates beside the event loop: a number
+                         (0: on the loop), or auto (default: the CPUs the workers leave spare)
   CONDPAY_BRIDGE         the multi-CBDC bridge: auto (default: in process beside the database
                          with one worker, none with more), none, memory, sqlite:///PATH,
                          grpc://HOST:PORT (a `condpay bridge serve`)

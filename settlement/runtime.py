@@ -13,6 +13,7 @@ from settlement import limits
 from settlement.api.quotas import CallQuotas, HeavyWork
 from settlement.api.scopes import PageTokens
 from settlement.api.status import StatusCodec
+from settlement.api.verify_threads import VerifyThreads
 from settlement.clock import Clock, SystemClock
 from settlement.config import Settings
 from settlement.coordination.bridge_link import BridgeLink, LinkSecurity, open_bridge
@@ -105,6 +106,8 @@ class Runtime:
         self.quotas = CallQuotas.from_settings(settings)
         # CPU-heavy contract work, off the event loop (pool started on first use).
         self.heavy = HeavyWork(settings.heavy_calls_max)
+        # BLS aggregates verified beside the loop (blspy releases the GIL) when a CPU is spare.
+        self.verify_threads = VerifyThreads(settings.verify_thread_count())
         self.retention = OutcomeRetention(
             self.sql, self.clock, settings.failed_outcome_retention_seconds
         )
@@ -182,5 +185,6 @@ class Runtime:
         await self.retention.stop()
         await self.engine.close()
         await self.heavy.close()
+        await self.verify_threads.close()
         await self.store.close()
         await self.sql.dispose()

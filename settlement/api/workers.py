@@ -64,6 +64,8 @@ def worker_environment(settings: Settings, base: Mapping[str, str] | None = None
         "CONDPAY_WRITERS": str(settings.writers),
         "CONDPAY_PG_ISOLATION": settings.pg_isolation,
         "CONDPAY_WORKERS": "1",
+        # The group's count, not one worker's (auto: the CPUs the group leaves spare).
+        "CONDPAY_VERIFY_THREADS": str(settings.verify_thread_count()),
         "CONDPAY_REUSE_PORT": "1",
         "CONDPAY_BRIDGE": settings.bridge,
     }

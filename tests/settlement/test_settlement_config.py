@@ -3,6 +3,7 @@ of ``condpay serve --workers N`` never each open an in-process bridge."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from typing import Any
@@ -146,3 +147,39 @@ def test_workers_keep_a_bridge_they_can_share(monkeypatch: pytest.MonkeyPatch) -
     )
     assert [env["CONDPAY_BRIDGE"] for env in children] == ["grpc://bridge:50061"] * 2
     assert warnings == []
+
+
+# -- BLS verification threads ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cpus", "database_url", "workers_", "setting", "each_child"),
+    [
+        (2, PG, 0, "auto", 0),  # one worker per CPU: no CPU spare, verify on the loop
+        (4, PG, 2, "auto", 2),  # two CPUs spare
+        (2, PG, 2, "3", 3),  # set: kept as set
+    ],
+)
+def test_workers_verify_beside_the_loop_with_the_cpus_the_group_leaves_spare(
+    monkeypatch: pytest.MonkeyPatch,
+    cpus: int,
+    database_url: str,
+    workers_: int,
+    setting: str,
+    each_child: int,
+) -> None:
+    """A worker sees CONDPAY_WORKERS=1, so the group's count comes from the parent."""
+    monkeypatch.setattr("os.cpu_count", lambda: cpus)
+    env = {"CONDPAY_WORKERS": str(workers_ or "auto"), "CONDPAY_VERIFY_THREADS": setting}
+    settings = Settings.from_env({**env, "CONDPAY_DATABASE_URL": database_url})
+    children, _ = started_workers(monkeypatch, settings, env)
+    assert len(children) == settings.worker_count()
+    for child in children:
+        assert Settings.from_env(child).verify_thread_count() == each_child
+
+
+def test_one_sqlite_process_verifies_beside_the_loop_and_a_bad_count_is_refused() -> None:
+    assert Settings.from_env({}).verify_thread_count() == max(0, (os.cpu_count() or 1) - 1)
+    assert Settings.from_env({"CONDPAY_VERIFY_THREADS": "0"}).verify_thread_count() == 0
+    with pytest.raises(ValueError, match="CONDPAY_VERIFY_THREADS"):
+        Settings.from_env({"CONDPAY_VERIFY_THREADS": "-1"})
