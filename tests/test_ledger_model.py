@@ -90,6 +90,9 @@ class Model:
 async def test_server_agrees_with_the_model(database_url: str, ops: list[tuple]) -> None:
     # Mid-day in Shenzhen, so the daily caps cannot roll over during an example.
     clock = ManualClock((int(time.time()) // 86_400 * 86_400 + 4 * 3600) * 1_000_000)
+    # The client signs expiries from the wall clock; sign them 5 min after the server's clock
+    # instead, or the examples run before 04:00 UTC would be refused as expired.
+    ttl = clock.now_us() / 1e6 - time.time() + 300
     async with start_harness(database_url, clock=clock) as h:
         n = next(_examples)
         institution = f"bank-{n}"
@@ -112,11 +115,18 @@ async def test_server_agrees_with_the_model(database_url: str, ops: list[tuple])
                 elif op[0] == "redeem":
                     await cb.redeem(institution, "CNY", op[1])
                 elif op[0] == "fund":
-                    await bank.transfer(bank_key, reserve, wallets[op[1]], "CNY", op[2])
+                    await bank.transfer(
+                        bank_key, reserve, wallets[op[1]], "CNY", op[2], expires_in_seconds=ttl
+                    )
                 else:
                     _, source, target, amount = op
                     await bank.transfer(
-                        keys[source], wallets[source], wallets[target], "CNY", amount
+                        keys[source],
+                        wallets[source],
+                        wallets[target],
+                        "CNY",
+                        amount,
+                        expires_in_seconds=ttl,
                     )
                 got = "OK"
             except ApiError as error:

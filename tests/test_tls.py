@@ -35,6 +35,7 @@ from settlement.api.tls import (
     server_credentials,
 )
 from settlement.errors import Reason, SettlementError
+from tests.support.reflection import reflection_listed
 
 WHOAMI = "/condpay.test.Whoami/Who"
 PLATFORM = "platform/gba-trade"
@@ -502,25 +503,13 @@ def test_the_server_refuses_a_certs_dir_holding_the_ca_key(certs_dir: Path, tmp_
 
 
 async def _reflection_answers(address: str, credentials: grpc.ChannelCredentials | None) -> bool:
-    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
     channel = (
         grpc.aio.insecure_channel(address)
         if credentials is None
         else grpc.aio.secure_channel(address, credentials)
     )
     async with channel:
-        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        request = reflection_pb2.ServerReflectionRequest(list_services="")
-        try:
-            async for _ in stub.ServerReflectionInfo(iter([request]), timeout=10):
-                return True
-        except grpc.aio.AioRpcError as error:
-            code = error.code()
-        else:
-            code = grpc.StatusCode.OK
-    assert code is grpc.StatusCode.UNIMPLEMENTED, code
-    return False
+        return await reflection_listed(channel)
 
 
 @pytest.mark.parametrize(

@@ -58,6 +58,7 @@ from tests.settlement.world import (
     build_world,
 )
 from tests.support.harness import Harness, start_harness
+from tests.support.reflection import reflection_listed
 
 ATTACKER = Identity(Kind.BANK, "ICBC")
 OTHER_BANK = Identity(Kind.BANK, "BOCHK")
@@ -597,22 +598,6 @@ async def test_the_core_links_over_mutual_tls_and_refuses_an_impostor(tmp_path: 
             await harness.close()
 
 
-async def _reflection_listed(channel: grpc.aio.Channel) -> bool:
-    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
-    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-    request = reflection_pb2.ServerReflectionRequest(list_services="")
-    try:
-        async for _ in stub.ServerReflectionInfo(iter([request]), timeout=10):
-            return True
-    except grpc.aio.AioRpcError as error:
-        code = error.code()
-    else:
-        code = grpc.StatusCode.OK
-    assert code is grpc.StatusCode.UNIMPLEMENTED, code
-    return False
-
-
 async def test_bridge_reflection_is_off_under_mutual_tls_unless_asked(tmp_path: Path) -> None:
     tls_dir = make_certs(tmp_path)
     auditor = ClientTls.for_participant(tls_dir, AUDITOR).credentials()
@@ -629,13 +614,13 @@ async def test_bridge_reflection_is_off_under_mutual_tls_unless_asked(tmp_path: 
             try:
                 address = f"localhost:{server.port}"
                 async with grpc.aio.secure_channel(address, auditor) as channel:
-                    assert await _reflection_listed(channel) is expected
+                    assert await reflection_listed(channel) is expected
             finally:
                 await server.server.stop(0)
         server = await start_server(bridge, "127.0.0.1:0", insecure=True, block_interval_ms=None)
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-                assert await _reflection_listed(channel)  # the development mode: on
+                assert await reflection_listed(channel)  # the development mode: on
         finally:
             await server.server.stop(0)
     finally:
