@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import structlog
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from settlement import limits
@@ -29,40 +27,24 @@ from settlement.ledger.directory import Directory
 from settlement.ledger.engine import LedgerEngine
 from settlement.ledger.notifier import PaymentNotifier
 from settlement.ledger.oracle_sets import OracleSets
+from settlement.ledger.read_sessions import begin_each_sqlite_transaction, read_sessions
 from settlement.ledger.reads import LedgerReader
 from settlement.ledger.retention import OutcomeRetention
 from settlement.ledger.settlement_reads import SettlementReader
 from settlement.ledger.store import LedgerStore
-from settlement.ledger.store_sqlite import PRAGMAS, SqliteStore
+from settlement.ledger.store_sqlite import SqliteStore
 
 log = structlog.get_logger("condpay.runtime")
 
 
 def create_sql_engine(url: DatabaseUrl) -> AsyncEngine:
-    """The engine of the read path and of migrations. On SQLite every transaction starts with an
-    explicit BEGIN (the driver would otherwise run each SELECT in an implicit transaction of its
-    own), so a read session sees one snapshot; on PostgreSQL see :func:`snapshot_reads`."""
+    """The async engine of migrations and whole-ledger reads (the readers' sessions: see
+    :mod:`settlement.ledger.read_sessions`). On SQLite every transaction starts with an explicit
+    BEGIN, so a read sees one snapshot; on PostgreSQL see :func:`snapshot_reads`."""
+    engine = create_async_engine(url.sqlalchemy, pool_size=limits.READ_POOL_SIZE, max_overflow=0)
     if url.dialect == "sqlite":
-        engine = create_async_engine(
-            url.sqlalchemy, pool_size=limits.READ_POOL_SIZE, max_overflow=0
-        )
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            for pragma in PRAGMAS:
-                cursor.execute(pragma)
-            cursor.close()
-            dbapi_connection.isolation_level = (
-                None  # SQLAlchemy, not the driver, opens transactions
-            )
-
-        @event.listens_for(engine.sync_engine, "begin")
-        def _begin(connection: Any) -> None:
-            connection.exec_driver_sql("BEGIN")
-
-        return engine
-    return create_async_engine(url.sqlalchemy, pool_size=limits.READ_POOL_SIZE, max_overflow=0)
+        begin_each_sqlite_transaction(engine.sync_engine)
+    return engine
 
 
 def snapshot_reads(engine: AsyncEngine) -> AsyncEngine:
@@ -92,7 +74,8 @@ class Runtime:
             self.store = PostgresStore(
                 self.url.asyncpg_dsn or "", settings.writers, isolation=settings.pg_isolation
             )
-        self.reader = LedgerReader(snapshot_reads(self.sql))
+        self.read_sessions = read_sessions(snapshot_reads(self.sql), self.url.sqlite_path)
+        self.reader = LedgerReader(self.read_sessions)
         self.directory = Directory(self.reader)
         self.oracle_sets = OracleSets(self.reader)
         self.notifier = PaymentNotifier()
@@ -101,7 +84,7 @@ class Runtime:
             self.store, self.clock, StatusCodec(), self.directory, self.notifier, self.faults
         )
         self.deadlines = DeadlineSweeper(self.reader, self.engine, self.clock, self.faults)
-        self.settlements = SettlementReader(snapshot_reads(self.sql))
+        self.settlements = SettlementReader(self.read_sessions)
         # Per-caller calls in flight and streams (the call wrapper takes and gives back slots).
         self.quotas = CallQuotas.from_settings(settings)
         # CPU-heavy contract work, off the event loop (pool started on first use).
@@ -187,4 +170,5 @@ class Runtime:
         await self.heavy.close()
         await self.verify_threads.close()
         await self.store.close()
+        self.read_sessions.close()
         await self.sql.dispose()

@@ -11,11 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, func, text
-from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from settlement.db import models
+from settlement.ledger.read_sessions import ReadSessions
 from settlement.ledger.records import (
     AssignmentRecord,
     AttestationRecord,
@@ -60,11 +59,9 @@ class SupplyFigures:
 
 
 class LedgerReader:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-
-    def _session(self) -> AsyncSession:
-        return AsyncSession(self._engine, expire_on_commit=False)
+    def __init__(self, sessions: ReadSessions) -> None:
+        self._sessions = sessions
+        self._session = sessions.session
 
     async def wallet_record(self, wallet_id: str) -> WalletRecord | None:
         async with self._session() as session:
@@ -175,7 +172,7 @@ class LedgerReader:
                       (SELECT seq FROM ledger_head WHERE id = 1)
                  FROM supply s ORDER BY s.currency"""
         )
-        async with self._engine.connect() as conn:
+        async with self._sessions.connect() as conn:
             rows = (await conn.execute(statement)).all()
         wanted = set(currencies)
         as_of = rows[0][5] if rows else 0
@@ -378,7 +375,7 @@ class LedgerReader:
             "SELECT payment_id, platform, contract_hash, params_json, payer_wallet_id "
             "FROM payments WHERE payment_id = :payment_id"
         )
-        async with self._engine.connect() as conn:
+        async with self._sessions.connect() as conn:
             row = (await conn.execute(statement, {"payment_id": payment_id})).first()
         return None if row is None else PaymentTerms(*row)
 
@@ -392,7 +389,7 @@ class LedgerReader:
             "FROM oracle_registry r LEFT JOIN oracles o ON 1 = 1 WHERE r.id = 1 "
             "ORDER BY o.oracle_id"
         )
-        async with self._engine.connect() as conn:
+        async with self._sessions.connect() as conn:
             rows = (await conn.execute(statement)).all()
         if not rows:
             return 0, []

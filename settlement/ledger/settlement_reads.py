@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import ColumnElement, true
-from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel, col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from settlement.db import models
+from settlement.ledger.read_sessions import ReadSessions
 from settlement.ledger.record_rows import QUOTES, SETTLEMENTS, TITLES, R, RecordRows
 from settlement.ledger.records import (
     QuoteRecord,
@@ -27,11 +26,9 @@ def _record(rows: RecordRows[R], row: SQLModel) -> R:
 
 
 class SettlementReader:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-
-    def _session(self) -> AsyncSession:
-        return AsyncSession(self._engine, expire_on_commit=False)
+    def __init__(self, sessions: ReadSessions) -> None:
+        self._sessions = sessions
+        self._session = sessions.session
 
     async def title(
         self, title_id: str, visible: ColumnElement[bool] | None = None

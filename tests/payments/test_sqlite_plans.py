@@ -65,7 +65,8 @@ async def test_no_statement_of_a_lifecycle_scans_a_table(trade: TradeWorld) -> N
     def reading(_c: object, _cur: object, statement: str, params: Any, *_: object) -> None:
         read.append((statement, params))
 
-    event.listen(runtime.sql.sync_engine, "before_cursor_execute", reading)
+    readers = runtime.read_sessions.sync_engine  # the readers' statements run on this engine
+    event.listen(readers, "before_cursor_execute", reading)
     oracles = await register_oracles(trade)
     payment = await locked(trade)
     oracle = trade.client(ORACLE)
@@ -83,7 +84,7 @@ async def test_no_statement_of_a_lifecycle_scans_a_table(trade: TradeWorld) -> N
     await cb.call(cb.wallets.ListJournal, wallet_pb2.ListJournalRequest())
     await cb.get_wallet(trade.wallets["buyer"])
     store._conn.set_trace_callback(None)  # type: ignore[union-attr]
-    event.remove(runtime.sql.sync_engine, "before_cursor_execute", reading)
+    event.remove(readers, "before_cursor_execute", reading)
 
     writes = [(s, ()) for s in statements if s.split()[0].upper() in ("SELECT", "UPDATE")]
     reads = [(s, p) for s, p in read if s.lstrip().upper().startswith("SELECT")]
