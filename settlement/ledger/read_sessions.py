@@ -18,14 +18,16 @@ statements share one snapshot; the readers read every result before their sessio
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, TypeVar, TypeVarTuple, overload
 
 from sqlalchemy import Engine, Result, create_engine, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine.result import ScalarResult, TupleResult
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.sql.base import Executable
 from sqlmodel import Session
@@ -83,29 +85,14 @@ class LoopConnection:
 
     async def execute(
         self, statement: Executable, parameters: Mapping[str, Any] | None = None
-    ) -> Result[Any]:
+    ) -> Result[*tuple[Any, ...]]:
         return self._connection.execute(statement, parameters)
 
 
-class _LoopConnect:
-    __slots__ = ("_connection", "_engine")
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._connection: Connection | None = None
-
-    async def __aenter__(self) -> LoopConnection:
-        self._connection = self._engine.connect()
-        return LoopConnection(self._connection)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        assert self._connection is not None
-        self._connection.close()
+@contextlib.asynccontextmanager
+async def _loop_connect(engine: Engine) -> AsyncIterator[LoopConnection]:
+    with engine.connect() as connection:
+        yield LoopConnection(connection)
 
 
 class ReadSessions:
@@ -122,10 +109,12 @@ class ReadSessions:
             return LoopSession(self._loop_engine)
         return AsyncSession(self._engine, expire_on_commit=False)
 
-    def connect(self) -> Any:
-        """An async context manager of a connection with an awaitable ``execute``."""
+    def connect(
+        self,
+    ) -> AbstractAsyncContextManager[AsyncConnection] | AbstractAsyncContextManager[LoopConnection]:
+        """A connection with an awaitable ``execute``, as an async context manager."""
         if self._loop_engine is not None:
-            return _LoopConnect(self._loop_engine)
+            return _loop_connect(self._loop_engine)
         return self._engine.connect()
 
     @property
