@@ -74,7 +74,7 @@ class Runtime:
             self.store = PostgresStore(
                 self.url.asyncpg_dsn or "", settings.writers, isolation=settings.pg_isolation
             )
-        self.read_sessions = read_sessions(snapshot_reads(self.sql), self.url.sqlite_path)
+        self.read_sessions = read_sessions(snapshot_reads(self.sql), self.url)
         self.reader = LedgerReader(self.read_sessions)
         self.directory = Directory(self.reader)
         self.oracle_sets = OracleSets(self.reader)

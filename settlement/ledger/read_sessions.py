@@ -8,9 +8,10 @@ transaction over one snapshot.
   a 3,000-payment ledger: 2.0 ms for a one-statement session against 0.4 ms on the loop, 6.4 ms
   for a payment's four statements), and under load each hand-off queued behind everything else
   on the loop (GetPayment's read took 105-165 ms in ``condpay sim run gba-day``). The ORM's work
-  ran on the loop anyway; what moves onto it is SQLite's own: the readers' bounded point and
-  page reads, from its page cache, tens of microseconds each. Whole-ledger reads (the audit,
-  outcome retention, migrations) keep the async engine.
+  ran on the loop anyway; what moves onto it is SQLite's own: the readers' point and page
+  reads (bounded by their page sizes), from its page cache, tens of microseconds each, and
+  GetSupply's sums over the balances (one indexed pass). The audit, outcome retention and
+  migrations keep the async engine.
 
 A SQLite session starts with an explicit BEGIN (:func:`begin_each_sqlite_transaction`), so its
 statements share one snapshot; the readers read every result before their session closes.
@@ -25,7 +26,7 @@ from types import TracebackType
 from typing import Any, TypeVar, TypeVarTuple, overload
 
 from sqlalchemy import Engine, Result, create_engine, event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.engine.result import ScalarResult, TupleResult
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import QueuePool
@@ -35,6 +36,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import Select, SelectOfScalar
 
 from settlement import limits
+from settlement.db.urls import DatabaseUrl
 from settlement.ledger.store_sqlite import PRAGMAS
 
 T = TypeVar("T")
@@ -127,13 +129,13 @@ class ReadSessions:
             self._loop_engine.dispose()
 
 
-def sqlite_loop_engine(path: str) -> Engine:
-    """A synchronous engine on the SQLite file at ``path``, for sessions on the event loop: the
+def sqlite_loop_engine(url: DatabaseUrl) -> Engine:
+    """A synchronous engine on ``url``'s SQLite file, for sessions on the event loop: the
     write path's pragmas, an explicit BEGIN per transaction (one snapshot per session), and a
-    pool that never makes the loop wait for a connection (overflow connections are opened
-    instead; there are more than one only while a reader awaits inside its session)."""
+    pool that never makes the loop wait for a connection (an overflow connection is opened
+    instead; a session holds one only while it runs, and it does not wait on the loop)."""
     engine = create_engine(
-        f"sqlite:///{path}",
+        make_url(url.sqlalchemy).set(drivername="sqlite"),
         poolclass=QueuePool,
         pool_size=limits.READ_POOL_SIZE,
         max_overflow=-1,
@@ -160,7 +162,7 @@ def begin_each_sqlite_transaction(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN")
 
 
-def read_sessions(engine: AsyncEngine, sqlite_path: str | None) -> ReadSessions:
-    """The readers' sessions over ``engine`` (already in its readers' isolation), or on the
-    event loop over the SQLite file at ``sqlite_path`` when there is one."""
-    return ReadSessions(engine, sqlite_loop_engine(sqlite_path) if sqlite_path else None)
+def read_sessions(engine: AsyncEngine, url: DatabaseUrl) -> ReadSessions:
+    """The readers' sessions: over ``engine`` (already in its readers' isolation) on
+    PostgreSQL, on the event loop on SQLite."""
+    return ReadSessions(engine, sqlite_loop_engine(url) if url.dialect == "sqlite" else None)
