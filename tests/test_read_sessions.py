@@ -3,10 +3,12 @@ session, however long it stays open and whatever commits meanwhile through the r
 
 from __future__ import annotations
 
+import pytest
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from settlement.db import models
+from settlement.ledger.read_sessions import LOOP_ROWS_MAX
 from tests.support.harness import Harness
 from wallets import OwnerKey, WalletKind
 
@@ -22,9 +24,12 @@ def _available(wallet_id: str) -> SelectOfScalar[int]:
 _HEAD: SelectOfScalar[int] = select(models.LedgerHead.seq)
 
 
+@pytest.mark.parametrize("rows", [1, LOOP_ROWS_MAX + 1], ids=["point", "page"])
 async def test_a_read_session_sees_one_snapshot_while_a_transfer_commits(
-    harness: Harness,
+    harness: Harness, rows: int
 ) -> None:
+    """On SQLite a point read's session runs on the event loop, a page's through aiosqlite:
+    both keep one snapshot."""
     bank_key = await harness.institution("bank-snap")
     cb, bank = harness.client(), harness.client("institution/bank-snap")
     await cb.issue("bank-snap", "CNY", 500_00)
@@ -36,7 +41,7 @@ async def test_a_read_session_sees_one_snapshot_while_a_transfer_commits(
     await bank.transfer(bank_key, "w_reserve.bank-snap", wallet, "CNY", 1_00)
     sessions = harness.runtime.read_sessions
 
-    async with sessions.session() as session:
+    async with sessions.session(rows) as session:
         before = (await session.exec(_available(wallet))).one()
         head = (await session.exec(_HEAD)).one()
         # A transfer commits through the server while this session is open.

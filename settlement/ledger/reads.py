@@ -118,7 +118,7 @@ class LedgerReader:
     ) -> list[EntryRecord]:
         """Entries after ``after_seq`` in sequence order, touching ``wallet_id`` if given, and
         only those with a posting that is ``visible`` (a condition on postings) if given."""
-        async with self._session() as session:
+        async with self._session(rows=limit) as session:
             query = select(models.JournalEntry).where(models.JournalEntry.seq > after_seq)
             if wallet_id is not None:
                 touching = select(models.Posting.seq).where(
@@ -242,7 +242,7 @@ class LedgerReader:
         """Payments with their financing, assignments, legs and (unless ``attestations`` is
         false: the BASIC view shows none) attestations, by id order; only those ``visible`` (a
         read scope) if given."""
-        async with self._session() as session:
+        async with self._session(rows=limit) as session:
             query = select(models.Payment).where(models.Payment.payment_id > after_id)
             if visible is not None:
                 query = query.where(visible)
@@ -354,7 +354,7 @@ class LedgerReader:
 
     async def due_payments(self, now_us: int, limit: int) -> list[str]:
         """Open payments whose deadline has come, earliest first."""
-        async with self._session() as session:
+        async with self._session(rows=limit) as session:
             rows = await session.exec(
                 select(models.Payment.payment_id)
                 .where(

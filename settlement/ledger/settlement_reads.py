@@ -73,7 +73,7 @@ class SettlementReader:
         limit: int,
         visible: ColumnElement[bool] | None = None,
     ) -> list[TitleRecord]:
-        async with self._session() as session:
+        async with self._session(rows=limit) as session:
             rows = await session.exec(
                 select(models.Title)
                 .where(
@@ -104,7 +104,7 @@ class SettlementReader:
         limit: int = 50,
         visible: ColumnElement[bool] | None = None,
     ) -> list[SettlementRecord]:
-        async with self._session() as session:
+        async with self._session(rows=limit) as session:
             query = select(models.Settlement).where(models.Settlement.settlement_id > after_id)
             if visible is not None:
                 query = query.where(visible)
