@@ -9,9 +9,9 @@ transaction over one snapshot.
   for a payment's four statements), and under load each hand-off queued behind everything else
   on the loop (GetPayment's read took 105-165 ms in ``condpay sim run gba-day``). The ORM's work
   ran on the loop anyway; what moves onto it is SQLite's own for the readers' point reads (a
-  payment, a settlement, a wallet: tens of microseconds each from its page cache) and
-  GetSupply's sums over the balances (one indexed pass). Pages (the List calls, the sweeps) keep
-  the async engine, as do the audit, outcome retention and migrations.
+  payment, a settlement, a wallet: tens of microseconds each from its page cache). Pages (the
+  List calls, the sweeps) and whole-table reads (GetSupply's sums over the balances) keep the
+  async engine, as do the audit, outcome retention and migrations.
 
 A SQLite session starts with an explicit BEGIN (:func:`begin_each_sqlite_transaction`), so its
 statements share one snapshot; the readers read every result before their session closes.
@@ -20,6 +20,7 @@ statements share one snapshot; the readers read every result before their sessio
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -44,6 +45,8 @@ Ts = TypeVarTuple("Ts")
 
 #: The most rows of its main table a read may return to run on the event loop on SQLite.
 LOOP_ROWS_MAX: Final = 10
+#: ``rows`` of a read over a whole table (an aggregate): never on the loop.
+EVERY_ROW: Final = sys.maxsize
 
 
 class LoopSession:
@@ -120,10 +123,11 @@ class ReadSessions:
         return AsyncSession(self._engine, expire_on_commit=False)
 
     def connect(
-        self,
+        self, rows: int = 1
     ) -> AbstractAsyncContextManager[AsyncConnection] | AbstractAsyncContextManager[LoopConnection]:
-        """A connection with an awaitable ``execute``, as an async context manager."""
-        if self._loop_engine is not None:
+        """A connection with an awaitable ``execute``, as an async context manager; ``rows`` as
+        for :meth:`session` (:data:`EVERY_ROW` for a read over a whole table)."""
+        if self._loop_engine is not None and rows <= LOOP_ROWS_MAX:
             return _loop_connect(self._loop_engine)
         return self._engine.connect()
 

@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, func, text
 from sqlmodel import col, select
 
 from settlement.db import models
-from settlement.ledger.read_sessions import ReadSessions
+from settlement.ledger.read_sessions import EVERY_ROW, ReadSessions
 from settlement.ledger.records import (
     AssignmentRecord,
     AttestationRecord,
@@ -172,7 +172,7 @@ class LedgerReader:
                       (SELECT seq FROM ledger_head WHERE id = 1)
                  FROM supply s ORDER BY s.currency"""
         )
-        async with self._sessions.connect() as conn:
+        async with self._sessions.connect(rows=EVERY_ROW) as conn:
             rows = (await conn.execute(statement)).all()
         wanted = set(currencies)
         as_of = rows[0][5] if rows else 0
