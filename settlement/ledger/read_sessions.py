@@ -132,9 +132,11 @@ class ReadSessions:
         return self._engine.connect()
 
     @property
-    def sync_engine(self) -> Engine:
-        """The engine the readers' statements run on (for event listeners)."""
-        return self._loop_engine or self._engine.sync_engine
+    def sync_engines(self) -> tuple[Engine, ...]:
+        """Every engine the readers' statements run on (for event listeners): on SQLite the
+        loop's (point reads) and the async engine's (pages)."""
+        loop = () if self._loop_engine is None else (self._loop_engine,)
+        return (*loop, self._engine.sync_engine)
 
     def close(self) -> None:
         if self._loop_engine is not None:

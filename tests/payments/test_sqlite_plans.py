@@ -65,8 +65,9 @@ async def test_no_statement_of_a_lifecycle_scans_a_table(trade: TradeWorld) -> N
     def reading(_c: object, _cur: object, statement: str, params: Any, *_: object) -> None:
         read.append((statement, params))
 
-    readers = runtime.read_sessions.sync_engine  # the readers' statements run on this engine
-    event.listen(readers, "before_cursor_execute", reading)
+    readers = runtime.read_sessions.sync_engines  # point reads on one, pages on the other
+    for engine in readers:
+        event.listen(engine, "before_cursor_execute", reading)
     oracles = await register_oracles(trade)
     payment = await locked(trade)
     oracle = trade.client(ORACLE)
@@ -84,7 +85,8 @@ async def test_no_statement_of_a_lifecycle_scans_a_table(trade: TradeWorld) -> N
     await cb.call(cb.wallets.ListJournal, wallet_pb2.ListJournalRequest())
     await cb.get_wallet(trade.wallets["buyer"])
     store._conn.set_trace_callback(None)  # type: ignore[union-attr]
-    event.remove(readers, "before_cursor_execute", reading)
+    for engine in readers:
+        event.remove(engine, "before_cursor_execute", reading)
 
     writes = [(s, ()) for s in statements if s.split()[0].upper() in ("SELECT", "UPDATE")]
     reads = [(s, p) for s, p in read if s.lstrip().upper().startswith("SELECT")]
