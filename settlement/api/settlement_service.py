@@ -8,6 +8,9 @@ as it now is. What a crash interrupts, the recovery sweep finishes (docs/settlem
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Generic, TypeVar
+
 import grpc
 from condpay.v1 import operation_pb2, settlement_pb2, settlement_pb2_grpc
 
@@ -15,22 +18,43 @@ from bridges.errors import BridgeError, Unavailable
 from settlement.api import requests, scopes
 from settlement.api import settlement_views as views
 from settlement.api.identity import current_caller
-from settlement.api.replies import Reply, replay_stored
+from settlement.api.replies import Reply, ReplyT, replay_stored
 from settlement.api.signatures import check_wallet_signature
 from settlement.coordination.coordinator import quote_record
 from settlement.errors import Reason, SettlementError, not_found
 from settlement.ledger import commands, settlements
 from settlement.ledger.commands import reserve_wallet_id
+from settlement.ledger.engine import OperationInfo
 from settlement.ledger.records import QuoteRecord, SettlementKind, SettlementRecord
 from settlement.runtime import Runtime
 from wallets import DvPInstruction, PvPInstruction
 
 _SERVICE = "/condpay.v1.SettlementService/"
+SettleReplyT = TypeVar(
+    "SettleReplyT", settlement_pb2.SettlePvPResponse, settlement_pb2.SettleDvPResponse
+)
 
 
 def _quote_reply(result: object, op: operation_pb2.OperationInfo) -> settlement_pb2.QuoteFxResponse:
     assert isinstance(result, QuoteRecord)
     return settlement_pb2.QuoteFxResponse(operation=op, quote=views.quote(result))
+
+
+class _Kept(Generic[ReplyT]):
+    """A reply codec that also keeps the settlement the command answered, for the coordinator to
+    drive without reading it back (a replayed call has none: the coordinator reads it)."""
+
+    def __init__(self, codec: Reply[ReplyT]) -> None:
+        self._codec = codec
+        self.settlement: SettlementRecord | None = None
+
+    def build(self, result: object, info: OperationInfo) -> ReplyT:
+        if isinstance(result, SettlementRecord):
+            self.settlement = replace(result)
+        return self._codec.build(result, info)
+
+    def replay(self, stored: bytes) -> ReplyT:
+        return self._codec.replay(stored)
 
 
 class SettlementService(settlement_pb2_grpc.SettlementServiceServicer):
@@ -121,14 +145,20 @@ class SettlementService(settlement_pb2_grpc.SettlementServiceServicer):
         return quote_record(quote, caller)
 
     # -- settlements ---------------------------------------------------------------------------
-    async def _drive(self, settlement: settlement_pb2.Settlement, dry_run: bool) -> None:
-        """Carry a prepared settlement out (in place): a no-op for a dry run, a one-currency DvP
-        (final at once) or a settlement already done."""
+    async def _settle(
+        self, command: commands.Command, codec: Reply[SettleReplyT], dry_run: bool
+    ) -> SettleReplyT:
+        """Prepare the settlement, then carry it out (a no-op for a dry run, a one-currency DvP,
+        final at once, or a settlement already done): the reply shows it as it then is."""
+        kept = _Kept(codec)
+        reply = await self._rt.engine.execute(command, kept)
+        settlement = reply.settlement
         coordinator = self._rt.coordinator
         if dry_run or coordinator is None or not settlement.settlement_id:
-            return
-        driven = await coordinator.drive(settlement.settlement_id)
+            return reply
+        driven = await coordinator.drive(settlement.settlement_id, kept.settlement)
         settlement.CopyFrom(views.settlement(driven, self._gateway))
+        return reply
 
     async def SettlePvP(
         self, request: settlement_pb2.SettlePvPRequest, context: grpc.aio.ServicerContext
@@ -170,9 +200,7 @@ class SettlementService(settlement_pb2_grpc.SettlementServiceServicer):
             )
         except SettlementError as error:
             command = commands.Refuse(**base, error=error)
-        reply = await self._rt.engine.execute(command, self._pvp)
-        await self._drive(reply.settlement, request.dry_run)
-        return reply
+        return await self._settle(command, self._pvp, request.dry_run)
 
     async def SettleDvP(
         self, request: settlement_pb2.SettleDvPRequest, context: grpc.aio.ServicerContext
@@ -229,9 +257,7 @@ class SettlementService(settlement_pb2_grpc.SettlementServiceServicer):
             )
         except SettlementError as error:
             command = commands.Refuse(**base, error=error)
-        reply = await self._rt.engine.execute(command, self._dvp)
-        await self._drive(reply.settlement, request.dry_run)
-        return reply
+        return await self._settle(command, self._dvp, request.dry_run)
 
     # -- reads ---------------------------------------------------------------------------------
     async def GetSettlement(

@@ -230,28 +230,35 @@ class Coordinator:
             )
         )
 
-    async def _complete(self, s: SettlementRecord, transfer: Transfer) -> SettlementRecord:
+    async def _complete(
+        self, s: SettlementRecord, transfer: Transfer, proof: steps.BlockProof | None = None
+    ) -> SettlementRecord:
         return await self._run(
             steps.Complete(
                 **self._fields("Complete", s.settlement_id),
                 bridge_state=bridge_state(transfer),
+                proof=proof,
             )
         )
 
     # -- the protocol --------------------------------------------------------------------------
-    async def drive(self, settlement_id: str) -> SettlementRecord:
+    async def drive(
+        self, settlement_id: str, known: SettlementRecord | None = None
+    ) -> SettlementRecord:
         """Take the settlement as far as it can go now; returns it as it then is. Bridge calls
-        that get no answer (after bounded retries) leave it where it is, for the sweep."""
+        that get no answer (after bounded retries) leave it where it is, for the sweep.
+        ``known``: the settlement as a command just committed it (not read again); every step
+        is guarded by the stored state, so a copy that is already stale only costs a no-op."""
         self._driving[settlement_id] = self._driving.get(settlement_id, 0) + 1
         try:
-            return await self._drive(settlement_id)
+            return await self._drive(settlement_id, known)
         finally:
             left = self._driving.pop(settlement_id) - 1
             if left:
                 self._driving[settlement_id] = left
 
-    async def _drive(self, settlement_id: str) -> SettlementRecord:
-        s = await self._reader.settlement(settlement_id)
+    async def _drive(self, settlement_id: str, known: SettlementRecord | None) -> SettlementRecord:
+        s = known if known is not None else await self._reader.settlement(settlement_id)
         assert s is not None, f"settlement {settlement_id} vanished"
         if settlement_id in self.stuck:
             return s  # left for an operator: asking the bridge again changes nothing
@@ -402,7 +409,15 @@ class Coordinator:
             log.warning("bridge_commit_refused", settlement_id=s.settlement_id, error=str(error))
             return await self._decide(s, Decision.ABORT, error.reason.name, _rejected(error))
         self._faults.point("pvp_between_commits")
-        return await self._complete(s, transfer)
+        # The core's leg and finality in one write: the bridge leg's block is waited for first
+        # (the bridge seals one every block interval). Without it (no quorum yet, no answer)
+        # the core's leg posts alone, COMMITTED, and the next step asks for finality again.
+        try:
+            proof = await self._proof(s)
+        except BridgeError as error:
+            log.info("bridge_finality_later", settlement_id=s.settlement_id, error=str(error))
+            proof = None
+        return await self._complete(s, transfer, proof)
 
     async def _abort(self, s: SettlementRecord) -> SettlementRecord:
         try:
@@ -414,10 +429,11 @@ class Coordinator:
             return self._stuck(s, "BRIDGE_COMMITTED_AN_ABORTED_SETTLEMENT")
         return await self._complete(s, transfer)
 
-    async def _finality(self, s: SettlementRecord) -> SettlementRecord:
+    async def _proof(self, s: SettlementRecord) -> steps.BlockProof | None:
+        """The bridge leg's block and its verified certificate; None while it is not final."""
         verified = await self._link.finality(s.transfer_id)
         if verified is None:
-            return s
+            return None
         certificate = json.dumps(
             {
                 "block_hash": verified.block_hash.hex(),
@@ -426,13 +442,14 @@ class Coordinator:
             },
             sort_keys=True,
         ).encode()
+        return steps.BlockProof(verified.height, verified.header, certificate)
+
+    async def _finality(self, s: SettlementRecord) -> SettlementRecord:
+        proof = await self._proof(s)
+        if proof is None:
+            return s
         return await self._run(
-            steps.RecordFinality(
-                **self._fields("RecordFinality", s.settlement_id),
-                block_height=verified.height,
-                block_header=verified.header,
-                certificate=certificate,
-            )
+            steps.RecordFinality(**self._fields("RecordFinality", s.settlement_id), proof=proof)
         )
 
 
