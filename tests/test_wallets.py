@@ -19,6 +19,7 @@ from wallets import (
     MalformedInstruction,
     MoneyError,
     OwnerKey,
+    PvPInstruction,
     TransferInstruction,
     UnsupportedCurrency,
     WalletKind,
@@ -165,6 +166,23 @@ def test_non_canonical_bytes_are_refused(old: bytes, new: bytes) -> None:
     assert old in canonical
     with pytest.raises(MalformedInstruction):
         TransferInstruction.from_bytes(canonical.replace(old, new))
+
+
+def test_a_pvp_quote_id_is_an_id_or_empty_for_at_market() -> None:
+    """The PvP's quote id may be empty (at market); anything else must still be an id."""
+
+    def pvp(quote_id: str) -> PvPInstruction:
+        return PvPInstruction(
+            "w_a", "w_b", quote_id, "HKD", 100, "CNY", 90, "platform/p1", "r1", 10**15
+        )
+
+    for quote_id in ("", "q000001-0a1b2c3d4e5f"):
+        assert PvPInstruction.from_bytes(pvp(quote_id).to_bytes()) == pvp(quote_id)
+    canonical = pvp("").to_bytes()
+    assert b"\nquote_id: \n" in canonical
+    for bad in (b" ", b"-q", b"q q", b"q" * 129, b"\xc3\xa9"):
+        with pytest.raises(MalformedInstruction):
+            PvPInstruction.from_bytes(canonical.replace(b"quote_id: ", b"quote_id: " + bad))
 
 
 def test_signature_binds_the_exact_bytes() -> None:

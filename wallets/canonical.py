@@ -37,6 +37,7 @@ class Field(enum.Enum):
     """What a field may hold, as a pattern over the raw bytes."""
 
     ID = rb"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}"
+    OPTIONAL_ID = rb"(?:[A-Za-z0-9][A-Za-z0-9._:@-]{0,127})?"  # an ID, or empty
     UINT = rb"0|[1-9][0-9]{0,18}"  # canonical, and within int64 once checked
     TEXT = rb"[^\x00-\x1f\x7f]*"  # printable UTF-8, at most TEXT_CHARS_MAX characters
     CURRENCY = rb"[A-Z]{3}"

@@ -361,7 +361,9 @@ class DvPInstruction(Document):
     """Delivery versus payment: ``units`` of the title from ``seller`` to ``buyer`` against
     ``pay_minor`` of ``pay_currency`` from ``buyer``, arriving as ``receive_minor`` of
     ``receive_currency`` to ``seller``: the same money when the currencies are equal (``quote_id``
-    empty), else converted through the bridge at ``quote_id``. Both parties sign the same bytes."""
+    empty), else converted through the bridge at ``quote_id``, or, with ``quote_id`` empty, *at
+    market*: exactly ``receive_minor`` arrives, at the bridge's quote when the core settles, and
+    ``pay_minor`` is the most the buyer pays for it. Both parties sign the same bytes."""
 
     FORMAT: ClassVar = _format(
         "condpay.dvp.v2",
@@ -395,13 +397,16 @@ class DvPInstruction(Document):
 @dataclass(frozen=True, slots=True)
 class PvPInstruction(Document):
     """Payment versus payment: ``pay_minor`` of ``pay_currency`` from ``payer`` against
-    ``receive_minor`` of ``receive_currency`` to ``payee``, at the bridge quote ``quote_id``."""
+    ``receive_minor`` of ``receive_currency`` to ``payee``, at the bridge quote ``quote_id``.
+
+    With ``quote_id`` empty, *at market*: exactly ``receive_minor`` arrives, converted at the
+    bridge's quote when the core settles, and ``pay_minor`` is the most the payer pays for it."""
 
     FORMAT: ClassVar = _format(
         "condpay.pvp.v2",
         ("payer", Field.ID),
         ("payee", Field.ID),
-        ("quote_id", Field.ID),
+        ("quote_id", Field.OPTIONAL_ID),
         ("pay_currency", Field.CURRENCY),
         ("pay_minor", Field.UINT),
         ("receive_currency", Field.CURRENCY),

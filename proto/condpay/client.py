@@ -18,6 +18,7 @@ import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -79,6 +80,33 @@ TRANSIENT = frozenset(
 
 def new_request_id() -> str:
     return f"req-{uuid.uuid4().hex}"
+
+
+@dataclass(frozen=True, slots=True)
+class AtMarket:
+    """A cross-currency price settled at the bridge's rate when the core settles, with no
+    QuoteFx call first: exactly ``receive`` (currency, minor units) arrives, and the payer pays
+    the bridge's price for it, at most ``pay_at_most`` (refused with QUOTE_ABOVE_LIMIT, nothing
+    moved, if the price is higher)."""
+
+    receive: tuple[str, int]
+    pay_at_most: tuple[str, int]
+
+
+Price = tuple[str, int] | settlement_pb2.FxQuote | AtMarket
+
+
+def _sides(price: Price) -> tuple[tuple[str, int], tuple[str, int], str]:
+    """(pay, receive, quote id) of a price: one currency, a quote, or at market."""
+    if isinstance(price, AtMarket):
+        return price.pay_at_most, price.receive, ""
+    if isinstance(price, tuple):
+        return price, price, ""
+    return (
+        (price.source.currency, price.source.amount_minor),
+        (price.target.currency, price.target.amount_minor),
+        price.quote_id,
+    )
 
 
 class Client:
@@ -810,22 +838,25 @@ class SettlementsClient(PaymentsClient):
         payer_key: OwnerKey,
         payer_wallet_id: str,
         payee_wallet_id: str,
-        quote: settlement_pb2.FxQuote,
+        quote: settlement_pb2.FxQuote | AtMarket,
         *,
         request_id: str = "",
         expires_in_seconds: float = 300.0,
         dry_run: bool = False,
     ) -> settlement_pb2.SettlePvPResponse:
-        """Pay the quote's source amount from the payer; the payee receives its target amount."""
+        """Pay the quote's source amount from the payer; the payee receives its target amount.
+        Or, :class:`AtMarket`, with no quote asked for first: the payee receives exactly its
+        ``receive``, the payer pays the bridge's price then, at most ``pay_at_most``."""
         request_id = request_id or new_request_id()
+        pay, receive, quote_id = _sides(quote)
         pvp = PvPInstruction(
             payer=payer_wallet_id,
             payee=payee_wallet_id,
-            quote_id=quote.quote_id,
-            pay_currency=quote.source.currency,
-            pay_minor=quote.source.amount_minor,
-            receive_currency=quote.target.currency,
-            receive_minor=quote.target.amount_minor,
+            quote_id=quote_id,
+            pay_currency=pay[0],
+            pay_minor=pay[1],
+            receive_currency=receive[0],
+            receive_minor=receive[1],
             submitter=self.caller,
             request_id=request_id,
             expires_at_us=_expiry(expires_in_seconds),
@@ -846,14 +877,16 @@ class SettlementsClient(PaymentsClient):
         buyer: tuple[OwnerKey, str],
         title_id: str,
         units: int,
-        price: tuple[str, int] | settlement_pb2.FxQuote,
+        price: Price,
         *,
         request_id: str = "",
         expires_in_seconds: float = 300.0,
         dry_run: bool = False,
     ) -> settlement_pb2.SettleDvPResponse:
         """``units`` of the title from seller to buyer against ``price``: (currency, minor) in
-        one currency, or a quote (the buyer pays its source, the seller receives its target)."""
+        one currency, a quote (the buyer pays its source, the seller receives its target), or
+        :class:`AtMarket` (the seller receives exactly its ``receive``, the buyer pays the
+        bridge's price then, at most ``pay_at_most``)."""
         request = dvp_request(
             seller,
             buyer,
@@ -883,7 +916,7 @@ def dvp_request(
     buyer: tuple[OwnerKey, str],
     title_id: str,
     units: int,
-    price: tuple[str, int] | settlement_pb2.FxQuote,
+    price: Price,
     *,
     submitter: str,
     request_id: str,
@@ -892,13 +925,7 @@ def dvp_request(
 ) -> settlement_pb2.SettleDvPRequest:
     """A SettleDvP request signed by both parties (the DvP instruction's bytes), for
     ``submitter`` (the caller that will send it) to submit."""
-    if isinstance(price, tuple):
-        pay = receive = price
-        quote_id = ""
-    else:
-        pay = (price.source.currency, price.source.amount_minor)
-        receive = (price.target.currency, price.target.amount_minor)
-        quote_id = price.quote_id
+    pay, receive, quote_id = _sides(price)
     payload = DvPInstruction(
         title_id=title_id,
         units=units,
@@ -924,8 +951,10 @@ def dvp_request(
 
 __all__ = [
     "ApiError",
+    "AtMarket",
     "Client",
     "PaymentsClient",
+    "Price",
     "SettlementsClient",
     "bound_params",
     "dvp_request",

@@ -293,6 +293,10 @@ _QUOTED = {
     R.QUOTE_ALREADY_USED,
     R.SAME_CURRENCY,
     R.BRIDGE_NOT_CONFIGURED,
+    # at market (no quote id): the core asks the bridge for the quote
+    R.QUOTE_ABOVE_LIMIT,
+    R.BRIDGE_REFUSED,
+    R.BRIDGE_UNAVAILABLE,
 }
 _SETTLE = {
     *_SIGNED,

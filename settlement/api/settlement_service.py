@@ -123,14 +123,27 @@ class SettlementService(settlement_pb2_grpc.SettlementServiceServicer):
                 Reason.MISSING_FIELD, "amount", "source_amount_minor or target_amount_minor"
             )
         amount = requests.positive_amount(getattr(request, which), which)
+        if which == "source_amount_minor":
+            return await self._ask_bridge(source, target, caller, source_amount_minor=amount)
+        return await self._ask_bridge(source, target, caller, target_amount_minor=amount)
+
+    async def _ask_bridge(
+        self,
+        source: str,
+        target: str,
+        caller: str,
+        *,
+        source_amount_minor: int | None = None,
+        target_amount_minor: int | None = None,
+    ) -> QuoteRecord:
         self._bridge_needed()
         assert self._rt.bridge is not None
         try:
             quote = await self._rt.bridge.quote(
                 source,
                 target,
-                source_amount_minor=amount if which == "source_amount_minor" else None,
-                target_amount_minor=amount if which == "target_amount_minor" else None,
+                source_amount_minor=source_amount_minor,
+                target_amount_minor=target_amount_minor,
             )
         except Unavailable:
             raise SettlementError(
@@ -144,19 +157,54 @@ class SettlementService(settlement_pb2_grpc.SettlementServiceServicer):
             ) from None
         return quote_record(quote, caller)
 
+    async def _market_quote(self, terms: settlements.Terms, caller: str) -> QuoteRecord | None:
+        """At market (a cross-currency instruction without a quote id): the bridge's quote for
+        the amount to arrive, asked for now, in this call; None for a quoted or one-currency
+        instruction."""
+        if terms.quote_id or terms.pay_currency == terms.receive_currency:
+            return None
+        return await self._ask_bridge(
+            terms.pay_currency,
+            terms.receive_currency,
+            caller,
+            target_amount_minor=terms.receive_minor,
+        )
+
     # -- settlements ---------------------------------------------------------------------------
     async def _settle(
-        self, command: commands.Command, codec: Reply[SettleReplyT], dry_run: bool
+        self,
+        base: requests.CommandFields,
+        prepare: commands.Command | SettlementError,
+        codec: Reply[SettleReplyT],
     ) -> SettleReplyT:
-        """Prepare the settlement, then carry it out (a no-op for a dry run, a one-currency DvP,
-        final at once, or a settlement already done): the reply shows it as it then is."""
+        """Prepare the settlement (or store the refusal), then carry it out: the reply shows it
+        as it then is. A bridge that did not answer an at-market quote is no outcome to store: a
+        retry of a request whose outcome is stored is answered with it, anything else is
+        BRIDGE_UNAVAILABLE, to retry with the same request id."""
+        if isinstance(prepare, SettlementError):
+            if prepare.reason is Reason.BRIDGE_UNAVAILABLE:
+                stored = await self._rt.reader.operation(base["caller"], base["request_id"])
+                if stored is None:
+                    raise prepare
+                return await self._carry_out(replay_stored(stored, base, codec), None, base)
+            prepare = commands.Refuse(**base, error=prepare)
         kept = _Kept(codec)
-        reply = await self._rt.engine.execute(command, kept)
+        reply = await self._rt.engine.execute(prepare, kept)
+        return await self._carry_out(reply, kept.settlement, base)
+
+    async def _carry_out(
+        self,
+        reply: SettleReplyT,
+        known: SettlementRecord | None,
+        base: requests.CommandFields,
+    ) -> SettleReplyT:
+        """Drive the prepared settlement as far as it goes now (a no-op for a dry run, a
+        one-currency DvP, final at once, or a settlement already done)."""
         settlement = reply.settlement
         coordinator = self._rt.coordinator
-        if dry_run or coordinator is None or not settlement.settlement_id:
+        if base["dry_run"] or coordinator is None or not settlement.settlement_id:
             return reply
-        driven = await coordinator.drive(settlement.settlement_id, kept.settlement)
+        driven = await coordinator.drive(settlement.settlement_id, known)
         settlement.CopyFrom(views.settlement(driven, self._gateway))
         return reply
 
@@ -181,26 +229,39 @@ class SettlementService(settlement_pb2_grpc.SettlementServiceServicer):
             requests.positive_amount(pvp.receive_minor, "payer_instruction.receive_minor")
             self._bridge_needed()
             await check_wallet_signature(self._rt, pvp.payer, signed.signature, signed.payload)
-            command: commands.Command = settlements.PrepareSettlement(
-                **base,
-                settlement_id=settlements.derive_settlement_id(base["caller"], base["request_id"]),
-                kind=SettlementKind.PVP,
-                terms=settlements.Terms(
-                    payer=pvp.payer,
-                    pay_currency=pvp.pay_currency,
-                    pay_minor=pvp.pay_minor,
-                    payee=pvp.payee,
-                    receive_currency=pvp.receive_currency,
-                    receive_minor=pvp.receive_minor,
-                    quote_id=pvp.quote_id,
-                    expires_at_us=pvp.expires_at_us,
-                ),
-                gateway=self._gateway,
-                hold_ms=self._rt.settings.pvp_hold_ms,
+            terms = settlements.Terms(
+                payer=pvp.payer,
+                pay_currency=pvp.pay_currency,
+                pay_minor=pvp.pay_minor,
+                payee=pvp.payee,
+                receive_currency=pvp.receive_currency,
+                receive_minor=pvp.receive_minor,
+                quote_id=pvp.quote_id,
+                expires_at_us=pvp.expires_at_us,
+            )
+            prepare: commands.Command | SettlementError = self._prepare(
+                base, SettlementKind.PVP, terms, await self._market_quote(terms, base["caller"])
             )
         except SettlementError as error:
-            command = commands.Refuse(**base, error=error)
-        return await self._settle(command, self._pvp, request.dry_run)
+            prepare = error
+        return await self._settle(base, prepare, self._pvp)
+
+    def _prepare(
+        self,
+        base: requests.CommandFields,
+        kind: SettlementKind,
+        terms: settlements.Terms,
+        market_quote: QuoteRecord | None,
+    ) -> settlements.PrepareSettlement:
+        return settlements.PrepareSettlement(
+            **base,
+            settlement_id=settlements.derive_settlement_id(base["caller"], base["request_id"]),
+            kind=kind,
+            terms=terms,
+            gateway=self._gateway,
+            hold_ms=self._rt.settings.pvp_hold_ms,
+            market_quote=market_quote,
+        )
 
     async def SettleDvP(
         self, request: settlement_pb2.SettleDvPRequest, context: grpc.aio.ServicerContext
@@ -225,10 +286,6 @@ class SettlementService(settlement_pb2_grpc.SettlementServiceServicer):
                         "in one currency the seller receives what the buyer pays, with no quote",
                     )
             else:
-                if not dvp.quote_id:
-                    raise requests.invalid(
-                        Reason.MISSING_FIELD, "payload.quote_id", "a cross-currency DvP needs one"
-                    )
                 self._bridge_needed()
             await check_wallet_signature(
                 self._rt, dvp.seller, request.seller_signature, request.payload
@@ -236,28 +293,24 @@ class SettlementService(settlement_pb2_grpc.SettlementServiceServicer):
             await check_wallet_signature(
                 self._rt, dvp.buyer, request.buyer_signature, request.payload
             )
-            command: commands.Command = settlements.PrepareSettlement(
-                **base,
-                settlement_id=settlements.derive_settlement_id(base["caller"], base["request_id"]),
-                kind=SettlementKind.DVP,
-                terms=settlements.Terms(
-                    payer=dvp.buyer,
-                    pay_currency=dvp.pay_currency,
-                    pay_minor=dvp.pay_minor,
-                    payee=dvp.seller,
-                    receive_currency=dvp.receive_currency,
-                    receive_minor=dvp.receive_minor,
-                    quote_id=dvp.quote_id,
-                    title_id=dvp.title_id,
-                    title_units=dvp.units,
-                    expires_at_us=dvp.expires_at_us,
-                ),
-                gateway=self._gateway,
-                hold_ms=self._rt.settings.pvp_hold_ms,
+            terms = settlements.Terms(
+                payer=dvp.buyer,
+                pay_currency=dvp.pay_currency,
+                pay_minor=dvp.pay_minor,
+                payee=dvp.seller,
+                receive_currency=dvp.receive_currency,
+                receive_minor=dvp.receive_minor,
+                quote_id=dvp.quote_id,
+                title_id=dvp.title_id,
+                title_units=dvp.units,
+                expires_at_us=dvp.expires_at_us,
+            )
+            prepare: commands.Command | SettlementError = self._prepare(
+                base, SettlementKind.DVP, terms, await self._market_quote(terms, base["caller"])
             )
         except SettlementError as error:
-            command = commands.Refuse(**base, error=error)
-        return await self._settle(command, self._dvp, request.dry_run)
+            prepare = error
+        return await self._settle(base, prepare, self._dvp)
 
     # -- reads ---------------------------------------------------------------------------------
     async def GetSettlement(

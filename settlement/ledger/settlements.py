@@ -163,9 +163,13 @@ class PrepareSettlement(Command):
     terms: Terms
     gateway: str
     hold_ms: int
+    # At market (the terms name no quote): the bridge's quote the server got for the amount to
+    # arrive, kept in this transaction if the settlement takes it.
+    market_quote: QuoteRecord | None = None
 
     def reads(self) -> Reads:
         t = self.terms
+        quotes = {q for q in (t.quote_id, self.market_quote and self.market_quote.quote_id) if q}
         balances = {(t.payer, t.pay_currency), (t.payee, t.receive_currency)}
         wallets = {t.payer, t.payee}
         if t.pay_currency != t.receive_currency:  # only a PvP leg touches the gateway
@@ -175,7 +179,7 @@ class PrepareSettlement(Command):
             settlement_ids={self.settlement_id},
             wallet_ids=wallets,
             balance_keys=balances,
-            quote_ids={t.quote_id} if t.quote_id else set(),
+            quote_ids=quotes,
         )
         if t.title_id:
             reads.title_ids = {t.title_id, *titles.child_ids(t.title_id)}
@@ -189,24 +193,12 @@ class PrepareSettlement(Command):
         existing_wallet(ws, t.payee)
         check_not_expired(ws, t.expires_at_us)
         quote = None
+        pay_minor = t.pay_minor  # at market: the quote's price, at most the signed amount
         if t.pay_currency != t.receive_currency:
             existing_wallet(ws, self.gateway)
-            quote = _usable_quote(ws, t.quote_id, self.settlement_id, self.caller)
-            offered = (quote.source_currency, quote.source_minor, quote.target_currency)
-            if (*offered, quote.target_minor) != (
-                t.pay_currency,
-                t.pay_minor,
-                t.receive_currency,
-                t.receive_minor,
-            ):
-                raise SettlementError(
-                    Reason.INSTRUCTION_MISMATCH,
-                    f"quote {quote.quote_id} is {quote.source_minor} {quote.source_currency} for "
-                    f"{quote.target_minor} {quote.target_currency}; the instruction says "
-                    f"{t.pay_minor} {t.pay_currency} for {t.receive_minor} {t.receive_currency}",
-                    metadata={"field": "quote_id", "quote_id": quote.quote_id},
-                )
-        day = check_debit(ws, existing_wallet(ws, t.payer), t.pay_currency, t.pay_minor)
+            quote = self._quote(ws)
+            pay_minor = quote.source_minor
+        day = check_debit(ws, existing_wallet(ws, t.payer), t.pay_currency, pay_minor)
         check_incoming(ws, existing_wallet(ws, t.payee), t.receive_currency, t.receive_minor)
         delivered = self._title(ws) if t.title_id else ""
         settlement = SettlementRecord(
@@ -218,14 +210,14 @@ class PrepareSettlement(Command):
             origin_leg_id="",
             payer_wallet_id=t.payer,
             pay_currency=t.pay_currency,
-            pay_minor=t.pay_minor,
+            pay_minor=pay_minor,
             payee_wallet_id=t.payee,
             receive_currency=t.receive_currency,
             receive_minor=t.receive_minor,
             title_id=t.title_id,
             title_units=t.title_units,
             delivered_title_id=delivered,
-            quote_id=t.quote_id,
+            quote_id=quote.quote_id if quote else "",
             spread_minor=quote.spread_minor if quote else 0,
             rate_num=quote.rate_num if quote else 1,
             rate_den=quote.rate_den if quote else 1,
@@ -246,7 +238,7 @@ class PrepareSettlement(Command):
             is_new=True,
         )
         ws.add(settlement)
-        ws.record_spend(ws.balance(t.payer, t.pay_currency), t.pay_minor, day)
+        ws.record_spend(ws.balance(t.payer, t.pay_currency), pay_minor, day)
         if quote is None:  # one currency: nothing to wait for
             settlement.decision, settlement.decided_at_us = Decision.COMMIT, ws.now_us
             ws.post(
@@ -262,21 +254,73 @@ class PrepareSettlement(Command):
             _deliver(ws, settlement, self.request_id)
             settlement.state = SettlementState.FINAL
             return settlement
-        ws.touch(quote)
-        quote.used_by = self.settlement_id
+        if self.market_quote is None:
+            ws.touch(quote)
+            quote.used_by = self.settlement_id
         ws.post(
             EntryKind.HOLD,
             self.request_id,
             self.caller,
             f"{self.kind.value} {settlement.settlement_id} held",
             [
-                Leg(t.payer, Bucket.AVAILABLE, t.pay_currency, -t.pay_minor),
-                Leg(t.payer, Bucket.HELD, t.pay_currency, t.pay_minor),
+                Leg(t.payer, Bucket.AVAILABLE, t.pay_currency, -pay_minor),
+                Leg(t.payer, Bucket.HELD, t.pay_currency, pay_minor),
                 _hold_gateway(ws, self.gateway, t.receive_currency, t.receive_minor),
                 Leg(self.gateway, Bucket.HELD, t.receive_currency, t.receive_minor),
             ],
         )
         return settlement
+
+    def _quote(self, ws: WorkingSet) -> QuoteRecord:
+        """The quote the settlement converts at: the one the instruction names, with exactly its
+        amounts; or, at market, the one the server got, kept now (already used by this
+        settlement) if its price is within the signed limit."""
+        t = self.terms
+        if self.market_quote is None:
+            quote = _usable_quote(ws, t.quote_id, self.settlement_id, self.caller)
+            offered = (quote.source_currency, quote.source_minor, quote.target_currency)
+            if (*offered, quote.target_minor) != (
+                t.pay_currency,
+                t.pay_minor,
+                t.receive_currency,
+                t.receive_minor,
+            ):
+                raise SettlementError(
+                    Reason.INSTRUCTION_MISMATCH,
+                    f"quote {quote.quote_id} is {quote.source_minor} {quote.source_currency} for "
+                    f"{quote.target_minor} {quote.target_currency}; the instruction says "
+                    f"{t.pay_minor} {t.pay_currency} for {t.receive_minor} {t.receive_currency}",
+                    metadata={"field": "quote_id", "quote_id": quote.quote_id},
+                )
+            return quote
+        market = self.market_quote
+        if (market.source_currency, market.target_currency, market.target_minor) != (
+            t.pay_currency,
+            t.receive_currency,
+            t.receive_minor,
+        ):
+            raise AssertionError(f"market quote {market.quote_id} is not for these terms")
+        if market.source_minor > t.pay_minor:
+            raise SettlementError(
+                Reason.QUOTE_ABOVE_LIMIT,
+                f"{t.receive_minor} {t.receive_currency} cost {market.source_minor} "
+                f"{t.pay_currency} at the bridge's quote {market.quote_id}; the instruction "
+                f"pays at most {t.pay_minor}",
+                metadata={
+                    "field": "pay_minor",
+                    "quote_id": market.quote_id,
+                    "quoted_minor": str(market.source_minor),
+                },
+            )
+        if ws.now_us >= market.expires_at_us:
+            raise SettlementError(
+                Reason.QUOTE_EXPIRED,
+                f"the bridge's quote {market.quote_id} expired before it was used; retry",
+                metadata={"quote_id": market.quote_id},
+            )
+        quote = replace(market, created_at_us=ws.now_us, used_by=self.settlement_id, is_new=True)
+        ws.add(quote)
+        return quote
 
     def _title(self, ws: WorkingSet) -> str:
         """Check the title and escrow the units delivered to this settlement (splitting off

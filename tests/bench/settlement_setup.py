@@ -6,16 +6,20 @@ the bank opens ``pairs`` payers (buyers) funded in the currencies they pay, and 
 (sellers); the carrier is registered as a title issuer. Before each DvP cell the carrier issues
 one bill of lading per DvP to its seller (untimed: one title per operation).
 
-A flow (:func:`pvp_flows`, :func:`dvp_flows`):
+A flow (:func:`pvp_flows`, :func:`dvp_flows`), *at market* (the default, ``market=True``):
 
-1. ``QuoteFx`` by the platform, for the amount to arrive (pre-serialized);
-2. ``SettlePvP`` (payer pays CNY, payee receives HKD) or ``SettleDvP`` (the seller's whole title
-   against the buyer paying HKD, the seller receiving CNY), signed by the parties *in the load
-   generator* over the quote step 1 answered (its id is the bridge's, random: it cannot be
-   signed beforehand); the time to FINAL starts at its send;
-3. if the reply is not yet FINAL (COMMITTED, or PREPARED/COMMITTING with the bridge slow),
+1. ``SettlePvP`` (payer pays CNY, payee receives HKD) or ``SettleDvP`` (the seller's whole title
+   against the buyer paying HKD, the seller receiving CNY) with no quote id: exactly 100.00
+   arrives, the payer pays the bridge's price, at most :data:`PAY_LIMIT_MINOR`; signed and
+   serialized before the clock; the time to FINAL starts at its send;
+2. if the reply is not yet FINAL (COMMITTED, or PREPARED/COMMITTING with the bridge slow),
    ``GetSettlement`` every :data:`POLL_SECONDS` until FINAL. ABORTED is a definite refusal: the
    flow ends, counted by its abort reason.
+
+*Quoted* (``market=False``), the two-call flow: ``QuoteFx`` by the platform for the amount to
+arrive (pre-serialized), then the Settle call signed by the parties *in the load generator* over
+the quote just answered (its id is the bridge's, random: it cannot be signed beforehand), then
+the polls as above.
 """
 
 from __future__ import annotations
@@ -25,11 +29,11 @@ import functools
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from condpay.client import SettlementsClient, dvp_request
+from condpay.client import AtMarket, Price, SettlementsClient, dvp_request
 from condpay.ids import settlement_id_for, title_id_for
 from condpay.v1 import settlement_pb2, wallet_pb2
 
@@ -47,6 +51,7 @@ CARRIER = "carrier.bench"
 RESERVE_MINOR = 1_000_000_000_00  # issued per currency to the bank and to the gateway
 FUNDING_MINOR = 1_000_000_00  # per payer and currency it pays in
 RECEIVE_MINOR = 100_00  # each settlement delivers 100.00 of the target currency
+PAY_LIMIT_MINOR = 10 * RECEIVE_MINOR  # at market: the most a payer signs to pay for it
 PVP_PAIR = ("CNY", "HKD")  # (pays, receives)
 DVP_PAIR = ("HKD", "CNY")  # the buyer pays HKD, the seller receives CNY
 TITLE_UNITS = 40
@@ -191,18 +196,48 @@ def build_pvp(quote_reply: bytes, template: bytes) -> bytes:
 def build_dvp(quote_reply: bytes, template: bytes) -> bytes:
     """SettleDvP over the quote just answered, signed by seller and buyer (in the load
     generator)."""
-    terms = json.loads(template)
+    return _dvp(json.loads(template), _quote_of(quote_reply))
+
+
+def _dvp(terms: dict[str, Any], price: Price) -> bytes:
     request = dvp_request(
         (_key(bytes.fromhex(terms["seller_seed"])), terms["seller"]),
         (_key(bytes.fromhex(terms["buyer_seed"])), terms["buyer"]),
         terms["title_id"],
         TITLE_UNITS,
-        _quote_of(quote_reply),
+        price,
         submitter=PLATFORM,
         request_id=terms["request_id"],
         expires_at_us=terms["expires_at_us"],
     )
     return request.SerializeToString()
+
+
+def _market(pair: tuple[str, str]) -> AtMarket:
+    return AtMarket(receive=(pair[1], RECEIVE_MINOR), pay_at_most=(pair[0], PAY_LIMIT_MINOR))
+
+
+def _market_pvp(terms: dict[str, Any]) -> bytes:
+    """SettlePvP at market, signed by the payer (before the clock)."""
+    price = _market(PVP_PAIR)
+    signed = PvPInstruction(
+        payer=terms["payer"],
+        payee=terms["payee"],
+        quote_id="",
+        pay_currency=price.pay_at_most[0],
+        pay_minor=price.pay_at_most[1],
+        receive_currency=price.receive[0],
+        receive_minor=price.receive[1],
+        submitter=PLATFORM,
+        request_id=terms["request_id"],
+        expires_at_us=terms["expires_at_us"],
+    ).sign(_key(bytes.fromhex(terms["payer_seed"])))
+    return settlement_pb2.SettlePvPRequest(
+        request_id=terms["request_id"],
+        payer_instruction=wallet_pb2.SignedInstruction(
+            payload=signed.payload, signature=signed.signature
+        ),
+    ).SerializeToString()
 
 
 def _settlement_verdict(settlement: settlement_pb2.Settlement) -> str:
@@ -241,43 +276,59 @@ def _expiry_us() -> int:
     return int((time.time() + EXPIRY_SECONDS) * 1_000_000)
 
 
-def pvp_flows(world: SettlementWorld, count: int, tag: str) -> list[Flow]:
-    """``count`` PvPs, request ids ``<tag>-<i>.quote`` / ``.settle``; payer ``i mod P``."""
+def _settle_steps(
+    tag: str,
+    i: int,
+    terms: dict[str, Any],
+    market: bool,
+    kind: tuple[str, str, tuple[str, str]],
+    verdict: Callable[[bytes], str],
+) -> tuple[Step, ...]:
+    """A flow's steps: at market one presigned Settle, else QuoteFx then Settle built over its
+    quote in the load generator; then the polls."""
+    step, method, pair = kind
+    settlement_id = settlement_id_for(PLATFORM, terms["request_id"])
+    poll = _poll_step(settlement_id)
+    if market:
+        request = _market_pvp(terms) if step == STEP_PVP else _dvp(terms, _market(pair))
+        return (
+            Step(step, method, request, _caller(PLATFORM), verdict=verdict, starts_clock=True),
+            poll,
+        )
+    quote = Step(
+        STEP_QUOTE, QUOTE_METHOD, _quote_request(f"{tag}-{i:07d}.quote", pair), _caller(PLATFORM)
+    )
+    build = build_pvp if step == STEP_PVP else build_dvp
+    template = json.dumps(terms).encode()
+    settle = Step(
+        step,
+        method,
+        template,
+        _caller(PLATFORM),
+        build=build,
+        verdict=verdict,
+        starts_clock=True,
+    )
+    return (quote, settle, poll)
+
+
+def pvp_flows(world: SettlementWorld, count: int, tag: str, *, market: bool = True) -> list[Flow]:
+    """``count`` PvPs, request ids ``<tag>-<i>.settle`` (and ``.quote``); payer ``i mod P``."""
     expires_at_us = _expiry_us()
     flows = []
     for i in range(count):
         payer = world.payers[i % len(world.payers)]
         payee = world.payees[i % len(world.payees)]
         request_id = f"{tag}-{i:07d}.settle"
-        template = json.dumps(
-            {
-                "payer": payer.wallet_id,
-                "payee": payee.wallet_id,
-                "payer_seed": payer.seed.hex(),
-                "request_id": request_id,
-                "expires_at_us": expires_at_us,
-            }
-        ).encode()
-        settlement_id = settlement_id_for(PLATFORM, request_id)
-        steps = (
-            Step(
-                STEP_QUOTE,
-                QUOTE_METHOD,
-                _quote_request(f"{tag}-{i:07d}.quote", PVP_PAIR),
-                _caller(PLATFORM),
-            ),
-            Step(
-                STEP_PVP,
-                PVP_METHOD,
-                template,
-                _caller(PLATFORM),
-                build=build_pvp,
-                verdict=pvp_verdict,
-                starts_clock=True,
-            ),
-            _poll_step(settlement_id),
-        )
-        flows.append(Flow(settlement_id, steps))
+        terms: dict[str, Any] = {
+            "payer": payer.wallet_id,
+            "payee": payee.wallet_id,
+            "payer_seed": payer.seed.hex(),
+            "request_id": request_id,
+            "expires_at_us": expires_at_us,
+        }
+        steps = _settle_steps(tag, i, terms, market, (STEP_PVP, PVP_METHOD, PVP_PAIR), pvp_verdict)
+        flows.append(Flow(settlement_id_for(PLATFORM, request_id), steps))
     return flows
 
 
@@ -316,7 +367,9 @@ async def issue_titles(address: str, world: SettlementWorld, count: int, tag: st
     return [reply.title.title_id for reply in replies]
 
 
-def dvp_flows(world: SettlementWorld, titles: Sequence[str], tag: str) -> list[Flow]:
+def dvp_flows(
+    world: SettlementWorld, titles: Sequence[str], tag: str, *, market: bool = True
+) -> list[Flow]:
     """One DvP per title (issued by :func:`issue_titles` with the same tag): the seller holding
     title ``i`` sells all of it to buyer ``i mod P``, paid in HKD, receiving CNY."""
     expires_at_us = _expiry_us()
@@ -325,35 +378,15 @@ def dvp_flows(world: SettlementWorld, titles: Sequence[str], tag: str) -> list[F
         seller = world.payees[i % len(world.payees)]
         buyer = world.payers[i % len(world.payers)]
         request_id = f"{tag}-{i:07d}.settle"
-        template = json.dumps(
-            {
-                "seller": seller.wallet_id,
-                "seller_seed": seller.seed.hex(),
-                "buyer": buyer.wallet_id,
-                "buyer_seed": buyer.seed.hex(),
-                "title_id": title_id,
-                "request_id": request_id,
-                "expires_at_us": expires_at_us,
-            }
-        ).encode()
-        settlement_id = settlement_id_for(PLATFORM, request_id)
-        steps = (
-            Step(
-                STEP_QUOTE,
-                QUOTE_METHOD,
-                _quote_request(f"{tag}-{i:07d}.quote", DVP_PAIR),
-                _caller(PLATFORM),
-            ),
-            Step(
-                STEP_DVP,
-                DVP_METHOD,
-                template,
-                _caller(PLATFORM),
-                build=build_dvp,
-                verdict=dvp_verdict,
-                starts_clock=True,
-            ),
-            _poll_step(settlement_id),
-        )
-        flows.append(Flow(settlement_id, steps))
+        terms: dict[str, Any] = {
+            "seller": seller.wallet_id,
+            "seller_seed": seller.seed.hex(),
+            "buyer": buyer.wallet_id,
+            "buyer_seed": buyer.seed.hex(),
+            "title_id": title_id,
+            "request_id": request_id,
+            "expires_at_us": expires_at_us,
+        }
+        steps = _settle_steps(tag, i, terms, market, (STEP_DVP, DVP_METHOD, DVP_PAIR), dvp_verdict)
+        flows.append(Flow(settlement_id_for(PLATFORM, request_id), steps))
     return flows

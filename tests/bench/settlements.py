@@ -16,10 +16,12 @@ gateway ``CONDPAY``, blocks every 50 ms, its validator set exported for the core
 ``condpay serve --insecure`` (per-call logging off; ``CONDPAY_BRIDGE=grpc://`` the bridge over
 the development mode's link; a fresh SQLite file, or a fresh database of a throwaway PostgreSQL
 server with ``CONDPAY_WORKERS`` at its default). The load generator is the transfer bench's, in
-a process of its own, running *flows* (:mod:`tests.bench.settlement_setup`): QuoteFx, then
-SettlePvP or SettleDvP signed in the load generator over the quote just answered (its id is the
-bridge's: it cannot be signed beforehand; everything else is serialized before the clock), then,
-when the reply is not FINAL yet, GetSettlement every 5 ms until it is. The *time to FINAL* runs
+a process of its own, running *flows* (:mod:`tests.bench.settlement_setup`): SettlePvP or
+SettleDvP *at market* (no quote id: the core asks the bridge for the quote in the call; signed
+and serialized before the clock), then, when the reply is not FINAL yet, GetSettlement every 5 ms
+until it is. With ``--quoted``, the two-call flow instead: QuoteFx, then the Settle call signed in
+the load generator over the quote just answered (its id is the bridge's: it cannot be signed
+beforehand). The *time to FINAL* runs
 from the send of Settle to the reply or poll that shows FINAL. ABORTED is a definite refusal: the
 flow ends, counted by its abort reason. DvP: one bill of lading per operation, issued to its
 seller before the cell (untimed); the buyer pays HKD, the seller receives CNY. PvP: the payer
@@ -136,6 +138,7 @@ class SettlementConfig:
     backends: tuple[str, ...] = ("echo", "sqlite", "postgres")
     kinds: tuple[str, ...] = KINDS
     paced: bool = True
+    market: bool = True  # at market (one Settle call); False: QuoteFx first, Settle over it
     output: Path = BENCH_DIR / "settlements.json"
 
 
@@ -432,12 +435,12 @@ class SettlementBench:
             count = self.pool_size(concurrency, rate)
             attempt_tag = f"{tag}-a{len(attempts)}"
             if kind == "pvp":
-                flows = pvp_flows(world, count, attempt_tag)
+                flows = pvp_flows(world, count, attempt_tag, market=self.config.market)
             else:
                 titles = await issue_titles(address, world, count, attempt_tag)
                 if titles != title_ids(world, count, attempt_tag):
                     raise RuntimeError("the titles issued have other ids than condpay.ids says")
-                flows = dvp_flows(world, titles, attempt_tag)
+                flows = dvp_flows(world, titles, attempt_tag, market=self.config.market)
             seconds, _ = await self.quiet.wait()
             waited += seconds
             spec = FlowSpec(
@@ -752,9 +755,21 @@ def _method(config: SettlementConfig) -> dict[str, object]:
     return {
         "load_generator": "a separate process (multiprocessing spawn): N asyncio tasks over 16 "
         "grpc.aio channels, each running one settlement flow at a time with one call in flight; "
-        "paced: a flow started every 1/R s; QuoteFx and GetSettlement pre-serialized, Settle "
-        "signed in the load generator over the quote answered",
-        "flow": "QuoteFx, SettlePvP | SettleDvP, GetSettlement every 5 ms until FINAL if needed",
+        "paced: a flow started every 1/R s; "
+        + (
+            "Settle at market and GetSettlement pre-serialized"
+            if config.market
+            else "QuoteFx and GetSettlement pre-serialized, Settle signed in the load generator "
+            "over the quote answered"
+        ),
+        "flow": (
+            "SettlePvP | SettleDvP at market (no quote id: exactly 100.00 arrives, the payer "
+            "pays the bridge's price, at most 1000.00)"
+            if config.market
+            else "QuoteFx, SettlePvP | SettleDvP over its quote"
+        )
+        + ", GetSettlement every 5 ms until FINAL if needed",
+        "at_market": config.market,
         "time_to_final": "from the send of Settle to the reply or poll showing FINAL",
         "processes": "condpay serve --insecure; python -m bridges serve --insecure "
         "(BridgeProcess, block interval 50 ms); the load generator",
@@ -898,6 +913,9 @@ def parse_args(argv: Sequence[str] | None) -> SettlementConfig:
     )
     parser.add_argument("--kinds", default=",".join(defaults.kinds), help="any of pvp,dvp")
     parser.add_argument("--no-paced", action="store_true", help="skip the open-loop cells")
+    parser.add_argument(
+        "--quoted", action="store_true", help="QuoteFx first, then Settle over its quote"
+    )
     parser.add_argument("--output", type=Path, default=defaults.output)
     args = parser.parse_args(argv)
     return SettlementConfig(
@@ -908,6 +926,7 @@ def parse_args(argv: Sequence[str] | None) -> SettlementConfig:
         backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()),
         kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()),
         paced=not args.no_paced,
+        market=not args.quoted,
         output=args.output,
     )
 

@@ -272,12 +272,13 @@ async def test_refused_dvps_move_neither_money_nor_title(trade: TradeWorld) -> N
     await refused(
         "TITLE_NOT_FOUND", client.settle_dvp(seller, buyer, "t_nothing", 1, ("CNY", 1_00))
     )
-    # In two currencies without a quote.
+    # In two currencies without a quote: at market, where 1.00 CNY costs more than the 1.00 HKD
+    # the buyer signed for.
     no_quote = dvp_request(seller, buyer, title_id, 40, ("CNY", 1_00), request_id="nq")
     no_quote.payload = no_quote.payload.replace(b"CNY", b"HKD", 1)
     no_quote.seller_signature = seller[0].sign(no_quote.payload)
     no_quote.buyer_signature = buyer[0].sign(no_quote.payload)
-    await refused("MISSING_FIELD", client.call(client.settlements.SettleDvP, no_quote))
+    await refused("QUOTE_ABOVE_LIMIT", client.call(client.settlements.SettleDvP, no_quote))
     await nothing_moved()
 
     # The quote was not spent by any refusal: it still settles, once.

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from condpay.client import SettlementsClient
+from condpay.client import Price, SettlementsClient
 from condpay.client import dvp_request as client_dvp_request
 from condpay.errors import ApiError
 from condpay.v1 import asset_pb2, settlement_pb2, wallet_pb2
@@ -219,7 +219,7 @@ def dvp_request(
     buyer: tuple[OwnerKey, str],
     title_id: str,
     units: int,
-    price: tuple[str, int] | settlement_pb2.FxQuote,
+    price: Price,
     *,
     request_id: str,
     expires_at_us: int = 0,

@@ -1,0 +1,242 @@
+"""PvP and DvP *at market* through gRPC: an instruction with no quote id, one call, no QuoteFx
+first. Exactly the signed amount arrives; the payer pays the bridge's price for it, converted
+with the provider's rounding, never more than the signed limit; above the limit, nothing moves.
+Retries, dry runs and a bridge that does not answer keep the request-id rules."""
+
+from __future__ import annotations
+
+from condpay.client import AtMarket
+from condpay.v1 import asset_pb2, settlement_pb2
+
+from bridges import FaultPlan, Operation
+from tests.settlement.world import (
+    GATEWAY_WALLET,
+    RESERVE_MINOR,
+    TradeWorld,
+    document,
+    dvp_request,
+    pvp_terms_request,
+    refused,
+)
+
+FINAL = settlement_pb2.SETTLEMENT_STATE_FINAL
+PREPARED = settlement_pb2.SETTLEMENT_STATE_PREPARED
+PRICE_CNY = 125_000_00
+FUNDS_HKD = 400_000_00
+
+
+async def market_price(trade: TradeWorld) -> int:
+    """What PRICE_CNY costs in HKD at the bridge now (the demo rates do not move)."""
+    quote = await trade.platform.quote_fx("HKD", "CNY", target_amount_minor=PRICE_CNY)
+    return quote.source.amount_minor
+
+
+async def test_pvp_at_market_pays_the_bridges_price_and_is_final(trade: TradeWorld) -> None:
+    await trade.fund("buyer", "HKD", FUNDS_HKD)
+    price = await market_price(trade)
+    buyer_key, buyer = trade.party("buyer")
+    reply = await trade.platform.settle_pvp(
+        buyer_key,
+        buyer,
+        trade.wallets["seller"],
+        AtMarket(receive=("CNY", PRICE_CNY), pay_at_most=("HKD", price)),  # the limit, exactly
+        request_id="market-pvp",
+    )
+    s = reply.settlement
+    assert s.state == FINAL, s
+    assert s.quote.quote_id  # the bridge's quote the core asked for, kept with the settlement
+    assert s.quote.target.amount_minor == PRICE_CNY
+    assert s.pay.amount_minor == s.quote.source.amount_minor == price
+    assert s.receive.amount_minor == PRICE_CNY
+    assert s.finality.block_height > 0
+    assert await trade.balance("buyer", "HKD") == (FUNDS_HKD - price, 0)
+    assert await trade.balance("seller", "CNY") == (PRICE_CNY, 0)
+    assert await trade.balance(GATEWAY_WALLET, "HKD") == (RESERVE_MINOR + price, 0)
+    assert await trade.balance(GATEWAY_WALLET, "CNY") == (RESERVE_MINOR - PRICE_CNY, 0)
+    assert await trade.entry_kinds("buyer") == ["TRANSFER", "HOLD", "PVP"]
+
+    # The same request again: the same settlement, replayed, nothing paid twice.
+    again = await trade.platform.call(
+        trade.platform.settlements.SettlePvP,
+        pvp_terms_request(
+            buyer_key,
+            buyer,
+            trade.wallets["seller"],
+            "",
+            ("HKD", price),
+            ("CNY", PRICE_CNY),
+            request_id="market-pvp-2",
+        ),
+    )
+    assert again.settlement.state == FINAL
+    assert again.settlement.quote.quote_id != s.quote.quote_id  # each settlement its own quote
+    assert await trade.balance("buyer", "HKD") == (FUNDS_HKD - 2 * price, 0)
+
+
+async def test_a_retried_market_settlement_is_the_same_settlement(trade: TradeWorld) -> None:
+    await trade.fund("buyer", "HKD", FUNDS_HKD)
+    price = await market_price(trade)
+    buyer_key, buyer = trade.party("buyer")
+    request = pvp_terms_request(
+        buyer_key,
+        buyer,
+        trade.wallets["seller"],
+        "",
+        ("HKD", price + 5_00),
+        ("CNY", PRICE_CNY),
+        request_id="market-retry",
+    )
+    client = trade.platform
+    first = await client.call(client.settlements.SettlePvP, request)
+    second = await client.call(client.settlements.SettlePvP, request)
+    assert second.operation.replayed
+    assert not first.operation.replayed
+    assert second.settlement.settlement_id == first.settlement.settlement_id
+    assert second.settlement.quote.quote_id == first.settlement.quote.quote_id
+    assert second.settlement.state == FINAL
+    assert await trade.balance("buyer", "HKD") == (FUNDS_HKD - price, 0)  # paid the price, once
+    # The same request id with other terms: refused, nothing moves.
+    other = pvp_terms_request(
+        buyer_key,
+        buyer,
+        trade.wallets["seller"],
+        "",
+        ("HKD", price + 6_00),
+        ("CNY", PRICE_CNY),
+        request_id="market-retry",
+    )
+    await refused("IDEMPOTENCY_KEY_REUSED", client.call(client.settlements.SettlePvP, other))
+    assert await trade.balance("buyer", "HKD") == (FUNDS_HKD - price, 0)
+
+
+async def test_a_price_above_the_signed_limit_moves_nothing(trade: TradeWorld) -> None:
+    await trade.fund("buyer", "HKD", FUNDS_HKD)
+    price = await market_price(trade)
+    buyer_key, buyer = trade.party("buyer")
+    before = await trade.holdings()
+    request = pvp_terms_request(
+        buyer_key,
+        buyer,
+        trade.wallets["seller"],
+        "",
+        ("HKD", price - 1),  # one cent short of the bridge's price
+        ("CNY", PRICE_CNY),
+        request_id="market-limit",
+    )
+    client = trade.platform
+    error = await refused("QUOTE_ABOVE_LIMIT", client.call(client.settlements.SettlePvP, request))
+    assert error.metadata["quoted_minor"] == str(price)
+    assert error.metadata["field"] == "pay_minor"
+    # The refusal is the request's outcome: a retry answers it again, even if the rate moved.
+    await refused("QUOTE_ABOVE_LIMIT", client.call(client.settlements.SettlePvP, request))
+    assert await trade.holdings() == before
+    assert await trade.stored_settlements() == []
+
+
+async def test_a_dry_run_at_market_holds_nothing(trade: TradeWorld) -> None:
+    await trade.fund("buyer", "HKD", FUNDS_HKD)
+    price = await market_price(trade)
+    buyer_key, buyer = trade.party("buyer")
+    before = await trade.holdings()
+    client = trade.platform
+    reply = await client.call(
+        client.settlements.SettlePvP,
+        pvp_terms_request(
+            buyer_key,
+            buyer,
+            trade.wallets["seller"],
+            "",
+            ("HKD", price),
+            ("CNY", PRICE_CNY),
+            request_id="market-dry",
+            dry_run=True,
+        ),
+    )
+    assert reply.settlement.state == PREPARED
+    assert reply.settlement.pay.amount_minor == price
+    assert await trade.holdings() == before
+    assert await trade.stored_settlements() == []
+
+
+async def test_no_answer_from_the_bridge_is_not_the_requests_outcome(trade: TradeWorld) -> None:
+    """The bridge does not answer the quote: BRIDGE_UNAVAILABLE, nothing stored, so the same
+    request id settles once it answers; and a settled request retried while the bridge is
+    silent is answered from storage."""
+    await trade.fund("buyer", "HKD", FUNDS_HKD)
+    price = await market_price(trade)
+    buyer_key, buyer = trade.party("buyer")
+    client = trade.platform
+
+    def request(request_id: str) -> settlement_pb2.SettlePvPRequest:
+        return pvp_terms_request(
+            buyer_key,
+            buyer,
+            trade.wallets["seller"],
+            "",
+            ("HKD", price),
+            ("CNY", PRICE_CNY),
+            request_id=request_id,
+        )
+
+    first = request("market-settled")  # signed once: a retry sends the same bytes
+    settled = await client.call(client.settlements.SettlePvP, first)
+    assert settled.settlement.state == FINAL
+    silent = FaultPlan(drop_request_percent=100, operations=frozenset({Operation.QUOTE}))
+    bridge = await trade.bridge_faults(silent)
+    later_request = request("market-later")
+    await refused("BRIDGE_UNAVAILABLE", client.call(client.settlements.SettlePvP, later_request))
+    replayed = await client.call(client.settlements.SettlePvP, first)
+    assert replayed.operation.replayed
+    assert replayed.settlement.settlement_id == settled.settlement.settlement_id
+    assert replayed.settlement.state == FINAL
+    assert await trade.balance("buyer", "HKD") == (FUNDS_HKD - price, 0)
+
+    await bridge.set_plan(FaultPlan())
+    later = await client.call(client.settlements.SettlePvP, later_request)
+    assert later.settlement.state == FINAL
+    assert not later.operation.replayed
+    assert await trade.balance("buyer", "HKD") == (FUNDS_HKD - 2 * price, 0)
+
+
+async def test_dvp_at_market_delivers_the_title_for_exactly_the_sellers_price(
+    trade: TradeWorld,
+) -> None:
+    await trade.fund("buyer", "HKD", FUNDS_HKD)
+    price = await market_price(trade)
+    buyer = trade.wallets["buyer"]
+    title_id = await trade.issue_bill_of_lading("seller", 40, document("DVP-market"))
+    reply = await trade.platform.settle_dvp(
+        trade.party("seller"),
+        trade.party("buyer"),
+        title_id,
+        40,
+        AtMarket(receive=("CNY", PRICE_CNY), pay_at_most=("HKD", price + 100_00)),
+    )
+    s = reply.settlement
+    assert s.state == FINAL, s
+    assert s.pay.amount_minor == price
+    assert [(leg.ledger, leg.state) for leg in s.legs][-1] == ("title", "DELIVERED")
+    title = await trade.title(title_id)
+    assert (title.holder_wallet_id, title.state) == (buyer, asset_pb2.TITLE_STATE_ACTIVE)
+    assert await trade.balance("buyer", "HKD") == (FUNDS_HKD - price, 0)
+    assert await trade.balance("seller", "CNY") == (PRICE_CNY, 0)
+
+    # Above the buyer's limit: neither the money nor the title moves.
+    second = await trade.issue_bill_of_lading("seller", 10, document("DVP-market-2"))
+    before = await trade.holdings()
+    await refused(
+        "QUOTE_ABOVE_LIMIT",
+        trade.platform.call(
+            trade.platform.settlements.SettleDvP,
+            dvp_request(
+                trade.party("seller"),
+                trade.party("buyer"),
+                second,
+                10,
+                AtMarket(receive=("CNY", PRICE_CNY), pay_at_most=("HKD", price - 1)),
+                request_id="market-dvp-limit",
+            ),
+        ),
+    )
+    assert await trade.holdings() == before
+    assert (await trade.title(second)).holder_wallet_id == trade.wallets["seller"]
