@@ -19,7 +19,6 @@ otherwise, unless ``--fault-seed`` is given.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -146,9 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if reflection_on is None and os.environ.get("CONDPAY_REFLECTION", "").strip() in {"1", "true"}:
         reflection_on = True
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from condpay import event_loop
+
     from bridges._server import serve  # grpc and the stubs load only when serving
 
-    asyncio.run(
+    event_loop.run(
         serve(
             args.addr,
             args.state,

@@ -5,27 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import os
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+
+from condpay import event_loop
 
 from settlement.config import ENVIRONMENT_HELP, Settings, parse_workers
-
-
-def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
-    """uvloop (libuv) when installed: the server measured ~10% faster on it. CONDPAY_EVENT_LOOP=
-    asyncio keeps the standard loop."""
-    if os.environ.get("CONDPAY_EVENT_LOOP", "uvloop") == "uvloop":
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            uvloop.run(main)
-            return
-    asyncio.run(main)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -66,7 +52,7 @@ def _serve_settings(args: argparse.Namespace) -> int:
 
         gc.enable()  # the parent supervises the workers for as long as they run
         return serve_workers(settings)
-    run_event_loop(serve(settings))
+    event_loop.run(serve(settings))
     return 0
 
 

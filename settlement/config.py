@@ -193,6 +193,7 @@ ENVIRONMENT_HELP = """environment:
                          one per CPU on PostgreSQL, one on SQLite)
   CONDPAY_VERIFY_THREADS threads verifying BLS aggregates beside the event loop: a number
                          (0: on the loop), or auto (default: the CPUs the workers leave spare)
+  CONDPAY_EVENT_LOOP     uvloop (default, when installed) | asyncio
   CONDPAY_BRIDGE         the multi-CBDC bridge: auto (default: in process beside the database
                          with one worker, none with more), none, memory, sqlite:///PATH,
                          grpc://HOST:PORT (a `condpay bridge serve`)
