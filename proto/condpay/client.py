@@ -847,27 +847,17 @@ class SettlementsClient(PaymentsClient):
         """Pay the quote's source amount from the payer; the payee receives its target amount.
         Or, :class:`AtMarket`, with no quote asked for first: the payee receives exactly its
         ``receive``, the payer pays the bridge's price then, at most ``pay_at_most``."""
-        request_id = request_id or new_request_id()
-        pay, receive, quote_id = _sides(quote)
-        pvp = PvPInstruction(
-            payer=payer_wallet_id,
-            payee=payee_wallet_id,
-            quote_id=quote_id,
-            pay_currency=pay[0],
-            pay_minor=pay[1],
-            receive_currency=receive[0],
-            receive_minor=receive[1],
+        request = pvp_request(
+            (payer_key, payer_wallet_id),
+            payee_wallet_id,
+            quote,
             submitter=self.caller,
-            request_id=request_id,
+            request_id=request_id or new_request_id(),
             expires_at_us=_expiry(expires_in_seconds),
+            dry_run=dry_run,
         )
         reply: settlement_pb2.SettlePvPResponse = await self.call(
-            self.settlements.SettlePvP,
-            settlement_pb2.SettlePvPRequest(
-                request_id=request_id,
-                dry_run=dry_run,
-                payer_instruction=_signed(pvp.sign(payer_key)),
-            ),
+            self.settlements.SettlePvP, request
         )
         return reply
 
@@ -909,6 +899,36 @@ class SettlementsClient(PaymentsClient):
             settlement_pb2.GetSettlementRequest(settlement_id=settlement_id),
         )
         return reply.settlement
+
+
+def pvp_request(
+    payer: tuple[OwnerKey, str],
+    payee_wallet_id: str,
+    price: settlement_pb2.FxQuote | AtMarket,
+    *,
+    submitter: str,
+    request_id: str,
+    expires_at_us: int,
+    dry_run: bool = False,
+) -> settlement_pb2.SettlePvPRequest:
+    """A SettlePvP request signed by the payer (its key, its wallet id), for ``submitter`` (the
+    caller that will send it) to submit."""
+    pay, receive, quote_id = _sides(price)
+    pvp = PvPInstruction(
+        payer=payer[1],
+        payee=payee_wallet_id,
+        quote_id=quote_id,
+        pay_currency=pay[0],
+        pay_minor=pay[1],
+        receive_currency=receive[0],
+        receive_minor=receive[1],
+        submitter=submitter,
+        request_id=request_id,
+        expires_at_us=expires_at_us,
+    )
+    return settlement_pb2.SettlePvPRequest(
+        request_id=request_id, dry_run=dry_run, payer_instruction=_signed(pvp.sign(payer[0]))
+    )
 
 
 def dvp_request(
@@ -961,4 +981,5 @@ __all__ = [
     "new_request_id",
     "param_values",
     "payment_id_for",
+    "pvp_request",
 ]

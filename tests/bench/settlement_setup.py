@@ -33,12 +33,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from condpay.client import AtMarket, Price, SettlementsClient, dvp_request
+from condpay.client import AtMarket, Price, SettlementsClient, dvp_request, pvp_request
 from condpay.ids import settlement_id_for, title_id_for
-from condpay.v1 import settlement_pb2, wallet_pb2
+from condpay.v1 import settlement_pb2
 
 from tests.bench.load import DONE, Flow, Step
-from wallets import OwnerKey, PvPInstruction
+from wallets import OwnerKey
 
 T = TypeVar("T")
 
@@ -171,26 +171,19 @@ def _quote_of(reply: bytes) -> settlement_pb2.FxQuote:
 
 def build_pvp(quote_reply: bytes, template: bytes) -> bytes:
     """SettlePvP over the quote just answered, signed by the payer (runs in the load generator)."""
-    terms = json.loads(template)
-    quote = _quote_of(quote_reply)
-    signed = PvPInstruction(
-        payer=terms["payer"],
-        payee=terms["payee"],
-        quote_id=quote.quote_id,
-        pay_currency=quote.source.currency,
-        pay_minor=quote.source.amount_minor,
-        receive_currency=quote.target.currency,
-        receive_minor=quote.target.amount_minor,
+    return _pvp(json.loads(template), _quote_of(quote_reply))
+
+
+def _pvp(terms: dict[str, Any], price: settlement_pb2.FxQuote | AtMarket) -> bytes:
+    request = pvp_request(
+        (_key(bytes.fromhex(terms["payer_seed"])), terms["payer"]),
+        terms["payee"],
+        price,
         submitter=PLATFORM,
         request_id=terms["request_id"],
         expires_at_us=terms["expires_at_us"],
-    ).sign(_key(bytes.fromhex(terms["payer_seed"])))
-    return settlement_pb2.SettlePvPRequest(
-        request_id=terms["request_id"],
-        payer_instruction=wallet_pb2.SignedInstruction(
-            payload=signed.payload, signature=signed.signature
-        ),
-    ).SerializeToString()
+    )
+    return request.SerializeToString()
 
 
 def build_dvp(quote_reply: bytes, template: bytes) -> bytes:
@@ -215,29 +208,6 @@ def _dvp(terms: dict[str, Any], price: Price) -> bytes:
 
 def _market(pair: tuple[str, str]) -> AtMarket:
     return AtMarket(receive=(pair[1], RECEIVE_MINOR), pay_at_most=(pair[0], PAY_LIMIT_MINOR))
-
-
-def _market_pvp(terms: dict[str, Any]) -> bytes:
-    """SettlePvP at market, signed by the payer (before the clock)."""
-    price = _market(PVP_PAIR)
-    signed = PvPInstruction(
-        payer=terms["payer"],
-        payee=terms["payee"],
-        quote_id="",
-        pay_currency=price.pay_at_most[0],
-        pay_minor=price.pay_at_most[1],
-        receive_currency=price.receive[0],
-        receive_minor=price.receive[1],
-        submitter=PLATFORM,
-        request_id=terms["request_id"],
-        expires_at_us=terms["expires_at_us"],
-    ).sign(_key(bytes.fromhex(terms["payer_seed"])))
-    return settlement_pb2.SettlePvPRequest(
-        request_id=terms["request_id"],
-        payer_instruction=wallet_pb2.SignedInstruction(
-            payload=signed.payload, signature=signed.signature
-        ),
-    ).SerializeToString()
 
 
 def _settlement_verdict(settlement: settlement_pb2.Settlement) -> str:
@@ -290,7 +260,7 @@ def _settle_steps(
     settlement_id = settlement_id_for(PLATFORM, terms["request_id"])
     poll = _poll_step(settlement_id)
     if market:
-        request = _market_pvp(terms) if step == STEP_PVP else _dvp(terms, _market(pair))
+        request = (_pvp if step == STEP_PVP else _dvp)(terms, _market(pair))
         return (
             Step(step, method, request, _caller(PLATFORM), verdict=verdict, starts_clock=True),
             poll,

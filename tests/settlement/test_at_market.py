@@ -25,6 +25,23 @@ PRICE_CNY = 125_000_00
 FUNDS_HKD = 400_000_00
 
 
+def market_request(
+    trade: TradeWorld, pay_at_most: int, request_id: str, *, dry_run: bool = False
+) -> settlement_pb2.SettlePvPRequest:
+    """The buyer's PvP at market: exactly PRICE_CNY to the seller, at most ``pay_at_most`` HKD."""
+    buyer_key, buyer = trade.party("buyer")
+    return pvp_terms_request(
+        buyer_key,
+        buyer,
+        trade.wallets["seller"],
+        "",
+        ("HKD", pay_at_most),
+        ("CNY", PRICE_CNY),
+        request_id=request_id,
+        dry_run=dry_run,
+    )
+
+
 async def market_price(trade: TradeWorld) -> int:
     """What PRICE_CNY costs in HKD at the bridge now (the demo rates do not move)."""
     quote = await trade.platform.quote_fx("HKD", "CNY", target_amount_minor=PRICE_CNY)
@@ -58,15 +75,7 @@ async def test_pvp_at_market_pays_the_bridges_price_and_is_final(trade: TradeWor
     # The same request again: the same settlement, replayed, nothing paid twice.
     again = await trade.platform.call(
         trade.platform.settlements.SettlePvP,
-        pvp_terms_request(
-            buyer_key,
-            buyer,
-            trade.wallets["seller"],
-            "",
-            ("HKD", price),
-            ("CNY", PRICE_CNY),
-            request_id="market-pvp-2",
-        ),
+        market_request(trade, price, "market-pvp-2"),
     )
     assert again.settlement.state == FINAL
     assert again.settlement.quote.quote_id != s.quote.quote_id  # each settlement its own quote
@@ -76,16 +85,7 @@ async def test_pvp_at_market_pays_the_bridges_price_and_is_final(trade: TradeWor
 async def test_a_retried_market_settlement_is_the_same_settlement(trade: TradeWorld) -> None:
     await trade.fund("buyer", "HKD", FUNDS_HKD)
     price = await market_price(trade)
-    buyer_key, buyer = trade.party("buyer")
-    request = pvp_terms_request(
-        buyer_key,
-        buyer,
-        trade.wallets["seller"],
-        "",
-        ("HKD", price + 5_00),
-        ("CNY", PRICE_CNY),
-        request_id="market-retry",
-    )
+    request = market_request(trade, price + 5_00, "market-retry")
     client = trade.platform
     first = await client.call(client.settlements.SettlePvP, request)
     second = await client.call(client.settlements.SettlePvP, request)
@@ -96,15 +96,7 @@ async def test_a_retried_market_settlement_is_the_same_settlement(trade: TradeWo
     assert second.settlement.state == FINAL
     assert await trade.balance("buyer", "HKD") == (FUNDS_HKD - price, 0)  # paid the price, once
     # The same request id with other terms: refused, nothing moves.
-    other = pvp_terms_request(
-        buyer_key,
-        buyer,
-        trade.wallets["seller"],
-        "",
-        ("HKD", price + 6_00),
-        ("CNY", PRICE_CNY),
-        request_id="market-retry",
-    )
+    other = market_request(trade, price + 6_00, "market-retry")
     await refused("IDEMPOTENCY_KEY_REUSED", client.call(client.settlements.SettlePvP, other))
     assert await trade.balance("buyer", "HKD") == (FUNDS_HKD - price, 0)
 
@@ -112,17 +104,10 @@ async def test_a_retried_market_settlement_is_the_same_settlement(trade: TradeWo
 async def test_a_price_above_the_signed_limit_moves_nothing(trade: TradeWorld) -> None:
     await trade.fund("buyer", "HKD", FUNDS_HKD)
     price = await market_price(trade)
-    buyer_key, buyer = trade.party("buyer")
     before = await trade.holdings()
-    request = pvp_terms_request(
-        buyer_key,
-        buyer,
-        trade.wallets["seller"],
-        "",
-        ("HKD", price - 1),  # one cent short of the bridge's price
-        ("CNY", PRICE_CNY),
-        request_id="market-limit",
-    )
+    request = market_request(
+        trade, price - 1, "market-limit"
+    )  # one cent short of the bridge's price
     client = trade.platform
     error = await refused("QUOTE_ABOVE_LIMIT", client.call(client.settlements.SettlePvP, request))
     assert error.metadata["quoted_minor"] == str(price)
@@ -136,21 +121,11 @@ async def test_a_price_above_the_signed_limit_moves_nothing(trade: TradeWorld) -
 async def test_a_dry_run_at_market_holds_nothing(trade: TradeWorld) -> None:
     await trade.fund("buyer", "HKD", FUNDS_HKD)
     price = await market_price(trade)
-    buyer_key, buyer = trade.party("buyer")
     before = await trade.holdings()
     client = trade.platform
     reply = await client.call(
         client.settlements.SettlePvP,
-        pvp_terms_request(
-            buyer_key,
-            buyer,
-            trade.wallets["seller"],
-            "",
-            ("HKD", price),
-            ("CNY", PRICE_CNY),
-            request_id="market-dry",
-            dry_run=True,
-        ),
+        market_request(trade, price, "market-dry", dry_run=True),
     )
     assert reply.settlement.state == PREPARED
     assert reply.settlement.pay.amount_minor == price
@@ -164,26 +139,14 @@ async def test_no_answer_from_the_bridge_is_not_the_requests_outcome(trade: Trad
     silent is answered from storage."""
     await trade.fund("buyer", "HKD", FUNDS_HKD)
     price = await market_price(trade)
-    buyer_key, buyer = trade.party("buyer")
     client = trade.platform
-
-    def request(request_id: str) -> settlement_pb2.SettlePvPRequest:
-        return pvp_terms_request(
-            buyer_key,
-            buyer,
-            trade.wallets["seller"],
-            "",
-            ("HKD", price),
-            ("CNY", PRICE_CNY),
-            request_id=request_id,
-        )
-
-    first = request("market-settled")  # signed once: a retry sends the same bytes
+    # Each request signed once: a retry sends the same bytes.
+    first = market_request(trade, price, "market-settled")
     settled = await client.call(client.settlements.SettlePvP, first)
     assert settled.settlement.state == FINAL
     silent = FaultPlan(drop_request_percent=100, operations=frozenset({Operation.QUOTE}))
     bridge = await trade.bridge_faults(silent)
-    later_request = request("market-later")
+    later_request = market_request(trade, price, "market-later")
     await refused("BRIDGE_UNAVAILABLE", client.call(client.settlements.SettlePvP, later_request))
     replayed = await client.call(client.settlements.SettlePvP, first)
     assert replayed.operation.replayed
