@@ -299,7 +299,13 @@ class PrepareSettlement(Command):
             t.receive_currency,
             t.receive_minor,
         ):
-            raise AssertionError(f"market quote {market.quote_id} is not for these terms")
+            # The bridge answered a quote for something else: nothing is settled on it.
+            raise SettlementError(
+                Reason.BRIDGE_REFUSED,
+                f"the bridge's quote {market.quote_id} is not for {t.receive_minor} "
+                f"{t.receive_currency} paid in {t.pay_currency}",
+                metadata={"quote_id": market.quote_id, "bridge_reason": "QUOTE_OTHER_TERMS"},
+            )
         if market.source_minor > t.pay_minor:
             raise SettlementError(
                 Reason.QUOTE_ABOVE_LIMIT,

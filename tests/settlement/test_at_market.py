@@ -5,10 +5,14 @@ Retries, dry runs and a bridge that does not answer keep the request-id rules.""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
+import pytest
 from condpay.client import AtMarket
 from condpay.v1 import asset_pb2, settlement_pb2
 
-from bridges import FaultPlan, Operation
+from bridges import FaultPlan, Money, Operation, Quote
 from tests.settlement.world import (
     GATEWAY_WALLET,
     RESERVE_MINOR,
@@ -203,3 +207,30 @@ async def test_dvp_at_market_delivers_the_title_for_exactly_the_sellers_price(
     )
     assert await trade.holdings() == before
     assert (await trade.title(second)).holder_wallet_id == trade.wallets["seller"]
+
+
+async def test_a_bridge_quote_for_other_terms_settles_nothing(
+    trade: TradeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bridge that answers the core's quote for one fen less than asked: refused as the
+    bridge's (BRIDGE_REFUSED), never settled on, nothing moved."""
+    await trade.fund("buyer", "HKD", FUNDS_HKD)
+    price = await market_price(trade)
+    link = trade.harness.runtime.bridge
+    assert link is not None
+    asked = link.quote
+
+    async def short_by_one(*args: Any, **kwargs: Any) -> Quote:
+        quote = await asked(*args, **kwargs)
+        return replace(quote, target=Money(quote.target.currency, quote.target.amount_minor - 1))
+
+    monkeypatch.setattr(link, "quote", short_by_one)
+    before = await trade.holdings()
+    client = trade.platform
+    error = await refused(
+        "BRIDGE_REFUSED",
+        client.call(client.settlements.SettlePvP, market_request(trade, price, "market-other")),
+    )
+    assert error.metadata["bridge_reason"] == "QUOTE_OTHER_TERMS"
+    assert await trade.holdings() == before
+    assert await trade.stored_settlements() == []
