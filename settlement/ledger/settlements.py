@@ -309,9 +309,9 @@ class PrepareSettlement(Command):
         if market.source_minor > t.pay_minor:
             raise SettlementError(
                 Reason.QUOTE_ABOVE_LIMIT,
-                f"{t.receive_minor} {t.receive_currency} cost {market.source_minor} "
-                f"{t.pay_currency} at the bridge's quote {market.quote_id}; the instruction "
-                f"pays at most {t.pay_minor}",
+                f"{t.receive_minor} {t.receive_currency} minor units cost {market.source_minor} "
+                f"{t.pay_currency} minor units at the bridge's quote {market.quote_id}; the "
+                f"instruction pays at most {t.pay_minor}",
                 metadata={
                     "field": "pay_minor",
                     "quote_id": market.quote_id,
