@@ -189,6 +189,33 @@ async def test_concurrent_duplicates_execute_exactly_once(
     assert thb.issued.amount_minor == thb.balances_sum.amount_minor == 9_00
 
 
+async def test_concurrent_transfers_each_answer_their_own_commit_seq(world: World) -> None:
+    """One group-commit batch holds many calls: each reply, and each stored outcome, names the
+    call's own journal entry, never the batch's last."""
+    signed = [world.signed("alice", "carol", 1_00 + i) for i in range(12)]
+    replies = await asyncio.gather(*(world.send(s) for s in signed))
+
+    seqs = [r.entry.seq for r in replies]
+    assert len(set(seqs)) == len(seqs)
+    for reply in replies:
+        assert reply.operation.commit_seq == reply.entry.seq > 0
+        stored = await world.bank.get_operation(reply.operation.request_id)
+        assert stored.commit_seq == reply.entry.seq
+    # A refused call in the same batch wrote nothing and names no entry.
+    broke = world.signed("carol", "alice", 10**12)
+    outcomes = await asyncio.gather(
+        *(
+            world.send(s)
+            for s in [*(world.signed("alice", "carol", 5_00) for _ in range(4)), broke]
+        ),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[-1], ApiError)
+    for reply in outcomes[:-1]:
+        assert isinstance(reply, wallet_pb2.TransferResponse)
+        assert reply.operation.commit_seq == reply.entry.seq
+
+
 async def test_concurrent_same_id_with_different_requests_one_wins(world: World) -> None:
     rid = "req-race-1"
     small = world.signed("alice", "carol", 1_00, request_id=rid)

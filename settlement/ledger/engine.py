@@ -356,9 +356,12 @@ class LedgerEngine:
     ) -> list[OperationRecord]:
         """Build every reply (the entries are sealed by now) and the outcomes to store."""
         operations = []
-        for item in applied:
+        # Each command's own entries run from its first to the next command's first: a refused
+        # command rolled back to its savepoint, so it wrote none and the next one starts there.
+        ends = [item.first_entry for item in applied[1:]] + [len(ws.entries)]
+        for item, end in zip(applied, ends, strict=True):
             command = item.submission.command
-            written = ws.entries[item.first_entry :] if item.error is None else []
+            written = ws.entries[item.first_entry : end] if item.error is None else []
             commit_seq = written[-1].seq if written else 0
             fresh = self._outcome(item.submission, item.result, item.error, commit_seq)
             fresh_results[item.submission.key] = fresh
