@@ -31,6 +31,7 @@ from condpay.v1 import (
 )
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from bridges import StateFileBusy
 from settlement import limits
 from settlement.api.asset_service import AssetService
 from settlement.api.calls import CallWrapper
@@ -170,7 +171,12 @@ async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     require_certificates(settings)  # before touching the database
     runtime = Runtime(settings)
-    await runtime.start()
+    try:
+        await runtime.start()
+    except StateFileBusy as busy:
+        await runtime.close()
+        print(f"condpay serve: {busy}", file=sys.stderr)
+        raise SystemExit(2) from None
     try:
         running = await start_server(runtime, settings.addr)
     except BaseException:
