@@ -235,11 +235,16 @@ async def test_concurrent_same_id_with_different_requests_one_wins(world: World)
         else:
             assert isinstance(outcome, ApiError), outcome
             assert (outcome.code, outcome.reason) == (Code.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED")
+    executed = [o for o in outcomes if isinstance(o, wallet_pb2.TransferResponse)]
+    for outcome in outcomes:
+        if isinstance(outcome, ApiError):  # each conflict says what the winner did
             conflict = outcome.detail(errors_pb2.IdempotencyConflict)
             assert conflict == errors_pb2.IdempotencyConflict(
-                request_id=rid, original_method=TRANSFER
+                request_id=rid,
+                original_method=TRANSFER,
+                original_code="OK",
+                original_commit_seq=executed[0].entry.seq,
             )
-    executed = [o for o in outcomes if isinstance(o, wallet_pb2.TransferResponse)]
     assert sum(not o.operation.replayed for o in executed) == 1
     assert (await world.snapshot()).journal_length == before.journal_length + 1
     amount = 1_00 if winner is small else 2_00
@@ -298,8 +303,31 @@ async def test_same_id_different_request_is_rejected_for_the_same_method_and_acr
         assert conflict is not None
         assert conflict.original_method == original_method
         assert conflict.request_id == first.operation.request_id
+        assert (conflict.original_code, conflict.original_reason) == ("OK", "")
+        assert conflict.original_commit_seq == first.operation.commit_seq
+        assert error.metadata["original_code"] == "OK"
+        assert error.metadata["original_commit_seq"] == str(first.operation.commit_seq)
         assert await world.snapshot() == before
         assert without_replay_mark(await first_call()) == first  # the original still replays
+
+
+async def test_a_conflict_with_a_failed_original_says_how_it_failed(world: World) -> None:
+    rid = "req-failed-then-other"
+    short = world.signed("dave", "carol", 20_00, request_id=rid)  # dave holds 10.00
+    await expect_error(world.send(short), Code.FAILED_PRECONDITION, "INSUFFICIENT_FUNDS")
+    error = await expect_error(
+        world.send(world.signed("dave", "carol", 5_00, request_id=rid)),
+        Code.ALREADY_EXISTS,
+        "IDEMPOTENCY_KEY_REUSED",
+    )
+    assert error.detail(errors_pb2.IdempotencyConflict) == errors_pb2.IdempotencyConflict(
+        request_id=rid,
+        original_method=TRANSFER,
+        original_code="FAILED_PRECONDITION",
+        original_reason="INSUFFICIENT_FUNDS",
+        original_commit_seq=0,
+    )
+    assert "FAILED_PRECONDITION INSUFFICIENT_FUNDS" in error.message
 
 
 # -- a failure stays failed --------------------------------------------------------------------

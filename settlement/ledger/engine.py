@@ -132,6 +132,7 @@ class _Fresh:
     outcome: bytes  # the reply or the rpc Status, as stored
     reply: Message | None
     error: SettlementError | None
+    commit_seq: int  # the last journal entry it wrote, 0 if none
 
 
 class LedgerEngine:
@@ -481,10 +482,10 @@ class LedgerEngine:
     ) -> _Fresh:
         command = submission.command
         if error is not None:
-            return _Fresh(False, self._errors.encode(error), None, error)
+            return _Fresh(False, self._errors.encode(error), None, error, 0)
         info = OperationInfo(command.request_id, False, command.dry_run, commit_seq)
         reply = submission.codec.build(result, info)
-        return _Fresh(True, reply.SerializeToString(), reply, None)
+        return _Fresh(True, reply.SerializeToString(), reply, None, commit_seq)
 
     def _answer(
         self,
@@ -497,7 +498,10 @@ class LedgerEngine:
         record = stored.get(key)
         if record is not None:
             return self._replay(
-                submission, record.method, record.request_hash, record.ok, record.outcome
+                submission,
+                record.method,
+                record.request_hash,
+                _Fresh(record.ok, record.outcome, None, None, record.commit_seq),
             )
         primary = primaries[key]
         result = fresh[key]
@@ -508,21 +512,22 @@ class LedgerEngine:
             return result.reply
         # A duplicate in the same batch: answered as a replay of the first.
         return self._replay(
-            submission,
-            primary.command.method,
-            primary.command.request_hash,
-            result.ok,
-            result.outcome,
+            submission, primary.command.method, primary.command.request_hash, result
         )
 
     @staticmethod
     def _replay(
-        submission: _Submission, method: str, request_hash: bytes, ok: bool, outcome: bytes
+        submission: _Submission, method: str, request_hash: bytes, stored: _Fresh
     ) -> Message | BaseException:
+        """The answer to a call whose request id has an outcome: the stored (or just made) one's
+        reply or failure, or IDEMPOTENCY_KEY_REUSED (saying what that outcome was) when the
+        outcome is another request's."""
         command = submission.command
         if request_hash != command.request_hash or method != command.method:
-            return idempotency_conflict(command.request_id, method)
-        if ok:
-            reply: Message = submission.codec.replay(outcome)
+            return idempotency_conflict(
+                command.request_id, method, stored.ok, stored.outcome, stored.commit_seq
+            )
+        if stored.ok:
+            reply: Message = submission.codec.replay(stored.outcome)
             return reply
-        return StoredFailure(outcome)
+        return StoredFailure(stored.outcome)
