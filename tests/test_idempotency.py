@@ -21,6 +21,7 @@ from condpay.errors import ApiError
 from condpay.v1 import (
     central_bank_pb2,
     errors_pb2,
+    money_pb2,
     operation_pb2,
     wallet_pb2,
 )
@@ -87,6 +88,38 @@ async def test_transfer_retry_returns_the_stored_outcome_marked_replayed(world: 
         assert without_replay_mark(retry) == first  # same entry: seq, hash, postings, time
     assert await world.snapshot() == after_first  # no new entry, balances moved once
     assert await cny(world, "carol") == 12_34
+
+
+async def test_a_built_request_is_signed_once_and_resent_byte_for_byte(world: World) -> None:
+    """The SDK's way to resend after a lost reply: build the request once, send it as often as
+    needed; calling the signing helper again makes a new document (a new expiry)."""
+    request = world.bank.transfer_request(
+        world.key_of("alice"), world.id_of("alice"), world.id_of("carol"), "CNY", 3_21
+    )
+    first = await world.bank.send(request)
+    again = await world.bank.send(request)
+    assert not first.operation.replayed
+    assert again.operation.replayed
+    assert without_replay_mark(again) == first
+    assert await cny(world, "carol") == 3_21
+
+    resigned = await failure(
+        world.bank.transfer(
+            world.key_of("alice"),
+            world.id_of("alice"),
+            world.id_of("carol"),
+            "CNY",
+            3_21,
+            request_id=request.request_id,
+            expires_in_seconds=301,
+        )
+    )
+    assert resigned.reason == "IDEMPOTENCY_KEY_REUSED"
+    assert resigned.metadata["original_code"] == "OK"  # what the first one did
+    assert resigned.metadata["original_commit_seq"] == str(first.entry.seq)
+    assert await cny(world, "carol") == 3_21
+    with pytest.raises(TypeError, match=r"no condpay method takes a condpay\.v1\.Money"):
+        await world.bank.send(money_pb2.Money(currency="CNY", amount_minor=1))
 
 
 async def test_retries_of_every_mutating_call_replay(world: World) -> None:
