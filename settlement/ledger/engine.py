@@ -174,6 +174,8 @@ class LedgerEngine:
         self.retries = 0
         self.batches = 0  # counters for tests and metrics
         self.batch_commands = 0
+        # Told each batch's size and the commands still waiting when it starts (metrics).
+        self.on_batch: Callable[[int, int], None] | None = None
 
     def _count_retry(self, state: RetryCallState) -> None:
         self.retries += 1
@@ -221,6 +223,8 @@ class LedgerEngine:
                 await self._has_work.wait()
             batch = self._queue[: limits.BATCH_COMMANDS_MAX]
             del self._queue[: len(batch)]
+            if self.on_batch is not None:
+                self.on_batch(len(batch), len(self._queue))
             self._busy += 1
             try:
                 await self._process(batch)
