@@ -19,7 +19,6 @@ otherwise, unless ``--fault-seed`` is given.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -161,7 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     reflection_on = args.reflection
     if reflection_on is None and os.environ.get("CONDPAY_REFLECTION", "").strip() in {"1", "true"}:
         reflection_on = True
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from bridges._logging import configure_json_logging
+
+    configure_json_logging()
     from condpay import event_loop
 
     from bridges import StateFileBusy
