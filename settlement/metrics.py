@@ -43,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from prometheus_client import Gauge
+    from prometheus_client import Counter, Gauge, Histogram
 
 log = structlog.get_logger("condpay.metrics")
 
@@ -160,13 +160,24 @@ class Metrics:
         )
         # Made when there is a bridge to report on: no series at all without one.
         self.bridge_up: Gauge | None = None
+        self._rpc_counters: dict[tuple[str, str, str], Counter] = {}
+        self._rpc_histograms: dict[str, Histogram] = {}
         # The labels each sampled gauge has had: one that disappears reads 0, not its last value.
         self._seen: dict[object, set[str]] = {}
 
     # -- as calls happen ---------------------------------------------------------------------
     def rpc(self, method: str, code: str, reason: str, seconds: float) -> None:
-        self.rpcs.labels(method, code, reason).inc()
-        self.rpc_seconds.labels(method).observe(seconds)
+        # The labelled children, looked up once each (labels() validates and locks every time).
+        counter = self._rpc_counters.get((method, code, reason))
+        if counter is None:
+            counter = self._rpc_counters[method, code, reason] = self.rpcs.labels(
+                method, code, reason
+            )
+        histogram = self._rpc_histograms.get(method)
+        if histogram is None:
+            histogram = self._rpc_histograms[method] = self.rpc_seconds.labels(method)
+        counter.inc()
+        histogram.observe(seconds)
 
     def batch(self, commands: int, waiting: int) -> None:
         self.batch_commands.observe(commands)

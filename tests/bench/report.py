@@ -16,6 +16,8 @@ from tests.bench.load import LoadResult, PhaseResult
 
 RATIO_TARGET = 0.5  # PostgreSQL uncontended transfers/s over echo calls/s
 HOT_TARGET_PER_SECOND = 1000.0
+# Metrics and tracing on keep PostgreSQL's best uncontended rate within 10% of it off (issue 12).
+OBSERVED_RATIO_TARGET = 0.9
 DISTURBED_CORES = 0.25  # other processes using this much CPU in a window disturb it
 
 
@@ -29,7 +31,8 @@ class CellKey:
     shape: str  # echo | uncontended | hot
     concurrency: int
     workers: int | None  # PostgreSQL CONDPAY_WORKERS; 1 for SQLite; None for echo
-    default_settings: bool = True  # False: an extra CONDPAY_WORKERS setting
+    default_settings: bool = True  # False: an extra CONDPAY_WORKERS setting, or observed
+    observed: bool = False  # with metrics and tracing on (CONDPAY_METRICS_ADDR, CONDPAY_OTEL)
 
 
 def _phase_dict(phase: PhaseResult) -> dict[str, object]:
@@ -54,6 +57,7 @@ class Cell:
     concurrency: int
     workers: int | None
     default_settings: bool
+    observed: bool  # metrics and tracing on
     count: int  # calls answered in the timed window, OK or not
     ok: int
     seconds: float
@@ -88,6 +92,7 @@ class Cell:
             concurrency=key.concurrency,
             workers=key.workers,
             default_settings=key.default_settings,
+            observed=key.observed,
             count=timed.count,
             ok=timed.ok,
             seconds=timed.seconds,
@@ -163,7 +168,15 @@ def summarize(
     ratio = _ratio(uncontended, echo)
     hot_rate = _rate(hot)
     worker_settings = sorted({c.workers for c in cells if c.backend == "postgres" and c.workers})
+    observed = best([c for c in cells if c.observed], backend="postgres", shape="uncontended")
+    observed_ratio = _ratio(observed, uncontended)
     return {
+        "postgres_observed_uncontended_per_second": _rate(observed),
+        "observed_to_default_ratio": observed_ratio,
+        "observed_ratio_target": OBSERVED_RATIO_TARGET,
+        "observed_ratio_target_met": None
+        if observed_ratio is None
+        else observed_ratio >= OBSERVED_RATIO_TARGET,
         "postgres_workers": default_workers,
         "postgres_best_uncontended_per_second": _rate(uncontended),
         "postgres_best_uncontended_concurrency": _at(uncontended),
@@ -234,7 +247,9 @@ def cells_table(cells: Sequence[Cell]) -> Table:
         errors = ", ".join(f"{k} {v}" for k, v in c.errors.items()) or "0"
         table.add_row(
             c.backend,
-            "-" if c.workers is None else f"{c.workers}{'' if c.default_settings else '*'}",
+            "-"
+            if c.workers is None
+            else f"{c.workers}{'' if c.default_settings else '*'}{'o' if c.observed else ''}",
             c.shape,
             str(c.concurrency),
             str(c.count),
@@ -252,7 +267,7 @@ def cells_table(cells: Sequence[Cell]) -> Table:
 def print_report(document: dict[str, object], cells: Sequence[Cell], console: Console) -> None:
     console.print(cells_table(cells))
     console.print(
-        "* an extra CONDPAY_WORKERS setting; ! other processes used >= "
+        "* an extra CONDPAY_WORKERS setting (o: metrics and tracing on); ! other processes used >= "
         f"{DISTURBED_CORES} cores in the window; cpu: cores used in the window by the client, "
         "the server, PostgreSQL and other processes"
     )

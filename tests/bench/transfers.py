@@ -105,14 +105,17 @@ import os
 import shutil
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
 from settlement.config import Settings
+from sim_central_bank.server_process import free_port
 from tests.bench import echo_server
 from tests.bench.condpay_server import PER_CALL_LOGGING, condpay_server
 from tests.bench.cpu import CpuWatch, pid_with_arguments
@@ -120,6 +123,7 @@ from tests.bench.databases import fresh_database, server_version
 from tests.bench.ledger_setup import BenchLedger, build_ledger
 from tests.bench.load import LoadProcess, LoadResult, LoadSpec
 from tests.bench.machine import machine_info
+from tests.bench.otlp_sink import otlp_sink
 from tests.bench.presign import (
     AMOUNT_MINOR,
     Shape,
@@ -154,6 +158,9 @@ class BenchConfig:
     payers: int = 200
     backends: tuple[str, ...] = ("echo", "sqlite", "postgres")
     extra_workers: tuple[int, ...] = (1,)
+    # PostgreSQL again with metrics and tracing on (spans exported to an OTLP sink, /metrics
+    # scraped after each cell), for the overhead ratio.
+    observed: bool = True
     output: Path = BENCH_DIR / "transfers.json"
 
 
@@ -270,11 +277,12 @@ async def run_condpay(
     workers: int,
     default_settings: bool,
     postgres_pid: int | None = None,
+    observed: dict[str, str] | None = None,
 ) -> None:
-    label = f"{backend} (workers {workers})"
+    label = f"{backend} (workers {workers}{', metrics and tracing' if observed else ''})"
     console.print(f"[bold]condpay on {label}[/]")
-    env = {"CONDPAY_WORKERS": str(workers)}
-    log_path = BENCH_DIR / "logs" / f"condpay-{backend}-w{workers}.log"
+    env = {"CONDPAY_WORKERS": str(workers), **(observed or {})}
+    log_path = BENCH_DIR / "logs" / f"condpay-{backend}-w{workers}{'-o' if observed else ''}.log"
     async with condpay_server(database_url, log_path=log_path, env=env) as server:
         ledger = await build_ledger(server.address, payers=bench.config.payers)
         families = {"postgres": postgres_pid} if postgres_pid is not None else {}
@@ -284,8 +292,15 @@ async def run_condpay(
         moved = Moved()
         for shape in (Shape.UNCONTENDED, Shape.HOT):
             for concurrency in bench.config.concurrencies:
-                key = CellKey(backend, shape.value, concurrency, workers, default_settings)
+                key = CellKey(
+                    backend, shape.value, concurrency, workers, default_settings, bool(observed)
+                )
                 await _transfer_cell(bench, target, ledger, key, moved)
+                if observed:
+                    bench.report.check(
+                        f"{label}: /metrics counts the cell's transfers",
+                        _scraped_transfers(observed["CONDPAY_METRICS_ADDR"]) > 0,
+                    )
         failures = await balance_failures(server.address, ledger, moved)
         bench.report.check(
             f"{label}: balances match the OK transfers", not failures, "; ".join(failures)
@@ -329,6 +344,45 @@ async def run_postgres(bench: Bench) -> None:
                     default_settings=workers == DEFAULT_WORKERS,
                     postgres_pid=postmaster,
                 )
+        if bench.config.observed:
+            async with (
+                otlp_sink() as (endpoint, sink),
+                fresh_database(server, f"condpay_bench_{os.getpid()}_observed") as url,
+            ):
+                await run_condpay(
+                    bench,
+                    backend="postgres",
+                    database_url=url,
+                    workers=DEFAULT_WORKERS,
+                    default_settings=False,
+                    postgres_pid=postmaster,
+                    observed={
+                        "CONDPAY_METRICS_ADDR": f"127.0.0.1:{free_port()}",
+                        "CONDPAY_OTEL": "1",
+                        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+                        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+                    },
+                )
+                bench.report.check(
+                    "postgres (metrics and tracing): spans reached the OTLP sink",
+                    sink.spans > 0,
+                    f"{sink.spans} spans",
+                )
+                bench.report.notes.append(f"observed cells: {sink.spans} spans exported (OTLP)")
+
+
+def _scraped_transfers(addr: str) -> float:
+    """The OK transfers a server's /metrics counts."""
+    with urllib.request.urlopen(f"http://{addr}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "condpay_rpcs_total"
+        and sample.labels.get("method") == TRANSFER_METHOD
+        and sample.labels.get("code") == "OK"
+    )
 
 
 def _method(config: BenchConfig) -> dict[str, object]:
@@ -346,6 +400,11 @@ def _method(config: BenchConfig) -> dict[str, object]:
         "echo_request_bytes": len(sample_transfer_request()),
         "postgres_workers_default": DEFAULT_WORKERS,
         "postgres_workers_extra": list(config.extra_workers),
+        "observed": "PostgreSQL, default workers, again with CONDPAY_METRICS_ADDR and "
+        "CONDPAY_OTEL=1 (every span exported over OTLP/gRPC to a sink in the bench process; "
+        "/metrics scraped after each cell)"
+        if config.observed
+        else "not measured",
     }
 
 
@@ -400,6 +459,11 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
         default=",".join(map(str, defaults.extra_workers)),
         help="extra CONDPAY_WORKERS settings to measure on PostgreSQL",
     )
+    parser.add_argument(
+        "--no-observed",
+        action="store_true",
+        help="skip the PostgreSQL cells with metrics and tracing on",
+    )
     parser.add_argument("--output", type=Path, default=defaults.output)
     args = parser.parse_args(argv)
     return BenchConfig(
@@ -409,6 +473,7 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
         payers=args.payers,
         backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()),
         extra_workers=tuple(w for w in _numbers(args.extra_workers) if w != DEFAULT_WORKERS),
+        observed=not args.no_observed,
         output=args.output,
     )
 
