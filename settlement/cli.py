@@ -38,6 +38,7 @@ def _serve_settings(args: argparse.Namespace) -> int:
         "writers": args.writers,
         "pg_isolation": args.pg_isolation,
         "certs_dir": args.certs_dir,
+        "metrics_addr": args.metrics_addr,
     }
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     if args.insecure:
@@ -114,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         help="server processes sharing the address: N or auto (env CONDPAY_WORKERS; default auto:"
         " one per CPU on PostgreSQL, one on SQLite)",
+    )
+    serve.add_argument(
+        "--metrics-addr",
+        help="serve Prometheus /metrics on HOST:PORT (env CONDPAY_METRICS_ADDR; default off)",
     )
     serve.set_defaults(run=_serve)
 

@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from settlement.metrics import parse_addr
+
 DEFAULT_ADDR = "127.0.0.1:50051"
 
 
@@ -75,6 +77,8 @@ class Settings:
     bridge_validators: str = ""
     # gRPC server reflection: on by default in the insecure mode only; 1 turns it on under TLS.
     reflection: bool | None = None
+    # Prometheus /metrics on HOST:PORT (settlement/metrics.py); empty: no metrics.
+    metrics_addr: str = ""
 
     def worker_count(self) -> int:
         if self.workers > 0:
@@ -122,7 +126,10 @@ class Settings:
             reflection=(
                 _flag(env.get("CONDPAY_REFLECTION")) if env.get("CONDPAY_REFLECTION") else None
             ),
+            metrics_addr=env.get("CONDPAY_METRICS_ADDR", "").strip(),
         )
+        if settings.metrics_addr:
+            parse_addr(settings.metrics_addr)  # ValueError for anything but HOST:PORT
         if settings.instruction_ttl_max_seconds <= 0:
             raise ValueError("CONDPAY_INSTRUCTION_TTL_MAX_SECONDS must be a positive number")
         check_pvp_timing(settings.pvp_hold_ms, settings.pvp_margin_ms)
@@ -203,6 +210,8 @@ ENVIRONMENT_HELP = """environment:
   CONDPAY_BRIDGE_CERTS_DIR   the gateway's bridge identity for mutual TLS to a grpc:// bridge
                          (default <CONDPAY_CERTS_DIR>/bridge: ca.pem, participants/bank_<gw>.*)
   CONDPAY_BRIDGE_INSECURE=1  plaintext to a bridge in its --insecure development mode
+  CONDPAY_METRICS_ADDR   Prometheus /metrics on HOST:PORT (default: off); with --workers N the
+                         parent serves the workers' series summed (docs/operations.md)
   CONDPAY_REFLECTION     server reflection: default on with CONDPAY_INSECURE=1, off under TLS;
                          1 turns it on under TLS, 0 off
   CONDPAY_PVP_HOLD_MS    how long a settlement's legs are held before it must be decided (30000)
