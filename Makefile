@@ -5,9 +5,15 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# Project-local tools that are no Python packages (gitignored). buf comes from npm, where the
+# @bufbuild/buf package ships the binary for each platform (PyPI has none; GitHub may be out of reach).
+TOOLS       := .tools
+BUF_VERSION := 1.75.0
+BUF         := $(TOOLS)/node_modules/.bin/buf
+BUF_STAMP   := $(TOOLS)/.buf-$(BUF_VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run demo serve test test-fast lint fmt proto bench bench-sim postgres-binaries browser clean
+.PHONY: help venv buf run demo serve test test-fast lint fmt proto bench bench-sim postgres-binaries browser clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -19,6 +25,15 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 venv: $(STAMP) ## create .venv and install condpay with its dev tools (when pyproject.toml changed)
+
+$(BUF_STAMP):
+	@command -v npm >/dev/null 2>&1 || { echo "buf is installed with npm: install Node.js and npm (Debian: apt-get install npm)" >&2; exit 1; }
+	rm -rf $(TOOLS)/node_modules $(TOOLS)/.buf-*
+	npm install --prefix $(TOOLS) --no-save --no-audit --no-fund --ignore-scripts --loglevel=error @bufbuild/buf@$(BUF_VERSION)
+	$(BUF) --version
+	@touch $(BUF_STAMP)
+
+buf: $(BUF_STAMP) ## install the buf CLI (protobuf lint and breaking-change checks) into .tools/
 
 run: venv ## start the core and the bridge on embedded SQLite, run the smoke scenario, report, stop
 	$(BIN)/condpay sim run smoke
@@ -56,10 +71,16 @@ test: venv postgres-binaries browser ## the whole suite on SQLite and a throwawa
 test-fast: venv ## the suite without PostgreSQL
 	$(BIN)/pytest -m "not postgres"
 
-lint: venv ## ruff (lint and format check) and mypy --strict
+# buf breaking compares proto/ (with uncommitted edits) to a base commit: on a branch, the commit it
+# forked from main (merge-base with origin/main, else main), so the whole branch is checked; on main
+# itself, where that merge base is HEAD (CI's fresh clone of main), HEAD~1. BUF_AGAINST=<rev> picks
+# another. proto/buf_breaking.sh has the details (it needs the history: no shallow clone).
+lint: venv buf ## ruff (lint and format check), mypy --strict, buf lint and buf breaking (proto/)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BUF) lint proto
+	proto/buf_breaking.sh $(BUF) $(BUF_AGAINST)
 
 fmt: venv ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix .
@@ -74,5 +95,5 @@ bench: venv postgres-binaries ## transfers, lifecycles, PvP/DvP per second and l
 bench-sim: venv ## the gba-day scenario (3,000 orders) on embedded SQLite -> var/bench/gba-day/report.json
 	$(BIN)/condpay sim run gba-day --report var/bench/gba-day
 
-clean: ## remove the venv, ./var and caches
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
+clean: ## remove the venv, the tools, ./var and caches
+	rm -rf $(VENV) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

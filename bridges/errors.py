@@ -21,6 +21,9 @@
     │                           was lost, or the bridge is down. Retry with the same transfer id.
     └── InternalError           a bug or a broken invariant; never retried blindly
 
+The closed list of reasons lives in the proto, ``condpay.bridge.v1.ErrorReason``
+(proto/condpay/bridge/v1/errors.proto): a Reason's value is the wire code, that enum value's name
+without the ``ERROR_REASON_`` prefix, and importing this module fails if the two lists differ.
 Each Reason belongs to exactly one class (``reason.error_class``); :func:`error` builds the right
 one. The in-process bridge raises these; the gRPC client raises the very same classes with the
 same reasons and metadata (bridges/_status.py maps them to gRPC status codes and back). Branch on
@@ -32,6 +35,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from typing import ClassVar, Final
+
+from condpay.bridge.v1 import errors_pb2
+from condpay.errors import REASON_PREFIX
 
 DOMAIN: Final = "condpay.bridge.v1"
 
@@ -125,8 +131,10 @@ class InternalError(BridgeError):
     status_code_name = "INTERNAL"
 
 
+@enum.unique
 class Reason(enum.Enum):
-    """Every reason the bridge answers with. The value is the stable code on the wire."""
+    """Every reason the bridge answers with. The value is the stable code on the wire, and
+    ``ERROR_REASON_`` + the value is its ``condpay.bridge.v1.ErrorReason`` value's name."""
 
     # InvalidRequest
     MALFORMED_REQUEST = "MALFORMED_REQUEST"
@@ -184,6 +192,11 @@ class Reason(enum.Enum):
     def error_class(self) -> type[BridgeError]:
         return _CLASS_OF[self]
 
+    @property
+    def reason_code(self) -> errors_pb2.ErrorReason.ValueType:
+        """This reason's ``condpay.bridge.v1.ErrorReason`` value."""
+        return errors_pb2.ErrorReason.Value(REASON_PREFIX + self.value)
+
 
 _CLASS_OF: Final[dict[Reason, type[BridgeError]]] = {
     **{
@@ -240,6 +253,24 @@ _CLASS_OF: Final[dict[Reason, type[BridgeError]]] = {
     Reason.INVARIANT_VIOLATED: InternalError,
 }
 assert set(_CLASS_OF) == set(Reason), "every reason has exactly one class"
+
+
+def closed_list_problems() -> list[str]:
+    """How :class:`Reason` and ``condpay.bridge.v1.ErrorReason`` differ (empty when they agree):
+    every enum value but UNSPECIFIED is exactly one Reason, named and valued as the value's name
+    without its prefix."""
+    names = {REASON_PREFIX + reason.value for reason in Reason}
+    enum_names = set(errors_pb2.ErrorReason.keys()) - {"ERROR_REASON_UNSPECIFIED"}
+    problems = [f"Reason.{r.name} has the value {r.value!r}" for r in Reason if r.name != r.value]
+    problems += [f"{name} is not in ErrorReason" for name in sorted(names - enum_names)]
+    problems += [f"ErrorReason {name} has no Reason" for name in sorted(enum_names - names)]
+    return problems
+
+
+if _problems := closed_list_problems():  # the proto and this module must never drift apart
+    raise RuntimeError(
+        "bridges.errors.Reason differs from condpay.bridge.v1.ErrorReason: " + "; ".join(_problems)
+    )
 
 
 def error(reason: Reason, message: str, **metadata: str) -> BridgeError:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STUBS = ROOT / "proto" / "condpay" / "v1"
+PACKAGES = ("condpay/v1", "condpay/bridge/v1")
 
 
 def test_regenerating_the_stubs_changes_nothing(tmp_path: Path) -> None:
@@ -17,10 +17,16 @@ def test_regenerating_the_stubs_changes_nothing(tmp_path: Path) -> None:
         capture_output=True,
     )
     generated = {
-        p.relative_to(tmp_path / "condpay" / "v1"): p.read_bytes()
-        for p in (tmp_path / "condpay" / "v1").iterdir()
+        p.relative_to(tmp_path): p.read_bytes()
+        for package in PACKAGES
+        for p in (tmp_path / package).iterdir()
     }
-    committed = {p.relative_to(STUBS): p.read_bytes() for p in STUBS.iterdir() if "_pb2" in p.name}
+    committed = {
+        p.relative_to(ROOT / "proto"): p.read_bytes()
+        for package in PACKAGES
+        for p in (ROOT / "proto" / package).iterdir()
+        if "_pb2" in p.name
+    }
     assert sorted(generated) == sorted(committed), "stub files differ: run `make proto`"
     stale = [str(name) for name in generated if generated[name] != committed[name]]
     assert not stale, f"stale generated stubs (run `make proto`): {stale}"

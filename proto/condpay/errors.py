@@ -1,7 +1,8 @@
 """Typed errors for clients of the condpay API.
 
     ApiError                 any non-OK status; ``.reason`` is the stable UPPER_SNAKE code from
-    │                        google.rpc.ErrorInfo, ``.detail(T)`` unpacks a typed detail
+    │                        google.rpc.ErrorInfo, ``.reason_code`` the same as a
+    │                        ``condpay.v1.ErrorReason`` value, ``.detail(T)`` unpacks a typed detail
     ├── InvalidArgument      the request is wrong; retrying it unchanged never helps
     ├── Unauthenticated / PermissionDenied
     ├── NotFound / AlreadyExists
@@ -13,7 +14,12 @@
     │                        transient: retry with the same request id (the client does)
     └── Internal             a server bug; the message carries the request id to quote
 
-Branch on ``reason``, never on the message text.
+Branch on ``reason_code`` (or ``reason``), never on the message text::
+
+    match error.reason_code:
+        case ErrorReason.ERROR_REASON_INSUFFICIENT_FUNDS: ...
+
+A reason this version of the SDK does not know (from a newer server) is ERROR_REASON_UNSPECIFIED.
 """
 
 from __future__ import annotations
@@ -24,8 +30,21 @@ import grpc
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
+from condpay.v1.errors_pb2 import ErrorReason
+
 M = TypeVar("M", bound=Message)
 REPLAYED_METADATA_KEY = "condpay-replayed"
+DOMAIN = "condpay.v1"
+#: ``ErrorInfo.reason`` is an ErrorReason value's name without this prefix (errors.proto says so).
+REASON_PREFIX = "ERROR_REASON_"
+
+
+def reason_code(reason: str) -> ErrorReason.ValueType:
+    """The ErrorReason a wire reason stands for; UNSPECIFIED for none or one not known here."""
+    try:
+        return ErrorReason.Value(REASON_PREFIX + reason)
+    except ValueError:
+        return ErrorReason.ERROR_REASON_UNSPECIFIED
 
 
 class ApiError(Exception):
@@ -36,12 +55,15 @@ class ApiError(Exception):
         self.message = status.message
         self.replayed = replayed
         self.reason = ""
+        self.reason_code: ErrorReason.ValueType = ErrorReason.ERROR_REASON_UNSPECIFIED
         self.metadata: dict[str, str] = {}
         for detail in status.details:
             if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
                 info = error_details_pb2.ErrorInfo()
                 detail.Unpack(info)
                 self.reason, self.metadata = info.reason, dict(info.metadata)
+                if info.domain == DOMAIN:
+                    self.reason_code = reason_code(info.reason)
         super().__init__(f"{self.code.name} {self.reason}: {self.message}")
 
     def detail(self, detail_type: type[M]) -> M | None:

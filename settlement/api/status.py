@@ -51,7 +51,7 @@ def to_status(error: SettlementError) -> status_pb2.Status:
 
 def internal_status(request_id: str) -> status_pb2.Status:
     """INTERNAL never carries exception text: the log has it, under the same request id."""
-    info = error_details_pb2.ErrorInfo(reason="INTERNAL", domain=DOMAIN)
+    info = error_details_pb2.ErrorInfo(reason=Reason.INTERNAL.name, domain=DOMAIN)
     packed = any_pb2.Any()
     packed.Pack(info)
     return status_pb2.Status(

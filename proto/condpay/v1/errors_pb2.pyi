@@ -36,6 +36,225 @@ LIMIT_KIND_SINGLE_PAYMENT_CAP: LimitKind.ValueType  # 2
 LIMIT_KIND_DAILY_CAP: LimitKind.ValueType  # 3
 Global___LimitKind: _TypeAlias = LimitKind  # noqa: Y015
 
+class _ErrorReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ERROR_REASON_UNSPECIFIED: _ErrorReason.ValueType  # 0
+    ERROR_REASON_MISSING_FIELD: _ErrorReason.ValueType  # 1
+    """INVALID_ARGUMENT: the request itself is wrong; retrying it unchanged never helps."""
+    ERROR_REASON_INVALID_REQUEST_ID: _ErrorReason.ValueType  # 2
+    ERROR_REASON_INVALID_AMOUNT: _ErrorReason.ValueType  # 3
+    ERROR_REASON_UNSUPPORTED_CURRENCY: _ErrorReason.ValueType  # 4
+    ERROR_REASON_INVALID_WALLET_KIND: _ErrorReason.ValueType  # 5
+    ERROR_REASON_INVALID_TIER: _ErrorReason.ValueType  # 6
+    ERROR_REASON_INVALID_PUBLIC_KEY: _ErrorReason.ValueType  # 7
+    ERROR_REASON_INVALID_ID: _ErrorReason.ValueType  # 8
+    ERROR_REASON_INVALID_TEXT: _ErrorReason.ValueType  # 9
+    ERROR_REASON_INVALID_PAGE_TOKEN: _ErrorReason.ValueType  # 10
+    ERROR_REASON_INVALID_PAGE_SIZE: _ErrorReason.ValueType  # 11
+    ERROR_REASON_INVALID_VIEW: _ErrorReason.ValueType  # 12
+    ERROR_REASON_MALFORMED_REQUEST: _ErrorReason.ValueType  # 13
+    ERROR_REASON_INSTRUCTION_MALFORMED: _ErrorReason.ValueType  # 14
+    ERROR_REASON_INSTRUCTION_MISMATCH: _ErrorReason.ValueType  # 15
+    ERROR_REASON_INSTRUCTION_EXPIRY_TOO_FAR: _ErrorReason.ValueType  # 16
+    ERROR_REASON_SAME_SOURCE_AND_TARGET: _ErrorReason.ValueType  # 17
+    ERROR_REASON_CONTRACT_INVALID: _ErrorReason.ValueType  # 18
+    ERROR_REASON_PARAMS_INVALID: _ErrorReason.ValueType  # 19
+    ERROR_REASON_CURRENCY_MISMATCH: _ErrorReason.ValueType  # 20
+    ERROR_REASON_ADVANCE_EXCEEDS_ASSIGNMENT: _ErrorReason.ValueType  # 21
+    ERROR_REASON_ATTESTATION_MALFORMED: _ErrorReason.ValueType  # 22
+    ERROR_REASON_PAYLOAD_MISMATCH: _ErrorReason.ValueType  # 23
+    ERROR_REASON_ATTESTATION_WRONG_PAYMENT: _ErrorReason.ValueType  # 24
+    ERROR_REASON_PROOF_OF_POSSESSION_INVALID: _ErrorReason.ValueType  # 25
+    ERROR_REASON_ATTESTATION_TIMES_INVALID: _ErrorReason.ValueType  # 26
+    ERROR_REASON_PAYLOAD_MALFORMED: _ErrorReason.ValueType  # 27
+    ERROR_REASON_INVALID_TITLE_KIND: _ErrorReason.ValueType  # 28
+    ERROR_REASON_INVALID_UNITS: _ErrorReason.ValueType  # 29
+    ERROR_REASON_SAME_CURRENCY: _ErrorReason.ValueType  # 30
+    ERROR_REASON_TITLE_PLEDGE_MISSING: _ErrorReason.ValueType  # 31
+    ERROR_REASON_CALLER_UNKNOWN: _ErrorReason.ValueType  # 32
+    """UNAUTHENTICATED / PERMISSION_DENIED: who is calling, and what proves the payer's consent."""
+    ERROR_REASON_ROLE_NOT_ALLOWED: _ErrorReason.ValueType  # 33
+    ERROR_REASON_SIGNATURE_INVALID: _ErrorReason.ValueType  # 34
+    ERROR_REASON_SUBMITTER_MISMATCH: _ErrorReason.ValueType  # 35
+    ERROR_REASON_CANCEL_NOT_AUTHORIZED: _ErrorReason.ValueType  # 36
+    ERROR_REASON_ORACLE_NOT_IN_CONTRACT: _ErrorReason.ValueType  # 37
+    ERROR_REASON_ORACLE_REVOKED: _ErrorReason.ValueType  # 38
+    ERROR_REASON_QUORUM_NOT_MET: _ErrorReason.ValueType  # 39
+    ERROR_REASON_SIGNER_NOT_ALLOWED: _ErrorReason.ValueType  # 40
+    ERROR_REASON_NOT_CURRENCY_ISSUER: _ErrorReason.ValueType  # 41
+    ERROR_REASON_WALLET_NOT_FOUND: _ErrorReason.ValueType  # 42
+    """NOT_FOUND"""
+    ERROR_REASON_INSTITUTION_NOT_FOUND: _ErrorReason.ValueType  # 43
+    ERROR_REASON_OPERATION_NOT_FOUND: _ErrorReason.ValueType  # 44
+    ERROR_REASON_CONTRACT_NOT_FOUND: _ErrorReason.ValueType  # 45
+    ERROR_REASON_PAYMENT_NOT_FOUND: _ErrorReason.ValueType  # 46
+    ERROR_REASON_ORACLE_NOT_FOUND: _ErrorReason.ValueType  # 47
+    ERROR_REASON_TITLE_NOT_FOUND: _ErrorReason.ValueType  # 48
+    ERROR_REASON_QUOTE_NOT_FOUND: _ErrorReason.ValueType  # 49
+    ERROR_REASON_SETTLEMENT_NOT_FOUND: _ErrorReason.ValueType  # 50
+    ERROR_REASON_IDEMPOTENCY_KEY_REUSED: _ErrorReason.ValueType  # 51
+    """ALREADY_EXISTS"""
+    ERROR_REASON_INSTITUTION_EXISTS: _ErrorReason.ValueType  # 52
+    ERROR_REASON_ORACLE_EXISTS: _ErrorReason.ValueType  # 53
+    ERROR_REASON_ORACLE_KEY_IN_USE: _ErrorReason.ValueType  # 54
+    ERROR_REASON_EVENT_ALREADY_SEEN: _ErrorReason.ValueType  # 55
+    ERROR_REASON_TITLE_EXISTS: _ErrorReason.ValueType  # 56
+    ERROR_REASON_INSUFFICIENT_FUNDS: _ErrorReason.ValueType  # 57
+    """FAILED_PRECONDITION: valid, but the state of the ledger does not allow it now."""
+    ERROR_REASON_LIMIT_EXCEEDED: _ErrorReason.ValueType  # 58
+    ERROR_REASON_INSTRUCTION_EXPIRED: _ErrorReason.ValueType  # 59
+    ERROR_REASON_CONTRACT_NOT_SUPPORTED: _ErrorReason.ValueType  # 60
+    ERROR_REASON_PAYMENT_NOT_OPEN: _ErrorReason.ValueType  # 61
+    ERROR_REASON_NOT_A_PARTY: _ErrorReason.ValueType  # 62
+    ERROR_REASON_FINANCING_EXCEEDS_ESCROW: _ErrorReason.ValueType  # 63
+    ERROR_REASON_ASSIGNMENT_EXCEEDS_ESCROW: _ErrorReason.ValueType  # 64
+    ERROR_REASON_ORACLE_SET_CHANGED: _ErrorReason.ValueType  # 65
+    ERROR_REASON_ATTESTATION_STALE: _ErrorReason.ValueType  # 66
+    ERROR_REASON_ATTESTATION_FROM_FUTURE: _ErrorReason.ValueType  # 67
+    ERROR_REASON_ATTESTATION_EXPIRED: _ErrorReason.ValueType  # 68
+    ERROR_REASON_NOT_TITLE_HOLDER: _ErrorReason.ValueType  # 69
+    ERROR_REASON_TITLE_PLEDGED: _ErrorReason.ValueType  # 70
+    ERROR_REASON_TITLE_NOT_PLEDGED: _ErrorReason.ValueType  # 71
+    ERROR_REASON_TITLE_RETIRED: _ErrorReason.ValueType  # 72
+    ERROR_REASON_TITLE_UNITS_EXCEEDED: _ErrorReason.ValueType  # 73
+    ERROR_REASON_QUOTE_EXPIRED: _ErrorReason.ValueType  # 74
+    ERROR_REASON_QUOTE_ALREADY_USED: _ErrorReason.ValueType  # 75
+    ERROR_REASON_QUOTE_ABOVE_LIMIT: _ErrorReason.ValueType  # 76
+    ERROR_REASON_BRIDGE_NOT_CONFIGURED: _ErrorReason.ValueType  # 77
+    ERROR_REASON_BRIDGE_REFUSED: _ErrorReason.ValueType  # 78
+    ERROR_REASON_AMOUNT_OVERFLOW: _ErrorReason.ValueType  # 79
+    """OUT_OF_RANGE: the result would not fit the API's int64 amounts."""
+    ERROR_REASON_CALLS_IN_FLIGHT_EXCEEDED: _ErrorReason.ValueType  # 80
+    """RESOURCE_EXHAUSTED: a per-caller quota (metadata: limit, setting)."""
+    ERROR_REASON_STREAMS_EXCEEDED: _ErrorReason.ValueType  # 81
+    ERROR_REASON_CONTRACTS_PER_DAY_EXCEEDED: _ErrorReason.ValueType  # 82
+    ERROR_REASON_HEAVY_CALLS_EXCEEDED: _ErrorReason.ValueType  # 83
+    ERROR_REASON_SHUTTING_DOWN: _ErrorReason.ValueType  # 84
+    """UNAVAILABLE: transient; retry with the same request id."""
+    ERROR_REASON_OVERLOADED: _ErrorReason.ValueType  # 85
+    ERROR_REASON_STORAGE_UNAVAILABLE: _ErrorReason.ValueType  # 86
+    ERROR_REASON_BRIDGE_UNAVAILABLE: _ErrorReason.ValueType  # 87
+    ERROR_REASON_INTERNAL: _ErrorReason.ValueType  # 88
+    """INTERNAL: a bug; never carries exception text, quotes the request id instead."""
+
+class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
+    """The closed list of reasons the condpay.v1 API answers with: every google.rpc.ErrorInfo it sends
+    (domain "condpay.v1") carries one of them, each always with the same gRPC status code
+    (settlement/errors.py maps them; docs/api.md lists them in its "Error reasons" table).
+
+    On the wire the reason stays a string: ErrorInfo.reason is the value's name without the
+    "ERROR_REASON_" prefix (ERROR_REASON_INSUFFICIENT_FUNDS travels as "INSUFFICIENT_FUNDS"), so
+    the codes clients and docs already use never change. The prefix is only there because buf's
+    STANDARD lint wants every value of an enum prefixed with its name. ERROR_REASON_UNSPECIFIED is
+    never sent: a client maps a reason it does not know (from a newer server) to it.
+
+    Numbers are never reused or renumbered; a new reason takes the next free number.
+    """
+
+ERROR_REASON_UNSPECIFIED: ErrorReason.ValueType  # 0
+ERROR_REASON_MISSING_FIELD: ErrorReason.ValueType  # 1
+"""INVALID_ARGUMENT: the request itself is wrong; retrying it unchanged never helps."""
+ERROR_REASON_INVALID_REQUEST_ID: ErrorReason.ValueType  # 2
+ERROR_REASON_INVALID_AMOUNT: ErrorReason.ValueType  # 3
+ERROR_REASON_UNSUPPORTED_CURRENCY: ErrorReason.ValueType  # 4
+ERROR_REASON_INVALID_WALLET_KIND: ErrorReason.ValueType  # 5
+ERROR_REASON_INVALID_TIER: ErrorReason.ValueType  # 6
+ERROR_REASON_INVALID_PUBLIC_KEY: ErrorReason.ValueType  # 7
+ERROR_REASON_INVALID_ID: ErrorReason.ValueType  # 8
+ERROR_REASON_INVALID_TEXT: ErrorReason.ValueType  # 9
+ERROR_REASON_INVALID_PAGE_TOKEN: ErrorReason.ValueType  # 10
+ERROR_REASON_INVALID_PAGE_SIZE: ErrorReason.ValueType  # 11
+ERROR_REASON_INVALID_VIEW: ErrorReason.ValueType  # 12
+ERROR_REASON_MALFORMED_REQUEST: ErrorReason.ValueType  # 13
+ERROR_REASON_INSTRUCTION_MALFORMED: ErrorReason.ValueType  # 14
+ERROR_REASON_INSTRUCTION_MISMATCH: ErrorReason.ValueType  # 15
+ERROR_REASON_INSTRUCTION_EXPIRY_TOO_FAR: ErrorReason.ValueType  # 16
+ERROR_REASON_SAME_SOURCE_AND_TARGET: ErrorReason.ValueType  # 17
+ERROR_REASON_CONTRACT_INVALID: ErrorReason.ValueType  # 18
+ERROR_REASON_PARAMS_INVALID: ErrorReason.ValueType  # 19
+ERROR_REASON_CURRENCY_MISMATCH: ErrorReason.ValueType  # 20
+ERROR_REASON_ADVANCE_EXCEEDS_ASSIGNMENT: ErrorReason.ValueType  # 21
+ERROR_REASON_ATTESTATION_MALFORMED: ErrorReason.ValueType  # 22
+ERROR_REASON_PAYLOAD_MISMATCH: ErrorReason.ValueType  # 23
+ERROR_REASON_ATTESTATION_WRONG_PAYMENT: ErrorReason.ValueType  # 24
+ERROR_REASON_PROOF_OF_POSSESSION_INVALID: ErrorReason.ValueType  # 25
+ERROR_REASON_ATTESTATION_TIMES_INVALID: ErrorReason.ValueType  # 26
+ERROR_REASON_PAYLOAD_MALFORMED: ErrorReason.ValueType  # 27
+ERROR_REASON_INVALID_TITLE_KIND: ErrorReason.ValueType  # 28
+ERROR_REASON_INVALID_UNITS: ErrorReason.ValueType  # 29
+ERROR_REASON_SAME_CURRENCY: ErrorReason.ValueType  # 30
+ERROR_REASON_TITLE_PLEDGE_MISSING: ErrorReason.ValueType  # 31
+ERROR_REASON_CALLER_UNKNOWN: ErrorReason.ValueType  # 32
+"""UNAUTHENTICATED / PERMISSION_DENIED: who is calling, and what proves the payer's consent."""
+ERROR_REASON_ROLE_NOT_ALLOWED: ErrorReason.ValueType  # 33
+ERROR_REASON_SIGNATURE_INVALID: ErrorReason.ValueType  # 34
+ERROR_REASON_SUBMITTER_MISMATCH: ErrorReason.ValueType  # 35
+ERROR_REASON_CANCEL_NOT_AUTHORIZED: ErrorReason.ValueType  # 36
+ERROR_REASON_ORACLE_NOT_IN_CONTRACT: ErrorReason.ValueType  # 37
+ERROR_REASON_ORACLE_REVOKED: ErrorReason.ValueType  # 38
+ERROR_REASON_QUORUM_NOT_MET: ErrorReason.ValueType  # 39
+ERROR_REASON_SIGNER_NOT_ALLOWED: ErrorReason.ValueType  # 40
+ERROR_REASON_NOT_CURRENCY_ISSUER: ErrorReason.ValueType  # 41
+ERROR_REASON_WALLET_NOT_FOUND: ErrorReason.ValueType  # 42
+"""NOT_FOUND"""
+ERROR_REASON_INSTITUTION_NOT_FOUND: ErrorReason.ValueType  # 43
+ERROR_REASON_OPERATION_NOT_FOUND: ErrorReason.ValueType  # 44
+ERROR_REASON_CONTRACT_NOT_FOUND: ErrorReason.ValueType  # 45
+ERROR_REASON_PAYMENT_NOT_FOUND: ErrorReason.ValueType  # 46
+ERROR_REASON_ORACLE_NOT_FOUND: ErrorReason.ValueType  # 47
+ERROR_REASON_TITLE_NOT_FOUND: ErrorReason.ValueType  # 48
+ERROR_REASON_QUOTE_NOT_FOUND: ErrorReason.ValueType  # 49
+ERROR_REASON_SETTLEMENT_NOT_FOUND: ErrorReason.ValueType  # 50
+ERROR_REASON_IDEMPOTENCY_KEY_REUSED: ErrorReason.ValueType  # 51
+"""ALREADY_EXISTS"""
+ERROR_REASON_INSTITUTION_EXISTS: ErrorReason.ValueType  # 52
+ERROR_REASON_ORACLE_EXISTS: ErrorReason.ValueType  # 53
+ERROR_REASON_ORACLE_KEY_IN_USE: ErrorReason.ValueType  # 54
+ERROR_REASON_EVENT_ALREADY_SEEN: ErrorReason.ValueType  # 55
+ERROR_REASON_TITLE_EXISTS: ErrorReason.ValueType  # 56
+ERROR_REASON_INSUFFICIENT_FUNDS: ErrorReason.ValueType  # 57
+"""FAILED_PRECONDITION: valid, but the state of the ledger does not allow it now."""
+ERROR_REASON_LIMIT_EXCEEDED: ErrorReason.ValueType  # 58
+ERROR_REASON_INSTRUCTION_EXPIRED: ErrorReason.ValueType  # 59
+ERROR_REASON_CONTRACT_NOT_SUPPORTED: ErrorReason.ValueType  # 60
+ERROR_REASON_PAYMENT_NOT_OPEN: ErrorReason.ValueType  # 61
+ERROR_REASON_NOT_A_PARTY: ErrorReason.ValueType  # 62
+ERROR_REASON_FINANCING_EXCEEDS_ESCROW: ErrorReason.ValueType  # 63
+ERROR_REASON_ASSIGNMENT_EXCEEDS_ESCROW: ErrorReason.ValueType  # 64
+ERROR_REASON_ORACLE_SET_CHANGED: ErrorReason.ValueType  # 65
+ERROR_REASON_ATTESTATION_STALE: ErrorReason.ValueType  # 66
+ERROR_REASON_ATTESTATION_FROM_FUTURE: ErrorReason.ValueType  # 67
+ERROR_REASON_ATTESTATION_EXPIRED: ErrorReason.ValueType  # 68
+ERROR_REASON_NOT_TITLE_HOLDER: ErrorReason.ValueType  # 69
+ERROR_REASON_TITLE_PLEDGED: ErrorReason.ValueType  # 70
+ERROR_REASON_TITLE_NOT_PLEDGED: ErrorReason.ValueType  # 71
+ERROR_REASON_TITLE_RETIRED: ErrorReason.ValueType  # 72
+ERROR_REASON_TITLE_UNITS_EXCEEDED: ErrorReason.ValueType  # 73
+ERROR_REASON_QUOTE_EXPIRED: ErrorReason.ValueType  # 74
+ERROR_REASON_QUOTE_ALREADY_USED: ErrorReason.ValueType  # 75
+ERROR_REASON_QUOTE_ABOVE_LIMIT: ErrorReason.ValueType  # 76
+ERROR_REASON_BRIDGE_NOT_CONFIGURED: ErrorReason.ValueType  # 77
+ERROR_REASON_BRIDGE_REFUSED: ErrorReason.ValueType  # 78
+ERROR_REASON_AMOUNT_OVERFLOW: ErrorReason.ValueType  # 79
+"""OUT_OF_RANGE: the result would not fit the API's int64 amounts."""
+ERROR_REASON_CALLS_IN_FLIGHT_EXCEEDED: ErrorReason.ValueType  # 80
+"""RESOURCE_EXHAUSTED: a per-caller quota (metadata: limit, setting)."""
+ERROR_REASON_STREAMS_EXCEEDED: ErrorReason.ValueType  # 81
+ERROR_REASON_CONTRACTS_PER_DAY_EXCEEDED: ErrorReason.ValueType  # 82
+ERROR_REASON_HEAVY_CALLS_EXCEEDED: ErrorReason.ValueType  # 83
+ERROR_REASON_SHUTTING_DOWN: ErrorReason.ValueType  # 84
+"""UNAVAILABLE: transient; retry with the same request id."""
+ERROR_REASON_OVERLOADED: ErrorReason.ValueType  # 85
+ERROR_REASON_STORAGE_UNAVAILABLE: ErrorReason.ValueType  # 86
+ERROR_REASON_BRIDGE_UNAVAILABLE: ErrorReason.ValueType  # 87
+ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 88
+"""INTERNAL: a bug; never carries exception text, quotes the request id instead."""
+Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
+
 @_typing.final
 class InsufficientFunds(_message.Message):
     """Typed error details. Every error also carries a google.rpc.ErrorInfo whose reason is a stable
