@@ -349,7 +349,8 @@ async def test_two_server_processes_fire_each_deadline_once(pg_url: str, tmp_pat
     connections: list[Connection] = []
     try:
         for server in servers:  # both at once, as replicas start: the migration takes turns
-            server.start_with()
+            # Replicas share a database, never an in-process bridge's state file.
+            server.start_with({"CONDPAY_BRIDGE": "none"})
         await asyncio.gather(*(s.wait_ready() for s in servers))
         connections = [Connection(s.address) for s in servers]
         fleet = await build_fleet(connections[0], buyers=5, sellers=2, funding_minor=100_000_00)
