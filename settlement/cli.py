@@ -126,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="run the gRPC settlement server",
-        description="Run the gRPC settlement server. Flags take precedence over the environment,"
-        " the environment over the defaults.",
+        description="Run the gRPC settlement server. A flag takes precedence over its variable,\n"
+        "a variable over the default.",
         epilog=config.environment_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -152,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
         "show",
         help="the effective settings (defaults, environment, the flags of `condpay serve`)",
         description="Print each setting as NAME=value  (source: default|env|flag), the"
-        " database password masked. Takes the flags of `condpay serve`.",
+        " database password masked. Takes the flags of `condpay serve`; a bad value is one line"
+        " and exit status 2, as there.",
     )
     config.add_flags(show)
     show.set_defaults(run=_config_show)
