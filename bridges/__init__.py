@@ -52,6 +52,7 @@ from bridges._quorum import (
     verify_quorum_certificate,
 )
 from bridges._setup import DEMO_BANK_BALANCE_MINOR, DEMO_BANKS, bootstrap
+from bridges._state_lock import StateFileBusy
 from bridges._tls import ClientTls, ServerTls, TlsSetupError
 
 __all__ = [
@@ -86,6 +87,7 @@ __all__ = [
     "Quote",
     "Rate",
     "ServerTls",
+    "StateFileBusy",
     "SystemClock",
     "TickResult",
     "TlsSetupError",

@@ -17,12 +17,12 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import TypeVar
 
 from bridges import limits
 from bridges._clock import Clock, SystemClock
 from bridges._identity import CURRENT
-from bridges._ledger import Ledger
+from bridges._ledger import IN_MEMORY, Ledger
 from bridges._model import (
     AccountBalance,
     AccountKind,
@@ -90,7 +90,7 @@ class Bridge:
                 str(path), clock=clock, rng=rng, key_seed=key_seed, chain_id=chain_id
             )
 
-        return await _open_with(opener, durable=str(path) not in _IN_MEMORY)
+        return await _open_with(opener, durable=str(path) not in IN_MEMORY)
 
     @property
     def durable(self) -> bool:
@@ -337,10 +337,6 @@ def _requester() -> str:
     """The participant the gRPC server is calling for (bridges/_identity.py), "" in process."""
     caller = CURRENT.get()
     return "" if caller is None else str(caller)
-
-
-#: SQLite paths of a database that lives and dies with its connection.
-_IN_MEMORY: Final = frozenset({":memory:", ""})
 
 
 async def _open_with(opener: Callable[[], Ledger], *, durable: bool) -> Bridge:

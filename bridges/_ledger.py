@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Final, TypeVar
 
+from bridges import _state_lock as state_lock
 from bridges import limits
 from bridges._clock import Clock
 from bridges._fx import (
@@ -320,6 +321,10 @@ def _transfer_legs(
     return tuple(leg for leg in legs if leg.amount_minor != 0)
 
 
+#: State "paths" that are no file: a throwaway in-memory state, which nothing else can open.
+IN_MEMORY: Final = frozenset({":memory:", ""})
+
+
 class Ledger:
     """The bridge's state and every operation on it. Synchronous; see the module docstring."""
 
@@ -334,6 +339,7 @@ class Ledger:
         self._public_keys: dict[str, bytes] = {}
         self._grouped = False  # in run_group: each call's transaction is a savepoint
         self.groups_committed = 0  # run_group's COMMITs (group commit, for tests and profiles)
+        self._locked: str | None = None  # the state file this ledger holds (_state_lock)
 
     # ---------------------------------------------------------------- opening
 
@@ -350,21 +356,35 @@ class Ledger:
         """Open the state file, creating the genesis state (central banks, their issuance
         accounts and validators) if it is new. ``key_seed`` (32+ bytes) fixes the validator keys
         of a new state; by default they are random, and stored with the state."""
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        locked = path if path not in IN_MEMORY else None
+        if locked is not None:
+            state_lock.acquire(locked)  # StateFileBusy while another process has it
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except BaseException:
+            if locked is not None:
+                state_lock.release(locked)
+            raise
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=5000")
             ledger = cls(conn, clock, rng)
+            ledger._locked = locked
             ledger._initialize(key_seed, chain_id)
         except BaseException:
             conn.close()
+            if locked is not None:
+                state_lock.release(locked)
             raise
         return ledger
 
     def close(self) -> None:
         self._conn.close()
+        if self._locked is not None:
+            state_lock.release(self._locked)
+            self._locked = None
 
     def _initialize(self, key_seed: bytes | None, chain_id: str) -> None:
         with self._tx():

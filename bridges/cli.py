@@ -147,19 +147,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from condpay import event_loop
 
+    from bridges import StateFileBusy
     from bridges._server import serve  # grpc and the stubs load only when serving
 
-    event_loop.run(
-        serve(
-            args.addr,
-            args.state,
-            plan=plan,
-            block_interval_ms=args.block_interval_ms,
-            bootstrap=args.bootstrap,
-            banks=banks,
-            tls=tls,
-            reflection_on=reflection_on,
-            export_validators_to=args.export_validators,
+    try:
+        event_loop.run(
+            serve(
+                args.addr,
+                args.state,
+                plan=plan,
+                block_interval_ms=args.block_interval_ms,
+                bootstrap=args.bootstrap,
+                banks=banks,
+                tls=tls,
+                reflection_on=reflection_on,
+                export_validators_to=args.export_validators,
+            )
         )
-    )
+    except StateFileBusy as busy:
+        print(f"condpay bridge: {busy}", file=sys.stderr)
+        return 2
     return 0

@@ -2,9 +2,9 @@
 
 Every setting is one field of :class:`Settings` (a pydantic-settings ``BaseSettings``): its type,
 its default and, in its :class:`Setting` annotation, how its text is read (:class:`Text`,
-:class:`Whole`, :class:`Switch`, :class:`Choice`, :class:`CountOrAuto`), its environment variable
-(``CONDPAY_`` + the name, unless it says otherwise), its ``condpay serve`` flag if it has one and
-its help. Everything else is derived from that declaration:
+:class:`Whole`, :class:`Switch`, :class:`Choice`, :class:`CountOrAuto`, :class:`Address`), its
+environment variable (``CONDPAY_`` + the name, unless it says otherwise), its ``condpay serve``
+flag if it has one and its help. Everything else is derived from that declaration:
 
 - :func:`load` / :meth:`Settings.from_env`: the environment, then the flags, validated; a bad value
   is a :class:`SettingError` naming the variable or flag as the user wrote it, the value and what
@@ -38,6 +38,8 @@ from pydantic import ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from settlement.metrics import parse_addr
 
 DEFAULT_ADDR = "127.0.0.1:50051"
 ENV_PREFIX = "CONDPAY_"
@@ -220,6 +222,27 @@ class CountOrAuto:
 
 
 @dataclass(frozen=True)
+class Address:
+    """HOST:PORT (a port 0 to 65535); empty is off."""
+
+    metavar: str = "HOST:PORT"
+    allowed: str = "must be HOST:PORT (a port 0 to 65535), or empty (off)"
+
+    def parse(self, value: object) -> object:
+        if not isinstance(value, str):
+            raise _Refused(self.allowed)
+        if value.strip():
+            try:
+                parse_addr(value.strip())
+            except ValueError:
+                raise _Refused(self.allowed) from None
+        return value.strip()
+
+    def render(self, value: Any) -> str:
+        return str(value)
+
+
+@dataclass(frozen=True)
 class Setting:
     """The declaration of one setting, beside its field's type and default (see the module)."""
 
@@ -325,6 +348,16 @@ class Settings(BaseSettings):
     # Threads that verify BLS aggregates beside the event loop (blspy releases the GIL); None is
     # "auto": the CPUs the server processes leave spare (1 worker on 2 CPUs: 1), 0 verifies on
     # the loop (a thread only adds hand-offs when every CPU runs a worker already).
+    metrics_addr: Annotated[
+        str,
+        Setting(
+            Address(),
+            "serve Prometheus /metrics on HOST:PORT; with --workers N the parent serves the"
+            " workers' series summed (docs/operations.md)",
+            flag="--metrics-addr",
+            default_text="off",
+        ),
+    ] = ""
     verify_threads: Annotated[
         int | None,
         Setting(

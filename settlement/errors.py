@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 import grpc
 from condpay.v1 import errors_pb2
 from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
 
 DOMAIN = "condpay.v1"
 
@@ -219,12 +220,48 @@ def not_found(reason: Reason, what: str, ident: str) -> SettlementError:
     return SettlementError(reason, f"{what} {ident!r} does not exist", metadata={"id": ident})
 
 
-def idempotency_conflict(request_id: str, original_method: str) -> SettlementError:
+def idempotency_conflict(
+    request_id: str,
+    original_method: str,
+    original_ok: bool,
+    original_outcome: bytes,
+    commit_seq: int,
+) -> SettlementError:
+    """IDEMPOTENCY_KEY_REUSED, saying what became of the original call: its status code name
+    ("OK" when it succeeded), its reason when it failed, and the journal entry it committed.
+    ``original_outcome`` is the stored failure (a serialized google.rpc.Status) when it failed."""
+    code, reason = ("OK", "") if original_ok else _failure_of(original_outcome)
     return SettlementError(
         Reason.IDEMPOTENCY_KEY_REUSED,
-        f"request id {request_id!r} was already used for a different request",
-        metadata={"request_id": request_id, "original_method": original_method},
+        f"request id {request_id!r} was already used for a different request; that request's "
+        f"outcome stands: {code}{' ' + reason if reason else ''}",
+        metadata={
+            "request_id": request_id,
+            "original_method": original_method,
+            "original_code": code,
+            "original_reason": reason,
+            "original_commit_seq": str(commit_seq),
+        },
         details=[
-            errors_pb2.IdempotencyConflict(request_id=request_id, original_method=original_method)
+            errors_pb2.IdempotencyConflict(
+                request_id=request_id,
+                original_method=original_method,
+                original_code=code,
+                original_reason=reason,
+                original_commit_seq=commit_seq,
+            )
         ],
     )
+
+
+def _failure_of(stored: bytes) -> tuple[str, str]:
+    """(status code name, reason) of a stored failure."""
+    status = status_pb2.Status.FromString(stored)
+    reason = ""
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+    code = next((c.name for c in grpc.StatusCode if c.value[0] == status.code), "UNKNOWN")
+    return code, reason

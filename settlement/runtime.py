@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 
 import structlog
@@ -33,6 +35,7 @@ from settlement.ledger.retention import OutcomeRetention
 from settlement.ledger.settlement_reads import SettlementReader
 from settlement.ledger.store import LedgerStore
 from settlement.ledger.store_sqlite import SqliteStore
+from settlement.metrics import Metrics, Sources, pools_of, process_metrics
 
 log = structlog.get_logger("condpay.runtime")
 
@@ -95,6 +98,9 @@ class Runtime:
             self.sql, self.clock, settings.failed_outcome_retention_seconds
         )
         self.page_tokens = PageTokens()  # its key is read (or made) in start
+        # Prometheus series (settlement/metrics.py), when CONDPAY_METRICS_ADDR is set.
+        self.metrics: Metrics | None = process_metrics() if settings.metrics_addr else None
+        self._sampler: asyncio.Task[None] | None = None
         # With a bridge (opened in start): PvP, cross-currency DvP and payouts.
         self.bridge: BridgeLink | None = None
         self.coordinator: Coordinator | None = None
@@ -111,6 +117,24 @@ class Runtime:
         self.deadlines.start()
         self.retention.start()
         await self._open_bridge()
+        if self.metrics is not None:
+            self._watch(self.metrics)
+
+    def _watch(self, metrics: Metrics) -> None:
+        self.engine.on_batch = metrics.batch
+        engines = self.read_sessions.sync_engines
+        named = [
+            ("reads", engines[-1]),
+            *([("reads_loop", engines[0])] if len(engines) > 1 else []),
+        ]
+        bridge = self.bridge
+        sources = Sources(
+            sql=self.sql,
+            pools=pools_of(named),
+            stuck_settlements=lambda: self.stuck_settlements,
+            bridge_link_up=lambda: None if bridge is None else bridge.answered is not False,
+        )
+        self._sampler = asyncio.create_task(metrics.sample_forever(sources), name="metrics")
 
     async def _open_bridge(self) -> None:
         spec = self.settings.bridge
@@ -158,6 +182,10 @@ class Runtime:
         return 0 if self.coordinator is None else self.coordinator.stuck_count
 
     async def close(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampler
         if self.recovery is not None:
             await self.recovery.stop()
         if self.payouts is not None:

@@ -21,6 +21,7 @@ from condpay.errors import ApiError
 from condpay.v1 import (
     central_bank_pb2,
     errors_pb2,
+    money_pb2,
     operation_pb2,
     wallet_pb2,
 )
@@ -87,6 +88,38 @@ async def test_transfer_retry_returns_the_stored_outcome_marked_replayed(world: 
         assert without_replay_mark(retry) == first  # same entry: seq, hash, postings, time
     assert await world.snapshot() == after_first  # no new entry, balances moved once
     assert await cny(world, "carol") == 12_34
+
+
+async def test_a_built_request_is_signed_once_and_resent_byte_for_byte(world: World) -> None:
+    """The SDK's way to resend after a lost reply: build the request once, send it as often as
+    needed; calling the signing helper again makes a new document (a new expiry)."""
+    request = world.bank.transfer_request(
+        world.key_of("alice"), world.id_of("alice"), world.id_of("carol"), "CNY", 3_21
+    )
+    first = await world.bank.send(request)
+    again = await world.bank.send(request)
+    assert not first.operation.replayed
+    assert again.operation.replayed
+    assert without_replay_mark(again) == first
+    assert await cny(world, "carol") == 3_21
+
+    resigned = await failure(
+        world.bank.transfer(
+            world.key_of("alice"),
+            world.id_of("alice"),
+            world.id_of("carol"),
+            "CNY",
+            3_21,
+            request_id=request.request_id,
+            expires_in_seconds=301,
+        )
+    )
+    assert resigned.reason == "IDEMPOTENCY_KEY_REUSED"
+    assert resigned.metadata["original_code"] == "OK"  # what the first one did
+    assert resigned.metadata["original_commit_seq"] == str(first.entry.seq)
+    assert await cny(world, "carol") == 3_21
+    with pytest.raises(TypeError, match=r"no condpay method takes a condpay\.v1\.Money"):
+        await world.bank.send(money_pb2.Money(currency="CNY", amount_minor=1))
 
 
 async def test_retries_of_every_mutating_call_replay(world: World) -> None:
@@ -189,6 +222,33 @@ async def test_concurrent_duplicates_execute_exactly_once(
     assert thb.issued.amount_minor == thb.balances_sum.amount_minor == 9_00
 
 
+async def test_concurrent_transfers_each_answer_their_own_commit_seq(world: World) -> None:
+    """One group-commit batch holds many calls: each reply, and each stored outcome, names the
+    call's own journal entry, never the batch's last."""
+    signed = [world.signed("alice", "carol", 1_00 + i) for i in range(12)]
+    replies = await asyncio.gather(*(world.send(s) for s in signed))
+
+    seqs = [r.entry.seq for r in replies]
+    assert len(set(seqs)) == len(seqs)
+    for reply in replies:
+        assert reply.operation.commit_seq == reply.entry.seq > 0
+        stored = await world.bank.get_operation(reply.operation.request_id)
+        assert stored.commit_seq == reply.entry.seq
+    # A refused call in the same batch wrote nothing and names no entry.
+    broke = world.signed("carol", "alice", 10**12)
+    outcomes = await asyncio.gather(
+        *(
+            world.send(s)
+            for s in [*(world.signed("alice", "carol", 5_00) for _ in range(4)), broke]
+        ),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[-1], ApiError)
+    for reply in outcomes[:-1]:
+        assert isinstance(reply, wallet_pb2.TransferResponse)
+        assert reply.operation.commit_seq == reply.entry.seq
+
+
 async def test_concurrent_same_id_with_different_requests_one_wins(world: World) -> None:
     rid = "req-race-1"
     small = world.signed("alice", "carol", 1_00, request_id=rid)
@@ -208,11 +268,16 @@ async def test_concurrent_same_id_with_different_requests_one_wins(world: World)
         else:
             assert isinstance(outcome, ApiError), outcome
             assert (outcome.code, outcome.reason) == (Code.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED")
+    executed = [o for o in outcomes if isinstance(o, wallet_pb2.TransferResponse)]
+    for outcome in outcomes:
+        if isinstance(outcome, ApiError):  # each conflict says what the winner did
             conflict = outcome.detail(errors_pb2.IdempotencyConflict)
             assert conflict == errors_pb2.IdempotencyConflict(
-                request_id=rid, original_method=TRANSFER
+                request_id=rid,
+                original_method=TRANSFER,
+                original_code="OK",
+                original_commit_seq=executed[0].entry.seq,
             )
-    executed = [o for o in outcomes if isinstance(o, wallet_pb2.TransferResponse)]
     assert sum(not o.operation.replayed for o in executed) == 1
     assert (await world.snapshot()).journal_length == before.journal_length + 1
     amount = 1_00 if winner is small else 2_00
@@ -271,8 +336,31 @@ async def test_same_id_different_request_is_rejected_for_the_same_method_and_acr
         assert conflict is not None
         assert conflict.original_method == original_method
         assert conflict.request_id == first.operation.request_id
+        assert (conflict.original_code, conflict.original_reason) == ("OK", "")
+        assert conflict.original_commit_seq == first.operation.commit_seq
+        assert error.metadata["original_code"] == "OK"
+        assert error.metadata["original_commit_seq"] == str(first.operation.commit_seq)
         assert await world.snapshot() == before
         assert without_replay_mark(await first_call()) == first  # the original still replays
+
+
+async def test_a_conflict_with_a_failed_original_says_how_it_failed(world: World) -> None:
+    rid = "req-failed-then-other"
+    short = world.signed("dave", "carol", 20_00, request_id=rid)  # dave holds 10.00
+    await expect_error(world.send(short), Code.FAILED_PRECONDITION, "INSUFFICIENT_FUNDS")
+    error = await expect_error(
+        world.send(world.signed("dave", "carol", 5_00, request_id=rid)),
+        Code.ALREADY_EXISTS,
+        "IDEMPOTENCY_KEY_REUSED",
+    )
+    assert error.detail(errors_pb2.IdempotencyConflict) == errors_pb2.IdempotencyConflict(
+        request_id=rid,
+        original_method=TRANSFER,
+        original_code="FAILED_PRECONDITION",
+        original_reason="INSUFFICIENT_FUNDS",
+        original_commit_seq=0,
+    )
+    assert "FAILED_PRECONDITION INSUFFICIENT_FUNDS" in error.message
 
 
 # -- a failure stays failed --------------------------------------------------------------------

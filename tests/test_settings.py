@@ -100,6 +100,16 @@ BAD = [
         {"CONDPAY_VERIFY_THREADS": "-1"},
         "CONDPAY_VERIFY_THREADS='-1': must be a whole number ≥ 0, or auto",
     ),
+    # HOST:PORT or empty
+    (
+        ["--metrics-addr", "localhost"],
+        "--metrics-addr='localhost': must be HOST:PORT (a port 0 to 65535), or empty (off)",
+    ),
+    (
+        {"CONDPAY_METRICS_ADDR": "127.0.0.1:99999"},
+        "CONDPAY_METRICS_ADDR='127.0.0.1:99999': must be HOST:PORT (a port 0 to 65535), or empty"
+        " (off)",
+    ),
     # the PvP timing cross-check, with the other value the default
     (
         {"CONDPAY_PVP_HOLD_MS": "10000"},
@@ -208,6 +218,7 @@ def test_the_defaults_are_unchanged() -> None:
         "bridge_insecure": False,
         "bridge_validators": "",
         "reflection": None,
+        "metrics_addr": "",
     }
     assert dict(Settings()) == expected
     assert Settings.from_env({}) == Settings()

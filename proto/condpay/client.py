@@ -1,8 +1,13 @@
 """A small typed asyncio client for the condpay API.
 
-- sets a fresh request id on every mutating call unless you give one;
-- retries only transient failures (UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED), always with the
-  same request id, so a retry can never apply a call twice;
+- every mutating call carries a request id (a fresh one unless you give one), and every signed
+  document is signed once: a retry resends the same bytes, so it can never apply a call twice;
+- retries transient failures (UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED) with exponential
+  backoff, full jitter and an overall deadline (:class:`RetryPolicy`; the defaults ride out a
+  server restart of 10 s and more);
+- builds requests apart from sending them: ``client.transfer_request(...)`` signs a transfer and
+  returns the request, ``client.send(request)`` sends it (and may send it again, byte for byte,
+  after a lost reply: the answer is the stored outcome, marked replayed);
 - raises the typed errors of :mod:`condpay.errors`.
 
     async with Client("127.0.0.1:50051", caller="central_bank/pboc") as cb:
@@ -12,7 +17,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import datetime as dt
 import hashlib
 import time
@@ -27,6 +32,15 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_random_exponential,
+)
+from tenacity.stop import stop_base
 
 from condpay.errors import ApiError, from_rpc_error
 from condpay.ids import payment_id_for
@@ -78,8 +92,39 @@ TRANSIENT = frozenset(
 )
 
 
+#: Channel options of the channels a client opens: after a server restart, reconnect within a
+#: second instead of gRPC's default backoff (which grows to minutes).
+CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
+
+
 def new_request_id() -> str:
     return f"req-{uuid.uuid4().hex}"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a client retries transient failures, always resending the same request bytes.
+
+    ``deadline_seconds`` bounds the whole call, retries and waits included; each attempt waits
+    at most ``attempt_timeout_seconds`` (less when the deadline is nearer); between attempts it
+    sleeps a random time up to ``first_backoff_seconds`` doubled per attempt, at most
+    ``max_backoff_seconds`` (exponential backoff with full jitter, so that many clients that
+    lost the same server do not come back at once). ``attempts_max`` (None: as many as the
+    deadline allows; 1: no retry) caps the attempts."""
+
+    deadline_seconds: float = 30.0
+    attempt_timeout_seconds: float = 10.0
+    first_backoff_seconds: float = 0.05
+    max_backoff_seconds: float = 1.0
+    attempts_max: int | None = None
+
+
+def _transient(error: BaseException) -> bool:
+    return isinstance(error, grpc.aio.AioRpcError) and error.code() in TRANSIENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +154,18 @@ def _sides(price: Price) -> tuple[tuple[str, int], tuple[str, int], str]:
     )
 
 
+_SERVICE_MODULES = (
+    (asset_pb2, asset_pb2_grpc),
+    (central_bank_pb2, central_bank_pb2_grpc),
+    (contract_pb2, contract_pb2_grpc),
+    (operation_pb2, operation_pb2_grpc),
+    (oracle_pb2, oracle_pb2_grpc),
+    (payment_pb2, payment_pb2_grpc),
+    (settlement_pb2, settlement_pb2_grpc),
+    (wallet_pb2, wallet_pb2_grpc),
+)
+
+
 class Client:
     def __init__(
         self,
@@ -118,19 +175,25 @@ class Client:
         certs_dir: str | Path | None = None,
         server_name: str | None = None,
         channel: grpc.aio.Channel | None = None,
-        timeout_seconds: float = 10.0,
-        attempts_max: int = 6,
+        timeout_seconds: float | None = None,
+        attempts_max: int | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         """``caller`` is ``<role>/<id>``. With ``certs_dir`` (made by ``condpay certs init``) the
         client connects over mutual TLS with that identity's certificate, and the server takes
         the identity from the certificate; without it, plaintext, and the identity is sent as
-        metadata, which only a server in development mode (--insecure) accepts."""
+        metadata, which only a server in development mode (--insecure) accepts.
+
+        ``retry`` is the :class:`RetryPolicy`; ``timeout_seconds`` (per attempt) and
+        ``attempts_max`` override its fields."""
         self._target, self._certs_dir, self._server_name = target, certs_dir, server_name
         if channel is None:
             channel = (
-                grpc.aio.insecure_channel(target)
+                grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
                 if certs_dir is None
-                else secure_channel(target, certs_dir, caller, server_name=server_name)
+                else secure_channel(
+                    target, certs_dir, caller, server_name=server_name, options=CHANNEL_OPTIONS
+                )
             )
             self._own_channel = True
         else:
@@ -140,14 +203,27 @@ class Client:
         # The submitter every document this client signs names (condpay.*.v2): the server
         # refuses a document whose submitter is not the caller.
         self.caller = caller
-        self._timeout = timeout_seconds
-        self._attempts_max = attempts_max
+        policy = retry or RetryPolicy()
+        if timeout_seconds is not None:
+            policy = dataclasses.replace(policy, attempt_timeout_seconds=timeout_seconds)
+        if attempts_max is not None:
+            policy = dataclasses.replace(policy, attempts_max=attempts_max)
+        self.retry_policy = policy
+        self._attempts_max = policy.attempts_max
         self.wallets = wallet_pb2_grpc.WalletServiceStub(self._channel)
         self.central_bank = central_bank_pb2_grpc.CentralBankServiceStub(self._channel)
         self.operations = operation_pb2_grpc.OperationServiceStub(self._channel)
+        # Every unary method by its request type, for send().
+        self._methods: dict[str, Callable[..., Awaitable[Any]]] = {}
+        for module, grpc_module in _SERVICE_MODULES:
+            for service in module.DESCRIPTOR.services_by_name.values():
+                stub = getattr(grpc_module, f"{service.name}Stub")(self._channel)
+                for method in service.methods:
+                    if not (method.client_streaming or method.server_streaming):
+                        self._methods[method.input_type.full_name] = getattr(stub, method.name)
         self.retries = 0
 
-    async def __aenter__(self) -> Client:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -172,29 +248,54 @@ class Client:
             certs_dir=self._certs_dir,
             server_name=self._server_name,
             channel=None if self._certs_dir is not None else self._channel,
-            timeout_seconds=self._timeout,
-            attempts_max=self._attempts_max,
+            retry=dataclasses.replace(self.retry_policy, attempts_max=self._attempts_max),
         )
 
+    async def send(self, request: Message) -> Any:
+        """Send any unary request (a built one, e.g. from :meth:`transfer_request`) to its
+        method, with the retry policy. Sending the same request again, e.g. after a lost reply,
+        answers with the stored outcome (``operation.replayed``), never a second effect."""
+        method = self._methods.get(request.DESCRIPTOR.full_name)
+        if method is None:
+            raise TypeError(f"no condpay method takes a {request.DESCRIPTOR.full_name}")
+        return await self.call(method, request)
+
     async def call(self, method: Callable[..., Awaitable[R]], request: Message) -> R:
-        """Call ``method`` with retries of transient failures; typed errors otherwise."""
+        """Call ``method`` with retries of transient failures (:class:`RetryPolicy`), always
+        with the same request bytes; typed errors otherwise."""
         if (
             hasattr(request, "request_id")
             and hasattr(request, "dry_run")
             and not request.request_id
         ):
             request.request_id = new_request_id()
-        delay = 0.05
-        for attempt in range(1, self._attempts_max + 1):
-            try:
-                return await method(request, metadata=self._metadata, timeout=self._timeout)
-            except grpc.aio.AioRpcError as error:
-                if error.code() not in TRANSIENT or attempt == self._attempts_max:
-                    raise from_rpc_error(error) from None
-                self.retries += 1
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-        raise AssertionError("unreachable")
+        policy = self.retry_policy
+        deadline = time.monotonic() + policy.deadline_seconds
+        stop: stop_base = stop_before_delay(policy.deadline_seconds)
+        if self._attempts_max is not None:
+            stop = stop | stop_after_attempt(self._attempts_max)
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(_transient),
+            wait=wait_random_exponential(
+                multiplier=policy.first_backoff_seconds, max=policy.max_backoff_seconds
+            ),
+            stop=stop,
+            before_sleep=self._count_retry,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    timeout = min(policy.attempt_timeout_seconds, deadline - time.monotonic())
+                    return await method(
+                        request, metadata=self._metadata, timeout=max(timeout, 0.001)
+                    )
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+        raise AssertionError("unreachable: reraise=True raises the last error")
+
+    def _count_retry(self, state: RetryCallState) -> None:
+        self.retries += 1
 
     # -- central bank --------------------------------------------------------------------------
     async def register_institution(
@@ -321,7 +422,39 @@ class Client:
         expires_in_seconds: float = 300.0,
         dry_run: bool = False,
     ) -> wallet_pb2.TransferResponse:
-        """Build, sign (with the source owner's ``wallets.OwnerKey``) and send a transfer."""
+        """Build, sign (with the source owner's ``wallets.OwnerKey``) and send a transfer. To
+        resend it after a lost reply, build it with :meth:`transfer_request` and :meth:`send`
+        that: signing again makes a new document (a new expiry), which the server refuses under
+        the same request id (IDEMPOTENCY_KEY_REUSED, saying what the first one did)."""
+        reply: wallet_pb2.TransferResponse = await self.send(
+            self.transfer_request(
+                key,
+                source,
+                target,
+                currency,
+                amount_minor,
+                memo=memo,
+                request_id=request_id,
+                expires_in_seconds=expires_in_seconds,
+                dry_run=dry_run,
+            )
+        )
+        return reply
+
+    def transfer_request(
+        self,
+        key: object,
+        source: str,
+        target: str,
+        currency: str,
+        amount_minor: int,
+        *,
+        memo: str = "",
+        request_id: str = "",
+        expires_in_seconds: float = 300.0,
+        dry_run: bool = False,
+    ) -> wallet_pb2.TransferRequest:
+        """A transfer signed once by the source owner's key, for :meth:`send`."""
         from wallets import TransferInstruction, sign_transfer
 
         request_id = request_id or new_request_id()
@@ -336,8 +469,12 @@ class Client:
             memo=memo,
         )
         signed = sign_transfer(key, instruction)  # type: ignore[arg-type]
-        return await self.transfer_signed(
-            signed.payload, signed.signature, request_id, dry_run=dry_run
+        return wallet_pb2.TransferRequest(
+            request_id=request_id,
+            dry_run=dry_run,
+            instruction=wallet_pb2.SignedInstruction(
+                payload=signed.payload, signature=signed.signature
+            ),
         )
 
     async def journal(
@@ -465,6 +602,33 @@ class PaymentsClient(Client):
         dry_run: bool = False,
         title_pledges: Sequence[SignedInstruction] = (),
     ) -> payment_pb2.LockPaymentResponse:
+        """As :meth:`lock_payment_request`, sent (:meth:`send`)."""
+        reply: payment_pb2.LockPaymentResponse = await self.send(
+            self.lock_payment_request(
+                payer_key,
+                contract,
+                params,
+                send_source=send_source,
+                request_id=request_id,
+                expires_in_seconds=expires_in_seconds,
+                dry_run=dry_run,
+                title_pledges=title_pledges,
+            )
+        )
+        return reply
+
+    def lock_payment_request(
+        self,
+        payer_key: OwnerKey,
+        contract: CompiledContract,
+        params: Mapping[str, object],
+        *,
+        send_source: str = "",
+        request_id: str = "",
+        expires_in_seconds: float = 300.0,
+        dry_run: bool = False,
+        title_pledges: Sequence[SignedInstruction] = (),
+    ) -> payment_pb2.LockPaymentRequest:
         """Lock a payment against ``contract`` (registered, or sent as ``send_source``), signed
         by the payer over the contract hash, the parameters' hash and the escrow amount. Each
         title the contract delivers comes with its holder's pledge to the payment
@@ -498,8 +662,7 @@ class PaymentsClient(Client):
             request.contract_source = send_source
         else:
             request.contract_hash = contract.hash
-        reply: payment_pb2.LockPaymentResponse = await self.call(self.payments.LockPayment, request)
-        return reply
+        return request
 
     async def fund_escrow(
         self,
@@ -516,6 +679,39 @@ class PaymentsClient(Client):
         request_id: str = "",
         expires_in_seconds: float = 300.0,
     ) -> payment_pb2.FundEscrowResponse:
+        """As :meth:`fund_escrow_request`, sent (:meth:`send`)."""
+        reply: payment_pb2.FundEscrowResponse = await self.send(
+            self.fund_escrow_request(
+                financier_key,
+                financier_wallet,
+                payment_id,
+                currency,
+                amount_minor,
+                payer_key=payer_key,
+                payer_wallet=payer_wallet,
+                fee_minor=fee_minor,
+                due_at_us=due_at_us,
+                request_id=request_id,
+                expires_in_seconds=expires_in_seconds,
+            )
+        )
+        return reply
+
+    def fund_escrow_request(
+        self,
+        financier_key: OwnerKey,
+        financier_wallet: str,
+        payment_id: str,
+        currency: str,
+        amount_minor: int,
+        *,
+        payer_key: OwnerKey,
+        payer_wallet: str,
+        fee_minor: int = 0,
+        due_at_us: int = 0,
+        request_id: str = "",
+        expires_in_seconds: float = 300.0,
+    ) -> payment_pb2.FundEscrowRequest:
         """Fund part of ``payment_id``'s escrow for its payer: the condpay.fund.v2 document is
         signed by the financier's wallet owner and by the payer (its consent to the terms)."""
         request_id = request_id or new_request_id()
@@ -531,17 +727,13 @@ class PaymentsClient(Client):
             request_id=request_id,
             expires_at_us=int((time.time() + expires_in_seconds) * 1e6),
         ).sign(financier_key)
-        reply: payment_pb2.FundEscrowResponse = await self.call(
-            self.payments.FundEscrow,
-            payment_pb2.FundEscrowRequest(
-                request_id=request_id,
-                financier_instruction=wallet_pb2.SignedInstruction(
-                    payload=signed.payload, signature=signed.signature
-                ),
-                payer_signature=payer_key.sign(signed.payload),
+        return payment_pb2.FundEscrowRequest(
+            request_id=request_id,
+            financier_instruction=wallet_pb2.SignedInstruction(
+                payload=signed.payload, signature=signed.signature
             ),
+            payer_signature=payer_key.sign(signed.payload),
         )
-        return reply
 
     async def assign_proceeds(
         self,
@@ -549,17 +741,25 @@ class PaymentsClient(Client):
         financier_key: OwnerKey,
         instruction: AssignmentInstruction,
     ) -> payment_pb2.AssignProceedsResponse:
-        payload = instruction.to_bytes()
-        reply: payment_pb2.AssignProceedsResponse = await self.call(
-            self.payments.AssignProceeds,
-            payment_pb2.AssignProceedsRequest(
-                request_id=instruction.request_id,
-                payload=payload,
-                payee_signature=payee_key.sign(payload),
-                financier_signature=financier_key.sign(payload),
-            ),
+        """As :meth:`assign_proceeds_request`, sent (:meth:`send`)."""
+        reply: payment_pb2.AssignProceedsResponse = await self.send(
+            self.assign_proceeds_request(payee_key, financier_key, instruction)
         )
         return reply
+
+    def assign_proceeds_request(
+        self,
+        payee_key: OwnerKey,
+        financier_key: OwnerKey,
+        instruction: AssignmentInstruction,
+    ) -> payment_pb2.AssignProceedsRequest:
+        payload = instruction.to_bytes()
+        return payment_pb2.AssignProceedsRequest(
+            request_id=instruction.request_id,
+            payload=payload,
+            payee_signature=payee_key.sign(payload),
+            financier_signature=financier_key.sign(payload),
+        )
 
     async def cancel_payment(
         self,
@@ -569,6 +769,22 @@ class PaymentsClient(Client):
         request_id: str = "",
         expires_in_seconds: float = 300.0,
     ) -> payment_pb2.CancelPaymentResponse:
+        """As :meth:`cancel_payment_request`, sent (:meth:`send`)."""
+        reply: payment_pb2.CancelPaymentResponse = await self.send(
+            self.cancel_payment_request(
+                payment_id, signers, request_id=request_id, expires_in_seconds=expires_in_seconds
+            )
+        )
+        return reply
+
+    def cancel_payment_request(
+        self,
+        payment_id: str,
+        signers: Mapping[str, OwnerKey],
+        *,
+        request_id: str = "",
+        expires_in_seconds: float = 300.0,
+    ) -> payment_pb2.CancelPaymentRequest:
         """``signers``: wallet id -> key, for the payer and every other party."""
         request_id = request_id or new_request_id()
         payload = CancelInstruction(
@@ -577,18 +793,14 @@ class PaymentsClient(Client):
             request_id=request_id,
             expires_at_us=int((time.time() + expires_in_seconds) * 1e6),
         ).to_bytes()
-        reply: payment_pb2.CancelPaymentResponse = await self.call(
-            self.payments.CancelPayment,
-            payment_pb2.CancelPaymentRequest(
-                request_id=request_id,
-                payload=payload,
-                signatures=[
-                    payment_pb2.PartySignature(wallet_id=w, signature=k.sign(payload))
-                    for w, k in signers.items()
-                ],
-            ),
+        return payment_pb2.CancelPaymentRequest(
+            request_id=request_id,
+            payload=payload,
+            signatures=[
+                payment_pb2.PartySignature(wallet_id=w, signature=k.sign(payload))
+                for w, k in signers.items()
+            ],
         )
-        return reply
 
     async def get_payment(
         self,
@@ -704,6 +916,35 @@ class SettlementsClient(PaymentsClient):
         request_id: str = "",
         expires_in_seconds: float = 300.0,
     ) -> asset_pb2.IssueTitleResponse:
+        """As :meth:`issue_title_request`, sent (:meth:`send`)."""
+        reply: asset_pb2.IssueTitleResponse = await self.send(
+            self.issue_title_request(
+                issuer_key,
+                issuer_id,
+                kind,
+                holder_wallet_id,
+                units,
+                document,
+                description=description,
+                request_id=request_id,
+                expires_in_seconds=expires_in_seconds,
+            )
+        )
+        return reply
+
+    def issue_title_request(
+        self,
+        issuer_key: OwnerKey,
+        issuer_id: str,
+        kind: str,
+        holder_wallet_id: str,
+        units: int,
+        document: bytes,
+        *,
+        description: str = "",
+        request_id: str = "",
+        expires_in_seconds: float = 300.0,
+    ) -> asset_pb2.IssueTitleRequest:
         """The issuer signs a title over the SHA-256 of ``document`` (the bill of lading...)."""
         request_id = request_id or new_request_id()
         issue = TitleIssue(
@@ -717,13 +958,9 @@ class SettlementsClient(PaymentsClient):
             request_id=request_id,
             expires_at_us=_expiry(expires_in_seconds),
         )
-        reply: asset_pb2.IssueTitleResponse = await self.call(
-            self.assets.IssueTitle,
-            asset_pb2.IssueTitleRequest(
-                request_id=request_id, issuer_instruction=_signed(issue.sign(issuer_key))
-            ),
+        return asset_pb2.IssueTitleRequest(
+            request_id=request_id, issuer_instruction=_signed(issue.sign(issuer_key))
         )
-        return reply
 
     async def split_title(
         self,
@@ -734,17 +971,30 @@ class SettlementsClient(PaymentsClient):
         *,
         request_id: str = "",
     ) -> asset_pb2.SplitTitleResponse:
+        """As :meth:`split_title_request`, sent (:meth:`send`)."""
+        reply: asset_pb2.SplitTitleResponse = await self.send(
+            self.split_title_request(
+                holder_key, holder_wallet_id, title_id, units_first, request_id=request_id
+            )
+        )
+        return reply
+
+    def split_title_request(
+        self,
+        holder_key: OwnerKey,
+        holder_wallet_id: str,
+        title_id: str,
+        units_first: int,
+        *,
+        request_id: str = "",
+    ) -> asset_pb2.SplitTitleRequest:
         request_id = request_id or new_request_id()
         split = TitleSplit(
             title_id, holder_wallet_id, units_first, self.caller, request_id, _expiry(300)
         )
-        reply: asset_pb2.SplitTitleResponse = await self.call(
-            self.assets.SplitTitle,
-            asset_pb2.SplitTitleRequest(
-                request_id=request_id, holder_instruction=_signed(split.sign(holder_key))
-            ),
+        return asset_pb2.SplitTitleRequest(
+            request_id=request_id, holder_instruction=_signed(split.sign(holder_key))
         )
-        return reply
 
     async def pledge_title(
         self,
@@ -755,17 +1005,30 @@ class SettlementsClient(PaymentsClient):
         *,
         request_id: str = "",
     ) -> asset_pb2.PledgeTitleResponse:
+        """As :meth:`pledge_title_request`, sent (:meth:`send`)."""
+        reply: asset_pb2.PledgeTitleResponse = await self.send(
+            self.pledge_title_request(
+                holder_key, holder_wallet_id, title_id, pledgee_wallet_id, request_id=request_id
+            )
+        )
+        return reply
+
+    def pledge_title_request(
+        self,
+        holder_key: OwnerKey,
+        holder_wallet_id: str,
+        title_id: str,
+        pledgee_wallet_id: str,
+        *,
+        request_id: str = "",
+    ) -> asset_pb2.PledgeTitleRequest:
         request_id = request_id or new_request_id()
         pledge = TitlePledge(
             title_id, holder_wallet_id, pledgee_wallet_id, self.caller, request_id, _expiry(300)
         )
-        reply: asset_pb2.PledgeTitleResponse = await self.call(
-            self.assets.PledgeTitle,
-            asset_pb2.PledgeTitleRequest(
-                request_id=request_id, holder_instruction=_signed(pledge.sign(holder_key))
-            ),
+        return asset_pb2.PledgeTitleRequest(
+            request_id=request_id, holder_instruction=_signed(pledge.sign(holder_key))
         )
-        return reply
 
     def pledge_to_payment(
         self,
@@ -795,15 +1058,22 @@ class SettlementsClient(PaymentsClient):
     async def release_pledge(
         self, pledgee_key: OwnerKey, pledgee_wallet_id: str, title_id: str, *, request_id: str = ""
     ) -> asset_pb2.ReleasePledgeResponse:
-        request_id = request_id or new_request_id()
-        release = PledgeRelease(title_id, pledgee_wallet_id, self.caller, request_id, _expiry(300))
-        reply: asset_pb2.ReleasePledgeResponse = await self.call(
-            self.assets.ReleasePledge,
-            asset_pb2.ReleasePledgeRequest(
-                request_id=request_id, pledgee_instruction=_signed(release.sign(pledgee_key))
-            ),
+        """As :meth:`release_pledge_request`, sent (:meth:`send`)."""
+        reply: asset_pb2.ReleasePledgeResponse = await self.send(
+            self.release_pledge_request(
+                pledgee_key, pledgee_wallet_id, title_id, request_id=request_id
+            )
         )
         return reply
+
+    def release_pledge_request(
+        self, pledgee_key: OwnerKey, pledgee_wallet_id: str, title_id: str, *, request_id: str = ""
+    ) -> asset_pb2.ReleasePledgeRequest:
+        request_id = request_id or new_request_id()
+        release = PledgeRelease(title_id, pledgee_wallet_id, self.caller, request_id, _expiry(300))
+        return asset_pb2.ReleasePledgeRequest(
+            request_id=request_id, pledgee_instruction=_signed(release.sign(pledgee_key))
+        )
 
     async def get_title(self, title_id: str) -> asset_pb2.GetTitleResponse:
         reply: asset_pb2.GetTitleResponse = await self.call(
@@ -844,6 +1114,31 @@ class SettlementsClient(PaymentsClient):
         expires_in_seconds: float = 300.0,
         dry_run: bool = False,
     ) -> settlement_pb2.SettlePvPResponse:
+        """As :meth:`settle_pvp_request`, sent (:meth:`send`)."""
+        reply: settlement_pb2.SettlePvPResponse = await self.send(
+            self.settle_pvp_request(
+                payer_key,
+                payer_wallet_id,
+                payee_wallet_id,
+                quote,
+                request_id=request_id,
+                expires_in_seconds=expires_in_seconds,
+                dry_run=dry_run,
+            )
+        )
+        return reply
+
+    def settle_pvp_request(
+        self,
+        payer_key: OwnerKey,
+        payer_wallet_id: str,
+        payee_wallet_id: str,
+        quote: settlement_pb2.FxQuote | AtMarket,
+        *,
+        request_id: str = "",
+        expires_in_seconds: float = 300.0,
+        dry_run: bool = False,
+    ) -> settlement_pb2.SettlePvPRequest:
         """Pay the quote's source amount from the payer; the payee receives its target amount.
         Or, :class:`AtMarket`, with no quote asked for first: the payee receives exactly its
         ``receive``, the payer pays the bridge's price then, at most ``pay_at_most``."""
@@ -856,10 +1151,7 @@ class SettlementsClient(PaymentsClient):
             expires_at_us=_expiry(expires_in_seconds),
             dry_run=dry_run,
         )
-        reply: settlement_pb2.SettlePvPResponse = await self.call(
-            self.settlements.SettlePvP, request
-        )
-        return reply
+        return request
 
     async def settle_dvp(
         self,
@@ -873,6 +1165,33 @@ class SettlementsClient(PaymentsClient):
         expires_in_seconds: float = 300.0,
         dry_run: bool = False,
     ) -> settlement_pb2.SettleDvPResponse:
+        """As :meth:`settle_dvp_request`, sent (:meth:`send`)."""
+        reply: settlement_pb2.SettleDvPResponse = await self.send(
+            self.settle_dvp_request(
+                seller,
+                buyer,
+                title_id,
+                units,
+                price,
+                request_id=request_id,
+                expires_in_seconds=expires_in_seconds,
+                dry_run=dry_run,
+            )
+        )
+        return reply
+
+    def settle_dvp_request(
+        self,
+        seller: tuple[OwnerKey, str],
+        buyer: tuple[OwnerKey, str],
+        title_id: str,
+        units: int,
+        price: Price,
+        *,
+        request_id: str = "",
+        expires_in_seconds: float = 300.0,
+        dry_run: bool = False,
+    ) -> settlement_pb2.SettleDvPRequest:
         """``units`` of the title from seller to buyer against ``price``: (currency, minor) in
         one currency, a quote (the buyer pays its source, the seller receives its target), or
         :class:`AtMarket` (the seller receives exactly its ``receive``, the buyer pays the
@@ -888,10 +1207,7 @@ class SettlementsClient(PaymentsClient):
             expires_at_us=_expiry(expires_in_seconds),
             dry_run=dry_run,
         )
-        reply: settlement_pb2.SettleDvPResponse = await self.call(
-            self.settlements.SettleDvP, request
-        )
-        return reply
+        return request
 
     async def get_settlement(self, settlement_id: str) -> settlement_pb2.Settlement:
         reply: settlement_pb2.GetSettlementResponse = await self.call(
@@ -974,6 +1290,7 @@ __all__ = [
     "AtMarket",
     "Client",
     "PaymentsClient",
+    "RetryPolicy",
     "Price",
     "SettlementsClient",
     "bound_params",

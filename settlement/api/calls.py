@@ -24,6 +24,7 @@ from settlement.api.status import grpc_status, internal_status, reason_of, to_st
 from settlement.api.tls import IdentityResolver
 from settlement.errors import Reason, SettlementError
 from settlement.ledger.engine import StoredFailure
+from settlement.metrics import Metrics
 
 log = structlog.get_logger("condpay.api")
 
@@ -46,10 +47,12 @@ class CallWrapper:
         identity: IdentityResolver,
         log_calls: bool = True,
         quotas: CallQuotas | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._server = server
         self._identity = identity
         self._log_calls = log_calls
+        self._metrics = metrics
         # Per-caller calls in flight and streams, taken after the role check and before the
         # handler, given back in ``finally`` (a stream's when it ends, however it ends).
         self._quotas = quotas or CallQuotas(2**31, 2**31)
@@ -94,6 +97,7 @@ class CallWrapper:
         deserialize: Callable[[bytes], Message],
     ) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Message]]:
         log_calls, resolve, quotas = self._log_calls, self._identity.resolve, self._quotas
+        metrics = self._metrics
 
         async def call(raw: bytes, context: grpc.aio.ServicerContext) -> Message:
             state = _Call(method, spec)
@@ -109,6 +113,8 @@ class CallWrapper:
                 state.leave(quotas)
                 if log_calls:
                     state.log()
+                if metrics is not None:
+                    state.count(metrics)
             await context.abort_with_status(grpc_status(state.status, replayed=state.replayed))
             raise AssertionError("abort_with_status returns only by raising")
 
@@ -122,6 +128,7 @@ class CallWrapper:
         deserialize: Callable[[bytes], Message],
     ) -> Callable[[bytes, grpc.aio.ServicerContext], AsyncIterator[Message]]:
         log_calls, resolve, quotas = self._log_calls, self._identity.resolve, self._quotas
+        metrics = self._metrics
 
         async def call(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
             state = _Call(method, spec)
@@ -140,6 +147,8 @@ class CallWrapper:
                 state.leave(quotas)
                 if log_calls:
                     state.log()
+                if metrics is not None:
+                    state.count(metrics)
             await context.abort_with_status(grpc_status(state.status, replayed=state.replayed))
 
         return call
@@ -232,6 +241,13 @@ class _Call:
                 exc_info=exc,
             )
         self.status = internal_status(self.request_id)
+
+    def count(self, metrics: Metrics) -> None:
+        status = self.status
+        reason = reason_of(status) if status is not None else ""
+        metrics.rpc(
+            self.method, _code_name(status), reason or "", time.perf_counter() - self.started
+        )
 
     def log(self) -> None:
         status = self.status

@@ -72,7 +72,9 @@ def replay_stored(stored: OperationRecord, fields: CommandFields, codec: Reply[R
     (LedgerEngine._replay): IDEMPOTENCY_KEY_REUSED if the stored call was another request, the
     stored failure (raised as StoredFailure), or the stored reply marked as a replay."""
     if stored.request_hash != fields["request_hash"] or stored.method != fields["method"]:
-        raise idempotency_conflict(fields["request_id"], stored.method)
+        raise idempotency_conflict(
+            fields["request_id"], stored.method, stored.ok, stored.outcome, stored.commit_seq
+        )
     if not stored.ok:
         raise StoredFailure(stored.outcome)
     return codec.replay(stored.outcome)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from condpay.v1 import (
 )
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from bridges import StateFileBusy
 from settlement import limits
 from settlement.api.asset_service import AssetService
 from settlement.api.calls import CallWrapper
@@ -43,6 +45,7 @@ from settlement.api.settlement_service import SettlementService
 from settlement.api.tls import identity_resolver, server_credentials
 from settlement.api.wallet_service import WalletService
 from settlement.config import Settings
+from settlement.metrics import MULTIPROCESS_ENV, serve_metrics
 from settlement.runtime import Runtime
 
 log = structlog.get_logger("condpay.server")
@@ -97,6 +100,7 @@ async def start_server(runtime: Runtime, addr: str) -> RunningServer:
         identity=identity_resolver(insecure=tls_files is None),
         log_calls=settings.log_calls,
         quotas=runtime.quotas,
+        metrics=runtime.metrics,
     )
     calls.register(wallet_pb2_grpc.add_WalletServiceServicer_to_server, WalletService(runtime))
     calls.register(
@@ -170,10 +174,21 @@ async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     require_certificates(settings)  # before touching the database
     runtime = Runtime(settings)
-    await runtime.start()
     try:
+        await runtime.start()
+    except StateFileBusy as busy:
+        await runtime.close()
+        print(f"condpay serve: {busy}", file=sys.stderr)
+        raise SystemExit(2) from None
+    metrics_http = None
+    try:
+        # A worker of `--workers N` leaves /metrics to its parent (settlement/metrics.py).
+        if settings.metrics_addr and not os.environ.get(MULTIPROCESS_ENV):
+            metrics_http, _ = serve_metrics(settings.metrics_addr)
         running = await start_server(runtime, settings.addr)
     except BaseException:
+        if metrics_http is not None:
+            metrics_http.shutdown()
         await runtime.close()
         raise
     # py-ecc raises the recursion limit to 100,000 on import (wallets/bls.py imports it only when
@@ -193,4 +208,6 @@ async def serve(settings: Settings) -> None:
     await stop.wait()
     log.info("shutting_down", grace_seconds=limits.SHUTDOWN_GRACE_SECONDS)
     await running.stop()
+    if metrics_http is not None:
+        metrics_http.shutdown()
     log.info("stopped")

@@ -25,6 +25,7 @@ import structlog
 from settlement.config import Settings
 from settlement.db.migrate import upgrade_to_head
 from settlement.db.urls import parse_database_url
+from settlement.metrics import MULTIPROCESS_ENV, multiprocess_directory, serve_metrics, worker_gone
 from settlement.runtime import create_sql_engine
 
 log = structlog.get_logger("condpay.workers")
@@ -77,6 +78,19 @@ def serve_workers(settings: Settings) -> int:
         raise SystemExit("condpay serve --workers: give an explicit port (workers share it)")
     asyncio.run(_migrate(settings))
     env = worker_environment(settings)
+    if not settings.metrics_addr:
+        return _supervise(settings, env, None)
+    # The workers write their series to files here; this process serves them, summed.
+    with multiprocess_directory() as directory:
+        env[MULTIPROCESS_ENV] = directory
+        http, _ = serve_metrics(settings.metrics_addr, multiprocess_dir=directory)
+        try:
+            return _supervise(settings, env, directory)
+        finally:
+            http.shutdown()
+
+
+def _supervise(settings: Settings, env: dict[str, str], metrics_dir: str | None) -> int:
     children = [
         subprocess.Popen(
             [sys.executable, "-m", "settlement.cli", "serve"], env=env, preexec_fn=_die_with_parent
@@ -93,9 +107,13 @@ def serve_workers(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     status = 0
+    gone: set[int] = set()
     while any(child.poll() is None for child in children):
         for child in children:
             code = child.poll()
+            if code is not None and metrics_dir is not None and child.pid not in gone:
+                gone.add(child.pid)
+                worker_gone(child.pid, metrics_dir)
             if code not in (None, 0) and status == 0:
                 status = code if code > 0 else 1
                 log.error("worker_died", pid=child.pid, status=code)

@@ -150,6 +150,9 @@ class BridgeLink:
         self._keys: dict[str, bytes] | None = None
         self._mismatch_logged = False
         self.certificates = CertificateCache()
+        # Whether the last call got an answer (None before the first): the link's state, for
+        # metrics. A refusal is an answer; only an unreachable bridge makes it False.
+        self.answered: bool | None = None
 
     def bridge_transfer_id(self, transfer_id: str) -> str:
         """The id on the bridge of the core's transfer ``<settlement id>.<attempt>``: the
@@ -196,7 +199,16 @@ class BridgeLink:
             with attempt:
                 if attempt.retry_state.attempt_number > 1:
                     log.info("bridge_retry", call=what, attempt=attempt.retry_state.attempt_number)
-                return await call()
+                try:
+                    answer = await call()
+                except Unavailable:
+                    self.answered = False
+                    raise
+                except BridgeError:
+                    self.answered = True
+                    raise
+                self.answered = True
+                return answer
         raise AssertionError("unreachable: tenacity re-raises")
 
     async def keys(self) -> dict[str, bytes]:

@@ -132,6 +132,7 @@ class _Fresh:
     outcome: bytes  # the reply or the rpc Status, as stored
     reply: Message | None
     error: SettlementError | None
+    commit_seq: int  # the last journal entry it wrote, 0 if none
 
 
 class LedgerEngine:
@@ -173,6 +174,8 @@ class LedgerEngine:
         self.retries = 0
         self.batches = 0  # counters for tests and metrics
         self.batch_commands = 0
+        # Told each batch's size and the commands still waiting when it starts (metrics).
+        self.on_batch: Callable[[int, int], None] | None = None
 
     def _count_retry(self, state: RetryCallState) -> None:
         self.retries += 1
@@ -220,6 +223,8 @@ class LedgerEngine:
                 await self._has_work.wait()
             batch = self._queue[: limits.BATCH_COMMANDS_MAX]
             del self._queue[: len(batch)]
+            if self.on_batch is not None:
+                self.on_batch(len(batch), len(self._queue))
             self._busy += 1
             try:
                 await self._process(batch)
@@ -356,9 +361,12 @@ class LedgerEngine:
     ) -> list[OperationRecord]:
         """Build every reply (the entries are sealed by now) and the outcomes to store."""
         operations = []
-        for item in applied:
+        # Each command's own entries run from its first to the next command's first: a refused
+        # command rolled back to its savepoint, so it wrote none and the next one starts there.
+        ends = [item.first_entry for item in applied[1:]] + [len(ws.entries)]
+        for item, end in zip(applied, ends, strict=True):
             command = item.submission.command
-            written = ws.entries[item.first_entry :] if item.error is None else []
+            written = ws.entries[item.first_entry : end] if item.error is None else []
             commit_seq = written[-1].seq if written else 0
             fresh = self._outcome(item.submission, item.result, item.error, commit_seq)
             fresh_results[item.submission.key] = fresh
@@ -478,10 +486,10 @@ class LedgerEngine:
     ) -> _Fresh:
         command = submission.command
         if error is not None:
-            return _Fresh(False, self._errors.encode(error), None, error)
+            return _Fresh(False, self._errors.encode(error), None, error, 0)
         info = OperationInfo(command.request_id, False, command.dry_run, commit_seq)
         reply = submission.codec.build(result, info)
-        return _Fresh(True, reply.SerializeToString(), reply, None)
+        return _Fresh(True, reply.SerializeToString(), reply, None, commit_seq)
 
     def _answer(
         self,
@@ -494,7 +502,10 @@ class LedgerEngine:
         record = stored.get(key)
         if record is not None:
             return self._replay(
-                submission, record.method, record.request_hash, record.ok, record.outcome
+                submission,
+                record.method,
+                record.request_hash,
+                _Fresh(record.ok, record.outcome, None, None, record.commit_seq),
             )
         primary = primaries[key]
         result = fresh[key]
@@ -505,21 +516,22 @@ class LedgerEngine:
             return result.reply
         # A duplicate in the same batch: answered as a replay of the first.
         return self._replay(
-            submission,
-            primary.command.method,
-            primary.command.request_hash,
-            result.ok,
-            result.outcome,
+            submission, primary.command.method, primary.command.request_hash, result
         )
 
     @staticmethod
     def _replay(
-        submission: _Submission, method: str, request_hash: bytes, ok: bool, outcome: bytes
+        submission: _Submission, method: str, request_hash: bytes, stored: _Fresh
     ) -> Message | BaseException:
+        """The answer to a call whose request id has an outcome: the stored (or just made) one's
+        reply or failure, or IDEMPOTENCY_KEY_REUSED (saying what that outcome was) when the
+        outcome is another request's."""
         command = submission.command
         if request_hash != command.request_hash or method != command.method:
-            return idempotency_conflict(command.request_id, method)
-        if ok:
-            reply: Message = submission.codec.replay(outcome)
+            return idempotency_conflict(
+                command.request_id, method, stored.ok, stored.outcome, stored.commit_seq
+            )
+        if stored.ok:
+            reply: Message = submission.codec.replay(stored.outcome)
             return reply
-        return StoredFailure(outcome)
+        return StoredFailure(stored.outcome)

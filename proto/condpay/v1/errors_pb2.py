@@ -24,19 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63ondpay/v1/errors.proto\x12\ncondpay.v1\"g\n\x11InsufficientFunds\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x14\n\x0cneeded_minor\x18\x03 \x01(\x03\x12\x17\n\x0f\x61vailable_minor\x18\x04 \x01(\x03\"\x9c\x01\n\rLimitExceeded\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12$\n\x05limit\x18\x03 \x01(\x0e\x32\x15.condpay.v1.LimitKind\x12\x13\n\x0blimit_minor\x18\x04 \x01(\x03\x12\x12\n\nused_minor\x18\x05 \x01(\x03\x12\x17\n\x0f\x61ttempted_minor\x18\x06 \x01(\x03\"B\n\x13IdempotencyConflict\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x17\n\x0foriginal_method\x18\x02 \x01(\t*\x80\x01\n\tLimitKind\x12\x1a\n\x16LIMIT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16LIMIT_KIND_BALANCE_CAP\x10\x01\x12!\n\x1dLIMIT_KIND_SINGLE_PAYMENT_CAP\x10\x02\x12\x18\n\x14LIMIT_KIND_DAILY_CAP\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63ondpay/v1/errors.proto\x12\ncondpay.v1\"g\n\x11InsufficientFunds\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x14\n\x0cneeded_minor\x18\x03 \x01(\x03\x12\x17\n\x0f\x61vailable_minor\x18\x04 \x01(\x03\"\x9c\x01\n\rLimitExceeded\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12$\n\x05limit\x18\x03 \x01(\x0e\x32\x15.condpay.v1.LimitKind\x12\x13\n\x0blimit_minor\x18\x04 \x01(\x03\x12\x12\n\nused_minor\x18\x05 \x01(\x03\x12\x17\n\x0f\x61ttempted_minor\x18\x06 \x01(\x03\"\x8f\x01\n\x13IdempotencyConflict\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x17\n\x0foriginal_method\x18\x02 \x01(\t\x12\x15\n\roriginal_code\x18\x03 \x01(\t\x12\x17\n\x0foriginal_reason\x18\x04 \x01(\t\x12\x1b\n\x13original_commit_seq\x18\x05 \x01(\x03*\x80\x01\n\tLimitKind\x12\x1a\n\x16LIMIT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16LIMIT_KIND_BALANCE_CAP\x10\x01\x12!\n\x1dLIMIT_KIND_SINGLE_PAYMENT_CAP\x10\x02\x12\x18\n\x14LIMIT_KIND_DAILY_CAP\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'condpay.v1.errors_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LIMITKIND']._serialized_start=372
-  _globals['_LIMITKIND']._serialized_end=500
+  _globals['_LIMITKIND']._serialized_start=450
+  _globals['_LIMITKIND']._serialized_end=578
   _globals['_INSUFFICIENTFUNDS']._serialized_start=39
   _globals['_INSUFFICIENTFUNDS']._serialized_end=142
   _globals['_LIMITEXCEEDED']._serialized_start=145
   _globals['_LIMITEXCEEDED']._serialized_end=301
-  _globals['_IDEMPOTENCYCONFLICT']._serialized_start=303
-  _globals['_IDEMPOTENCYCONFLICT']._serialized_end=369
+  _globals['_IDEMPOTENCYCONFLICT']._serialized_start=304
+  _globals['_IDEMPOTENCYCONFLICT']._serialized_end=447
 # @@protoc_insertion_point(module_scope)

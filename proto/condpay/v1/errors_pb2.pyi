@@ -109,23 +109,38 @@ Global___LimitExceeded: _TypeAlias = LimitExceeded  # noqa: Y015
 
 @_typing.final
 class IdempotencyConflict(_message.Message):
-    """Reason IDEMPOTENCY_KEY_REUSED: the request id was used before for a different request."""
+    """Reason IDEMPOTENCY_KEY_REUSED: the request id was used before for a different request. The
+    original's outcome is still the request id's: the conflict says what it was, so a client that
+    lost the first reply knows whether its effect happened (original_code OK) without another call.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     ORIGINAL_METHOD_FIELD_NUMBER: _builtins.int
+    ORIGINAL_CODE_FIELD_NUMBER: _builtins.int
+    ORIGINAL_REASON_FIELD_NUMBER: _builtins.int
+    ORIGINAL_COMMIT_SEQ_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     original_method: _builtins.str
+    original_code: _builtins.str
+    """The gRPC status code name the original call was answered with: "OK" when it succeeded."""
+    original_reason: _builtins.str
+    """The original call's reason (ErrorInfo.reason) when it failed; empty when it succeeded."""
+    original_commit_seq: _builtins.int
+    """The journal entry the original call committed (OperationInfo.commit_seq); 0 if none."""
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         original_method: _builtins.str = ...,
+        original_code: _builtins.str = ...,
+        original_reason: _builtins.str = ...,
+        original_commit_seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["original_method", b"original_method", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["original_code", b"original_code", "original_commit_seq", b"original_commit_seq", "original_method", b"original_method", "original_reason", b"original_reason", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
