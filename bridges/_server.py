@@ -18,6 +18,7 @@ import functools
 import logging
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ from bridges._identity import (
     identity_from_auth_context,
     identity_from_metadata,
 )
+from bridges._metrics import BridgeMetrics, process_metrics, serve_metrics
 from bridges._pinning import export_validators
 from bridges._status import internal_status, to_status
 from bridges._tls import ServerTls
@@ -68,6 +70,8 @@ def _handled(
 
     @functools.wraps(handler)
     async def call(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
+        started, reason = time.perf_counter(), ""
+        status: grpc.Status | None = None
         try:
             caller = self.identify(context)
             authorize(method, caller, request)
@@ -77,10 +81,15 @@ def _handled(
             finally:
                 CURRENT.reset(token)
         except BridgeError as exc:
-            status = to_status(exc)
+            status, reason = to_status(exc), exc.reason.value
         except Exception:
             log.exception("unhandled error in %s", handler.__name__)
-            status = internal_status()
+            status, reason = internal_status(), "INTERNAL"
+        finally:
+            metrics: BridgeMetrics | None = self.metrics
+            if metrics is not None:
+                code = "OK" if status is None else status.code.name
+                metrics.rpc(method, code, reason, time.perf_counter() - started)
         await context.abort_with_status(status)
         raise AssertionError("abort_with_status returns only by raising")
 
@@ -90,9 +99,12 @@ def _handled(
 class BridgeServicer(
     bridge_pb2_grpc.BridgeServiceServicer, bridge_pb2_grpc.BridgeAdminServiceServicer
 ):
-    def __init__(self, api: BridgeAdminApi, *, insecure: bool) -> None:
+    def __init__(
+        self, api: BridgeAdminApi, *, insecure: bool, metrics: BridgeMetrics | None = None
+    ) -> None:
         self._api = api
         self._insecure = insecure
+        self.metrics = metrics
 
     def identify(self, context: grpc.aio.ServicerContext) -> Identity:
         """The caller: the verified certificate's identity, or in the development mode the
@@ -286,11 +298,15 @@ class RunningServer:
         await self.api.close()
 
 
-async def _block_timer(api: BridgeAdminApi, interval_ms: int) -> None:
+async def _block_timer(
+    api: BridgeAdminApi, interval_ms: int, metrics: BridgeMetrics | None
+) -> None:
     while True:
         await asyncio.sleep(interval_ms / 1000)
         try:
-            await api.tick()
+            result = await api.tick()
+            if metrics is not None:
+                metrics.tick(result)
         except BridgeError:  # e.g. down after an in-process crash: try again next time
             continue
         except Exception:
@@ -313,6 +329,7 @@ async def start_server(
     insecure: bool = False,
     reflection_on: bool | None = None,
     block_interval_ms: int | None = limits.BLOCK_INTERVAL_MS,
+    metrics: BridgeMetrics | None = None,
 ) -> RunningServer:
     """Serve ``api`` on ``addr`` (port 0 picks a free port): under mutual TLS with ``tls``, or
     plaintext with identities from metadata when ``insecure`` (one of the two, explicitly).
@@ -322,7 +339,7 @@ async def start_server(
     if (tls is None) == (not insecure):
         raise ValueError("serve with tls=ServerTls(...) or insecure=True, exactly one")
     server = grpc.aio.server()
-    servicer = BridgeServicer(api, insecure=insecure)
+    servicer = BridgeServicer(api, insecure=insecure, metrics=metrics)
     bridge_pb2_grpc.add_BridgeServiceServicer_to_server(servicer, server)
     bridge_pb2_grpc.add_BridgeAdminServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
@@ -344,7 +361,9 @@ async def start_server(
     timer = (
         None
         if block_interval_ms is None
-        else asyncio.create_task(_block_timer(api, block_interval_ms), name="bridge-blocks")
+        else asyncio.create_task(
+            _block_timer(api, block_interval_ms, metrics), name="bridge-blocks"
+        )
     )
     _timed_bridge(api, block_interval_ms)
     return RunningServer(server, port, api, timer)
@@ -361,11 +380,13 @@ async def serve(
     tls: ServerTls | None = None,
     reflection_on: bool | None = None,
     export_validators_to: Path | None = None,
+    metrics_addr: str = "",
 ) -> None:
     """Run until SIGTERM or SIGINT. Prints one line when ready: ``serving on HOST:PORT``.
     ``tls`` None: the plaintext development mode (identities from metadata).
     ``bootstrap``: the demo set-up first, with ``banks`` registered and funded beside the demo
-    banks. ``export_validators_to``: write the validator set there for relying parties to pin."""
+    banks. ``export_validators_to``: write the validator set there for relying parties to pin.
+    ``metrics_addr``: serve Prometheus /metrics there (bridges/_metrics.py)."""
     bridge = await Bridge.open(state)
     api = await FaultyBridge.wrap(bridge, plan, on_crash=exit_process)
     try:
@@ -383,7 +404,9 @@ async def serve(
             insecure=tls is None,
             reflection_on=reflection_on,
             block_interval_ms=block_interval_ms,
+            metrics=process_metrics() if metrics_addr else None,
         )
+        metrics_http = serve_metrics(metrics_addr)[0] if metrics_addr else None
     except BaseException:
         await api.close()
         raise
@@ -402,3 +425,5 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await running.stop()
+    if metrics_http is not None:
+        metrics_http.shutdown()

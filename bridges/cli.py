@@ -19,7 +19,6 @@ otherwise, unless ``--fault-seed`` is given.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -67,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--fault-seed", type=int, default=None, help="seed of the fault draws")
     serve.add_argument(
+        "--metrics-addr",
+        default=os.environ.get("CONDPAY_BRIDGE_METRICS_ADDR", ""),
+        metavar="HOST:PORT",
+        help="serve Prometheus /metrics there (env CONDPAY_BRIDGE_METRICS_ADDR; default off)",
+    )
+    serve.add_argument(
         "--block-interval-ms",
         type=int,
         default=limits.BLOCK_INTERVAL_MS,
@@ -86,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
         "(repeatable), e.g. the settlement core's gateway CONDPAY",
     )
     return parser
+
+
+def _is_host_port(addr: str) -> bool:
+    host, sep, port = addr.rpartition(":")
+    return bool(sep and host and port.isdigit() and int(port) <= 65535)
 
 
 def _banks(specs: Sequence[str]) -> dict[str, str]:
@@ -141,10 +151,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TlsSetupError as exc:
         print(f"condpay bridge: {exc}", file=sys.stderr)
         return 2
+    if args.metrics_addr and not _is_host_port(args.metrics_addr):
+        print(
+            f"condpay bridge: --metrics-addr {args.metrics_addr!r} is not HOST:PORT",
+            file=sys.stderr,
+        )
+        return 2
     reflection_on = args.reflection
     if reflection_on is None and os.environ.get("CONDPAY_REFLECTION", "").strip() in {"1", "true"}:
         reflection_on = True
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from bridges._logging import configure_json_logging
+
+    configure_json_logging()
     from condpay import event_loop
 
     from bridges import StateFileBusy
@@ -162,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 tls=tls,
                 reflection_on=reflection_on,
                 export_validators_to=args.export_validators,
+                metrics_addr=args.metrics_addr,
             )
         )
     except StateFileBusy as busy:

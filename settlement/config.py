@@ -358,6 +358,14 @@ class Settings(BaseSettings):
             default_text="off",
         ),
     ] = ""
+    otel: Annotated[
+        bool,
+        Setting(
+            Switch(),
+            "OpenTelemetry traces, exported as the standard OTEL_* variables say"
+            " (docs/operations.md); read by settlement/tracing.py",
+        ),
+    ] = False
     verify_threads: Annotated[
         int | None,
         Setting(

@@ -219,6 +219,7 @@ def test_the_defaults_are_unchanged() -> None:
         "bridge_validators": "",
         "reflection": None,
         "metrics_addr": "",
+        "otel": False,
     }
     assert dict(Settings()) == expected
     assert Settings.from_env({}) == Settings()

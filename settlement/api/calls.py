@@ -17,6 +17,7 @@ import structlog
 from google.protobuf.message import DecodeError, Message
 from google.rpc import status_pb2
 
+from settlement import tracing
 from settlement.api.identity import Caller, set_current_caller
 from settlement.api.methods import METHODS, MethodSpec
 from settlement.api.quotas import CallQuotas
@@ -115,10 +116,20 @@ class CallWrapper:
                     state.log()
                 if metrics is not None:
                     state.count(metrics)
+                if traced:
+                    state.trace()
             await context.abort_with_status(grpc_status(state.status, replayed=state.replayed))
             raise AssertionError("abort_with_status returns only by raising")
 
-        return call
+        traced = tracing.enabled()  # decided when the server starts
+        if not traced:
+            return call
+
+        async def traced_call(raw: bytes, context: grpc.aio.ServicerContext) -> Message:
+            with tracing.rpc_span(method, context.invocation_metadata()):
+                return await call(raw, context)
+
+        return traced_call
 
     def _stream(
         self,
@@ -202,6 +213,15 @@ class _Call:
             )
         set_current_caller(caller)
         return request
+
+    def trace(self) -> None:
+        status = self.status
+        tracing.annotate(
+            request_id=self.request_id or None,
+            caller=str(self.caller) if self.caller else None,
+            replayed=self.replayed or None,
+        )
+        tracing.finish_rpc(_code_name(status), reason_of(status) if status is not None else "")
 
     def enter(self, quotas: CallQuotas, *, stream: bool) -> None:
         assert self.caller is not None

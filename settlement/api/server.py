@@ -33,7 +33,7 @@ from condpay.v1 import (
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from bridges import StateFileBusy
-from settlement import limits
+from settlement import limits, tracing
 from settlement.api.asset_service import AssetService
 from settlement.api.calls import CallWrapper
 from settlement.api.central_bank_service import CentralBankService
@@ -173,6 +173,11 @@ def require_certificates(settings: Settings) -> tuple[Path, Path, Path] | None:
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     require_certificates(settings)  # before touching the database
+    try:
+        tracing.configure_from_env()
+    except ValueError as bad:
+        print(f"condpay serve: {bad}", file=sys.stderr)
+        raise SystemExit(2) from None
     runtime = Runtime(settings)
     try:
         await runtime.start()

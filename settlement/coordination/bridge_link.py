@@ -54,6 +54,7 @@ from bridges import (
     verify_quorum_certificate,
 )
 from bridges.errors import BridgeError, Reason, Unavailable, error
+from settlement import tracing
 
 log = structlog.get_logger("condpay.bridge_link")
 
@@ -200,7 +201,8 @@ class BridgeLink:
                 if attempt.retry_state.attempt_number > 1:
                     log.info("bridge_retry", call=what, attempt=attempt.retry_state.attempt_number)
                 try:
-                    answer = await call()
+                    with tracing.span(f"bridge.{what}"):
+                        answer = await call()
                 except Unavailable:
                     self.answered = False
                     raise

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import structlog
 from google.protobuf.message import Message
@@ -38,7 +38,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from settlement import limits
+from settlement import limits, tracing
 from settlement.clock import Clock
 from settlement.errors import Reason, SettlementError, idempotency_conflict
 from settlement.faults import NO_FAULTS, Faults
@@ -70,6 +70,9 @@ from settlement.ledger.records import (
 )
 from settlement.ledger.store import LedgerStore, LedgerTransaction
 from settlement.ledger.working_set import WorkingSet, World
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
 
 log = structlog.get_logger("condpay.engine")
 
@@ -110,6 +113,7 @@ class _Submission:
     command: Command
     codec: ReplyCodec[Any]
     future: asyncio.Future[Message]
+    trace: Context | None = None  # the caller's tracing context (settlement/tracing.py)
 
     @property
     def key(self) -> OperationKey:
@@ -208,7 +212,7 @@ class LedgerEngine:
         if len(self._queue) >= limits.QUEUE_COMMANDS_MAX:
             raise SettlementError(Reason.OVERLOADED, "too many requests in flight; retry")
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Submission(command, codec, future))
+        self._queue.append(_Submission(command, codec, future, tracing.current()))
         self._idle.clear()
         self._has_work.set()
         # A caller that goes away cancels only its future: the batch goes on, the outcome is
@@ -245,9 +249,15 @@ class LedgerEngine:
         self.batches += 1
         self.batch_commands += len(batch)
         try:
-            async for attempt in self._retrying.copy():
-                with attempt:
-                    results = await self._attempt(batch, commit=commit)
+            with tracing.span(
+                "ledger.batch",
+                parent=batch[0].trace,
+                links_from=[s.trace for s in batch[1:]],
+                batch_commands=len(batch),
+            ):
+                async for attempt in self._retrying.copy():
+                    with attempt:
+                        results = await self._attempt(batch, commit=commit)
         except Exception as exc:
             if len(batch) > 1 and not self._store.is_retryable(exc):
                 log.warning("batch_failed_splitting", error=repr(exc), commands=len(batch))
@@ -291,20 +301,27 @@ class LedgerEngine:
             primaries.setdefault(submission.key, submission)
         fresh_results: dict[OperationKey, _Fresh] = {}
         ws: WorkingSet | None = None
-        async with self._store.transaction(commit=commit) as tx:
-            stored = await tx.fetch_operations(
-                [key for key, s in primaries.items() if s.command.store_outcome]
-            )
-            fresh = [s for key, s in primaries.items() if key not in stored]
-            if fresh:
-                ws = await self._load(tx, fresh, now_us)
-                applied = self._apply(ws, fresh)
-                head_seq, head_hash = 0, b""
-                if ws.entries:  # the ledger head is locked last, and only by batches that post
-                    head_seq, head_hash = await tx.lock_head()
-                    head_seq, head_hash = seal(ws.entries, head_seq, head_hash, now_us)
-                operations = self._record(applied, ws, fresh_results, now_us)
-                await self._write(tx, ws, operations, head_seq, head_hash)
+        committing = None
+        with tracing.span("db.transaction"):
+            try:
+                async with self._store.transaction(commit=commit) as tx:
+                    stored = await tx.fetch_operations(
+                        [key for key, s in primaries.items() if s.command.store_outcome]
+                    )
+                    fresh = [s for key, s in primaries.items() if key not in stored]
+                    if fresh:
+                        ws = await self._load(tx, fresh, now_us)
+                        applied = self._apply(ws, fresh)
+                        head_seq, head_hash = 0, b""
+                        # The ledger head is locked last, and only by batches that post.
+                        if ws.entries:
+                            head_seq, head_hash = await tx.lock_head()
+                            head_seq, head_hash = seal(ws.entries, head_seq, head_hash, now_us)
+                        operations = self._record(applied, ws, fresh_results, now_us)
+                        await self._write(tx, ws, operations, head_seq, head_hash)
+                    committing = tracing.start("db.commit")  # ends once the block's exit commits
+            finally:
+                tracing.end(committing)
         if commit and ws is not None:
             self._committed(ws, fresh)
         return [self._answer(s, primaries, stored, fresh_results) for s in batch]

@@ -3,7 +3,10 @@ inside ``--fault`` included, then ``--fault-seed`` when given."""
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +80,28 @@ def test_a_bad_environment_spec_is_a_usage_error(
     monkeypatch.setenv("CONDPAY_BRIDGE_FAULTS", "explode")
     assert main(["serve", "--state", str(tmp_path / "x.db")]) == 2
     assert "unknown fault switch 'explode'" in capsys.readouterr().err
+
+
+def test_the_bridge_logs_json_lines_like_the_core() -> None:
+    """`bridge serve` configures this: each record, tracebacks included, is one JSON object."""
+    code = (
+        "import logging\n"
+        "from bridges._logging import configure_json_logging\n"
+        "configure_json_logging()\n"
+        "log = logging.getLogger('condpay.bridge')\n"
+        "log.info('block %d sealed', 7)\n"
+        "try:\n"
+        "    1 / 0\n"
+        "except ZeroDivisionError:\n"
+        "    log.exception('block timer')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    assert [(r["event"], r["level"], r["logger"]) for r in lines] == [
+        ("block 7 sealed", "info", "condpay.bridge"),
+        ("block timer", "error", "condpay.bridge"),
+    ]
+    assert "ZeroDivisionError" in lines[1]["exception"]
+    assert all(r["timestamp"].endswith("Z") for r in lines)

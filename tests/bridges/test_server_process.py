@@ -8,11 +8,13 @@ import contextlib
 import os
 import signal
 import sys
+import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bridges import (
     BridgeClient,
@@ -22,7 +24,8 @@ from bridges import (
     verify_quorum_certificate,
 )
 from bridges.cli import main
-from bridges.errors import Unavailable
+from bridges.errors import BridgeError, Unavailable
+from sim_central_bank.server_process import free_port
 from tests.bridges.conftest import BANKS, ActingClient, fund
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,8 +44,10 @@ class Server:
 
 
 @contextlib.asynccontextmanager
-async def server(state: Path, *faults: str) -> AsyncIterator[Server]:
-    args = [arg for spec in faults for arg in ("--fault", spec)]
+async def server(
+    state: Path, *faults: str, extra_args: tuple[str, ...] = ()
+) -> AsyncIterator[Server]:
+    args = [*(arg for spec in faults for arg in ("--fault", spec)), *extra_args]
     log = (state.parent / "server.log").open("ab")
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -149,3 +154,40 @@ def test_the_cli_refuses_bad_fault_specs(
     with pytest.raises(SystemExit) as caught:
         main(["serve"])  # --state is required
     assert caught.value.code == 2
+
+
+async def test_metrics_count_each_call_by_method_code_and_reason(tmp_path: Path) -> None:
+    """`bridge serve --metrics-addr`: one scrape after real calls counts each exactly."""
+    port = free_port()
+    async with server(
+        tmp_path / "bridge.db", extra_args=("--metrics-addr", f"127.0.0.1:{port}")
+    ) as s:
+        await fund(s.client)
+        await _prepare(s.client, "BANK-A:t-1")
+        with pytest.raises(BridgeError) as missing:
+            await s.client.status("BANK-A:nope")
+        await s.client.commit("BANK-A:t-1")
+        await s.client.finality("BANK-A:t-1")  # waits for the timer's block
+        text = await asyncio.to_thread(_scrape, port)
+    counts = {
+        (sample.labels["method"], sample.labels["code"], sample.labels["reason"]): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "condpay_bridge_rpcs_total"
+    }
+    assert counts[("PrepareTransfer", "OK", "")] == 1
+    assert counts[("CommitTransfer", "OK", "")] == 1
+    reason = missing.value.reason.value
+    assert counts[("GetTransfer", missing.value.status_code_name, reason)] == 1
+    samples = {
+        (sample.name, sample.labels.get("method", "")): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    assert samples[("condpay_bridge_rpc_duration_seconds_count", "PrepareTransfer")] == 1
+    assert samples[("condpay_bridge_final_height", "")] >= 1
+
+
+def _scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        return reply.read().decode()

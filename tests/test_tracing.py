@@ -1,0 +1,127 @@
+"""OpenTelemetry tracing (issue 12), through the real gRPC server with an in-memory exporter: the
+span tree of a transfer (RPC > ledger.batch > db.transaction > db.commit) and of a PvP at market
+(the bridge calls under the RPC), the request id and the caller as attributes, a refusal's code and
+reason, and the caller's traceparent continued."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import grpc
+import pytest
+from condpay.client import AtMarket
+from condpay.v1 import central_bank_pb2
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from settlement import tracing
+from tests.settlement.audit import open_trade
+from tests.settlement.world import TradeWorld
+
+TRANSFER = "/condpay.v1.WalletService/Transfer"
+SETTLE_PVP = "/condpay.v1.SettlementService/SettlePvP"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_SPAN = "00f067aa0ba902b7"
+
+
+@pytest.fixture
+def exporter() -> Iterator[InMemorySpanExporter]:
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracing.install(provider)  # before the server starts: it decides at start
+    try:
+        yield spans
+    finally:
+        tracing.install(None)
+
+
+@pytest.fixture
+async def traced(exporter: InMemorySpanExporter, database_url: str) -> AsyncIterator[TradeWorld]:
+    async with open_trade(database_url) as world:
+        yield world
+
+
+def _one(spans: list[ReadableSpan], name: str) -> ReadableSpan:
+    found = [s for s in spans if s.name == name]
+    assert len(found) == 1, [s.name for s in spans]
+    return found[0]
+
+
+def _children(spans: list[ReadableSpan], parent: ReadableSpan) -> list[ReadableSpan]:
+    return [s for s in spans if s.parent is not None and s.parent.span_id == parent.context.span_id]
+
+
+async def test_a_transfer_is_one_rpc_span_over_its_batch_and_commit(
+    traced: TradeWorld, exporter: InMemorySpanExporter
+) -> None:
+    exporter.clear()
+    await traced.fund("buyer", "HKD", 1_000_00)  # one Transfer from the bank's reserve
+    spans = list(exporter.get_finished_spans())
+    rpc = _one(spans, TRANSFER)
+    assert rpc.attributes is not None
+    assert rpc.attributes["rpc.grpc.status_code"] == "OK"
+    assert str(rpc.attributes["condpay.request_id"])
+    assert str(rpc.attributes["condpay.caller"]).startswith("institution/")
+    (batch,) = [s for s in _children(spans, rpc) if s.name == "ledger.batch"]
+    assert batch.attributes is not None
+    assert batch.attributes["condpay.batch_commands"] == 1
+    (transaction,) = _children(spans, batch)
+    assert transaction.name == "db.transaction"
+    (commit,) = _children(spans, transaction)
+    assert commit.name == "db.commit"
+    assert {s.context.trace_id for s in (rpc, batch, transaction, commit)} == {rpc.context.trace_id}
+
+
+async def test_a_pvp_shows_its_bridge_calls_under_its_rpc(
+    traced: TradeWorld, exporter: InMemorySpanExporter
+) -> None:
+    await traced.fund("buyer", "HKD", 400_000_00)
+    quote = await traced.platform.quote_fx("HKD", "CNY", target_amount_minor=1_000_00)
+    buyer_key, buyer = traced.party("buyer")
+    exporter.clear()
+    reply = await traced.platform.settle_pvp(
+        buyer_key,
+        buyer,
+        traced.wallets["seller"],
+        AtMarket(receive=("CNY", 1_000_00), pay_at_most=("HKD", quote.source.amount_minor)),
+    )
+    assert reply.settlement.finality.block_height > 0
+    spans = list(exporter.get_finished_spans())
+    rpc = _one(spans, SETTLE_PVP)
+    under = [s.name for s in _children(spans, rpc)]
+    for call in ("bridge.quote", "bridge.prepare", "bridge.commit", "bridge.finality"):
+        assert call in under, under
+    assert under.count("ledger.batch") >= 2  # prepared, then decided and final
+
+
+async def test_a_refusal_carries_its_code_and_reason_and_the_callers_trace(
+    traced: TradeWorld, exporter: InMemorySpanExporter
+) -> None:
+    exporter.clear()
+    metadata = (
+        ("condpay-caller", "platform/gba-trade"),  # may not issue: ROLE_NOT_ALLOWED
+        ("traceparent", f"00-{TRACE_ID}-{PARENT_SPAN}-01"),
+    )
+    with pytest.raises(grpc.aio.AioRpcError, match="PERMISSION_DENIED"):
+        await traced.cb.central_bank.Issue(
+            central_bank_pb2.IssueRequest(request_id="req-not-mine"), metadata=metadata
+        )
+    rpc = _one(list(exporter.get_finished_spans()), "/condpay.v1.CentralBankService/Issue")
+    assert rpc.attributes is not None
+    assert rpc.attributes["rpc.grpc.status_code"] == "PERMISSION_DENIED"
+    assert rpc.attributes["condpay.reason"] == "ROLE_NOT_ALLOWED"
+    assert format(rpc.context.trace_id, "032x") == TRACE_ID
+    assert rpc.parent is not None
+    assert format(rpc.parent.span_id, "016x") == PARENT_SPAN
+
+
+def test_tracing_is_off_by_default_and_an_unknown_exporter_is_refused() -> None:
+    assert not tracing.configure_from_env({})
+    assert not tracing.enabled()
+    with pytest.raises(ValueError, match="otlp, console and none"):
+        tracing.configure_from_env({"CONDPAY_OTEL": "1", "OTEL_TRACES_EXPORTER": "zipkinz"})
+    assert tracing.configure_from_env({"CONDPAY_OTEL": "1", "OTEL_TRACES_EXPORTER": "none"})
+    assert tracing.enabled()
+    tracing.install(None)
