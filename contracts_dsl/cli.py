@@ -48,8 +48,8 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(message)
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="contracts_dsl", description="The condpay contract language tools.")
+def _build_parser(prog: str) -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, description="The condpay contract language tools.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     check = commands.add_parser("check", help="check contracts and print diagnostics")
     check.add_argument("files", nargs="+", type=Path)
@@ -105,11 +105,12 @@ def _read_source(path: Path, out: TextIO) -> str | None:
         return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run a command; returns the exit code (never calls sys.exit)."""
+def main(argv: list[str] | None = None, prog: str = "python -m contracts_dsl") -> int:
+    """Run a command; returns the exit code (never calls sys.exit). ``prog`` is the command as
+    the user typed it, for --help (``condpay dsl`` when mounted there)."""
     out = sys.stdout
     try:
-        args = _build_parser().parse_args(argv)
+        args = _build_parser(prog).parse_args(argv)
     except _UsageError as error:
         print(f"usage error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -7,11 +7,38 @@ import asyncio
 import gc
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
+from pathlib import Path
 
 from condpay import event_loop
 
-from settlement.config import ENVIRONMENT_HELP, Settings, parse_workers
+from settlement import config
+
+
+def version() -> str:
+    """condpay's version: the installed package's, else pyproject.toml's (a source tree)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("condpay")
+    except metadata.PackageNotFoundError:
+        import tomllib
+
+        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+        try:
+            with pyproject.open("rb") as file:
+                return str(tomllib.load(file)["project"]["version"])
+        except (OSError, KeyError, tomllib.TOMLDecodeError):
+            return "unknown"
+
+
+def _load(command: str, args: argparse.Namespace) -> config.Loaded | None:
+    """The settings from the environment and ``args``'s flags; a bad value is printed as one
+    line (``condpay serve: CONDPAY_WRITERS='x': must be ...``) and gives None."""
+    try:
+        return config.load(flags=config.flag_values(args))
+    except config.SettingError as bad:
+        print(f"{command}: {bad}", file=sys.stderr)
+        return None
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -27,26 +54,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _serve_settings(args: argparse.Namespace) -> int:
+    loaded = _load("condpay serve", args)
+    if loaded is None:
+        return 2
+    settings = loaded.settings
+
     from settlement.api.server import serve
     from settlement.observability import configure_logging
 
-    settings = Settings.from_env()
-    overrides = {
-        "addr": args.addr,
-        "database_url": args.database_url,
-        "log_level": args.log_level,
-        "writers": args.writers,
-        "pg_isolation": args.pg_isolation,
-        "certs_dir": args.certs_dir,
-        "metrics_addr": args.metrics_addr,
-    }
-    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
-    if args.insecure:
-        settings = replace(settings, insecure=True)
-    if args.quiet_calls:
-        settings = replace(settings, log_calls=False)
-    if args.workers is not None:
-        settings = replace(settings, workers=parse_workers(args.workers))
     configure_logging(settings.log_level)
     if settings.worker_count() > 1:
         from settlement.api.workers import serve_workers
@@ -62,7 +77,10 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     from settlement.db.urls import parse_database_url
     from settlement.runtime import create_sql_engine
 
-    url = parse_database_url(args.database_url or Settings.from_env().database_url)
+    loaded = _load("condpay db upgrade", args)
+    if loaded is None:
+        return 2
+    url = parse_database_url(loaded.settings.database_url)
 
     async def run() -> None:
         engine = create_sql_engine(url)
@@ -82,51 +100,65 @@ def _dsl(argv: Sequence[str]) -> int:
     except ImportError:
         print("condpay dsl: the contract language is not installed in this build", file=sys.stderr)
         return 2
-    return int(dsl_main(list(argv)))
+    return int(dsl_main(list(argv), prog="condpay dsl"))
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    loaded = _load("condpay config show", args)
+    if loaded is None:
+        return 2
+    print(config.show(loaded), end="")
+    return 0
+
+
+def _config_table(_args: argparse.Namespace) -> int:
+    print(config.markdown_table(), end="")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="condpay", description="condpay: conditional-payment settlement for e-CNY-style CBDC"
     )
+    parser.add_argument("--version", action="version", version=f"condpay {version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser(
         "serve",
         help="run the gRPC settlement server",
-        epilog=ENVIRONMENT_HELP,
+        description="Run the gRPC settlement server. A flag takes precedence over its variable,\n"
+        "a variable over the default.",
+        epilog=config.environment_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    serve.add_argument("--addr", help="HOST:PORT to listen on (env CONDPAY_ADDR)")
-    serve.add_argument("--database-url", help="database URL (env CONDPAY_DATABASE_URL)")
-    serve.add_argument(
-        "--insecure",
-        action="store_true",
-        help="plaintext development mode; identity from condpay-caller metadata",
-    )
-    serve.add_argument(
-        "--certs-dir", help="mutual TLS files from `condpay certs init` (env CONDPAY_CERTS_DIR)"
-    )
-    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    serve.add_argument("--quiet-calls", action="store_true", help="no per-call log line")
-    serve.add_argument("--writers", type=int, help="PostgreSQL writer connections")
-    serve.add_argument("--pg-isolation", choices=["read_committed", "serializable"])
-    serve.add_argument(
-        "--workers",
-        help="server processes sharing the address: N or auto (env CONDPAY_WORKERS; default auto:"
-        " one per CPU on PostgreSQL, one on SQLite)",
-    )
-    serve.add_argument(
-        "--metrics-addr",
-        help="serve Prometheus /metrics on HOST:PORT (env CONDPAY_METRICS_ADDR; default off)",
-    )
+    config.add_flags(serve)
     serve.set_defaults(run=_serve)
 
     db = commands.add_parser("db", help="database administration")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     upgrade = db_commands.add_parser("upgrade", help="create or migrate the schema")
-    upgrade.add_argument("--database-url")
+    upgrade.add_argument(
+        "--database-url",
+        dest="database_url",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help="the database (env CONDPAY_DATABASE_URL; default embedded SQLite ./var/condpay.db)",
+    )
     upgrade.set_defaults(run=_db_upgrade)
+
+    settings = commands.add_parser("config", help="the server's settings: show, table")
+    settings_commands = settings.add_subparsers(dest="config_command", required=True)
+    show = settings_commands.add_parser(
+        "show",
+        help="the effective settings (defaults, environment, the flags of `condpay serve`)",
+        description="Print each setting as NAME=value  (source: default|env|flag), the"
+        " database password masked. Takes the flags of `condpay serve`; a bad value is one line"
+        " and exit status 2, as there.",
+    )
+    config.add_flags(show)
+    show.set_defaults(run=_config_show)
+    table = settings_commands.add_parser("table", help="the settings as README.md's Markdown table")
+    table.set_defaults(run=_config_table)
 
     # Mounted by the `condpay` command (launcher/), which may import the simulator; listed here
     # for --help.

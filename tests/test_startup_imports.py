@@ -27,8 +27,6 @@ PY_ECC = ("py_ecc", "eth_typing", "eth_utils")
 # on the SQLite file given and a server on a free port (plaintext, reflection on), then stopped.
 SERVE = """
 import asyncio, json, sys
-from dataclasses import replace
-
 import launcher, settlement.cli
 from settlement.api.server import start_server
 from settlement.config import Settings
@@ -37,8 +35,8 @@ from settlement.runtime import Runtime
 imported = sorted(sys.modules)
 
 async def main() -> None:
-    settings = replace(
-        Settings.from_env(), insecure=True, database_url="sqlite:///" + sys.argv[1],
+    settings = Settings.from_env().replace(
+        insecure=True, database_url="sqlite:///" + sys.argv[1],
         addr="127.0.0.1:0", workers=1, log_level="error",
     )
     runtime = Runtime(settings)

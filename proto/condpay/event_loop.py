@@ -15,7 +15,8 @@ T = TypeVar("T")
 
 def run(main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` to completion on a new event loop (as :func:`asyncio.run` does)."""
-    if os.environ.get("CONDPAY_EVENT_LOOP", "uvloop") == "uvloop":
+    # Unset or empty is the default, as for every condpay setting (settlement/config.py).
+    if (os.environ.get("CONDPAY_EVENT_LOOP") or "uvloop").strip().lower() == "uvloop":
         try:
             import uvloop
         except ImportError:

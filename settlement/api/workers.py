@@ -56,20 +56,12 @@ def worker_environment(settings: Settings, base: Mapping[str, str] | None = None
     var/bridge.db would be N bridges, so the workers get ``none`` (warned once, here)."""
     env = {
         **(os.environ if base is None else base),
-        "CONDPAY_ADDR": settings.addr,
-        "CONDPAY_DATABASE_URL": settings.database_url,
-        "CONDPAY_INSECURE": "1" if settings.insecure else "",
-        "CONDPAY_CERTS_DIR": settings.certs_dir,
-        "CONDPAY_LOG_LEVEL": settings.log_level,
-        "CONDPAY_QUIET_CALLS": "" if settings.log_calls else "1",
-        "CONDPAY_WRITERS": str(settings.writers),
-        "CONDPAY_PG_ISOLATION": settings.pg_isolation,
+        # Every setting (settlement/config.py), so a flag given to the parent reaches them too.
+        **settings.to_environment(),
         "CONDPAY_WORKERS": "1",
         # The group's count, not one worker's (auto: the CPUs the group leaves spare).
         "CONDPAY_VERIFY_THREADS": str(settings.verify_thread_count()),
         "CONDPAY_REUSE_PORT": "1",
-        "CONDPAY_BRIDGE": settings.bridge,
-        "CONDPAY_METRICS_ADDR": settings.metrics_addr,
     }
     if settings.bridge == "auto" and settings.worker_count() > 1:
         log.warning(

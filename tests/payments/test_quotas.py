@@ -7,7 +7,6 @@ lowered on the running server (they are settings; the defaults are far above wha
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
@@ -125,7 +124,7 @@ async def test_contracts_per_caller_per_utc_day_are_counted_in_the_database(
     trade: TradeWorld,
 ) -> None:
     runtime: Runtime = trade.harness.runtime
-    runtime.settings = dataclasses.replace(runtime.settings, contracts_per_day_max=2)
+    runtime.settings = runtime.settings.replace(contracts_per_day_max=2)
     platform = trade.platform
     await platform.register_contract(variant(1))
     # A lock with a new source registers it: it counts.
@@ -223,9 +222,7 @@ async def test_two_replicas_never_both_let_a_caller_past_its_daily_contracts(pg_
     async with start_harness(pg_url) as one, start_harness(pg_url) as two:
         clients = []
         for harness in (one, two):
-            harness.runtime.settings = dataclasses.replace(
-                harness.runtime.settings, contracts_per_day_max=3
-            )
+            harness.runtime.settings = harness.runtime.settings.replace(contracts_per_day_max=3)
             harness.runtime.heavy.heavy_calls_max = 8  # the compiles are not what is tested
             client = PaymentsClient(harness.address, caller=PLATFORM)
             harness.clients.append(client)
