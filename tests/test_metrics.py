@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from contracts_dsl import compile_source
 from sim_central_bank.server_process import ServerProcess, free_port
+from tests.support.contracts import receipt_contract
 from wallets import OwnerKey
 
 BANK = "icbc-sz"
@@ -25,19 +26,7 @@ TRANSFER = "/condpay.v1.WalletService/Transfer"
 LOCK = "/condpay.v1.ConditionalPaymentService/LockPayment"
 TRANSFERS = 12
 CHANNELS = 6  # connections the kernel spreads over the workers
-SOURCE = """contract "metrics-receipt" version 1
-
-param buyer  : wallet
-param seller : wallet
-param price  : money CNY
-
-escrow price from buyer
-deadline 2099-12-31T00:00:00+08:00 -> refund remainder to buyer
-
-clause receipt
-when receipt.signed(signer == buyer) by buyer
-  -> pay remainder to seller
-"""
+SOURCE = receipt_contract("metrics-receipt")
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -15,6 +15,7 @@ from condpay.ids import payment_id_for
 from contracts_dsl import compile_source
 from settlement.faults import CRASH_EXIT_STATUS
 from tests.payments.fleet import RestartableServer
+from tests.support.contracts import receipt_contract
 from wallets import OwnerKey
 
 BANK = "icbc-sz"
@@ -22,19 +23,7 @@ RESERVE = f"w_reserve.{BANK}"
 PLATFORM = "platform/restart"
 # The restart the issue asks the defaults to ride out: down for a few seconds, back within 8 s.
 DOWN_SECONDS = 3.0
-SOURCE = """contract "restart-receipt" version 1
-
-param buyer  : wallet
-param seller : wallet
-param price  : money CNY
-
-escrow price from buyer
-deadline 2099-12-31T00:00:00+08:00 -> refund remainder to buyer
-
-clause receipt
-when receipt.signed(signer == buyer) by buyer
-  -> pay remainder to seller
-"""
+SOURCE = receipt_contract("restart-receipt")
 
 
 def _key(name: str) -> OwnerKey:

@@ -283,13 +283,24 @@ class Client:
             before_sleep=self._count_retry,
             reraise=True,
         )
+        # The server's last answer: when the overall deadline cuts the final attempt short, the
+        # caller learns what the server said (e.g. BRIDGE_UNAVAILABLE), not our own timeout.
+        answered: grpc.aio.AioRpcError | None = None
         try:
             async for attempt in retrying:
                 with attempt:
                     timeout = min(policy.attempt_timeout_seconds, deadline - time.monotonic())
-                    return await method(
-                        request, metadata=self._metadata, timeout=max(timeout, 0.001)
-                    )
+                    cut = timeout < policy.attempt_timeout_seconds
+                    try:
+                        return await method(
+                            request, metadata=self._metadata, timeout=max(timeout, 0.001)
+                        )
+                    except grpc.aio.AioRpcError as error:
+                        if not (cut and error.code() == grpc.StatusCode.DEADLINE_EXCEEDED):
+                            answered = error
+                        elif answered is not None:
+                            raise answered from None
+                        raise
         except grpc.aio.AioRpcError as error:
             raise from_rpc_error(error) from None
         raise AssertionError("unreachable: reraise=True raises the last error")
