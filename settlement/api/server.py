@@ -189,7 +189,14 @@ async def serve(settings: Settings) -> None:
     try:
         # A worker of `--workers N` leaves /metrics to its parent (settlement/metrics.py).
         if settings.metrics_addr and not os.environ.get(MULTIPROCESS_ENV):
-            metrics_http, _ = serve_metrics(settings.metrics_addr)
+            try:
+                metrics_http, _ = serve_metrics(settings.metrics_addr)
+            except OSError as taken:
+                print(
+                    f"condpay serve: --metrics-addr {settings.metrics_addr}: {taken}",
+                    file=sys.stderr,
+                )
+                raise SystemExit(2) from None
         running = await start_server(runtime, settings.addr)
     except BaseException:
         if metrics_http is not None:

@@ -83,7 +83,13 @@ def serve_workers(settings: Settings) -> int:
     # The workers write their series to files here; this process serves them, summed.
     with multiprocess_directory() as directory:
         env[MULTIPROCESS_ENV] = directory
-        http, _ = serve_metrics(settings.metrics_addr, multiprocess_dir=directory)
+        try:
+            http, _ = serve_metrics(settings.metrics_addr, multiprocess_dir=directory)
+        except OSError as taken:
+            print(
+                f"condpay serve: --metrics-addr {settings.metrics_addr}: {taken}", file=sys.stderr
+            )
+            return 2
         try:
             return _supervise(settings, env, directory)
         finally:
