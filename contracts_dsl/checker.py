@@ -69,11 +69,15 @@ class CheckResult:
     parsed: ParseResult
     diagnostics: tuple[Diagnostic, ...]
     symbols: Symbols
+    omitted: tuple[Diagnostic, ...] = ()
+    """Diagnostics past `limits.DIAGNOSTICS_MAX` (not shown; summarised by `render_all`)."""
 
     @property
     def ok(self) -> bool:
         """True when there is a tree and no diagnostic is an error (warnings are allowed)."""
-        return self.parsed.tree is not None and not any(d.is_error for d in self.diagnostics)
+        return self.parsed.tree is not None and not any(
+            d.is_error for d in (*self.diagnostics, *self.omitted)
+        )
 
 
 def check(parsed: ParseResult) -> CheckResult:
@@ -88,9 +92,8 @@ def check(parsed: ParseResult) -> CheckResult:
     for diagnostic in found:
         if diagnostic not in unique:
             unique.append(diagnostic)
-    if len(unique) > limits.DIAGNOSTICS_MAX:
-        unique = unique[: limits.DIAGNOSTICS_MAX]
-    return CheckResult(parsed, tuple(unique), symbols)
+    shown, omitted = unique[: limits.DIAGNOSTICS_MAX], unique[limits.DIAGNOSTICS_MAX :]
+    return CheckResult(parsed, tuple(shown), symbols, tuple(omitted))
 
 
 def _suggest(name: str, candidates: Iterable[str]) -> str | None:
@@ -1108,6 +1111,7 @@ class _Checker:
                         "or anchor the window on another event",
                     )
                     continue
+                self.check_anchor(timing, accepting)
                 start = earliest.get(anchor)
                 if start is None:
                     self.report(
@@ -1133,6 +1137,37 @@ class _Checker:
                             f"{upper[1]} is {_literals.format_us(upper[0])}",
                         ],
                     )
+
+    def check_anchor(self, timing: a.Within, accepting: Sequence[a.Pattern]) -> None:
+        """CD066: a window opens at the first accepted event of its anchor type, whichever
+        pattern accepted it. When the patterns accepting that type differ (other constraints,
+        attester or timing), the window may open on an event that met another clause's pattern."""
+        shapes: dict[str, a.Pattern] = {}
+        for pattern in accepting:
+            shapes.setdefault(self.shape(pattern), pattern)
+        if len(shapes) < 2:
+            return
+        anchor = timing.anchor.name
+        self.report(
+            "CD066",
+            f"the window opens at the first `{anchor}` any clause accepts, and the patterns "
+            f"accepting `{anchor}` differ",
+            timing.anchor.span,
+            label="may open on another clause's event",
+            notes=[
+                f"`{anchor}` is accepted on "
+                + ", ".join(f"{self.at(p.span)} as `{self.shape(p)}`" for p in shapes.values()),
+                "the anchor is the earliest event of that type that matches any pattern of the "
+                "contract, not only the pattern of a particular clause",
+            ],
+            help=f"declare an event type of its own for the anchor, or make every `{anchor}` "
+            "pattern the same",
+        )
+
+    def shape(self, pattern: a.Pattern) -> str:
+        """A pattern as written, whitespace collapsed (equal shapes accept the same events)."""
+        text = self.source.text[pattern.span.start : pattern.span.end]
+        return " ".join(text.split())
 
     def upper_bound(self, pattern: a.Pattern, deadline: int | None) -> tuple[int, str] | None:
         bounds: list[tuple[int, str]] = []

@@ -20,12 +20,13 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Final, TextIO
 
 from contracts_dsl import _literals, limits
 from contracts_dsl.compiler import compile_source
-from contracts_dsl.diagnostics import make, render_all
+from contracts_dsl.diagnostics import Diagnostic, make, render_all
 from contracts_dsl.evaluator import Event, parse_event
 from contracts_dsl.explain import LANGUAGES, explain_source
 from contracts_dsl.formatter import format_source
@@ -71,13 +72,23 @@ def _build_parser(prog: str) -> argparse.ArgumentParser:
     return parser
 
 
-def _read_source(path: Path, out: TextIO) -> str | None:
-    """The text of a contract file, or None after printing why it cannot be read."""
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """A contract file read for a command: its text, or why not (an OS error, or a diagnostic
+    CD006/CD014 with the source it points into)."""
+
+    text: str | None
+    error: str | None = None
+    diagnostic: Diagnostic | None = None
+    source: SourceFile | None = None
+
+
+def read_contract(path: Path) -> _Read:
+    """Read a contract file as UTF-8 within the size limit; never raises."""
     try:
         data = path.read_bytes()
     except OSError as error:
-        print(f"{path}: cannot read: {error.strerror or error}", file=out)
-        return None
+        return _Read(None, error=f"cannot read: {error.strerror or error}")
     if len(data) > limits.SOURCE_BYTES_MAX:
         source = SourceFile("", str(path))
         diagnostic = make(
@@ -87,10 +98,9 @@ def _read_source(path: Path, out: TextIO) -> str | None:
             source,
             label="file too large",
         )
-        print(render_all([diagnostic], source), file=out)
-        return None
+        return _Read(None, diagnostic=diagnostic, source=source)
     try:
-        return data.decode("utf-8")
+        return _Read(data.decode("utf-8"))
     except UnicodeDecodeError as error:
         prefix = data[: error.start].decode("utf-8", errors="replace")
         source = SourceFile(prefix, str(path))
@@ -101,8 +111,17 @@ def _read_source(path: Path, out: TextIO) -> str | None:
             source,
             label="invalid byte",
         )
-        print(render_all([diagnostic], source), file=out)
-        return None
+        return _Read(None, diagnostic=diagnostic, source=source)
+
+
+def _read_source(path: Path, out: TextIO) -> str | None:
+    """The text of a contract file, or None after printing why it cannot be read."""
+    read = read_contract(path)
+    if read.diagnostic is not None and read.source is not None:
+        print(render_all([read.diagnostic], read.source), file=out)
+    elif read.error is not None:
+        print(f"{path}: {read.error}", file=out)
+    return read.text
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m contracts_dsl") -> int:
@@ -128,18 +147,31 @@ def main(argv: list[str] | None = None, prog: str = "python -m contracts_dsl") -
     return _test(args.paths or [Path(".")], out)
 
 
+_UNREADABLE: Final = {"CD006": "too_large", "CD014": "not_utf8"}
+
+
 def _check(files: Sequence[Path], as_json: bool, out: TextIO) -> int:
     failed = False
-    reports = []
+    reports: list[dict[str, object]] = []
     for path in files:
-        text = _read_source(path, out) if not as_json else _read_quiet(path)
+        read = read_contract(path) if as_json else None
+        text = read.text if read is not None else _read_source(path, out)
         if text is None:
             failed = True
-            reports.append(
-                {"path": str(path), "ok": False, "error": "unreadable", "diagnostics": []}
-            )
+            if read is not None:
+                report: dict[str, object] = {"path": str(path), "ok": False}
+                if read.diagnostic is not None:
+                    # The file is too large (CD006) or not UTF-8 (CD014): say so as a diagnostic.
+                    report["error"] = _UNREADABLE[read.diagnostic.code]
+                    report["diagnostics"] = [read.diagnostic.to_json()]
+                else:
+                    report["error"] = "unreadable"
+                    report["message"] = read.error
+                    report["diagnostics"] = []
+                reports.append(report)
             continue
         result = compile_source(text, str(path))
+        omitted = result.checked.omitted
         failed = failed or not result.ok
         if as_json:
             reports.append(
@@ -148,26 +180,18 @@ def _check(files: Sequence[Path], as_json: bool, out: TextIO) -> int:
                     "ok": result.ok,
                     "hash": result.contract.hash if result.contract else None,
                     "diagnostics": [d.to_json() for d in result.diagnostics],
+                    "omitted": len(omitted),
+                    "omitted_errors": sum(1 for d in omitted if d.is_error),
                 }
             )
         elif result.diagnostics:
-            print(render_all(result.diagnostics, result.source), file=out)
+            print(render_all(result.diagnostics, result.source, omitted), file=out)
         else:
             assert result.contract is not None
             print(f"{path}: ok ({result.contract.hash})", file=out)
     if as_json:
         print(json.dumps(reports, indent=2, ensure_ascii=False), file=out)
     return EXIT_FAILED if failed else EXIT_OK
-
-
-def _read_quiet(path: Path) -> str | None:
-    try:
-        data = path.read_bytes()
-        if len(data) > limits.SOURCE_BYTES_MAX:
-            return None
-        return data.decode("utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
 
 
 def _fmt(files: Sequence[Path], check_only: bool, out: TextIO) -> int:

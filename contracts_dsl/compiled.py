@@ -597,4 +597,40 @@ def load_compiled(data: bytes) -> CompiledContract:
     )
     if contract.canonical != data:
         raise CompiledFormError("the bytes are not in canonical form (re-encoding differs)")
+    _recheck(contract)
     return contract
+
+
+_VERIFIED_MAX: Final = 4096
+_verified: dict[str, None] = {}
+"""Hashes of compiled forms known to pass the checker (insertion-ordered, oldest dropped)."""
+
+
+def mark_verified(contract_hash: str) -> None:
+    """Record that the compiler made this compiled form from checked source (the compiler calls
+    it), so `load_compiled` need not check it again."""
+    _verified[contract_hash] = None
+    while len(_verified) > _VERIFIED_MAX:
+        del _verified[next(iter(_verified))]
+
+
+def _recheck(contract: CompiledContract) -> None:
+    """Raise `CompiledFormError` unless the checker accepts the contract and compiles it to the
+    same form: canonical bytes edited by hand may be well-formed JSON the checker would refuse
+    (basis points over 100%, a refund to someone other than the funder, a title delivered twice).
+    The contract is printed back as source (contracts_dsl.decompile) and compiled."""
+    if contract.hash in _verified:
+        return
+    # Loaded here: a program that only evaluates stored contracts it compiled itself never
+    # needs the parser and checker (see the package docstring).
+    from contracts_dsl.compiler import compile_source
+    from contracts_dsl.decompile import source_of
+
+    result = compile_source(source_of(contract), "<compiled form>")
+    if result.contract is None:
+        errors = [f"{d.code} {d.message}" for d in result.diagnostics if d.is_error]
+        raise CompiledFormError("the checker refuses this contract: " + "; ".join(errors[:5]))
+    if result.contract.hash != contract.hash:
+        raise CompiledFormError(
+            "the compiled form is not one the compiler makes (its source compiles differently)"
+        )

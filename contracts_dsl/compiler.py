@@ -30,6 +30,7 @@ from contracts_dsl.compiled import (
     TimingSpec,
     Value,
     canonical_json,
+    mark_verified,
     number_patterns,
     sort_canonically,
 )
@@ -64,6 +65,7 @@ def compile_source(text: str, path: str = "<input>") -> CompileResult:
     if checked.ok:
         assert checked.parsed.tree is not None
         contract = compile_checked(checked.parsed.tree, checked.symbols)
+        mark_verified(contract.hash)
     return CompileResult(checked.parsed.source, checked.diagnostics, contract, checked)
 
 

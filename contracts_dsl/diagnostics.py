@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
@@ -62,6 +62,7 @@ CODES: Final[Mapping[str, CodeInfo]] = MappingProxyType(
             CodeInfo("CD012", _E, "misplaced or repeated contract header"),
             CodeInfo("CD013", _E, "unsupported language version"),
             CodeInfo("CD014", _E, "source is not valid UTF-8"),
+            CodeInfo("CD015", _E, "name too long"),
             # Names.
             CodeInfo("CD020", _E, "unknown name"),
             CodeInfo("CD021", _E, "duplicate name"),
@@ -107,6 +108,8 @@ CODES: Final[Mapping[str, CodeInfo]] = MappingProxyType(
             # Delivery versus payment.
             CodeInfo("CD064", _E, "title delivered against a payment that can fall short"),
             CodeInfo("CD065", _W, "payment can be starved to zero by a `remainder`"),
+            # Time.
+            CodeInfo("CD066", _W, "window anchored on an event other patterns accept differently"),
         )
     }
 )
@@ -227,11 +230,21 @@ def render(diagnostic: Diagnostic, source: SourceFile) -> str:
     return "\n".join(lines)
 
 
-def render_all(diagnostics: Iterable[Diagnostic], source: SourceFile) -> str:
-    """Render every diagnostic, blank-line separated, followed by a one-line summary."""
+def render_all(
+    diagnostics: Iterable[Diagnostic], source: SourceFile, omitted: Sequence[Diagnostic] = ()
+) -> str:
+    """Render every diagnostic, blank-line separated, followed by a one-line summary. `omitted`
+    are the diagnostics past `limits.DIAGNOSTICS_MAX`: counted in the summary, not shown."""
     items = list(diagnostics)
     blocks = [render(d, source) for d in items]
-    errors = sum(1 for d in items if d.is_error)
-    warnings = len(items) - errors
+    if omitted:
+        blocks.append(
+            f"... and {len(omitted)} more diagnostic(s) not shown: at most "
+            f"{limits.DIAGNOSTICS_MAX} are reported for one file (the first not shown is "
+            f"{omitted[0].code} at {omitted[0].location()})"
+        )
+    everything = [*items, *omitted]
+    errors = sum(1 for d in everything if d.is_error)
+    warnings = len(everything) - errors
     blocks.append(f"{source.path}: {errors} error(s), {warnings} warning(s)")
     return "\n\n".join(blocks)

@@ -410,6 +410,33 @@ def _check_inputs(
     return problems
 
 
+def _wrong_types(
+    contract: object, params: object, escrow: object, events: object, state: object
+) -> list[InputError]:
+    """EV007 for every input that is not of its declared type (callers may not be typed)."""
+    wrong = []
+    for field_name, value, expected in (
+        ("contract", contract, CompiledContract),
+        ("params", params, BoundParams),
+        ("escrow", escrow, Escrow),
+    ):
+        if not isinstance(value, expected):
+            wrong.append(
+                InputError("EV007", field_name, f"expected {expected.__name__}, got {_kind(value)}")
+            )
+    if not isinstance(events, Sequence) or isinstance(events, str | bytes):
+        wrong.append(InputError("EV007", "events", f"expected a sequence, got {_kind(events)}"))
+    if state is not None and not isinstance(state, ContractState):
+        wrong.append(
+            InputError("EV007", "state", f"expected a ContractState or None, got {_kind(state)}")
+        )
+    return wrong
+
+
+def _kind(value: object) -> str:
+    return "None" if value is None else type(value).__name__
+
+
 def evaluate(
     contract: CompiledContract,
     params: BoundParams,
@@ -422,6 +449,10 @@ def evaluate(
 
     `events` is every verified event so far; `now` is an aware datetime or Unix microseconds;
     `state` is the state returned by the previous call (None the first time)."""
+    wrong = _wrong_types(contract, params, escrow, events, state)
+    if wrong:
+        # Nothing can be read from inputs of the wrong type: pay nothing, give them back.
+        return Evaluation((), state, escrow, rejected=tuple(wrong))  # type: ignore[arg-type]
     current = state if state is not None else ContractState.initial(contract)
     now_us = _now_us(now)
     problems = [now_us] if isinstance(now_us, InputError) else []

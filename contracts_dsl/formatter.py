@@ -17,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from contracts_dsl import _literals
+from contracts_dsl import _literals, limits
 from contracts_dsl import ast_nodes as a
-from contracts_dsl.diagnostics import Diagnostic
+from contracts_dsl.diagnostics import Diagnostic, make
 from contracts_dsl.parser import parse
 from contracts_dsl.source import SourceFile
 
@@ -47,6 +47,20 @@ def format_source(text: str, path: str = "<input>") -> FormatResult:
     ):
         return FormatResult(None, parsed.diagnostics, False)
     formatted = format_tree(parsed.tree, parsed.source)
+    size = len(formatted.encode("utf-8", errors="surrogatepass"))
+    if size > limits.SOURCE_BYTES_MAX:
+        # Never turn a file that fits into one that does not: leave it as it is.
+        source = parsed.source
+        too_large = make(
+            "CD006",
+            f"formatted, the source would be {size} bytes; the limit is "
+            f"{limits.SOURCE_BYTES_MAX} bytes, so it is left as it is",
+            source.span(0, 0),
+            source,
+            label="formatting would make the file too large",
+            help="split the contract or shorten it before formatting",
+        )
+        return FormatResult(None, (*parsed.diagnostics, too_large), False)
     return FormatResult(formatted, parsed.diagnostics, formatted != text)
 
 

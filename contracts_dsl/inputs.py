@@ -14,6 +14,7 @@ Events and evaluation (EV):
     EV001 parameters bound for another contract      EV002 state of another contract
     EV003 escrow currency differs from the contract  EV004 inconsistent escrow amounts
     EV005 invalid `now`                              EV006 too many events
+    EV007 an input of the wrong type (contract, params, escrow, events, state)
     EV010 malformed event (it is ignored)            EV011 duplicate event id (ignored)
 """
 

@@ -16,6 +16,8 @@ NESTING_DEPTH_MAX: Final = 8
 """Deepest nesting of brackets `( [ {` in a source (CD007)."""
 TEXT_LITERAL_CHARS_MAX: Final = 256
 """Longest text literal, in characters after unescaping (CD009)."""
+NAME_CHARS_MAX: Final = 64
+"""Longest name (parameter, oracle, clause label, attribute) or event type (CD015)."""
 NUMBER_DIGITS_MAX: Final = 24
 """Most digits in a number, amount or percentage literal (CD005)."""
 SNIPPET_CHARS_MAX: Final = 120

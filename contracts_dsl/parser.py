@@ -19,6 +19,7 @@ import functools
 import importlib.resources
 import re
 import threading
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -133,8 +134,20 @@ class ParseResult:
         return self.tree is not None and not any(d.is_error for d in self.diagnostics)
 
 
+def normalise_line_ends(text: str) -> str:
+    """Lone carriage returns (classic Mac line ends) become line feeds; `\r\n` stays. The text
+    keeps its length, so every offset and span stays valid for the original text."""
+    if "\r" not in text:
+        return text
+    return _LONE_CR.sub("\n", text)
+
+
+_LONE_CR: Final = re.compile(r"\r(?!\n)")
+
+
 def parse(text: str, path: str = "<input>") -> ParseResult:
     """Parse contract source text. Never raises; see the module docstring for what is reported."""
+    text = normalise_line_ends(text)
     source = SourceFile(text, path)
     size = len(text.encode("utf-8", errors="surrogatepass"))
     if size > limits.SOURCE_BYTES_MAX:
@@ -146,8 +159,10 @@ def parse(text: str, path: str = "<input>") -> ParseResult:
             label="file too large",
         )
         return ParseResult(source, None, (diagnostic,))
-    too_deep = _nesting_violation(text)
-    if too_deep is not None:
+    working, odd = _odd_characters(source)
+    brackets = _scan_brackets(working)
+    if brackets.too_deep is not None:
+        too_deep = brackets.too_deep
         diagnostic = make(
             "CD007",
             f"brackets nest deeper than {limits.NESTING_DEPTH_MAX} levels",
@@ -156,14 +171,56 @@ def parse(text: str, path: str = "<input>") -> ParseResult:
             label="too deep",
             help="split the condition into simpler clauses",
         )
-        return ParseResult(source, None, (diagnostic,))
-    return _parse_with_recovery(source)
+        return ParseResult(source, None, (*odd, diagnostic))
+    return _parse_with_recovery(source, working, odd, brackets.unclosed)
 
 
-def _nesting_violation(text: str) -> int | None:
-    """Offset of the first bracket nested deeper than the limit (skipping strings and comments)."""
-    depth = 0
-    index = 0
+# -- characters that look like something they are not -----------------------------------------
+
+_BIDI_CONTROLS: Final = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+"""Bidirectional controls: they reorder how text is displayed (Trojan Source, CVE-2021-42574)."""
+_INVISIBLE: Final = frozenset("\u200b\u200c\u200d\u2060\ufeff\u00ad")
+"""Zero-width and invisible characters: two names or texts that look equal would differ."""
+_PLAIN_WHITESPACE: Final = frozenset(" \t\n\r\f")
+
+
+def char_name(char: str) -> str:
+    """`U+00A0 NO-BREAK SPACE` (for messages)."""
+    return f"U+{ord(char):04X} {unicodedata.name(char, 'unnamed character')}"
+
+
+def suspicious_in_text(value: str) -> tuple[int, str] | None:
+    """The first bidirectional control or invisible character in a text value, with why."""
+    for index, char in enumerate(value):
+        if char in _BIDI_CONTROLS:
+            return index, (
+                f"text contains {char_name(char)}, a bidirectional control that can make the "
+                "contract display differently from what it does"
+            )
+        if char in _INVISIBLE:
+            return index, (
+                f"text contains {char_name(char)}, an invisible character: two texts that look "
+                "equal would not be"
+            )
+    return None
+
+
+def _odd_characters(source: SourceFile) -> tuple[str, list[Diagnostic]]:
+    """The text to parse (odd spaces outside text literals and comments, and a leading byte
+    order mark, replaced by plain spaces so nothing else is reported because of them), and a
+    diagnostic for each odd character. Bidirectional controls are refused everywhere, comments
+    included; invisible characters and spaces other than space and tab outside text literals and
+    comments; inside text literals the parser checks them (CD009)."""
+    text = source.text
+    if text.isascii():
+        return text, []
+    chars = list(text)
+    found: list[Diagnostic] = []
+    if chars and chars[0] == "\ufeff":
+        chars[0] = " "  # a UTF-8 byte order mark: accepted
+    index = 1 if text.startswith("\ufeff") else 0
     length = len(text)
     while index < length:
         char = text[index]
@@ -173,15 +230,99 @@ def _nesting_violation(text: str) -> int | None:
                 index += 2 if text[index] == "\\" else 1
         elif char == "#":
             while index < length and text[index] != "\n":
+                if text[index] in _BIDI_CONTROLS:
+                    found.append(_odd(source, index, "in a comment"))
+                    chars[index] = " "
                 index += 1
-        elif char in "([{":
-            depth += 1
-            if depth > limits.NESTING_DEPTH_MAX:
-                return index
-        elif char in ")]}":
-            depth = max(0, depth - 1)
+            continue
+        elif (
+            char in _BIDI_CONTROLS
+            or char in _INVISIBLE
+            or (char.isspace() and char not in _PLAIN_WHITESPACE)
+        ):
+            found.append(_odd(source, index, ""))
+            chars[index] = " "
         index += 1
-    return None
+    return "".join(chars), found
+
+
+def _odd(source: SourceFile, offset: int, where: str) -> Diagnostic:
+    char = source.text[offset]
+    if char in _BIDI_CONTROLS:
+        kind, label = "a bidirectional control character", "reorders how the text is displayed"
+        help_text = "remove it: it can make the contract read differently from what it does"
+    elif char in _INVISIBLE:
+        kind, label = "an invisible character", "invisible"
+        help_text = "remove it"
+    else:
+        kind, label = "a space character other than space or tab", "looks like a space"
+        help_text = "replace it with a plain space"
+    suffix = f" {where}" if where else ""
+    return make(
+        "CD001",
+        f"unexpected character {char_name(char)}{suffix}: {kind}",
+        source.span(offset, offset + 1),
+        source,
+        label=label,
+        help=help_text,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Brackets:
+    too_deep: int | None
+    """Offset of the first bracket nested deeper than the limit."""
+    unclosed: tuple[int, ...]
+    """Offsets of `(` and `[` still open when the next statement starts (or the file ends)."""
+
+
+_STATEMENT_KEYWORD: Final = re.compile(
+    r"(?:contract|param|oracle|event|escrow|deadline|when|clause|one)(?![\w.])"
+)
+
+
+def _scan_brackets(text: str) -> _Brackets:
+    """Bracket nesting, skipping strings and comments. `(` and `[` never span statements: one
+    still open when a new statement starts at the beginning of a line is unclosed, and is not
+    counted towards the nesting of what follows (only `{` of `one of` holds statements)."""
+    stack: list[int] = []
+    unclosed: list[int] = []
+    index = 0
+    length = len(text)
+    line_start = True
+    while index < length:
+        char = text[index]
+        if line_start and char not in " \t":
+            line_start = False
+            if (
+                char.islower()
+                and any(text[i] in "([" for i in stack)
+                and _STATEMENT_KEYWORD.match(text, index)
+            ):
+                unclosed.extend(i for i in stack if text[i] in "([")
+                stack = [i for i in stack if text[i] == "{"]
+        if char == '"':
+            index += 1
+            while index < length and text[index] not in '"\n':
+                index += 2 if text[index] == "\\" else 1
+            if index < length and text[index] == '"':
+                index += 1
+            continue
+        if char == "#":
+            while index < length and text[index] != "\n":
+                index += 1
+            continue
+        if char == "\n":
+            line_start = True
+        elif char in "([{":
+            stack.append(index)
+            if len(stack) > limits.NESTING_DEPTH_MAX:
+                return _Brackets(index, tuple(unclosed))
+        elif char in ")]}" and stack:
+            stack.pop()
+        index += 1
+    unclosed.extend(i for i in stack if text[i] in "([")
+    return _Brackets(None, tuple(sorted(unclosed)))
 
 
 def _statement_starts(text: str) -> tuple[list[int], list[int]]:
@@ -290,21 +431,23 @@ def _blank(text: str, start: int, end: int) -> str:
     return text[:start] + middle + text[end:]
 
 
-def _parse_with_recovery(source: SourceFile) -> ParseResult:
-    text = source.text
+def _parse_with_recovery(
+    source: SourceFile, working: str, odd: list[Diagnostic], unclosed: tuple[int, ...]
+) -> ParseResult:
+    text = working
     starts, braces = _statement_starts(text)
     boundaries = sorted(set(starts) | set(braces))
     diagnostics: list[Diagnostic] = []
     recovered: set[str] = set()
-    working = text
     while True:
         _CommentSink.reset()
         try:
             tree = _lark().parse(working)
         except UnexpectedInput as error:
             if len(diagnostics) >= limits.SYNTAX_ERRORS_MAX:
-                return ParseResult(source, None, tuple(diagnostics), frozenset(recovered))
+                return _unparsed(source, diagnostics, odd, recovered)
             diagnostic = _syntax_diagnostic(error, SourceFile(working, source.path), source)
+            diagnostic = _blame_unclosed(diagnostic, unclosed, starts, source)
             repeated_end = diagnostic.code == "CD003" and any(
                 d.code == "CD003" for d in diagnostics
             )
@@ -312,7 +455,7 @@ def _parse_with_recovery(source: SourceFile) -> ParseResult:
                 diagnostics.append(diagnostic)
             region = _recovery_region(working, diagnostic.span.start, starts, boundaries)
             if region is None:
-                return ParseResult(source, None, tuple(diagnostics), frozenset(recovered))
+                return _unparsed(source, diagnostics, odd, recovered)
             for match in _DECLARED_NAME.finditer(text[region[0] : region[1]]):
                 recovered.add(match.group(1) or match.group(2))
             for match in _SINGLETON.finditer(text[region[0] : region[1]]):
@@ -327,8 +470,51 @@ def _parse_with_recovery(source: SourceFile) -> ParseResult:
     builder = _Builder(source)
     ast = builder.build(tree, comments)
     diagnostics.extend(builder.diagnostics)
+    diagnostics.extend(odd)
     diagnostics.sort(key=sort_key)
     return ParseResult(source, ast, tuple(diagnostics), frozenset(recovered))
+
+
+def _unparsed(
+    source: SourceFile, diagnostics: list[Diagnostic], odd: list[Diagnostic], recovered: set[str]
+) -> ParseResult:
+    found = sorted([*diagnostics, *odd], key=sort_key)
+    return ParseResult(source, None, tuple(found), frozenset(recovered))
+
+
+def _blame_unclosed(
+    diagnostic: Diagnostic, unclosed: tuple[int, ...], starts: list[int], source: SourceFile
+) -> Diagnostic:
+    """A syntax error in a statement with a `(` or `[` that is never closed is reported where
+    that bracket opened (the parser only notices later, often on the next line)."""
+    if not unclosed or diagnostic.code not in ("CD002", "CD003"):
+        return diagnostic
+    at = diagnostic.span.start
+    statement = max((s for s in starts if s <= at), default=0)
+    # The error is in the statement holding the bracket, or at the start of the next one.
+    opened = [o for o in unclosed if o < at and (o >= statement or at in starts)]
+    if at in starts:
+        previous = max((s for s in starts if s < at), default=0)
+        opened = [o for o in opened if o >= previous]
+    if not opened:
+        return diagnostic
+    bracket = opened[-1]
+    char = source.text[bracket]
+    closer = ")" if char == "(" else "]"
+    where = f"{diagnostic.span.line}:{diagnostic.span.column}"
+    if diagnostic.code == "CD003":
+        note = "the file ends before it is closed"
+    else:
+        note = f"the parser stopped at {where}: {diagnostic.message}, {diagnostic.label}"
+    return make(
+        "CD002",
+        f"`{char}` is never closed",
+        source.span(bracket, bracket + 1),
+        source,
+        label=f"this `{char}` has no matching `{closer}`",
+        notes=[note],
+        help=f"add the missing `{closer}`",
+    )
 
 
 def _recovery_region(
@@ -394,6 +580,7 @@ class _Builder:
 
     def _ident(self, token: lark.Token) -> a.Ident:
         ident = a.Ident(str(token.value), self._span(token))
+        self._check_length(ident)
         if token.type == "NAME" and ident.name in keywords():
             self._report(
                 "CD010",
@@ -403,6 +590,22 @@ class _Builder:
                 help=f"pick another name, e.g. `{ident.name}_`",
             )
         return ident
+
+    def _event_type(self, token: lark.Token) -> a.Ident:
+        ident = a.Ident(str(token.value), self._span(token))
+        self._check_length(ident)
+        return ident
+
+    def _check_length(self, ident: a.Ident) -> None:
+        if len(ident.name) > limits.NAME_CHARS_MAX:
+            self._report(
+                "CD015",
+                f"the name is {len(ident.name)} characters long; the limit is "
+                f"{limits.NAME_CHARS_MAX}",
+                ident.span,
+                label="too long",
+                help="use a shorter name",
+            )
 
     def _text(self, token: lark.Token) -> a.TextLit:
         raw = str(token.value)
@@ -421,6 +624,21 @@ class _Builder:
                 span,
                 label="too long",
             )
+        elif not value.isascii():
+            suspicious = suspicious_in_text(raw)
+            if suspicious is not None:
+                offset, message = suspicious
+                at = span.start + offset
+                self._report("CD009", message, self.source.span(at, at + 1), label="here")
+            elif not unicodedata.is_normalized("NFC", value):
+                self._report(
+                    "CD009",
+                    "text is not in Unicode normal form C: it would not equal text that looks "
+                    "the same",
+                    span,
+                    label="not NFC",
+                    help=f"write it as {_literals.quote_text(unicodedata.normalize('NFC', value))}",
+                )
         return a.TextLit(value, raw, span)
 
     def _number(
@@ -540,9 +758,7 @@ class _Builder:
                     )
                 )
         self._limit("attributes", attrs, [x.span for x in attrs], limits.ATTRIBUTES_MAX)
-        return a.EventDecl(
-            a.Ident(str(type_token.value), self._span(type_token)), tuple(attrs), self._span(tree)
-        )
+        return a.EventDecl(self._event_type(type_token), tuple(attrs), self._span(tree))
 
     def _escrow(self, tree: lark.Tree[lark.Token]) -> a.EscrowDecl:
         money_tree, funder_token = tree.children
@@ -619,7 +835,7 @@ class _Builder:
             limits.CONSTRAINTS_PER_PATTERN_MAX,
         )
         return a.Pattern(
-            a.Ident(str(event_token.value), self._span(event_token)),
+            self._event_type(event_token),
             tuple(constraints),
             attester,
             tuple(timings),
@@ -668,7 +884,7 @@ class _Builder:
             duration_tree, anchor_token = tree.children
             assert isinstance(duration_tree, lark.Tree)
             assert isinstance(anchor_token, lark.Token)
-            anchor = a.Ident(str(anchor_token.value), self._span(anchor_token))
+            anchor = self._event_type(anchor_token)
             return a.Within(self._duration(duration_tree), anchor, span)
         time_tree = tree.children[0]
         assert isinstance(time_tree, lark.Tree)
