@@ -13,18 +13,21 @@ BUF         := $(TOOLS)/node_modules/.bin/buf
 BUF_STAMP   := $(TOOLS)/.buf-$(BUF_VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv buf run demo serve test test-fast lint fmt proto bench bench-sim postgres-binaries browser clean
+.PHONY: help venv buf run demo serve test test-fast lint fmt proto client-wheel bench bench-sim postgres-binaries browser clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): pyproject.toml
+# Two distributions from one checkout: condpay-client (proto/pyproject.toml: the SDK, wallets,
+# contracts_dsl) and the server, condpay, which depends on it; both editable, in one pip call so
+# that the server's condpay-client requirement is met by ./proto (docs/packaging.md).
+$(STAMP): pyproject.toml proto/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e ./proto -e '.[dev,sim]'
 	@touch $(STAMP)
 
-venv: $(STAMP) ## create .venv and install condpay with its dev tools (when pyproject.toml changed)
+venv: $(STAMP) ## create .venv and install condpay, the client and the dev tools (when a pyproject.toml changed)
 
 $(BUF_STAMP):
 	@command -v npm >/dev/null 2>&1 || { echo "buf is installed with npm: install Node.js and npm (Debian: apt-get install npm)" >&2; exit 1; }
@@ -89,6 +92,10 @@ fmt: venv ## apply ruff's formatting and safe fixes
 proto: venv ## regenerate the committed stubs from proto/condpay/v1/*.proto
 	$(BIN)/python proto/generate.py
 
+client-wheel: venv ## build the client-only distribution (the SDK, no server) -> dist/condpay_client-*.whl
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist ./proto
+	@ls dist/condpay_client-*.whl
+
 bench: venv postgres-binaries ## transfers, lifecycles, PvP/DvP per second and latency on SQLite and PostgreSQL -> var/bench/*.json
 	$(BIN)/python -m tests.bench
 
@@ -96,4 +103,4 @@ bench-sim: venv ## the gba-day scenario (3,000 orders) on embedded SQLite -> var
 	$(BIN)/condpay sim run gba-day --report var/bench/gba-day
 
 clean: ## remove the venv, the tools, ./var and caches
-	rm -rf $(VENV) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(TOOLS) var dist .pytest_cache .mypy_cache .ruff_cache .hypothesis

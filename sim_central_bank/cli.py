@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sim_central_bank import scenario as scenarios
-from sim_central_bank.report import print_summary, write_reports
+from sim_central_bank.report import PLOTS_MISSING, plots_available, print_summary, write_reports
 from sim_central_bank.runner import Target, TargetError, check_target, run
 
 
@@ -84,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except scenarios.ScenarioError as error:
         _say(console, str(error))
         return 2
+    if not plots_available():  # the run and its audit need no plots: say so once, go on
+        _say(console, PLOTS_MISSING, style="yellow")
     target = Target(server=args.server, bridge=args.bridge, database_url=args.database_url)
     try:
         check_target(scenario, target)
@@ -101,8 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0 if record.passed else 1
 
 
-def _say(console: Console, message: str) -> None:
-    """One line in red, taken literally (no markup in file names or server messages)."""
+def _say(console: Console, message: str, *, style: str = "red") -> None:
+    """One line (red: an error), taken literally (no markup in file names or server messages)."""
     console.print(
-        f"condpay sim: {' '.join(message.split())}", style="red", markup=False, soft_wrap=True
+        f"condpay sim: {' '.join(message.split())}", style=style, markup=False, soft_wrap=True
     )

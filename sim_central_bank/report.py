@@ -9,7 +9,9 @@ One :class:`~sim_central_bank.record.RunRecord`, three renderings:
   equal bytes;
 - :func:`write_html`: ``report.html`` for people, one self-contained page (inline CSS, inline SVG
   plots drawn by matplotlib, no external URL) with the same tables and plots of throughput,
-  latency, escrow held and supply over time.
+  latency, escrow held and supply over time. matplotlib is the ``condpay[sim]`` extra, imported
+  only to draw: without it the page says, in place of each plot, how to install it
+  (:data:`PLOTS_MISSING`), and ``condpay sim run`` says so in one line.
 
 :func:`write_reports` writes both files into a folder.
 
@@ -35,27 +37,30 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import matplotlib
 import orjson
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-from matplotlib.typing import RcKeyType
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
 from sim_central_bank.record import ACCEPTED, CallSample, RunRecord, TimelineSample
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from matplotlib.figure import Figure
+    from matplotlib.typing import RcKeyType
+
 __all__ = [
     "PERCENTILES",
+    "PLOTS_MISSING",
     "LatencyStats",
     "OperationRow",
     "latency_stats",
     "nearest_rank",
     "operation_rows",
+    "plots_available",
     "print_summary",
     "render_html",
     "report_document",
@@ -75,6 +80,11 @@ HISTOGRAM_RPCS_MAX: Final = 6
 HISTOGRAM_BINS: Final = 40
 #: The accepted-calls curve uses 1-second bins, widened so that a long run has at most this many.
 THROUGHPUT_BINS_MAX: Final = 120
+
+#: Said once by ``condpay sim run`` and in place of each plot when matplotlib is not installed.
+PLOTS_MISSING: Final = (
+    "report.html has no plots: matplotlib is not installed (pip install 'condpay[sim]')"
+)
 
 _PASS_COLOUR: Final = "#1a7f37"
 _FAIL_COLOUR: Final = "#b42318"
@@ -364,6 +374,16 @@ def print_summary(record: RunRecord, console: Console | None = None) -> None:
 
 # -- plots (matplotlib, Agg, inline SVG) ---------------------------------------------------------
 
+
+def plots_available() -> bool:
+    """Whether matplotlib (the ``condpay[sim]`` extra) can be imported to draw the plots."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 _RC: Final[dict[RcKeyType, Any]] = {
     "svg.fonttype": "none",  # text stays text: small, selectable, escaped by matplotlib's writer
     "text.parse_math": False,  # a "$" in an RPC or currency name is a character, not TeX
@@ -374,6 +394,9 @@ _RC: Final[dict[RcKeyType, Any]] = {
 
 
 def _new_figure() -> tuple[Figure, Any]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(9.0, 3.0), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
@@ -384,6 +407,8 @@ def _new_figure() -> tuple[Figure, Any]:
 def _inline_svg(figure: Figure, name: str, label: str) -> str:
     """The figure as an <svg> element for an HTML page: no XML prolog, DTD, metadata or namespace
     URLs; ids salted by the plot's name so that several plots on a page never share one."""
+    import matplotlib
+
     buffer = io.StringIO()
     salted: dict[RcKeyType, Any] = {**_RC, "svg.hashsalt": f"condpay-{name}"}
     with matplotlib.rc_context(salted):
@@ -410,6 +435,8 @@ def _throughput_plot(record: RunRecord, timeline: Sequence[TimelineSample]) -> s
     call_edges, calls = _accepted_call_rate(record)
     if not settled and not calls:
         return None
+    import matplotlib
+
     with matplotlib.rc_context(_RC):
         figure, axes = _new_figure()
         if settled:
@@ -452,6 +479,9 @@ def _latency_plot(calls: Sequence[CallSample]) -> str | None:
     others = [value for rpc in ranked[HISTOGRAM_RPCS_MAX:] for value in by_rpc[rpc]]
     if others:
         series.append(("other RPCs", others))
+    import matplotlib
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     with matplotlib.rc_context(_RC):
         figure, axes = _new_figure()
         for name, values in series:
@@ -478,6 +508,9 @@ def _per_currency_plot(
     if not timeline or not currencies:
         return None
     times = [sample.at_s for sample in timeline]
+    import matplotlib
+    from matplotlib.ticker import FuncFormatter
+
     with matplotlib.rc_context(_RC):
         figure, axes = _new_figure()
         for index, currency in enumerate(currencies):
@@ -548,7 +581,12 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[tuple[str, str]]]) ->
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
 
 
-def _figure(svg: str | None, caption: str) -> str:
+def _figure(draw: Callable[[], str | None], caption: str, plots: bool) -> str:
+    """The plot ``draw`` makes, captioned; a line instead when there is no data to plot or no
+    matplotlib to draw with (``plots``)."""
+    if not plots:
+        return f'<p class="none">{_e(caption)}: {_e(PLOTS_MISSING)}.</p>'
+    svg = draw()
     if svg is None:
         return f'<p class="none">{_e(caption)}: no data recorded.</p>'
     return f"<figure>\n{svg}\n<figcaption>{_e(caption)}</figcaption>\n</figure>"
@@ -558,6 +596,7 @@ def render_html(record: RunRecord) -> str:
     """report.html's text: one page, no external resources, every recorded string escaped."""
     state = "pass" if record.passed else "fail"
     timeline = _ordered_timeline(record.timeline)
+    plots = plots_available()
 
     facts = [
         ("Started", record.started_at or "?"),
@@ -625,24 +664,33 @@ def render_html(record: RunRecord) -> str:
         invariants if record.invariants else '<p class="none">No invariant was checked.</p>',
         "<h2>Throughput</h2>",
         _figure(
-            _throughput_plot(record, timeline),
+            lambda: _throughput_plot(record, timeline),
             "Settlements per second between ledger samples, and accepted RPCs per second",
+            plots,
         ),
         "<h2>Operations</h2>",
         operations if record.operations else '<p class="none">No operation was recorded.</p>',
         "<h2>Latency</h2>",
         latency if record.calls else '<p class="none">No call was recorded.</p>',
         "<p>Percentiles are nearest-rank over every call of the RPC, accepted or refused.</p>",
-        _figure(_latency_plot(record.calls), "Latency histogram per RPC (log-spaced bins)"),
+        _figure(
+            lambda: _latency_plot(record.calls),
+            "Latency histogram per RPC (log-spaced bins)",
+            plots,
+        ),
         "<h2>Escrow held</h2>",
         _figure(
-            _per_currency_plot(timeline, "escrow_held_minor", "escrow", "Escrow held over time"),
+            lambda: _per_currency_plot(
+                timeline, "escrow_held_minor", "escrow", "Escrow held over time"
+            ),
             "Held in open escrows, per currency (minor units)",
+            plots,
         ),
         "<h2>Supply</h2>",
         _figure(
-            _per_currency_plot(timeline, "supply_minor", "supply", "Supply over time"),
+            lambda: _per_currency_plot(timeline, "supply_minor", "supply", "Supply over time"),
             "Issued minus redeemed, per currency (minor units)",
+            plots,
         ),
         "<h2>Faults injected</h2>",
         faults,

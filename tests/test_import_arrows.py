@@ -28,6 +28,8 @@ FORBIDDEN = {
     # The public API package (stubs and client) must not reach into the server; it may use the
     # leaf packages (wallets to sign, contracts_dsl to hash the parameters a payer signs).
     "condpay": {"settlement", "sim_central_bank", "bridges", "launcher"},
+    # The `condpay` command: the one package that may import every part (it mounts their CLIs).
+    "launcher": set(),
 }
 FOLDERS = {"condpay": ROOT / "proto" / "condpay"}
 
@@ -52,6 +54,13 @@ def test_package_imports_only_what_the_arrows_allow(package: str) -> None:
         if imported_packages(path) & FORBIDDEN[package]
     ]
     assert not violations, "\n".join(violations)
+
+
+def test_every_package_has_its_arrows() -> None:
+    """A new top-level package must say what it may not import (here, in FORBIDDEN)."""
+    packages = {path.parent.name for path in ROOT.glob("*/__init__.py")} - {"tests"}
+    packages |= {name for name, folder in FOLDERS.items() if (folder / "__init__.py").exists()}
+    assert packages == PROJECT == set(FORBIDDEN)
 
 
 def test_the_checker_sees_a_forbidden_import(tmp_path: Path) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import re
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from sim_central_bank.record import (
     TimelineSample,
 )
 from sim_central_bank.report import (
+    PLOTS_MISSING,
     nearest_rank,
     print_summary,
     render_html,
@@ -232,6 +235,38 @@ def test_report_html_is_self_contained_and_escaped(tmp_path: Path) -> None:
     assert page.count(">CNY</text>") == 2
     assert page.count(">HKD</text>") == 2
     assert render_html(record) == page  # deterministic
+
+
+def test_without_matplotlib_the_report_says_how_to_get_its_plots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """matplotlib is the condpay[sim] extra: without it report.html keeps its tables and says,
+    in place of each plot, how to install it."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` -> ImportError
+    page = write_html(_run(), tmp_path / "report.html").read_text()
+    assert "<svg" not in page
+    assert page.count("matplotlib is not installed (pip install &#x27;condpay[sim]&#x27;)") == 4
+    assert "forged_attestations_refused" in page  # the rest of the report is all there
+
+
+def test_without_matplotlib_condpay_sim_run_says_so_in_one_line() -> None:
+    """In a fresh interpreter where matplotlib cannot be imported: the simulator's modules import
+    (matplotlib is imported only to draw), and `condpay sim run` says so in one line."""
+    script = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        "from launcher import main\n"
+        # A run refused before any trade (--bridge without --server): the notice comes first.
+        "sys.exit(main(['sim', 'run', 'smoke', '--bridge', '127.0.0.1:1']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"condpay sim: {PLOTS_MISSING}"
+    assert lines[1].startswith("condpay sim: --bridge goes with --server")
+    assert len(lines) == 2
+    assert done.stderr == ""
 
 
 def test_report_html_renders_in_chromium(tmp_path: Path, chromium: Path) -> None:
