@@ -89,7 +89,7 @@ fmt: venv ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-proto: venv ## regenerate the committed stubs from proto/condpay/v1/*.proto
+proto: venv ## regenerate the committed stubs and typed facades (condpay/services.py) from the .proto files
 	$(BIN)/python proto/generate.py
 
 client-wheel: venv ## build the client-only distribution (the SDK, no server) -> dist/condpay_client-*.whl

@@ -11,6 +11,7 @@ import sys
 from importlib.resources import files
 from pathlib import Path
 
+import generate_services as services
 from grpc_tools import protoc
 
 HERE = Path(__file__).resolve().parent
@@ -45,6 +46,12 @@ def generate(out_dir: Path) -> None:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
+    services.write(
+        out_dir / "condpay" / "services.py",
+        HERE,
+        [p for p in SOURCES if p.parent.name == "v1" and p.parent.parent.name == "condpay"],
+        [googleapis, well_known],
+    )
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
@@ -313,7 +313,6 @@ class Auditor:
         and claims always agree with each other, even while a release commits."""
         return await every_page(
             self.core,
-            self.core.payments.ListPayments,
             payment_pb2.ListPaymentsRequest(
                 page_size=PAYMENTS_PAGE, view=payment_pb2.PAYMENT_VIEW_BASIC
             ),
@@ -323,7 +322,6 @@ class Auditor:
     async def _settlements(self) -> list[settlement_pb2.Settlement]:
         return await every_page(
             self.core,
-            self.core.settlements.ListSettlements,
             settlement_pb2.ListSettlementsRequest(page_size=SETTLEMENTS_PAGE),
             lambda page: page.settlements,
         )
@@ -331,7 +329,6 @@ class Auditor:
     async def _journal(self) -> list[ledger_pb2.JournalEntry]:
         return await every_page(
             self.core,
-            self.core.wallets.ListJournal,
             wallet_pb2.ListJournalRequest(page_size=JOURNAL_PAGE),
             lambda page: page.entries,
         )
@@ -438,14 +435,13 @@ class Auditor:
 
 async def every_page(
     client: SettlementsClient,
-    method: Callable[..., Awaitable[Any]],
     request: Any,
     items: Callable[[Any], Iterable[T]],
 ) -> list[T]:
     """Every item of a paginated list call, page after page until the last."""
     out: list[T] = []
     while True:
-        page = await client.call(method, request)
+        page = await client.send(request)
         out += items(page)
         if not page.next_page_token:
             return out

@@ -419,7 +419,6 @@ async def fingerprint(economy: Economy, core: MeteredClient) -> str:
     # payments are listed too.
     for payment in await every_page(
         core,
-        core.payments.ListPayments,
         payment_pb2.ListPaymentsRequest(
             page_size=FINGERPRINT_PAGE, view=payment_pb2.PAYMENT_VIEW_BASIC
         ),

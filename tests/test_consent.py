@@ -171,8 +171,7 @@ async def everything(world: TradeWorld, title_ids: Iterable[str] = ()) -> Everyt
     payments: list[bytes] = []
     token = ""
     while True:
-        page: payment_pb2.ListPaymentsResponse = await auditor.call(
-            auditor.payments.ListPayments,
+        page: payment_pb2.ListPaymentsResponse = await auditor.api.payments.list_payments(
             payment_pb2.ListPaymentsRequest(page_size=500, page_token=token),
         )
         payments += [p.SerializeToString(deterministic=True) for p in page.payments]
@@ -181,8 +180,7 @@ async def everything(world: TradeWorld, title_ids: Iterable[str] = ()) -> Everyt
             break
     titles: list[bytes] = []
     for wallet_id in sorted(world.wallets.values()):
-        listed: asset_pb2.ListTitlesResponse = await auditor.call(
-            auditor.assets.ListTitles,
+        listed: asset_pb2.ListTitlesResponse = await auditor.api.assets.list_titles(
             asset_pb2.ListTitlesRequest(holder_wallet_id=wallet_id, page_size=500),
         )
         titles += [t.SerializeToString(deterministic=True) for t in listed.titles]
@@ -312,11 +310,6 @@ def fund_request(
     return request
 
 
-async def send(client: SettlementsClient, rpc: str, request: Any) -> Any:
-    stub = client.wallets if rpc == "Transfer" else client.payments
-    return await client.call(getattr(stub, rpc), request)
-
-
 def simple_params(world: TradeWorld, price_minor: int) -> dict[str, object]:
     return {
         "buyer": world.wallets["buyer"],
@@ -329,7 +322,7 @@ def simple_params(world: TradeWorld, price_minor: int) -> dict[str, object]:
 async def test_a_relayed_transfer_is_refused_for_every_other_caller(harness: Harness) -> None:
     world = await consent_world(harness)
     request = transfer_request(world, 1_000_00, request_id="pay-1")
-    first = await send(world.platform, "Transfer", request)
+    first = await world.platform.send(request)
     assert not first.operation.replayed
     balance = await world.balance("buyer", "CNY")
     # The same bytes, relayed by a second and a third identity: each has its own request ids,
@@ -338,7 +331,7 @@ async def test_a_relayed_transfer_is_refused_for_every_other_caller(harness: Har
         await refused_without_effect(
             world,
             "SUBMITTER_MISMATCH",
-            send(world.client(relayer), "Transfer", request),
+            world.client(relayer).send(request),
             field="instruction.submitter",
         )
     # The named submitter under another request id.
@@ -346,11 +339,11 @@ async def test_a_relayed_transfer_is_refused_for_every_other_caller(harness: Har
     await refused_without_effect(
         world,
         "INSTRUCTION_MISMATCH",
-        send(world.platform, "Transfer", moved),
+        world.platform.send(moved),
         field="request_id",
     )
     # The named submitter under the signed request id: the stored outcome, nothing new.
-    again = await send(world.platform, "Transfer", request)
+    again = await world.platform.send(request)
     assert again.operation.replayed
     assert again.entry.seq == first.entry.seq
     assert await world.balance("buyer", "CNY") == balance == (499_000_00, 0)
@@ -366,48 +359,46 @@ def replace_request_id(request: Any, request_id: str) -> Any:
 async def test_a_relayed_lock_is_refused_for_every_other_platform(harness: Harness) -> None:
     world = await consent_world(harness)
     request = lock_request(world, CLEARED, simple_params(world, 100_000_00), request_id="lock-1")
-    locked = await send(world.platform, "LockPayment", request)
+    locked = await world.platform.send(request)
     assert locked.payment.payment_id == payment_id_for(PLATFORM, "lock-1")
     # Before: a second escrow of the buyer's money, owned by the replaying platform.
     for relayer in (OTHER_PLATFORM, THIRD_PLATFORM):
         await refused_without_effect(
             world,
             "SUBMITTER_MISMATCH",
-            send(world.client(relayer), "LockPayment", request),
+            world.client(relayer).send(request),
             field="payer_instruction.submitter",
         )
     await refused_without_effect(
         world,
         "INSTRUCTION_MISMATCH",
-        send(world.platform, "LockPayment", replace_request_id(request, "lock-2")),
+        world.platform.send(replace_request_id(request, "lock-2")),
     )
     assert await world.balance("buyer", "CNY") == (400_000_00, 100_000_00)
 
 
 async def test_a_relayed_funding_is_refused_for_every_other_financier(harness: Harness) -> None:
     world = await consent_world(harness)
-    locked = await send(
-        world.platform,
-        "LockPayment",
+    locked = await world.platform.send(
         lock_request(world, CLEARED, simple_params(world, 100_000_00), request_id="lock-f"),
     )
     payment_id = locked.payment.payment_id
     document = fund_document(world, payment_id, 40_000_00, request_id="fund-1")
     request = fund_request(document, world.keys["financier"], world.keys["buyer"])
-    funded = await send(world.client(FINANCIER), "FundEscrow", request)
+    funded = await world.client(FINANCIER).send(request)
     assert funded.financing.principal.amount_minor == 40_000_00
     # Before: the first financier paid again, and the record named the second.
     for relayer in OTHER_FINANCIERS:
         await refused_without_effect(
             world,
             "SUBMITTER_MISMATCH",
-            send(world.client(relayer), "FundEscrow", request),
+            world.client(relayer).send(request),
             field="financier_instruction.submitter",
         )
     await refused_without_effect(
         world,
         "INSTRUCTION_MISMATCH",
-        send(world.client(FINANCIER), "FundEscrow", replace_request_id(request, "fund-2")),
+        world.client(FINANCIER).send(replace_request_id(request, "fund-2")),
     )
     assert await world.balance("financier", "CNY") == (460_000_00, 0)
 
@@ -418,9 +409,7 @@ async def test_an_expiry_beyond_the_cap_is_refused(harness: Harness) -> None:
     await refused_without_effect(
         world,
         "INSTRUCTION_EXPIRY_TOO_FAR",
-        send(
-            world.platform,
-            "Transfer",
+        world.platform.send(
             transfer_request(world, 1_00, request_id="far-1", expires_at_us=far),
         ),
         field="instruction.expires_at_us",
@@ -429,9 +418,7 @@ async def test_an_expiry_beyond_the_cap_is_refused(harness: Harness) -> None:
     await refused_without_effect(
         world,
         "INSTRUCTION_EXPIRY_TOO_FAR",
-        send(
-            world.platform,
-            "LockPayment",
+        world.platform.send(
             lock_request(
                 world, CLEARED, simple_params(world, 1_00), request_id="far-2", expires_at_us=far
             ),
@@ -440,7 +427,7 @@ async def test_an_expiry_beyond_the_cap_is_refused(harness: Harness) -> None:
     )
     # Just inside the cap is fine.
     near = transfer_request(world, 1_00, request_id="near-1", expires_at_us=expiry_us(86_000))
-    assert (await send(world.platform, "Transfer", near)).entry.seq > 0
+    assert (await world.platform.send(near)).entry.seq > 0
 
 
 async def test_a_v1_document_is_refused_saying_that_v1_is_retired(harness: Harness) -> None:
@@ -461,7 +448,7 @@ async def test_a_v1_document_is_refused_saying_that_v1_is_retired(harness: Harne
         instruction=wallet_pb2.SignedInstruction(payload=v1, signature=buyer_key.sign(v1)),
     )
     error = await refused_without_effect(
-        world, "INSTRUCTION_MALFORMED", send(world.platform, "Transfer", request)
+        world, "INSTRUCTION_MALFORMED", world.platform.send(request)
     )
     assert "condpay.transfer.v1 format is retired" in error.message
     assert "condpay.transfer.v2" in error.message
@@ -499,9 +486,7 @@ async def test_a_title_pledge_serves_only_the_contract_and_terms_it_names(
         await refused_without_effect(
             world,
             "INSTRUCTION_MISMATCH",
-            send(
-                world.platform,
-                "LockPayment",
+            world.platform.send(
                 lock_request(
                     world, source, terms, request_id=request_id, pledges=[pledge_for(request_id)]
                 ),
@@ -513,9 +498,7 @@ async def test_a_title_pledge_serves_only_the_contract_and_terms_it_names(
     await refused_without_effect(
         world,
         "SUBMITTER_MISMATCH",
-        send(
-            world.client(OTHER_PLATFORM),
-            "LockPayment",
+        world.client(OTHER_PLATFORM).send(
             lock_request(
                 world,
                 DVP,
@@ -530,9 +513,7 @@ async def test_a_title_pledge_serves_only_the_contract_and_terms_it_names(
     )
     assert (await world.title(title_id)).holder_wallet_id == seller
     # The deal the seller signed goes through with its pledge.
-    locked = await send(
-        world.platform,
-        "LockPayment",
+    locked = await world.platform.send(
         lock_request(world, DVP, params, request_id="lock-ebl", pledges=[pledge_for("lock-ebl")]),
     )
     assert locked.payment.payment_id == payment_id_for(PLATFORM, "lock-ebl")
@@ -553,9 +534,7 @@ def error_shape(error: ApiError, ident: str) -> tuple[object, ...]:
 
 async def test_an_uninvited_financier_is_refused_and_learns_nothing(harness: Harness) -> None:
     world = await consent_world(harness)
-    locked = await send(
-        world.platform,
-        "LockPayment",
+    locked = await world.platform.send(
         lock_request(world, CLEARED, simple_params(world, 100_000_00), request_id="lock-u"),
     )
     payment_id = locked.payment.payment_id
@@ -581,13 +560,13 @@ async def test_an_uninvited_financier_is_refused_and_learns_nothing(harness: Har
         await refused_without_effect(
             world,
             "INVALID_AMOUNT",
-            send(uninvited, "FundEscrow", fund_request(greedy, own_key, payer_key)),
+            uninvited.send(fund_request(greedy, own_key, payer_key)),
             field="fee_minor",
         )
     await refused_without_effect(
         world,
         "MISSING_FIELD",
-        send(uninvited, "FundEscrow", fund_request(document(request_id="fund-u3"), own_key, None)),
+        uninvited.send(fund_request(document(request_id="fund-u3"), own_key, None)),
         field="payer_signature",
     )
     # The payer's signature over another payment's funding does not carry over.
@@ -596,9 +575,7 @@ async def test_an_uninvited_financier_is_refused_and_learns_nothing(harness: Har
     await refused_without_effect(
         world,
         "SIGNATURE_INVALID",
-        send(
-            uninvited,
-            "FundEscrow",
+        uninvited.send(
             fund_request(
                 moved,
                 own_key,
@@ -618,11 +595,11 @@ async def test_an_uninvited_financier_is_refused_and_learns_nothing(harness: Har
         invisible = await refused_without_effect(
             world,
             "PAYMENT_NOT_FOUND",
-            send(uninvited, "FundEscrow", fund_request(self_invited, own_key, own_key)),
+            uninvited.send(fund_request(self_invited, own_key, own_key)),
         )
         nonexistent = await refused(
             "PAYMENT_NOT_FOUND",
-            send(uninvited, "FundEscrow", fund_request(ghost, own_key, own_key)),
+            uninvited.send(fund_request(ghost, own_key, own_key)),
         )
         assert error_shape(invisible, payment_id) == error_shape(nonexistent, missing)
         assert "100000" not in invisible.message
@@ -635,9 +612,7 @@ async def test_an_assignment_by_a_wallet_that_is_no_payee_learns_nothing(
     harness: Harness,
 ) -> None:
     world = await consent_world(harness)
-    locked = await send(
-        world.platform,
-        "LockPayment",
+    locked = await world.platform.send(
         lock_request(world, CLEARED, simple_params(world, 100_000_00), request_id="lock-a"),
     )
     payment_id = locked.payment.payment_id
@@ -660,8 +635,7 @@ async def test_an_assignment_by_a_wallet_that_is_no_payee_learns_nothing(
         error = await refused_without_effect(
             world,
             "PAYMENT_NOT_FOUND",
-            financier.call(
-                financier.payments.AssignProceeds,
+            financier.api.payments.assign_proceeds(
                 payment_pb2.AssignProceedsRequest(
                     request_id=document.request_id,
                     payload=payload,
@@ -720,9 +694,7 @@ async def test_a_squatted_event_id_does_not_block_the_victims_attestation(
 ) -> None:
     world = await consent_world(harness)
     victim = (
-        await send(
-            world.platform,
-            "LockPayment",
+        await world.platform.send(
             lock_request(world, CLEARED, simple_params(world, 100_000_00), request_id="lock-v"),
         )
     ).payment.payment_id
@@ -785,9 +757,7 @@ async def test_a_squatted_event_id_does_not_block_the_victims_attestation(
 async def test_two_attesters_of_one_payment_may_use_the_same_event_id(harness: Harness) -> None:
     world = await consent_world(harness)
     payment_id = (
-        await send(
-            world.platform,
-            "LockPayment",
+        await world.platform.send(
             lock_request(
                 world, TWO_ATTESTERS, simple_params(world, 100_000_00), request_id="lock-t"
             ),
@@ -871,8 +841,7 @@ async def test_one_key_cannot_be_registered_under_two_oracle_ids(harness: Harnes
 
 
 async def rotate(cb: SettlementsClient, oracle_id: str, public_key: bytes, request_id: str) -> Any:
-    return await cb.call(
-        cb.oracles.RotateOracleKey,
+    return await cb.api.oracles.rotate_oracle_key(
         oracle_pb2.RotateOracleKeyRequest(
             request_id=request_id, oracle_id=oracle_id, public_key=public_key
         ),

@@ -57,7 +57,7 @@ HEAVIEST = max(
 async def heavy_loop(client: PaymentsClient, stop: asyncio.Event, done: list[int]) -> None:
     heaviest = simulation(HEAVIEST)
     while not stop.is_set():
-        reply = await client.call(client.contracts.SimulateContract, heaviest)
+        reply = await client.api.contracts.simulate_contract(heaviest)
         assert len(reply.steps) == HEAVIEST
         checked = await client.validate_contract(COLD_CHAIN)
         assert checked.ok
@@ -72,7 +72,7 @@ async def test_heavy_calls_do_not_stall_another_callers_transfers(tmp_path: Path
         harness.clients.append(auditor)
         # Too much work is refused before it starts.
         with pytest.raises(InvalidArgument) as refused:
-            await auditor.call(auditor.contracts.SimulateContract, simulation(HEAVIEST + 1))
+            await auditor.api.contracts.simulate_contract(simulation(HEAVIEST + 1))
         assert refused.value.reason == "PARAMS_INVALID"
         # Warm up: the pool's worker, the transfer path.
         await auditor.validate_contract(COLD_CHAIN)

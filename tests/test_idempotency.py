@@ -24,6 +24,7 @@ from condpay.v1 import (
     money_pb2,
     operation_pb2,
     wallet_pb2,
+    wallet_pb2_grpc,
 )
 from google.protobuf.message import Message
 
@@ -385,7 +386,9 @@ async def test_failed_request_id_keeps_failing_after_the_cause_is_fixed(world: W
         instruction=wallet_pb2.SignedInstruction(payload=short.payload, signature=short.signature),
     )
     with pytest.raises(grpc.aio.AioRpcError) as raw:
-        await world.bank.wallets.Transfer(request, metadata=(("condpay-caller", BANK),))
+        await wallet_pb2_grpc.WalletServiceStub(world.bank.channel).Transfer(
+            request, metadata=(("condpay-caller", BANK),)
+        )
     assert REPLAYED_METADATA in tuple(raw.value.trailing_metadata() or ())
 
     # Fixing the request itself needs a new request id too.

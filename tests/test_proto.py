@@ -1,4 +1,5 @@
-"""The committed stubs are exactly what `make proto` generates from the .proto sources."""
+"""The committed stubs and the typed facades (condpay/services.py) are exactly what `make proto`
+generates from the .proto sources."""
 
 from __future__ import annotations
 
@@ -30,6 +31,10 @@ def test_regenerating_the_stubs_changes_nothing(tmp_path: Path) -> None:
     assert sorted(generated) == sorted(committed), "stub files differ: run `make proto`"
     stale = [str(name) for name in generated if generated[name] != committed[name]]
     assert not stale, f"stale generated stubs (run `make proto`): {stale}"
+    facades = (tmp_path / "condpay" / "services.py").read_text()
+    assert facades == (ROOT / "proto" / "condpay" / "services.py").read_text(), (
+        "stale condpay/services.py (run `make proto`)"
+    )
 
 
 def test_stubs_import_without_the_server_package() -> None:

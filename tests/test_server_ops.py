@@ -262,7 +262,7 @@ async def _burst_until_some_are_in_flight(
         probe = wallet_pb2.TransferRequest(request_id="not a request id")
         await asyncio.ensure_future(
             expect_error(
-                bank.call(bank.wallets.Transfer, probe),
+                bank.api.wallets.transfer(probe),
                 Code.INVALID_ARGUMENT,
                 "INVALID_REQUEST_ID",
             )

@@ -402,8 +402,7 @@ async def test_only_an_institution_opens_wallets(tenancy: Tenancy) -> None:
 async def list_page(
     client: SettlementsClient, token: str, size: int, **filters: Any
 ) -> payment_pb2.ListPaymentsResponse:
-    reply: payment_pb2.ListPaymentsResponse = await client.call(
-        client.payments.ListPayments,
+    reply: payment_pb2.ListPaymentsResponse = await client.api.payments.list_payments(
         payment_pb2.ListPaymentsRequest(page_size=size, page_token=token, **filters),
     )
     return reply
@@ -461,8 +460,7 @@ async def test_paging_lists_exactly_ones_own_with_opaque_tokens(harness: Harness
     for garbage in ("abc", mine[0], sorted(mine)[1], "A" * 40, "%%%", "é"):
         await refused(platform, garbage)
     with pytest.raises(ApiError) as other_method:  # another list's token
-        await platform.call(
-            platform.settlements.ListSettlements,
+        await platform.api.settlements.list_settlements(
             settlement_pb2.ListSettlementsRequest(page_size=2, page_token=first),
         )
     assert other_method.value.reason == "INVALID_PAGE_TOKEN"

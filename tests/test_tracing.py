@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 import grpc
 import pytest
 from condpay.client import AtMarket
-from condpay.v1 import central_bank_pb2
+from condpay.v1 import central_bank_pb2, central_bank_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -105,7 +105,7 @@ async def test_a_refusal_carries_its_code_and_reason_and_the_callers_trace(
         ("traceparent", f"00-{TRACE_ID}-{PARENT_SPAN}-01"),
     )
     with pytest.raises(grpc.aio.AioRpcError, match="PERMISSION_DENIED"):
-        await traced.cb.central_bank.Issue(
+        await central_bank_pb2_grpc.CentralBankServiceStub(traced.cb.channel).Issue(
             central_bank_pb2.IssueRequest(request_id="req-not-mine"), metadata=metadata
         )
     rpc = _one(list(exporter.get_finished_spans()), "/condpay.v1.CentralBankService/Issue")

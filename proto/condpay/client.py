@@ -44,26 +44,19 @@ from tenacity.stop import stop_base
 
 from condpay.errors import ApiError, from_rpc_error
 from condpay.ids import payment_id_for
+from condpay.services import Services, TypedSend
 from condpay.tls import secure_channel
 from condpay.v1 import (
     asset_pb2,
-    asset_pb2_grpc,
     central_bank_pb2,
-    central_bank_pb2_grpc,
     contract_pb2,
-    contract_pb2_grpc,
     ledger_pb2,
     money_pb2,
     operation_pb2,
-    operation_pb2_grpc,
     oracle_pb2,
-    oracle_pb2_grpc,
     payment_pb2,
-    payment_pb2_grpc,
     settlement_pb2,
-    settlement_pb2_grpc,
     wallet_pb2,
-    wallet_pb2_grpc,
 )
 from contracts_dsl import BoundParams, CompiledContract, bind_params, escrow_minor
 from wallets import (
@@ -154,19 +147,7 @@ def _sides(price: Price) -> tuple[tuple[str, int], tuple[str, int], str]:
     )
 
 
-_SERVICE_MODULES = (
-    (asset_pb2, asset_pb2_grpc),
-    (central_bank_pb2, central_bank_pb2_grpc),
-    (contract_pb2, contract_pb2_grpc),
-    (operation_pb2, operation_pb2_grpc),
-    (oracle_pb2, oracle_pb2_grpc),
-    (payment_pb2, payment_pb2_grpc),
-    (settlement_pb2, settlement_pb2_grpc),
-    (wallet_pb2, wallet_pb2_grpc),
-)
-
-
-class Client:
+class Client(TypedSend):
     def __init__(
         self,
         target: str,
@@ -210,18 +191,15 @@ class Client:
             policy = dataclasses.replace(policy, attempts_max=attempts_max)
         self.retry_policy = policy
         self._attempts_max = policy.attempts_max
-        self.wallets = wallet_pb2_grpc.WalletServiceStub(self._channel)
-        self.central_bank = central_bank_pb2_grpc.CentralBankServiceStub(self._channel)
-        self.operations = operation_pb2_grpc.OperationServiceStub(self._channel)
-        # Every unary method by its request type, for send().
-        self._methods: dict[str, Callable[..., Awaitable[Any]]] = {}
-        for module, grpc_module in _SERVICE_MODULES:
-            for service in module.DESCRIPTOR.services_by_name.values():
-                stub = getattr(grpc_module, f"{service.name}Stub")(self._channel)
-                for method in service.methods:
-                    if not (method.client_streaming or method.server_streaming):
-                        self._methods[method.input_type.full_name] = getattr(stub, method.name)
+        # Typed facades of every service (client.api.wallets.transfer(request), ...) and the
+        # routing of send(request) by its type.
+        self.api = Services(self, self._channel)
         self.retries = 0
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The connection, for a generated stub of your own (e.g. to set metadata yourself)."""
+        return self._channel
 
     async def __aenter__(self) -> Self:
         return self
@@ -250,15 +228,6 @@ class Client:
             channel=None if self._certs_dir is not None else self._channel,
             retry=dataclasses.replace(self.retry_policy, attempts_max=self._attempts_max),
         )
-
-    async def send(self, request: Message) -> Any:
-        """Send any unary request (a built one, e.g. from :meth:`transfer_request`) to its
-        method, with the retry policy. Sending the same request again, e.g. after a lost reply,
-        answers with the stored outcome (``operation.replayed``), never a second effect."""
-        method = self._methods.get(request.DESCRIPTOR.full_name)
-        if method is None:
-            raise TypeError(f"no condpay method takes a {request.DESCRIPTOR.full_name}")
-        return await self.call(method, request)
 
     async def call(self, method: Callable[..., Awaitable[R]], request: Message) -> R:
         """Call ``method`` with retries of transient failures (:class:`RetryPolicy`), always
@@ -305,6 +274,17 @@ class Client:
             raise from_rpc_error(error) from None
         raise AssertionError("unreachable: reraise=True raises the last error")
 
+    async def stream(
+        self, method: Callable[..., AsyncIterator[R]], request: Message
+    ) -> AsyncIterator[R]:
+        """A server stream of ``method`` (no retries: resume from the last item seen), with
+        typed errors."""
+        try:
+            async for item in method(request, metadata=self._metadata):
+                yield item
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+
     def _count_retry(self, state: RetryCallState) -> None:
         self.retries += 1
 
@@ -318,8 +298,7 @@ class Client:
         request_id: str = "",
         dry_run: bool = False,
     ) -> central_bank_pb2.RegisterInstitutionResponse:
-        return await self.call(
-            self.central_bank.RegisterInstitution,
+        return await self.api.central_bank.register_institution(
             central_bank_pb2.RegisterInstitutionRequest(
                 request_id=request_id,
                 dry_run=dry_run,
@@ -339,8 +318,7 @@ class Client:
         request_id: str = "",
         dry_run: bool = False,
     ) -> central_bank_pb2.IssueResponse:
-        return await self.call(
-            self.central_bank.Issue,
+        return await self.api.central_bank.issue(
             central_bank_pb2.IssueRequest(
                 request_id=request_id,
                 dry_run=dry_run,
@@ -360,8 +338,7 @@ class Client:
         request_id: str = "",
         dry_run: bool = False,
     ) -> central_bank_pb2.RedeemResponse:
-        return await self.call(
-            self.central_bank.Redeem,
+        return await self.api.central_bank.redeem(
             central_bank_pb2.RedeemRequest(
                 request_id=request_id,
                 dry_run=dry_run,
@@ -372,8 +349,7 @@ class Client:
         )
 
     async def get_supply(self, *currencies: str) -> central_bank_pb2.GetSupplyResponse:
-        return await self.call(
-            self.central_bank.GetSupply,
+        return await self.api.central_bank.get_supply(
             central_bank_pb2.GetSupplyRequest(currencies=list(currencies)),
         )
 
@@ -389,8 +365,7 @@ class Client:
         request_id: str = "",
         dry_run: bool = False,
     ) -> wallet_pb2.OpenWalletResponse:
-        return await self.call(
-            self.wallets.OpenWallet,
+        return await self.api.wallets.open_wallet(
             wallet_pb2.OpenWalletRequest(
                 request_id=request_id,
                 dry_run=dry_run,
@@ -403,16 +378,13 @@ class Client:
         )
 
     async def get_wallet(self, wallet_id: str) -> wallet_pb2.Wallet:
-        reply: wallet_pb2.GetWalletResponse = await self.call(
-            self.wallets.GetWallet, wallet_pb2.GetWalletRequest(wallet_id=wallet_id)
-        )
+        reply = await self.api.wallets.get_wallet(wallet_pb2.GetWalletRequest(wallet_id=wallet_id))
         return reply.wallet
 
     async def transfer_signed(
         self, payload: bytes, signature: bytes, request_id: str, *, dry_run: bool = False
     ) -> wallet_pb2.TransferResponse:
-        return await self.call(
-            self.wallets.Transfer,
+        return await self.api.wallets.transfer(
             wallet_pb2.TransferRequest(
                 request_id=request_id,
                 dry_run=dry_run,
@@ -437,7 +409,7 @@ class Client:
         resend it after a lost reply, build it with :meth:`transfer_request` and :meth:`send`
         that: signing again makes a new document (a new expiry), which the server refuses under
         the same request id (IDEMPOTENCY_KEY_REUSED, saying what the first one did)."""
-        reply: wallet_pb2.TransferResponse = await self.send(
+        return await self.send(
             self.transfer_request(
                 key,
                 source,
@@ -450,7 +422,6 @@ class Client:
                 dry_run=dry_run,
             )
         )
-        return reply
 
     def transfer_request(
         self,
@@ -494,8 +465,7 @@ class Client:
         """Every journal entry touching ``wallet_id`` (or all, for auditors), in order."""
         token = ""
         while True:
-            page = await self.call(
-                self.wallets.ListJournal,
+            page = await self.api.wallets.list_journal(
                 wallet_pb2.ListJournalRequest(
                     wallet_id=wallet_id, page_size=page_size, page_token=token
                 ),
@@ -508,8 +478,7 @@ class Client:
 
     # -- operations ----------------------------------------------------------------------------
     async def get_operation(self, request_id: str) -> operation_pb2.Operation:
-        reply: operation_pb2.GetOperationResponse = await self.call(
-            self.operations.GetOperation,
+        reply = await self.api.operations.get_operation(
             operation_pb2.GetOperationRequest(request_id=request_id),
         )
         return reply.operation
@@ -576,29 +545,20 @@ def bound_params(contract: CompiledContract, values: Mapping[str, object]) -> Bo
 class PaymentsClient(Client):
     """The conditional-payment, contract and oracle services on top of :class:`Client`."""
 
-    def __init__(self, target: str, **kwargs: Any) -> None:
-        super().__init__(target, **kwargs)
-        self.contracts = contract_pb2_grpc.ContractServiceStub(self._channel)
-        self.payments = payment_pb2_grpc.ConditionalPaymentServiceStub(self._channel)
-        self.oracles = oracle_pb2_grpc.OracleServiceStub(self._channel)
-
     # contracts
     async def validate_contract(self, source: str) -> contract_pb2.ValidateContractResponse:
-        reply: contract_pb2.ValidateContractResponse = await self.call(
-            self.contracts.ValidateContract, contract_pb2.ValidateContractRequest(source=source)
+        return await self.api.contracts.validate_contract(
+            contract_pb2.ValidateContractRequest(source=source)
         )
-        return reply
 
     async def register_contract(
         self, source: str, *, request_id: str = "", dry_run: bool = False
     ) -> contract_pb2.RegisterContractResponse:
-        reply: contract_pb2.RegisterContractResponse = await self.call(
-            self.contracts.RegisterContract,
+        return await self.api.contracts.register_contract(
             contract_pb2.RegisterContractRequest(
                 request_id=request_id, dry_run=dry_run, source=source
             ),
         )
-        return reply
 
     # payments
     async def lock_payment(
@@ -614,7 +574,7 @@ class PaymentsClient(Client):
         title_pledges: Sequence[SignedInstruction] = (),
     ) -> payment_pb2.LockPaymentResponse:
         """As :meth:`lock_payment_request`, sent (:meth:`send`)."""
-        reply: payment_pb2.LockPaymentResponse = await self.send(
+        return await self.send(
             self.lock_payment_request(
                 payer_key,
                 contract,
@@ -626,7 +586,6 @@ class PaymentsClient(Client):
                 title_pledges=title_pledges,
             )
         )
-        return reply
 
     def lock_payment_request(
         self,
@@ -691,7 +650,7 @@ class PaymentsClient(Client):
         expires_in_seconds: float = 300.0,
     ) -> payment_pb2.FundEscrowResponse:
         """As :meth:`fund_escrow_request`, sent (:meth:`send`)."""
-        reply: payment_pb2.FundEscrowResponse = await self.send(
+        return await self.send(
             self.fund_escrow_request(
                 financier_key,
                 financier_wallet,
@@ -706,7 +665,6 @@ class PaymentsClient(Client):
                 expires_in_seconds=expires_in_seconds,
             )
         )
-        return reply
 
     def fund_escrow_request(
         self,
@@ -753,10 +711,7 @@ class PaymentsClient(Client):
         instruction: AssignmentInstruction,
     ) -> payment_pb2.AssignProceedsResponse:
         """As :meth:`assign_proceeds_request`, sent (:meth:`send`)."""
-        reply: payment_pb2.AssignProceedsResponse = await self.send(
-            self.assign_proceeds_request(payee_key, financier_key, instruction)
-        )
-        return reply
+        return await self.send(self.assign_proceeds_request(payee_key, financier_key, instruction))
 
     def assign_proceeds_request(
         self,
@@ -781,12 +736,11 @@ class PaymentsClient(Client):
         expires_in_seconds: float = 300.0,
     ) -> payment_pb2.CancelPaymentResponse:
         """As :meth:`cancel_payment_request`, sent (:meth:`send`)."""
-        reply: payment_pb2.CancelPaymentResponse = await self.send(
+        return await self.send(
             self.cancel_payment_request(
                 payment_id, signers, request_id=request_id, expires_in_seconds=expires_in_seconds
             )
         )
-        return reply
 
     def cancel_payment_request(
         self,
@@ -821,8 +775,7 @@ class PaymentsClient(Client):
     ) -> payment_pb2.Payment:
         """The payment, FULL unless ``view`` asks for BASIC (no contract source, no
         attestations: what a poll for its state needs)."""
-        reply: payment_pb2.GetPaymentResponse = await self.call(
-            self.payments.GetPayment,
+        reply = await self.api.payments.get_payment(
             payment_pb2.GetPaymentRequest(payment_id=payment_id, view=view),
         )
         return reply.payment
@@ -832,21 +785,15 @@ class PaymentsClient(Client):
     ) -> AsyncIterator[payment_pb2.WatchPaymentResponse]:
         """Every change from ``after_version`` on, until the payment is terminal (resume from the
         last version seen after a broken stream)."""
-        stream = self.payments.WatchPayment(
-            payment_pb2.WatchPaymentRequest(payment_id=payment_id, after_version=after_version),
-            metadata=self._metadata,
+        request = payment_pb2.WatchPaymentRequest(
+            payment_id=payment_id, after_version=after_version
         )
-        try:
-            async for update in stream:
-                yield update
-        except grpc.aio.AioRpcError as error:
-            raise from_rpc_error(error) from None
+        async for update in self.api.payments.watch_payment(request):
+            yield update
 
     # oracles
     async def oracle_set_version(self) -> int:
-        reply: oracle_pb2.GetOracleSetResponse = await self.call(
-            self.oracles.GetOracleSet, oracle_pb2.GetOracleSetRequest()
-        )
+        reply = await self.api.oracles.get_oracle_set(oracle_pb2.GetOracleSetRequest())
         return reply.version
 
     async def register_oracle(
@@ -858,8 +805,7 @@ class PaymentsClient(Client):
         proof_of_possession: bytes = b"",
         request_id: str = "",
     ) -> oracle_pb2.RegisterOracleResponse:
-        reply: oracle_pb2.RegisterOracleResponse = await self.call(
-            self.oracles.RegisterOracle,
+        return await self.api.oracles.register_oracle(
             oracle_pb2.RegisterOracleRequest(
                 request_id=request_id,
                 oracle_id=oracle_id,
@@ -868,7 +814,6 @@ class PaymentsClient(Client):
                 proof_of_possession=proof_of_possession,
             ),
         )
-        return reply
 
     async def submit_attestation(
         self,
@@ -890,10 +835,7 @@ class PaymentsClient(Client):
         if bls_aggregate is not None:
             request.bls_aggregate.signer_ids.extend(bls_aggregate[0])
             request.bls_aggregate.signature = bls_aggregate[1]
-        reply: oracle_pb2.SubmitAttestationResponse = await self.call(
-            self.oracles.SubmitAttestation, request
-        )
-        return reply
+        return await self.api.oracles.submit_attestation(request)
 
 
 def _expiry(seconds: float) -> int:
@@ -907,11 +849,6 @@ def _signed(document: SignedInstruction) -> wallet_pb2.SignedInstruction:
 class SettlementsClient(PaymentsClient):
     """Digital titles (AssetService) and PvP/DvP settlement (SettlementService) on top of
     :class:`PaymentsClient`. Each helper signs the instruction with the key it is given."""
-
-    def __init__(self, target: str, **kwargs: Any) -> None:
-        super().__init__(target, **kwargs)
-        self.assets = asset_pb2_grpc.AssetServiceStub(self._channel)
-        self.settlements = settlement_pb2_grpc.SettlementServiceStub(self._channel)
 
     # titles
     async def issue_title(
@@ -928,7 +865,7 @@ class SettlementsClient(PaymentsClient):
         expires_in_seconds: float = 300.0,
     ) -> asset_pb2.IssueTitleResponse:
         """As :meth:`issue_title_request`, sent (:meth:`send`)."""
-        reply: asset_pb2.IssueTitleResponse = await self.send(
+        return await self.send(
             self.issue_title_request(
                 issuer_key,
                 issuer_id,
@@ -941,7 +878,6 @@ class SettlementsClient(PaymentsClient):
                 expires_in_seconds=expires_in_seconds,
             )
         )
-        return reply
 
     def issue_title_request(
         self,
@@ -983,12 +919,11 @@ class SettlementsClient(PaymentsClient):
         request_id: str = "",
     ) -> asset_pb2.SplitTitleResponse:
         """As :meth:`split_title_request`, sent (:meth:`send`)."""
-        reply: asset_pb2.SplitTitleResponse = await self.send(
+        return await self.send(
             self.split_title_request(
                 holder_key, holder_wallet_id, title_id, units_first, request_id=request_id
             )
         )
-        return reply
 
     def split_title_request(
         self,
@@ -1017,12 +952,11 @@ class SettlementsClient(PaymentsClient):
         request_id: str = "",
     ) -> asset_pb2.PledgeTitleResponse:
         """As :meth:`pledge_title_request`, sent (:meth:`send`)."""
-        reply: asset_pb2.PledgeTitleResponse = await self.send(
+        return await self.send(
             self.pledge_title_request(
                 holder_key, holder_wallet_id, title_id, pledgee_wallet_id, request_id=request_id
             )
         )
-        return reply
 
     def pledge_title_request(
         self,
@@ -1070,12 +1004,11 @@ class SettlementsClient(PaymentsClient):
         self, pledgee_key: OwnerKey, pledgee_wallet_id: str, title_id: str, *, request_id: str = ""
     ) -> asset_pb2.ReleasePledgeResponse:
         """As :meth:`release_pledge_request`, sent (:meth:`send`)."""
-        reply: asset_pb2.ReleasePledgeResponse = await self.send(
+        return await self.send(
             self.release_pledge_request(
                 pledgee_key, pledgee_wallet_id, title_id, request_id=request_id
             )
         )
-        return reply
 
     def release_pledge_request(
         self, pledgee_key: OwnerKey, pledgee_wallet_id: str, title_id: str, *, request_id: str = ""
@@ -1087,10 +1020,7 @@ class SettlementsClient(PaymentsClient):
         )
 
     async def get_title(self, title_id: str) -> asset_pb2.GetTitleResponse:
-        reply: asset_pb2.GetTitleResponse = await self.call(
-            self.assets.GetTitle, asset_pb2.GetTitleRequest(title_id=title_id)
-        )
-        return reply
+        return await self.api.assets.get_title(asset_pb2.GetTitleRequest(title_id=title_id))
 
     # settlements
     async def quote_fx(
@@ -1111,7 +1041,7 @@ class SettlementsClient(PaymentsClient):
             request.source_amount_minor = source_amount_minor
         if target_amount_minor is not None:
             request.target_amount_minor = target_amount_minor
-        reply: settlement_pb2.QuoteFxResponse = await self.call(self.settlements.QuoteFx, request)
+        reply = await self.api.settlements.quote_fx(request)
         return reply.quote
 
     async def settle_pvp(
@@ -1126,7 +1056,7 @@ class SettlementsClient(PaymentsClient):
         dry_run: bool = False,
     ) -> settlement_pb2.SettlePvPResponse:
         """As :meth:`settle_pvp_request`, sent (:meth:`send`)."""
-        reply: settlement_pb2.SettlePvPResponse = await self.send(
+        return await self.send(
             self.settle_pvp_request(
                 payer_key,
                 payer_wallet_id,
@@ -1137,7 +1067,6 @@ class SettlementsClient(PaymentsClient):
                 dry_run=dry_run,
             )
         )
-        return reply
 
     def settle_pvp_request(
         self,
@@ -1177,7 +1106,7 @@ class SettlementsClient(PaymentsClient):
         dry_run: bool = False,
     ) -> settlement_pb2.SettleDvPResponse:
         """As :meth:`settle_dvp_request`, sent (:meth:`send`)."""
-        reply: settlement_pb2.SettleDvPResponse = await self.send(
+        return await self.send(
             self.settle_dvp_request(
                 seller,
                 buyer,
@@ -1189,7 +1118,6 @@ class SettlementsClient(PaymentsClient):
                 dry_run=dry_run,
             )
         )
-        return reply
 
     def settle_dvp_request(
         self,
@@ -1221,8 +1149,7 @@ class SettlementsClient(PaymentsClient):
         return request
 
     async def get_settlement(self, settlement_id: str) -> settlement_pb2.Settlement:
-        reply: settlement_pb2.GetSettlementResponse = await self.call(
-            self.settlements.GetSettlement,
+        reply = await self.api.settlements.get_settlement(
             settlement_pb2.GetSettlementRequest(settlement_id=settlement_id),
         )
         return reply.settlement

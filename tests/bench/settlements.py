@@ -501,9 +501,10 @@ async def _all_settlements(client: SettlementsClient) -> list[settlement_pb2.Set
     found: list[settlement_pb2.Settlement] = []
     token = ""
     while True:
-        page: settlement_pb2.ListSettlementsResponse = await client.call(
-            client.settlements.ListSettlements,
-            settlement_pb2.ListSettlementsRequest(page_token=token, page_size=500),
+        page: settlement_pb2.ListSettlementsResponse = (
+            await client.api.settlements.list_settlements(
+                settlement_pb2.ListSettlementsRequest(page_token=token, page_size=500),
+            )
         )
         found += list(page.settlements)
         token = page.next_page_token

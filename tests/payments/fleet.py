@@ -304,7 +304,7 @@ class Call:
     """One mutating request. Built once, so that every retry sends exactly these bytes."""
 
     caller: str
-    service: str  # the stub on PaymentsClient: payments | oracles
+    service: str  # payments | oracles
     rpc: str
     request: Any
     payment_id: str
@@ -471,7 +471,6 @@ class Sender:
 
     async def send(self, connection: Connection, call: Call) -> Answer:
         client = connection.client(call.caller)
-        method = getattr(getattr(client, call.service), call.rpc)
         give_up = time.monotonic() + self._patience
         self.in_flight += 1
         self.changed.set()
@@ -479,7 +478,7 @@ class Sender:
             while True:
                 self.attempts += 1
                 try:
-                    reply = await client.call(method, call.request)
+                    reply = await client.send(call.request)
                 except ApiError as error:
                     if error.code not in TRANSIENT:
                         return Answer.of_error(error)

@@ -141,8 +141,7 @@ async def all_payments(cb: PaymentsClient) -> list[payment_pb2.Payment]:
     found: list[payment_pb2.Payment] = []
     token = ""
     while True:
-        page = await cb.call(
-            cb.payments.ListPayments,
+        page = await cb.api.payments.list_payments(
             payment_pb2.ListPaymentsRequest(page_size=500, page_token=token),
         )
         found.extend(page.payments)

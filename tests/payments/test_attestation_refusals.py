@@ -140,8 +140,7 @@ async def test_a_revoked_oracle_key_is_refused(trade: TradeWorld) -> None:
     oracle, cb = trade.client(ORACLE), trade.cb
     version = await cb.oracle_set_version()
     made_before = await cleared(trade, payment, "ev-customs")
-    revoked = await cb.call(
-        cb.oracles.RevokeOracle,
+    revoked = await cb.api.oracles.revoke_oracle(
         oracle_pb2.RevokeOracleRequest(
             request_id="revoke-customs", oracle_id=CUSTOMS, reason="key compromised"
         ),
@@ -171,8 +170,7 @@ async def test_a_revoked_oracle_key_is_refused(trade: TradeWorld) -> None:
     await refused_without_effect(
         trade,
         ids,
-        cb.call(
-            cb.oracles.RotateOracleKey,
+        cb.api.oracles.rotate_oracle_key(
             oracle_pb2.RotateOracleKeyRequest(
                 request_id="rotate-revoked", oracle_id=CUSTOMS, public_key=key("new").public_key
             ),
@@ -181,8 +179,7 @@ async def test_a_revoked_oracle_key_is_refused(trade: TradeWorld) -> None:
         "ORACLE_REVOKED",
     )
     # One revoked member of a quorum: its signature does not count; the others still can.
-    await cb.call(
-        cb.oracles.RevokeOracle,
+    await cb.api.oracles.revoke_oracle(
         oracle_pb2.RevokeOracleRequest(request_id="revoke-rfid", oracle_id=RFID),
     )
     arrival = await arrived(trade, payment, "ev-arrived")
@@ -207,8 +204,7 @@ async def test_a_rotated_out_key_no_longer_counts(trade: TradeWorld) -> None:
     version = await cb.oracle_set_version()
     made_before = await cleared(trade, payment, "ev-customs")
     new_customs = key("customs-2")
-    rotated = await cb.call(
-        cb.oracles.RotateOracleKey,
+    rotated = await cb.api.oracles.rotate_oracle_key(
         oracle_pb2.RotateOracleKeyRequest(
             request_id="rotate-customs", oracle_id=CUSTOMS, public_key=new_customs.public_key
         ),
@@ -239,8 +235,7 @@ async def test_a_rotated_out_key_no_longer_counts(trade: TradeWorld) -> None:
     old_gate = oracles.sensors[GATE]
     new_gate = bls.secret_key(b"gate, second key".ljust(32, b"*"))
     registration = bls_registration(new_gate)
-    await cb.call(
-        cb.oracles.RotateOracleKey,
+    await cb.api.oracles.rotate_oracle_key(
         oracle_pb2.RotateOracleKeyRequest(
             request_id="rotate-gate",
             oracle_id=GATE,
@@ -678,8 +673,7 @@ async def test_a_bls_key_without_proof_of_possession_is_never_registered(
         await refused_without_effect(
             trade,
             ids,
-            cb.call(
-                cb.oracles.RotateOracleKey,
+            cb.api.oracles.rotate_oracle_key(
                 oracle_pb2.RotateOracleKeyRequest(
                     oracle_id=DOCK, public_key=rogue_key, proof_of_possession=proof
                 ),
@@ -687,7 +681,7 @@ async def test_a_bls_key_without_proof_of_possession_is_never_registered(
             INVALID,
             "PROOF_OF_POSSESSION_INVALID",
         )
-    registry = await cb.call(cb.oracles.GetOracleSet, oracle_pb2.GetOracleSetRequest())
+    registry = await cb.api.oracles.get_oracle_set(oracle_pb2.GetOracleSetRequest())
     assert sorted(o.oracle_id for o in registry.oracles) == sorted([CUSTOMS, DOCK, GATE])
     assert rogue_key not in {o.public_key for o in registry.oracles}
 
@@ -808,7 +802,7 @@ async def test_a_payer_signature_over_another_contract_or_amount_is_refused(
         error = await refused_without_effect(
             trade,
             [],
-            platform.call(platform.payments.LockPayment, request),
+            platform.api.payments.lock_payment(request),
             INVALID,
             "INSTRUCTION_MISMATCH",
         )
@@ -820,12 +814,12 @@ async def test_a_payer_signature_over_another_contract_or_amount_is_refused(
     await refused_without_effect(
         trade,
         [],
-        platform.call(platform.payments.LockPayment, request),
+        platform.api.payments.lock_payment(request),
         DENIED,
         "SIGNATURE_INVALID",
     )
     request = signed_lock(trade, CONTRACT, params, "lock-right")
-    reply = await platform.call(platform.payments.LockPayment, request)
+    reply = await platform.api.payments.lock_payment(request)
     assert reply.payment.held.amount_minor == 125_000_00
 
 
@@ -844,15 +838,14 @@ async def test_another_platform_can_neither_read_nor_act_on_a_payment(trade: Tra
         payment_pb2.ListPaymentsRequest(contract_hash=CONTRACT.hash),
         payment_pb2.ListPaymentsRequest(state=payment_pb2.PAYMENT_STATE_LOCKED),
     ):
-        listed = await other.call(other.payments.ListPayments, request)
+        listed = await other.api.payments.list_payments(request)
         assert (list(listed.payments), listed.next_page_token) == ([], "")
     # Even with every party's signature, platform B cannot cancel platform A's payment.
     everyone = {trade.wallets[n]: trade.keys[n] for n in ("buyer", "seller")}
     error = await refused_without_effect(
         trade,
         ids,
-        other.call(
-            other.payments.CancelPayment,
+        other.api.payments.cancel_payment(
             cancel_request(trade, payment.payment_id, everyone, submitter=OTHER_PLATFORM),
         ),
         NOT_FOUND,
@@ -869,8 +862,8 @@ async def test_another_platform_can_neither_read_nor_act_on_a_payment(trade: Tra
     )
     # Platform A sees it, and can cancel it with the same signatures.
     assert (await trade.platform.get_payment(payment.payment_id)).version == 1
-    reply = await trade.platform.call(
-        trade.platform.payments.CancelPayment, cancel_request(trade, payment.payment_id, everyone)
+    reply = await trade.platform.api.payments.cancel_payment(
+        cancel_request(trade, payment.payment_id, everyone)
     )
     assert reply.payment.state == payment_pb2.PAYMENT_STATE_CANCELLED
 

@@ -66,8 +66,7 @@ async def _warm(trade: TradeWorld, oracles: Oracles, event_id: str) -> payment_p
 async def _rotate(cb: PaymentsClient, oracles: Oracles, name: str) -> int:
     secret = bls.secret_key(b"rotated " + name.encode().ljust(24, b"*"))
     registration = bls_registration(secret)
-    reply: oracle_pb2.RotateOracleKeyResponse = await cb.call(
-        cb.oracles.RotateOracleKey,
+    reply: oracle_pb2.RotateOracleKeyResponse = await cb.api.oracles.rotate_oracle_key(
         oracle_pb2.RotateOracleKeyRequest(
             oracle_id=name,
             public_key=registration.public_key,
@@ -142,8 +141,7 @@ async def test_a_revoked_oracle_never_counts_from_a_cached_set(
     payment = await _warm(trade, oracles, "ev-customs")
     before = await trade.cb.oracle_set_version()
     revoker = trade.cb if through == "same server" else _on(replica, "central_bank/pboc")
-    await revoker.call(
-        revoker.oracles.RevokeOracle,
+    await revoker.api.oracles.revoke_oracle(
         oracle_pb2.RevokeOracleRequest(oracle_id=DOCK, reason="tampered"),
     )
     ids = [payment.payment_id]
@@ -203,9 +201,7 @@ async def test_a_cancelled_payment_releases_nothing_whatever_is_cached(
     canceller = trade.platform
     if through == "another server":
         canceller = _on(replica, canceller.caller)
-    await canceller.call(
-        canceller.payments.CancelPayment, cancel_request(trade, payment.payment_id, signers)
-    )
+    await canceller.api.payments.cancel_payment(cancel_request(trade, payment.payment_id, signers))
     assert (await trade.cb.get_payment(payment.payment_id)).state == STATE.PAYMENT_STATE_CANCELLED
     buyer_before = await trade.balance("buyer")
     await refused_without_effect(

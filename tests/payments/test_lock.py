@@ -56,7 +56,7 @@ async def test_the_payer_signature_binds_contract_params_and_amount(harness: Har
     for name, value in param_values(CONTRACT, params).items():
         request.params[name].CopyFrom(value)
     with pytest.raises(InvalidArgument) as refused:
-        await world.platform.call(world.platform.payments.LockPayment, request)
+        await world.platform.api.payments.lock_payment(request)
     assert refused.value.reason == "INSTRUCTION_MISMATCH"
     assert refused.value.metadata["field"] == "payer_instruction.params_hash"
     assert await world.balance("buyer") == (200_000_00, 0)
@@ -84,7 +84,7 @@ async def test_another_platform_cannot_see_the_payment(harness: Harness) -> None
     with pytest.raises(NotFound) as hidden:
         await world.client("platform/other").get_payment(payment.payment_id)
     assert hidden.value.reason == "PAYMENT_NOT_FOUND"
-    listed = await world.client("platform/other").call(
-        world.client("platform/other").payments.ListPayments, payment_pb2.ListPaymentsRequest()
+    listed = await world.client("platform/other").api.payments.list_payments(
+        payment_pb2.ListPaymentsRequest()
     )
     assert list(listed.payments) == []

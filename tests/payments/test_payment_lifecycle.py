@@ -89,9 +89,7 @@ async def fund(
         fee_minor=fee_minor,
         currency=currency,
     )
-    reply: payment_pb2.FundEscrowResponse = await financier.call(
-        financier.payments.FundEscrow, request
-    )
+    reply: payment_pb2.FundEscrowResponse = await financier.api.payments.fund_escrow(request)
     return reply
 
 
@@ -207,9 +205,7 @@ async def test_a_funded_payment_expires_refunding_the_financier_first(trade: Tra
     await refused_without_effect(
         trade,
         ids,
-        platform.call(
-            platform.payments.CancelPayment, cancel_request(trade, first.payment_id, everyone)
-        ),
+        platform.api.payments.cancel_payment(cancel_request(trade, first.payment_id, everyone)),
         PRECONDITION,
         "PAYMENT_NOT_OPEN",
     )
@@ -358,7 +354,7 @@ async def test_cancelling_needs_every_party_and_refunds_financiers_first(
 
     async def cancel(signers: dict[str, OwnerKey]) -> payment_pb2.CancelPaymentResponse:
         request = cancel_request(trade, payment.payment_id, signers)
-        return await platform.call(platform.payments.CancelPayment, request)
+        return await platform.api.payments.cancel_payment(request)
 
     for signers in (
         {buyer: keys["buyer"]},
@@ -435,8 +431,7 @@ async def test_a_settled_payment_takes_no_second_terminal_transition(trade: Trad
     await refused_without_effect(
         trade,
         ids,
-        platform.call(
-            platform.payments.CancelPayment,
+        platform.api.payments.cancel_payment(
             cancel_request(
                 trade, payment.payment_id, {buyer: keys["buyer"], seller: keys["seller"]}
             ),
@@ -612,8 +607,7 @@ async def test_validate_contract_gives_the_clis_diagnostics_and_hash(
 ) -> None:
     platform = trade.platform
     path = tmp_path / "warehouse.contract"
-    good = await platform.call(
-        platform.contracts.ValidateContract,
+    good = await platform.api.contracts.validate_contract(
         contract_pb2.ValidateContractRequest(source=WAREHOUSE, path=str(path)),
     )
     cli = cli_check(WAREHOUSE, path)
@@ -624,8 +618,7 @@ async def test_validate_contract_gives_the_clis_diagnostics_and_hash(
     assert [d.code for d in good.diagnostics] == [d["code"] for d in cli["diagnostics"]]
 
     assert BROKEN != WAREHOUSE
-    bad = await platform.call(
-        platform.contracts.ValidateContract,
+    bad = await platform.api.contracts.validate_contract(
         contract_pb2.ValidateContractRequest(source=BROKEN, path=str(path)),
     )
     cli = cli_check(BROKEN, path)
@@ -693,8 +686,7 @@ async def test_simulate_contract_gives_the_legs_the_evaluator_and_the_server_pay
         Event("s-receipt", "receipt.signed", "buyer", {"signer": buyer}, now + 3),
     ]
     platform = trade.platform
-    reply = await platform.call(
-        platform.contracts.SimulateContract,
+    reply = await platform.api.contracts.simulate_contract(
         contract_pb2.SimulateContractRequest(
             source=WAREHOUSE,
             params=param_values(CONTRACT, params),
@@ -746,8 +738,7 @@ async def test_simulate_contract_gives_the_legs_the_evaluator_and_the_server_pay
     # `until` runs the deadline: after customs alone, the whole escrow goes back to the buyer.
     until = Timestamp()
     until.FromMicroseconds(DEADLINE_US)
-    closing = await platform.call(
-        platform.contracts.SimulateContract,
+    closing = await platform.api.contracts.simulate_contract(
         contract_pb2.SimulateContractRequest(
             contract_hash=CONTRACT.hash,
             params=param_values(CONTRACT, params),
@@ -779,8 +770,8 @@ async def test_register_contract_then_lock_by_hash(trade: TradeWorld) -> None:
     again = await platform.register_contract(variant_source)  # a no-op, under a new request id
     assert again.contract.contract_hash == variant.hash
     assert not again.operation.replayed
-    fetched = await platform.call(
-        platform.contracts.GetContract, contract_pb2.GetContractRequest(contract_hash=variant.hash)
+    fetched = await platform.api.contracts.get_contract(
+        contract_pb2.GetContractRequest(contract_hash=variant.hash)
     )
     assert fetched.contract.source == variant_source
     reply = await platform.lock_payment(trade.keys["buyer"], variant, params)  # by hash alone
@@ -795,9 +786,9 @@ async def test_lock_and_attestation_are_idempotent(trade: TradeWorld) -> None:
     platform = trade.platform
     request = lock_request(trade, CONTRACT, warehouse_params(trade), WAREHOUSE, "lock-once")
     first, *retries = await asyncio.gather(
-        *(platform.call(platform.payments.LockPayment, request) for _ in range(5))
+        *(platform.api.payments.lock_payment(request) for _ in range(5))
     )
-    again = await platform.call(platform.payments.LockPayment, request)
+    again = await platform.api.payments.lock_payment(request)
     replies = [first, *retries, again]
     assert sum(not r.operation.replayed for r in replies) == 1
     assert {r.payment.payment_id for r in replies} == {first.payment.payment_id}
@@ -812,7 +803,7 @@ async def test_lock_and_attestation_are_idempotent(trade: TradeWorld) -> None:
     await refused_without_effect(
         trade,
         ids,
-        platform.call(platform.payments.LockPayment, other),
+        platform.api.payments.lock_payment(other),
         EXISTS,
         "IDEMPOTENCY_KEY_REUSED",
     )
@@ -824,8 +815,7 @@ async def test_lock_and_attestation_are_idempotent(trade: TradeWorld) -> None:
     aggregate = by_sensors(oracles, statement, GATE, RFID)
     before = await take_snapshot(trade, ids)
     oracle = trade.client(ORACLE)
-    dry = await oracle.call(
-        oracle.oracles.SubmitAttestation,
+    dry = await oracle.api.oracles.submit_attestation(
         submission_request(statement, aggregate, "arrival-real", dry_run=True),
     )
     assert dry.operation.dry_run
@@ -834,11 +824,9 @@ async def test_lock_and_attestation_are_idempotent(trade: TradeWorld) -> None:
     # Then for real, five times at once and once more later, under one request id.
     real = submission_request(statement, aggregate, "arrival-real")
     replies = list(
-        await asyncio.gather(
-            *(oracle.call(oracle.oracles.SubmitAttestation, real) for _ in range(5))
-        )
+        await asyncio.gather(*(oracle.api.oracles.submit_attestation(real) for _ in range(5)))
     )
-    replies.append(await oracle.call(oracle.oracles.SubmitAttestation, real))
+    replies.append(await oracle.api.oracles.submit_attestation(real))
     assert sum(not r.operation.replayed for r in replies) == 1
     assert not any(r.operation.dry_run for r in replies)
     assert {tuple(legs(r)) for r in replies} == {(("arrival", trade.wallets["seller"], 37_500_00),)}
@@ -856,8 +844,7 @@ async def test_lock_and_attestation_are_idempotent(trade: TradeWorld) -> None:
     await refused_without_effect(
         trade,
         ids,
-        oracle.call(
-            oracle.oracles.SubmitAttestation,
+        oracle.api.oracles.submit_attestation(
             submission_request(
                 other_statement, by_sensors(oracles, other_statement, GATE, RFID), "arrival-real"
             ),
@@ -868,7 +855,7 @@ async def test_lock_and_attestation_are_idempotent(trade: TradeWorld) -> None:
     # Funding, replayed: the financier pays once.
     funding = fund_request(trade, trade.wallets["financier"], payment.payment_id, 10_000_00)
     bank = trade.client(FINANCIER)
-    funded = [await bank.call(bank.payments.FundEscrow, funding) for _ in range(2)]
+    funded = [await bank.api.payments.fund_escrow(funding) for _ in range(2)]
     assert [f.operation.replayed for f in funded] == [False, True]
     assert await trade.balance("financier") == (990_000_00, 0)
     await check_held(trade)

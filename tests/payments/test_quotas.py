@@ -156,7 +156,7 @@ async def test_contracts_per_caller_per_utc_day_are_counted_in_the_database(
     assert await take_snapshot(trade, [payment.payment_id], []) == before
     with_hash = contract_pb2.GetContractRequest(contract_hash=compiled(variant(3)).hash)
     await refused(
-        platform.call(platform.contracts.GetContract, with_hash),
+        platform.api.contracts.get_contract(with_hash),
         grpc.StatusCode.NOT_FOUND,
         "CONTRACT_NOT_FOUND",
     )

@@ -80,9 +80,9 @@ async def test_no_statement_of_a_lifecycle_scans_a_table(trade: TradeWorld) -> N
     assert reply.payment.state == payment_pb2.PAYMENT_STATE_SETTLED
     cb = trade.cb
     await cb.get_payment(payment.payment_id)
-    await cb.call(cb.payments.ListPayments, payment_pb2.ListPaymentsRequest())
+    await cb.api.payments.list_payments(payment_pb2.ListPaymentsRequest())
     await trade.platform.get_payment(payment.payment_id)
-    await cb.call(cb.wallets.ListJournal, wallet_pb2.ListJournalRequest())
+    await cb.api.wallets.list_journal(wallet_pb2.ListJournalRequest())
     await cb.get_wallet(trade.wallets["buyer"])
     store._conn.set_trace_callback(None)  # type: ignore[union-attr]
     for engine in readers:

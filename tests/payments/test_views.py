@@ -36,22 +36,21 @@ async def test_mutating_calls_answer_basic_unless_asked_and_reads_full(trade: Tr
 
     cb = trade.cb
     full = (
-        await cb.call(
-            cb.payments.GetPayment, payment_pb2.GetPaymentRequest(payment_id=payment.payment_id)
+        await cb.api.payments.get_payment(
+            payment_pb2.GetPaymentRequest(payment_id=payment.payment_id)
         )
     ).payment
     assert full.contract.source == WAREHOUSE
     assert full.contract.canonical_json == CONTRACT.canonical.decode()
     assert [a.event_id for a in full.attestations] == ["ev-customs"]
     basic = (
-        await cb.call(
-            cb.payments.GetPayment,
+        await cb.api.payments.get_payment(
             payment_pb2.GetPaymentRequest(payment_id=payment.payment_id, view=BASIC),
         )
     ).payment
     assert _is_basic(basic)
     assert basic.version == full.version
-    listed = await cb.call(cb.payments.ListPayments, payment_pb2.ListPaymentsRequest(view=BASIC))
+    listed = await cb.api.payments.list_payments(payment_pb2.ListPaymentsRequest(view=BASIC))
     assert [_is_basic(p) for p in listed.payments] == [True]
 
 
@@ -59,15 +58,15 @@ async def test_a_lock_asked_for_full_answers_full_and_replays_it(trade: TradeWor
     platform = trade.platform
     request = lock_request(trade, CONTRACT, warehouse_params(trade), WAREHOUSE, "lock-full")
     request.view = FULL
-    first = await platform.call(platform.payments.LockPayment, request)
+    first = await platform.api.payments.lock_payment(request)
     assert first.payment.contract.source == WAREHOUSE
-    again = await platform.call(platform.payments.LockPayment, request)
+    again = await platform.api.payments.lock_payment(request)
     assert again.operation.replayed
     assert again.payment == first.payment
     # The same request id asking for another view is another request.
     request.view = BASIC
     await refused(
-        platform.call(platform.payments.LockPayment, request),
+        platform.api.payments.lock_payment(request),
         grpc.StatusCode.ALREADY_EXISTS,
         "IDEMPOTENCY_KEY_REUSED",
     )
@@ -78,7 +77,7 @@ async def test_an_unknown_view_is_invalid_and_changes_nothing(trade: TradeWorld)
     request = lock_request(trade, CONTRACT, warehouse_params(trade), WAREHOUSE, "lock-bad-view")
     request.view = 7  # type: ignore[assignment]
     error: ApiError = await refused(
-        platform.call(platform.payments.LockPayment, request),
+        platform.api.payments.lock_payment(request),
         grpc.StatusCode.INVALID_ARGUMENT,
         "INVALID_VIEW",
     )
@@ -86,7 +85,7 @@ async def test_an_unknown_view_is_invalid_and_changes_nothing(trade: TradeWorld)
     assert await trade.balance("buyer") == (200_000_00, 0)
     cb = trade.cb
     await refused(
-        cb.call(cb.payments.GetPayment, payment_pb2.GetPaymentRequest(payment_id="p_x", view=9)),  # type: ignore[arg-type]
+        cb.api.payments.get_payment(payment_pb2.GetPaymentRequest(payment_id="p_x", view=9)),  # type: ignore[arg-type]
         grpc.StatusCode.INVALID_ARGUMENT,
         "INVALID_VIEW",
     )

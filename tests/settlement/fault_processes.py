@@ -414,7 +414,7 @@ async def settle(world: World, pvp: Pvp, sender: Sender) -> None:
     request = pvp.request
     client = world.platform
     try:
-        reply = await sender.call(lambda: client.call(client.settlements.SettlePvP, request))
+        reply = await sender.call(lambda: client.api.settlements.settle_pvp(request))
     except ApiError as error:
         if error.code in TRANSIENT:
             raise

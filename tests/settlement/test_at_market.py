@@ -77,8 +77,7 @@ async def test_pvp_at_market_pays_the_bridges_price_and_is_final(trade: TradeWor
     assert await trade.entry_kinds("buyer") == ["TRANSFER", "HOLD", "PVP"]
 
     # The same request again: the same settlement, replayed, nothing paid twice.
-    again = await trade.platform.call(
-        trade.platform.settlements.SettlePvP,
+    again = await trade.platform.api.settlements.settle_pvp(
         market_request(trade, price, "market-pvp-2"),
     )
     assert again.settlement.state == FINAL
@@ -91,8 +90,8 @@ async def test_a_retried_market_settlement_is_the_same_settlement(trade: TradeWo
     price = await market_price(trade)
     request = market_request(trade, price + 5_00, "market-retry")
     client = trade.platform
-    first = await client.call(client.settlements.SettlePvP, request)
-    second = await client.call(client.settlements.SettlePvP, request)
+    first = await client.api.settlements.settle_pvp(request)
+    second = await client.api.settlements.settle_pvp(request)
     assert second.operation.replayed
     assert not first.operation.replayed
     assert second.settlement.settlement_id == first.settlement.settlement_id
@@ -101,7 +100,7 @@ async def test_a_retried_market_settlement_is_the_same_settlement(trade: TradeWo
     assert await trade.balance("buyer", "HKD") == (FUNDS_HKD - price, 0)  # paid the price, once
     # The same request id with other terms: refused, nothing moves.
     other = market_request(trade, price + 6_00, "market-retry")
-    await refused("IDEMPOTENCY_KEY_REUSED", client.call(client.settlements.SettlePvP, other))
+    await refused("IDEMPOTENCY_KEY_REUSED", client.api.settlements.settle_pvp(other))
     assert await trade.balance("buyer", "HKD") == (FUNDS_HKD - price, 0)
 
 
@@ -113,11 +112,11 @@ async def test_a_price_above_the_signed_limit_moves_nothing(trade: TradeWorld) -
         trade, price - 1, "market-limit"
     )  # one cent short of the bridge's price
     client = trade.platform
-    error = await refused("QUOTE_ABOVE_LIMIT", client.call(client.settlements.SettlePvP, request))
+    error = await refused("QUOTE_ABOVE_LIMIT", client.api.settlements.settle_pvp(request))
     assert error.metadata["quoted_minor"] == str(price)
     assert error.metadata["field"] == "pay_minor"
     # The refusal is the request's outcome: a retry answers it again, even if the rate moved.
-    await refused("QUOTE_ABOVE_LIMIT", client.call(client.settlements.SettlePvP, request))
+    await refused("QUOTE_ABOVE_LIMIT", client.api.settlements.settle_pvp(request))
     assert await trade.holdings() == before
     assert await trade.stored_settlements() == []
 
@@ -127,8 +126,7 @@ async def test_a_dry_run_at_market_holds_nothing(trade: TradeWorld) -> None:
     price = await market_price(trade)
     before = await trade.holdings()
     client = trade.platform
-    reply = await client.call(
-        client.settlements.SettlePvP,
+    reply = await client.api.settlements.settle_pvp(
         market_request(trade, price, "market-dry", dry_run=True),
     )
     assert reply.settlement.state == PREPARED
@@ -146,7 +144,7 @@ async def test_no_answer_from_the_bridge_is_not_the_requests_outcome(trade: Trad
     client = trade.platform
     # Each request signed once: a retry sends the same bytes.
     first = market_request(trade, price, "market-settled")
-    settled = await client.call(client.settlements.SettlePvP, first)
+    settled = await client.api.settlements.settle_pvp(first)
     assert settled.settlement.state == FINAL
     silent = FaultPlan(drop_request_percent=100, operations=frozenset({Operation.QUOTE}))
     bridge = await trade.bridge_faults(silent)
@@ -157,19 +155,17 @@ async def test_no_answer_from_the_bridge_is_not_the_requests_outcome(trade: Trad
         trade.harness.address, caller=client.caller, retry=RetryPolicy(deadline_seconds=3.0)
     )
     try:
-        await refused(
-            "BRIDGE_UNAVAILABLE", impatient.call(impatient.settlements.SettlePvP, later_request)
-        )
+        await refused("BRIDGE_UNAVAILABLE", impatient.api.settlements.settle_pvp(later_request))
     finally:
         await impatient.close()
-    replayed = await client.call(client.settlements.SettlePvP, first)
+    replayed = await client.api.settlements.settle_pvp(first)
     assert replayed.operation.replayed
     assert replayed.settlement.settlement_id == settled.settlement.settlement_id
     assert replayed.settlement.state == FINAL
     assert await trade.balance("buyer", "HKD") == (FUNDS_HKD - price, 0)
 
     await bridge.set_plan(FaultPlan())
-    later = await client.call(client.settlements.SettlePvP, later_request)
+    later = await client.api.settlements.settle_pvp(later_request)
     assert later.settlement.state == FINAL
     assert not later.operation.replayed
     assert await trade.balance("buyer", "HKD") == (FUNDS_HKD - 2 * price, 0)
@@ -203,8 +199,7 @@ async def test_dvp_at_market_delivers_the_title_for_exactly_the_sellers_price(
     before = await trade.holdings()
     await refused(
         "QUOTE_ABOVE_LIMIT",
-        trade.platform.call(
-            trade.platform.settlements.SettleDvP,
+        trade.platform.api.settlements.settle_dvp(
             dvp_request(
                 trade.party("seller"),
                 trade.party("buyer"),
@@ -239,7 +234,7 @@ async def test_a_bridge_quote_for_other_terms_settles_nothing(
     client = trade.platform
     error = await refused(
         "BRIDGE_REFUSED",
-        client.call(client.settlements.SettlePvP, market_request(trade, price, "market-other")),
+        client.api.settlements.settle_pvp(market_request(trade, price, "market-other")),
     )
     assert error.metadata["bridge_reason"] == "QUOTE_OTHER_TERMS"
     assert await trade.holdings() == before

@@ -31,7 +31,7 @@ async def test_a_leg_committed_with_this_settlements_terms_leads_to_commit(
     bridge = await trade.bridge_faults(
         FaultPlan(drop_reply_percent=100, operations=frozenset({Operation.PREPARE}))
     )
-    s = (await client.call(client.settlements.SettlePvP, request)).settlement
+    s = (await client.api.settlements.settle_pvp(request)).settlement
     assert s.state == PREPARED, s
     await bridge.set_plan(FaultPlan())
     runtime = trade.harness.runtime
@@ -75,7 +75,7 @@ async def test_a_leg_committed_with_other_terms_is_left_for_an_operator_once(
 
     quote = await client.quote_fx("HKD", "CNY", target_amount_minor=PRICE_CNY)
     request = pvp_request(buyer_key, buyer, trade.wallets["seller"], quote, request_id=request_id)
-    s = (await client.call(client.settlements.SettlePvP, request)).settlement
+    s = (await client.api.settlements.settle_pvp(request)).settlement
     assert s.settlement_id == sid
     assert s.state == PREPARED, s
     assert runtime.stuck_settlements == 1

@@ -266,7 +266,7 @@ async def test_refused_dvps_move_neither_money_nor_title(trade: TradeWorld) -> N
     await nothing_moved()
     # Signed by the seller only (the buyer's signature is the seller's too).
     forged = dvp_request(seller, (seller[0], buyer[1]), title_id, 40, ("CNY", 1_00), request_id="f")
-    await refused("SIGNATURE_INVALID", client.call(client.settlements.SettleDvP, forged))
+    await refused("SIGNATURE_INVALID", client.api.settlements.settle_dvp(forged))
     await nothing_moved()
     # A title that does not exist.
     await refused(
@@ -278,7 +278,7 @@ async def test_refused_dvps_move_neither_money_nor_title(trade: TradeWorld) -> N
     no_quote.payload = no_quote.payload.replace(b"CNY", b"HKD", 1)
     no_quote.seller_signature = seller[0].sign(no_quote.payload)
     no_quote.buyer_signature = buyer[0].sign(no_quote.payload)
-    await refused("QUOTE_ABOVE_LIMIT", client.call(client.settlements.SettleDvP, no_quote))
+    await refused("QUOTE_ABOVE_LIMIT", client.api.settlements.settle_dvp(no_quote))
     await nothing_moved()
 
     # The quote was not spent by any refusal: it still settles, once.
@@ -350,7 +350,7 @@ async def test_a_retried_dvp_answers_the_same_settlement(trade: TradeWorld) -> N
     request = dvp_request(seller, buyer, title_id, 10, PRICE, request_id="dvp-2x")
     # A dry run runs the real path (the split, the escrow, the payment) and rolls it back.
     request.dry_run = True
-    dry = await client.call(client.settlements.SettleDvP, request)
+    dry = await client.api.settlements.settle_dvp(request)
     assert dry.operation.dry_run
     assert (dry.settlement.state, dry.settlement.legs[-1].title_id) == (FINAL, f"{title_id}.1")
     assert await title_state(trade, title_id) == (seller[1], "", 40, 1)
@@ -359,8 +359,8 @@ async def test_a_retried_dvp_answers_the_same_settlement(trade: TradeWorld) -> N
     assert await trade.stored_settlements() == []
     request.dry_run = False
 
-    first = await client.call(client.settlements.SettleDvP, request)
-    again = await client.call(client.settlements.SettleDvP, request)
+    first = await client.api.settlements.settle_dvp(request)
+    again = await client.api.settlements.settle_dvp(request)
     assert (first.operation.replayed, again.operation.replayed) == (False, True)
     assert again.settlement == first.settlement
     assert await trade.balance("buyer", "CNY") == (200_000_00 - PRICE[1], 0)
@@ -369,6 +369,6 @@ async def test_a_retried_dvp_answers_the_same_settlement(trade: TradeWorld) -> N
     await refused("TITLE_NOT_FOUND", client.get_title(f"{title_id}.2.1"))
     # The same id for another sale (the rest, to the same buyer): refused, nothing moves.
     other = dvp_request(seller, buyer, f"{title_id}.2", 30, PRICE, request_id="dvp-2x")
-    await refused("IDEMPOTENCY_KEY_REUSED", client.call(client.settlements.SettleDvP, other))
+    await refused("IDEMPOTENCY_KEY_REUSED", client.api.settlements.settle_dvp(other))
     assert await title_state(trade, f"{title_id}.2") == (seller[1], "", 30, 1)
     assert await trade.balance("buyer", "CNY") == (200_000_00 - PRICE[1], 0)

@@ -108,8 +108,7 @@ async def settled(trade: TradeWorld, payment_id: str) -> list[settlement_pb2.Set
     """The payment's payouts once the coordinator has taken them all to FINAL."""
     platform = trade.platform
     for _ in range(200):
-        reply = await platform.call(
-            platform.settlements.ListSettlements,
+        reply = await platform.api.settlements.list_settlements(
             settlement_pb2.ListSettlementsRequest(origin_payment_id=payment_id),
         )
         found = list(reply.settlements)

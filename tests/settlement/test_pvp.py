@@ -111,7 +111,7 @@ async def test_pvp_refusals_move_nothing(trade: TradeWorld) -> None:
     def settle(
         request: settlement_pb2.SettlePvPRequest,
     ) -> Awaitable[settlement_pb2.SettlePvPResponse]:
-        return client.call(client.settlements.SettlePvP, request)
+        return client.api.settlements.settle_pvp(request)
 
     # Both sides in one currency: that is a transfer, not a PvP.
     await refused(
@@ -397,7 +397,7 @@ async def test_every_reply_lost_then_resumed_by_retry_and_sweep(trade: TradeWorl
     lose = FaultPlan(drop_reply_percent=100, operations=frozenset({Operation.PREPARE}))
     bridge = await trade.bridge_faults(lose)
 
-    first = await client.call(client.settlements.SettlePvP, request)
+    first = await client.api.settlements.settle_pvp(request)
     s = first.settlement
     assert s.state == PREPARED, s
     assert await bridge_state(trade, s.transfer_id) == "PREPARED"
@@ -409,7 +409,7 @@ async def test_every_reply_lost_then_resumed_by_retry_and_sweep(trade: TradeWorl
     await bridge.set_plan(
         FaultPlan(drop_reply_percent=100, operations=frozenset({Operation.COMMIT}))
     )
-    second = await client.call(client.settlements.SettlePvP, request)
+    second = await client.api.settlements.settle_pvp(request)
     assert second.operation.replayed
     assert second.settlement.settlement_id == s.settlement_id
     assert second.settlement.state == COMMITTING, second.settlement
@@ -424,7 +424,7 @@ async def test_every_reply_lost_then_resumed_by_retry_and_sweep(trade: TradeWorl
     assert await trade.balance("seller", "CNY") == (PRICE_CNY, 0)
     assert await trade.entry_kinds("buyer") == ["TRANSFER", "HOLD", "PVP"]
     assert await trade.entry_kinds("seller") == ["PVP"]
-    third = await client.call(client.settlements.SettlePvP, request)
+    third = await client.api.settlements.settle_pvp(request)
     assert (third.operation.replayed, third.settlement.state) == (True, FINAL)
 
 
@@ -437,15 +437,15 @@ async def test_a_retried_settle_pvp_answers_the_same_settlement(trade: TradeWorl
 
     # A dry run first: the real path, rolled back; the id stays unspent.
     request.dry_run = True
-    dry = await client.call(client.settlements.SettlePvP, request)
+    dry = await client.api.settlements.settle_pvp(request)
     assert dry.operation.dry_run
     assert dry.settlement.state == PREPARED
     assert await trade.stored_settlements() == []
     assert await trade.balance("buyer", "HKD") == (200_000_00, 0)
     request.dry_run = False
 
-    first = await client.call(client.settlements.SettlePvP, request)
-    again = await client.call(client.settlements.SettlePvP, request)
+    first = await client.api.settlements.settle_pvp(request)
+    again = await client.api.settlements.settle_pvp(request)
     assert (first.operation.replayed, again.operation.replayed) == (False, True)
     assert first.settlement == again.settlement
     assert again.settlement.state == FINAL
@@ -457,8 +457,7 @@ async def test_a_retried_settle_pvp_answers_the_same_settlement(trade: TradeWorl
     other = await client.quote_fx("HKD", "CNY", target_amount_minor=PRICE_CNY)
     await refused(
         "IDEMPOTENCY_KEY_REUSED",
-        client.call(
-            client.settlements.SettlePvP,
+        client.api.settlements.settle_pvp(
             pvp_request(buyer_key, buyer, trade.wallets["seller"], other, request_id="pvp-2x"),
         ),
     )

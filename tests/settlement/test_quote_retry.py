@@ -34,15 +34,14 @@ async def test_a_retried_quote_is_answered_from_storage(
 ) -> None:
     client = trade.platform
     request = _quote_request("quote-retry-1", target_amount_minor=125_000_00)
-    first = await client.call(client.settlements.QuoteFx, request)
+    first = await client.api.settlements.quote_fx(request)
     asked = _forbid_the_bridge(trade, monkeypatch)
-    again = await client.call(client.settlements.QuoteFx, request)
+    again = await client.api.settlements.quote_fx(request)
     assert (first.operation.replayed, again.operation.replayed) == (False, True)
     assert again.quote == first.quote
     await refused(
         "IDEMPOTENCY_KEY_REUSED",
-        client.call(
-            client.settlements.QuoteFx,
+        client.api.settlements.quote_fx(
             _quote_request("quote-retry-1", target_amount_minor=125_000_01),
         ),
     )
@@ -54,9 +53,9 @@ async def test_a_retried_refusal_is_answered_from_storage(
 ) -> None:
     client = trade.platform
     request = _quote_request("quote-retry-2", source_amount_minor=1)
-    first = await refused("BRIDGE_REFUSED", client.call(client.settlements.QuoteFx, request))
+    first = await refused("BRIDGE_REFUSED", client.api.settlements.quote_fx(request))
     asked = _forbid_the_bridge(trade, monkeypatch)
-    again = await refused("BRIDGE_REFUSED", client.call(client.settlements.QuoteFx, request))
+    again = await refused("BRIDGE_REFUSED", client.api.settlements.quote_fx(request))
     assert (first.replayed, again.replayed) == (False, True)
     assert again.status == first.status
     assert asked == []

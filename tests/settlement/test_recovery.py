@@ -201,8 +201,7 @@ async def test_settlements_in_doubt_are_driven_however_many_wait_before_them(
 
         async def settle(request_id: str) -> None:
             quote = await client.quote_fx("HKD", "CNY", target_amount_minor=10_000_00)
-            await client.call(
-                client.settlements.SettlePvP,
+            await client.api.settlements.settle_pvp(
                 pvp_request(buyer_key, buyer, seller, quote, request_id=request_id),
             )
 
@@ -283,8 +282,7 @@ async def test_the_sweep_leaves_a_settlement_to_the_call_driving_it(
 
         monkeypatch.setattr(link, "finality", slow_finality)
         settling = asyncio.ensure_future(
-            client.call(
-                client.settlements.SettlePvP,
+            client.api.settlements.settle_pvp(
                 pvp_request(buyer_key, buyer, trade.wallets["seller"], quote, request_id="busy"),
             )
         )

@@ -61,8 +61,7 @@ async def test_the_timing_rule_is_the_coordinators(
         client = trade.platform
         buyer_key, buyer = trade.party("buyer")
         quote = await client.quote_fx("HKD", "CNY", target_amount_minor=10_000_00)
-        reply = await client.call(
-            client.settlements.SettlePvP,
+        reply = await client.api.settlements.settle_pvp(
             pvp_request(buyer_key, buyer, trade.wallets["seller"], quote, request_id="timing"),
         )
         assert reply.settlement.state == state, reply.settlement

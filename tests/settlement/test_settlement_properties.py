@@ -172,13 +172,8 @@ async def test_no_settlement_ends_committed_on_one_ledger_only(
         before = await trade.holdings()
 
         async def settle(request: object) -> str:
-            method = (
-                client.settlements.SettleDvP
-                if isinstance(request, settlement_pb2.SettleDvPRequest)
-                else client.settlements.SettlePvP
-            )
             try:
-                await client.call(method, request)  # type: ignore[arg-type]
+                await client.send(request)  # type: ignore[call-overload]
             except ApiError as error:
                 return error.reason
             return "OK"

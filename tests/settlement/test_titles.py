@@ -77,8 +77,7 @@ async def test_issue_refusals_create_nothing(trade: TradeWorld) -> None:
 
     # A revoked issuer, signing with its (once valid) key.
     await trade.cb.register_oracle("carrier.gone", "ED25519", key("carrier.gone").public_key)
-    await trade.cb.call(
-        trade.cb.oracles.RevokeOracle,
+    await trade.cb.api.oracles.revoke_oracle(
         oracle_pb2.RevokeOracleRequest(oracle_id="carrier.gone", reason="licence withdrawn"),
     )
     paper = document("revoked")
@@ -102,7 +101,7 @@ async def test_issue_refusals_create_nothing(trade: TradeWorld) -> None:
     paper = document("tampered")
     request = issue_request(carrier, CARRIER, seller, 5, paper, request_id="issue-tampered")
     request.issuer_instruction.signature = bytes(64)
-    await refused("SIGNATURE_INVALID", platform.call(platform.assets.IssueTitle, request))
+    await refused("SIGNATURE_INVALID", platform.api.assets.issue_title(request))
     await assert_no_title(trade, CARRIER, paper)
 
     # Not a kind of title.
@@ -358,13 +357,12 @@ async def test_list_titles_pages_through_a_holders_active_titles(trade: TradeWor
 
     client = trade.platform
     with pytest.raises(ApiError) as raised:
-        await client.call(
-            client.assets.ListTitles,
+        await client.api.assets.list_titles(
             asset_pb2.ListTitlesRequest(holder_wallet_id=seller, page_size=-1),
         )
     assert raised.value.reason == "INVALID_PAGE_SIZE"
     with pytest.raises(ApiError) as raised:
-        await client.call(client.assets.ListTitles, asset_pb2.ListTitlesRequest())
+        await client.api.assets.list_titles(asset_pb2.ListTitlesRequest())
     assert raised.value.reason == "MISSING_FIELD"
 
 
@@ -396,23 +394,23 @@ async def test_a_replayed_issue_answers_the_first_result(trade: TradeWorld) -> N
     client, seller = trade.platform, trade.wallets["seller"]
     paper = document("COSU-replay")
     request = issue_request(trade.keys[CARRIER], CARRIER, seller, 40, paper, request_id="iss-1")
-    first = await client.call(client.assets.IssueTitle, request)
-    second = await client.call(client.assets.IssueTitle, request)
+    first = await client.api.assets.issue_title(request)
+    second = await client.api.assets.issue_title(request)
     assert not first.operation.replayed
     assert second.operation.replayed
     assert second.title == first.title
     assert await trade.title_moves(first.title.title_id) == ["ISSUED"]
     # Same id, another request (other units): refused, and the title stays as issued.
     other = issue_request(trade.keys[CARRIER], CARRIER, seller, 41, paper, request_id="iss-1")
-    await refused("IDEMPOTENCY_KEY_REUSED", client.call(client.assets.IssueTitle, other))
+    await refused("IDEMPOTENCY_KEY_REUSED", client.api.assets.issue_title(other))
     assert (await trade.title(first.title.title_id)).units == 40
 
     # A refused request keeps failing the same way under its id, even once it could succeed.
     late = issue_request(
         trade.keys[CARRIER], CARRIER, "w_later", 5, document("later"), request_id="iss-2"
     )
-    await refused("WALLET_NOT_FOUND", client.call(client.assets.IssueTitle, late))
-    await refused("WALLET_NOT_FOUND", client.call(client.assets.IssueTitle, late))
+    await refused("WALLET_NOT_FOUND", client.api.assets.issue_title(late))
+    await refused("WALLET_NOT_FOUND", client.api.assets.issue_title(late))
 
 
 async def test_replayed_split_pledge_and_release(trade: TradeWorld) -> None:
@@ -422,30 +420,29 @@ async def test_replayed_split_pledge_and_release(trade: TradeWorld) -> None:
     title_id = await trade.issue_bill_of_lading("seller", 40, document("COSU-replays"))
 
     split = split_request(seller_key, seller, title_id, 10, request_id="split-1")
-    first = await client.call(client.assets.SplitTitle, split)
-    again = await client.call(client.assets.SplitTitle, split)
+    first = await client.api.assets.split_title(split)
+    again = await client.api.assets.split_title(split)
     assert again.operation.replayed
     assert (again.first, again.rest) == (first.first, first.rest)
     await refused(
         "IDEMPOTENCY_KEY_REUSED",
-        client.call(
-            client.assets.SplitTitle,
+        client.api.assets.split_title(
             split_request(seller_key, seller, title_id, 11, request_id="split-1"),
         ),
     )
     child = first.first.title_id
     pledge = pledge_request(seller_key, seller, child, financier, request_id="pledge-1")
-    pledged = await client.call(client.assets.PledgeTitle, pledge)
-    replayed = await client.call(client.assets.PledgeTitle, pledge)
+    pledged = await client.api.assets.pledge_title(pledge)
+    replayed = await client.api.assets.pledge_title(pledge)
     assert replayed.operation.replayed
     assert replayed.title == pledged.title
     release = release_request(financier_key, financier, child, request_id="release-1")
-    released = await client.call(client.assets.ReleasePledge, release)
-    replayed_release = await client.call(client.assets.ReleasePledge, release)
+    released = await client.api.assets.release_pledge(release)
+    replayed_release = await client.api.assets.release_pledge(release)
     assert replayed_release.operation.replayed
     assert replayed_release.title == released.title
     # A replayed pledge after the release does not pledge again.
-    assert (await client.call(client.assets.PledgeTitle, pledge)).operation.replayed
+    assert (await client.api.assets.pledge_title(pledge)).operation.replayed
     assert (await trade.title(child)).pledged_to == ""
     assert await trade.title_moves(child) == ["SPLIT", "PLEDGED", "RELEASED"]
     assert await trade.title_moves(title_id) == ["ISSUED", "SPLIT"]
@@ -458,14 +455,14 @@ async def test_dry_runs_write_nothing(trade: TradeWorld) -> None:
     dry = issue_request(
         trade.keys[CARRIER], CARRIER, seller, 40, paper, request_id="dry-issue", dry_run=True
     )
-    reply = await client.call(client.assets.IssueTitle, dry)
+    reply = await client.api.assets.issue_title(dry)
     assert reply.operation.dry_run
     assert reply.title.units == 40
     await refused("TITLE_NOT_FOUND", client.get_title(reply.title.title_id))
     assert await trade.titles_of("seller") == []
     # The id was not spent by the dry run: the real call under it succeeds.
     dry.dry_run = False
-    real = await client.call(client.assets.IssueTitle, dry)
+    real = await client.api.assets.issue_title(dry)
     assert not real.operation.replayed
     assert not real.operation.dry_run
     title_id = real.title.title_id
@@ -479,13 +476,13 @@ async def test_dry_runs_write_nothing(trade: TradeWorld) -> None:
         request_id="dry-pledge",
         dry_run=True,
     )
-    would = await client.call(client.assets.PledgeTitle, pledge)
+    would = await client.api.assets.pledge_title(pledge)
     assert would.title.pledged_to == trade.wallets["financier"]
     assert (await trade.title(title_id)).pledged_to == ""
     # A dry run of something refused is refused the same way, and records nothing either.
     doomed = issue_request(
         trade.keys[CARRIER], CARRIER, seller, 40, paper, request_id="dry-again", dry_run=True
     )
-    await refused("TITLE_EXISTS", client.call(client.assets.IssueTitle, doomed))
+    await refused("TITLE_EXISTS", client.api.assets.issue_title(doomed))
     await refused("OPERATION_NOT_FOUND", client.get_operation("dry-again"))
     assert await trade.title_moves(title_id) == ["ISSUED"]

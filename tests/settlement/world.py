@@ -317,8 +317,7 @@ class TradeWorld:
         """Every active title the party holds, page by page."""
         client, out, token = self.platform, [], ""
         while True:
-            page: asset_pb2.ListTitlesResponse = await client.call(
-                client.assets.ListTitles,
+            page: asset_pb2.ListTitlesResponse = await client.api.assets.list_titles(
                 asset_pb2.ListTitlesRequest(
                     holder_wallet_id=self.wallets.get(name, name),
                     page_size=page_size,
@@ -343,9 +342,10 @@ class TradeWorld:
         out: list[settlement_pb2.Settlement] = []
         token = ""
         while True:
-            page: settlement_pb2.ListSettlementsResponse = await client.call(
-                client.settlements.ListSettlements,
-                settlement_pb2.ListSettlementsRequest(page_token=token, **filters),  # type: ignore[arg-type]
+            page: settlement_pb2.ListSettlementsResponse = (
+                await client.api.settlements.list_settlements(
+                    settlement_pb2.ListSettlementsRequest(page_token=token, **filters),  # type: ignore[arg-type]
+                )
             )
             out += list(page.settlements)
             token = page.next_page_token
