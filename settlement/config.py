@@ -363,7 +363,7 @@ class Settings(BaseSettings):
         Setting(
             Switch(),
             "OpenTelemetry traces, exported as the standard OTEL_* variables say"
-            " (docs/operations.md); read by settlement/tracing.py",
+            " (docs/operations.md)",
         ),
     ] = False
     verify_threads: Annotated[

@@ -303,11 +303,22 @@ def idempotency_conflict(
 def _failure_of(stored: bytes) -> tuple[str, str]:
     """(status code name, reason) of a stored failure."""
     status = status_pb2.Status.FromString(stored)
-    reason = ""
+    return code_name(status), reason_of(status)
+
+
+_CODE_NAMES: dict[int, str] = {code.value[0]: code.name for code in grpc.StatusCode}
+
+
+def code_name(status: status_pb2.Status | None) -> str:
+    """The gRPC status code's name (``OK`` for no status)."""
+    return "OK" if status is None else _CODE_NAMES.get(status.code, str(status.code))
+
+
+def reason_of(status: status_pb2.Status) -> str:
+    """The ErrorInfo reason a status carries ("" for none)."""
     for detail in status.details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
-            reason = info.reason
-    code = next((c.name for c in grpc.StatusCode if c.value[0] == status.code), "UNKNOWN")
-    return code, reason
+            return str(info.reason)
+    return ""

@@ -23,15 +23,12 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Span, Tracer
-
-ENABLE_ENV: Final = "CONDPAY_OTEL"
-_TRUE: Final = frozenset({"1", "true", "yes", "on"})
 
 _tracer: Tracer | None = None
 
@@ -40,12 +37,13 @@ def enabled() -> bool:
     return _tracer is not None
 
 
-def configure_from_env(env: Mapping[str, str] | None = None) -> bool:
-    """Install a tracer provider from the environment when ``CONDPAY_OTEL`` is on; whether it
-    did. ValueError for an exporter it does not know."""
-    env = os.environ if env is None else env
-    if env.get(ENABLE_ENV, "").strip().lower() not in _TRUE:
+def configure(on: bool, env: Mapping[str, str] | None = None) -> bool:
+    """When ``on`` (the ``otel`` setting, ``CONDPAY_OTEL``), install a tracer provider as the
+    standard ``OTEL_*`` variables of ``env`` say; whether it did. ValueError for an exporter it
+    does not know."""
+    if not on:
         return False
+    env = os.environ if env is None else env
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter

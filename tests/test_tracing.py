@@ -118,10 +118,10 @@ async def test_a_refusal_carries_its_code_and_reason_and_the_callers_trace(
 
 
 def test_tracing_is_off_by_default_and_an_unknown_exporter_is_refused() -> None:
-    assert not tracing.configure_from_env({})
+    assert not tracing.configure(False, {"OTEL_TRACES_EXPORTER": "console"})
     assert not tracing.enabled()
     with pytest.raises(ValueError, match="otlp, console and none"):
-        tracing.configure_from_env({"CONDPAY_OTEL": "1", "OTEL_TRACES_EXPORTER": "zipkinz"})
-    assert tracing.configure_from_env({"CONDPAY_OTEL": "1", "OTEL_TRACES_EXPORTER": "none"})
+        tracing.configure(True, {"OTEL_TRACES_EXPORTER": "zipkinz"})
+    assert tracing.configure(True, {"OTEL_TRACES_EXPORTER": "none"})
     assert tracing.enabled()
     tracing.install(None)

@@ -21,9 +21,9 @@ from settlement import tracing
 from settlement.api.identity import Caller, set_current_caller
 from settlement.api.methods import METHODS, MethodSpec
 from settlement.api.quotas import CallQuotas
-from settlement.api.status import grpc_status, internal_status, reason_of, to_status
+from settlement.api.status import grpc_status, internal_status, to_status
 from settlement.api.tls import IdentityResolver
-from settlement.errors import Reason, SettlementError
+from settlement.errors import Reason, SettlementError, code_name, reason_of
 from settlement.ledger.engine import StoredFailure
 from settlement.metrics import Metrics
 
@@ -221,7 +221,7 @@ class _Call:
             caller=str(self.caller) if self.caller else None,
             replayed=self.replayed or None,
         )
-        tracing.finish_rpc(_code_name(status), reason_of(status) if status is not None else "")
+        tracing.finish_rpc(code_name(status), reason_of(status) if status is not None else "")
 
     def enter(self, quotas: CallQuotas, *, stream: bool) -> None:
         assert self.caller is not None
@@ -266,7 +266,7 @@ class _Call:
         status = self.status
         reason = reason_of(status) if status is not None else ""
         metrics.rpc(
-            self.method, _code_name(status), reason or "", time.perf_counter() - self.started
+            self.method, code_name(status), reason or "", time.perf_counter() - self.started
         )
 
     def log(self) -> None:
@@ -276,7 +276,7 @@ class _Call:
             method=self.method,
             caller=str(self.caller) if self.caller else None,
             request_id=self.request_id or None,
-            status=_code_name(status),
+            status=code_name(status),
             reason=reason_of(status) if status is not None else None,
             replayed=self.replayed or None,
             latency_ms=round((time.perf_counter() - self.started) * 1000, 3),
@@ -286,13 +286,6 @@ class _Call:
 def _call_id() -> str:
     """A correlation id for a failed call that carried no request id (reads)."""
     return f"call-{uuid.uuid4().hex[:16]}"
-
-
-_CODE_NAMES: dict[int, str] = {code.value[0]: code.name for code in grpc.StatusCode}
-
-
-def _code_name(status: status_pb2.Status | None) -> str:
-    return "OK" if status is None else _CODE_NAMES.get(status.code, str(status.code))
 
 
 class _Registrar:

@@ -174,7 +174,7 @@ async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     require_certificates(settings)  # before touching the database
     try:
-        tracing.configure_from_env()
+        tracing.configure(settings.otel)
     except ValueError as bad:
         print(f"condpay serve: {bad}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -83,14 +83,5 @@ def grpc_status(status: status_pb2.Status, *, replayed: bool = False) -> grpc.St
     return _GrpcStatus(rich.code, rich.details, metadata)
 
 
-def reason_of(status: status_pb2.Status) -> str:
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return str(info.reason)
-    return ""
-
-
 def parse_reason(name: str) -> Reason | None:
     return Reason.__members__.get(name)
