@@ -8,7 +8,10 @@ Commands::
     explain FILE [--lang en|zh]            the contract in plain English or Chinese
     simulate FILE --params P.json --events E.jsonl [--now T] [--json]
                                            step through events with the real evaluator
-    test [PATH...]                         run spec files (x.contract beside x.spec.json)
+    test [PATH...]                         run spec files (x.contract beside x.spec.json),
+                                           checked against the spec JSON Schema first
+    schema                                 print the JSON Schema of spec files
+    lsp                                    the language server, over stdin/stdout
 
 Exit codes: 0 success, 1 errors found or tests failed, 2 bad usage or unreadable input.
 Output is plain text (no colour, no terminal control codes).
@@ -33,7 +36,7 @@ from contracts_dsl.formatter import format_source
 from contracts_dsl.params import bind_params
 from contracts_dsl.simulate import render_steps, simulate
 from contracts_dsl.source import SourceFile
-from contracts_dsl.spec import discover, run_spec
+from contracts_dsl.spec import discover, run_spec, spec_schema
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -69,6 +72,10 @@ def _build_parser(prog: str) -> argparse.ArgumentParser:
     sim.add_argument("--json", action="store_true", help="print JSON instead of text")
     test = commands.add_parser("test", help="run spec files")
     test.add_argument("paths", nargs="*", type=Path)
+    commands.add_parser("schema", help="print the JSON Schema of spec files")
+    commands.add_parser(
+        "lsp", help="run the language server on stdin/stdout (for editors; see docs/dsl.md)"
+    )
     return parser
 
 
@@ -144,6 +151,14 @@ def main(argv: list[str] | None = None, prog: str = "python -m contracts_dsl") -
         return _explain(args.file, args.lang, out)
     if command == "simulate":
         return _simulate(args, out)
+    if command == "schema":
+        print(json.dumps(spec_schema(), indent=2, ensure_ascii=False), file=out)
+        return EXIT_OK
+    if command == "lsp":
+        from contracts_dsl.lsp import serve  # pygls is loaded only for the language server
+
+        serve()
+        return EXIT_OK
     return _test(args.paths or [Path(".")], out)
 
 

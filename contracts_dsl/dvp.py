@@ -276,19 +276,23 @@ def starvations(contract: CompiledContract) -> list[Starvation]:
     """Money actions (of clauses that deliver no title) that another party's `remainder` can
     starve to zero. Deliveries are the business of `delivery_shortfalls`."""
     found: list[Starvation] = []
+    remainders = [_remainders(clause) for clause in contract.clauses]
+    before: dict[tuple[int, int], bool] = {}  # (other, victim) -> can fire before (memo)
     for victim, clause in enumerate(contract.clauses):
         if any(a.kind == "deliver_title" for a in clause.actions):
             continue
         for index, action in enumerate(clause.actions):
             if action.kind not in MONEY_KINDS:
                 continue
-            for other, starver in enumerate(contract.clauses):
-                if not can_fire_before(contract, other, victim):
+            for other in range(len(contract.clauses)):
+                # The cheap test first: most clauses pay no `remainder` to another party.
+                hit = next(((i, a) for i, a in remainders[other] if a.party != action.party), None)
+                if hit is None:
                     continue
-                hit = next(
-                    ((i, a) for i, a in _remainders(starver) if a.party != action.party), None
-                )
-                if hit is not None:
+                key = (other, victim)
+                if key not in before:
+                    before[key] = can_fire_before(contract, other, victim)
+                if before[key]:
                     found.append(Starvation(victim, index, other, hit[0]))
                     break
     return found

@@ -336,3 +336,25 @@ class _Explainer:
                 text = self.t("deliver", title=action.title.name, party=action.party.name)
             parts.append(text)
         return self.t("then").join(parts)
+
+
+def explain_clause(symbols: Symbols, clause: a.Clause, lang: str = "en") -> str:
+    """One clause in plain language (for the language server's hover). `symbols` are those of a
+    check without errors."""
+    return _Explainer(lang, symbols).clause(clause)
+
+
+def explain_terms(symbols: Symbols, lang: str = "en") -> tuple[str, str]:
+    """The escrow and the deadline sentences of `explain` (for the language server's hover)."""
+    explainer = _Explainer(lang, symbols)
+    escrow = symbols.escrow
+    assert escrow is not None
+    escrow_text = explainer.t(
+        "escrow", funder=escrow.funder.name, amount=explainer.money(escrow.amount)
+    )
+    deadline = symbols.deadline
+    if deadline is None:
+        return escrow_text, explainer.t("no_deadline")
+    return escrow_text, explainer.t(
+        "deadline", at=explainer.time(deadline.at), actions=explainer.actions(deadline.actions)
+    )

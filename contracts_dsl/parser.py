@@ -556,12 +556,26 @@ class _Builder:
     # -- helpers --------------------------------------------------------------------------------
 
     def _span(self, node: lark.Tree[lark.Token] | lark.Token) -> Span:
+        # lark already counted lines and columns the way `SourceFile` does (code points, lines
+        # end at `\n`, the text it parsed has the same offsets): take them instead of searching.
         if isinstance(node, lark.Token):
-            return self.source.span(node.start_pos or 0, node.end_pos or 0)
-        meta = node.meta
-        if getattr(meta, "empty", True):
-            return self.source.span(0, 0)
-        return self.source.span(meta.start_pos, meta.end_pos)
+            where: lark.Token | lark.tree.Meta = node
+        else:
+            where = node.meta
+            if getattr(where, "empty", True):
+                return self.source.span(0, 0)
+        start, end = where.start_pos, where.end_pos
+        line, column = where.line, where.column
+        end_line, end_column = where.end_line, where.end_column
+        if None in (start, end, line, column, end_line, end_column):
+            return self.source.span(start or 0, end or 0)
+        assert start is not None
+        assert end is not None
+        assert line is not None
+        assert column is not None
+        assert end_line is not None
+        assert end_column is not None
+        return Span(start, end, line, column, end_line, end_column)
 
     def _report(self, code: str, message: str, span: Span, **kwargs: str) -> None:
         label = kwargs.get("label", "")

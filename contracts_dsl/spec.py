@@ -33,10 +33,13 @@ field. With `param_errors`, the parameters must fail to bind with exactly those 
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from contracts_dsl import _literals
 from contracts_dsl.compiled import CompiledContract
@@ -89,6 +92,45 @@ def _load_spec(path: Path) -> Mapping[str, object]:
     return data
 
 
+SCHEMA_FILE: Final = "spec.schema.json"
+"""The JSON Schema of spec files, in this package (`condpay dsl schema` prints it)."""
+
+
+@functools.cache
+def spec_schema() -> Mapping[str, object]:
+    """The JSON Schema (draft 2020-12) every spec file must satisfy."""
+    text = importlib.resources.files("contracts_dsl").joinpath(SCHEMA_FILE).read_text("utf-8")
+    schema: dict[str, object] = json.loads(text)
+    return schema
+
+
+@dataclass(frozen=True, slots=True)
+class SpecError:
+    """A place where a spec file breaks the schema: a JSON path (`$.cases[0].events[1].id`),
+    the path as a list of keys and indices, and a message."""
+
+    path: str
+    keys: tuple[str | int, ...]
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+def validate_spec(document: object) -> list[SpecError]:
+    """Every schema violation of a parsed spec document, in document order."""
+    import jsonschema  # loaded only when specs are checked
+
+    validator = jsonschema.Draft202012Validator(spec_schema())
+    found = []
+    for error in validator.iter_errors(document):
+        keys = tuple(error.absolute_path)
+        path = "$" + "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys)
+        found.append(SpecError(path, keys, error.message))
+    found.sort(key=lambda e: [(0, k, "") if isinstance(k, int) else (1, 0, k) for k in e.keys])
+    return found
+
+
 def run_spec(contract_path: Path) -> SpecOutcome:
     """Run one spec. Problems become failures in the outcome (this never raises)."""
     spec_path = spec_path_for(contract_path)
@@ -98,6 +140,10 @@ def run_spec(contract_path: Path) -> SpecOutcome:
         text = contract_path.read_text(encoding="utf-8")
     except (SpecFormError, OSError, UnicodeDecodeError) as error:
         outcome.failures.append(str(error))
+        return outcome
+    schema_errors = validate_spec(spec)
+    if schema_errors:
+        outcome.failures.extend(f"{spec_path}: {error}" for error in schema_errors)
         return outcome
     result = compile_source(text, str(contract_path))
     expected_diagnostics = spec.get("expect_diagnostics", [])
