@@ -6,6 +6,7 @@ whenever a diagnostic is an error (warnings do not block compilation).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -67,6 +68,13 @@ def compile_source(text: str, path: str = "<input>") -> CompileResult:
         contract = compile_checked(checked.parsed.tree, checked.symbols)
         mark_verified(contract.hash)
     return CompileResult(checked.parsed.source, checked.diagnostics, contract, checked)
+
+
+@functools.lru_cache(maxsize=16_384)
+def _key(spec: Value | ConstraintSpec) -> bytes:
+    """The canonical bytes of a value or constraint: the order they are sorted in (memoised:
+    an editor re-checks the same contract at every keystroke)."""
+    return canonical_json(spec.to_json())
 
 
 def canonical_decimal(value: Decimal) -> str:
@@ -220,11 +228,11 @@ class _Compiler:
         constraints: dict[bytes, ConstraintSpec] = {}
         for constraint in pattern.constraints:
             raw_values = (constraint.value,) if constraint.value is not None else constraint.values
-            values = {canonical_json(v.to_json()): v for v in (self.value(x) for x in raw_values)}
+            values = {_key(v): v for v in (self.value(x) for x in raw_values)}
             spec = ConstraintSpec(
                 constraint.attr.name, constraint.op, tuple(values[k] for k in sorted(values))
             )
-            constraints.setdefault(canonical_json(spec.to_json()), spec)
+            constraints.setdefault(_key(spec), spec)
         timings: dict[bytes, TimingSpec] = {}
         for timing in pattern.timings:
             if isinstance(timing, a.Within):

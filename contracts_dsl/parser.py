@@ -42,6 +42,9 @@ _DECLARED_NAME: Final = re.compile(
     re.M,
 )
 
+_PLAIN_TEXT: Final = re.compile(r'"[^\\\x00-\x1f\x7f"]*"')
+"""A text literal without escapes or control characters: its value is what is between the quotes."""
+
 _SINGLETON: Final = re.compile(r"^[ \t]*(contract|escrow|deadline)\b", re.M)
 """Statements that may appear once; recorded by keyword when recovery blanks them."""
 
@@ -281,46 +284,34 @@ _STATEMENT_KEYWORD: Final = re.compile(
 )
 
 
+_BRACKET_TOKENS: Final = re.compile(r'"(?:[^"\\\n]|\\[\s\S])*"?|#[^\n]*|[()\[\]{}]|\n[ \t]*')
+
+
 def _scan_brackets(text: str) -> _Brackets:
     """Bracket nesting, skipping strings and comments. `(` and `[` never span statements: one
     still open when a new statement starts at the beginning of a line is unclosed, and is not
     counted towards the nesting of what follows (only `{` of `one of` holds statements)."""
     stack: list[int] = []
     unclosed: list[int] = []
-    index = 0
-    length = len(text)
-    line_start = True
-    while index < length:
-        char = text[index]
-        if line_start and char not in " \t":
-            line_start = False
+    for match in _BRACKET_TOKENS.finditer(text):
+        token = match.group()
+        first = token[0]
+        if first == "\n":
+            index = match.end()
             if (
-                char.islower()
+                index < len(text)
+                and text[index].islower()
                 and any(text[i] in "([" for i in stack)
                 and _STATEMENT_KEYWORD.match(text, index)
             ):
                 unclosed.extend(i for i in stack if text[i] in "([")
                 stack = [i for i in stack if text[i] == "{"]
-        if char == '"':
-            index += 1
-            while index < length and text[index] not in '"\n':
-                index += 2 if text[index] == "\\" else 1
-            if index < length and text[index] == '"':
-                index += 1
-            continue
-        if char == "#":
-            while index < length and text[index] != "\n":
-                index += 1
-            continue
-        if char == "\n":
-            line_start = True
-        elif char in "([{":
-            stack.append(index)
+        elif first in "([{":
+            stack.append(match.start())
             if len(stack) > limits.NESTING_DEPTH_MAX:
-                return _Brackets(index, tuple(unclosed))
-        elif char in ")]}" and stack:
+                return _Brackets(match.start(), tuple(unclosed))
+        elif first in ")]}" and stack:
             stack.pop()
-        index += 1
     unclosed.extend(i for i in stack if text[i] in "([")
     return _Brackets(None, tuple(sorted(unclosed)))
 
@@ -624,7 +615,8 @@ class _Builder:
     def _text(self, token: lark.Token) -> a.TextLit:
         raw = str(token.value)
         span = self._span(token)
-        value = _literals.unescape_text(raw)
+        plain = _PLAIN_TEXT.fullmatch(raw)  # most literals: nothing to unescape or refuse
+        value = raw[1:-1] if plain else _literals.unescape_text(raw)
         if isinstance(value, tuple):
             message, offset = value
             at = span.start + offset
