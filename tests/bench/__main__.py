@@ -2,7 +2,8 @@
 (:mod:`tests.bench.transfers` -> ``var/bench/transfers.json``), then the conditional-payment
 lifecycle cells (:mod:`tests.bench.lifecycles` -> ``var/bench/lifecycles.json``), then the PvP
 and DvP cells through the bridge (:mod:`tests.bench.settlements` ->
-``var/bench/settlements.json``), whose ratios are to that echo baseline and those transfer cells.
+``var/bench/settlements.json``), whose ratios are to that echo baseline and those transfer cells,
+then the contract language server (:mod:`tests.bench.dsl_lsp` -> ``var/bench/dsl_lsp.json``).
 Options are the transfer bench's (``--concurrency`` sets the lifecycle cells' too; the settlement
 cells keep 16, 64, 256 unless another is given); each part also runs alone (``python -m
 tests.bench.transfers``, ``... lifecycles``, ``... settlements``)."""
@@ -13,7 +14,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from tests.bench import lifecycles, settlements, transfers
+from tests.bench import dsl_lsp, lifecycles, settlements, transfers
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,7 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         backends=config.backends,
     )
     settlement_report = asyncio.run(settlements.run(settlement_config, references=report.cells))
-    return max(status, settlements.finish(settlement_report, settlement_config.output))
+    status = max(status, settlements.finish(settlement_report, settlement_config.output))
+    return max(status, dsl_lsp.main([]))  # the language server on a 64 KiB contract
 
 
 if __name__ == "__main__":

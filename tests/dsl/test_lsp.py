@@ -361,3 +361,29 @@ async def test_every_example_is_clean_in_the_editor(client: LanguageClient, name
     expected = {"overseas-warehouse-delivery": {"CD065"}}.get(name, set())
     items = await _pull(client, _open(client, EXAMPLES / f"{name}.contract"))
     assert {d.code for d in items} == expected
+
+
+def test_contracts_dsl_imports_without_the_servers_libraries() -> None:
+    """contracts_dsl ships in the client distribution, which has no pygls, lsprotocol or
+    jsonschema (docs/packaging.md): every module must import without them."""
+    import subprocess
+
+    script = (
+        "import importlib, pkgutil, sys\n"
+        "for name in ('pygls', 'lsprotocol', 'jsonschema'):\n"
+        "    sys.modules[name] = None\n"
+        "import contracts_dsl\n"
+        "for info in pkgutil.walk_packages(contracts_dsl.__path__, 'contracts_dsl.'):\n"
+        "    if not info.name.endswith('__main__'):\n"
+        "        importlib.import_module(info.name)\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=ROOT, timeout=60)
+
+
+def test_the_benchmark_contract_is_64_kib_and_clean() -> None:
+    from contracts_dsl import check_source, limits
+    from tests.bench.dsl_lsp import big_contract
+
+    text = big_contract()
+    assert limits.SOURCE_BYTES_MAX - 1024 < len(text.encode()) <= limits.SOURCE_BYTES_MAX
+    assert check_source(text).diagnostics == ()
