@@ -389,9 +389,14 @@ def make_server() -> LanguageServer:
     @server.feature(t.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: ContractServer, params: t.DidChangeTextDocumentParams) -> None:
         ls.publish(params.text_document.uri)
-        if params.text_document.uri.endswith(".spec.json"):
-            # The example parameters changed: inlay hints of the contract beside it may too.
-            ls.workspace_inlay_hint_refresh(None)
+        workspace = ls.client_capabilities.workspace
+        refresh = workspace is not None and workspace.inlay_hint is not None
+        if params.text_document.uri.endswith(".spec.json") and refresh:
+            assert workspace is not None
+            assert workspace.inlay_hint is not None
+            if workspace.inlay_hint.refresh_support:
+                # The example parameters changed: the contract's inlay hints may too.
+                ls.workspace_inlay_hint_refresh(None)
 
     @server.feature(t.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: ContractServer, params: t.DidCloseTextDocumentParams) -> None:

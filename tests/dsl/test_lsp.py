@@ -3,6 +3,7 @@ server in a subprocess over its stdin/stdout pipe."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 
@@ -19,7 +20,10 @@ DVP = EXAMPLES / "dvp-ebl.contract"
 
 
 def _pulling() -> t.ClientCapabilities:
-    return client_capabilities("visual-studio-code")
+    capabilities = client_capabilities("visual-studio-code")
+    assert capabilities.workspace is not None
+    capabilities.workspace.inlay_hint = t.InlayHintWorkspaceClientCapabilities(refresh_support=True)
+    return capabilities
 
 
 def _pushing() -> t.ClientCapabilities:
@@ -387,3 +391,67 @@ def test_the_benchmark_contract_is_64_kib_and_clean() -> None:
     text = big_contract()
     assert limits.SOURCE_BYTES_MAX - 1024 < len(text.encode()) <= limits.SOURCE_BYTES_MAX
     assert check_source(text).diagnostics == ()
+
+
+async def test_positions_count_utf16_code_units(client: LanguageClient, tmp_path: Path) -> None:
+    # U+1F600 is two UTF-16 code units, 中 one: the range after them must count units, not
+    # code points, and a position sent back must land on the same name.
+    line = 'when receipt.signed(order == "中😀") by buyr -> pay remainder to seller'
+    uri = _open(client, tmp_path / "utf16.contract", BASE + line + "\n")
+    [diagnostic] = await _pull(client, uri)
+    assert diagnostic.code == "CD020"
+    column_units = len(line[: line.index("buyr")].encode("utf-16-le")) // 2
+    assert diagnostic.range.start == t.Position(line=8, character=column_units)
+    assert diagnostic.range.end == t.Position(line=8, character=column_units + 4)
+    seller_units = len(line[: line.rindex("seller") + 2].encode("utf-16-le")) // 2
+    [definition] = await client.text_document_definition_async(
+        t.DefinitionParams(
+            text_document=t.TextDocumentIdentifier(uri=uri),
+            position=t.Position(line=8, character=seller_units),
+        )
+    )
+    assert definition.range.start == t.Position(line=3, character=len("param "))
+
+
+async def test_a_file_over_the_size_limit_is_one_diagnostic(
+    client: LanguageClient, tmp_path: Path
+) -> None:
+    big = BASE + "# " + "x" * (64 * 1024) + "\n"
+    [diagnostic] = await _pull(client, _open(client, tmp_path / "big.contract", big))
+    assert diagnostic.code == "CD006"
+    assert diagnostic.range.start == t.Position(line=0, character=0)
+
+
+async def test_inlay_hints_follow_the_open_spec_file(
+    client: LanguageClient, tmp_path: Path
+) -> None:
+    refreshed = asyncio.Event()
+
+    @client.feature(t.WORKSPACE_INLAY_HINT_REFRESH)
+    def on_refresh(_client: LanguageClient, params: None) -> None:
+        refreshed.set()
+
+    contract = tmp_path / "delivery.contract"
+    text = OVERSEAS.read_text(encoding="utf-8")
+    spec_text = (EXAMPLES / "overseas-warehouse-delivery.spec.json").read_text(encoding="utf-8")
+    assert '"125000.00 CNY"' in spec_text
+    uri = _open(client, contract, text)
+    spec_uri = _open(
+        client, tmp_path / "delivery.spec.json", spec_text.replace("125000.00", "200000.00")
+    )
+    everything = t.Range(
+        start=t.Position(line=0, character=0),
+        end=t.Position(line=text.count("\n") + 1, character=0),
+    )
+
+    async def labels() -> set[str]:
+        hints = await client.text_document_inlay_hint_async(
+            t.InlayHintParams(text_document=t.TextDocumentIdentifier(uri=uri), range=everything)
+        )
+        return {str(h.label) for h in hints or []}
+
+    assert " = 60000.00 CNY" in await labels()
+    _change(client, spec_uri, spec_text.replace("125000.00", "100000.00"), version=2)
+    assert " = 30000.00 CNY" in await labels()
+    # The server asks the editor to refresh the contract's hints.
+    await asyncio.wait_for(refreshed.wait(), timeout=10)
