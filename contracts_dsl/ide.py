@@ -65,6 +65,19 @@ class Completion:
 
 
 @dataclass(frozen=True, slots=True)
+class Symbol:
+    """An entry of the document outline: `kind` is param, oracle, event, escrow, deadline,
+    clause or one_of; `name_span` is what to select."""
+
+    name: str
+    kind: str
+    detail: str
+    span: Span
+    name_span: Span
+    children: tuple[Symbol, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Hint:
     """Text shown after `offset` (an inlay hint)."""
 
@@ -141,6 +154,58 @@ class Analysis:
             if (o.kind, o.key) == (occurrence.kind, occurrence.key)
             and (include_declaration or not o.definition)
         ]
+
+    # -- outline --------------------------------------------------------------------------------
+
+    def outline(self) -> list[Symbol]:
+        """The declarations and clauses, in source order (clause ids as the compiler gives them:
+        the label, or `clause#N`)."""
+        if self.tree is None:
+            return []
+        found: list[Symbol] = []
+        number = 0
+        text = self.source.text
+
+        def clause_symbol(clause: a.Clause) -> Symbol:
+            name = clause.label.name if clause.label else f"clause#{number}"
+            where = clause.label.span if clause.label else clause.span
+            first = text[clause.condition.span.start : clause.condition.span.end]
+            return Symbol(name, "clause", " ".join(first.split())[:80], clause.span, where)
+
+        for item in self.tree.items:
+            if isinstance(item, a.ParamDecl):
+                found.append(
+                    Symbol(
+                        item.name.name,
+                        "param",
+                        text[item.type.span.start : item.type.span.end],
+                        item.span,
+                        item.name.span,
+                    )
+                )
+            elif isinstance(item, a.OracleDecl):
+                detail = text[item.source.span.start : item.source.span.end]
+                found.append(Symbol(item.name.name, "oracle", detail, item.span, item.name.span))
+            elif isinstance(item, a.EventDecl):
+                attrs = ", ".join(f"{x.name.name}: {x.type}" for x in item.attributes)
+                found.append(
+                    Symbol(item.event_type.name, "event", attrs, item.span, item.event_type.span)
+                )
+            elif isinstance(item, a.EscrowDecl | a.DeadlineDecl):
+                kind = "escrow" if isinstance(item, a.EscrowDecl) else "deadline"
+                detail = " ".join(text[item.span.start : item.span.end].split()[1:])[:80]
+                found.append(Symbol(kind, kind, detail, item.span, item.span))
+            elif isinstance(item, a.Clause):
+                number += 1
+                found.append(clause_symbol(item))
+            elif isinstance(item, a.OneOf):
+                children = []
+                for clause in item.clauses:
+                    number += 1
+                    children.append(clause_symbol(clause))
+                head = self.source.span(item.span.start, item.span.start + len("one of"))
+                found.append(Symbol("one of", "one_of", "", item.span, head, tuple(children)))
+        return found
 
     # -- hover ----------------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from contracts_dsl.ide import (
     KIND_NAME,
     Analysis,
     Completion,
+    Symbol,
     quick_fix,
 )
 from contracts_dsl.params import BoundParams
@@ -432,6 +433,37 @@ def make_server() -> LanguageServer:
             contents=t.MarkupContent(kind=t.MarkupKind.Markdown, value=text),
             range=positions.offset_range(span.start, span.end),
         )
+
+    symbol_kinds = {
+        "param": t.SymbolKind.Variable,
+        "oracle": t.SymbolKind.Interface,
+        "event": t.SymbolKind.Event,
+        "escrow": t.SymbolKind.Object,
+        "deadline": t.SymbolKind.Constant,
+        "clause": t.SymbolKind.Function,
+        "one_of": t.SymbolKind.Namespace,
+    }
+
+    def document_symbol_of(symbol: Symbol, positions: Positions) -> t.DocumentSymbol:
+        return t.DocumentSymbol(
+            name=symbol.name,
+            detail=symbol.detail or None,
+            kind=symbol_kinds[symbol.kind],
+            range=positions.offset_range(symbol.span.start, symbol.span.end),
+            selection_range=positions.offset_range(symbol.name_span.start, symbol.name_span.end),
+            children=[document_symbol_of(c, positions) for c in symbol.children] or None,
+        )
+
+    @server.feature(t.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
+    def document_symbol(
+        ls: ContractServer, params: t.DocumentSymbolParams
+    ) -> list[t.DocumentSymbol]:
+        uri = params.text_document.uri
+        if not uri.endswith(".contract"):
+            return []
+        analysis = ls.analysis(uri)
+        positions = ls.positions(analysis)
+        return [document_symbol_of(s, positions) for s in analysis.outline()]
 
     @server.feature(t.TEXT_DOCUMENT_DEFINITION)
     def definition(ls: ContractServer, params: t.DefinitionParams) -> list[t.Location]:

@@ -455,3 +455,16 @@ async def test_inlay_hints_follow_the_open_spec_file(
     assert " = 30000.00 CNY" in await labels()
     # The server asks the editor to refresh the contract's hints.
     await asyncio.wait_for(refreshed.wait(), timeout=10)
+
+
+async def test_outline_lists_declarations_and_clauses(client: LanguageClient) -> None:
+    uri = _open(client, EXAMPLES / "inspection-outcome.contract")
+    symbols = await client.text_document_document_symbol_async(
+        t.DocumentSymbolParams(text_document=t.TextDocumentIdentifier(uri=uri))
+    )
+    assert symbols is not None
+    top = [(s.name, s.kind) for s in symbols if isinstance(s, t.DocumentSymbol)]
+    assert ("escrow", t.SymbolKind.Object) in top
+    assert ("one of", t.SymbolKind.Namespace) in top
+    block = next(s for s in symbols if isinstance(s, t.DocumentSymbol) and s.name == "one of")
+    assert [c.name for c in block.children or []] == ["passed", "failed"]
