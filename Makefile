@@ -47,7 +47,7 @@ demo: venv ## the guided story of one trade (money, a conditional payment, an eB
 serve: venv ## the server alone, plaintext development mode, on 127.0.0.1:50051 and ./var/condpay.db
 	$(BIN)/condpay serve --insecure
 
-postgres-binaries: ## install the Debian postgresql package when its server binaries are missing
+postgres-binaries: ## install the Debian postgresql package (and pg_auto_failover for it) when missing
 	@if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1; then \
 	  true; \
 	else \
@@ -55,6 +55,17 @@ postgres-binaries: ## install the Debian postgresql package when its server bina
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+	fi
+	@# pg_auto_failover (the replicated cluster of `make ha-up`, `make ha-drill` and the failover
+	@# test) is built per PostgreSQL major version: the package matching the newest one installed.
+	@if command -v pg_autoctl >/dev/null 2>&1; then \
+	  true; \
+	else \
+	  MAJOR=$$(ls /usr/lib/postgresql | sort -n | tail -1); \
+	  echo "pg_autoctl not found: installing the Debian package postgresql-$$MAJOR-auto-failover"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql-$$MAJOR-auto-failover >/dev/null; \
 	fi
 
 browser: ## install the Debian chromium package when no chromium binary is found (report screenshots)

@@ -38,6 +38,12 @@ RETRY_WAIT_INITIAL_SECONDS: Final = 0.005
 RETRY_WAIT_MAX_SECONDS: Final = 0.5
 # Random extra wait, so that colliding replicas do not retry in lockstep.
 RETRY_WAIT_JITTER_SECONDS: Final = 0.02
+# PostgreSQL: how often the server asks whether its database still takes writes (health turns
+# NOT_SERVING while not: a failover), and how long one probe may take.
+PRIMARY_PROBE_SECONDS: Final = 0.5
+PRIMARY_PROBE_TIMEOUT_SECONDS: Final = 2.0
+# A writer's new connection (all the hosts of a replicated cluster together).
+CONNECT_TIMEOUT_SECONDS: Final = 5.0
 
 # Cache of immutable facts (wallets and their owner keys, institutions).
 DIRECTORY_ENTRIES_MAX: Final = 200_000

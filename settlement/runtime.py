@@ -44,7 +44,14 @@ def create_sql_engine(url: DatabaseUrl) -> AsyncEngine:
     """The async engine of migrations and whole-ledger reads (the readers' sessions: see
     :mod:`settlement.ledger.read_sessions`). On SQLite every transaction starts with an explicit
     BEGIN, so a read sees one snapshot; on PostgreSQL see :func:`snapshot_reads`."""
-    engine = create_async_engine(url.sqlalchemy, pool_size=limits.READ_POOL_SIZE, max_overflow=0)
+    # Several hosts: a replicated cluster whose primary may change under a pooled connection, so
+    # each checkout is pinged (and a dead one replaced, on the new primary) before a read uses it.
+    engine = create_async_engine(
+        url.sqlalchemy,
+        pool_size=limits.READ_POOL_SIZE,
+        max_overflow=0,
+        pool_pre_ping=url.multi_host,
+    )
     if url.dialect == "sqlite":
         begin_each_sqlite_transaction(engine.sync_engine)
     return engine

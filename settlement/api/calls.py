@@ -23,6 +23,7 @@ from settlement.api.methods import METHODS, MethodSpec
 from settlement.api.quotas import CallQuotas
 from settlement.api.status import grpc_status, internal_status, to_status
 from settlement.api.tls import IdentityResolver
+from settlement.db.availability import storage_unreachable
 from settlement.errors import Reason, SettlementError, code_name, reason_of
 from settlement.ledger.engine import StoredFailure
 from settlement.metrics import Metrics
@@ -250,6 +251,13 @@ class _Call:
         elif isinstance(exc, StoredFailure):
             self.status = status_pb2.Status.FromString(exc.status)
             self.replayed = True
+            return
+        elif storage_unreachable(exc):
+            # A read that lost its database (a failover under way): retryable, not a bug.
+            log.warning("storage_unavailable", method=self.method, error=repr(exc))
+            self.status = to_status(
+                SettlementError(Reason.STORAGE_UNAVAILABLE, "the database is unavailable; retry")
+            )
             return
         else:
             self.request_id = self.request_id or _call_id()

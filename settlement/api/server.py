@@ -45,6 +45,7 @@ from settlement.api.settlement_service import SettlementService
 from settlement.api.tls import identity_resolver, server_credentials
 from settlement.api.wallet_service import WalletService
 from settlement.config import Settings
+from settlement.db.availability import PrimaryWatch
 from settlement.metrics import MULTIPROCESS_ENV, serve_metrics
 from settlement.runtime import Runtime
 
@@ -68,9 +69,13 @@ class RunningServer:
     port: int
     health: health.aio.HealthServicer
     runtime: Runtime
+    # PostgreSQL: health follows the primary (NOT_SERVING while none answers read-write).
+    primary_watch: PrimaryWatch | None = None
 
     async def stop(self, grace_seconds: float = limits.SHUTDOWN_GRACE_SECONDS) -> None:
         """Health NOT_SERVING, refuse new calls, let in-flight calls finish, close the ledger."""
+        if self.primary_watch is not None:
+            await self.primary_watch.stop()
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(grace_seconds)
@@ -135,8 +140,15 @@ async def start_server(runtime: Runtime, addr: str) -> RunningServer:
     else:
         port = server.add_secure_port(addr, server_credentials(*tls_files))
     await server.start()
-    for name in ("", *SERVICE_NAMES):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await _set_health(health_servicer, serving=True)
+    watch = None
+    if runtime.url.dialect == "postgresql":
+
+        async def follow(writable: bool) -> None:
+            await _set_health(health_servicer, serving=writable)
+
+        watch = PrimaryWatch(runtime.url.asyncpg_dsn or "", follow)
+        watch.start()
     log.info(
         "serving",
         addr=addr,
@@ -144,7 +156,17 @@ async def start_server(runtime: Runtime, addr: str) -> RunningServer:
         database=runtime.url.redacted(),
         transport="plaintext" if tls_files is None else "mutual TLS",
     )
-    return RunningServer(server, port, health_servicer, runtime)
+    return RunningServer(server, port, health_servicer, runtime, watch)
+
+
+async def _set_health(servicer: health.aio.HealthServicer, *, serving: bool) -> None:
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in ("", *SERVICE_NAMES):
+        await servicer.set(name, status)
 
 
 def require_certificates(settings: Settings) -> tuple[Path, Path, Path] | None:

@@ -18,6 +18,8 @@ from typing import Any
 
 import asyncpg
 
+from settlement import limits
+from settlement.db.availability import storage_unreachable
 from settlement.ledger.records import (
     BalanceKey,
     BalanceRecord,
@@ -31,7 +33,9 @@ from settlement.ledger.records import (
 )
 from wallets import WalletKind
 
-_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03"})
+# Serialization failure, deadlock, lock not available; a lost or read-only server is
+# storage_unreachable (settlement/db/availability.py): a failover, retried on the new primary.
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
 # Keys a batch checks before it writes them: a concurrent batch (another replica) may have written
 # the same one meanwhile; the retry then finds it and answers accordingly.
 # Rows two batches may both try to create; the loser's retry finds the winner's (and its outcome).
@@ -287,7 +291,8 @@ class PostgresStore:
         self._free: list[asyncpg.Connection] = []
 
     async def _connect(self) -> asyncpg.Connection:
-        conn = await asyncpg.connect(self._dsn)
+        # With several hosts (a replicated cluster) asyncpg tries each and keeps the primary.
+        conn = await asyncpg.connect(self._dsn, timeout=limits.CONNECT_TIMEOUT_SECONDS)
         # Plan every batch statement for the arrays it gets: a generic plan made while a table was
         # empty would keep scanning it whole as it grows. (Engines without the setting skip it.)
         with suppress(asyncpg.PostgresError):
@@ -307,6 +312,7 @@ class PostgresStore:
     async def transaction(self, *, commit: bool) -> AsyncIterator[PostgresTransaction]:
         # Each writer task holds at most one transaction, so a connection is always free.
         conn = self._free.pop()
+        clean = False  # committed or rolled back: the connection is fit for the next batch
         try:
             if conn.is_closed():
                 conn = await self._connect()
@@ -314,15 +320,19 @@ class PostgresStore:
             try:
                 yield PostgresTransaction(conn)
             except BaseException:
-                try:
+                with suppress(BaseException):
                     await conn.execute("ROLLBACK")
-                except BaseException:
-                    # Neither committed nor rolled back (broken, or cancelled mid-statement): never
-                    # hand it to the next batch, whose BEGIN would only warn inside this one.
-                    conn.terminate()
+                    clean = True
                 raise
             await conn.execute("COMMIT" if commit else "ROLLBACK")
+            clean = True
         finally:
+            if not clean:
+                # Neither committed nor rolled back (the server went away, e.g. a failover, or a
+                # cancel mid-statement): never hand it to the next batch, whose BEGIN would only
+                # warn inside this one or find the protocol still busy. The next batch connects
+                # afresh (to the new primary).
+                conn.terminate()
             self._free.append(conn)
 
     def is_retryable(self, exc: BaseException) -> bool:
@@ -330,13 +340,10 @@ class PostgresStore:
             return True
         if isinstance(exc, asyncpg.UniqueViolationError):
             return exc.constraint_name in _RACED_KEYS
-        if isinstance(exc, asyncpg.PostgresError):
-            return exc.sqlstate in _RETRYABLE_SQLSTATES
-        return isinstance(
-            exc,
-            asyncpg.PostgresConnectionError
-            | asyncpg.InterfaceError
-            | ConnectionError
-            | OSError
-            | TimeoutError,
-        )
+        if isinstance(exc, asyncpg.PostgresError) and exc.sqlstate in _RETRYABLE_SQLSTATES:
+            return True
+        if isinstance(exc, asyncpg.InternalClientError):
+            # The driver's state broken by a lost server mid-operation; the connection is
+            # dropped (transaction above) and the batch retried on a fresh one.
+            return True
+        return storage_unreachable(exc)
