@@ -468,3 +468,51 @@ async def test_outline_lists_declarations_and_clauses(client: LanguageClient) ->
     assert ("one of", t.SymbolKind.Namespace) in top
     block = next(s for s in symbols if isinstance(s, t.DocumentSymbol) and s.name == "one of")
     assert [c.name for c in block.children or []] == ["passed", "failed"]
+
+
+async def test_every_request_answers_on_broken_text(client: LanguageClient, tmp_path: Path) -> None:
+    """No request fails on text that is being typed: cut the examples at random places, splice
+    in odd characters, and ask for everything at several positions."""
+    import random
+
+    chooser = random.Random(14)
+    texts = [p.read_text(encoding="utf-8") for p in sorted(EXAMPLES.glob("*.contract"))]
+    for number in range(12):
+        text = chooser.choice(texts)
+        cut = chooser.randrange(len(text))
+        text = (
+            text[:cut]
+            + chooser.choice(["", "(", '"', "\u00a0", "😀", "->", "\r"])
+            + text[cut + chooser.randrange(0, 40) :]
+        )
+        uri = _open(client, tmp_path / f"broken{number}.contract", text)
+        doc = t.TextDocumentIdentifier(uri=uri)
+        await _pull(client, uri)
+        lines = text.split("\n")
+        for _ in range(4):
+            line = chooser.randrange(len(lines))
+            position = t.Position(line=line, character=chooser.randrange(len(lines[line]) + 1))
+            await client.text_document_hover_async(
+                t.HoverParams(text_document=doc, position=position)
+            )
+            await client.text_document_completion_async(
+                t.CompletionParams(text_document=doc, position=position)
+            )
+            await client.text_document_definition_async(
+                t.DefinitionParams(text_document=doc, position=position)
+            )
+        await client.text_document_formatting_async(
+            t.DocumentFormattingParams(
+                text_document=doc, options=t.FormattingOptions(tab_size=2, insert_spaces=True)
+            )
+        )
+        await client.text_document_document_symbol_async(t.DocumentSymbolParams(text_document=doc))
+        await client.text_document_inlay_hint_async(
+            t.InlayHintParams(
+                text_document=doc,
+                range=t.Range(
+                    start=t.Position(line=0, character=0),
+                    end=t.Position(line=len(lines), character=0),
+                ),
+            )
+        )
