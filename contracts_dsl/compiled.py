@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, TypeAlias
@@ -604,14 +605,16 @@ def load_compiled(data: bytes) -> CompiledContract:
 _VERIFIED_MAX: Final = 4096
 _verified: dict[str, None] = {}
 """Hashes of compiled forms known to pass the checker (insertion-ordered, oldest dropped)."""
+_verified_lock: Final = threading.Lock()
 
 
 def mark_verified(contract_hash: str) -> None:
     """Record that the compiler made this compiled form from checked source (the compiler calls
     it), so `load_compiled` need not check it again."""
-    _verified[contract_hash] = None
-    while len(_verified) > _VERIFIED_MAX:
-        del _verified[next(iter(_verified))]
+    with _verified_lock:
+        _verified[contract_hash] = None
+        while len(_verified) > _VERIFIED_MAX:
+            del _verified[next(iter(_verified))]
 
 
 def _recheck(contract: CompiledContract) -> None:
@@ -619,8 +622,9 @@ def _recheck(contract: CompiledContract) -> None:
     same form: canonical bytes edited by hand may be well-formed JSON the checker would refuse
     (basis points over 100%, a refund to someone other than the funder, a title delivered twice).
     The contract is printed back as source (contracts_dsl.decompile) and compiled."""
-    if contract.hash in _verified:
-        return
+    with _verified_lock:
+        if contract.hash in _verified:
+            return
     # Loaded here: a program that only evaluates stored contracts it compiled itself never
     # needs the parser and checker (see the package docstring).
     from contracts_dsl.compiler import compile_source
