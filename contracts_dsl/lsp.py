@@ -10,8 +10,8 @@ of the offending value.
 
 Diagnostics are pushed (`textDocument/publishDiagnostics`) to clients that do not pull them;
 clients that advertise `textDocument/diagnostic` pull them instead, so nothing is shown twice.
-Documents are synchronised in full: every change re-checks the whole text (a 64 KiB contract,
-the size limit, in well under 100 ms; see tests/bench/dsl_lsp.py).
+Documents are synchronised in full: every change re-checks the whole text (a dense 64 KiB
+contract, the size limit, in about 70 ms median on a quiet 2-core machine; tests/bench/dsl_lsp.py).
 """
 
 from __future__ import annotations
