@@ -272,18 +272,32 @@ class CompiledContract:
     escrow: EscrowSpec
     deadline: DeadlineSpec | None
     clauses: tuple[ClauseSpec, ...]
-    canonical: bytes = field(init=False, repr=False, compare=False)
-    hash: str = field(init=False, compare=False)
     patterns: tuple[PatternSpec, ...] = field(init=False, repr=False, compare=False)
+    _canonical: bytes | None = field(init=False, default=None, repr=False, compare=False)
+    _hash: str | None = field(init=False, default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        canonical = canonical_json(self.to_json())
-        object.__setattr__(self, "canonical", canonical)
-        object.__setattr__(self, "hash", hashlib.sha256(canonical).hexdigest())
         found: list[PatternSpec] = []
         for clause in self.clauses:
             found.extend(iter_patterns(clause.condition))
         object.__setattr__(self, "patterns", tuple(found))
+
+    @property
+    def canonical(self) -> bytes:
+        """The canonical bytes (computed on first use: the checker builds compiled forms it
+        never encodes, at every keystroke in an editor)."""
+        if self._canonical is None:
+            object.__setattr__(self, "_canonical", canonical_json(self.to_json()))
+        assert self._canonical is not None
+        return self._canonical
+
+    @property
+    def hash(self) -> str:
+        """The hex SHA-256 of `canonical`."""
+        if self._hash is None:
+            object.__setattr__(self, "_hash", hashlib.sha256(self.canonical).hexdigest())
+        assert self._hash is not None
+        return self._hash
 
     def to_json(self) -> Json:
         return {
