@@ -93,3 +93,21 @@ def test_dsl_test_reports_spec_errors_with_their_path(
 def test_dsl_schema_prints_the_schema(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schema"]) == 0
     assert json.loads(capsys.readouterr().out) == spec_schema()
+
+
+def test_diagnostic_links_point_at_headings_of_the_docs() -> None:
+    from contracts_dsl import CODES
+    from contracts_dsl.lsp import docs_anchor, docs_url
+
+    docs = (ROOT / "docs" / "dsl.md").read_text(encoding="utf-8")
+    headings = {
+        re.sub(r"[^\w\- ]", "", line[4:].strip().lower()).replace(" ", "-")
+        for line in docs.splitlines()
+        if line.startswith("### ")
+    }
+    for code in CODES:
+        assert docs_anchor(code) in headings, code
+    url = docs_url()
+    assert url is not None
+    assert url.startswith("file://")
+    assert url.endswith("/docs/dsl.md")
