@@ -14,6 +14,7 @@ BUF_STAMP   := $(TOOLS)/.buf-$(BUF_VERSION)
 
 .DEFAULT_GOAL := help
 .PHONY: help venv buf run demo serve test test-fast lint fmt proto client-wheel bench bench-sim postgres-binaries browser clean
+.PHONY: ha-up ha-drill
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -109,6 +110,12 @@ client-wheel: venv ## build the client-only distribution (the SDK, no server) ->
 
 bench: venv postgres-binaries ## transfers, lifecycles, PvP/DvP per second and latency on SQLite and PostgreSQL -> var/bench/*.json
 	$(BIN)/python -m tests.bench
+
+ha-up: venv postgres-binaries ## a replicated local setup (pg_auto_failover, a bridge, 3 replicas) until Ctrl-C
+	$(BIN)/python -m tests.drills.ha_up
+
+ha-drill: venv postgres-binaries ## lose the primary PostgreSQL (then a replica, then a standby) under load: var/ha/drill.json
+	$(BIN)/python -m tests.drills.ha
 
 bench-sim: venv ## the gba-day scenario (3,000 orders) on embedded SQLite -> var/bench/gba-day/report.json
 	$(BIN)/condpay sim run gba-day --report var/bench/gba-day

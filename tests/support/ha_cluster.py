@@ -169,6 +169,15 @@ class HaCluster:
         )
         return done.stdout.decode().strip()
 
+    def show_state_command(self) -> str:
+        """The shell command that prints the cluster's states (``pg_autoctl show state``)."""
+        env = self._env()
+        names = ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_RUNTIME_DIR", "PGHOST")
+        settings = " ".join(f"{name}={env[name]}" for name in names)
+        command = f"{self.pg_autoctl} show state --pgdata {self.monitor.pgdata}"
+        prefix = "runuser -u postgres -- " if os.geteuid() == 0 else ""
+        return f"{prefix}env {settings} {command}"
+
     def run_node(self, node: HaNode) -> None:
         """``pg_autoctl run`` in a process group of its own (killed as one)."""
         log = (self.workdir / f"{node.name}.log").open("ab")
@@ -293,9 +302,23 @@ class HaCluster:
         assert primary is not None
         return primary
 
+    def writable_node(self) -> HaNode | None:
+        """The node PostgreSQL itself says takes writes (not in recovery), whatever the monitor's
+        state machine says of it at the moment (e.g. applying new settings)."""
+        for node in self.nodes:
+            if not node.alive:
+                continue
+            try:
+                if self.psql(node.port, DATABASE, "SELECT pg_is_in_recovery()") == "f":
+                    return node
+            except (subprocess.SubprocessError, OSError):
+                continue
+        return None
+
     def synchronous_standby_names(self) -> str:
-        primary = self.primary()
-        assert primary is not None
+        primary = self.writable_node()
+        if primary is None:
+            raise RuntimeError("no node takes writes now")
         return self.psql(primary.port, DATABASE, "SHOW synchronous_standby_names")
 
     def close(self) -> None:

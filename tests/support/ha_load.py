@@ -12,11 +12,12 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 import grpc
 from condpay.client import CHANNEL_OPTIONS, Client, RetryPolicy
-from condpay.errors import ApiError
+from condpay.errors import ApiError, from_rpc_error
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.bench.ledger_setup import CURRENCY, INSTITUTION, BenchLedger
@@ -27,7 +28,29 @@ AMOUNT_MINOR = 1_00
 DRILL_RETRY = RetryPolicy(deadline_seconds=60.0, attempt_timeout_seconds=10.0)
 
 
-def round_robin_channel(addresses: Sequence[str]) -> grpc.aio.Channel:
+class AttemptErrors(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Counts every failed attempt by ``CODE/REASON`` (``CODE`` alone when the server gave no
+    reason, e.g. no replica reachable): what the clients saw, retries included, before the SDK
+    retried it away."""
+
+    def __init__(self) -> None:
+        self.by_reason: Counter[str] = Counter()
+
+    async def intercept_unary_unary(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        call = await continuation(client_call_details, request)
+        try:
+            await call
+        except grpc.aio.AioRpcError as error:
+            reason = from_rpc_error(error).reason
+            self.by_reason[f"{error.code().name}/{reason}" if reason else error.code().name] += 1
+        return call
+
+
+def round_robin_channel(
+    addresses: Sequence[str], errors: AttemptErrors | None = None
+) -> grpc.aio.Channel:
     """One channel over several replicas: gRPC's ``ipv4:`` list with the round_robin policy and
     client-side health checking, so that a replica that answers NOT_SERVING (no primary behind
     it) or is gone gets no calls while another can take them."""
@@ -36,7 +59,9 @@ def round_robin_channel(addresses: Sequence[str]) -> grpc.aio.Channel:
         '{"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}'
     )
     options = [*CHANNEL_OPTIONS, ("grpc.service_config", service_config)]
-    return grpc.aio.insecure_channel(target, options=options)
+    return grpc.aio.insecure_channel(
+        target, options=options, interceptors=[errors] if errors is not None else None
+    )
 
 
 @dataclass

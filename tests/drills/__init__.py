@@ -1,0 +1,1 @@
+"""Operational drills: whole deployments started, hurt and audited (``make ha-drill``)."""
