@@ -42,6 +42,7 @@ RETRY_WAIT_JITTER_SECONDS: Final = 0.02
 # NOT_SERVING while not: a failover), and how long one probe may take.
 PRIMARY_PROBE_SECONDS: Final = 0.5
 PRIMARY_PROBE_TIMEOUT_SECONDS: Final = 2.0
+PRIMARY_PROBE_FAILURES_MAX: Final = 2  # failed probes in a row before NOT_SERVING
 # A writer's new connection (all the hosts of a replicated cluster together).
 CONNECT_TIMEOUT_SECONDS: Final = 5.0
 

@@ -4,10 +4,11 @@ docs/operations.md, high availability).
 
 The watch holds one connection of its own to the database URL (with several hosts and
 ``target_session_attrs=read-write``, to whichever is the primary) and asks it every
-:data:`settlement.limits.PRIMARY_PROBE_SECONDS` whether it still takes writes. A failed probe
-turns the server NOT_SERVING (a client-side load balancer then sends calls to other replicas,
-or the client retries); the first good one after turns it SERVING again. Nothing else depends
-on it: the writers reconnect on their own, call by call (settlement/ledger/store_postgres.py).
+:data:`settlement.limits.PRIMARY_PROBE_SECONDS` whether it still takes writes. Two failed
+probes in a row turn the server NOT_SERVING (a client-side load balancer then sends calls to
+other replicas, or the client retries); the first good one after turns it SERVING again. Nothing
+else depends on it: the writers reconnect on their own, call by call
+(settlement/ledger/store_postgres.py).
 """
 
 from __future__ import annotations
@@ -138,8 +139,15 @@ class PrimaryWatch:
         conn.terminate()
 
     async def _run(self) -> None:
+        failures = 0
         while True:
-            writable = await self.probe()
+            probed = await self.probe()
+            failures = 0 if probed else failures + 1
+            # One slow probe on a busy server is not a lost primary: it takes
+            # PRIMARY_PROBE_FAILURES_MAX in a row (the first probe decides alone).
+            writable = probed or (
+                self.writable is True and failures < limits.PRIMARY_PROBE_FAILURES_MAX
+            )
             if writable != self.writable:
                 if self.writable is not None:
                     self.changes += 1
