@@ -7,9 +7,11 @@ and three ``condpay serve`` replicas, one client channel over the three (gRPC ro
 health checking). Load through the SDK (its own retries, same request ids): transfers and
 conditional-payment lifecycles (lock, customs, a 2-of-3 BLS sensor quorum, the buyer's receipt).
 
-1. ``sync``: the load for ``--phase-seconds`` with commits synchronous (``ANY 1`` standby);
-2. ``async``: the same with the standbys out of the quorum (``replication-quorum false``: the
-   primary acknowledges commits alone), for the cost of the synchronous standby;
+1. after a 5 s warm-up, ``sync`` and ``async`` phases in turn, twice, ``--phase-seconds`` each:
+   commits synchronous (``ANY 1`` standby), then with the standbys out of the quorum
+   (``replication-quorum false``: the primary acknowledges commits alone), for the cost of the
+   synchronous standby;
+2. PvP settlements at market through the bridge service join the load, and
 3. the drill, under load: SIGKILL of the primary (its keeper and postmaster: the machine dies),
    the monitor promotes a standby, the old primary rejoins as a standby; SIGKILL of one condpay
    replica (the channel routes around it; it is restarted); SIGKILL of a standby of the new
@@ -19,8 +21,9 @@ Then, from the database: every acknowledged transfer has exactly one journal ent
 acknowledged lifecycle step its stored outcome and the money it moves exactly once (lost = 0,
 applied twice = 0), the supply audit and the journal chain; the recovery time (from the kill to
 the first commit on the new primary, from the journal's commit times) and the longest time any
-client waited without an acknowledgement. Everything in ``var/ha/drill.json`` (``--output``).
-Exit status 1 if anything was lost or applied twice or an audit failed.
+client waited without an acknowledgement; every acknowledged PvP polled until FINAL or ABORTED.
+Everything in ``var/ha/drill.json`` (``--output``). Exit status 1 if anything was lost or
+applied twice, an audit failed or a PvP was left in doubt.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import asyncpg
 import grpc
 from condpay.client import Client
 from condpay.errors import ApiError
+from condpay.v1 import settlement_pb2
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -62,6 +66,11 @@ from tests.bench.lifecycle_setup import (
     oracle_set_version,
 )
 from tests.bench.load import Flow
+from tests.bench.settlement_setup import (
+    SettlementWorld,
+    build_settlement_world,
+    pvp_flows,
+)
 from tests.support.ha_cluster import HaCluster, HaNode, ha_cluster
 from tests.support.ha_load import (
     DRILL_RETRY,
@@ -74,17 +83,25 @@ from tests.support.ha_load import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
+FINAL = settlement_pb2.SETTLEMENT_STATE_FINAL
+ABORTED = settlement_pb2.SETTLEMENT_STATE_ABORTED
+PLATFORM_SETTLE = "platform/bench-settle"  # tests/bench/settlement_setup.py signs for it
 REPLICAS = 3
 DATA_NODES = 3
 TRANSFER_WORKERS = 12
 LIFECYCLE_WORKERS = 6
 PAIRS = 24  # buyers (= transfer payers) and sellers (= payees)
+WARMUP_SECONDS = 5.0
+MODE_ROUNDS = 2  # sync, async, sync, async
+SETTLEMENT_WORKERS = 2  # PvP through the bridge, during the faults
+SETTLEMENT_PAIRS = 8
+SETTLED_WITHIN_SECONDS = 120.0  # each acknowledged PvP must be FINAL or ABORTED by then
 
 
 @dataclass(frozen=True)
 class DrillConfig:
     output: Path = ROOT / "var" / "ha" / "drill.json"
-    phase_seconds: float = 15.0
+    phase_seconds: float = 10.0
     settle_seconds: float = 6.0  # load after each fault before the next
 
 
@@ -162,6 +179,62 @@ class LifecycleLoad:
                 self.completed.append(flow.label)
 
 
+class SettlementLoad:
+    """``workers`` tasks, each settling one PvP at a time at market (CNY against HKD through the
+    bridge service) through the SDK, then polling it until FINAL or ABORTED: a settlement cut by
+    the failover must be finished by the coordinator and its recovery sweep on the new primary."""
+
+    def __init__(
+        self, channel: grpc.aio.Channel, flows: list[Flow], tally: Tally, *, workers: int
+    ) -> None:
+        self._flows, self._tally, self._workers = flows, tally, workers
+        self._client = Client("unused", caller=PLATFORM_SETTLE, channel=channel, retry=DRILL_RETRY)
+        self._next = 0
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.outcomes: Counter[str] = Counter()
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._work(), name=f"settlements-{i}") for i in range(self._workers)
+        ]
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+        self._tally.retries += self._client.retries
+
+    async def _work(self) -> None:
+        client: Any = self._client  # send() is typed per request type
+        while not self._stop.is_set() and self._next < len(self._flows):
+            step = self._flows[self._next].steps[0]
+            self._next += 1
+            request = _message_class(step.method).FromString(step.request)
+            request_id = str(getattr(request, "request_id", ""))
+            self._tally.attempted["SettlePvP"] += 1
+            try:
+                reply = await client.send(request)
+            except ApiError as error:
+                self._tally.refuse("SettlePvP", request_id, reason_of(error))
+                continue
+            self._tally.ack("SettlePvP", request_id)
+            settlement = reply.settlement
+            give_up = time.monotonic() + SETTLED_WITHIN_SECONDS
+            while settlement.state not in (FINAL, ABORTED) and time.monotonic() < give_up:
+                await asyncio.sleep(0.05)
+                with contextlib.suppress(ApiError):
+                    got = await client.send(
+                        settlement_pb2.GetSettlementRequest(settlement_id=settlement.settlement_id)
+                    )
+                    settlement = got.settlement
+            if settlement.state == FINAL:
+                self.outcomes["FINAL"] += 1
+            elif settlement.state == ABORTED:
+                self.outcomes[f"ABORTED/{settlement.abort_reason or 'unknown'}"] += 1
+            else:
+                self.outcomes["NOT_TERMINAL"] += 1
+
+
 @dataclass
 class Deployment:
     cluster: HaCluster
@@ -208,6 +281,16 @@ class Phase:
         }
 
 
+def _combined(phases: list[Phase]) -> Phase:
+    return Phase(
+        "+".join(p.name for p in phases),
+        sum(p.seconds for p in phases),
+        sum(p.transfers for p in phases),
+        sum(p.lifecycles for p in phases),
+        sum(p.lifecycle_steps for p in phases),
+    )
+
+
 @dataclass
 class Run:
     """Everything the clients did over the drill, across phases."""
@@ -227,6 +310,7 @@ async def _load_phase(
     seconds: float,
     during: Any = None,
     flows_count: int = 600,
+    settlements: SettlementLoad | None = None,
 ) -> Phase:
     """Transfers and lifecycles for ``seconds`` (or while ``during`` runs, at least)."""
     flows = lifecycle_flows(world, flows_count, f"lc-{name}", version)
@@ -239,6 +323,8 @@ async def _load_phase(
     started = time.monotonic()
     transfers.start()
     lifecycles.start()
+    if settlements is not None:
+        settlements.start()
     try:
         if during is not None:
             await during
@@ -247,6 +333,8 @@ async def _load_phase(
     finally:
         await transfers.stop()
         await lifecycles.stop()
+        if settlements is not None:
+            await settlements.stop()
     elapsed = time.monotonic() - started
     run.lifecycle_steps += lifecycles.steps_acked
     run.completed_lifecycles += lifecycles.completed
@@ -430,25 +518,46 @@ async def drill(config: DrillConfig) -> dict[str, Any]:
             }
             print(f"  replicas {deployment.addresses}; database {dsn}")
             world = await build_lifecycle_world(deployment.addresses[0], pairs=PAIRS)
+            settlement_world: SettlementWorld = await build_settlement_world(
+                deployment.addresses[0], pairs=SETTLEMENT_PAIRS
+            )
             version = await oracle_set_version(deployment.addresses[0])
             attempt_errors = AttemptErrors()
             channel = round_robin_channel(deployment.addresses, attempt_errors)
             try:
-                sync = await _load_phase(run, channel, world, version, "sync", config.phase_seconds)
-                print(f"  synchronous standby: {sync.summary()}")
                 primary = cluster.primary()
                 standbys = [n for n in cluster.nodes if n is not primary]
-                await asyncio.to_thread(_set_quorum, cluster, standbys, False)
-                await _wait_sync_names(cluster, synchronous=False)
-                unsync = await _load_phase(
-                    run, channel, world, version, "async", config.phase_seconds
-                )
-                print(f"  no synchronous standby: {unsync.summary()}")
-                await asyncio.to_thread(_set_quorum, cluster, standbys, True)
-                await _wait_sync_names(cluster, synchronous=True)
+                # Untimed warm-up (caches, pools, compiled contracts), then the two modes in
+                # turn, twice (sync, async, sync, async), so neither gains from going second.
+                await _load_phase(run, channel, world, version, "warmup", WARMUP_SECONDS)
+                phases: dict[bool, list[Phase]] = {True: [], False: []}
+                for round_number in range(MODE_ROUNDS):
+                    for synchronous in (True, False):
+                        name = f"{'sync' if synchronous else 'async'}{round_number}"
+                        phase = await _load_phase(
+                            run, channel, world, version, name, config.phase_seconds
+                        )
+                        phases[synchronous].append(phase)
+                        print(f"  {name}: {phase.summary()}", flush=True)
+                        await asyncio.to_thread(_set_quorum, cluster, standbys, not synchronous)
+                        await _wait_sync_names(cluster, synchronous=not synchronous)
+                sync, unsync = _combined(phases[True]), _combined(phases[False])
                 faults_task = asyncio.create_task(_faults(deployment, config, faults_log))
+                settlement_load = SettlementLoad(
+                    channel,
+                    pvp_flows(settlement_world, 2000, "pvp-failover"),
+                    run.tally,
+                    workers=SETTLEMENT_WORKERS,
+                )
                 failover = await _load_phase(
-                    run, channel, world, version, "failover", 0, during=faults_task
+                    run,
+                    channel,
+                    world,
+                    version,
+                    "failover",
+                    0,
+                    during=faults_task,
+                    settlements=settlement_load,
                 )
                 fault_facts = faults_task.result()
                 drill_ended = time.monotonic()
@@ -488,6 +597,9 @@ async def drill(config: DrillConfig) -> dict[str, Any]:
                             for kind in sorted(tally.attempted)
                         },
                         "lifecycles_completed": len(run.completed_lifecycles),
+                        # PvP at market through the bridge service, during the faults: each
+                        # acknowledged one polled until FINAL or ABORTED.
+                        "pvp_settlements": dict(settlement_load.outcomes),
                         "sdk_retries": tally.retries,
                     },
                     "acknowledged_but_lost": len(transfers.lost) + len(lifecycles["lost"]),
@@ -533,6 +645,7 @@ async def drill(config: DrillConfig) -> dict[str, Any]:
                     "throughput": {
                         "synchronous_standby": sync.summary(),
                         "no_synchronous_standby": unsync.summary(),
+                        "phases": {p.name: p.summary() for p in [*phases[True], *phases[False]]},
                         "during_faults": failover.summary(),
                         "note": (
                             "3 condpay replicas, 3 PostgreSQL nodes, the monitor, the bridge and "
@@ -561,6 +674,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["acknowledged_but_lost"] == 0
         and report["applied_twice"] == 0
         and report["audit"]["ok"]
+        and report["operations"]["pvp_settlements"].get("NOT_TERMINAL", 0) == 0
     )
     operations, audit_ok = report["operations"], report["audit"]["ok"]
     print(
