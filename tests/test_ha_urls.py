@@ -1,14 +1,17 @@
 """A replicated PostgreSQL's URL names every node (issue 13): both spellings parse to the same
-SQLAlchemy and asyncpg forms, and what counts as 'the database is gone, retry' is told apart
-from a bug."""
+SQLAlchemy and asyncpg forms; what counts as 'the database is gone, retry' is told apart from a
+bug; and health follows the primary's probes."""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from settlement.db.availability import storage_unreachable
+from settlement.db.availability import PrimaryWatch, storage_unreachable
 from settlement.db.urls import parse_database_url
 
 LIBPQ = "postgresql://app@127.0.0.1:5433,127.0.0.1:5434/condpay?target_session_attrs=read-write"
@@ -109,3 +112,47 @@ def test_a_bug_raised_while_handling_a_lost_connection_is_still_a_bug() -> None:
         handler()
     assert isinstance(caught.value.__context__, ConnectionResetError)
     assert not storage_unreachable(caught.value)
+
+
+class ScriptedWatch(PrimaryWatch):
+    """A watch whose probes answer from a script (True: a primary answered read-write)."""
+
+    def __init__(self, answers: list[bool], on_change: Callable[[bool], Awaitable[None]]) -> None:
+        super().__init__("unused", on_change, period_seconds=0.001)
+        self._answers = iter(answers)
+        self.done = asyncio.Event()
+
+    async def probe(self) -> bool:
+        answer = next(self._answers, None)
+        if answer is None:
+            self.done.set()
+            await asyncio.Event().wait()  # the script is over: wait to be stopped
+        return bool(answer)
+
+
+async def test_health_follows_the_primary_and_one_failed_probe_is_not_a_failover() -> None:
+    changes: list[bool] = []
+
+    async def record(writable: bool) -> None:
+        changes.append(writable)
+
+    watch = ScriptedWatch([True, False, True, False, False, False, True], record)
+    watch.start()
+    await asyncio.wait_for(watch.done.wait(), 5)
+    await watch.stop()
+    # SERVING; a lone failed probe changes nothing; two in a row: NOT_SERVING; back: SERVING.
+    assert changes == [True, False, True]
+    assert watch.changes == 2
+
+
+async def test_a_first_probe_that_fails_says_not_serving_at_once() -> None:
+    changes: list[bool] = []
+
+    async def record(writable: bool) -> None:
+        changes.append(writable)
+
+    watch = ScriptedWatch([False, True], record)
+    watch.start()
+    await asyncio.wait_for(watch.done.wait(), 5)
+    await watch.stop()
+    assert changes == [False, True]
