@@ -25,6 +25,7 @@ ATTRIBUTES = {
     "CentralBankService": "central_bank",
     "ConditionalPaymentService": "payments",
     "ContractService": "contracts",
+    "EvidenceService": "evidence",
     "OperationService": "operations",
     "OracleService": "oracles",
     "SettlementService": "settlements",

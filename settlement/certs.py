@@ -34,6 +34,7 @@ import argparse
 import ipaddress
 import os
 import sys
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -43,6 +44,7 @@ from typing import Final
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from bridges import Identity as BridgeIdentity
@@ -319,6 +321,47 @@ def load_pair(certificate_path: Path, key_path: Path) -> KeyPair:
     return KeyPair(certificate, key)
 
 
+# -- the journal checkpoint key (docs/evidence.md) ---------------------------------------------
+CHECKPOINT_KEY_FILE = "checkpoint.key"
+
+
+def load_or_create_checkpoint_key(path: Path) -> tuple[Ed25519PrivateKey, bool]:
+    """The Ed25519 key in ``path`` (PEM), or a new one written there (0600, its public key
+    beside it in ``.pub``); whether it was created. Processes racing to create it all end with
+    the one that got there first. ValueError for a file that is no Ed25519 private key."""
+    if not path.exists():
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write(pem)
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(temporary, path)  # never replaces a key another process just made
+            created = True
+        except FileExistsError:
+            created = False
+        finally:
+            temporary.unlink(missing_ok=True)
+        if created:
+            public = key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            _write_atomically(path.with_suffix(".pub"), public, 0o644)
+            return key, True
+    loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(loaded, Ed25519PrivateKey):
+        raise ValueError(f"{path} is not an Ed25519 private key")
+    return loaded, False
+
+
 @dataclass(frozen=True, slots=True)
 class Layout:
     """Where ``certs init`` puts each file under ``root`` (and the CA key under ``ca_root``,
@@ -430,6 +473,10 @@ def init_certificates(
             layout.bridge_participant(identity, "pem"),
             layout.bridge_participant(identity, "key"),
         )
+    # The journal's signing identity outlives a replaced CA: kept when there is one.
+    checkpoint_key = root / CHECKPOINT_KEY_FILE
+    if load_or_create_checkpoint_key(checkpoint_key)[1]:
+        written += [checkpoint_key, checkpoint_key.with_suffix(".pub")]
     return written
 
 

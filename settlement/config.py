@@ -487,6 +487,24 @@ class Settings(BaseSettings):
             " in flight per process",
         ),
     ] = 2
+    checkpoint_key: Annotated[
+        str,
+        Setting(
+            Text("FILE"),
+            "the Ed25519 key that signs journal checkpoints (PEM, from `condpay certs init`;"
+            " made there when missing); in --insecure mode without it, a key kept in the"
+            " database (docs/evidence.md)",
+            default_text="CERTS_DIR/checkpoint.key",
+        ),
+    ] = ""
+    checkpoint_every_entries: Annotated[
+        int,
+        Setting(Whole(1), "sign a journal checkpoint at least every this many entries"),
+    ] = 1000
+    checkpoint_every_seconds: Annotated[
+        int,
+        Setting(Whole(1), "... and at least this often while entries are added"),
+    ] = 10
     failed_outcome_retention_seconds: Annotated[
         int,
         Setting(

@@ -72,6 +72,11 @@ COMPILE_CACHE_ENTRIES_MAX: Final = 1024
 # at most this many rows per statement.
 OUTCOME_SWEEP_SECONDS: Final = 60.0
 OUTCOME_SWEEP_BATCH: Final = 1000
+# Journal checkpoints (settlement/ledger/checkpoints.py): how often a replica looks whether one
+# is due, and the most entries one checkpoint adds to the last (a longer backlog is signed in
+# steps of this many, each its own checkpoint).
+CHECKPOINT_SWEEP_SECONDS: Final = 1.0
+CHECKPOINT_ENTRIES_MAX: Final = 50_000
 
 # Shutdown: how long in-flight calls may take to finish after SIGTERM.
 SHUTDOWN_GRACE_SECONDS: Final = 10.0

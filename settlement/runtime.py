@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from pathlib import Path
 
 import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from settlement import limits
@@ -14,6 +16,7 @@ from settlement.api.quotas import CallQuotas, HeavyWork
 from settlement.api.scopes import PageTokens
 from settlement.api.status import StatusCodec
 from settlement.api.verify_threads import VerifyThreads
+from settlement.certs import CHECKPOINT_KEY_FILE, load_or_create_checkpoint_key
 from settlement.clock import Clock, SystemClock
 from settlement.config import Settings
 from settlement.coordination.bridge_link import BridgeLink, LinkSecurity, open_bridge
@@ -21,8 +24,10 @@ from settlement.coordination.coordinator import Coordinator, Timing
 from settlement.coordination.payouts import PayoutStarter
 from settlement.coordination.recovery import RecoverySweeper
 from settlement.db.migrate import upgrade_to_head
+from settlement.db.server_keys import shared_secret
 from settlement.db.urls import DatabaseUrl, parse_database_url
 from settlement.faults import Faults
+from settlement.ledger.checkpoints import Checkpoints
 from settlement.ledger.commands import reserve_wallet_id
 from settlement.ledger.deadlines import DeadlineSweeper
 from settlement.ledger.directory import Directory
@@ -105,6 +110,8 @@ class Runtime:
             self.sql, self.clock, settings.failed_outcome_retention_seconds
         )
         self.page_tokens = PageTokens()  # its key is read (or made) in start
+        # Signed journal checkpoints; their key is read (or made) in start.
+        self._checkpoints: Checkpoints | None = None
         # Prometheus series (settlement/metrics.py), when CONDPAY_METRICS_ADDR is set.
         self.metrics: Metrics | None = process_metrics() if settings.metrics_addr else None
         self._sampler: asyncio.Task[None] | None = None
@@ -119,13 +126,45 @@ class Runtime:
             Path(self.url.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
         await upgrade_to_head(self.sql)
         await self.page_tokens.load(self.sql, self.clock.now_us())
+        self._checkpoints = Checkpoints(
+            self.sql,
+            self.clock,
+            await self._checkpoint_key(),
+            self.settings.checkpoint_every_entries,
+            self.settings.checkpoint_every_seconds,
+        )
         await self.store.start()
         await self.engine.start()
         self.deadlines.start()
         self.retention.start()
+        self._checkpoints.start()
         await self._open_bridge()
         if self.metrics is not None:
             self._watch(self.metrics)
+
+    @property
+    def checkpoints(self) -> Checkpoints:
+        assert self._checkpoints is not None, "Runtime.start was not awaited"
+        return self._checkpoints
+
+    async def _checkpoint_key(self) -> Ed25519PrivateKey:
+        """The key that signs journal checkpoints: the file of the checkpoint_key setting, else
+        CERTS_DIR/checkpoint.key (made when missing); in the plaintext development mode without
+        the setting, one kept in the database so that every replica and restart signs alike."""
+        settings = self.settings
+        if settings.insecure and not settings.checkpoint_key:
+            seed = await shared_secret(
+                self.sql, "checkpoint-ed25519-seed", lambda: os.urandom(32), self.clock.now_us()
+            )
+            return Ed25519PrivateKey.from_private_bytes(seed)
+        path = Path(settings.checkpoint_key or Path(settings.certs_dir) / CHECKPOINT_KEY_FILE)
+        try:
+            key, created = load_or_create_checkpoint_key(path)
+        except (OSError, ValueError) as bad:
+            raise SystemExit(f"condpay serve: checkpoint key {path}: {bad}") from None
+        if created:
+            log.warning("checkpoint_key_created", path=str(path), why="no key was there yet")
+        return key
 
     def _watch(self, metrics: Metrics) -> None:
         self.engine.on_batch = metrics.batch
@@ -201,6 +240,8 @@ class Runtime:
             await self.bridge.close()
         await self.deadlines.stop()
         await self.retention.stop()
+        if self._checkpoints is not None:
+            await self._checkpoints.stop()
         await self.engine.close()
         await self.heavy.close()
         await self.verify_threads.close()

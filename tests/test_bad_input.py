@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 import pytest
 from condpay.errors import ApiError
-from condpay.v1 import central_bank_pb2, errors_pb2, operation_pb2, wallet_pb2
+from condpay.v1 import central_bank_pb2, errors_pb2, evidence_pb2, operation_pb2, wallet_pb2
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import Message
 
@@ -49,6 +49,7 @@ DENIED, PRECONDITION = Code.PERMISSION_DENIED, Code.FAILED_PRECONDITION
 W = "/condpay.v1.WalletService/"
 C = "/condpay.v1.CentralBankService/"
 OP = "/condpay.v1.OperationService/"
+EV = "/condpay.v1.EvidenceService/"
 # Reserve after build_world funded alice, bob and dave.
 RESERVE_CNY = ISSUED_CNY - 200_000_00 - 19_000_00 - 10_00
 # 2030-03-01 15:50:00 UTC = 23:50 China Standard Time: ten minutes before the daily caps reset.
@@ -817,6 +818,8 @@ def _valid_request(method: str, w: World, caller: str | None = None) -> Message:
         W + "Transfer": lambda: _transfer(submitter=caller)(w),
         W + "ListJournal": lambda: wallet_pb2.ListJournalRequest(wallet_id=w.ids["alice"]),
         OP + "GetOperation": lambda: operation_pb2.GetOperationRequest(request_id=rid),
+        EV + "GetCheckpoint": lambda: evidence_pb2.GetCheckpointRequest(seq=1),
+        EV + "GetInclusionProof": lambda: evidence_pb2.GetInclusionProofRequest(entry_seq=1),
     }
     if method in requests:
         return requests[method]()

@@ -333,6 +333,7 @@ def test_init_layout_and_file_modes(certs_dir: Path) -> None:
         for identity in certs.DEFAULT_BRIDGE_IDENTITIES
         for suffix in ("pem", "key")
     }
+    expected |= {"checkpoint.key", "checkpoint.pub"}  # the journal checkpoints' signing key
     assert _files(certs_dir) == expected  # the CA's private key is not where the server reads
     assert _files(certs_dir.parent / "ca") == {"ca.key"}
     assert _mode(certs_dir.parent / "ca" / "ca.key") == 0o600

@@ -22,6 +22,8 @@ from condpay.v1 import (
     central_bank_pb2_grpc,
     contract_pb2,
     contract_pb2_grpc,
+    evidence_pb2,
+    evidence_pb2_grpc,
     operation_pb2,
     operation_pb2_grpc,
     oracle_pb2,
@@ -236,6 +238,48 @@ class ContractService:
         return await self._caller.call(self._stub.GetContract, request)
 
 
+class EvidenceService:
+    """condpay.v1.EvidenceService: Signed journal checkpoints. The server's Ed25519 checkpoint
+    key signs the journal's head hash and the root of an RFC 6962 Merkle tree over its
+    entries' hashes, every so many entries or seconds and on demand, so that whoever holds an
+    entry, its inclusion proof and a checkpoint can check offline that the entry is in the
+    journal (docs/evidence.md; condpay.checkpoints).
+    """
+
+    __slots__ = ("_caller", "_stub")
+
+    def __init__(self, caller: Caller, channel: grpc.aio.Channel) -> None:
+        self._caller = caller
+        self._stub = evidence_pb2_grpc.EvidenceServiceStub(channel)
+
+    async def get_checkpoint_key(
+        self, request: evidence_pb2.GetCheckpointKeyRequest
+    ) -> evidence_pb2.GetCheckpointKeyResponse:
+        """GetCheckpointKey. The server's checkpoint public key."""
+        return await self._caller.call(self._stub.GetCheckpointKey, request)
+
+    async def list_checkpoints(
+        self, request: evidence_pb2.ListCheckpointsRequest
+    ) -> evidence_pb2.ListCheckpointsResponse:
+        """ListCheckpoints. The checkpoints after a sequence number, oldest first."""
+        return await self._caller.call(self._stub.ListCheckpoints, request)
+
+    async def get_checkpoint(
+        self, request: evidence_pb2.GetCheckpointRequest
+    ) -> evidence_pb2.GetCheckpointResponse:
+        """GetCheckpoint. The first checkpoint that covers entry `seq`; when none does yet, one
+        of the journal's head is signed now. CHECKPOINT_NOT_FOUND when the journal has fewer
+        than `seq` entries.
+        """
+        return await self._caller.call(self._stub.GetCheckpoint, request)
+
+    async def get_inclusion_proof(
+        self, request: evidence_pb2.GetInclusionProofRequest
+    ) -> evidence_pb2.GetInclusionProofResponse:
+        """GetInclusionProof. A journal entry and the proof that it is in a checkpoint's tree."""
+        return await self._caller.call(self._stub.GetInclusionProof, request)
+
+
 class OperationService:
     """condpay.v1.OperationService: Resolve the outcome of any mutating call by its request id,
     e.g. after a lost reply.
@@ -398,6 +442,7 @@ class Services:
         "assets",
         "central_bank",
         "contracts",
+        "evidence",
         "operations",
         "oracles",
         "payments",
@@ -409,6 +454,7 @@ class Services:
         self.assets = AssetService(caller, channel)
         self.central_bank = CentralBankService(caller, channel)
         self.contracts = ContractService(caller, channel)
+        self.evidence = EvidenceService(caller, channel)
         self.operations = OperationService(caller, channel)
         self.oracles = OracleService(caller, channel)
         self.payments = ConditionalPaymentService(caller, channel)
@@ -436,6 +482,10 @@ class Services:
             "condpay.v1.SimulateContractRequest": self.contracts.simulate_contract,
             "condpay.v1.RegisterContractRequest": self.contracts.register_contract,
             "condpay.v1.GetContractRequest": self.contracts.get_contract,
+            "condpay.v1.GetCheckpointKeyRequest": self.evidence.get_checkpoint_key,
+            "condpay.v1.ListCheckpointsRequest": self.evidence.list_checkpoints,
+            "condpay.v1.GetCheckpointRequest": self.evidence.get_checkpoint,
+            "condpay.v1.GetInclusionProofRequest": self.evidence.get_inclusion_proof,
             "condpay.v1.GetOperationRequest": self.operations.get_operation,
             "condpay.v1.RegisterOracleRequest": self.oracles.register_oracle,
             "condpay.v1.RotateOracleKeyRequest": self.oracles.rotate_oracle_key,
@@ -529,6 +579,26 @@ class TypedSend:
     async def send(
         self, request: contract_pb2.ValidateContractRequest
     ) -> contract_pb2.ValidateContractResponse: ...
+
+    @overload
+    async def send(
+        self, request: evidence_pb2.GetCheckpointKeyRequest
+    ) -> evidence_pb2.GetCheckpointKeyResponse: ...
+
+    @overload
+    async def send(
+        self, request: evidence_pb2.GetCheckpointRequest
+    ) -> evidence_pb2.GetCheckpointResponse: ...
+
+    @overload
+    async def send(
+        self, request: evidence_pb2.GetInclusionProofRequest
+    ) -> evidence_pb2.GetInclusionProofResponse: ...
+
+    @overload
+    async def send(
+        self, request: evidence_pb2.ListCheckpointsRequest
+    ) -> evidence_pb2.ListCheckpointsResponse: ...
 
     @overload
     async def send(

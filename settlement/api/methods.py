@@ -46,6 +46,8 @@ def _spec(roles: set[Role] | frozenset[Role], reasons: set[R], *, mutating: bool
 _W = "/condpay.v1.WalletService/"
 _C = "/condpay.v1.CentralBankService/"
 _O = "/condpay.v1.OperationService/"
+_E = "/condpay.v1.EvidenceService/"
+_SUPERVISORS = frozenset({Role.CENTRAL_BANK, Role.AUDITOR})
 _MONEY = {R.INVALID_AMOUNT, R.UNSUPPORTED_CURRENCY, R.AMOUNT_OVERFLOW}
 
 METHODS: Final[dict[str, MethodSpec]] = {
@@ -118,6 +120,18 @@ METHODS: Final[dict[str, MethodSpec]] = {
     _O + "GetOperation": _spec(
         _ALL_ROLES,
         {R.MISSING_FIELD, R.INVALID_REQUEST_ID, R.OPERATION_NOT_FOUND},
+        mutating=False,
+    ),
+    _E + "GetCheckpointKey": _spec(_ALL_ROLES, set(), mutating=False),
+    _E + "ListCheckpoints": _spec(
+        _SUPERVISORS, {R.INVALID_PAGE_SIZE, R.INVALID_PAGE_TOKEN}, mutating=False
+    ),
+    _E + "GetCheckpoint": _spec(
+        _SUPERVISORS, {R.MISSING_FIELD, R.CHECKPOINT_NOT_FOUND}, mutating=False
+    ),
+    _E + "GetInclusionProof": _spec(
+        _SUPERVISORS,
+        {R.MISSING_FIELD, R.CHECKPOINT_NOT_FOUND, R.ENTRY_NOT_FOUND},
         mutating=False,
     ),
 }

@@ -35,7 +35,7 @@ from typing import Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import ColumnElement, exists, false, or_, select, text, true
+from sqlalchemy import ColumnElement, exists, false, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col
 
@@ -43,6 +43,7 @@ from contracts_dsl import CompiledContract
 from settlement.api import requests
 from settlement.api.identity import Caller, Role
 from settlement.db import models
+from settlement.db.server_keys import shared_secret
 from settlement.errors import Reason, SettlementError
 from wallets.currencies import CURRENCIES
 
@@ -202,21 +203,10 @@ class PageTokens:
         self._aead: AESGCM | None = None
 
     async def load(self, engine: AsyncEngine, now_us: int) -> None:
-        async with engine.begin() as conn:
-            await conn.execute(
-                text(
-                    "INSERT INTO server_keys (name, secret, created_at_us) "
-                    "VALUES (:name, :secret, :at) ON CONFLICT DO NOTHING"
-                ),
-                {"name": _KEY_NAME, "secret": AESGCM.generate_key(bit_length=256), "at": now_us},
-            )
-        async with engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    text("SELECT secret FROM server_keys WHERE name = :name"), {"name": _KEY_NAME}
-                )
-            ).one()
-        self._aead = AESGCM(bytes(row[0]))
+        secret = await shared_secret(
+            engine, _KEY_NAME, lambda: AESGCM.generate_key(bit_length=256), now_us
+        )
+        self._aead = AESGCM(secret)
 
     def _cipher(self) -> AESGCM:
         assert self._aead is not None, "PageTokens.load was not awaited"

@@ -19,6 +19,8 @@ from condpay.v1 import (
     central_bank_pb2_grpc,
     contract_pb2,
     contract_pb2_grpc,
+    evidence_pb2,
+    evidence_pb2_grpc,
     operation_pb2,
     operation_pb2_grpc,
     oracle_pb2,
@@ -38,6 +40,7 @@ from settlement.api.asset_service import AssetService
 from settlement.api.calls import CallWrapper
 from settlement.api.central_bank_service import CentralBankService
 from settlement.api.contract_service import ContractService
+from settlement.api.evidence_service import EvidenceService
 from settlement.api.operation_service import OperationService
 from settlement.api.oracle_service import OracleService
 from settlement.api.payment_service import PaymentService
@@ -60,6 +63,7 @@ SERVICE_NAMES = (
     oracle_pb2.DESCRIPTOR.services_by_name["OracleService"].full_name,
     asset_pb2.DESCRIPTOR.services_by_name["AssetService"].full_name,
     settlement_pb2.DESCRIPTOR.services_by_name["SettlementService"].full_name,
+    evidence_pb2.DESCRIPTOR.services_by_name["EvidenceService"].full_name,
 )
 
 
@@ -122,6 +126,9 @@ async def start_server(runtime: Runtime, addr: str) -> RunningServer:
     )
     calls.register(oracle_pb2_grpc.add_OracleServiceServicer_to_server, OracleService(runtime))
     calls.register(asset_pb2_grpc.add_AssetServiceServicer_to_server, AssetService(runtime))
+    calls.register(
+        evidence_pb2_grpc.add_EvidenceServiceServicer_to_server, EvidenceService(runtime)
+    )
     calls.register(
         settlement_pb2_grpc.add_SettlementServiceServicer_to_server, SettlementService(runtime)
     )

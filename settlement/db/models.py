@@ -446,3 +446,23 @@ class ServerKey(SQLModel, table=True):
     name: str = Field(primary_key=True)
     secret: bytes = Field(sa_type=LargeBinary)
     created_at_us: int = Field(sa_type=BigInteger)
+
+
+# -- journal checkpoints (migration 0007) -------------------------------------------------------
+class JournalCheckpoint(SQLModel, table=True):
+    """A signed statement of the journal's first ``seq`` entries: the chain's head hash and the
+    RFC 6962 Merkle root over their hashes (condpay/checkpoints.py). ``frontier`` is the tree's
+    perfect-subtree roots, so the next checkpoint extends it without reading old entries. Any
+    replica may sign; two signing the same ``seq`` keep the first."""
+
+    __tablename__ = "journal_checkpoints"
+
+    seq: int = Field(
+        sa_type=BigInteger, primary_key=True, sa_column_kwargs={"autoincrement": False}
+    )
+    head_hash: bytes = Field(sa_type=LargeBinary)
+    tree_root: bytes = Field(sa_type=LargeBinary)
+    frontier: bytes = Field(sa_type=LargeBinary)
+    signed_at_us: int = Field(sa_type=BigInteger)
+    public_key: bytes = Field(sa_type=LargeBinary)
+    signature: bytes = Field(sa_type=LargeBinary)

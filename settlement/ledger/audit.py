@@ -12,7 +12,9 @@ Checked, in one snapshot:
   undecided settlements hold, and every payment's escrow is held + released + refunded, released
   and refunded being the sums of its executed legs;
 - every split title's two parts add up to it, and a title pledged to a settlement is pledged to
-  one that is still undecided.
+  one that is still undecided;
+- every signed journal checkpoint matches the journal: its head hash is entry ``seq``'s, its
+  Merkle root the tree of entries 1..seq, its signature valid for its key.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from condpay.checkpoints import CheckpointError, Frontier, verify_checkpoint
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -62,6 +65,16 @@ async def _audit(conn: AsyncConnection, gateway: str) -> AuditReport:
     report = AuditReport()
     replayed: dict[tuple[str, Bucket, str], int] = defaultdict(int)
     prev_seq, prev_hash = 0, GENESIS_HASH
+    checkpoints = {
+        int(r[0]): r
+        for r in await conn.execute(
+            text(
+                "SELECT seq, head_hash, tree_root, signed_at_us, public_key, signature "
+                "FROM journal_checkpoints"
+            )
+        )
+    }
+    tree = Frontier()
     after = 0
     while True:
         rows = (
@@ -108,8 +121,13 @@ async def _audit(conn: AsyncConnection, gateway: str) -> AuditReport:
                     )
             if any(totals.values()) or len(entry.postings) < 2:
                 report.fail(f"entry {seq} is unbalanced: {dict(totals)}")
+            tree.append(entry.hash)
+            if seq in checkpoints:
+                _audit_checkpoint(report, checkpoints.pop(seq), entry.hash, tree.root())
             prev_seq, prev_hash = seq, entry.hash
         after += _PAGE
+    for seq in sorted(checkpoints):
+        report.fail(f"checkpoint {seq} is past the journal's last entry ({prev_seq})")
     head = (await conn.execute(text("SELECT seq, hash FROM ledger_head WHERE id = 1"))).one()
     if head[0] != prev_seq or bytes(head[1]) != prev_hash:
         report.fail(f"ledger head ({head[0]}) does not point at the last entry ({prev_seq})")
@@ -147,6 +165,17 @@ async def _audit(conn: AsyncConnection, gateway: str) -> AuditReport:
             report.fail(f"journal moves money into {key} which has no balance row")
     await _audit_escrows(conn, report, balances, gateway)
     return report
+
+
+def _audit_checkpoint(report: AuditReport, row: Any, entry_hash: bytes, root: bytes) -> None:
+    seq, head_hash, tree_root, signed_at_us, public_key, signature = row
+    if bytes(head_hash) != entry_hash or bytes(tree_root) != root:
+        report.fail(f"checkpoint {seq} does not match the journal's first {seq} entries")
+        return
+    try:
+        verify_checkpoint(bytes(public_key), seq, entry_hash, root, signed_at_us, bytes(signature))
+    except CheckpointError as bad:
+        report.fail(str(bad))
 
 
 async def _audit_escrows(

@@ -85,11 +85,14 @@ async def start_harness(
     pvp_hold_ms: int = 30_000,
     pvp_margin_ms: int = 5_000,
     instruction_ttl_max_seconds: int = 86_400,
+    checkpoint_every_entries: int = 1000,
+    checkpoint_every_seconds: int = 10,
 ) -> AsyncIterator[Harness]:
     """``wrap_store`` puts a test double (fault injection) between the engine and the store;
     ``certs_dir`` (a fresh folder) serves over mutual TLS with a CA made there; ``bridge`` is
     CONDPAY_BRIDGE (default: a fresh in-process bridge on the server's clock);
-    ``instruction_ttl_max_seconds`` is CONDPAY_INSTRUCTION_TTL_MAX_SECONDS."""
+    ``instruction_ttl_max_seconds`` is CONDPAY_INSTRUCTION_TTL_MAX_SECONDS and the
+    ``checkpoint_*`` ones CONDPAY_CHECKPOINT_*."""
     if certs_dir is not None:
         init_certificates(certs_dir, [parse_identity(CENTRAL_BANK)])
     settings = Settings(
@@ -103,6 +106,8 @@ async def start_harness(
         pvp_hold_ms=pvp_hold_ms,
         pvp_margin_ms=pvp_margin_ms,
         instruction_ttl_max_seconds=instruction_ttl_max_seconds,
+        checkpoint_every_entries=checkpoint_every_entries,
+        checkpoint_every_seconds=checkpoint_every_seconds,
     )
     runtime = Runtime(settings, clock)
     if wrap_store is not None:

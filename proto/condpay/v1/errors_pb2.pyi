@@ -140,6 +140,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ERROR_REASON_BRIDGE_UNAVAILABLE: _ErrorReason.ValueType  # 87
     ERROR_REASON_INTERNAL: _ErrorReason.ValueType  # 88
     """INTERNAL: a bug; never carries exception text, quotes the request id instead."""
+    ERROR_REASON_CHECKPOINT_NOT_FOUND: _ErrorReason.ValueType  # 89
+    """NOT_FOUND: no checkpoint covers the entry (the journal is shorter), or no such checkpoint."""
+    ERROR_REASON_ENTRY_NOT_FOUND: _ErrorReason.ValueType  # 90
+    """NOT_FOUND: no journal entry of this sequence number that the caller may see."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The closed list of reasons the condpay.v1 API answers with: every google.rpc.ErrorInfo it sends
@@ -253,6 +257,10 @@ ERROR_REASON_STORAGE_UNAVAILABLE: ErrorReason.ValueType  # 86
 ERROR_REASON_BRIDGE_UNAVAILABLE: ErrorReason.ValueType  # 87
 ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 88
 """INTERNAL: a bug; never carries exception text, quotes the request id instead."""
+ERROR_REASON_CHECKPOINT_NOT_FOUND: ErrorReason.ValueType  # 89
+"""NOT_FOUND: no checkpoint covers the entry (the journal is shorter), or no such checkpoint."""
+ERROR_REASON_ENTRY_NOT_FOUND: ErrorReason.ValueType  # 90
+"""NOT_FOUND: no journal entry of this sequence number that the caller may see."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 @_typing.final
