@@ -191,17 +191,8 @@ class Checkpoints(PeriodicSweep):
         return found if found is not None and found.seq == seq else None
 
     async def _first_from(self, seq: int) -> CheckpointRecord | None:
-        async with self._sql.connect() as conn:
-            row = (
-                await conn.execute(
-                    text(
-                        f"SELECT {_COLUMNS} FROM journal_checkpoints WHERE seq >= :seq "
-                        "ORDER BY seq LIMIT 1"
-                    ),
-                    {"seq": seq},
-                )
-            ).first()
-        return None if row is None else CheckpointRecord.of(row)
+        found = await self.after(seq - 1, 1)
+        return found[0] if found else None
 
     async def proof(self, entry_seq: int, checkpoint: CheckpointRecord) -> list[bytes]:
         """The audit path of ``entry_seq`` in ``checkpoint``'s tree, from every entry hash up to
