@@ -11,6 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
 import pytest
 from condpay.checkpoints import (
     CheckpointError,
@@ -130,6 +131,26 @@ async def test_what_is_not_there_and_who_may_not_look(harness: Harness) -> None:
         with pytest.raises(ApiError) as refused:
             await harness.client(AUDITOR).send(request)
         assert refused.value.reason == reason, request
+    # A central bank sees the entries of its own currencies only: HKMA's view of a CNY entry is
+    # that of an entry that does not exist.
+    hkma = harness.client("central_bank/hkma")
+    answers = []
+    for seq in (head, head + 7):
+        with pytest.raises(ApiError) as hidden:
+            await hkma.api.evidence.get_inclusion_proof(
+                evidence_pb2.GetInclusionProofRequest(entry_seq=seq)
+            )
+        error = hidden.value
+        answers.append((error.code, error.reason, error.message.replace(str(seq), "N")))
+    assert (
+        answers[0]
+        == answers[1]
+        == (
+            grpc.StatusCode.NOT_FOUND,
+            "ENTRY_NOT_FOUND",
+            "journal entry 'N' does not exist",
+        )
+    )
     platform = harness.client(PLATFORM)
     for request in (
         evidence_pb2.ListCheckpointsRequest(),

@@ -155,7 +155,11 @@ class Checkpoints(PeriodicSweep):
             head = (await conn.execute(text("SELECT seq FROM ledger_head"))).scalar()
             row = (
                 await conn.execute(
-                    text(f"SELECT {_COLUMNS} FROM journal_checkpoints ORDER BY seq DESC LIMIT 1")
+                    # (MAX: a lookup of the index's last key on SQLite too, never a scan)
+                    text(
+                        f"SELECT {_COLUMNS} FROM journal_checkpoints "
+                        "WHERE seq = (SELECT MAX(seq) FROM journal_checkpoints)"
+                    )
                 )
             ).first()
         return int(head or 0), None if row is None else CheckpointRecord.of(row)
