@@ -146,6 +146,7 @@ async def test_the_core_follows_a_failover_and_loses_no_acknowledged_transfer(
         assert deadline.timestamp() > killed_at_unix
         print(
             f"\nfailover: {len(acknowledged)} transfers acknowledged, {len(refused)} refused, "
-            f"{tally.retries} SDK retries, promotion {promoted_at - killed_at:.1f} s after the "
-            f"kill, first write {first_after - killed_at:.1f} s after it; health {seen}"
+            f"{tally.retries} SDK retries, {tally.replayed} answered as replays, promotion "
+            f"{promoted_at - killed_at:.1f} s after the kill, first write "
+            f"{first_after - killed_at:.1f} s after it; health {seen}"
         )

@@ -122,6 +122,11 @@ def _message_class(method: str) -> type[Message]:
     return cls
 
 
+def _replayed(reply: Message) -> bool:
+    """Was this answer the stored outcome of an earlier attempt (``operation.replayed``)?"""
+    return bool(getattr(getattr(reply, "operation", None), "replayed", False))
+
+
 class LifecycleLoad:
     """``workers`` tasks, each running one lifecycle at a time through the SDK (each step under
     its own request id, retried by the SDK across a failover); a refused step ends its flow."""
@@ -169,11 +174,12 @@ class LifecycleLoad:
                 self._tally.attempted[step.name] += 1
                 client: Any = self._client(caller)  # send() is typed per request type
                 try:
-                    await client.send(request)
+                    reply = await client.send(request)
                 except ApiError as error:
                     self._tally.refuse(step.name, request_id, reason_of(error))
                     break
                 self._tally.ack(step.name, request_id)
+                self._tally.replayed += _replayed(reply)
                 self.steps_acked.append((step.name, caller, request_id))
             else:
                 self.completed.append(flow.label)
@@ -218,6 +224,7 @@ class SettlementLoad:
                 self._tally.refuse("SettlePvP", request_id, reason_of(error))
                 continue
             self._tally.ack("SettlePvP", request_id)
+            self._tally.replayed += _replayed(reply)
             settlement = reply.settlement
             give_up = time.monotonic() + SETTLED_WITHIN_SECONDS
             while settlement.state not in (FINAL, ABORTED) and time.monotonic() < give_up:
@@ -601,6 +608,9 @@ async def drill(config: DrillConfig) -> dict[str, Any]:
                         # acknowledged one polled until FINAL or ABORTED.
                         "pvp_settlements": dict(settlement_load.outcomes),
                         "sdk_retries": tally.retries,
+                        # acknowledged from a stored outcome after a retry: committed once
+                        # before the failure, its first answer lost
+                        "acknowledged_as_replays": tally.replayed,
                     },
                     "acknowledged_but_lost": len(transfers.lost) + len(lifecycles["lost"]),
                     "applied_twice": len(transfers.applied_twice)

@@ -75,6 +75,9 @@ class Tally:
     errors_by_reason: Counter[str] = field(default_factory=Counter)
     ack_times: list[float] = field(default_factory=list)  # monotonic
     retries: int = 0
+    # Acknowledgements answered from a stored outcome: the call's first attempt committed (on the
+    # old primary, reaching the standby) and its answer was lost, so the retry got the replay.
+    replayed: int = 0
 
     def ack(self, kind: str, request_id: str) -> None:
         self.acknowledged.setdefault(kind, []).append(request_id)
@@ -139,11 +142,12 @@ class TransferLoad:
                 payer.key, payer.wallet_id, payee, CURRENCY, AMOUNT_MINOR, request_id=request_id
             )
             try:
-                await self._client.send(request)
+                reply = await self._client.send(request)
             except ApiError as error:
                 self._tally.refuse("transfer", request_id, reason_of(error))
             else:
                 self._tally.ack("transfer", request_id)
+                self._tally.replayed += bool(reply.operation.replayed)
 
 
 class HealthWatch:
