@@ -80,8 +80,11 @@ browser: ## install the Debian chromium package when no chromium binary is found
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
 	fi
 
-test: venv postgres-binaries browser ## the whole suite on SQLite and a throwaway PostgreSQL
-	$(BIN)/pytest
+# Two processes, each taking whole test files (their module fixtures stay in one process); each
+# has its own throwaway PostgreSQL. PYTEST_WORKERS=0 runs the suite in this process.
+PYTEST_WORKERS ?= 2
+test: venv postgres-binaries browser ## the whole suite on SQLite and a throwaway PostgreSQL (2 processes)
+	$(BIN)/pytest --numprocesses=$(PYTEST_WORKERS) --dist=loadfile
 
 test-fast: venv ## the suite without PostgreSQL
 	$(BIN)/pytest -m "not postgres"

@@ -99,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(console, f"the run broke off: {type(error).__name__}: {error}")
         return 3
     print_summary(record, console)
-    console.print(f"Report: {html_path} (for people), {json_path} (for machines)")
+    # One line, however long the paths: a terminal wraps it, and a copied path stays whole.
+    console.print(f"Report: {html_path} (for people), {json_path} (for machines)", soft_wrap=True)
     return 0 if record.passed else 1
 
 

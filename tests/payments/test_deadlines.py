@@ -55,6 +55,9 @@ from tests.payments.fleet import (
 from tests.support.harness import start_harness
 
 HOUR_US = 3_600 * SECOND_US
+#: How far ahead the real-clock tests set their deadlines: the locks and attestations before it
+#: must all be in, also on a loaded 2-core machine running the suite in parallel.
+DUE_IN_US = 8 * SECOND_US
 EXPIRED = payment_pb2.PAYMENT_STATE_EXPIRED
 
 
@@ -276,7 +279,7 @@ async def test_the_deadline_survives_a_killed_server_process(
         connection = Connection(server.address)
         fleet = await build_fleet(connection, buyers=1, sellers=1, funding_minor=10_000_00)
         now = whole_seconds_now_us()
-        deadline = now + 3 * SECOND_US
+        deadline = now + DUE_IN_US
         plans = [
             PaymentPlan("kd-untouched", "buyer-0", "seller-0", 1_000_00, deadline),
             PaymentPlan("kd-partly", "buyer-0", "seller-0", 3_000_00, deadline),
@@ -355,7 +358,7 @@ async def test_two_server_processes_fire_each_deadline_once(pg_url: str, tmp_pat
         connections = [Connection(s.address) for s in servers]
         fleet = await build_fleet(connections[0], buyers=5, sellers=2, funding_minor=100_000_00)
         now = whole_seconds_now_us()
-        plans = replicated_plans(now + 3 * SECOND_US)
+        plans = replicated_plans(now + DUE_IN_US)
         await lock_and_release(
             connections[0],
             fleet,
