@@ -175,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
         "bridge", help="the mBridge-style multi-CBDC bridge mock: serve", add_help=False
     )
     commands.add_parser(
+        "evidence",
+        help="a payment's evidence bundle: export (from a server), verify (offline)",
+        add_help=False,
+    )
+    commands.add_parser(
         "sim", help="the central-bank simulator: run a scenario, list scenarios", add_help=False
     )
     return parser
@@ -188,6 +193,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from settlement.certs import main as certs_main
 
         return certs_main(argv[1:])
+    if argv[:1] == ["evidence"]:
+        from condpay.evidence_cli import main as evidence_main
+
+        return evidence_main(argv[1:])
     if argv[:1] == ["bridge"]:
         from bridges.cli import main as bridge_main
 

@@ -279,6 +279,20 @@ class EvidenceService:
         """GetInclusionProof. A journal entry and the proof that it is in a checkpoint's tree."""
         return await self._caller.call(self._stub.GetInclusionProof, request)
 
+    async def get_payment_evidence(
+        self, request: evidence_pb2.GetPaymentEvidenceRequest
+    ) -> evidence_pb2.GetPaymentEvidenceResponse:
+        """GetPaymentEvidence. One payment's evidence bundle: the contract and parameters, the
+        signed lock, fundings, assignments and cancellation, every attestation with its
+        signatures and the oracle set it was verified against, the legs, every journal entry
+        the payment caused with its inclusion proof, and the signed checkpoint they are proved
+        against (one covering the payment's last entry is signed now when none does yet).
+        Offline verification: `condpay evidence verify`. Readers: the payment's platform, the
+        institutions of its parties' wallets, the central bank of its currency, auditors; for
+        anyone else PAYMENT_NOT_FOUND, as for an unknown id.
+        """
+        return await self._caller.call(self._stub.GetPaymentEvidence, request)
+
 
 class OperationService:
     """condpay.v1.OperationService: Resolve the outcome of any mutating call by its request id,
@@ -486,6 +500,7 @@ class Services:
             "condpay.v1.ListCheckpointsRequest": self.evidence.list_checkpoints,
             "condpay.v1.GetCheckpointRequest": self.evidence.get_checkpoint,
             "condpay.v1.GetInclusionProofRequest": self.evidence.get_inclusion_proof,
+            "condpay.v1.GetPaymentEvidenceRequest": self.evidence.get_payment_evidence,
             "condpay.v1.GetOperationRequest": self.operations.get_operation,
             "condpay.v1.RegisterOracleRequest": self.oracles.register_oracle,
             "condpay.v1.RotateOracleKeyRequest": self.oracles.rotate_oracle_key,
@@ -594,6 +609,11 @@ class TypedSend:
     async def send(
         self, request: evidence_pb2.GetInclusionProofRequest
     ) -> evidence_pb2.GetInclusionProofResponse: ...
+
+    @overload
+    async def send(
+        self, request: evidence_pb2.GetPaymentEvidenceRequest
+    ) -> evidence_pb2.GetPaymentEvidenceResponse: ...
 
     @overload
     async def send(

@@ -3,15 +3,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
+from condpay import evidence
 from condpay.checkpoints import key_id
 from condpay.v1 import evidence_pb2, evidence_pb2_grpc
 
 from settlement import limits
 from settlement.api import convert, requests, scopes
+from settlement.api.contract_service import stored_contract
 from settlement.api.identity import current_caller
 from settlement.errors import Reason, SettlementError, not_found
+from settlement.ledger import payments
 from settlement.ledger.checkpoints import CheckpointRecord
+from settlement.ledger.evidence_reads import EvidenceReader
+from settlement.ledger.records import PaymentTerms
 from settlement.runtime import Runtime
 
 _SERVICE = "/condpay.v1.EvidenceService/"
@@ -51,6 +58,7 @@ def _no_checkpoint(entry_seq: int, checkpoint_seq: int = 0) -> SettlementError:
 class EvidenceService(evidence_pb2_grpc.EvidenceServiceServicer):
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
+        self._evidence = EvidenceReader(runtime.read_sessions)
 
     async def GetCheckpointKey(
         self, request: evidence_pb2.GetCheckpointKeyRequest, context: grpc.aio.ServicerContext
@@ -117,4 +125,57 @@ class EvidenceService(evidence_pb2_grpc.EvidenceServiceServicer):
             entry=convert.entry(entries[0]),
             checkpoint=checkpoint(found),
             proof=await checkpoints.proof(entry_seq, found),
+        )
+
+    async def GetPaymentEvidence(
+        self, request: evidence_pb2.GetPaymentEvidenceRequest, context: grpc.aio.ServicerContext
+    ) -> evidence_pb2.GetPaymentEvidenceResponse:
+        payment_id = requests.identifier(request.payment_id, "payment_id")
+        rows = await self._evidence.payment(payment_id, scopes.evidence(current_caller()))
+        if rows is None:  # or not the caller's to see: the same answer
+            raise not_found(Reason.PAYMENT_NOT_FOUND, "payment", payment_id)
+        contract, _source = await stored_contract(self._rt, rows.contract["hash"])
+        terms = PaymentTerms(
+            payment_id,
+            rows.payment["platform"],
+            rows.contract["hash"],
+            rows.params_json,
+            rows.payment["payer_wallet_id"],
+        )
+        params_hash = payments.bound(contract, terms).hash
+        seqs = [e["seq"] for e in rows.entries]
+        # Every payment has its lock's entry; the first checkpoint covering the last entry
+        # (signed now if none does yet) proves them all.
+        found = await self._rt.checkpoints.covering(max(seqs))
+        if found is None:  # the entries are there, so the head covers them
+            raise AssertionError(f"no checkpoint covers entry {max(seqs)}")
+        for entry, proof in zip(
+            rows.entries, await self._rt.checkpoints.proofs(seqs, found), strict=True
+        ):
+            entry["proof"] = [p.hex() for p in proof]
+        bundle: dict[str, Any] = {
+            "format": evidence.FORMAT,
+            "payment": rows.payment,
+            "contract": rows.contract,
+            "params": {"json": rows.params_json, "hash": params_hash},
+            "wallets": rows.wallets,
+            "changes": rows.changes,
+            "documents": rows.documents,
+            "financing": rows.financing,
+            "assignments": rows.assignments,
+            "legs": rows.legs,
+            "settlements": rows.settlements,
+            "entries": rows.entries,
+            "checkpoint": {
+                "seq": found.seq,
+                "head_hash": found.head_hash.hex(),
+                "tree_root": found.tree_root.hex(),
+                "signed_at_us": found.signed_at_us,
+                "public_key": found.public_key.hex(),
+                "key_id": key_id(found.public_key),
+                "signature": found.signature.hex(),
+            },
+        }
+        return evidence_pb2.GetPaymentEvidenceResponse(
+            bundle=evidence.dumps(bundle), checkpoint=checkpoint(found)
         )

@@ -134,6 +134,11 @@ METHODS: Final[dict[str, MethodSpec]] = {
         {R.MISSING_FIELD, R.CHECKPOINT_NOT_FOUND, R.ENTRY_NOT_FOUND},
         mutating=False,
     ),
+    # Every role: who may read a payment's evidence is a read scope (scopes.evidence), so a
+    # caller outside it gets PAYMENT_NOT_FOUND, as for an id that does not exist.
+    _E + "GetPaymentEvidence": _spec(
+        _ALL_ROLES, {R.MISSING_FIELD, R.INVALID_ID, R.PAYMENT_NOT_FOUND}, mutating=False
+    ),
 }
 
 _K = "/condpay.v1.ContractService/"

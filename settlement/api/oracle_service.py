@@ -15,7 +15,7 @@ from condpay.v1 import operation_pb2, oracle_pb2, oracle_pb2_grpc
 
 from settlement import limits
 from settlement.api import payment_views as views
-from settlement.api import requests, scopes
+from settlement.api import documents, requests, scopes
 from settlement.api.contract_service import stored_contract
 from settlement.api.identity import current_caller
 from settlement.api.replies import Reply, by_view
@@ -217,6 +217,19 @@ class OracleService(oracle_pb2_grpc.OracleServiceServicer):
         )
         # An aggregate's pairings run beside the loop; the rest costs less than the hand-off.
         verified = check() if aggregate is None else await self._rt.verify_threads.run(check)
+        spec = contract.oracle(statement.oracle)
+        party_wallet = parties.get(statement.oracle) if spec is None else None
+        ed25519 = tuple((s.signer_id, s.signature) for s in request.signatures)
+        document = documents.attestation(
+            request.statement,
+            request.payload,
+            ed25519,
+            aggregate,
+            registry,
+            () if spec is None else spec.sources,
+            1 if spec is None else spec.threshold,
+            None if party_wallet is None else (party_wallet, keys[party_wallet]),
+        )
         return payments.SubmitAttestation(
             **base,
             payment_id=terms.payment_id,
@@ -224,4 +237,5 @@ class OracleService(oracle_pb2_grpc.OracleServiceServicer):
             signer_ids=verified.signer_ids,
             oracle_set_version=verified.statement.oracle_set_version,
             statement=request.statement,
+            documents=(document,),
         )

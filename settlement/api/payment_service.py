@@ -17,15 +17,20 @@ from condpay.v1 import operation_pb2, payment_pb2, payment_pb2_grpc
 
 from contracts_dsl import bind_params, deadline_us, escrow_minor
 from settlement import limits
+from settlement.api import documents, requests, scopes
 from settlement.api import payment_views as views
-from settlement.api import requests, scopes
 from settlement.api.contract_service import quota_refusal, resolve_contract, stored_contract
 from settlement.api.identity import Caller, current_caller
 from settlement.api.replies import by_view
 from settlement.api.signatures import check_wallet_signature
 from settlement.errors import Reason, SettlementError, not_found
 from settlement.ledger import commands, payments
-from settlement.ledger.records import AssignmentRecord, FinancingRecord, PaymentRecord
+from settlement.ledger.records import (
+    AssignmentRecord,
+    DocumentRecord,
+    FinancingRecord,
+    PaymentRecord,
+)
 from settlement.runtime import Runtime
 from wallets import (
     AssignmentInstruction,
@@ -94,8 +99,9 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
 
-    async def _check_signature(self, wallet_id: str, signature: bytes, payload: bytes) -> None:
-        await check_wallet_signature(self._rt, wallet_id, signature, payload)
+    async def _check_signature(self, wallet_id: str, signature: bytes, payload: bytes) -> bytes:
+        """The key of ``wallet_id`` once it verified ``signature`` over ``payload``."""
+        return await check_wallet_signature(self._rt, wallet_id, signature, payload)
 
     # -- lock ----------------------------------------------------------------------------------
     async def LockPayment(
@@ -155,13 +161,18 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
             raise requests.mismatch(
                 "payer_instruction.payer", f"the escrow's funder is wallet {payer}"
             )
-        await self._check_signature(payer, signed.signature, signed.payload)
+        payer_key = await self._check_signature(payer, signed.signature, signed.payload)
         payment_id = payments.derive_payment_id(base["caller"], base["request_id"])
+        pledges, pledge_documents = await self._title_pledges(
+            request, base, payment_id, contract.hash, params.hash
+        )
         return payments.LockPayment(
             **base,
             payment_id=payment_id,
-            title_pledges=await self._title_pledges(
-                request, base, payment_id, contract.hash, params.hash
+            title_pledges=pledges,
+            documents=(
+                documents.signed("LOCK", signed.payload, [(payer, payer_key, signed.signature)]),
+                *pledge_documents,
             ),
             contract=contract,
             source=source,
@@ -181,10 +192,12 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
         payment_id: str,
         contract_hash: str,
         params_hash: str,
-    ) -> tuple[tuple[str, str, int], ...]:
+    ) -> tuple[tuple[tuple[str, str, int], ...], tuple[DocumentRecord, ...]]:
         """Each holder's signed pledge of a delivered title to this payment, for this contract
-        and these terms (a pledge cannot serve another deal), submitted by this caller, verified."""
+        and these terms (a pledge cannot serve another deal), submitted by this caller, verified;
+        and the signed pledges as documents."""
         pledges = []
+        kept: list[DocumentRecord] = []
         for i, signed in enumerate(request.title_pledges):
             where = f"title_pledges[{i}]"
             pledge = requests.signed(
@@ -208,9 +221,14 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
                 raise requests.mismatch(
                     f"{where}.params_hash", "the holder pledged the title on other parameters"
                 )
-            await self._check_signature(pledge.holder, signed.signature, signed.payload)
+            key = await self._check_signature(pledge.holder, signed.signature, signed.payload)
             pledges.append((pledge.title_id, pledge.holder, pledge.expires_at_us))
-        return tuple(pledges)
+            kept.append(
+                documents.signed(
+                    "PLEDGE", signed.payload, [(pledge.holder, key, signed.signature)], idx=i + 1
+                )
+            )
+        return tuple(pledges), tuple(kept)
 
     # -- financing -----------------------------------------------------------------------------
     async def FundEscrow(
@@ -237,13 +255,17 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
                     "fee_minor",
                     "the fee may not be more than the amount financed",
                 )
-            await self._check_signature(fund.financier, signed.signature, signed.payload)
+            financier_key = await self._check_signature(
+                fund.financier, signed.signature, signed.payload
+            )
             # The payer's consent: its signature over the same bytes (the terms, this payment).
             if not request.payer_signature:
                 raise requests.invalid(
                     Reason.MISSING_FIELD, "payer_signature", "the payer's signature is required"
                 )
-            await self._check_signature(fund.payer, request.payer_signature, signed.payload)
+            payer_key = await self._check_signature(
+                fund.payer, request.payer_signature, signed.payload
+            )
             command: commands.Command = payments.FundEscrow(
                 **base,
                 payment_id=fund.payment_id,
@@ -254,6 +276,16 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
                 fee_minor=fund.fee_minor,
                 due_at_us=fund.due_at_us,
                 expires_at_us=fund.expires_at_us,
+                documents=(
+                    documents.signed(
+                        "FUND",
+                        signed.payload,
+                        [
+                            (fund.financier, financier_key, signed.signature),
+                            (fund.payer, payer_key, request.payer_signature),
+                        ],
+                    ),
+                ),
             )
         except SettlementError as error:
             command = commands.Refuse(**base, error=error)
@@ -272,8 +304,10 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
             requests.currency(assign.currency, "payload.currency")
             requests.positive_amount(assign.assigned_minor, "payload.assigned_minor")
             requests.positive_amount(assign.advance_minor, "payload.advance_minor")
-            await self._check_signature(assign.payee, request.payee_signature, request.payload)
-            await self._check_signature(
+            payee_key = await self._check_signature(
+                assign.payee, request.payee_signature, request.payload
+            )
+            financier_key = await self._check_signature(
                 assign.financier, request.financier_signature, request.payload
             )
             command: commands.Command = payments.AssignProceeds(
@@ -285,6 +319,16 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
                 assigned_minor=assign.assigned_minor,
                 advance_minor=assign.advance_minor,
                 expires_at_us=assign.expires_at_us,
+                documents=(
+                    documents.signed(
+                        "ASSIGN",
+                        request.payload,
+                        [
+                            (assign.payee, payee_key, request.payee_signature),
+                            (assign.financier, financier_key, request.financier_signature),
+                        ],
+                    ),
+                ),
             )
         except SettlementError as error:
             command = commands.Refuse(**base, error=error)
@@ -304,14 +348,19 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
             )
             await self.visible_payment(caller, cancel.payment_id)
             signed_by = set()
+            signers = []
             for party in request.signatures:
-                await self._check_signature(party.wallet_id, party.signature, request.payload)
+                key = await self._check_signature(
+                    party.wallet_id, party.signature, request.payload
+                )
                 signed_by.add(party.wallet_id)
+                signers.append((party.wallet_id, key, party.signature))
             command: commands.Command = payments.CancelPayment(
                 **base,
                 payment_id=cancel.payment_id,
                 signed_by=frozenset(signed_by),
                 expires_at_us=cancel.expires_at_us,
+                documents=(documents.signed("CANCEL", request.payload, signers),),
             )
         except SettlementError as error:
             command = commands.Refuse(**base, error=error)

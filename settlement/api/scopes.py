@@ -18,6 +18,8 @@ may not see finds nothing, which the handler answers exactly as an id that does 
   pledgee wallet, the platform whose payment holds it, the requester of a settlement that
   delivers it, any caller that moved it, central banks, auditors.
 - Settlements: the requester, central banks, auditors.
+- Evidence bundles (GetPaymentEvidence): the payment's platform, the institutions of its parties'
+  wallets, the central bank of its currency, auditors.
 
 Page tokens are AES-GCM sealed cursors, bound (associated data) to the caller, the method and the
 list's filters, under a key made once and kept in the database (``server_keys``) so every
@@ -80,6 +82,24 @@ def payments(caller: Caller) -> ColumnElement[bool]:
             col(models.PaymentAssignment.assigned_by) == me,
         )
         return or_(funded, assigned)
+    return false()
+
+
+def evidence(caller: Caller) -> ColumnElement[bool]:
+    """The payments whose evidence bundle ``caller`` may read, as a condition on ``payments``:
+    its platform, the institutions of its parties' wallets, the central bank of its currency,
+    auditors. (Financiers and oracles read none: their institution does.)"""
+    if caller.role is Role.AUDITOR:
+        return true()
+    if caller.role is Role.CENTRAL_BANK:
+        return col(models.Payment.currency).in_(sorted(issued_currencies(caller)))
+    if caller.role is Role.PLATFORM:
+        return col(models.Payment.platform) == str(caller)
+    if caller.role is Role.INSTITUTION:
+        return exists().where(
+            col(models.PaymentParty.payment_id) == col(models.Payment.payment_id),
+            col(models.PaymentParty.wallet_id).in_(_institution_wallets(caller.id)),  # type: ignore[arg-type]
+        )
     return false()
 
 

@@ -9,9 +9,10 @@ from wallets import BadSignature, verify
 
 async def check_wallet_signature(
     runtime: Runtime, wallet_id: str, signature: bytes, payload: bytes
-) -> None:
+) -> bytes:
     """WALLET_NOT_FOUND or SIGNATURE_INVALID unless ``wallet_id``'s owner signed ``payload``
-    (wallet keys never change, so checking outside the transaction is as good as inside)."""
+    (wallet keys never change, so checking outside the transaction is as good as inside); the
+    key that verified it."""
     wallet = await runtime.directory.wallet(wallet_id)
     if wallet is None:
         raise not_found(Reason.WALLET_NOT_FOUND, "wallet", wallet_id)
@@ -25,3 +26,4 @@ async def check_wallet_signature(
             f"{wallet_id}'s key",
             metadata={"wallet_id": wallet_id},
         ) from None
+    return wallet.owner_public_key

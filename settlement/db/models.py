@@ -466,3 +466,29 @@ class JournalCheckpoint(SQLModel, table=True):
     signed_at_us: int = Field(sa_type=BigInteger)
     public_key: bytes = Field(sa_type=LargeBinary)
     signature: bytes = Field(sa_type=LargeBinary)
+
+
+# -- evidence (migration 0008) ------------------------------------------------------------------
+class PaymentDocument(SQLModel, table=True):
+    """The signed bytes behind each change of a payment, exactly as the client sent them, with
+    the keys that verified them: the payer's lock (idx 0) and the holders' title pledges (idx
+    1..), fundings, assignments, cancellations (``body``: each signer's wallet, key and
+    signature) and attestations (``payload`` is the statement; ``body`` the attributes payload,
+    the signatures and the oracle set in force when it was accepted). Written with the change, in
+    its transaction and batch; ``version`` is the payment version the change made, ``entry_seq``
+    the journal entry it posted (0: none of its own; the legs carry theirs). An evidence bundle
+    (EvidenceService.GetPaymentEvidence, docs/evidence.md) is made of these."""
+
+    __tablename__ = "payment_documents"
+
+    payment_id: str = Field(primary_key=True, foreign_key="payments.payment_id")
+    version: int = Field(
+        primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    idx: int = Field(
+        primary_key=True, sa_type=SmallInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    kind: str  # LOCK | PLEDGE | FUND | ASSIGN | CANCEL | ATTESTATION
+    payload: bytes = Field(sa_type=LargeBinary)
+    body: str  # JSON (docs/evidence.md)
+    entry_seq: int = Field(sa_type=BigInteger)

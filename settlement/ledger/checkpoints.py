@@ -202,6 +202,12 @@ class Checkpoints(PeriodicSweep):
         """The audit path of ``entry_seq`` in ``checkpoint``'s tree, from every entry hash up to
         it (O(checkpoint.seq), computed off the event loop); JournalMismatch when those hashes
         no longer make the signed root."""
+        return (await self.proofs([entry_seq], checkpoint))[0]
+
+    async def proofs(
+        self, entry_seqs: Sequence[int], checkpoint: CheckpointRecord
+    ) -> list[list[bytes]]:
+        """:meth:`proof` of each of ``entry_seqs``, from one read of the hashes."""
         async with self._sql.connect() as conn:
             rows = (
                 await conn.execute(
@@ -211,12 +217,12 @@ class Checkpoints(PeriodicSweep):
             ).all()
         hashes = [bytes(r[0]) for r in rows]
 
-        def path() -> list[bytes]:
+        def paths() -> list[list[bytes]]:
             if len(hashes) != checkpoint.seq or tree_root(hashes) != checkpoint.tree_root:
                 raise JournalMismatch(f"the journal no longer makes checkpoint {checkpoint.seq}")
-            return inclusion_proof(hashes, entry_seq)
+            return [inclusion_proof(hashes, seq) for seq in entry_seqs]
 
-        return await asyncio.to_thread(path)
+        return await asyncio.to_thread(paths)
 
 
 def last_seq(checkpoint: CheckpointRecord | None) -> int:

@@ -398,6 +398,23 @@ async def _write_payments(tx: LedgerTransaction, payments: Sequence[PaymentRecor
         events,
     )
     await tx.execute_many(
+        "INSERT INTO payment_documents (payment_id, version, idx, kind, payload, body, entry_seq) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                p.payment_id,
+                d.version,
+                d.idx,
+                d.kind,
+                d.payload,
+                d.body,
+                0 if d.entry is None else d.entry.seq,
+            )
+            for p in payments
+            for d in p.new_documents
+        ],
+    )
+    await tx.execute_many(
         "INSERT INTO payment_parties (payment_id, wallet_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
         sorted({(p.payment_id, w) for p in payments for w in p.new_parties}),
     )

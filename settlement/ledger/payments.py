@@ -72,6 +72,8 @@ from settlement.ledger.records import (
     ConcurrentDuplicate,
     ContractRecord,
     Decision,
+    DocumentRecord,
+    EntryRecord,
     EntryKind,
     EventKey,
     FinancingRecord,
@@ -194,6 +196,21 @@ def _bump(payment: PaymentRecord, kind: str, now_us: int) -> None:
     payment.events.append((payment.version, kind))
 
 
+def _record_documents(
+    payment: PaymentRecord, documents: tuple[DocumentRecord, ...], entry: EntryRecord | None = None
+) -> None:
+    """Keep the signed documents of the change just made (after its _bump: they carry its
+    version; the main document, idx 0, the entry it posted). Written with the batch."""
+    if documents:
+        payment.new_documents = (
+            *payment.new_documents,
+            *(
+                replace(d, version=payment.version, entry=entry if d.idx == 0 else None)
+                for d in documents
+            ),
+        )
+
+
 def _open_payment(
     ws: WorkingSet, payment_id: str, consents: Callable[[PaymentRecord], bool] | None = None
 ) -> PaymentRecord:
@@ -288,6 +305,8 @@ class LockPayment(Command):
     title_pledges: tuple[tuple[str, str, int], ...] = ()
     # A lock that brings a new contract registers it: counted like RegisterContract.
     contracts_per_day_max: int = INT64_MAX
+    # The payer's signed lock and the pledges, as sent (evidence; docs/evidence.md).
+    documents: tuple[DocumentRecord, ...] = ()
 
     def reads(self) -> Reads:
         wallets = {self.payer, *wallet_params(self.contract, self.params).values()}
@@ -332,7 +351,7 @@ class LockPayment(Command):
             ws.add_contract(
                 contract_record(self.contract, self.source, self.caller, ws.now_us), self.contract
             )
-        ws.post(
+        entry = ws.post(
             EntryKind.LOCK,
             self.request_id,
             self.caller,
@@ -365,6 +384,7 @@ class LockPayment(Command):
         )
         payment.new_parties = (self.payer, *wallet_params(self.contract, self.params).values())
         _bump(payment, "locked", ws.now_us)
+        _record_documents(payment, self.documents, entry)
         ws.add_payment(payment)
         return snapshot(ws, payment)
 
@@ -384,6 +404,7 @@ class FundEscrow(Command):
     fee_minor: int
     due_at_us: int
     expires_at_us: int
+    documents: tuple[DocumentRecord, ...] = ()
 
     def reads(self) -> Reads:
         return Reads(payment_ids={self.payment_id}, wallet_ids={self.financier})
@@ -415,7 +436,7 @@ class FundEscrow(Command):
                 f"escrow holding {payment.held_minor}",
                 metadata={"payment_id": payment.payment_id},
             )
-        pay_available(
+        entry = pay_available(
             ws,
             self,
             EntryKind.FUND,
@@ -437,6 +458,7 @@ class FundEscrow(Command):
         payment.financing.append(financing)
         payment.new_parties = (*payment.new_parties, self.financier)
         _bump(payment, "funded", ws.now_us)
+        _record_documents(payment, self.documents, entry)
         return snapshot(ws, payment), replace(financing)
 
 
@@ -452,6 +474,7 @@ class AssignProceeds(Command):
     assigned_minor: int
     advance_minor: int
     expires_at_us: int
+    documents: tuple[DocumentRecord, ...] = ()
 
     def reads(self) -> Reads:
         wallets = {self.payee, self.financier}
@@ -517,7 +540,7 @@ class AssignProceeds(Command):
                 f"{payment.held_minor}",
                 metadata={"payment_id": payment.payment_id},
             )
-        pay_available(
+        entry = pay_available(
             ws,
             self,
             EntryKind.ADVANCE,
@@ -539,6 +562,7 @@ class AssignProceeds(Command):
         payment.assignments.append(assignment)
         payment.new_parties = (*payment.new_parties, self.payee, self.financier)
         _bump(payment, "assigned", ws.now_us)
+        _record_documents(payment, self.documents, entry)
         return snapshot(ws, payment), replace(assignment)
 
 
@@ -875,6 +899,7 @@ class SubmitAttestation(Command):
     signer_ids: tuple[str, ...]
     oracle_set_version: int
     statement: bytes
+    documents: tuple[DocumentRecord, ...] = ()
 
     def reads(self) -> Reads:
         return Reads(payment_ids={self.payment_id}, event_ids={self._key}, registry="read")
@@ -930,6 +955,7 @@ class SubmitAttestation(Command):
         payment.attestations.append(record)
         legs = execute(ws, self, payment, evaluation)
         _bump(payment, _change_kind(payment, legs, "attested"), ws.now_us)
+        _record_documents(payment, self.documents)
         return AttestationOutcome(snapshot(ws, payment), record, legs)
 
 
@@ -969,6 +995,7 @@ class CancelPayment(Command):
     payment_id: str
     signed_by: frozenset[str]
     expires_at_us: int
+    documents: tuple[DocumentRecord, ...] = ()
 
     def reads(self) -> Reads:
         return Reads(payment_ids={self.payment_id})
@@ -1008,4 +1035,5 @@ class CancelPayment(Command):
         payment.state = PaymentState.CANCELLED
         payment.terminal_reason = "cancelled"
         _bump(payment, "cancelled", ws.now_us)
+        _record_documents(payment, self.documents)
         return snapshot(ws, payment)

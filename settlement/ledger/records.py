@@ -261,6 +261,20 @@ class AttestationRecord:
     statement: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class DocumentRecord:
+    """A signed document behind a payment change (``payment_documents``): the signed bytes as
+    sent, ``body`` the JSON of its signatures and keys (docs/evidence.md). The API layer makes it
+    with ``version`` 0; the command stamps the payment version and the entry it posted."""
+
+    kind: str  # LOCK | PLEDGE | FUND | ASSIGN | CANCEL | ATTESTATION
+    payload: bytes
+    body: str
+    idx: int = 0
+    version: int = 0
+    entry: EntryRecord | None = None
+
+
 @dataclass(slots=True)
 class PaymentRecord:
     payment_id: str
@@ -291,6 +305,8 @@ class PaymentRecord:
     # Wallets this batch made parties of the payment (payment_parties; replaced, never mutated,
     # so a working-set savepoint's shallow copy restores it).
     new_parties: tuple[str, ...] = ()
+    # Signed documents this batch recorded (payment_documents; replaced like new_parties).
+    new_documents: tuple[DocumentRecord, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,11 @@ class EvidenceServiceStub:
                 request_serializer=condpay_dot_v1_dot_evidence__pb2.GetInclusionProofRequest.SerializeToString,
                 response_deserializer=condpay_dot_v1_dot_evidence__pb2.GetInclusionProofResponse.FromString,
                 _registered_method=True)
+        self.GetPaymentEvidence = channel.unary_unary(
+                '/condpay.v1.EvidenceService/GetPaymentEvidence',
+                request_serializer=condpay_dot_v1_dot_evidence__pb2.GetPaymentEvidenceRequest.SerializeToString,
+                response_deserializer=condpay_dot_v1_dot_evidence__pb2.GetPaymentEvidenceResponse.FromString,
+                _registered_method=True)
 
 
 class EvidenceServiceServicer:
@@ -96,6 +101,19 @@ class EvidenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPaymentEvidence(self, request, context):
+        """One payment's evidence bundle: the contract and parameters, the signed lock, fundings,
+        assignments and cancellation, every attestation with its signatures and the oracle set it
+        was verified against, the legs, every journal entry the payment caused with its inclusion
+        proof, and the signed checkpoint they are proved against (one covering the payment's last
+        entry is signed now when none does yet). Offline verification: `condpay evidence verify`.
+        Readers: the payment's platform, the institutions of its parties' wallets, the central bank
+        of its currency, auditors; for anyone else PAYMENT_NOT_FOUND, as for an unknown id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EvidenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -118,6 +136,11 @@ def add_EvidenceServiceServicer_to_server(servicer, server):
                     servicer.GetInclusionProof,
                     request_deserializer=condpay_dot_v1_dot_evidence__pb2.GetInclusionProofRequest.FromString,
                     response_serializer=condpay_dot_v1_dot_evidence__pb2.GetInclusionProofResponse.SerializeToString,
+            ),
+            'GetPaymentEvidence': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPaymentEvidence,
+                    request_deserializer=condpay_dot_v1_dot_evidence__pb2.GetPaymentEvidenceRequest.FromString,
+                    response_serializer=condpay_dot_v1_dot_evidence__pb2.GetPaymentEvidenceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -232,6 +255,33 @@ class EvidenceService:
             '/condpay.v1.EvidenceService/GetInclusionProof',
             condpay_dot_v1_dot_evidence__pb2.GetInclusionProofRequest.SerializeToString,
             condpay_dot_v1_dot_evidence__pb2.GetInclusionProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPaymentEvidence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/condpay.v1.EvidenceService/GetPaymentEvidence',
+            condpay_dot_v1_dot_evidence__pb2.GetPaymentEvidenceRequest.SerializeToString,
+            condpay_dot_v1_dot_evidence__pb2.GetPaymentEvidenceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,15 @@ class EvidenceServiceStub:
     """
     GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_evidence_pb2.GetInclusionProofRequest, _evidence_pb2.GetInclusionProofResponse]
     """A journal entry and the proof that it is in a checkpoint's tree."""
+    GetPaymentEvidence: _grpc.UnaryUnaryMultiCallable[_evidence_pb2.GetPaymentEvidenceRequest, _evidence_pb2.GetPaymentEvidenceResponse]
+    """One payment's evidence bundle: the contract and parameters, the signed lock, fundings,
+    assignments and cancellation, every attestation with its signatures and the oracle set it
+    was verified against, the legs, every journal entry the payment caused with its inclusion
+    proof, and the signed checkpoint they are proved against (one covering the payment's last
+    entry is signed now when none does yet). Offline verification: `condpay evidence verify`.
+    Readers: the payment's platform, the institutions of its parties' wallets, the central bank
+    of its currency, auditors; for anyone else PAYMENT_NOT_FOUND, as for an unknown id.
+    """
 
 @_typing.type_check_only
 class EvidenceServiceAsyncStub(EvidenceServiceStub):
@@ -67,6 +76,15 @@ class EvidenceServiceAsyncStub(EvidenceServiceStub):
     """
     GetInclusionProof: _aio.UnaryUnaryMultiCallable[_evidence_pb2.GetInclusionProofRequest, _evidence_pb2.GetInclusionProofResponse]  # type: ignore[assignment]
     """A journal entry and the proof that it is in a checkpoint's tree."""
+    GetPaymentEvidence: _aio.UnaryUnaryMultiCallable[_evidence_pb2.GetPaymentEvidenceRequest, _evidence_pb2.GetPaymentEvidenceResponse]  # type: ignore[assignment]
+    """One payment's evidence bundle: the contract and parameters, the signed lock, fundings,
+    assignments and cancellation, every attestation with its signatures and the oracle set it
+    was verified against, the legs, every journal entry the payment caused with its inclusion
+    proof, and the signed checkpoint they are proved against (one covering the payment's last
+    entry is signed now when none does yet). Offline verification: `condpay evidence verify`.
+    Readers: the payment's platform, the institutions of its parties' wallets, the central bank
+    of its currency, auditors; for anyone else PAYMENT_NOT_FOUND, as for an unknown id.
+    """
 
 class EvidenceServiceServicer(metaclass=_abc_1.ABCMeta):
     """Signed journal checkpoints. The server's Ed25519 checkpoint key signs the journal's head hash
@@ -108,5 +126,20 @@ class EvidenceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_evidence_pb2.GetInclusionProofResponse, _abc.Awaitable[_evidence_pb2.GetInclusionProofResponse]]:
         """A journal entry and the proof that it is in a checkpoint's tree."""
+
+    @_abc_1.abstractmethod
+    def GetPaymentEvidence(
+        self,
+        request: _evidence_pb2.GetPaymentEvidenceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_evidence_pb2.GetPaymentEvidenceResponse, _abc.Awaitable[_evidence_pb2.GetPaymentEvidenceResponse]]:
+        """One payment's evidence bundle: the contract and parameters, the signed lock, fundings,
+        assignments and cancellation, every attestation with its signatures and the oracle set it
+        was verified against, the legs, every journal entry the payment caused with its inclusion
+        proof, and the signed checkpoint they are proved against (one covering the payment's last
+        entry is signed now when none does yet). Offline verification: `condpay evidence verify`.
+        Readers: the payment's platform, the institutions of its parties' wallets, the central bank
+        of its currency, auditors; for anyone else PAYMENT_NOT_FOUND, as for an unknown id.
+        """
 
 def add_EvidenceServiceServicer_to_server(servicer: EvidenceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
