@@ -820,6 +820,9 @@ def _valid_request(method: str, w: World, caller: str | None = None) -> Message:
         OP + "GetOperation": lambda: operation_pb2.GetOperationRequest(request_id=rid),
         EV + "GetCheckpoint": lambda: evidence_pb2.GetCheckpointRequest(seq=1),
         EV + "GetInclusionProof": lambda: evidence_pb2.GetInclusionProofRequest(entry_seq=1),
+        EV + "GetPaymentEvidence": lambda: evidence_pb2.GetPaymentEvidenceRequest(
+            payment_id="p_nothing"
+        ),
     }
     if method in requests:
         return requests[method]()
@@ -880,6 +883,8 @@ async def test_every_role_outside_a_methods_row_is_denied(
                 call = raw_call(world.harness.address, method, request, caller=_caller(role))
                 if method == OP + "GetOperation":
                     await expect_error(call, NOT_FOUND, "OPERATION_NOT_FOUND")
+                elif method == EV + "GetPaymentEvidence":  # (no payment in this world)
+                    await expect_error(call, NOT_FOUND, "PAYMENT_NOT_FOUND")
                 elif method.split("/")[1] in PAYMENT_SERVICES or method == W + "GetWallet":
                     # (A platform or financier sees alice's wallet only as a party of a payment:
                     # docs/api.md and tests/test_tenancy.py.)

@@ -77,7 +77,7 @@ async def test_every_rpc_has_a_facade_method_typed_by_its_messages() -> None:
                     (returned,) = typing.get_args(returned)
                 assert returned.DESCRIPTOR is method.output_type, method.full_name
                 rpcs += 1
-        assert rpcs == 40
+        assert rpcs == 41
         not_an_api_request = status_pb2.Status()
         with pytest.raises(TypeError, match=r"no condpay method takes a google\.rpc\.Status"):
             await client.send(not_an_api_request)  # type: ignore[call-overload]

@@ -10,6 +10,7 @@ answers as the table says.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import time
 from collections.abc import AsyncIterator
@@ -22,7 +23,14 @@ import pytest
 from condpay.attest import build_attestation, sign_ed25519
 from condpay.client import SettlementsClient
 from condpay.errors import ApiError
-from condpay.v1 import asset_pb2, oracle_pb2, payment_pb2, settlement_pb2, wallet_pb2
+from condpay.v1 import (
+    asset_pb2,
+    evidence_pb2,
+    oracle_pb2,
+    payment_pb2,
+    settlement_pb2,
+    wallet_pb2,
+)
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import Message
 
@@ -203,6 +211,13 @@ def probe(world: Tenancy, method: str, role: str, ident: str | None = None) -> P
             payment,
             payment_pb2.ListPaymentsRequest(page_size=500),
             lambda r: payment in [p.payment_id for p in r.payments],
+        )
+    if name == "GetPaymentEvidence":
+        p = ident or payment
+        return Probe(
+            p,
+            evidence_pb2.GetPaymentEvidenceRequest(payment_id=p),
+            lambda r: json.loads(r.bundle)["payment"]["payment_id"] == p,
         )
     if name == "GetTitle":
         t = ident or title

@@ -42,6 +42,9 @@ from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any, Final
 
+from condpay.attest import canonical_payload
+from condpay.checkpoints import CheckpointError, key_id, verify_checkpoint, verify_inclusion
+from condpay.journal import entry_hash
 from contracts_dsl import (
     BoundParams,
     CompiledContract,
@@ -65,10 +68,6 @@ from wallets.instructions import (
     PaymentPledge,
 )
 from wallets.money import format_money
-
-from condpay.attest import canonical_payload
-from condpay.checkpoints import CheckpointError, key_id, verify_checkpoint, verify_inclusion
-from condpay.journal import entry_hash
 
 FORMAT: Final = "condpay.evidence.v1"
 # Between an event id and its attester in the ids the evaluator sees (as the server does:
@@ -236,7 +235,7 @@ def _entries(bundle: dict[str, Any], cp: dict[str, Any]) -> dict[int, dict[str, 
     return by_seq
 
 
-# -- 3: contract and parameters ----------------------------------------------------------------------
+# -- 3: contract and parameters --------------------------------------------------------------------
 def _contract(bundle: dict[str, Any]) -> tuple[CompiledContract, BoundParams]:
     spec = bundle.get("contract")
     if not isinstance(spec, dict):
@@ -267,7 +266,7 @@ def _contract(bundle: dict[str, Any]) -> tuple[CompiledContract, BoundParams]:
     return contract, bound.params
 
 
-# -- 4, 5: documents and attestations ------------------------------------------------------------------
+# -- 4, 5: documents and attestations --------------------------------------------------------------
 @dataclass(slots=True)
 class _Context:
     bundle: dict[str, Any]
@@ -477,7 +476,7 @@ def _verify_ed25519(key: bytes, s: dict[str, Any], message: bytes, what: str) ->
         raise EvidenceError(what, "does not verify over the statement") from None
 
 
-# -- 6: the evaluator, the legs, the money ------------------------------------------------------------
+# -- 6: the evaluator, the legs, the money ---------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class _Due:
     leg_id: str
@@ -681,7 +680,9 @@ def _entries_accounted(ctx: _Context, entries: dict[int, dict[str, Any]]) -> Non
         named |= set(s.get("entry_seqs") or [])
     for seq in entries:
         if seq not in named:
-            raise EvidenceError(f"journal entry {seq}", "no document or leg of the payment names it")
+            raise EvidenceError(
+                f"journal entry {seq}", "no document or leg of the payment names it"
+            )
     lock = next((d for d in ctx.bundle.get("documents") or [] if d.get("kind") == "LOCK"), None)
     if lock is None:
         raise EvidenceError("lock document", "missing: the payer's signed lock is not recorded")
@@ -756,8 +757,9 @@ def _summary(
         for event in step.events:
             spec = ctx.contract.oracle(event.oracle)
             names.append(
-                event.oracle if spec is None else f"{event.oracle} ({spec.threshold} of "
-                f"{len(spec.sources)})"
+                event.oracle
+                if spec is None
+                else f"{event.oracle} ({spec.threshold} of {len(spec.sources)})"
             )
         on = " + ".join(names)
         refund = step.due and all(d.kind == "refund" for d in step.due)
@@ -825,7 +827,9 @@ def verify_bundle(data: bytes, checkpoint_key: bytes | None = None) -> Verified:
     _entries_accounted(ctx, entries)
     changes = bundle.get("changes")
     if not isinstance(changes, list) or not all(
-        isinstance(c, dict) and isinstance(c.get("version"), int) and isinstance(c.get("at_us"), int)
+        isinstance(c, dict)
+        and isinstance(c.get("version"), int)
+        and isinstance(c.get("at_us"), int)
         for c in changes
     ):
         raise EvidenceError("changes", "missing")

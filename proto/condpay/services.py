@@ -288,8 +288,9 @@ class EvidenceService:
         the payment caused with its inclusion proof, and the signed checkpoint they are proved
         against (one covering the payment's last entry is signed now when none does yet).
         Offline verification: `condpay evidence verify`. Readers: the payment's platform, the
-        institutions of its parties' wallets, the central bank of its currency, auditors; for
-        anyone else PAYMENT_NOT_FOUND, as for an unknown id.
+        institutions of its parties' wallets, the central bank of its currency, auditors;
+        another platform, institution or central bank gets PAYMENT_NOT_FOUND, as for an
+        unknown id (financiers and oracles: ROLE_NOT_ALLOWED).
         """
         return await self._caller.call(self._stub.GetPaymentEvidence, request)
 

@@ -69,9 +69,7 @@ def attestation(
                 "attributes": payload.hex(),
                 "ed25519": [{"signer": s, "signature": sig.hex()} for s, sig in ed25519],
                 "bls": (
-                    None
-                    if bls is None
-                    else {"signers": list(bls[0]), "signature": bls[1].hex()}
+                    None if bls is None else {"signers": list(bls[0]), "signature": bls[1].hex()}
                 ),
                 "oracle_set": {
                     "version": registry.version,

@@ -134,10 +134,13 @@ METHODS: Final[dict[str, MethodSpec]] = {
         {R.MISSING_FIELD, R.CHECKPOINT_NOT_FOUND, R.ENTRY_NOT_FOUND},
         mutating=False,
     ),
-    # Every role: who may read a payment's evidence is a read scope (scopes.evidence), so a
-    # caller outside it gets PAYMENT_NOT_FOUND, as for an id that does not exist.
+    # Which payments' evidence each of these roles reads is a read scope (scopes.evidence): a
+    # payment outside it is PAYMENT_NOT_FOUND, as an id that does not exist. Financiers and
+    # oracles read none (a financier's institution does), so they may not call it at all.
     _E + "GetPaymentEvidence": _spec(
-        _ALL_ROLES, {R.MISSING_FIELD, R.INVALID_ID, R.PAYMENT_NOT_FOUND}, mutating=False
+        {Role.PLATFORM, Role.INSTITUTION, Role.CENTRAL_BANK, Role.AUDITOR},
+        {R.MISSING_FIELD, R.INVALID_ID, R.PAYMENT_NOT_FOUND},
+        mutating=False,
     ),
 }
 

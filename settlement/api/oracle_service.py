@@ -14,8 +14,8 @@ import grpc
 from condpay.v1 import operation_pb2, oracle_pb2, oracle_pb2_grpc
 
 from settlement import limits
-from settlement.api import payment_views as views
 from settlement.api import documents, requests, scopes
+from settlement.api import payment_views as views
 from settlement.api.contract_service import stored_contract
 from settlement.api.identity import current_caller
 from settlement.api.replies import Reply, by_view

@@ -350,9 +350,7 @@ class PaymentService(payment_pb2_grpc.ConditionalPaymentServiceServicer):
             signed_by = set()
             signers = []
             for party in request.signatures:
-                key = await self._check_signature(
-                    party.wallet_id, party.signature, request.payload
-                )
+                key = await self._check_signature(party.wallet_id, party.signature, request.payload)
                 signed_by.add(party.wallet_id)
                 signers.append((party.wallet_id, key, party.signature))
             command: commands.Command = payments.CancelPayment(

@@ -88,7 +88,7 @@ def payments(caller: Caller) -> ColumnElement[bool]:
 def evidence(caller: Caller) -> ColumnElement[bool]:
     """The payments whose evidence bundle ``caller`` may read, as a condition on ``payments``:
     its platform, the institutions of its parties' wallets, the central bank of its currency,
-    auditors. (Financiers and oracles read none: their institution does.)"""
+    auditors. (Financiers and oracles may not call GetPaymentEvidence: api/methods.py.)"""
     if caller.role is Role.AUDITOR:
         return true()
     if caller.role is Role.CENTRAL_BANK:

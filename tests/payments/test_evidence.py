@@ -148,7 +148,7 @@ async def test_a_settled_payment_exports_and_verifies_offline(
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ},
     )
-    stdout, stderr = await process.communicate()
+    _stdout, stderr = await process.communicate()
     assert process.returncode == 0, stderr.decode()
     assert out.read_bytes() == await _export(trade, payment_id)
 
@@ -169,10 +169,17 @@ async def test_a_settled_payment_exports_and_verifies_offline(
     assert "released 30% (37,500.00 CNY) on customs (1 of 1) + sensors (2 of 3)" in summary
     assert "released rest (87,500.00 CNY) on buyer" in summary
     result = verify_bundle(out.read_bytes(), key)
-    assert result.attestations == 3 and result.state == "SETTLED"
+    assert result.attestations == 3
+    assert result.state == "SETTLED"
     # Lock, fund, advance and two releases (the receipt's pays the financier and the seller).
     bundle = json.loads(out.read_bytes())
-    assert [e["kind"] for e in bundle["entries"]] == ["LOCK", "FUND", "ADVANCE", "RELEASE", "RELEASE"]
+    assert [e["kind"] for e in bundle["entries"]] == [
+        "LOCK",
+        "FUND",
+        "ADVANCE",
+        "RELEASE",
+        "RELEASE",
+    ]
     assert [(g["leg_id"], g["amount_minor"]) for g in bundle["legs"]] == [
         ("arrival/0", 37_500_00),
         ("receipt/0#0", 12_500_00),
@@ -269,6 +276,7 @@ async def test_tampering_with_any_part_fails_naming_it(
     for change, named in cases:
         failure = _failure(_tampered(bundle, change), key, change.__name__)
         assert named in str(failure), (change.__name__, str(failure))
+
     # What the payer signed is the contract's canonical hash: a comment of the source is not
     # in it, so changing one changes nothing that is proved (docs/evidence.md says so).
     def comment(d: dict[str, Any]) -> None:
@@ -377,6 +385,7 @@ async def test_a_cancelled_payment(trade: TradeWorld) -> None:
     bundle = await _export(trade, payment.payment_id)
     result = verify_bundle(bundle, await _key(trade))
     assert result.state == "CANCELLED"
+
     # The cancellation needs every party: drop the seller's signature.
     def one_signer(d: dict[str, Any]) -> None:
         d["documents"][-1]["signatures"] = [
@@ -390,6 +399,7 @@ async def test_a_cancelled_payment(trade: TradeWorld) -> None:
 # -- who may read it ------------------------------------------------------------------------------
 async def test_who_may_not_see_the_payment_gets_payment_not_found(trade: TradeWorld) -> None:
     payment = await locked(trade)
+
     async def refusal(caller: str, payment_id: str) -> ApiError:
         with pytest.raises(ApiError) as caught:
             await _export(trade, payment_id, caller)
@@ -400,8 +410,6 @@ async def test_who_may_not_see_the_payment_gets_payment_not_found(trade: TradeWo
     await trade.cb.register_institution("boc-hk", "BOC Hong Kong", OwnerKey.generate().public_key)
     for caller in (
         "platform/other-platform",
-        FINANCIER,  # it funds nothing here; a financier reads evidence through its institution
-        ORACLE,
         "institution/boc-hk",
         "central_bank/hkma",  # not the central bank of CNY
     ):
@@ -411,11 +419,20 @@ async def test_who_may_not_see_the_payment_gets_payment_not_found(trade: TradeWo
         # Nothing of the payment but its id, exactly as for an id that does not exist.
         assert hidden.message == as_unknown.message.replace("p_doesnotexist", payment.payment_id)
         assert hidden.metadata == {"id": payment.payment_id}
+    # Financiers and oracles read no payment's evidence (a financier's institution does): the
+    # role is refused whatever the id.
+    for caller in (FINANCIER, ORACLE):
+        denied = await refusal(caller, payment.payment_id)
+        assert (denied.code, denied.reason) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "ROLE_NOT_ALLOWED",
+        )
     # The ones that may: its platform, the parties' bank, the PBoC, auditors.
     for caller in (PLATFORM, "institution/icbc-sz", "central_bank/pboc", AUDITOR):
-        assert json.loads(await _export(trade, payment.payment_id, caller))["payment"][
-            "payment_id"
-        ] == payment.payment_id
+        assert (
+            json.loads(await _export(trade, payment.payment_id, caller))["payment"]["payment_id"]
+            == payment.payment_id
+        )
 
 
 async def test_the_signed_bytes_are_stored_with_each_change(trade: TradeWorld) -> None:

@@ -54,7 +54,8 @@ class EvidenceServiceStub:
     proof, and the signed checkpoint they are proved against (one covering the payment's last
     entry is signed now when none does yet). Offline verification: `condpay evidence verify`.
     Readers: the payment's platform, the institutions of its parties' wallets, the central bank
-    of its currency, auditors; for anyone else PAYMENT_NOT_FOUND, as for an unknown id.
+    of its currency, auditors; another platform, institution or central bank gets
+    PAYMENT_NOT_FOUND, as for an unknown id (financiers and oracles: ROLE_NOT_ALLOWED).
     """
 
 @_typing.type_check_only
@@ -83,7 +84,8 @@ class EvidenceServiceAsyncStub(EvidenceServiceStub):
     proof, and the signed checkpoint they are proved against (one covering the payment's last
     entry is signed now when none does yet). Offline verification: `condpay evidence verify`.
     Readers: the payment's platform, the institutions of its parties' wallets, the central bank
-    of its currency, auditors; for anyone else PAYMENT_NOT_FOUND, as for an unknown id.
+    of its currency, auditors; another platform, institution or central bank gets
+    PAYMENT_NOT_FOUND, as for an unknown id (financiers and oracles: ROLE_NOT_ALLOWED).
     """
 
 class EvidenceServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -139,7 +141,8 @@ class EvidenceServiceServicer(metaclass=_abc_1.ABCMeta):
         proof, and the signed checkpoint they are proved against (one covering the payment's last
         entry is signed now when none does yet). Offline verification: `condpay evidence verify`.
         Readers: the payment's platform, the institutions of its parties' wallets, the central bank
-        of its currency, auditors; for anyone else PAYMENT_NOT_FOUND, as for an unknown id.
+        of its currency, auditors; another platform, institution or central bank gets
+        PAYMENT_NOT_FOUND, as for an unknown id (financiers and oracles: ROLE_NOT_ALLOWED).
         """
 
 def add_EvidenceServiceServicer_to_server(servicer: EvidenceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
