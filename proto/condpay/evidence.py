@@ -293,7 +293,7 @@ def _signatures(ctx: _Context, doc: dict[str, Any], what: str, required: Sequenc
             raise EvidenceError(f"{what}: signatures", f"wallet {wallet_id} did not sign")
         key = _hex(found.get("public_key"), f"{what}: key of {wallet_id}")
         known = ctx.wallets.get(wallet_id, {}).get("public_key")
-        if known is not None and bytes.fromhex(known) != key:
+        if known is None or bytes.fromhex(known) != key:
             raise EvidenceError(
                 f"{what}: signature of {wallet_id}", "signed with another key than the wallet's"
             )
@@ -410,6 +410,13 @@ def _attestation(ctx: _Context, doc: dict[str, Any]) -> Event:
         known = ctx.wallets.get(wallet_id, {}).get("public_key")
         if known is None or aggregate is not None:
             raise EvidenceError(f"{what}: signatures", f"only wallet {wallet_id} may sign")
+        _same(what, "party", doc.get("party"), {"wallet_id": wallet_id, "public_key": known})
+        _same(
+            what,
+            "oracle set",
+            [oracle_set.get(k) for k in ("sources", "threshold", "keys")],
+            [[], 1, []],
+        )
         for s in ed25519:
             if not isinstance(s, dict) or s.get("signer") != wallet_id:
                 raise EvidenceError(f"{what}: signatures", f"only wallet {wallet_id} may sign")
@@ -417,6 +424,7 @@ def _attestation(ctx: _Context, doc: dict[str, Any]) -> Event:
             counted.add(wallet_id)
         threshold, keys_used = 1, len(counted)
     else:
+        _same(what, "party", doc.get("party"), None)
         _same(what, "sources", sorted(spec.sources), oracle_set.get("sources"))
         _same(what, "quorum", spec.threshold, oracle_set.get("threshold"))
         keys: dict[str, dict[str, Any]] = {}
@@ -478,65 +486,147 @@ def _verify_ed25519(key: bytes, s: dict[str, Any], message: bytes, what: str) ->
 
 # -- 6: the evaluator, the legs, the money ---------------------------------------------------------
 @dataclass(frozen=True, slots=True)
-class _Due:
+class _Part:
+    """A leg, or one part of a leg paid to several wallets, as the server must have recorded it:
+    ``paid_to`` None for a bridge payout (paid to its settlement)."""
+
     leg_id: str
     clause: str
     kind: str
     party: str
     wallet: str
+    paid_to: str | None
     amount_minor: int
+    reason: str
     target_currency: str | None = None
 
 
 @dataclass(slots=True)
 class _Step:
+    version: int
     at_us: int
     cause: str  # "attestation" | "deadline" | "cancel"
     events: list[Event]
-    due: list[_Due]
+    parts: list[_Part]
+
+
+@dataclass(slots=True)
+class _Replay:
+    steps: list[_Step] = field(default_factory=list)
+    kinds: dict[int, str] = field(default_factory=dict)  # version -> the change's kind
+    held: int = 0
+    state: str = "LOCKED"
+    terminal_reason: str = ""
+    financing: list[list[Any]] = field(default_factory=list)  # [wallet, principal, refunded]
+    assignments: list[list[Any]] = field(default_factory=list)  # [payee, financier, assigned, in]
+
+
+def _split(leg_id: str, shares: list[tuple[str, int]]) -> list[tuple[str, str, int]]:
+    """(leg id, recipient, amount) of each share: ``<leg>#<n>`` when there are several."""
+    if len(shares) == 1:
+        return [(leg_id, shares[0][0], shares[0][1])]
+    return [(f"{leg_id}#{i}", to, amount) for i, (to, amount) in enumerate(shares)]
 
 
 def _replay(
     ctx: _Context, changes: list[dict[str, Any]], events_by_version: dict[int, Event]
-) -> tuple[list[_Step], int, ContractState]:
+) -> _Replay:
+    """What the server must have done, change by change (settlement/ledger/payments.py): the
+    contract's evaluator on the recorded events at the recorded times, the legs it makes due
+    split as the server splits them (assignees first for a payment, financiers first for a
+    refund), the payment's state."""
     payment = ctx.payment
-    documents = {d.get("version"): d.get("kind") for d in ctx.bundle.get("documents") or []}
+    payer, currency = payment["payer_wallet_id"], payment["currency"]
+    documents = {d["version"]: d for d in ctx.bundle["documents"] if d["kind"] != "PLEDGE"}
+    run = _Replay(held=payment["escrow_minor"])
     state = ContractState.initial(ctx.contract)
-    held = payment["escrow_minor"]
     events: list[Event] = []
-    steps: list[_Step] = []
     pending: list[Event] = []
-    payer = payment["payer_wallet_id"]
+    refunded_ever = False
+
+    def refund(leg_id: str, clause: str, amount: int, reason: str) -> list[_Part]:
+        shares, left = [], amount
+        for financing in run.financing:
+            take = min(left, financing[1] - financing[2])
+            if take > 0:
+                financing[2] += take
+                shares.append((financing[0], take))
+                left -= take
+        if left:
+            shares.append((payer, left))
+        return [
+            _Part(i, clause, "refund", REFUND_PARTY, payer, to, a, reason)
+            for i, to, a in _split(leg_id, shares)
+        ]
+
+    def pay(
+        leg_id: str, clause: str, kind: str, party: str, wallet: str, amount: int, reason: str
+    ) -> list[_Part]:
+        shares, left = [], amount
+        for assignment in run.assignments:
+            if assignment[0] != wallet or left == 0:
+                continue
+            take = min(left, assignment[2] - assignment[3])
+            if take > 0:
+                assignment[3] += take
+                shares.append((assignment[1], take))
+                left -= take
+        if left:
+            shares.append((wallet, left))
+        return [
+            _Part(i, clause, kind, party, wallet, to, a, reason)
+            for i, to, a in _split(leg_id, shares)
+        ]
+
     for change in changes:
         version, at_us = change["version"], change["at_us"]
-        kind = documents.get(version)
-        if kind in ("LOCK", "FUND", "ASSIGN"):
+        doc = documents.get(version)
+        kind = None if doc is None else doc["kind"]
+        if kind == "LOCK":
+            run.kinds[version] = "locked"
             continue
-        due: list[_Due] = []
+        if kind == "FUND":
+            f = FundInstruction.from_bytes(bytes.fromhex(doc["payload"]))  # type: ignore[index]
+            run.financing.append([f.financier, f.amount_minor, 0])
+            run.kinds[version] = "funded"
+            continue
+        if kind == "ASSIGN":
+            a = AssignmentInstruction.from_bytes(bytes.fromhex(doc["payload"]))  # type: ignore[index]
+            run.assignments.append([a.payee, a.financier, a.assigned_minor, 0])
+            run.kinds[version] = "assigned"
+            continue
+        if run.state in _TERMINAL:
+            raise EvidenceError(f"change {version}", f"the payment was already {run.state}")
+        parts: list[_Part] = []
         if kind == "CANCEL":
-            if held:
-                due.append(_Due("cancel/refund", "cancel", "refund", REFUND_PARTY, payer, held))
-            held = 0
-            steps.append(_Step(at_us, "cancel", pending, due))
+            if run.held:
+                parts = refund("cancel/refund", "cancel", run.held, "cancelled by all parties")
+            run.held = 0
+            run.steps.append(_Step(version, at_us, "cancel", pending, parts))
             pending = []
+            run.state, run.terminal_reason = "CANCELLED", "cancelled"
+            run.kinds[version] = "cancelled"
             continue
         cause = "deadline"
         if kind == "ATTESTATION":
             event = events_by_version[version]
-            qualified = Event(
-                event_id=f"{event.event_id}{QUALIFIER}{event.oracle}",
-                event_type=event.event_type,
-                oracle=event.oracle,
-                attributes=event.attributes,
-                observed_at_us=event.observed_at_us,
+            events.append(
+                Event(
+                    event_id=f"{event.event_id}{QUALIFIER}{event.oracle}",
+                    event_type=event.event_type,
+                    oracle=event.oracle,
+                    attributes=event.attributes,
+                    observed_at_us=event.observed_at_us,
+                )
             )
-            events.append(qualified)
             pending.append(event)
             cause = "attestation"
+        elif kind is not None:
+            raise EvidenceError(f"change {version}", f"a {kind} document changes no payment")
         evaluation = evaluate(
             ctx.contract,
             ctx.params,
-            Escrow(payment["currency"], payment["escrow_minor"], held),
+            Escrow(currency, payment["escrow_minor"], run.held),
             list(events),
             at_us,
             state,
@@ -548,129 +638,234 @@ def _replay(
             )
         for leg in evaluation.legs:
             if leg.kind == "deliver_title":
-                due.append(_Due(leg.leg_id, leg.clause, leg.kind, leg.party, leg.wallet, 0))
-            elif leg.amount_minor == 0:
-                continue
-            else:
-                refund = leg.kind == "refund"
-                due.append(
-                    _Due(
+                parts.append(
+                    _Part(
                         leg.leg_id,
                         leg.clause,
                         leg.kind,
-                        REFUND_PARTY if refund else leg.party,
-                        payer if refund else leg.wallet,
+                        leg.party,
+                        leg.wallet,
+                        leg.wallet,
+                        0,
+                        f"{leg.reason}; title {leg.title}",
+                    )
+                )
+            elif leg.amount_minor == 0:
+                continue
+            elif leg.target_currency:
+                parts.append(
+                    _Part(
+                        leg.leg_id,
+                        leg.clause,
+                        leg.kind,
+                        leg.party,
+                        leg.wallet,
+                        None,
                         leg.amount_minor,
+                        f"{leg.reason}; paid in {leg.target_currency} by settlement ",
                         leg.target_currency,
                     )
                 )
-                held -= leg.amount_minor
+                run.held -= leg.amount_minor
+            elif leg.kind == "refund":
+                parts += refund(leg.leg_id, leg.clause, leg.amount_minor, leg.reason)
+                run.held -= leg.amount_minor
+                refunded_ever = True
+            else:
+                parts += pay(
+                    leg.leg_id,
+                    leg.clause,
+                    leg.kind,
+                    leg.party,
+                    leg.wallet,
+                    leg.amount_minor,
+                    leg.reason,
+                )
+                run.held -= leg.amount_minor
         state = evaluation.state
-        if state.terminal and held > 0:
-            due.append(_Due("close/remainder", "close", "refund", REFUND_PARTY, payer, held))
-            held = 0
-        if due or cause == "deadline":
-            steps.append(_Step(at_us, cause, pending, due))
+        if state.terminal and run.held > 0:
+            parts += refund(
+                "close/remainder", "close", run.held, f"contract done ({state.terminal_reason})"
+            )
+            run.held = 0
+            refunded_ever = True
+        if state.terminal:
+            run.terminal_reason = state.terminal_reason or ""
+            if state.deadline_fired:
+                run.state = "EXPIRED"
+            elif refunded_ever:
+                run.state = "REFUNDED"
+            else:
+                run.state = "SETTLED"
+            run.kinds[version] = run.state.lower()
+        elif parts:
+            run.state = "PARTIALLY_RELEASED"
+        run.kinds.setdefault(version, "released" if parts else cause.replace("ation", "ed"))
+        run.steps.append(_Step(version, at_us, cause, pending if parts else [], parts))
+        if parts:
             pending = []
-    return steps, held, state
+    return run
 
 
-def _money_moved(ctx: _Context, entries: dict[int, dict[str, Any]], leg: dict[str, Any]) -> None:
-    """The leg's money is in a journal entry of the bundle: the payer's HELD posting out and the
-    recipient's AVAILABLE posting in (a payout: the settlement's commit entry)."""
-    what = f"leg {leg['leg_id']}"
-    amount, currency = leg["amount_minor"], leg["currency"]
-    payer = ctx.payment["payer_wallet_id"]
-    if leg["kind"] == "deliver_title" or amount == 0:
-        return
-    settlements = {s.get("settlement_id"): s for s in ctx.bundle.get("settlements") or []}
-    settlement = settlements.get(leg["paid_to_wallet_id"])
-    if settlement is not None:
-        _same(what, "payout amount", settlement.get("pay_minor"), amount)
-        for seq in settlement.get("entry_seqs") or []:
-            entry = entries.get(seq)
-            if entry is None:
-                raise EvidenceError(what, f"its payout's journal entry {seq} is not in the bundle")
-            if [payer, "HELD", currency, -amount] not in [list(p[:4]) for p in entry["postings"]]:
-                raise EvidenceError(what, f"journal entry {seq} does not pay it out")
-        return
-    entry = entries.get(leg.get("entry_seq", 0))
-    if entry is None:
-        raise EvidenceError(what, f"its journal entry {leg.get('entry_seq')} is not in the bundle")
-    postings = [list(p[:4]) for p in entry["postings"]]
-    if [leg["paid_to_wallet_id"], "AVAILABLE", currency, amount] not in postings or not any(
-        p[0] == payer and p[1] == "HELD" and p[2] == currency and p[3] < 0 for p in postings
-    ):
-        raise EvidenceError(what, f"journal entry {entry['seq']} does not move it")
+def _postings(entry: dict[str, Any]) -> list[list[Any]]:
+    return [list(p[:4]) for p in entry["postings"]]
 
 
-def _legs(
-    ctx: _Context, steps: list[_Step], entries: dict[int, dict[str, Any]]
-) -> list[tuple[_Step, int]]:
-    """Match the recorded legs, in order, with what the evaluator made due; per step, the money
-    released or refunded."""
-    recorded = ctx.bundle.get("legs")
-    if not isinstance(recorded, list):
-        raise EvidenceError("legs", "missing")
+def _legs(ctx: _Context, run: _Replay, entries: dict[int, dict[str, Any]]) -> None:
+    """The recorded legs are exactly the parts the replay made due, in order, and each one's
+    money is in its journal entry, committed at its change's time."""
+    recorded = ctx.bundle["legs"]
+    payer, currency = ctx.payment["payer_wallet_id"], ctx.payment["currency"]
+    settlements = {s["settlement_id"]: s for s in ctx.bundle["settlements"]}
+    paid_out: set[str] = set()
     i = 0
-    moved: list[tuple[_Step, int]] = []
-    for step in steps:
-        total = 0
-        for due in step.due:
-            parts: list[dict[str, Any]] = []
-            while i < len(recorded) and (
-                recorded[i].get("leg_id") == due.leg_id
-                or (
-                    isinstance(recorded[i].get("leg_id"), str)
-                    and recorded[i]["leg_id"].startswith(due.leg_id + "#")
-                    and _SPLIT.fullmatch(recorded[i]["leg_id"][len(due.leg_id) :]) is not None
-                )
-            ):
-                parts.append(recorded[i])
-                i += 1
-            what = f"leg {due.leg_id}"
-            if not parts:
-                found = recorded[i].get("leg_id") if i < len(recorded) else "nothing"
+    for step in run.steps:
+        for part in step.parts:
+            if i >= len(recorded):
                 raise EvidenceError(
-                    what, f"the contract makes it due at {_at(step.at_us)}; recorded: {found}"
+                    f"leg {part.leg_id}",
+                    f"the contract makes it due at {_at(step.at_us)}; it is not recorded",
                 )
-            for part in parts:
-                _same(what, "kind", part.get("kind"), due.kind)
-                _same(what, "clause", part.get("clause"), due.clause)
-                _same(what, "party", part.get("party"), due.party)
-                _same(what, "wallet", part.get("wallet_id"), due.wallet)
-                _same(what, "currency", part.get("currency"), ctx.payment["currency"])
-                _money_moved(ctx, entries, part)
-            recorded_minor = sum(_int(p.get("amount_minor"), what) for p in parts)
-            if recorded_minor != due.amount_minor:
+            leg = recorded[i]
+            i += 1
+            what = f"leg {leg['leg_id']}"
+            _same(what, "id (the contract's next leg)", leg["leg_id"], part.leg_id)
+            for name, want in (
+                ("clause", part.clause),
+                ("kind", part.kind),
+                ("party", part.party),
+                ("wallet_id", part.wallet),
+                ("currency", currency),
+            ):
+                _same(what, name, leg[name], want)
+            if leg["amount_minor"] != part.amount_minor:
                 raise EvidenceError(
                     f"{what}: amount",
-                    f"the contract makes {due.amount_minor} due, the record says {recorded_minor}",
+                    f"the contract makes {part.amount_minor} due, the record says "
+                    f"{leg['amount_minor']}",
                 )
-            total += due.amount_minor
-        moved.append((step, total))
+            if part.paid_to is None:  # a bridge payout
+                settlement = settlements.get(leg["paid_to_wallet_id"])
+                if settlement is None:
+                    raise EvidenceError(what, "its payout's settlement is not in the bundle")
+                _same(what, "reason", leg["reason"], part.reason + settlement["settlement_id"])
+                _same(what, "entry", leg["entry_seq"], 0)
+                want = [
+                    leg["leg_id"],
+                    payer,
+                    currency,
+                    part.amount_minor,
+                    part.wallet,
+                    part.target_currency,
+                ]
+                got = [
+                    settlement[k]
+                    for k in (
+                        "origin_leg_id",
+                        "payer_wallet_id",
+                        "pay_currency",
+                        "pay_minor",
+                        "payee_wallet_id",
+                        "receive_currency",
+                    )
+                ]
+                _same(what, "payout", got, want)
+                _payout_entries(what, settlement, entries, step.at_us)
+                paid_out.add(settlement["settlement_id"])
+                continue
+            _same(what, "reason", leg["reason"], part.reason)
+            _same(what, "recipient", leg["paid_to_wallet_id"], part.paid_to)
+            if part.kind == "deliver_title":
+                _same(what, "entry", leg["entry_seq"], 0)
+                continue
+            entry = entries.get(leg["entry_seq"])
+            if entry is None:
+                raise EvidenceError(what, f"its journal entry {leg['entry_seq']} is not in it")
+            postings = _postings(entry)
+            if [part.paid_to, "AVAILABLE", currency, part.amount_minor] not in postings or not any(
+                p[0] == payer and p[1] == "HELD" and p[2] == currency and p[3] < 0 for p in postings
+            ):
+                raise EvidenceError(what, f"journal entry {entry['seq']} does not move it")
+            if entry["committed_at_us"] != step.at_us:
+                raise EvidenceError(
+                    f"change {step.version}: at_us",
+                    f"its journal entry {entry['seq']} was committed at another time",
+                )
     if i < len(recorded):
         raise EvidenceError(
-            f"leg {recorded[i].get('leg_id')}", "recorded, but the contract never made it due"
+            f"leg {recorded[i]['leg_id']}", "recorded, but the contract never made it due"
         )
-    return moved
+    extra = sorted(set(settlements) - paid_out)
+    if extra:
+        raise EvidenceError(f"settlement {extra[0]}", "no leg of the payment pays through it")
 
 
-def _figures(ctx: _Context, held: int, state: ContractState, steps: list[_Step]) -> None:
+def _payout_entries(
+    what: str, settlement: dict[str, Any], entries: dict[int, dict[str, Any]], at_us: int
+) -> None:
+    """A payout settled (COMMITTED, FINAL) has one commit entry: the payer's HELD out in the
+    escrow's currency, the payee's AVAILABLE in in the other; an open or aborted one none."""
+    seqs = settlement["entry_seqs"]
+    settled = settlement["state"] in ("COMMITTED", "FINAL")
+    if len(seqs) != (1 if settled else 0):
+        raise EvidenceError(what, f"a {settlement['state']} payout with entries {seqs}")
+    for seq in seqs:
+        entry = entries.get(seq)
+        if entry is None:
+            raise EvidenceError(what, f"its payout's journal entry {seq} is not in the bundle")
+        postings = _postings(entry)
+        out = [
+            settlement["payer_wallet_id"],
+            "HELD",
+            settlement["pay_currency"],
+            -settlement["pay_minor"],
+        ]
+        paid = [
+            settlement["payee_wallet_id"],
+            "AVAILABLE",
+            settlement["receive_currency"],
+            settlement["receive_minor"],
+        ]
+        if out not in postings or paid not in postings:
+            raise EvidenceError(what, f"journal entry {seq} does not pay it out")
+        if entry["committed_at_us"] < at_us:
+            raise EvidenceError(what, f"journal entry {seq} is older than the leg")
+
+
+def _figures(ctx: _Context, run: _Replay, changes: list[dict[str, Any]]) -> None:
     payment = ctx.payment
-    refunded = sum(d.amount_minor for s in steps for d in s.due if d.kind == "refund")
-    released = sum(d.amount_minor for s in steps for d in s.due if d.kind != "refund")
-    _same("payment", "held", held, payment["held_minor"])
-    _same("payment", "released", released, payment["released_minor"])
-    _same("payment", "refunded", refunded, payment["refunded_minor"])
-    cancelled = any(s.cause == "cancel" for s in steps)
-    terminal = state.terminal or cancelled
-    if terminal != (payment["state"] in _TERMINAL):
-        raise EvidenceError(
-            "payment: state",
-            f"the record says {payment['state']}; the contract is "
-            f"{'done' if terminal else 'still open'}",
-        )
+    parts = [p for s in run.steps for p in s.parts]
+    refunded = sum(p.amount_minor for p in parts if p.kind == "refund")
+    released = sum(p.amount_minor for p in parts if p.kind != "refund")
+    _same("payment", "held", payment["held_minor"], run.held)
+    _same("payment", "released", payment["released_minor"], released)
+    _same("payment", "refunded", payment["refunded_minor"], refunded)
+    _same("payment", "state", payment["state"], run.state)
+    _same("payment", "terminal_reason", payment["terminal_reason"], run.terminal_reason)
+    _same("payment", "version", payment["version"], changes[-1]["version"])
+    _same("payment", "created_at_us", payment["created_at_us"], changes[0]["at_us"])
+    _same("payment", "updated_at_us", payment["updated_at_us"], changes[-1]["at_us"])
+    for change in changes:
+        _same(f"change {change['version']}", "kind", change["kind"], run.kinds[change["version"]])
+    submitters = {
+        d["version"]: _decode(
+            FundInstruction if d["kind"] == "FUND" else AssignmentInstruction, d, "document"
+        ).submitter
+        for d in ctx.bundle["documents"]
+        if d["kind"] in ("FUND", "ASSIGN")
+    }
+    funded = [submitters[d["version"]] for d in ctx.bundle["documents"] if d["kind"] == "FUND"]
+    assigned = [submitters[d["version"]] for d in ctx.bundle["documents"] if d["kind"] == "ASSIGN"]
+    for recorded, (_wallet, _principal, back), by in zip(
+        ctx.bundle["financing"], run.financing, funded, strict=True
+    ):
+        _same("financing", "refunded", recorded["refunded_minor"], back)
+        _same("financing", "funded_by", recorded["funded_by"], by)
+    for recorded, (_payee, _financier, _assigned, collected), by in zip(
+        ctx.bundle["assignments"], run.assignments, assigned, strict=True
+    ):
+        _same("assignments", "collected", recorded["collected_minor"], collected)
+        _same("assignments", "assigned_by", recorded["assigned_by"], by)
 
 
 def _entries_accounted(ctx: _Context, entries: dict[int, dict[str, Any]]) -> None:
@@ -683,9 +878,7 @@ def _entries_accounted(ctx: _Context, entries: dict[int, dict[str, Any]]) -> Non
             raise EvidenceError(
                 f"journal entry {seq}", "no document or leg of the payment names it"
             )
-    lock = next((d for d in ctx.bundle.get("documents") or [] if d.get("kind") == "LOCK"), None)
-    if lock is None:
-        raise EvidenceError("lock document", "missing: the payer's signed lock is not recorded")
+    lock = next(d for d in ctx.bundle["documents"] if d["kind"] == "LOCK")
     entry = entries.get(lock.get("entry_seq"))
     payer, currency, escrow = (
         ctx.payment["payer_wallet_id"],
@@ -741,9 +934,7 @@ def _entries_accounted(ctx: _Context, entries: dict[int, dict[str, Any]]) -> Non
                 )
 
 
-def _summary(
-    ctx: _Context, moved: list[tuple[_Step, int]], result: Verified, attestations: int
-) -> None:
+def _summary(ctx: _Context, run: _Replay, result: Verified) -> None:
     payment = ctx.payment
     currency, escrow = payment["currency"], payment["escrow_minor"]
     lines = [
@@ -752,7 +943,18 @@ def _summary(
         f"{_at(payment['created_at_us'])}"
     ]
     released_so_far = 0
-    for step, amount in moved:
+    for step in run.steps:
+        amount = sum(p.amount_minor for p in step.parts)
+        if step.cause == "cancel":
+            lines.append(
+                f"cancelled by every party at {_at(step.at_us)}: refunded "
+                f"{format_money(amount, currency)}"
+            )
+            continue
+        if not step.parts:
+            if step.cause == "deadline":
+                lines.append(f"deadline passed at {_at(step.at_us)}: nothing due")
+            continue
         names = []
         for event in step.events:
             spec = ctx.contract.oracle(event.oracle)
@@ -761,82 +963,325 @@ def _summary(
                 if spec is None
                 else f"{event.oracle} ({spec.threshold} of {len(spec.sources)})"
             )
-        on = " + ".join(names)
-        refund = step.due and all(d.kind == "refund" for d in step.due)
-        payout = [d for d in step.due if d.target_currency]
-        if step.cause == "cancel":
-            lines.append(f"cancelled by all parties at {_at(step.at_us)}: refunded {amount}")
-            continue
-        share = _percent(amount, escrow)
-        rest = released_so_far > 0 and released_so_far + amount == escrow
-        what = "refunded" if refund else "released"
-        how = "rest" if rest else share
-        trigger = f"on {on}" if on else "at the deadline"
-        line = f"{what} {how} ({format_money(amount, currency)}) {trigger} at {_at(step.at_us)}"
-        if payout:
-            line += f", paid out in {', '.join(sorted({str(d.target_currency) for d in payout}))}"
-            line += " through the bridge"
-        if not step.due:
-            line = f"deadline passed at {_at(step.at_us)}: nothing due"
+        refund = all(p.kind == "refund" for p in step.parts)
+        rest = not refund and released_so_far > 0 and released_so_far + amount == escrow
+        trigger = f"on {' + '.join(names)}" if names else "at the deadline"
+        line = (
+            f"{'refunded' if refund else 'released'} {'rest' if rest else _percent(amount, escrow)}"
+            f" ({format_money(amount, currency)}) {trigger} at {_at(step.at_us)}"
+        )
+        payouts = sorted({str(p.target_currency) for p in step.parts if p.target_currency})
+        if payouts:
+            line += f", paid out in {', '.join(payouts)} through the bridge"
+        titles = [p for p in step.parts if p.kind == "deliver_title"]
+        if titles:
+            line += f", {len(titles)} title(s) delivered"
         lines.append(line)
-        released_so_far += amount
+        if not refund:
+            released_so_far += amount
     lines.append(
         f"{result.entries} journal entries proved against checkpoint {result.checkpoint_seq} "
-        f"(key {result.checkpoint_key_id}); {attestations} attestations verified; the "
+        f"(key {result.checkpoint_key_id}); {result.attestations} attestations verified; the "
         "contract's evaluator makes exactly the recorded legs due"
     )
     result.summary = lines
+
+
+# -- the shape of a bundle: every object has exactly its fields ----------------------------------
+_SIGNED_KINDS: Final = ("LOCK", "PLEDGE", "FUND", "ASSIGN", "CANCEL")
+_DOCUMENT: Final = {"version", "idx", "kind", "payload", "entry_seq"}
+_SHAPES: Final[dict[str, set[str]]] = {
+    "bundle": {
+        "format",
+        "payment",
+        "contract",
+        "params",
+        "wallets",
+        "changes",
+        "documents",
+        "financing",
+        "assignments",
+        "legs",
+        "settlements",
+        "entries",
+        "checkpoint",
+    },
+    "payment": {
+        "payment_id",
+        "platform",
+        "payer_wallet_id",
+        "currency",
+        "escrow_minor",
+        "held_minor",
+        "released_minor",
+        "refunded_minor",
+        "state",
+        "terminal_reason",
+        "deadline_at_us",
+        "created_at_us",
+        "updated_at_us",
+        "version",
+    },
+    "contract": {"hash", "name", "language_version", "source"},
+    "params": {"json", "hash"},
+    "checkpoint": {
+        "seq",
+        "head_hash",
+        "tree_root",
+        "signed_at_us",
+        "public_key",
+        "key_id",
+        "signature",
+    },
+    "entries": {
+        "seq",
+        "kind",
+        "request_id",
+        "caller",
+        "committed_at_us",
+        "memo",
+        "postings",
+        "prev_hash",
+        "hash",
+        "proof",
+    },
+    "changes": {"version", "kind", "at_us"},
+    "signed document": _DOCUMENT | {"signatures"},
+    "attestation document": _DOCUMENT | {"attributes", "ed25519", "bls", "oracle_set", "party"},
+    "signatures": {"signer", "public_key", "signature"},
+    "ed25519": {"signer", "signature"},
+    "bls": {"signers", "signature"},
+    "oracle_set": {"version", "sources", "threshold", "keys"},
+    "keys": {"oracle_id", "scheme", "public_key", "key_version", "revoked"},
+    "party": {"wallet_id", "public_key"},
+    "legs": {
+        "leg_id",
+        "clause",
+        "kind",
+        "party",
+        "wallet_id",
+        "paid_to_wallet_id",
+        "amount_minor",
+        "currency",
+        "reason",
+        "entry_seq",
+    },
+    "financing": {
+        "financier_wallet_id",
+        "principal_minor",
+        "fee_minor",
+        "due_at_us",
+        "refunded_minor",
+        "funded_by",
+    },
+    "assignments": {
+        "payee_wallet_id",
+        "financier_wallet_id",
+        "assigned_minor",
+        "advance_minor",
+        "collected_minor",
+        "assigned_by",
+    },
+    "settlements": {
+        "settlement_id",
+        "origin_leg_id",
+        "state",
+        "payer_wallet_id",
+        "pay_currency",
+        "pay_minor",
+        "payee_wallet_id",
+        "receive_currency",
+        "receive_minor",
+        "entry_seqs",
+    },
+    "wallets": {"public_key", "institution_id"},
+}
+_INTEGERS: Final = {
+    "escrow_minor",
+    "held_minor",
+    "released_minor",
+    "refunded_minor",
+    "created_at_us",
+    "updated_at_us",
+    "version",
+    "language_version",
+    "seq",
+    "signed_at_us",
+    "committed_at_us",
+    "at_us",
+    "idx",
+    "entry_seq",
+    "threshold",
+    "key_version",
+    "amount_minor",
+    "principal_minor",
+    "fee_minor",
+    "due_at_us",
+    "assigned_minor",
+    "advance_minor",
+    "collected_minor",
+    "pay_minor",
+    "receive_minor",
+}
+
+
+def _object(value: object, shape: str, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise EvidenceError(what, "not an object")
+    want = _SHAPES[shape]
+    if set(value) != want:
+        odd = sorted(set(value) ^ want)
+        raise EvidenceError(what, f"its fields are not those of the format (see {odd})")
+    for name in want & _INTEGERS:
+        _int(value[name], f"{what}: {name}")
+    return value
+
+
+def _list(value: object, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise EvidenceError(what, "not a list")
+    return value
+
+
+def _shape(bundle: dict[str, Any]) -> None:
+    """Every object of the bundle has exactly the fields of the format, integers where
+    integers belong: a renamed or a missing field is refused before anything is read."""
+    _object(bundle, "bundle", "bundle")
+    payment = _object(bundle["payment"], "payment", "payment")
+    if payment["deadline_at_us"] is not None:
+        _int(payment["deadline_at_us"], "payment: deadline_at_us")
+    _object(bundle["contract"], "contract", "contract")
+    _object(bundle["params"], "params", "parameters")
+    _object(bundle["checkpoint"], "checkpoint", "checkpoint")
+    for name, shape in (
+        ("entries", "entries"),
+        ("changes", "changes"),
+        ("legs", "legs"),
+        ("financing", "financing"),
+        ("assignments", "assignments"),
+        ("settlements", "settlements"),
+    ):
+        for i, item in enumerate(_list(bundle[name], name)):
+            _object(item, shape, f"{name}[{i}]")
+    wallets = bundle["wallets"]
+    if not isinstance(wallets, dict):
+        raise EvidenceError("wallets", "not an object")
+    for wallet_id, wallet in wallets.items():
+        _object(wallet, "wallets", f"wallet {wallet_id}")
+    for i, doc in enumerate(_list(bundle["documents"], "documents")):
+        what = f"documents[{i}]"
+        kind = doc.get("kind") if isinstance(doc, dict) else None
+        if kind in _SIGNED_KINDS:
+            _object(doc, "signed document", what)
+            for s in _list(doc["signatures"], f"{what}: signatures"):
+                _object(s, "signatures", f"{what}: signature")
+        elif kind == "ATTESTATION":
+            _object(doc, "attestation document", what)
+            for s in _list(doc["ed25519"], f"{what}: ed25519"):
+                _object(s, "ed25519", f"{what}: signature")
+            if doc["bls"] is not None:
+                _object(doc["bls"], "bls", f"{what}: bls")
+            oracle_set = _object(doc["oracle_set"], "oracle_set", f"{what}: oracle_set")
+            for k in _list(oracle_set["keys"], f"{what}: oracle_set keys"):
+                _object(k, "keys", f"{what}: oracle key")
+            if doc["party"] is not None:
+                _object(doc["party"], "party", f"{what}: party")
+        else:
+            raise EvidenceError(what, "unknown document kind")
+    for settlement in bundle["settlements"]:
+        for seq in _list(settlement["entry_seqs"], "settlement: entry_seqs"):
+            _int(seq, "settlement: entry_seqs")
+
+
+def _changes(ctx: _Context, entries: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The changes, versions 1, 2, ...; the documents each on the change that made it (a main
+    document, idx 0, per change; pledges, idx 1.., with the lock), and the entry a lock, a
+    funding or an advance posted committed at its change's time."""
+    changes = ctx.bundle["changes"]
+    if [c["version"] for c in changes] != list(range(1, len(changes) + 1)) or not changes:
+        raise EvidenceError("changes", "not the payment's versions 1, 2, ... in order")
+    at = {c["version"]: c["at_us"] for c in changes}
+    main: set[int] = set()
+    for doc in ctx.bundle["documents"]:
+        what = f"{doc['kind'].lower()} document (payment version {doc['version']})"
+        if doc["version"] not in at:
+            raise EvidenceError(what, "no change of the payment has its version")
+        if doc["kind"] == "PLEDGE":
+            if doc["version"] != 1 or doc["idx"] < 1 or doc["entry_seq"] != 0:
+                raise EvidenceError(what, "a title pledge comes with the lock")
+            continue
+        if doc["idx"] != 0 or doc["version"] in main:
+            raise EvidenceError(what, "a second document for one change")
+        main.add(doc["version"])
+        posts = doc["kind"] in ("LOCK", "FUND", "ASSIGN")
+        if (doc["entry_seq"] != 0) != posts:
+            raise EvidenceError(what, f"entry {doc['entry_seq']} is not the change's own")
+        if posts:
+            entry = entries.get(doc["entry_seq"])
+            if entry is None:
+                raise EvidenceError(what, f"its journal entry {doc['entry_seq']} is not in it")
+            if entry["committed_at_us"] != at[doc["version"]]:
+                raise EvidenceError(
+                    f"change {doc['version']}: at_us",
+                    f"its journal entry {entry['seq']} was committed at another time",
+                )
+    if (
+        changes[0]["version"] not in main
+        or next(d["kind"] for d in ctx.bundle["documents"] if d["version"] == 1 and d["idx"] == 0)
+        != "LOCK"
+    ):
+        raise EvidenceError("lock document", "missing: the payer's signed lock is not recorded")
+    return list(changes)
+
+
+def _parties(ctx: _Context) -> None:
+    """``wallets`` lists exactly the payment's parties: the payer, the contract's wallet
+    parameters, the financiers of its fundings, the payees and financiers of its assignments."""
+    parties = {ctx.payment["payer_wallet_id"], *ctx.parties.values()}
+    for doc in ctx.bundle["documents"]:
+        if doc["kind"] == "FUND":
+            parties.add(FundInstruction.from_bytes(bytes.fromhex(doc["payload"])).financier)
+        elif doc["kind"] == "ASSIGN":
+            a = AssignmentInstruction.from_bytes(bytes.fromhex(doc["payload"]))
+            parties.update((a.payee, a.financier))
+    if set(ctx.wallets) != parties:
+        raise EvidenceError("wallets", f"not the payment's parties {sorted(parties)}")
 
 
 def verify_bundle(data: bytes, checkpoint_key: bytes | None = None) -> Verified:
     """Verify a bundle offline (the module docstring lists the checks); EvidenceError names the
     first thing that does not verify."""
     bundle = load(data)
-    payment = bundle.get("payment")
-    if not isinstance(payment, dict):
-        raise EvidenceError("payment", "missing")
-    result = Verified(str(payment.get("payment_id")), str(payment.get("state")), 0, "", 0, 0)
+    _shape(bundle)
+    payment = bundle["payment"]
+    for name in ("payment_id", "platform", "payer_wallet_id", "currency", "state"):
+        _str(payment[name], f"payment: {name}")
+    result = Verified(payment["payment_id"], payment["state"], 0, "", 0, 0)
     cp = _checkpoint(bundle, checkpoint_key, result)
     entries = _entries(bundle, cp)
     result.entries = len(entries)
     contract, params = _contract(bundle)
-    for name in ("payer_wallet_id", "currency", "payment_id", "state"):
-        _str(payment.get(name), f"payment: {name}")
-    for name in ("escrow_minor", "held_minor", "released_minor", "refunded_minor"):
-        _int(payment.get(name), f"payment: {name}")
-    wallets = bundle.get("wallets")
     ctx = _Context(
         bundle,
         payment,
         contract,
         params,
-        wallets if isinstance(wallets, dict) else {},
+        bundle["wallets"],
         {p.name: params.wallet(p.name) for p in contract.params if p.kind == "wallet"},
     )
     events: dict[int, Event] = {}
-    documents = bundle.get("documents")
-    if not isinstance(documents, list):
-        raise EvidenceError("documents", "missing")
-    for doc in documents:
-        if not isinstance(doc, dict):
-            raise EvidenceError("documents", "not an object")
+    for doc in bundle["documents"]:
         event = _document(ctx, doc)
         if event is not None:
-            events[_int(doc.get("version"), "attestation: version")] = event
+            events[doc["version"]] = event
     result.attestations = len(events)
+    _parties(ctx)
+    changes = _changes(ctx, entries)
     _entries_accounted(ctx, entries)
-    changes = bundle.get("changes")
-    if not isinstance(changes, list) or not all(
-        isinstance(c, dict)
-        and isinstance(c.get("version"), int)
-        and isinstance(c.get("at_us"), int)
-        for c in changes
-    ):
-        raise EvidenceError("changes", "missing")
-    steps, held, state = _replay(ctx, sorted(changes, key=lambda c: c["version"]), events)
-    moved = _legs(ctx, steps, entries)
-    _figures(ctx, held, state, steps)
-    _summary(ctx, moved, result, len(events))
+    run = _replay(ctx, changes, events)
+    _legs(ctx, run, entries)
+    _figures(ctx, run, changes)
+    _summary(ctx, run, result)
     return result
 
 

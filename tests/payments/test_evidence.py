@@ -456,3 +456,38 @@ async def test_the_signed_bytes_are_stored_with_each_change(trade: TradeWorld) -
     (signed,) = bundle["documents"][0]["signatures"]
     assert signed["signer"] == trade.wallets["buyer"]
     verify(trade.keys["buyer"].public_key, bytes.fromhex(signed["signature"]), bytes(payload))
+
+
+async def test_one_byte_changed_anywhere_fails_unless_it_is_outside_what_is_proved(
+    trade: TradeWorld,
+) -> None:
+    """A seeded sample of single-byte changes over the whole file: every one is refused with an
+    EvidenceError (never another exception), except inside what docs/evidence.md says a bundle
+    does not prove: the contract source's comments and layout (not in its hash), a wallet's
+    institution, the key records of oracle sources that did not sign."""
+    import random
+    import re
+
+    payment_id = await _settled(trade)
+    key = await _key(trade)
+    bundle = await _export(trade, payment_id)
+    text_ = bundle.decode()
+    unproved: list[tuple[int, int]] = []
+    source = json.dumps(json.loads(bundle)["contract"]["source"], ensure_ascii=False)
+    start = text_.index(source)
+    unproved.append((start, start + len(source)))
+    for pattern in (
+        r'"institution_id": "[^"]*"',
+        r'\{[^{}]*"oracle_id": "iot\.lax3\.dock"[^{}]*\}',
+    ):
+        unproved.extend(m.span() for m in re.finditer(pattern, text_))
+    rng = random.Random(15)
+    for pos in rng.sample(range(len(bundle)), 400):
+        old = chr(bundle[pos])
+        new = str((int(old) + 1) % 10) if old.isdigit() else ("x" if old != "x" else "y")
+        changed = bundle[:pos] + new.encode() + bundle[pos + 1 :]
+        try:
+            verify_bundle(changed, key)
+        except EvidenceError:
+            continue
+        assert any(a <= pos < b for a, b in unproved), (pos, text_[pos - 60 : pos + 20])
