@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -44,6 +44,7 @@ from typing import Any, Final
 
 from condpay.attest import canonical_payload
 from condpay.checkpoints import CheckpointError, key_id, verify_checkpoint, verify_inclusion
+from condpay.evidence_format import FORMAT, dumps
 from condpay.journal import entry_hash
 from contracts_dsl import (
     BoundParams,
@@ -69,7 +70,6 @@ from wallets.instructions import (
 )
 from wallets.money import format_money
 
-FORMAT: Final = "condpay.evidence.v1"
 # Between an event id and its attester in the ids the evaluator sees (as the server does:
 # settlement/ledger/payments.py evaluator_event).
 QUALIFIER: Final = "#"
@@ -101,11 +101,6 @@ class Verified:
     attestations: int
     summary: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-
-
-def dumps(bundle: Mapping[str, Any]) -> bytes:
-    """The bundle's bytes as the server writes them: sorted keys, one space of indent."""
-    return json.dumps(bundle, sort_keys=True, indent=1, ensure_ascii=False).encode()
 
 
 def _hex(value: object, what: str) -> bytes:

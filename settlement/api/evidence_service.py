@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-from condpay import evidence
+from condpay import evidence_format as evidence
 from condpay.checkpoints import key_id
 from condpay.v1 import evidence_pb2, evidence_pb2_grpc
 
