@@ -42,6 +42,9 @@ class ServerProcess:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        """The server runs in its log's directory, so that what it keeps beside itself (an
+        in-process bridge's state, ``var/bridge.db``, when the database is PostgreSQL) is its
+        own and never another server's started from the same directory."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
@@ -54,12 +57,13 @@ class ServerProcess:
                     "--addr",
                     self.address,
                     "--database-url",
-                    self.database_url,
+                    _absolute(self.database_url),
                     *self._extra_args,
                 ],
                 stdout=log,
                 stderr=log,
                 env=self._env,
+                cwd=self.log_path.parent,
             )
 
     async def wait_ready(self, timeout_seconds: float = 60.0) -> None:
@@ -92,3 +96,12 @@ class ServerProcess:
             return process.wait()
         finally:
             self._process = None
+
+
+def _absolute(database_url: str) -> str:
+    """A SQLite URL with a relative path, made absolute (the server runs in another directory)."""
+    prefix = "sqlite:///"
+    path = database_url.removeprefix(prefix)
+    if database_url.startswith(prefix) and not path.startswith("/"):
+        return prefix + str(Path(path).resolve())
+    return database_url

@@ -5,6 +5,8 @@ reason, and the caller's traceparent continued."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import grpc
@@ -43,6 +45,17 @@ async def traced(exporter: InMemorySpanExporter, database_url: str) -> AsyncIter
         yield world
 
 
+async def _finished(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
+    """The finished spans once ``name`` is among them: the server ends an RPC's span after its
+    reply is on the wire, so the caller may have the answer a moment before the span."""
+    give_up = time.monotonic() + 5
+    while True:
+        spans = list(exporter.get_finished_spans())
+        if any(s.name == name for s in spans) or time.monotonic() > give_up:
+            return spans
+        await asyncio.sleep(0.01)
+
+
 def _one(spans: list[ReadableSpan], name: str) -> ReadableSpan:
     found = [s for s in spans if s.name == name]
     assert len(found) == 1, [s.name for s in spans]
@@ -58,7 +71,7 @@ async def test_a_transfer_is_one_rpc_span_over_its_batch_and_commit(
 ) -> None:
     exporter.clear()
     await traced.fund("buyer", "HKD", 1_000_00)  # one Transfer from the bank's reserve
-    spans = list(exporter.get_finished_spans())
+    spans = await _finished(exporter, TRANSFER)
     rpc = _one(spans, TRANSFER)
     assert rpc.attributes is not None
     assert rpc.attributes["rpc.grpc.status_code"] == "OK"
@@ -88,7 +101,7 @@ async def test_a_pvp_shows_its_bridge_calls_under_its_rpc(
         AtMarket(receive=("CNY", 1_000_00), pay_at_most=("HKD", quote.source.amount_minor)),
     )
     assert reply.settlement.finality.block_height > 0
-    spans = list(exporter.get_finished_spans())
+    spans = await _finished(exporter, SETTLE_PVP)
     rpc = _one(spans, SETTLE_PVP)
     under = [s.name for s in _children(spans, rpc)]
     for call in ("bridge.quote", "bridge.prepare", "bridge.commit", "bridge.finality"):
@@ -108,7 +121,8 @@ async def test_a_refusal_carries_its_code_and_reason_and_the_callers_trace(
         await central_bank_pb2_grpc.CentralBankServiceStub(traced.cb.channel).Issue(
             central_bank_pb2.IssueRequest(request_id="req-not-mine"), metadata=metadata
         )
-    rpc = _one(list(exporter.get_finished_spans()), "/condpay.v1.CentralBankService/Issue")
+    issue = "/condpay.v1.CentralBankService/Issue"
+    rpc = _one(await _finished(exporter, issue), issue)
     assert rpc.attributes is not None
     assert rpc.attributes["rpc.grpc.status_code"] == "PERMISSION_DENIED"
     assert rpc.attributes["condpay.reason"] == "ROLE_NOT_ALLOWED"
