@@ -2,6 +2,7 @@
 
     condpay sim ...     the central-bank simulator (sim_central_bank.cli)
     condpay demo ...    the guided story of one trade (sim_central_bank.demo)
+    condpay console ... the supervision console, a read-only web page (sim_central_bank.console)
     condpay ...         everything else: serve, db, certs, dsl, bridge (settlement.cli)
 
 It lives apart from the parts because it is the one place allowed to import all of them: the
@@ -39,6 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(sim_main(argv[1:]))
     if argv[:1] == ["demo"]:
         return _demo(argv[1:])
+    if argv[:1] == ["console"]:
+        from sim_central_bank.console import main as console_main
+
+        return int(console_main(argv[1:]))
     from settlement.cli import main as settlement_main
 
     return settlement_main(argv)

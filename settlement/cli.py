@@ -182,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "sim", help="the central-bank simulator: run a scenario, list scenarios", add_help=False
     )
+    commands.add_parser(
+        "console",
+        help="the supervision console: a read-only web page for a central bank or an auditor",
+        add_help=False,
+    )
     return parser
 
 
@@ -201,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bridges.cli import main as bridge_main
 
         return bridge_main(argv[1:])
-    if argv[:1] in (["sim"], ["demo"]):
+    if argv[:1] in (["sim"], ["demo"], ["console"]):
         print(f"condpay {argv[0]}: run it through the `condpay` command", file=sys.stderr)
         return 2
     args = build_parser().parse_args(argv)

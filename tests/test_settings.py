@@ -420,6 +420,7 @@ def test_version_is_the_package_version() -> None:
         ["sim"],
         ["sim", "run"],
         ["demo"],
+        ["console"],
     ],
     ids=lambda command: " ".join(["condpay", *command]),
 )
