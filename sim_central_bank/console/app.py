@@ -190,9 +190,7 @@ def build_app(client: Client, settings: ConsoleSettings) -> Starlette:
     async def settlements(request: Request) -> Response:
         q = request.query_params
         filters = {"state": q.get("state", ""), "payment": q.get("payment", "").strip()}
-        data = await views.settlements_page(
-            client, page_token=q.get("page_token", ""), **filters
-        )
+        data = await views.settlements_page(client, page_token=q.get("page_token", ""), **filters)
         return page(
             request,
             "settlements.html",
@@ -232,7 +230,5 @@ def build_app(client: Client, settings: ConsoleSettings) -> Starlette:
 
 def _not_found(error: NotFound, settings: ConsoleSettings) -> str:
     return (
-        f"{error.reason or 'NOT_FOUND'}: there is none with this id that {settings.caller} "
-        "may see"
+        f"{error.reason or 'NOT_FOUND'}: there is none with this id that {settings.caller} may see"
     )
-

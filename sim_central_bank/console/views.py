@@ -27,6 +27,7 @@ from condpay.v1 import (
     settlement_pb2,
 )
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from wallets.money import format_amount
 
 __all__ = [
@@ -219,12 +220,14 @@ async def _all_settlements(client: Client) -> tuple[list[settlement_pb2.Settleme
 
 
 async def overview(client: Client, now_us: int) -> Overview:
-    supply, (payments, payments_complete), (settlements, settlements_complete) = (
-        await asyncio.gather(
-            client.api.central_bank.get_supply(central_bank_pb2.GetSupplyRequest()),
-            _all_payments(client),
-            _all_settlements(client),
-        )
+    (
+        supply,
+        (payments, payments_complete),
+        (settlements, settlements_complete),
+    ) = await asyncio.gather(
+        client.api.central_bank.get_supply(central_bank_pb2.GetSupplyRequest()),
+        _all_payments(client),
+        _all_settlements(client),
     )
     rows, idle = [], []
     for s in supply.supplies:
@@ -571,13 +574,11 @@ async def _wait_for_change(client: Client, payment_id: str, after_version: int) 
     before WATCH_WAIT_SECONDS, False when none did (or the payment is already past it)."""
 
     async def first() -> bool:
-        stream: AsyncIterator[payment_pb2.WatchPaymentResponse] = (
-            client.api.payments.watch_payment(
-                payment_pb2.WatchPaymentRequest(
-                    payment_id=payment_id,
-                    after_version=after_version,
-                    view=payment_pb2.PAYMENT_VIEW_BASIC,
-                )
+        stream: AsyncIterator[payment_pb2.WatchPaymentResponse] = client.api.payments.watch_payment(
+            payment_pb2.WatchPaymentRequest(
+                payment_id=payment_id,
+                after_version=after_version,
+                view=payment_pb2.PAYMENT_VIEW_BASIC,
             )
         )
         async for _change in stream:

@@ -35,7 +35,7 @@ def find_chromium() -> Path | None:
 
 
 def screenshot(
-    html: Path,
+    html: Path | str,
     png: Path,
     width: int = 1280,
     height: int = 2000,
@@ -43,8 +43,9 @@ def screenshot(
     chromium: Path | None = None,
     timeout_s: float = SCREENSHOT_TIMEOUT_S,
 ) -> Path:
-    """Render ``html`` in headless Chromium at ``width`` x ``height`` CSS pixels (scale factor 1,
-    so the PNG has exactly that many pixels) and save the viewport to ``png``."""
+    """Render ``html`` (a file, or an http:// URL as a string) in headless Chromium at ``width`` x
+    ``height`` CSS pixels (scale factor 1, so the PNG has exactly that many pixels) and save the
+    viewport to ``png``."""
     binary = chromium or find_chromium()
     if binary is None:
         raise FileNotFoundError("no chromium binary (install the Debian package chromium)")
@@ -62,11 +63,13 @@ def screenshot(
             "--no-default-browser-check",
             "--disable-extensions",
             "--force-device-scale-factor=1",
-            "--host-resolver-rules=MAP * ~NOTFOUND",  # no network: the page must not need it
+            # no network: the page must not need it (a page served on 127.0.0.1 is reached there)
+            "--host-resolver-rules=MAP * ~NOTFOUND"
+            + (", EXCLUDE 127.0.0.1" if isinstance(html, str) else ""),
             f"--user-data-dir={profile}",
             f"--window-size={width},{height}",
             f"--screenshot={png}",
-            html.resolve().as_uri(),
+            html if isinstance(html, str) else html.resolve().as_uri(),
         ]
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
     if not png.exists():
