@@ -178,7 +178,7 @@ async def _serve(
     try:
         # One read at start: the core answers, and it lets this identity supervise.
         probe = client.with_caller(args.caller)
-        probe.retry_policy = RetryPolicy(deadline_seconds=5.0, attempt_timeout_seconds=5.0)
+        probe.retry_policy = RetryPolicy(deadline_seconds=3.0, attempt_timeout_seconds=3.0)
         try:
             await probe.api.central_bank.get_supply(central_bank_pb2.GetSupplyRequest())
             if key is None:

@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -21,15 +22,20 @@ from html import unescape
 from pathlib import Path
 
 import pytest
-from condpay.client import Client
+from condpay.attest import build_attestation, sign_party
+from condpay.client import Client, PaymentsClient
 from condpay.evidence import verify_bundle
 from condpay.v1 import central_bank_pb2, payment_pb2, settlement_pb2
 from rich.console import Console
 
+from contracts_dsl import compile_source
 from sim_central_bank import scenario as scenarios
 from sim_central_bank.runner import Target, run
 from sim_central_bank.server_process import ServerProcess
 from tests.support.browser import png_size, read_png, screenshot
+from tests.support.contracts import receipt_contract
+from tests.support.harness import start_harness
+from wallets import OwnerKey
 from wallets.money import format_money
 
 pytestmark = pytest.mark.timeout(180)
@@ -57,12 +63,13 @@ def console_command(*args: str) -> list[str]:
 
 
 @asynccontextmanager
-async def console(server: str, caller: str) -> AsyncIterator[str]:
-    """``condpay console`` on a free port as ``caller``; yields its base URL."""
+async def console(server: str, caller: str, certs_dir: Path | None = None) -> AsyncIterator[str]:
+    """``condpay console`` on a free port as ``caller`` (mutual TLS with ``certs_dir``, else
+    plaintext); yields its base URL."""
+    transport = ["--certs-dir", str(certs_dir)] if certs_dir else ["--insecure"]
     process = await asyncio.create_subprocess_exec(
-        *console_command(
-            "--server", server, "--addr", "127.0.0.1:0", "--caller", caller, "--insecure"
-        ),
+        *console_command("--server", server, "--addr", "127.0.0.1:0", "--caller", caller),
+        *transport,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd=ROOT,
@@ -223,7 +230,7 @@ async def test_the_console_shows_a_smoke_runs_ledger_as_the_core_answers_it(
             changed = await asyncio.to_thread(
                 get, f"{url}/payments/{follow.payment_id}?after={follow.version - 1}"
             )
-            assert "it just changed" in changed.text
+            assert "Changed while this page waited" in changed.text
             assert f'url=/payments/{follow.payment_id}?after={follow.version}"' in changed.text
             missing = await asyncio.to_thread(get, f"{url}/payments/p_aaaaaaaaaaaaaaaaaaaaaaaaaa")
             assert missing.status == 404
@@ -258,6 +265,72 @@ async def test_the_console_shows_a_smoke_runs_ledger_as_the_core_answers_it(
                 get, f"{url}/payments/{paid_out.payment_id}/evidence.json"
             )
             assert refused.status == 404
+
+
+async def test_over_mutual_tls_a_central_bank_follows_a_payment_to_its_end(
+    tmp_path: Path,
+) -> None:
+    """The identity is the certificate's; bundles are verified against CERTS_DIR/checkpoint.pub;
+    an open payment's page waits on WatchPayment and shows the change that came meanwhile."""
+    certs = tmp_path / "certs"
+    async with start_harness(f"sqlite:///{tmp_path / 'core.db'}", certs_dir=certs) as h:
+        bank_key = await h.institution("icbc-sz")
+        await h.client().issue("icbc-sz", "CNY", 1_000_000_00)
+        bank = h.client("institution/icbc-sz")
+        buyer_key, seller_key = OwnerKey.generate(), OwnerKey.generate()
+        buyer, seller = [
+            (
+                await bank.open_wallet("icbc-sz", key.public_key, kind="ENTERPRISE", tier=0)
+            ).wallet.wallet_id
+            for key in (buyer_key, seller_key)
+        ]
+        await bank.transfer(bank_key, "w_reserve.icbc-sz", buyer, "CNY", 2_000_00)
+        h.client("platform/gba-trade")  # its certificate
+        platform = PaymentsClient(h.address, caller="platform/gba-trade", certs_dir=certs)
+        h.clients.append(platform)
+        source = receipt_contract("console-receipt")
+        locked = await platform.lock_payment(
+            buyer_key,
+            compile_source(source).contract,
+            {"buyer": buyer, "seller": seller, "price": ("CNY", 1_250_00)},
+            send_source=source,
+        )
+        payment = locked.payment
+        h.client("central_bank/pboc")
+        async with console(h.address, "central_bank/pboc", certs) as url:
+            overview = await asyncio.to_thread(get, f"{url}/")
+            assert "read-only, as <strong>central_bank/pboc</strong>" in overview.text
+            assert [row[0] for row in cells(overview.text, "escrows")] == [payment.payment_id]
+            waiting = asyncio.create_task(
+                asyncio.to_thread(
+                    get, f"{url}/payments/{payment.payment_id}?after={payment.version}"
+                )
+            )
+            await asyncio.sleep(0.5)  # the page is waiting on WatchPayment
+            assert not waiting.done()
+            now = time.time_ns() // 1000
+            receipt = build_attestation(
+                oracle_set_version=await platform.oracle_set_version(),
+                oracle="buyer",
+                event_id="receipt-1",
+                payment_id=payment.payment_id,
+                contract_hash=payment.contract.contract_hash,
+                event_type="receipt.signed",
+                attributes={"signer": buyer},
+                observed_at_us=now - 1_000_000,
+                issued_at_us=now,
+                expires_at_us=now + 600_000_000,
+            )
+            signature = sign_party(receipt.statement, buyer, buyer_key)
+            await platform.submit_attestation(receipt.statement, receipt.payload, [signature])
+            page = await asyncio.wait_for(waiting, 15)
+            assert page.status == 200
+            assert '<span class="state SETTLED">SETTLED</span>' in page.text
+            assert "Changed while this page waited" in page.text
+            assert "VERIFIED here against checkpoint" in page.text
+            assert str(certs / "checkpoint.pub") in page.text
+            assert f"{buyer} (party)" in page.text
+            assert 'http-equiv="refresh"' not in page.text  # terminal: nothing more to follow
 
 
 @pytest.mark.parametrize(
