@@ -84,7 +84,9 @@ def bar_chart(title: str, bars: Sequence[Bar], *, width: int = 520) -> str:
     return "".join(parts)
 
 
-def stacked_bar(title: str, segments: Sequence[Segment], *, width: int = 520) -> str:
+def stacked_bar(
+    title: str, segments: Sequence[Segment], *, width: int = 520, legend_step: int = 170
+) -> str:
     """One bar split into segments in proportion (e.g. an escrow: released, refunded, held),
     with a legend naming each segment and its share."""
     total = sum(s.value for s in segments) or 1
@@ -113,7 +115,7 @@ def stacked_bar(title: str, segments: Sequence[Segment], *, width: int = 520) ->
             f'fill="{s.colour}"/><text x="{legend_x + 14}" y="{bar_y + bar_h + 18}">'
             f"{_e(s.label)} {shown}%</text>"
         )
-        legend_x += 170
+        legend_x += legend_step
     parts.append("</svg>")
     return "".join(parts)
 
