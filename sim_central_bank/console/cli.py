@@ -224,6 +224,11 @@ async def _serve(
             f"(core at {args.server}, read-only)",
             flush=True,
         )
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            _say(
+                f"warning: {host} is not a loopback address; the console has no login of its "
+                f"own, so whoever reaches it reads as {args.caller}"
+            )
         await serving
         return 0
     finally:

@@ -30,6 +30,7 @@ from rich.console import Console
 
 from contracts_dsl import compile_source
 from sim_central_bank import scenario as scenarios
+from sim_central_bank.console import charts
 from sim_central_bank.runner import Target, run
 from sim_central_bank.server_process import ServerProcess
 from tests.support.browser import png_size, read_png, screenshot
@@ -364,6 +365,14 @@ def test_without_the_web_libraries_it_says_how_to_install_them() -> None:
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr.strip().endswith("(pip install 'condpay[sim]')")
     assert done.stderr.count("\n") == 1
+
+
+def test_chart_labels_are_escaped() -> None:
+    svg = charts.bar_chart("<b>", [charts.Bar('<script>alert(1)</script>"', 3, href='/x?a="1"')])
+    assert "<script>" not in svg
+    assert "&lt;script&gt;" in svg
+    assert 'href="/x?a=&quot;1&quot;"' in svg
+    assert "<title>&lt;b&gt;</title>" in svg
 
 
 def test_a_core_that_does_not_answer_is_one_line_and_exit_3() -> None:
