@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from condpay.client import Client
-from condpay.errors import ApiError, DeadlineExceeded, NotFound
+from condpay.errors import ApiError, DeadlineExceeded, NotFound, ResourceExhausted
 from condpay.evidence import EvidenceError, verify_bundle
 from condpay.v1 import (
     central_bank_pb2,
@@ -60,6 +60,9 @@ SCAN_PAGES_MAX: Final = 20
 SCAN_PAGE_SIZE: Final = 500
 #: How long a payment page waits on WatchPayment for a change before it answers as it is.
 WATCH_WAIT_SECONDS: Final = 20.0
+#: ... and how long it waits instead when the core refuses another stream (STREAMS_EXCEEDED:
+#: CONDPAY_STREAMS_MAX per caller), before it answers as the payment is.
+POLL_SECONDS_WITHOUT_STREAM: Final = 5.0
 
 PAYMENT_STATES: Final = (
     "LOCKED",
@@ -588,6 +591,9 @@ async def _wait_for_change(client: Client, payment_id: str, after_version: int) 
     try:
         return await asyncio.wait_for(first(), WATCH_WAIT_SECONDS)
     except (TimeoutError, DeadlineExceeded):
+        return False
+    except ResourceExhausted:  # this identity's streams are all taken: poll instead
+        await asyncio.sleep(POLL_SECONDS_WITHOUT_STREAM)
         return False
 
 
