@@ -762,8 +762,21 @@ def _document_lines(doc: dict[str, Any]) -> tuple[list[str], list[str]]:
     else:
         statement = _fields(doc.get("payload", ""))
         text = f"signed {kind.lower()} document ({statement.get('', '').strip() or kind})"
-        if "amount_minor" in statement and "currency" in statement:
-            text += f": {minor(int(statement['amount_minor']), statement['currency'])}"
+        currency = statement.get("currency", "")
+        amounts = [
+            f"{label} {minor(int(statement[key]), currency)}"
+            for key, label in (
+                ("amount_minor", ""),
+                ("fee_minor", "fee"),
+                ("assigned_minor", "assigned"),
+                ("advance_minor", "advance"),
+            )
+            if currency and statement.get(key, "").isdigit()
+        ]
+        if amounts:
+            text += ": " + ", ".join(a.strip() for a in amounts)
+        if statement.get("financier"):
+            text += f" (financier {statement['financier']})"
         lines.append(text)
         signers += [str(s.get("signer")) for s in doc.get("signatures") or []]
     return lines, signers
@@ -835,8 +848,11 @@ def _timeline(
     for doc in bundle.get("documents", []):
         docs_by_version.setdefault(int(doc.get("version", 0)), []).append(doc)
     entries_at: dict[int, list[int]] = {}
+    callers_at: dict[int, set[str]] = {}
     for entry in bundle.get("entries", []):
-        entries_at.setdefault(int(entry.get("committed_at_us", 0)), []).append(int(entry["seq"]))
+        committed = int(entry.get("committed_at_us", 0))
+        entries_at.setdefault(committed, []).append(int(entry["seq"]))
+        callers_at.setdefault(committed, set()).add(str(entry.get("caller", "")))
     steps = []
     for change in bundle.get("changes", []):
         version, kind, at = int(change["version"]), str(change["kind"]), int(change["at_us"])
@@ -854,10 +870,11 @@ def _timeline(
         if kind == "locked":
             step.lines.insert(0, f"{money(p.escrow)} locked by {p.payer_wallet_id}")
         if not docs_by_version.get(version):
+            makers = sorted(callers_at.get(at, set()))
             step.lines.append(
-                "no signed document: the server's deadline sweep or a payout's completion"
-                if kind not in ("locked",)
-                else ""
+                f"no signed document: a step of the server's own ({', '.join(makers)})"
+                if makers
+                else "no signed document: a step of the server's own"
             )
         step.legs = [
             leg

@@ -208,6 +208,19 @@ async def test_the_console_shows_a_smoke_runs_ledger_as_the_core_answers_it(
             assert "attachment" in bundle.headers["content-disposition"]
             assert verify_bundle(bundle.text.encode()).payment_id == paid_out.payment_id
 
+            # Every payment of the run (settled, partly released, expired; financed or not; paid
+            # out through the bridge or not): one step per version, its evidence verified.
+            for p in payments:
+                shown = await asyncio.to_thread(get, f"{url}/payments/{p.payment_id}")
+                assert shown.status == 200, p.payment_id
+                assert shown.text.count('<li class="step">') == p.version, p.payment_id
+                assert "VERIFIED here against checkpoint" in shown.text, p.payment_id
+                assert "<script" not in shown.text
+                assert ("signed fund document" in shown.text) == bool(p.financing)
+                assert ("signed assign document" in shown.text) == bool(p.assignments)
+                if p.state == payment_pb2.PAYMENT_STATE_EXPIRED:
+                    assert "a step of the server&#39;s own (system/deadline-sweep)" in shown.text
+
             # -- the settlements, filtered by state, and one settlement -------------------------
             listed = await asyncio.to_thread(get, f"{url}/settlements?state=FINAL")
             assert listed.status == 200
