@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -68,24 +69,28 @@ async def console(server: str, caller: str, certs_dir: Path | None = None) -> As
     """``condpay console`` on a free port as ``caller`` (mutual TLS with ``certs_dir``, else
     plaintext); yields its base URL."""
     transport = ["--certs-dir", str(certs_dir)] if certs_dir else ["--insecure"]
+    errors = tempfile.TemporaryFile()  # noqa: SIM115 (closed below; a pipe nobody reads could fill)
     process = await asyncio.create_subprocess_exec(
         *console_command("--server", server, "--addr", "127.0.0.1:0", "--caller", caller),
         *transport,
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        stderr=errors,
         cwd=ROOT,
     )
     try:
         assert process.stdout is not None
         line = (await asyncio.wait_for(process.stdout.readline(), 60)).decode()
         found = re.search(r"serving (http://127\.0\.0\.1:\d+)/ as (\S+)", line)
-        assert found, line
+        if not found:
+            errors.seek(0)
+            raise AssertionError(f"{line!r}: {errors.read().decode()[-2000:]}")
         assert found[2] == caller
         yield found[1]
     finally:
         if process.returncode is None:
             process.terminate()
         await asyncio.wait_for(process.wait(), 30)
+        errors.close()
 
 
 @contextmanager
