@@ -8,20 +8,18 @@ from __future__ import annotations
 import json
 
 import pytest
-from condpay.client import bound_params
 from condpay.evidence import EvidenceError, verify_bundle
 from condpay.v1 import evidence_pb2
 
-from settlement.ledger.payments import derive_payment_id
 from tests.settlement.test_payment_payouts import (
-    DVP,
     PAYOUT,
     clear_customs,
     compiled,
     customs,
+    lock_with_bill_of_lading,
     settled,
 )
-from tests.settlement.world import PLATFORM, TradeWorld
+from tests.settlement.world import TradeWorld
 from tests.support.harness import AUDITOR
 
 __all__ = ["customs"]  # the fixture, shared
@@ -74,28 +72,8 @@ async def test_a_bridge_payout_is_proved_by_its_commit_entry(customs: TradeWorld
 
 async def test_a_delivered_title_and_its_pledge(customs: TradeWorld) -> None:
     trade = customs
-    contract = compiled(DVP)
-    title_id = await trade.issue_bill_of_lading("seller", 40, b"eBL COSU-7781 Yantian-LA")
-    request_id = "lock-dvp-evidence"
-    payment_id = derive_payment_id(PLATFORM, request_id)
-    params = {
-        "buyer": trade.wallets["buyer"],
-        "seller": trade.wallets["seller"],
-        "price": ("CNY", 100_000_00),
-        "bol": title_id,
-    }
-    seller_key, seller = trade.party("seller")
-    pledge = trade.platform.pledge_to_payment(
-        seller_key, seller, title_id, payment_id, contract.hash, bound_params(contract, params).hash
-    )
-    locked = await trade.platform.lock_payment(
-        trade.keys["buyer"],
-        contract,
-        params,
-        send_source=DVP,
-        request_id=request_id,
-        title_pledges=[pledge],
-    )
+    locked, _ = await lock_with_bill_of_lading(trade, "lock-dvp-evidence")
+    payment_id = locked.payment.payment_id
     await clear_customs(trade, locked.payment, "ev-cleared-2")
     bundle = await _bundle(trade, payment_id)
     result = verify_bundle(bundle, trade.harness.runtime.checkpoints.public_key)

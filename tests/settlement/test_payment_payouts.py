@@ -160,11 +160,13 @@ async def test_a_release_pays_out_in_another_currency_through_the_bridge(
     }
 
 
-async def test_a_release_delivers_an_escrowed_bill_of_lading(customs: TradeWorld) -> None:
-    trade = customs
+async def lock_with_bill_of_lading(
+    trade: TradeWorld, request_id: str
+) -> tuple[payment_pb2.LockPaymentResponse, str]:
+    """The seller's new eBL pledged to a DVP payment locked with ``request_id``; the lock's reply
+    and the title id."""
     contract = compiled(DVP)
     title_id = await trade.issue_bill_of_lading("seller", 40, b"eBL COSU-7781 Yantian-LA")
-    request_id = "lock-dvp-1"
     payment_id = derive_payment_id(PLATFORM, request_id)
     params = {
         "buyer": trade.wallets["buyer"],
@@ -185,9 +187,16 @@ async def test_a_release_delivers_an_escrowed_bill_of_lading(customs: TradeWorld
         title_pledges=[pledge],
     )
     assert locked.payment.payment_id == payment_id
+    return locked, title_id
+
+
+async def test_a_release_delivers_an_escrowed_bill_of_lading(customs: TradeWorld) -> None:
+    trade = customs
+    locked, title_id = await lock_with_bill_of_lading(trade, "lock-dvp-1")
+    payment_id = locked.payment.payment_id
     escrowed = (await trade.platform.get_title(title_id)).title
     assert escrowed.pledged_to == payment_id
-    assert escrowed.holder_wallet_id == seller
+    assert escrowed.holder_wallet_id == trade.wallets["seller"]
 
     await clear_customs(trade, locked.payment, "ev-cleared-2")
     delivered = await trade.platform.get_title(title_id)
