@@ -32,6 +32,7 @@ from sim_central_bank.runner import Target, run
 from sim_central_bank.scenario import Scenario, ScenarioError
 from sim_central_bank.server_process import ServerProcess
 from sim_central_bank.trading import SURPRISE, Trader
+from tests.sim.evidence_of_a_run import export_and_verify_each_outcome
 from tests.support.browser import png_size, screenshot
 from tests.support.harness import start_harness
 
@@ -63,6 +64,15 @@ CNY = ["100.00", "900.00"]
 forged = 0.25
 replayed = 0.25
 """
+
+
+#: The outcomes the smoke scenario reaches, each with a bundle that must verify.
+OUTCOMES = {
+    "settled",
+    "partially released",
+    "refunded at the deadline",
+    "paid out through the bridge",
+}
 
 
 def quiet() -> Console:
@@ -110,6 +120,12 @@ async def test_smoke_passes_on_sqlite_and_the_same_seed_gives_the_same_ledger(
     assert_passed(again)
     assert again.ledger_fingerprint == first.ledger_fingerprint
 
+    # Every outcome's evidence exports and verifies offline.
+    verified = await export_and_verify_each_outcome(
+        f"sqlite:///{tmp_path / 'a' / 'smoke' / 'condpay.db'}", tmp_path
+    )
+    assert set(verified) >= OUTCOMES, verified
+
     reseeded = await run(scenario.with_seed(7), Target(directory=tmp_path / "c"), console=quiet())
     assert_passed(reseeded)
     assert reseeded.ledger_fingerprint != first.ledger_fingerprint
@@ -124,6 +140,8 @@ async def test_smoke_passes_on_postgresql(tmp_path: Path, pg_url: str) -> None:
     )
     assert_passed(record)
     assert record.database == "postgresql"
+    verified = await export_and_verify_each_outcome(pg_url, tmp_path)
+    assert set(verified) >= OUTCOMES, verified
 
 
 @pytest.mark.postgres
