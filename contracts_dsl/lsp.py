@@ -241,6 +241,13 @@ def make_server() -> LanguageServer:
         def positions(self, analysis: Analysis) -> Positions:
             return Positions(analysis.source, self.encoding)
 
+        def contract(self, uri: str) -> tuple[Analysis, Positions] | None:
+            """A contract document's analysis and positions; None for any other file."""
+            if not uri.endswith(".contract"):
+                return None
+            analysis = self.analysis(uri)
+            return analysis, self.positions(analysis)
+
         def pushes_diagnostics(self) -> bool:
             """Push unless the client pulls (`textDocument/diagnostic`)."""
             capabilities = self.client_capabilities.text_document
@@ -249,10 +256,10 @@ def make_server() -> LanguageServer:
         def lsp_diagnostics(self, uri: str) -> list[t.Diagnostic]:
             if uri.endswith(".spec.json"):
                 return self.spec_diagnostics(uri)
-            if not uri.endswith(".contract"):
+            opened = self.contract(uri)
+            if opened is None:
                 return []
-            analysis = self.analysis(uri)
-            positions = self.positions(analysis)
+            analysis, positions = opened
             found = [self.convert(x, positions, uri) for x in analysis.diagnostics]
             omitted = analysis.checked.omitted
             if omitted:
@@ -421,10 +428,10 @@ def make_server() -> LanguageServer:
     @server.feature(t.TEXT_DOCUMENT_HOVER)
     def hover(ls: ContractServer, params: t.HoverParams) -> t.Hover | None:
         uri = params.text_document.uri
-        if not uri.endswith(".contract"):
+        opened = ls.contract(uri)
+        if opened is None:
             return None
-        analysis = ls.analysis(uri)
-        positions = ls.positions(analysis)
+        analysis, positions = opened
         found = analysis.hover(positions.offset(params.position), ls.example_params(uri, analysis))
         if found is None:
             return None
@@ -459,19 +466,19 @@ def make_server() -> LanguageServer:
         ls: ContractServer, params: t.DocumentSymbolParams
     ) -> list[t.DocumentSymbol]:
         uri = params.text_document.uri
-        if not uri.endswith(".contract"):
+        opened = ls.contract(uri)
+        if opened is None:
             return []
-        analysis = ls.analysis(uri)
-        positions = ls.positions(analysis)
+        analysis, positions = opened
         return [document_symbol_of(s, positions) for s in analysis.outline()]
 
     @server.feature(t.TEXT_DOCUMENT_DEFINITION)
     def definition(ls: ContractServer, params: t.DefinitionParams) -> list[t.Location]:
         uri = params.text_document.uri
-        if not uri.endswith(".contract"):
+        opened = ls.contract(uri)
+        if opened is None:
             return []
-        analysis = ls.analysis(uri)
-        positions = ls.positions(analysis)
+        analysis, positions = opened
         occurrence = analysis.at(positions.offset(params.position))
         if occurrence is None:
             return []
@@ -483,10 +490,10 @@ def make_server() -> LanguageServer:
     @server.feature(t.TEXT_DOCUMENT_REFERENCES)
     def references(ls: ContractServer, params: t.ReferenceParams) -> list[t.Location]:
         uri = params.text_document.uri
-        if not uri.endswith(".contract"):
+        opened = ls.contract(uri)
+        if opened is None:
             return []
-        analysis = ls.analysis(uri)
-        positions = ls.positions(analysis)
+        analysis, positions = opened
         occurrence = analysis.at(positions.offset(params.position))
         if occurrence is None:
             return []
@@ -526,10 +533,10 @@ def make_server() -> LanguageServer:
     )
     def code_action(ls: ContractServer, params: t.CodeActionParams) -> list[t.CodeAction]:
         uri = params.text_document.uri
-        if not uri.endswith(".contract"):
+        opened = ls.contract(uri)
+        if opened is None:
             return []
-        analysis = ls.analysis(uri)
-        positions = ls.positions(analysis)
+        analysis, positions = opened
         start = positions.offset(params.range.start)
         end = positions.offset(params.range.end)
         actions = []
@@ -557,10 +564,10 @@ def make_server() -> LanguageServer:
     @server.feature(t.TEXT_DOCUMENT_INLAY_HINT)
     def inlay_hint(ls: ContractServer, params: t.InlayHintParams) -> list[t.InlayHint]:
         uri = params.text_document.uri
-        if not uri.endswith(".contract"):
+        opened = ls.contract(uri)
+        if opened is None:
             return []
-        analysis = ls.analysis(uri)
-        positions = ls.positions(analysis)
+        analysis, positions = opened
         first = positions.offset(params.range.start)
         last = positions.offset(params.range.end)
         hints = []
