@@ -26,6 +26,7 @@ ATTRIBUTES = {
     "ConditionalPaymentService": "payments",
     "ContractService": "contracts",
     "EvidenceService": "evidence",
+    "InventoryFinanceService": "finance",
     "OperationService": "operations",
     "OracleService": "oracles",
     "SettlementService": "settlements",
@@ -181,7 +182,9 @@ def render(files: descriptor_pb2.FileDescriptorSet) -> str:
     out += [f"        self.{a} = {name}(caller, channel)" for a, name in by_attribute]
     out += ["        # Every unary method by the full name of its request type, for send()."]
     out += ["        self._routes: dict[str, Callable[[Any], Awaitable[Any]]] = {"]
-    out += [f'            "{name}": self.{via},' for _, _, name, via in unary]
+    for _, _, name, via in unary:
+        line = f'            "{name}": self.{via},'
+        out.append(line if len(line) <= 100 else f"{line}  # noqa: E501")
     out += ["        }"]
     out += [
         "",

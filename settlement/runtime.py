@@ -32,6 +32,7 @@ from settlement.ledger.commands import reserve_wallet_id
 from settlement.ledger.deadlines import DeadlineSweeper
 from settlement.ledger.directory import Directory
 from settlement.ledger.engine import LedgerEngine
+from settlement.ledger.loan_reads import LoanReader
 from settlement.ledger.notifier import PaymentNotifier
 from settlement.ledger.oracle_sets import OracleSets
 from settlement.ledger.read_sessions import begin_each_sqlite_transaction, read_sessions
@@ -98,7 +99,10 @@ class Runtime:
         self.engine = LedgerEngine(
             self.store, self.clock, StatusCodec(), self.directory, self.notifier, self.faults
         )
-        self.deadlines = DeadlineSweeper(self.reader, self.engine, self.clock, self.faults)
+        self.loans = LoanReader(self.read_sessions)
+        self.deadlines = DeadlineSweeper(
+            self.reader, self.loans, self.engine, self.clock, self.faults
+        )
         self.settlements = SettlementReader(self.read_sessions)
         # Per-caller calls in flight and streams (the call wrapper takes and gives back slots).
         self.quotas = CallQuotas.from_settings(settings)

@@ -841,6 +841,7 @@ PAYMENT_SERVICES = {
     "condpay.v1.OracleService",
     "condpay.v1.AssetService",
     "condpay.v1.SettlementService",
+    "condpay.v1.InventoryFinanceService",
 }
 
 

@@ -19,6 +19,7 @@ from condpay.v1 import (
     central_bank_pb2,
     contract_pb2,
     evidence_pb2,
+    finance_pb2,
     money_pb2,
     operation_pb2,
     oracle_pb2,
@@ -40,6 +41,7 @@ SERVICES: list[ServiceDescriptor] = [
         central_bank_pb2,
         contract_pb2,
         evidence_pb2,
+        finance_pb2,
         operation_pb2,
         oracle_pb2,
         payment_pb2,
@@ -64,7 +66,7 @@ async def test_every_rpc_has_a_facade_method_typed_by_its_messages() -> None:
             if not slot.startswith("_")
         }
         assert sorted(facades) == sorted(s.name for s in SERVICES)
-        assert len(SERVICES) == 9
+        assert len(SERVICES) == 10
         rpcs = 0
         for service in SERVICES:
             facade = facades[service.name]
@@ -77,7 +79,7 @@ async def test_every_rpc_has_a_facade_method_typed_by_its_messages() -> None:
                     (returned,) = typing.get_args(returned)
                 assert returned.DESCRIPTOR is method.output_type, method.full_name
                 rpcs += 1
-        assert rpcs == 41
+        assert rpcs == 49
         not_an_api_request = status_pb2.Status()
         with pytest.raises(TypeError, match=r"no condpay method takes a google\.rpc\.Status"):
             await client.send(not_an_api_request)  # type: ignore[call-overload]

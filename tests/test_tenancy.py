@@ -23,9 +23,11 @@ import pytest
 from condpay.attest import build_attestation, sign_ed25519
 from condpay.client import SettlementsClient
 from condpay.errors import ApiError
+from condpay.loans import LoanTerms, open_loan_request
 from condpay.v1 import (
     asset_pb2,
     evidence_pb2,
+    finance_pb2,
     oracle_pb2,
     payment_pb2,
     settlement_pb2,
@@ -99,6 +101,7 @@ class Tenancy:
     payment: payment_pb2.Payment
     title_of: dict[str, str] = field(default_factory=dict)  # role -> a title its tenant sees
     settlement_of: dict[str, str] = field(default_factory=dict)
+    loan_id: str = ""
     clients: dict[str, SettlementsClient] = field(default_factory=dict)
 
     def client(self, caller: str) -> SettlementsClient:
@@ -152,6 +155,40 @@ async def build_tenancy(h: Harness) -> Tenancy:
     )
     await financier.release_pledge(key("financier"), trade.wallets["financier"], title_b)
     dvp_b = await financier.settle_dvp(seller, buyer, title_b, 10, ("CNY", 500_00))
+    # A loan the platform (the borrower's agent) and the financier (the lender's) act on, against
+    # a warehouse receipt of the seller's (a wallet of BANK's).
+    receipt = await trade.issue_bill_of_lading(
+        "seller", 100, document("R"), kind="warehouse_receipt"
+    )
+    now = int(time.time() * 1e6)
+    terms = LoanTerms(
+        borrower=trade.wallets["seller"],
+        financier=trade.wallets["financier"],
+        borrower_agent=PLATFORM,
+        financier_agent=FINANCIER,
+        title_id=receipt,
+        currency="CNY",
+        principal_minor=1_000_00,
+        fee_minor=0,
+        rate_bps=0,
+        maturity_at_us=now + 86_400_000_000,
+        unit_price_minor=100_00,
+        haircut_bps=5_000,
+        margin_call_bps=10_000,
+        cure_period_s=3_600,
+        price_oracle=CUSTOMS,
+        warehouse_oracle=CARRIER,
+        sensor_oracles="",
+        sensor_threshold=0,
+        disposal="RETAIN",
+        submitter=FINANCIER,
+        request_id="tenancy-loan",
+        expires_at_us=now + 300_000_000,
+    )
+    opened = await financier.api.finance.open_loan(
+        open_loan_request(terms, key("seller"), key("financier"))
+    )
+    world.loan_id = opened.loan.loan_id
     for role in ROLE_COLUMNS:
         world.title_of[role] = title_b if role == "financier" else title_a
         world.settlement_of[role] = (
@@ -241,6 +278,22 @@ def probe(world: Tenancy, method: str, role: str, ident: str | None = None) -> P
             settlement_pb2.ListSettlementsRequest(page_size=500),
             lambda r: settlement in [s.settlement_id for s in r.settlements],
         )
+    if name == "GetLoan":
+        loan = ident or world.loan_id
+        return Probe(
+            loan, finance_pb2.GetLoanRequest(loan_id=loan), lambda r: r.loan.loan_id == loan
+        )
+    if name == "WatchLoan":
+        loan = ident or world.loan_id
+        return Probe(
+            loan, finance_pb2.WatchLoanRequest(loan_id=loan), lambda r: r.loan.loan_id == loan
+        )
+    if name == "ListLoans":
+        return Probe(
+            world.loan_id,
+            finance_pb2.ListLoansRequest(page_size=500),
+            lambda r: world.loan_id in [loan.loan_id for loan in r.loans],
+        )
     raise AssertionError(f"no probe for {method}")
 
 
@@ -261,7 +314,7 @@ def assert_same_as_missing(seen: Any, missing: Any, ident: str, absent: str) -> 
     assert len(seen.status.details) == len(missing.status.details)
 
 
-LISTS = {"ListPayments", "ListTitles", "ListSettlements"}
+LISTS = {"ListPayments", "ListTitles", "ListSettlements", "ListLoans"}
 
 
 async def check_read(world: Tenancy, row: Row, role: str, cell: str) -> None:

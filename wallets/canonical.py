@@ -42,6 +42,10 @@ class Field(enum.Enum):
     TEXT = rb"[^\x00-\x1f\x7f]*"  # printable UTF-8, at most TEXT_CHARS_MAX characters
     CURRENCY = rb"[A-Z]{3}"
     HEX256 = rb"[0-9a-f]{64}"  # a SHA-256 digest in lowercase hex
+    # Up to 16 IDs separated by commas (an ID never holds one), or empty.
+    ID_LIST = (
+        rb"(?:[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}(?:,[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}){0,15})?"
+    )
     # An authenticated caller, ``<role>/<id>``: the one identity that may submit a document.
     CALLER = (
         rb"(?:central_bank|institution|platform|financier|oracle|auditor)"

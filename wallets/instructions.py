@@ -21,6 +21,8 @@ signed as one kind never verify as another.
 | ``condpay.dvp.v2`` | the seller and the buyer | a title against payment, both or neither |
 | ``condpay.pvp.v2`` | the payer | paying one currency for another at a quote, both or neither |
 
+Inventory loans' documents (``condpay.loan.v1`` and the rest) are in wallets/loan_documents.py.
+
 Every ``.v2`` document names its ``submitter``: the one authenticated caller (``<role>/<id>``)
 that may submit it. Outcomes are stored per (caller, request id) and the document names both, so
 a signed document has at most one effect, whoever relays it. The ``.v1`` formats (no submitter)
@@ -57,7 +59,7 @@ class Document:
         return SignedInstruction(payload, key.sign(payload))
 
 
-def _format(header: str, *spec: tuple[str, Field]) -> canonical.DocumentFormat:
+def document_format(header: str, *spec: tuple[str, Field]) -> canonical.DocumentFormat:
     """A document's format; a ``.v2`` header retires its ``.v1`` (refused, saying so)."""
     retired = (header.removesuffix(".v2") + ".v1",) if header.endswith(".v2") else ()
     return canonical.DocumentFormat(header, spec, retired)
@@ -76,7 +78,7 @@ TRANSFER_V2: Final = "condpay.transfer.v2"
 class TransferInstruction(Document):
     """Move ``amount_minor`` of ``currency`` from ``source`` to ``target`` (wallet ids)."""
 
-    FORMAT: ClassVar = _format(
+    FORMAT: ClassVar = document_format(
         TRANSFER_V2,
         ("source", Field.ID),
         ("target", Field.ID),
@@ -102,7 +104,7 @@ class LockInstruction(Document):
     """The payer locks ``amount_minor`` in escrow for the contract ``contract_hash`` with the
     parameter values whose canonical hash is ``params_hash`` (contracts_dsl BoundParams.hash)."""
 
-    FORMAT: ClassVar = _format(
+    FORMAT: ClassVar = document_format(
         "condpay.lock.v2",
         ("payer", Field.ID),
         ("contract_hash", Field.HEX256),
@@ -128,7 +130,7 @@ class FundInstruction(Document):
     """The financier pays ``amount_minor`` into the escrow of ``payment_id`` for the payer, who
     owes it back with ``fee_minor`` by ``due_at_us``."""
 
-    FORMAT: ClassVar = _format(
+    FORMAT: ClassVar = document_format(
         "condpay.fund.v2",
         ("financier", Field.ID),
         ("payer", Field.ID),
@@ -158,7 +160,7 @@ class AssignmentInstruction(Document):
     """The payee assigns up to ``assigned_minor`` of what ``payment_id`` pays it to the financier,
     who pays the payee ``advance_minor`` now. Signed by both."""
 
-    FORMAT: ClassVar = _format(
+    FORMAT: ClassVar = document_format(
         "condpay.assign.v2",
         ("payment_id", Field.ID),
         ("payee", Field.ID),
@@ -185,7 +187,7 @@ class AssignmentInstruction(Document):
 class CancelInstruction(Document):
     """Cancel ``payment_id``: what remains in escrow goes back (financiers first)."""
 
-    FORMAT: ClassVar = _format(
+    FORMAT: ClassVar = document_format(
         "condpay.cancel.v2",
         ("payment_id", Field.ID),
         ("submitter", Field.CALLER),
@@ -204,7 +206,7 @@ class AttestationStatement(Document):
     is the attester's name in the contract (an oracle, or a wallet party such as ``buyer``); the
     event's attributes travel beside it as canonical JSON whose SHA-256 is ``payload_sha256``."""
 
-    FORMAT: ClassVar = _format(
+    FORMAT: ClassVar = document_format(
         "condpay.attestation.v1",
         ("oracle_set_version", Field.UINT),
         ("oracle", Field.ID),
@@ -243,7 +245,7 @@ class TitleIssue(Document):
     """A registered issuer (a shipping line, a bonded warehouse, a buyer acknowledging a debt)
     issues a title of ``units`` to ``holder``, describing the document whose SHA-256 it carries."""
 
-    FORMAT: ClassVar = _format(
+    FORMAT: ClassVar = document_format(
         "condpay.title.v2",
         ("issuer", Field.ID),
         ("kind", Field.ID),
@@ -270,7 +272,7 @@ class TitleIssue(Document):
 class TitleSplit(Document):
     """The holder splits a title into two: ``units_first`` and the rest."""
 
-    FORMAT: ClassVar = _format(
+    FORMAT: ClassVar = document_format(
         "condpay.title-split.v2",
         ("title_id", Field.ID),
         ("holder", Field.ID),
@@ -292,7 +294,7 @@ class TitlePledge(Document):
     """The holder pledges a title to ``pledgee``, a financier's wallet: it cannot move until the
     pledgee releases it. (A title escrowed to a conditional payment is a :class:`PaymentPledge`.)"""
 
-    FORMAT: ClassVar = _format(
+    FORMAT: ClassVar = document_format(
         "condpay.pledge.v2",
         ("title_id", Field.ID),
         ("holder", Field.ID),
@@ -316,7 +318,7 @@ class PaymentPledge(Document):
     ``deliver title`` action): it moves when that contract delivers it, and is freed when the
     payment ends without. Bound to the deal, so it cannot serve another contract or terms."""
 
-    FORMAT: ClassVar = _format(
+    FORMAT: ClassVar = document_format(
         "condpay.payment-pledge.v2",
         ("title_id", Field.ID),
         ("holder", Field.ID),
@@ -341,7 +343,7 @@ class PaymentPledge(Document):
 class PledgeRelease(Document):
     """The pledgee releases its pledge."""
 
-    FORMAT: ClassVar = _format(
+    FORMAT: ClassVar = document_format(
         "condpay.pledge-release.v2",
         ("title_id", Field.ID),
         ("pledgee", Field.ID),
@@ -365,7 +367,7 @@ class DvPInstruction(Document):
     market*: exactly ``receive_minor`` arrives, at the bridge's quote when the core settles, and
     ``pay_minor`` is the most the buyer pays for it. Both parties sign the same bytes."""
 
-    FORMAT: ClassVar = _format(
+    FORMAT: ClassVar = document_format(
         "condpay.dvp.v2",
         ("title_id", Field.ID),
         ("units", Field.UINT),
@@ -402,7 +404,7 @@ class PvPInstruction(Document):
     With ``quote_id`` empty, *at market*: exactly ``receive_minor`` arrives, converted at the
     bridge's quote when the core settles, and ``pay_minor`` is the most the payer pays for it."""
 
-    FORMAT: ClassVar = _format(
+    FORMAT: ClassVar = document_format(
         "condpay.pvp.v2",
         ("payer", Field.ID),
         ("payee", Field.ID),

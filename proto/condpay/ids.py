@@ -37,3 +37,8 @@ def payout_id_for(payment_id: str, leg_id: str) -> str:
 def title_id_for(issuer_id: str, document_sha256: str) -> str:
     """The id IssueTitle gives the title ``issuer_id`` issues over a document."""
     return _derive("title", "t_", issuer_id, document_sha256)
+
+
+def loan_id_for(caller: str, request_id: str) -> str:
+    """The id OpenLoan gives the loan ``caller`` opens with ``request_id``."""
+    return _derive("loan", "l_", caller, request_id)

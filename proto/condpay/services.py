@@ -24,6 +24,8 @@ from condpay.v1 import (
     contract_pb2_grpc,
     evidence_pb2,
     evidence_pb2_grpc,
+    finance_pb2,
+    finance_pb2_grpc,
     operation_pb2,
     operation_pb2_grpc,
     oracle_pb2,
@@ -295,6 +297,78 @@ class EvidenceService:
         return await self._caller.call(self._stub.GetPaymentEvidence, request)
 
 
+class InventoryFinanceService:
+    """condpay.v1.InventoryFinanceService: Inventory financing on digital warehouse receipts
+    (docs/financing.md): a seller pledges the receipt of stock in a warehouse and borrows
+    against it; the loan's oracles watch the stock's price, count and condition; repayments
+    free the collateral; a default hands it to the financier or sells it by delivery versus
+    payment. Every change is one transaction.
+    """
+
+    __slots__ = ("_caller", "_stub")
+
+    def __init__(self, caller: Caller, channel: grpc.aio.Channel) -> None:
+        self._caller = caller
+        self._stub = finance_pb2_grpc.InventoryFinanceServiceStub(channel)
+
+    async def open_loan(self, request: finance_pb2.OpenLoanRequest) -> finance_pb2.OpenLoanResponse:
+        """OpenLoan. A condpay.loan.v1 signed by the borrower and the financier: the receipt is
+        pledged to the loan and the principal paid to the borrower, both or neither.
+        """
+        return await self._caller.call(self._stub.OpenLoan, request)
+
+    async def repay(self, request: finance_pb2.RepayRequest) -> finance_pb2.RepayResponse:
+        """Repay. A condpay.loan-repay.v1 signed by the borrower: paid to the financier, and part
+        of the collateral freed if asked and allowed; paid in full, every pledge is released.
+        """
+        return await self._caller.call(self._stub.Repay, request)
+
+    async def pledge_more(
+        self, request: finance_pb2.PledgeMoreRequest
+    ) -> finance_pb2.PledgeMoreResponse:
+        """PledgeMore. A condpay.loan-pledge.v1 signed by the borrower: another receipt pledged
+        to the loan.
+        """
+        return await self._caller.call(self._stub.PledgeMore, request)
+
+    async def submit_collateral_attestation(
+        self, request: finance_pb2.SubmitCollateralAttestationRequest
+    ) -> finance_pb2.SubmitCollateralAttestationResponse:
+        """SubmitCollateralAttestation. A condpay.collateral.v1 signed by the loan's price oracle
+        (VALUATION), or by its warehouse and sensor quorum (STOCK): the collateral's value,
+        and a margin call or its cure.
+        """
+        return await self._caller.call(self._stub.SubmitCollateralAttestation, request)
+
+    async def dispose_collateral(
+        self, request: finance_pb2.DisposeCollateralRequest
+    ) -> finance_pb2.DisposeCollateralResponse:
+        """DisposeCollateral. A condpay.loan-disposal.v1 signed by the financier and a buyer: a
+        defaulted loan's receipt sold by delivery versus payment; the proceeds pay what is
+        owed, the surplus the borrower.
+        """
+        return await self._caller.call(self._stub.DisposeCollateral, request)
+
+    async def get_loan(self, request: finance_pb2.GetLoanRequest) -> finance_pb2.GetLoanResponse:
+        """GetLoan."""
+        return await self._caller.call(self._stub.GetLoan, request)
+
+    async def list_loans(
+        self, request: finance_pb2.ListLoansRequest
+    ) -> finance_pb2.ListLoansResponse:
+        """ListLoans."""
+        return await self._caller.call(self._stub.ListLoans, request)
+
+    def watch_loan(
+        self, request: finance_pb2.WatchLoanRequest
+    ) -> AsyncIterator[finance_pb2.WatchLoanResponse]:
+        """WatchLoan. Every event of the loan after `after_version`, as it happens, each with the
+        loan as it then is; the stream ends once the loan is REPAID or DISPOSED and every
+        event was sent.
+        """
+        return self._caller.stream(self._stub.WatchLoan, request)
+
+
 class OperationService:
     """condpay.v1.OperationService: Resolve the outcome of any mutating call by its request id,
     e.g. after a lost reply.
@@ -458,6 +532,7 @@ class Services:
         "central_bank",
         "contracts",
         "evidence",
+        "finance",
         "operations",
         "oracles",
         "payments",
@@ -470,6 +545,7 @@ class Services:
         self.central_bank = CentralBankService(caller, channel)
         self.contracts = ContractService(caller, channel)
         self.evidence = EvidenceService(caller, channel)
+        self.finance = InventoryFinanceService(caller, channel)
         self.operations = OperationService(caller, channel)
         self.oracles = OracleService(caller, channel)
         self.payments = ConditionalPaymentService(caller, channel)
@@ -502,6 +578,13 @@ class Services:
             "condpay.v1.GetCheckpointRequest": self.evidence.get_checkpoint,
             "condpay.v1.GetInclusionProofRequest": self.evidence.get_inclusion_proof,
             "condpay.v1.GetPaymentEvidenceRequest": self.evidence.get_payment_evidence,
+            "condpay.v1.OpenLoanRequest": self.finance.open_loan,
+            "condpay.v1.RepayRequest": self.finance.repay,
+            "condpay.v1.PledgeMoreRequest": self.finance.pledge_more,
+            "condpay.v1.SubmitCollateralAttestationRequest": self.finance.submit_collateral_attestation,  # noqa: E501
+            "condpay.v1.DisposeCollateralRequest": self.finance.dispose_collateral,
+            "condpay.v1.GetLoanRequest": self.finance.get_loan,
+            "condpay.v1.ListLoansRequest": self.finance.list_loans,
             "condpay.v1.GetOperationRequest": self.operations.get_operation,
             "condpay.v1.RegisterOracleRequest": self.oracles.register_oracle,
             "condpay.v1.RotateOracleKeyRequest": self.oracles.rotate_oracle_key,
@@ -620,6 +703,35 @@ class TypedSend:
     async def send(
         self, request: evidence_pb2.ListCheckpointsRequest
     ) -> evidence_pb2.ListCheckpointsResponse: ...
+
+    @overload
+    async def send(
+        self, request: finance_pb2.DisposeCollateralRequest
+    ) -> finance_pb2.DisposeCollateralResponse: ...
+
+    @overload
+    async def send(self, request: finance_pb2.GetLoanRequest) -> finance_pb2.GetLoanResponse: ...
+
+    @overload
+    async def send(
+        self, request: finance_pb2.ListLoansRequest
+    ) -> finance_pb2.ListLoansResponse: ...
+
+    @overload
+    async def send(self, request: finance_pb2.OpenLoanRequest) -> finance_pb2.OpenLoanResponse: ...
+
+    @overload
+    async def send(
+        self, request: finance_pb2.PledgeMoreRequest
+    ) -> finance_pb2.PledgeMoreResponse: ...
+
+    @overload
+    async def send(self, request: finance_pb2.RepayRequest) -> finance_pb2.RepayResponse: ...
+
+    @overload
+    async def send(
+        self, request: finance_pb2.SubmitCollateralAttestationRequest
+    ) -> finance_pb2.SubmitCollateralAttestationResponse: ...
 
     @overload
     async def send(

@@ -406,3 +406,111 @@ METHODS.update(
         ),
     }
 )
+
+_F = "/condpay.v1.InventoryFinanceService/"
+_LOAN = {R.INVALID_ID, R.LOAN_NOT_FOUND, R.LOAN_NOT_OPEN}
+# The loan's agents (any role but oracle and auditor) act on it; its oracles, and its agents as
+# relays, attest to its collateral.
+_AGENTS = frozenset({Role.PLATFORM, Role.FINANCIER, Role.INSTITUTION})
+
+METHODS.update(
+    {
+        _F + "OpenLoan": _spec(
+            _AGENTS,
+            {
+                *_SIGNED,
+                *_MONEY,
+                *_TITLE,
+                R.INVALID_LOAN_TERMS,
+                R.ORACLE_NOT_FOUND,
+                R.ORACLE_REVOKED,
+                R.LOAN_LIMIT_EXCEEDED,
+                R.INSUFFICIENT_FUNDS,
+                R.LIMIT_EXCEEDED,
+            },
+            mutating=True,
+        ),
+        _F + "Repay": _spec(
+            _AGENTS,
+            {
+                *_SIGNED,
+                *_MONEY,
+                *_LOAN,
+                R.NOT_LOAN_BORROWER,
+                R.REPAYMENT_EXCEEDS_OWED,
+                R.RELEASE_EXCEEDS_REPAYMENT,
+                R.TITLE_NOT_IN_LOAN,
+                R.TITLE_UNITS_EXCEEDED,
+                R.TITLE_RETIRED,
+                R.LOAN_LIMIT_EXCEEDED,
+                R.INSUFFICIENT_FUNDS,
+                R.LIMIT_EXCEEDED,
+            },
+            mutating=True,
+        ),
+        _F + "PledgeMore": _spec(
+            _AGENTS,
+            {*_SIGNED, *_LOAN, *_TITLE, R.NOT_LOAN_BORROWER, R.INVALID_LOAN_TERMS},
+            mutating=True,
+        ),
+        _F + "SubmitCollateralAttestation": _spec(
+            _AGENTS | {Role.ORACLE},
+            {
+                *_LOAN,
+                R.MISSING_FIELD,
+                R.ATTESTATION_MALFORMED,
+                R.ATTESTATION_TIMES_INVALID,
+                R.ATTESTATION_WRONG_LOAN,
+                R.ATTESTATION_STALE,
+                R.ATTESTATION_FROM_FUTURE,
+                R.ATTESTATION_EXPIRED,
+                R.ORACLE_SET_CHANGED,
+                R.ORACLE_NOT_IN_LOAN,
+                R.ORACLE_NOT_FOUND,
+                R.ORACLE_REVOKED,
+                R.SIGNER_NOT_ALLOWED,
+                R.SIGNATURE_INVALID,
+                R.QUORUM_NOT_MET,
+                R.EVENT_ALREADY_SEEN,
+                R.TITLE_NOT_IN_LOAN,
+            },
+            mutating=True,
+        ),
+        _F + "DisposeCollateral": _spec(
+            {Role.FINANCIER, Role.PLATFORM, Role.INSTITUTION},
+            {
+                *_SETTLE,
+                *_QUOTED,
+                R.INVALID_ID,
+                R.LOAN_NOT_FOUND,
+                R.LOAN_NOT_DEFAULTED,
+                R.TITLE_NOT_IN_LOAN,
+                R.TITLE_NOT_FOUND,
+                R.TITLE_RETIRED,
+                R.SAME_SOURCE_AND_TARGET,
+            },
+            mutating=True,
+        ),
+        _F + "GetLoan": _spec(
+            _READERS | {Role.INSTITUTION},
+            {R.MISSING_FIELD, R.INVALID_ID, R.LOAN_NOT_FOUND},
+            mutating=False,
+        ),
+        _F + "ListLoans": _spec(
+            _READERS | {Role.INSTITUTION},
+            {R.INVALID_ID, R.INVALID_PAGE_SIZE, R.INVALID_PAGE_TOKEN},
+            mutating=False,
+        ),
+        _F + "WatchLoan": _spec(
+            _READERS | {Role.INSTITUTION},
+            {
+                R.MISSING_FIELD,
+                R.INVALID_ID,
+                R.LOAN_NOT_FOUND,
+                R.INVALID_PAGE_TOKEN,
+                R.STREAMS_EXCEEDED,
+            },
+            mutating=False,
+        ),
+    }
+)

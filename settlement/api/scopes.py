@@ -18,6 +18,9 @@ may not see finds nothing, which the handler answers exactly as an id that does 
   pledgee wallet, the platform whose payment holds it, the requester of a settlement that
   delivers it, any caller that moved it, central banks, auditors.
 - Settlements: the requester, central banks, auditors.
+- Loans: the two agents the loan document names (the borrower's and the financier's), the
+  institutions of the borrower's and the financier's wallets, central banks, auditors; the
+  receipts pledged to a loan are visible to its agents as well.
 - Evidence bundles (GetPaymentEvidence): the payment's platform, the institutions of its parties'
   wallets, the central bank of its currency, auditors.
 
@@ -122,6 +125,22 @@ def settlements(caller: Caller) -> ColumnElement[bool]:
     return false()
 
 
+def loans(caller: Caller) -> ColumnElement[bool]:
+    """The loans ``caller`` may see, as a condition on ``loans``."""
+    if caller.role in _SEES_ALL:
+        return true()
+    me = str(caller)
+    agent = or_(col(models.Loan.borrower_agent) == me, col(models.Loan.financier_agent) == me)
+    if caller.role is Role.INSTITUTION:
+        own = _institution_wallets(caller.id)
+        return or_(
+            agent,
+            col(models.Loan.borrower_wallet_id).in_(own),  # type: ignore[arg-type]
+            col(models.Loan.financier_wallet_id).in_(own),  # type: ignore[arg-type]
+        )
+    return agent
+
+
 # -- wallets -------------------------------------------------------------------------------------
 def _institution_wallets(institution_id: str) -> object:
     return select(col(models.Wallet.wallet_id)).where(
@@ -204,7 +223,10 @@ def titles(caller: Caller) -> ColumnElement[bool]:
             title_id.in_(select(col(models.Settlement.title_id)).where(requested)),
             title_id.in_(select(col(models.Settlement.delivered_title_id)).where(requested)),
         )
-        return or_(moved, delivered, held_by_payment)
+        pledged_to_loan = col(models.Title.pledged_to).in_(
+            select(col(models.Loan.loan_id)).where(loans(caller))
+        )
+        return or_(moved, delivered, held_by_payment, pledged_to_loan)
     return false()
 
 

@@ -21,6 +21,8 @@ from condpay.v1 import (
     contract_pb2_grpc,
     evidence_pb2,
     evidence_pb2_grpc,
+    finance_pb2,
+    finance_pb2_grpc,
     operation_pb2,
     operation_pb2_grpc,
     oracle_pb2,
@@ -41,6 +43,7 @@ from settlement.api.calls import CallWrapper
 from settlement.api.central_bank_service import CentralBankService
 from settlement.api.contract_service import ContractService
 from settlement.api.evidence_service import EvidenceService
+from settlement.api.finance_service import InventoryFinanceService
 from settlement.api.operation_service import OperationService
 from settlement.api.oracle_service import OracleService
 from settlement.api.payment_service import PaymentService
@@ -64,6 +67,7 @@ SERVICE_NAMES = (
     asset_pb2.DESCRIPTOR.services_by_name["AssetService"].full_name,
     settlement_pb2.DESCRIPTOR.services_by_name["SettlementService"].full_name,
     evidence_pb2.DESCRIPTOR.services_by_name["EvidenceService"].full_name,
+    finance_pb2.DESCRIPTOR.services_by_name["InventoryFinanceService"].full_name,
 )
 
 
@@ -126,12 +130,15 @@ async def start_server(runtime: Runtime, addr: str) -> RunningServer:
     )
     calls.register(oracle_pb2_grpc.add_OracleServiceServicer_to_server, OracleService(runtime))
     calls.register(asset_pb2_grpc.add_AssetServiceServicer_to_server, AssetService(runtime))
+    settlement_service = SettlementService(runtime)
+    calls.register(
+        finance_pb2_grpc.add_InventoryFinanceServiceServicer_to_server,
+        InventoryFinanceService(runtime, settlement_service),
+    )
     calls.register(
         evidence_pb2_grpc.add_EvidenceServiceServicer_to_server, EvidenceService(runtime)
     )
-    calls.register(
-        settlement_pb2_grpc.add_SettlementServiceServicer_to_server, SettlementService(runtime)
-    )
+    calls.register(settlement_pb2_grpc.add_SettlementServiceServicer_to_server, settlement_service)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     # Reflection lists every service and message to whoever connects: on by default in the

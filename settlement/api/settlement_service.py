@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Generic, TypeVar
 
 import grpc
-from condpay.v1 import operation_pb2, settlement_pb2, settlement_pb2_grpc
+from condpay.v1 import finance_pb2, operation_pb2, settlement_pb2, settlement_pb2_grpc
 
 from bridges.errors import BridgeError, Unavailable
 from settlement.api import requests, scopes
@@ -31,7 +31,10 @@ from wallets import DvPInstruction, PvPInstruction
 
 _SERVICE = "/condpay.v1.SettlementService/"
 SettleReplyT = TypeVar(
-    "SettleReplyT", settlement_pb2.SettlePvPResponse, settlement_pb2.SettleDvPResponse
+    "SettleReplyT",
+    settlement_pb2.SettlePvPResponse,
+    settlement_pb2.SettleDvPResponse,
+    finance_pb2.DisposeCollateralResponse,
 )
 
 
@@ -82,7 +85,10 @@ class SettlementService(settlement_pb2_grpc.SettlementServiceServicer):
         self._dvp = Reply(settlement_pb2.SettleDvPResponse, dvp)
         self._quote = Reply(settlement_pb2.QuoteFxResponse, _quote_reply)
 
-    def _bridge_needed(self) -> None:
+    def view(self, settlement: SettlementRecord) -> settlement_pb2.Settlement:
+        return views.settlement(settlement, self._gateway)
+
+    def bridge_needed(self) -> None:
         if self._rt.bridge is None:
             raise SettlementError(
                 Reason.BRIDGE_NOT_CONFIGURED,
@@ -136,7 +142,7 @@ class SettlementService(settlement_pb2_grpc.SettlementServiceServicer):
         source_amount_minor: int | None = None,
         target_amount_minor: int | None = None,
     ) -> QuoteRecord:
-        self._bridge_needed()
+        self.bridge_needed()
         assert self._rt.bridge is not None
         try:
             quote = await self._rt.bridge.quote(
@@ -171,7 +177,7 @@ class SettlementService(settlement_pb2_grpc.SettlementServiceServicer):
         )
 
     # -- settlements ---------------------------------------------------------------------------
-    async def _settle(
+    async def settle(
         self,
         base: requests.CommandFields,
         prepare: commands.Command | SettlementError,
@@ -227,7 +233,7 @@ class SettlementService(settlement_pb2_grpc.SettlementServiceServicer):
                 )
             requests.positive_amount(pvp.pay_minor, "payer_instruction.pay_minor")
             requests.positive_amount(pvp.receive_minor, "payer_instruction.receive_minor")
-            self._bridge_needed()
+            self.bridge_needed()
             await check_wallet_signature(self._rt, pvp.payer, signed.signature, signed.payload)
             terms = settlements.Terms(
                 payer=pvp.payer,
@@ -239,20 +245,23 @@ class SettlementService(settlement_pb2_grpc.SettlementServiceServicer):
                 quote_id=pvp.quote_id,
                 expires_at_us=pvp.expires_at_us,
             )
-            prepare: commands.Command | SettlementError = self._prepare(
-                base, SettlementKind.PVP, terms, await self._market_quote(terms, base["caller"])
+            prepare: commands.Command | SettlementError = await self.prepare(
+                base, SettlementKind.PVP, terms
             )
         except SettlementError as error:
             prepare = error
-        return await self._settle(base, prepare, self._pvp)
+        return await self.settle(base, prepare, self._pvp)
 
-    def _prepare(
+    async def prepare(
         self,
         base: requests.CommandFields,
         kind: SettlementKind,
         terms: settlements.Terms,
-        market_quote: QuoteRecord | None,
+        *,
+        loan_id: str = "",
     ) -> settlements.PrepareSettlement:
+        """The command that prepares a settlement of ``terms`` (asking the bridge for the quote
+        now if they are at market); ``loan_id``: the sale of a defaulted loan's receipt."""
         return settlements.PrepareSettlement(
             **base,
             settlement_id=settlements.derive_settlement_id(base["caller"], base["request_id"]),
@@ -260,7 +269,8 @@ class SettlementService(settlement_pb2_grpc.SettlementServiceServicer):
             terms=terms,
             gateway=self._gateway,
             hold_ms=self._rt.settings.pvp_hold_ms,
-            market_quote=market_quote,
+            market_quote=await self._market_quote(terms, base["caller"]),
+            loan_id=loan_id,
         )
 
     async def SettleDvP(
@@ -286,7 +296,7 @@ class SettlementService(settlement_pb2_grpc.SettlementServiceServicer):
                         "in one currency the seller receives what the buyer pays, with no quote",
                     )
             else:
-                self._bridge_needed()
+                self.bridge_needed()
             await check_wallet_signature(
                 self._rt, dvp.seller, request.seller_signature, request.payload
             )
@@ -305,12 +315,12 @@ class SettlementService(settlement_pb2_grpc.SettlementServiceServicer):
                 title_units=dvp.units,
                 expires_at_us=dvp.expires_at_us,
             )
-            prepare: commands.Command | SettlementError = self._prepare(
-                base, SettlementKind.DVP, terms, await self._market_quote(terms, base["caller"])
+            prepare: commands.Command | SettlementError = await self.prepare(
+                base, SettlementKind.DVP, terms
             )
         except SettlementError as error:
             prepare = error
-        return await self._settle(base, prepare, self._dvp)
+        return await self.settle(base, prepare, self._dvp)
 
     # -- reads ---------------------------------------------------------------------------------
     async def GetSettlement(

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: The newest revision in migrations/versions: update it with each new migration.
-HEAD_REVISION: Final = "0008"
+HEAD_REVISION: Final = "0009"
 # Any fixed 64-bit number: replicas starting at once take turns on this PostgreSQL advisory lock.
 _MIGRATION_LOCK_KEY = 0x636F6E6470617901
 

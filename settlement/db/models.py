@@ -7,7 +7,7 @@ PostgreSQL. CHECK constraints make a negative balance impossible whatever the co
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, CheckConstraint, Index, LargeBinary, SmallInteger
+from sqlalchemy import BigInteger, CheckConstraint, Index, LargeBinary, SmallInteger, text
 from sqlmodel import Field, SQLModel
 
 
@@ -423,6 +423,8 @@ class Settlement(SQLModel, table=True):
     block_height: int = Field(sa_type=BigInteger)
     block_header: bytes = Field(sa_type=LargeBinary)
     certificate: bytes = Field(sa_type=LargeBinary)
+    origin_loan_id: str = Field(default="")  # migration 0009: a defaulted loan's sale,
+    surplus_wallet_id: str = Field(default="")  # and its borrower, paid what the loan is not owed
 
 
 # -- read scopes (migration 0005) ---------------------------------------------------------------
@@ -492,3 +494,92 @@ class PaymentDocument(SQLModel, table=True):
     payload: bytes = Field(sa_type=LargeBinary)
     body: str  # JSON (docs/evidence.md)
     entry_seq: int = Field(sa_type=BigInteger)
+
+
+# -- inventory loans (migration 0009) -----------------------------------------------------------
+class Loan(SQLModel, table=True):
+    """A loan against pledged warehouse receipts (docs/financing.md). ``deadline_at_us`` is the
+    next instant the deadline sweep acts on it (maturity, or a margin call's cure deadline); NULL
+    once it is repaid, defaulted or disposed of."""
+
+    __tablename__ = "loans"
+    __table_args__ = (
+        CheckConstraint(
+            "principal_outstanding_minor >= 0 AND fee_outstanding_minor >= 0 "
+            "AND interest_outstanding_minor >= 0",
+            name="ck_loans_outstanding",
+        ),
+        Index("ix_loans_deadline", "deadline_at_us"),
+        Index("ix_loans_borrower", "borrower_wallet_id", "loan_id"),
+        Index("ix_loans_financier", "financier_wallet_id", "loan_id"),
+    )
+
+    loan_id: str = Field(primary_key=True)
+    opened_by: str
+    request_id: str
+    borrower_wallet_id: str
+    financier_wallet_id: str
+    borrower_agent: str
+    financier_agent: str
+    currency: str
+    principal_minor: int = Field(sa_type=BigInteger)
+    principal_outstanding_minor: int = Field(sa_type=BigInteger)
+    fee_minor: int = Field(sa_type=BigInteger)
+    fee_outstanding_minor: int = Field(sa_type=BigInteger)
+    rate_bps: int = Field(sa_type=BigInteger)
+    interest_outstanding_minor: int = Field(sa_type=BigInteger)
+    interest_remainder: int = Field(sa_type=BigInteger)
+    accrued_at_us: int = Field(sa_type=BigInteger)
+    repaid_minor: int = Field(sa_type=BigInteger)
+    recovered_minor: int = Field(sa_type=BigInteger)
+    surplus_minor: int = Field(sa_type=BigInteger)
+    maturity_at_us: int = Field(sa_type=BigInteger)
+    unit_price_minor: int = Field(sa_type=BigInteger)
+    price_observed_at_us: int = Field(sa_type=BigInteger)
+    haircut_bps: int = Field(sa_type=BigInteger)
+    margin_call_bps: int = Field(sa_type=BigInteger)
+    cure_period_s: int = Field(sa_type=BigInteger)
+    price_oracle_id: str
+    warehouse_oracle_id: str
+    sensor_oracle_ids: str  # comma-separated
+    sensor_threshold: int = Field(sa_type=BigInteger)
+    disposal: str  # RETAIN | SELL
+    collateral_json: str
+    state: str  # OPEN | MARGIN_CALL | REPAID | DEFAULTED | DISPOSED
+    cure_by_us: int = Field(sa_type=BigInteger)
+    deadline_at_us: int | None = Field(default=None, sa_type=BigInteger)
+    terminal_reason: str
+    version: int = Field(sa_type=BigInteger)
+    created_at_us: int = Field(sa_type=BigInteger)
+    updated_at_us: int = Field(sa_type=BigInteger)
+
+
+class LoanEvent(SQLModel, table=True):
+    """Every change of a loan, in order (``seq`` is the loan's version after it): its history.
+    A collateral attestation's ``event_id`` appears once per loan (replays are refused)."""
+
+    __tablename__ = "loan_events"
+    __table_args__ = (
+        Index(
+            "ux_loan_events_event_id",
+            "loan_id",
+            "event_id",
+            unique=True,
+            sqlite_where=text("event_id != ''"),
+            postgresql_where=text("event_id != ''"),
+        ),
+    )
+
+    loan_id: str = Field(primary_key=True, foreign_key="loans.loan_id")
+    seq: int = Field(
+        primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    kind: str
+    event_id: str
+    amount_minor: int = Field(sa_type=BigInteger)
+    title_id: str
+    units: int = Field(sa_type=BigInteger)
+    detail: str
+    request_id: str
+    at_us: int = Field(sa_type=BigInteger)
+    by: str

@@ -72,6 +72,7 @@ from wallets.currencies import INT64_MAX
 from wallets.errors import BadSignature, MalformedInstruction
 from wallets.instructions import AttestationStatement
 from wallets.keys import SIGNATURE_BYTES, check_public_key, ed25519_backend
+from wallets.loan_documents import CollateralStatement
 
 __all__ = [
     "BLS12_381",
@@ -87,9 +88,11 @@ __all__ = [
     "VerifiedAttestation",
     "canonical_payload",
     "check_registration",
+    "check_times",
     "decode_statement",
     "parse_payload",
     "verify_attestation",
+    "verify_oracle_signatures",
 ]
 
 Reason = CoreReason
@@ -357,7 +360,9 @@ def _check_shape(submission: Submission, limits: AttestationLimits) -> None:
         )
 
 
-def _check_times(statement: AttestationStatement, now_us: int, limits: AttestationLimits) -> None:
+def check_times(
+    statement: AttestationStatement | CollateralStatement, now_us: int, limits: AttestationLimits
+) -> None:
     issued, expires = statement.issued_at_us, statement.expires_at_us
     if issued > now_us + limits.future_skew_us_max:
         _refuse(
@@ -492,6 +497,36 @@ def _oracle_keys(
     return found
 
 
+def verify_oracle_signatures(
+    submission: Submission,
+    sources: Sequence[str],
+    threshold: int,
+    oracles: OracleSet,
+    attester: str,
+) -> dict[str, OracleKey]:
+    """Steps 7-9 for an oracle attester of ``sources`` with quorum ``threshold``: every listed
+    signer allowed, registered, unrevoked and of its scheme; enough distinct signers with
+    distinct keys; every signature valid over the statement. Returns the counted signers' keys."""
+    message = submission.statement
+    keys = _oracle_keys(submission, sources, oracles)
+    _quorum(threshold, set(keys), attester, len({k.public_key for k in keys.values()}))
+    _verify_ed25519(
+        message,
+        submission.ed25519_signatures,
+        {s: k.public_key for s, k in keys.items()},
+    )
+    if submission.bls_aggregate is not None:
+        signer_ids, signature = submission.bls_aggregate
+        public_keys = [keys[s].public_key for s in signer_ids]
+        if not bls.backend().fast_aggregate_verify(public_keys, message, signature):
+            _refuse(
+                Reason.SIGNATURE_INVALID,
+                f"the BLS aggregate does not verify over the statement for {', '.join(signer_ids)}",
+                signer_ids=",".join(signer_ids),
+            )
+    return keys
+
+
 def verify_attestation(
     submission: Submission,
     payment: PaymentBinding,
@@ -539,7 +574,7 @@ def verify_attestation(
             current_version=oracles.version,
         )
     # 6. time
-    _check_times(statement, now_us, limits)
+    check_times(statement, now_us, limits)
     # 7-9. signers, quorum, signatures
     message = submission.statement
     key_versions: tuple[tuple[str, int], ...] = ()
@@ -552,24 +587,8 @@ def verify_attestation(
         spec = payment.contract.oracle(attester)
         if spec is None:  # the compiler never routes to an undeclared oracle
             raise ValueError(f"contract {payment.contract.hash} routes to undeclared {attester}")
-        keys = _oracle_keys(submission, spec.sources, oracles)
+        keys = verify_oracle_signatures(submission, spec.sources, spec.threshold, oracles, attester)
         counted = set(keys)
-        _quorum(spec.threshold, counted, attester, len({k.public_key for k in keys.values()}))
-        _verify_ed25519(
-            message,
-            submission.ed25519_signatures,
-            {s: k.public_key for s, k in keys.items()},
-        )
-        if submission.bls_aggregate is not None:
-            signer_ids, signature = submission.bls_aggregate
-            public_keys = [keys[s].public_key for s in signer_ids]
-            if not bls.backend().fast_aggregate_verify(public_keys, message, signature):
-                _refuse(
-                    Reason.SIGNATURE_INVALID,
-                    "the BLS aggregate does not verify over the statement for "
-                    f"{', '.join(signer_ids)}",
-                    signer_ids=",".join(signer_ids),
-                )
         key_versions = tuple((s, keys[s].key_version) for s in sorted(counted))
     event = Event(
         event_id=statement.event_id,

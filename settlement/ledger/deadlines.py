@@ -1,7 +1,8 @@
 """The deadline sweep: every replica looks for open payments whose deadline has come and runs
-their contracts at the deadline. The schedule is the payments table itself (durable; it survives
-restarts). Two replicas may pick the same payment: the command runs under the payment's row lock
-and does nothing to a payment that is no longer open, so a deadline fires exactly once."""
+their contracts at the deadline, and for live inventory loans past maturity or a margin call's
+cure deadline, which default. The schedule is the payments and loans tables themselves (durable;
+it survives restarts). Two replicas may pick the same payment or loan: the command runs under its
+row lock and does nothing to one no longer due, so a deadline fires exactly once."""
 
 from __future__ import annotations
 
@@ -14,7 +15,11 @@ from google.protobuf.wrappers_pb2 import BoolValue
 from settlement import limits
 from settlement.clock import Clock
 from settlement.faults import Faults
+from settlement.ledger.commands import Command
 from settlement.ledger.engine import LedgerEngine, OperationInfo
+from settlement.ledger.loan_reads import LoanReader
+from settlement.ledger.loans import SWEEPER as LOAN_SWEEPER
+from settlement.ledger.loans import FireLoanDeadline
 from settlement.ledger.payments import FireDeadline
 from settlement.ledger.reads import LedgerReader
 from settlement.sweeps import PeriodicSweep
@@ -38,36 +43,57 @@ class DeadlineSweeper(PeriodicSweep):
     NAME = "deadline_sweep"
 
     def __init__(
-        self, reader: LedgerReader, engine: LedgerEngine, clock: Clock, faults: Faults
+        self,
+        reader: LedgerReader,
+        loans: LoanReader,
+        engine: LedgerEngine,
+        clock: Clock,
+        faults: Faults,
     ) -> None:
         super().__init__(limits.DEADLINE_SWEEP_SECONDS)
-        self._reader, self._engine, self._clock, self._faults = reader, engine, clock, faults
+        self._reader, self._loans, self._engine = reader, loans, engine
+        self._clock, self._faults = clock, faults
         self.fired = 0
 
     async def sweep(self) -> int:
-        """Fire every payment due now; returns how many changed."""
-        due = await self._reader.due_payments(self._clock.now_us(), limits.DEADLINE_SWEEP_BATCH)
+        """Fire every payment and loan due now; returns how many changed."""
+        now_us = self._clock.now_us()
+        due_payments = await self._reader.due_payments(now_us, limits.DEADLINE_SWEEP_BATCH)
+        due_loans = await self._loans.due_loans(now_us, limits.DEADLINE_SWEEP_BATCH)
+        due = [(p, self._command(p)) for p in due_payments]
+        due += [(loan_id, self._loan_command(loan_id)) for loan_id in due_loans]
         if not due:
             return 0
         self._faults.point("deadline_sweep")
         results = await asyncio.gather(
-            *(self._engine.execute(self._command(p), _Fired()) for p in due),
+            *(self._engine.execute(command, _Fired()) for _, command in due),
             return_exceptions=True,
         )
         fired = sum(1 for r in results if isinstance(r, BoolValue) and r.value)
-        for payment_id, result in zip(due, results, strict=True):
+        for (due_id, _), result in zip(due, results, strict=True):
             if isinstance(result, BaseException):
-                log.warning("deadline_failed", payment_id=payment_id, error=repr(result))
+                log.warning("deadline_failed", id=due_id, error=repr(result))
         self.fired += fired
         return fired
 
     @staticmethod
-    def _command(payment_id: str) -> FireDeadline:
+    def _command(payment_id: str) -> Command:
         return FireDeadline(
             method="/condpay.internal/FireDeadline",
             caller=SWEEPER,
             request_id=f"deadline.{payment_id}",
             request_hash=hashlib.sha256(payment_id.encode()).digest(),
             payment_id=payment_id,
+            store_outcome=False,
+        )
+
+    @staticmethod
+    def _loan_command(loan_id: str) -> Command:
+        return FireLoanDeadline(
+            method="/condpay.internal/FireLoanDeadline",
+            caller=LOAN_SWEEPER,
+            request_id=f"deadline.{loan_id}",
+            request_hash=hashlib.sha256(loan_id.encode()).digest(),
+            loan_id=loan_id,
             store_outcome=False,
         )

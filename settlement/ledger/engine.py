@@ -56,9 +56,18 @@ from settlement.ledger.payment_rows import (
     lock_registry,
     write_payment_rows,
 )
-from settlement.ledger.record_rows import QUOTES, SETTLEMENTS, TITLES, write_title_moves
+from settlement.ledger.record_rows import (
+    LOANS,
+    QUOTES,
+    SETTLEMENTS,
+    TITLES,
+    fetch_seen_loan_events,
+    write_loan_events,
+    write_title_moves,
+)
 from settlement.ledger.records import (
     ChangeSet,
+    LoanRecord,
     OperationKey,
     OperationRecord,
     QuoteRecord,
@@ -334,8 +343,12 @@ class LedgerEngine:
         for submission in fresh:
             reads.merge(submission.command.reads())
         world = await self._load_world(tx, reads)
-        for submission in fresh:  # what only the loaded payments and settlements name
+        for submission in fresh:  # what only the loaded payments, settlements and loans name
             reads.merge(submission.command.reads_after(world))
+        if reads.loan_ids - world.loans.keys():  # loans a loaded settlement names
+            world.loans.update(await LOANS.lock(tx, sorted(reads.loan_ids - world.loans.keys())))
+        if reads.loan_event_ids:
+            world.seen_loan_events = await fetch_seen_loan_events(tx, sorted(reads.loan_event_ids))
         world.titles = await TITLES.lock(tx, sorted(reads.title_ids))
         world.quotes = await QUOTES.lock(tx, sorted(reads.quote_ids))
         wallets, missing = self._directory.cached_wallets(sorted(reads.wallet_ids))
@@ -417,6 +430,10 @@ class LedgerEngine:
             await write_title_moves(tx, titles)
         await QUOTES.write(tx, ws.changed(QuoteRecord))
         await SETTLEMENTS.write(tx, ws.changed(SettlementRecord))
+        loans = ws.changed(LoanRecord)
+        if loans:
+            await LOANS.write(tx, loans)
+            await write_loan_events(tx, loans)
         if ws.changed_payments() or ws.new_contracts or world.registry_changed:
             await write_payment_rows(
                 tx,
@@ -456,6 +473,7 @@ class LedgerEngine:
         self._directory.remember_contracts(ws.new_contracts)
         self._directory.remember_payments(p for p in ws.changed_payments() if p.is_new)
         self._notifier.notify(p.payment_id for p in ws.changed_payments())
+        self._notifier.notify(loan.loan_id for loan in ws.changed(LoanRecord))
         if self._payouts_created is not None:
             created = [
                 s.settlement_id
@@ -467,14 +485,15 @@ class LedgerEngine:
 
     async def _load_world(self, tx: LedgerTransaction, reads: Reads) -> World:
         """The rows other reads depend on, in the global lock order: the oracle registry, then
-        payments, then settlements (each sorted); contracts and oracles are read, contracts from
-        the cache when known. Titles and quotes are locked next (by the caller, once the loaded
-        rows have said which), then balances and supply."""
+        payments, then settlements, then loans (each sorted); contracts and oracles are read,
+        contracts from the cache when known. Titles and quotes are locked next (by the caller,
+        once the loaded rows have said which), then balances and supply."""
         world = World()
         if reads.registry:
             world.registry_version = await lock_registry(tx, write=reads.registry == "write")
         world.payments = await lock_payments(tx, sorted(reads.payment_ids))
         world.settlements = await SETTLEMENTS.lock(tx, sorted(reads.settlement_ids))
+        world.loans = await LOANS.lock(tx, sorted(reads.loan_ids))
         hashes = reads.contract_hashes | {p.contract_hash for p in world.payments.values()}
         world.contracts, missing = self._directory.cached_contracts(sorted(hashes))
         if missing:

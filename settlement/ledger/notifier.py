@@ -1,5 +1,6 @@
-"""Wakes the WatchPayment streams of this process when a batch that changed their payment commits.
-(Streams also poll, for changes committed by other replicas.)"""
+"""Wakes the WatchPayment and WatchLoan streams of this process when a batch that changed their
+payment or loan commits (payment and loan ids never collide: ``p_`` and ``l_``). Streams also
+poll, for changes committed by other replicas."""
 
 from __future__ import annotations
 

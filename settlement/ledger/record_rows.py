@@ -1,5 +1,6 @@
 """Reading (locked) and writing the keyed records kept as one row each (titles, FX quotes,
-settlements), once for both dialects: the columns are the record's dataclass fields, in order."""
+settlements, loans), once for both dialects: the columns are the record's dataclass fields, in
+order."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any, Final, Generic, TypeVar
 
 from settlement.ledger.records import (
     Decision,
+    LoanRecord,
+    LoanState,
     QuoteRecord,
     SettlementKind,
     SettlementRecord,
@@ -19,8 +22,8 @@ from settlement.ledger.records import (
 )
 from settlement.ledger.store import LedgerTransaction
 
-R = TypeVar("R", TitleRecord, QuoteRecord, SettlementRecord)
-_NOT_COLUMNS: Final = frozenset({"is_new", "moves"})
+R = TypeVar("R", TitleRecord, QuoteRecord, SettlementRecord, LoanRecord)
+_NOT_COLUMNS: Final = frozenset({"is_new", "moves", "events"})
 
 
 class RecordRows(Generic[R]):
@@ -89,6 +92,7 @@ SETTLEMENTS: Final = RecordRows(
     SettlementRecord,
     {"kind": SettlementKind, "state": SettlementState, "decision": Decision},
 )
+LOANS: Final = RecordRows("loans", LoanRecord, {"state": LoanState})
 
 
 async def write_title_moves(tx: LedgerTransaction, titles: Sequence[TitleRecord]) -> None:
@@ -111,3 +115,43 @@ async def write_title_moves(tx: LedgerTransaction, titles: Sequence[TitleRecord]
             for i, m in enumerate(t.moves)
         ],
     )
+
+
+async def write_loan_events(tx: LedgerTransaction, loans: Sequence[LoanRecord]) -> None:
+    await tx.execute_many(
+        "INSERT INTO loan_events (loan_id, seq, kind, event_id, amount_minor, title_id, units, "
+        "detail, request_id, at_us, by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                loan.loan_id,
+                loan.version - len(loan.events) + i + 1,
+                e.kind,
+                e.event_id,
+                e.amount_minor,
+                e.title_id,
+                e.units,
+                e.detail,
+                e.request_id,
+                e.at_us,
+                e.by,
+            )
+            for loan in loans
+            for i, e in enumerate(loan.events)
+        ],
+    )
+
+
+async def fetch_seen_loan_events(
+    tx: LedgerTransaction, keys: Sequence[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Which (loan id, event id) pairs a loan has already recorded (read under the loans' locks)."""
+    seen: set[tuple[str, str]] = set()
+    for loan_id in sorted({loan for loan, _ in keys}):
+        wanted = sorted(e for loan, e in keys if loan == loan_id)
+        rows = await tx.query(
+            "SELECT event_id FROM loan_events WHERE loan_id = ? "
+            f"AND event_id IN ({', '.join('?' * len(wanted))})",
+            [loan_id, *wanted],
+        )
+        seen.update((loan_id, r[0]) for r in rows)
+    return seen

@@ -36,6 +36,8 @@ class EntryKind(enum.StrEnum):
     UNHOLD = "UNHOLD"  # an aborted settlement's reservations returned (HELD -> AVAILABLE)
     PVP = "PVP"  # a committed payment versus payment: both currencies' legs at once
     DVP = "DVP"  # the payment leg of a committed delivery versus payment
+    LOAN = "LOAN"  # an inventory loan's principal, financier -> borrower
+    LOAN_REPAYMENT = "LOAN_REPAYMENT"  # borrower -> financier
 
 
 def issuance_account(currency: str) -> str:
@@ -132,8 +134,8 @@ class OperationRecord:
 class Reads:
     """What a command needs loaded (and, for balances, supply, payments, settlements, titles,
     quotes and the oracle registry, locked) before it runs. Loaded in a fixed order: oracle
-    registry, payments, settlements, then (with what those rows name: ``reads_after``) titles,
-    quotes, wallets, balances, supply (the ledger head last, at sealing), so batches never
+    registry, payments, settlements, loans, then (with what those rows name: ``reads_after``)
+    titles, quotes, wallets, balances, supply (the ledger head last, at sealing), so batches never
     deadlock."""
 
     wallet_ids: set[str] = field(default_factory=set)
@@ -144,6 +146,9 @@ class Reads:
     title_ids: set[str] = field(default_factory=set)
     quote_ids: set[str] = field(default_factory=set)
     settlement_ids: set[str] = field(default_factory=set)
+    loan_ids: set[str] = field(default_factory=set)
+    # Loans whose collateral attestations' event ids were seen: (loan id, event id).
+    loan_event_ids: set[tuple[str, str]] = field(default_factory=set)
     contract_hashes: set[str] = field(default_factory=set)
     oracle_ids: set[str] = field(default_factory=set)
     # Oracle public keys whose owner (the oracle id it is or was registered to) is needed.
@@ -164,6 +169,8 @@ class Reads:
         self.title_ids |= other.title_ids
         self.quote_ids |= other.quote_ids
         self.settlement_ids |= other.settlement_ids
+        self.loan_ids |= other.loan_ids
+        self.loan_event_ids |= other.loan_event_ids
         self.contract_hashes |= other.contract_hashes
         self.oracle_ids |= other.oracle_ids
         self.oracle_keys |= other.oracle_keys
@@ -474,6 +481,10 @@ class SettlementRecord:
     block_height: int = 0
     block_header: bytes = b""
     certificate: bytes = b""
+    # A defaulted loan's collateral sold: the payee is its financier, who receives what the loan
+    # is owed; the surplus goes to the borrower (settlement/ledger/loans.py).
+    origin_loan_id: str = ""
+    surplus_wallet_id: str = ""  # the loan's borrower
     is_new: bool = False
 
     @property
@@ -481,7 +492,88 @@ class SettlementRecord:
         return self.pay_currency != self.receive_currency
 
 
-_LIVE_RECORDS: Final = (TitleRecord, QuoteRecord, SettlementRecord)
+# -- inventory loans on warehouse receipts (docs/financing.md) -------------------------------------
+class LoanState(enum.StrEnum):
+    """OPEN -> MARGIN_CALL -> OPEN (cured) | DEFAULTED; OPEN | MARGIN_CALL -> REPAID;
+    DEFAULTED -> DISPOSED (the receipts taken by the financier, or sold)."""
+
+    OPEN = "OPEN"
+    MARGIN_CALL = "MARGIN_CALL"
+    REPAID = "REPAID"
+    DEFAULTED = "DEFAULTED"
+    DISPOSED = "DISPOSED"
+
+    @property
+    def live(self) -> bool:
+        """Still owing and watched: repayments, pledges and attestations apply."""
+        return self in (LoanState.OPEN, LoanState.MARGIN_CALL)
+
+
+@dataclass(slots=True)
+class LoanEventRecord:
+    """One change of a loan (loan_events), numbered by the loan's version after it."""
+
+    kind: str  # OPENED | REPAID | RELEASED | PLEDGED | VALUATION | STOCK | MARGIN_CALL | CURED
+    # | DEFAULTED | DISPOSED | SOLD
+    event_id: str  # a collateral attestation's event id, else ""
+    amount_minor: int
+    title_id: str
+    units: int
+    detail: str
+    request_id: str
+    at_us: int
+    by: str
+
+
+@dataclass(slots=True)
+class LoanRecord:
+    """A loan against pledged warehouse receipts. ``collateral_json``: the pledged receipts,
+    sorted by id, each with the units last reported present and their condition (canonical JSON;
+    settlement/ledger/loan_math.py reads and writes it)."""
+
+    loan_id: str
+    opened_by: str
+    request_id: str
+    borrower_wallet_id: str
+    financier_wallet_id: str
+    borrower_agent: str
+    financier_agent: str
+    currency: str
+    principal_minor: int
+    principal_outstanding_minor: int
+    fee_minor: int
+    fee_outstanding_minor: int
+    rate_bps: int
+    interest_outstanding_minor: int
+    interest_remainder: int  # of interest_outstanding's next fen, in 1/(10,000 × year in µs)
+    accrued_at_us: int
+    repaid_minor: int
+    recovered_minor: int
+    surplus_minor: int
+    maturity_at_us: int
+    unit_price_minor: int
+    price_observed_at_us: int
+    haircut_bps: int
+    margin_call_bps: int
+    cure_period_s: int
+    price_oracle_id: str
+    warehouse_oracle_id: str
+    sensor_oracle_ids: str
+    sensor_threshold: int
+    disposal: str
+    collateral_json: str
+    state: LoanState
+    cure_by_us: int
+    deadline_at_us: int | None
+    terminal_reason: str
+    version: int
+    created_at_us: int
+    updated_at_us: int
+    events: list[LoanEventRecord] = field(default_factory=list)  # new in this batch
+    is_new: bool = False
+
+
+_LIVE_RECORDS: Final = (TitleRecord, QuoteRecord, SettlementRecord, LoanRecord)
 
 
 def reply_snapshot(result: object) -> object:

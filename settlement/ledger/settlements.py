@@ -31,7 +31,7 @@ from typing import Final
 from condpay.ids import settlement_id_for
 
 from settlement.errors import Reason, SettlementError, insufficient_funds, not_found
-from settlement.ledger import titles
+from settlement.ledger import loans, titles
 from settlement.ledger.commands import (
     Command,
     check_debit,
@@ -71,7 +71,7 @@ def _settlement_reads(world: World, settlement_id: str, gateway: str) -> Reads:
     if found is None:
         return Reads()
     wallets = {found.payer_wallet_id, found.payee_wallet_id, gateway}
-    return Reads(
+    reads = Reads(
         wallet_ids=wallets,
         balance_keys={
             (found.payer_wallet_id, found.pay_currency),
@@ -81,6 +81,13 @@ def _settlement_reads(world: World, settlement_id: str, gateway: str) -> Reads:
         },
         title_ids={t for t in (found.title_id, found.delivered_title_id) if t},
     )
+    if found.origin_loan_id:  # the sale of a defaulted loan's receipt: the surplus's borrower
+        # (locked after the batch's other loans: a rare crossing with another batch is a
+        # deadlock PostgreSQL breaks, and the engine retries)
+        reads.loan_ids = {found.origin_loan_id}
+        reads.wallet_ids.add(found.surplus_wallet_id)
+        reads.balance_keys.add((found.surplus_wallet_id, found.receive_currency))
+    return reads
 
 
 def _bump(settlement: SettlementRecord, now_us: int) -> None:
@@ -166,6 +173,9 @@ class PrepareSettlement(Command):
     # At market (the terms name no quote): the bridge's quote the server got for the amount to
     # arrive, kept in this transaction if the settlement takes it.
     market_quote: QuoteRecord | None = None
+    # The sale of a defaulted loan's receipt (DisposeCollateral): the payee is the loan's
+    # financier, paid up to what the loan is owed; the rest goes to its borrower.
+    loan_id: str = ""
 
     def reads(self) -> Reads:
         t = self.terms
@@ -183,7 +193,18 @@ class PrepareSettlement(Command):
         )
         if t.title_id:
             reads.title_ids = {t.title_id, *titles.child_ids(t.title_id)}
+        if self.loan_id:
+            reads.loan_ids = {self.loan_id}
         return reads
+
+    def reads_after(self, world: World) -> Reads:
+        loan = world.loans.get(self.loan_id) if self.loan_id else None
+        if loan is None:
+            return Reads()
+        return Reads(
+            wallet_ids={loan.borrower_wallet_id},
+            balance_keys={(loan.borrower_wallet_id, loan.currency)},
+        )
 
     def apply(self, ws: WorkingSet) -> SettlementRecord:
         t = self.terms
@@ -200,7 +221,10 @@ class PrepareSettlement(Command):
             pay_minor = quote.source_minor
         day = check_debit(ws, existing_wallet(ws, t.payer), t.pay_currency, pay_minor)
         check_incoming(ws, existing_wallet(ws, t.payee), t.receive_currency, t.receive_minor)
-        delivered = self._title(ws) if t.title_id else ""
+        if self.loan_id:
+            delivered, units, borrower = self._loan_title(ws)
+        else:
+            delivered, units, borrower = (self._title(ws) if t.title_id else ""), t.title_units, ""
         settlement = SettlementRecord(
             settlement_id=self.settlement_id,
             kind=self.kind,
@@ -215,7 +239,7 @@ class PrepareSettlement(Command):
             receive_currency=t.receive_currency,
             receive_minor=t.receive_minor,
             title_id=t.title_id,
-            title_units=t.title_units,
+            title_units=units,
             delivered_title_id=delivered,
             quote_id=quote.quote_id if quote else "",
             spread_minor=quote.spread_minor if quote else 0,
@@ -235,6 +259,8 @@ class PrepareSettlement(Command):
             version=1,
             created_at_us=ws.now_us,
             updated_at_us=ws.now_us,
+            origin_loan_id=self.loan_id,
+            surplus_wallet_id=borrower,
             is_new=True,
         )
         ws.add(settlement)
@@ -246,10 +272,12 @@ class PrepareSettlement(Command):
                 self.request_id,
                 self.caller,
                 f"DvP {settlement.settlement_id}",
-                [
+                _payee_legs(
+                    ws,
+                    settlement,
                     Leg(t.payer, Bucket.AVAILABLE, t.pay_currency, -t.pay_minor),
-                    Leg(t.payee, Bucket.AVAILABLE, t.pay_currency, t.pay_minor),
-                ],
+                    self.request_id,
+                ),
             )
             _deliver(ws, settlement, self.request_id)
             settlement.state = SettlementState.FINAL
@@ -328,6 +356,30 @@ class PrepareSettlement(Command):
         ws.add(quote)
         return quote
 
+    def _loan_title(self, ws: WorkingSet) -> tuple[str, int, str]:
+        """The defaulted loan's receipt, sold whole to the payer and escrowed to this settlement
+        until it commits; returns its id, its units and the loan's borrower."""
+        t = self.terms
+        title = loans.check_disposable(ws, self.loan_id, t.title_id)
+        loan = ws.loan(self.loan_id)
+        assert loan is not None
+        if loan.financier_wallet_id != t.payee or loan.currency != t.receive_currency:
+            raise SettlementError(
+                Reason.INSTRUCTION_MISMATCH,
+                f"loan {self.loan_id}'s proceeds go to {loan.financier_wallet_id} in "
+                f"{loan.currency}",
+                metadata={"field": "loan_id", "loan_id": self.loan_id},
+            )
+        titles.move(
+            ws,
+            title,
+            "PLEDGED",
+            title.holder_wallet_id,
+            self.request_id,
+            pledged_to=self.settlement_id,
+        )
+        return title.title_id, title.units, loan.borrower_wallet_id
+
     def _title(self, ws: WorkingSet) -> str:
         """Check the title and escrow the units delivered to this settlement (splitting off
         that part first if it is not the whole title); returns the delivered title's id."""
@@ -364,12 +416,44 @@ def _deliver(ws: WorkingSet, settlement: SettlementRecord, request_id: str) -> N
 
 
 def _free_title(ws: WorkingSet, settlement: SettlementRecord, request_id: str) -> None:
+    """An aborted settlement's title is free again, or, sold from a defaulted loan, back in the
+    loan's pledge for another sale."""
     if not settlement.delivered_title_id:
         return
     title = ws.title(settlement.delivered_title_id)
     assert title is not None
     assert title.pledged_to == settlement.settlement_id
+    if settlement.origin_loan_id:
+        titles.move(
+            ws,
+            title,
+            "PLEDGED",
+            title.holder_wallet_id,
+            request_id,
+            pledged_to=settlement.origin_loan_id,
+        )
+        return
     titles.move(ws, title, "RELEASED", title.holder_wallet_id, request_id, pledged_to="")
+
+
+def _payee_legs(
+    ws: WorkingSet, settlement: SettlementRecord, source: Leg, request_id: str
+) -> list[Leg]:
+    """``source`` (what pays, negative) and the payee's side of it: the payee takes it all, or,
+    for a defaulted loan's receipt, the financier what the loan is owed and the borrower the
+    rest (settlement/ledger/loans.py)."""
+    amount = -source.amount
+    if settlement.origin_loan_id:
+        return loans.sale_legs(
+            ws,
+            settlement.origin_loan_id,
+            settlement.delivered_title_id,
+            source,
+            amount,
+            request_id,
+        )
+    payee = Leg(settlement.payee_wallet_id, Bucket.AVAILABLE, source.currency, amount)
+    return [source, payee]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -527,8 +611,12 @@ class Complete(_SettlementStep):
                 [
                     Leg(s.payer_wallet_id, Bucket.HELD, s.pay_currency, -s.pay_minor),
                     Leg(self.gateway, Bucket.AVAILABLE, s.pay_currency, s.pay_minor),
-                    Leg(self.gateway, Bucket.HELD, s.receive_currency, -s.receive_minor),
-                    Leg(s.payee_wallet_id, Bucket.AVAILABLE, s.receive_currency, s.receive_minor),
+                    *_payee_legs(
+                        ws,
+                        s,
+                        Leg(self.gateway, Bucket.HELD, s.receive_currency, -s.receive_minor),
+                        f"{s.settlement_id}:commit:{s.attempt}",
+                    ),
                 ],
             )
             _deliver(ws, s, entry.request_id)

@@ -24,6 +24,7 @@ from settlement.ledger.records import (
     EntryRecord,
     EventKey,
     InstitutionRecord,
+    LoanRecord,
     OracleRecord,
     PaymentRecord,
     PostingRecord,
@@ -48,6 +49,9 @@ class World:
     titles: dict[str, TitleRecord] = field(default_factory=dict)
     quotes: dict[str, QuoteRecord] = field(default_factory=dict)
     settlements: dict[str, SettlementRecord] = field(default_factory=dict)
+    loans: dict[str, LoanRecord] = field(default_factory=dict)
+    # (loan id, event id) of collateral attestations the loans already recorded
+    seen_loan_events: set[tuple[str, str]] = field(default_factory=set)
     registry_version: int | None = None
     registry_changed: bool = False
     seen_events: set[EventKey] = field(default_factory=set)
@@ -79,8 +83,8 @@ def _restore(record: object, snapshot: object) -> None:
         setattr(record, name, getattr(snapshot, name))
 
 
-_Keyed = TitleRecord | QuoteRecord | SettlementRecord
-_K = TypeVar("_K", TitleRecord, QuoteRecord, SettlementRecord)
+_Keyed = TitleRecord | QuoteRecord | SettlementRecord | LoanRecord
+_K = TypeVar("_K", TitleRecord, QuoteRecord, SettlementRecord, LoanRecord)
 
 
 def _key(record: _Keyed) -> str:
@@ -88,6 +92,8 @@ def _key(record: _Keyed) -> str:
         return record.title_id
     if isinstance(record, QuoteRecord):
         return record.quote_id
+    if isinstance(record, LoanRecord):
+        return record.loan_id
     return record.settlement_id
 
 
@@ -362,12 +368,17 @@ class WorkingSet:
     def settlement(self, settlement_id: str) -> SettlementRecord | None:
         return self.world.settlements.get(settlement_id)
 
+    def loan(self, loan_id: str) -> LoanRecord | None:
+        return self.world.loans.get(loan_id)
+
     def touch(self, record: _Keyed) -> None:
-        """Call before changing a loaded title, quote or settlement: the savepoint can then put
-        it back as it was, and the engine writes it."""
+        """Call before changing a loaded title, quote, settlement or loan: the savepoint can then
+        put it back as it was, and the engine writes it."""
         snapshot: _Keyed = replace(record)
         if isinstance(record, TitleRecord):
             snapshot = replace(record, moves=list(record.moves))
+        elif isinstance(record, LoanRecord):
+            snapshot = replace(record, events=list(record.events))
         self._undo.append(lambda: _restore(record, snapshot))
         touched = self._touched[type(record)]
         key = _key(record)
@@ -380,7 +391,7 @@ class WorkingSet:
             self._undo.append(untouch)
 
     def add(self, record: _Keyed) -> None:
-        """A new title, quote or settlement (``is_new`` set)."""
+        """A new title, quote, settlement or loan (``is_new`` set)."""
         loaded: dict[str, Any] = self._loaded(type(record))
         key = _key(record)
         loaded[key] = record
@@ -397,6 +408,8 @@ class WorkingSet:
             return self.world.titles
         if kind is QuoteRecord:
             return self.world.quotes
+        if kind is LoanRecord:
+            return self.world.loans
         return self.world.settlements
 
     def changed(self, kind: type[_K]) -> list[_K]:
@@ -406,6 +419,11 @@ class WorkingSet:
     def see_event(self, key: EventKey) -> None:
         self.world.seen_events.add(key)
         self._undo.append(lambda: self.world.seen_events.discard(key))
+
+    def see_loan_event(self, loan_id: str, event_id: str) -> None:
+        key = (loan_id, event_id)
+        self.world.seen_loan_events.add(key)
+        self._undo.append(lambda: self.world.seen_loan_events.discard(key))
 
     def changed_payments(self) -> list[PaymentRecord]:
         return sorted(self._touched_payments.values(), key=lambda p: p.payment_id)

@@ -144,6 +144,34 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """NOT_FOUND: no checkpoint covers the entry (the journal is shorter), or no such checkpoint."""
     ERROR_REASON_ENTRY_NOT_FOUND: _ErrorReason.ValueType  # 90
     """NOT_FOUND: no journal entry of this sequence number that the caller may see."""
+    ERROR_REASON_INVALID_LOAN_TERMS: _ErrorReason.ValueType  # 91
+    """Inventory loans (InventoryFinanceService; docs/financing.md).
+    INVALID_ARGUMENT: the loan document's terms are not a loan condpay can run.
+    """
+    ERROR_REASON_ATTESTATION_WRONG_LOAN: _ErrorReason.ValueType  # 92
+    """INVALID_ARGUMENT: a collateral statement names another loan than the one it is sent for."""
+    ERROR_REASON_LOAN_NOT_FOUND: _ErrorReason.ValueType  # 93
+    """NOT_FOUND: no such loan that the caller may see."""
+    ERROR_REASON_ORACLE_NOT_IN_LOAN: _ErrorReason.ValueType  # 94
+    """PERMISSION_DENIED: the oracle is not one the loan's terms name for this kind of statement."""
+    ERROR_REASON_LOAN_NOT_OPEN: _ErrorReason.ValueType  # 95
+    """FAILED_PRECONDITION: the loan is repaid, defaulted or disposed of."""
+    ERROR_REASON_LOAN_LIMIT_EXCEEDED: _ErrorReason.ValueType  # 96
+    """FAILED_PRECONDITION: owed more than the collateral's lending value allows (at opening, or
+    after a release).
+    """
+    ERROR_REASON_NOT_LOAN_BORROWER: _ErrorReason.ValueType  # 97
+    """FAILED_PRECONDITION: only the loan's borrower may do this."""
+    ERROR_REASON_REPAYMENT_EXCEEDS_OWED: _ErrorReason.ValueType  # 98
+    """FAILED_PRECONDITION: the repayment is more than the loan owes now."""
+    ERROR_REASON_RELEASE_EXCEEDS_REPAYMENT: _ErrorReason.ValueType  # 99
+    """FAILED_PRECONDITION: more units freed than the repayment retires in proportion."""
+    ERROR_REASON_TITLE_NOT_IN_LOAN: _ErrorReason.ValueType  # 100
+    """FAILED_PRECONDITION: the receipt is not pledged to this loan."""
+    ERROR_REASON_LOAN_NOT_DEFAULTED: _ErrorReason.ValueType  # 101
+    """FAILED_PRECONDITION: the collateral may be sold only after the loan defaulted, if its terms
+    say SELL.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The closed list of reasons the condpay.v1 API answers with: every google.rpc.ErrorInfo it sends
@@ -261,6 +289,34 @@ ERROR_REASON_CHECKPOINT_NOT_FOUND: ErrorReason.ValueType  # 89
 """NOT_FOUND: no checkpoint covers the entry (the journal is shorter), or no such checkpoint."""
 ERROR_REASON_ENTRY_NOT_FOUND: ErrorReason.ValueType  # 90
 """NOT_FOUND: no journal entry of this sequence number that the caller may see."""
+ERROR_REASON_INVALID_LOAN_TERMS: ErrorReason.ValueType  # 91
+"""Inventory loans (InventoryFinanceService; docs/financing.md).
+INVALID_ARGUMENT: the loan document's terms are not a loan condpay can run.
+"""
+ERROR_REASON_ATTESTATION_WRONG_LOAN: ErrorReason.ValueType  # 92
+"""INVALID_ARGUMENT: a collateral statement names another loan than the one it is sent for."""
+ERROR_REASON_LOAN_NOT_FOUND: ErrorReason.ValueType  # 93
+"""NOT_FOUND: no such loan that the caller may see."""
+ERROR_REASON_ORACLE_NOT_IN_LOAN: ErrorReason.ValueType  # 94
+"""PERMISSION_DENIED: the oracle is not one the loan's terms name for this kind of statement."""
+ERROR_REASON_LOAN_NOT_OPEN: ErrorReason.ValueType  # 95
+"""FAILED_PRECONDITION: the loan is repaid, defaulted or disposed of."""
+ERROR_REASON_LOAN_LIMIT_EXCEEDED: ErrorReason.ValueType  # 96
+"""FAILED_PRECONDITION: owed more than the collateral's lending value allows (at opening, or
+after a release).
+"""
+ERROR_REASON_NOT_LOAN_BORROWER: ErrorReason.ValueType  # 97
+"""FAILED_PRECONDITION: only the loan's borrower may do this."""
+ERROR_REASON_REPAYMENT_EXCEEDS_OWED: ErrorReason.ValueType  # 98
+"""FAILED_PRECONDITION: the repayment is more than the loan owes now."""
+ERROR_REASON_RELEASE_EXCEEDS_REPAYMENT: ErrorReason.ValueType  # 99
+"""FAILED_PRECONDITION: more units freed than the repayment retires in proportion."""
+ERROR_REASON_TITLE_NOT_IN_LOAN: ErrorReason.ValueType  # 100
+"""FAILED_PRECONDITION: the receipt is not pledged to this loan."""
+ERROR_REASON_LOAN_NOT_DEFAULTED: ErrorReason.ValueType  # 101
+"""FAILED_PRECONDITION: the collateral may be sold only after the loan defaulted, if its terms
+say SELL.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 @_typing.final

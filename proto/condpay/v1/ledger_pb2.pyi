@@ -75,6 +75,10 @@ class _EntryKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EntryKind.V
     """A committed payment versus payment: both currencies' legs through the bridge gateway."""
     ENTRY_KIND_DVP: _EntryKind.ValueType  # 12
     """The payment leg of a committed delivery versus payment."""
+    ENTRY_KIND_LOAN: _EntryKind.ValueType  # 13
+    """An inventory loan's principal, financier -> borrower, as the receipt is pledged."""
+    ENTRY_KIND_LOAN_REPAYMENT: _EntryKind.ValueType  # 14
+    """A repayment of an inventory loan, borrower -> financier."""
 
 class EntryKind(_EntryKind, metaclass=_EntryKindEnumTypeWrapper): ...
 
@@ -100,6 +104,10 @@ ENTRY_KIND_PVP: EntryKind.ValueType  # 11
 """A committed payment versus payment: both currencies' legs through the bridge gateway."""
 ENTRY_KIND_DVP: EntryKind.ValueType  # 12
 """The payment leg of a committed delivery versus payment."""
+ENTRY_KIND_LOAN: EntryKind.ValueType  # 13
+"""An inventory loan's principal, financier -> borrower, as the receipt is pledged."""
+ENTRY_KIND_LOAN_REPAYMENT: EntryKind.ValueType  # 14
+"""A repayment of an inventory loan, borrower -> financier."""
 Global___EntryKind: _TypeAlias = EntryKind  # noqa: Y015
 
 @_typing.final
