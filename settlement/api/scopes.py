@@ -15,8 +15,9 @@ may not see finds nothing, which the handler answers exactly as an id that does 
   central banks, auditors; an oracle only to attest, and only to a payment whose contract names
   its oracle id among an oracle's sources.
 - Titles: the holder's institution, the issuer (``oracle/<issuer_id>``), the institution of the
-  pledgee wallet, the platform whose payment holds it, the requester of a settlement that
-  delivers it, any caller that moved it, central banks, auditors.
+  pledgee wallet, whoever sees the loan it is pledged to, the platform whose payment holds it,
+  the requester of a settlement that delivers it, any caller that moved it, central banks,
+  auditors.
 - Settlements: the requester, central banks, auditors.
 - Loans: the two agents the loan document names (the borrower's and the financier's), the
   institutions of the borrower's and the financier's wallets, central banks, auditors; the
@@ -208,6 +209,7 @@ def titles(caller: Caller) -> ColumnElement[bool]:
         return or_(
             col(models.Title.holder_wallet_id).in_(own),  # type: ignore[arg-type]
             col(models.Title.pledged_to).in_(own),  # type: ignore[arg-type]
+            col(models.Title.pledged_to).in_(select(col(models.Loan.loan_id)).where(loans(caller))),
             moved,
         )
     if caller.role is Role.ORACLE:

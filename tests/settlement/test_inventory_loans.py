@@ -416,3 +416,15 @@ async def test_watch_loan_streams_every_event_and_ends_when_repaid(loans: LoanWo
         async for _ in outsider.watch_loan(finance_pb2.WatchLoanRequest(loan_id=loan.loan_id)):
             pass
     assert raised.value.reason == "LOAN_NOT_FOUND"
+
+
+async def test_a_deadline_fires_once_however_many_sweeps_race_for_it(loans: LoanWorld) -> None:
+    """Every replica sweeps: several sweeps at once for the same due loans default each once."""
+    receipts = [await loans.receipt("seller", 1_000, f"R-race-{i}") for i in range(3)]
+    opened = [await loans.open(r, principal_minor=10_000_00) for r in receipts]
+    loans.clock.advance(30 * DAY_US / 1_000_000)
+    fired = await asyncio.gather(*(loans.fire_deadlines() for _ in range(4)))
+    assert sum(fired) == 3
+    for loan in opened:
+        events = await loans.events(loan.loan_id)
+        assert events.count("DEFAULTED") == 1, events
