@@ -49,6 +49,7 @@ async def test_health_reports_serving_for_the_server_and_each_service(harness: H
         "condpay.v1.AssetService",
         "condpay.v1.SettlementService",
         "condpay.v1.EvidenceService",
+        "condpay.v1.InventoryFinanceService",
     }
     async with grpc.aio.insecure_channel(harness.address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
