@@ -26,9 +26,10 @@ from settlement.api.signatures import check_wallet_signature
 from settlement.errors import Reason, SettlementError, not_found
 from settlement.ledger import commands, loans, settlements
 from settlement.ledger.attestations import Submission
-from settlement.ledger.loan_math import BPS
+from settlement.ledger.loan_math import BPS, YEAR_US, accrue
 from settlement.ledger.records import LoanRecord, LoanState, SettlementKind, SettlementRecord
 from settlement.runtime import Runtime
+from wallets import INT64_MAX
 from wallets.errors import MalformedInstruction
 from wallets.loan_documents import (
     COLLATERAL_KINDS,
@@ -46,6 +47,10 @@ _SERVICE = "/condpay.v1.InventoryFinanceService/"
 RATE_BPS_MAX = 100_000  # 1,000% a year
 CURE_PERIOD_S_MAX = 90 * 86_400
 MARGIN_CALL_BPS_MAX = 2 * BPS
+MATURITY_YEARS_MAX = 10
+# Interest is reckoned as if the loan ran this long past maturity (the deadline sweep defaults it
+# long before), so that what it can ever owe fits the API's int64 amounts.
+OVERRUN_US = YEAR_US
 
 
 def _loan_of(result: object) -> LoanRecord:
@@ -119,8 +124,17 @@ def check_terms(terms: LoanTerms, now_us: int, caller: str) -> None:
         )
     if not 0 < terms.cure_period_s <= CURE_PERIOD_S_MAX:
         raise _terms_invalid("cure_period_s", f"1..{CURE_PERIOD_S_MAX} seconds")
-    if terms.maturity_at_us <= now_us:
-        raise _terms_invalid("maturity_at_us", "maturity is in the future")
+    if not now_us < terms.maturity_at_us <= now_us + MATURITY_YEARS_MAX * YEAR_US:
+        raise _terms_invalid(
+            "maturity_at_us", f"maturity is in the future, at most {MATURITY_YEARS_MAX} years"
+        )
+    interest, _ = accrue(
+        terms.principal_minor, terms.rate_bps, terms.maturity_at_us - now_us + OVERRUN_US, 0
+    )
+    if terms.principal_minor + terms.fee_minor + interest + 1 > INT64_MAX:
+        raise _terms_invalid(
+            "principal_minor", "principal, fee and interest to maturity must fit int64"
+        )
     if terms.disposal not in DISPOSALS:
         raise _terms_invalid("disposal", f"one of {', '.join(DISPOSALS)}")
     found = [s for s in terms.sensor_oracles.split(",") if s]

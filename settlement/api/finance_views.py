@@ -9,6 +9,7 @@ from condpay.v1 import finance_pb2
 from settlement.api.convert import timestamp
 from settlement.ledger import loan_math, loans
 from settlement.ledger.records import LoanEventRecord, LoanRecord, LoanState
+from wallets import INT64_MAX
 
 STATES: Final = {state: getattr(finance_pb2, f"LOAN_STATE_{state.value}") for state in LoanState}
 STATES_BY_PROTO: Final = {number: state for state, number in STATES.items()}
@@ -61,8 +62,9 @@ def loan(record: LoanRecord, now_us: int) -> finance_pb2.Loan:
             )
             for p in items
         ],
-        collateral_value_minor=value,
-        lending_value_minor=loans.lending_value(record, items),
+        # (units × price can pass int64 on a hostile valuation: the view saturates)
+        collateral_value_minor=min(value, INT64_MAX),
+        lending_value_minor=min(loans.lending_value(record, items), INT64_MAX),
         cure_by=timestamp(record.cure_by_us) if record.cure_by_us else None,
         terminal_reason=record.terminal_reason,
         version=record.version,

@@ -254,6 +254,9 @@ async def test_refusals_change_nothing(loans: LoanWorld) -> None:
         {"disposal": "BURN"},
         {"sensor_threshold": 4},
         {"maturity_at_us": loans.now() - 1},
+        {"maturity_at_us": loans.now() + 11 * 365 * DAY_US},
+        # what it could come to owe must fit the API's int64 amounts
+        {"principal_minor": 2**62, "rate_bps": 100_000, "unit_price_minor": 2**62},
     ):
         bad = loans.terms(receipt, **changes)  # type: ignore[arg-type]
         await refused("INVALID_LOAN_TERMS", fin.open_loan(loans.open_request(bad)))
@@ -428,3 +431,15 @@ async def test_a_deadline_fires_once_however_many_sweeps_race_for_it(loans: Loan
     for loan in opened:
         events = await loans.events(loan.loan_id)
         assert events.count("DEFAULTED") == 1, events
+
+
+async def test_a_hostile_valuation_saturates_the_view_and_moves_nothing(loans: LoanWorld) -> None:
+    """A price oracle's largest price times the units is past int64: the loan's view saturates
+    instead of failing, and the margin arithmetic (exact integers) is unaffected."""
+    fin = loans.financier.api.finance
+    receipt = await loans.receipt("seller", 1_000, "R-huge")
+    loan = await loans.open(receipt)
+    reply = await fin.submit_collateral_attestation(await loans.valuation(loan.loan_id, 2**63 - 1))
+    assert reply.loan.state == OPEN
+    assert reply.loan.collateral_value_minor == 2**63 - 1
+    assert (await loans.loan(loan.loan_id)).loan.lending_value_minor == 2**63 - 1
