@@ -13,6 +13,19 @@ Checked, in one snapshot:
   and refunded being the sums of its executed legs;
 - every split title's two parts add up to it, and a title pledged to a settlement is pledged to
   one that is still undecided;
+- inventory loans (docs/financing.md): no receipt is pledged to two things (a title pledged to a
+  loan is in that loan's collateral, and the loan is live or defaulted; every receipt in a live
+  loan's collateral is ACTIVE and pledged to it, in a defaulted loan's to it or to its sale in
+  flight; no receipt is in two loans' collateral); what a loan owes is never negative, never
+  more than it lent, and its history says the same (one OPENED event for the principal, its
+  REPAID events add up to ``repaid_minor``, one DEFAULTED event once defaulted, one SOLD per
+  sale, versions without gaps); the financier's claims match the journal (one LOAN entry,
+  financier -> borrower, for the principal; its LOAN_REPAYMENT entries, borrower -> financier,
+  add up to ``repaid_minor``; each committed sale's one DVP entry pays the financier and the
+  borrower what the loan says it recovered and passed on, at most what was owed at the default);
+  a REPAID or DISPOSED loan holds no collateral, a REPAID one owes nothing; ``deadline_at_us`` is
+  set exactly while the loan is live (maturity when OPEN, the earlier of maturity and the cure
+  deadline in MARGIN_CALL);
 - every signed journal checkpoint matches the journal: its head hash is entry ``seq``'s, its
   Merkle root the tree of entries 1..seq, its signature valid for its key.
 """
@@ -29,6 +42,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from settlement.ledger.journal import GENESIS_HASH, entry_hash
+from settlement.ledger.loan_math import INTEREST_DENOMINATOR, read_collateral
 from settlement.ledger.records import Bucket, EntryKind, EntryRecord, PostingRecord
 
 _PAGE = 5000
@@ -59,6 +73,14 @@ async def audit_ledger(
         else:
             await conn.execute(text("SELECT 1"))  # opens the read transaction: one snapshot
         return await _audit(conn, gateway_wallet_id)
+
+
+async def audit_connection(
+    conn: AsyncConnection, gateway_wallet_id: str = "w_reserve.CONDPAY"
+) -> AuditReport:
+    """The audit over a connection the caller holds, in whatever transaction it has open (a
+    test sees its own uncommitted tampering there, then rolls it back)."""
+    return await _audit(conn, gateway_wallet_id)
 
 
 async def _audit(conn: AsyncConnection, gateway: str) -> AuditReport:
@@ -164,6 +186,7 @@ async def _audit(conn: AsyncConnection, gateway: str) -> AuditReport:
         if value:
             report.fail(f"journal moves money into {key} which has no balance row")
     await _audit_escrows(conn, report, balances, gateway)
+    await _audit_loans(conn, report)
     return report
 
 
@@ -261,3 +284,339 @@ async def _settlement_holds(
                 report.fail(f"title {title_id}: its parts hold {parts} units, it held {count}")
         if pledged_to.startswith("s_") and pledged_to not in undecided:
             report.fail(f"title {title_id} is pledged to settlement {pledged_to}, which is decided")
+
+
+# -- inventory loans ----------------------------------------------------------------------------
+_LIVE_LOANS = frozenset({"OPEN", "MARGIN_CALL"})
+_LOAN_STATES = frozenset({"OPEN", "MARGIN_CALL", "REPAID", "DEFAULTED", "DISPOSED"})
+_COMMITTED = frozenset({"COMMITTED", "FINAL"})
+_IN_FLIGHT = frozenset({"PENDING", "PREPARED", "COMMITTING", "ABORTING"})
+_LOAN_COLUMNS = (
+    "loan_id",
+    "state",
+    "borrower_wallet_id",
+    "financier_wallet_id",
+    "currency",
+    "principal_minor",
+    "principal_outstanding_minor",
+    "fee_minor",
+    "fee_outstanding_minor",
+    "interest_outstanding_minor",
+    "interest_remainder",
+    "repaid_minor",
+    "recovered_minor",
+    "surplus_minor",
+    "maturity_at_us",
+    "cure_by_us",
+    "deadline_at_us",
+    "collateral_json",
+    "version",
+)
+
+
+@dataclass(slots=True)
+class _LoanJournal:
+    """What the journal says of one loan: its LOAN entries' postings, its repayments' total,
+    and each of its sales' DVP entries (by settlement id)."""
+
+    opened: list[list[tuple[str, str, int]]] = field(default_factory=list)
+    repaid: list[list[tuple[str, str, int]]] = field(default_factory=list)
+
+
+async def _audit_loans(conn: AsyncConnection, report: AuditReport) -> None:
+    loans = {
+        r.loan_id: r
+        for r in (await conn.execute(text(f"SELECT {', '.join(_LOAN_COLUMNS)} FROM loans"))).all()
+    }
+    if not loans:
+        return
+    events: dict[str, list[Any]] = defaultdict(list)
+    for r in (
+        await conn.execute(
+            text(
+                "SELECT loan_id, seq, kind, amount_minor, title_id FROM loan_events "
+                "ORDER BY loan_id, seq"
+            )
+        )
+    ).all():
+        events[r.loan_id].append(r)
+    titles = {
+        r.title_id: r
+        for r in (await conn.execute(text("SELECT title_id, state, pledged_to FROM titles"))).all()
+    }
+    sales = (
+        await conn.execute(
+            text(
+                "SELECT settlement_id, origin_loan_id, state, receive_currency, receive_minor, "
+                "delivered_title_id FROM settlements WHERE origin_loan_id != ''"
+            )
+        )
+    ).all()
+    journal, sale_entries = await _loan_entries(conn)
+    sales_by_loan: dict[str, list[Any]] = defaultdict(list)
+    for sale in sales:
+        sales_by_loan[sale.origin_loan_id].append(sale)
+        if sale.origin_loan_id not in loans:
+            report.fail(
+                f"settlement {sale.settlement_id} sells for loan {sale.origin_loan_id}, "
+                "which does not exist"
+            )
+    in_collateral: dict[str, str] = {}
+    for loan_id in sorted(loans):
+        loan = loans[loan_id]
+        items = _collateral(report, loan)
+        for item in items:
+            other = in_collateral.setdefault(item, loan_id)
+            if other != loan_id:
+                report.fail(f"title {item} is in the collateral of loans {other} and {loan_id}")
+        _audit_loan_row(report, loan, items)
+        _audit_loan_collateral(report, loan, items, titles, sales_by_loan[loan_id])
+        _audit_loan_history(report, loan, events[loan_id], sales_by_loan[loan_id])
+        _audit_loan_journal(
+            report,
+            loan,
+            journal.get(loan_id, _LoanJournal()),
+            sales_by_loan[loan_id],
+            sale_entries,
+        )
+    selling = {s.settlement_id: s.origin_loan_id for s in sales if s.state in _IN_FLIGHT}
+    for title_id, title in titles.items():
+        pledged_to = title.pledged_to
+        if pledged_to in selling:  # a defaulted loan's receipt, on sale: still the loan's
+            if in_collateral.get(title_id) != selling[pledged_to]:
+                report.fail(
+                    f"title {title_id} is on sale ({pledged_to}) for loan "
+                    f"{selling[pledged_to]}, whose collateral does not list it"
+                )
+            continue
+        if not pledged_to.startswith("l_"):
+            continue
+        owner = loans.get(pledged_to)
+        if owner is None:
+            report.fail(f"title {title_id} is pledged to loan {pledged_to}, which does not exist")
+        elif in_collateral.get(title_id) != pledged_to:
+            report.fail(
+                f"title {title_id} is pledged to loan {pledged_to} ({owner.state}), whose "
+                "collateral does not list it"
+            )
+
+
+def _collateral(report: AuditReport, loan: Any) -> list[str]:
+    try:
+        return [p.title_id for p in read_collateral(loan.collateral_json)]
+    except (ValueError, TypeError) as bad:
+        report.fail(f"loan {loan.loan_id}: unreadable collateral ({bad})")
+        return []
+
+
+def _audit_loan_row(report: AuditReport, loan: Any, items: list[str]) -> None:
+    """The loan's own fields: in range, and consistent with its state."""
+    lid, state = loan.loan_id, loan.state
+    if state not in _LOAN_STATES:
+        report.fail(f"loan {lid}: unknown state {state!r}")
+    for column in (
+        "principal_outstanding_minor",
+        "fee_outstanding_minor",
+        "interest_outstanding_minor",
+        "interest_remainder",
+        "repaid_minor",
+        "recovered_minor",
+        "surplus_minor",
+    ):
+        if getattr(loan, column) < 0:
+            report.fail(f"loan {lid}: {column} is negative ({getattr(loan, column)})")
+    if loan.principal_outstanding_minor > loan.principal_minor:
+        report.fail(
+            f"loan {lid}: principal outstanding {loan.principal_outstanding_minor} "
+            f"exceeds the principal {loan.principal_minor}"
+        )
+    if loan.fee_outstanding_minor > loan.fee_minor:
+        report.fail(
+            f"loan {lid}: fee outstanding {loan.fee_outstanding_minor} exceeds the fee "
+            f"{loan.fee_minor}"
+        )
+    if loan.interest_remainder >= INTEREST_DENOMINATOR:
+        report.fail(f"loan {lid}: interest remainder {loan.interest_remainder} is a whole fen")
+    live = state in _LIVE_LOANS
+    if live != (loan.deadline_at_us is not None):
+        report.fail(f"loan {lid} is {state} with deadline_at_us {loan.deadline_at_us}")
+    elif state == "OPEN" and loan.deadline_at_us != loan.maturity_at_us:
+        report.fail(f"loan {lid} is OPEN with a deadline other than its maturity")
+    elif state == "MARGIN_CALL" and loan.deadline_at_us != min(
+        loan.maturity_at_us, loan.cure_by_us
+    ):
+        report.fail(
+            f"loan {lid} is in MARGIN_CALL with a deadline other than min(maturity, cure_by)"
+        )
+    if state in ("REPAID", "DISPOSED") and items:
+        report.fail(f"loan {lid} is {state} but still holds collateral {items}")
+    if live and not items:
+        report.fail(f"loan {lid} is {state} with no collateral")
+    if state == "REPAID" and (
+        loan.principal_outstanding_minor
+        or loan.fee_outstanding_minor
+        or loan.interest_outstanding_minor
+        or loan.interest_remainder
+    ):
+        report.fail(f"loan {lid} is REPAID but still owes")
+
+
+def _audit_loan_collateral(
+    report: AuditReport, loan: Any, items: list[str], titles: dict[str, Any], sales: list[Any]
+) -> None:
+    """Every receipt the loan lists is pledged to it (or, defaulted, to its sale in flight)."""
+    lid = loan.loan_id
+    in_flight = {s.settlement_id for s in sales if s.state in _IN_FLIGHT}
+    for title_id in items:
+        title = titles.get(title_id)
+        if title is None:
+            report.fail(f"loan {lid}: collateral {title_id} does not exist")
+            continue
+        if title.state != "ACTIVE":
+            report.fail(f"loan {lid}: collateral {title_id} is {title.state}")
+        if title.pledged_to == lid:
+            continue
+        if loan.state == "DEFAULTED" and title.pledged_to in in_flight:
+            continue
+        report.fail(
+            f"loan {lid} ({loan.state}) lists {title_id}, which is pledged to "
+            f"{title.pledged_to or 'nothing'}"
+        )
+
+
+def _audit_loan_history(
+    report: AuditReport, loan: Any, events: list[Any], sales: list[Any]
+) -> None:
+    """The loan's events agree with its row: numbered 1..version, one OPENED for the principal,
+    REPAID adding up to repaid_minor, one DEFAULTED once defaulted, one SOLD per sale."""
+    lid = loan.loan_id
+    if [e.seq for e in events] != list(range(1, loan.version + 1)):
+        report.fail(
+            f"loan {lid}: version {loan.version}, but {len(events)} events "
+            f"numbered {[e.seq for e in events][:10]}"
+        )
+    kinds: dict[str, list[Any]] = defaultdict(list)
+    for e in events:
+        kinds[e.kind].append(e)
+    opened = kinds["OPENED"]
+    if len(opened) != 1 or opened[0].seq != 1 or opened[0].amount_minor != loan.principal_minor:
+        report.fail(f"loan {lid}: {len(opened)} OPENED events, not one first for the principal")
+    repaid = sum(e.amount_minor for e in kinds["REPAID"])
+    if repaid != loan.repaid_minor:
+        report.fail(
+            f"loan {lid}: its REPAID events add up to {repaid}, repaid_minor is {loan.repaid_minor}"
+        )
+    defaulted = kinds["DEFAULTED"]
+    want_defaulted = 1 if loan.state in ("DEFAULTED", "DISPOSED") else 0
+    if len(defaulted) != want_defaulted:
+        report.fail(f"loan {lid} is {loan.state} with {len(defaulted)} DEFAULTED events")
+    committed = [s for s in sales if s.state in _COMMITTED]
+    if len(kinds["SOLD"]) != len(committed):
+        report.fail(
+            f"loan {lid}: {len(kinds['SOLD'])} SOLD events, {len(committed)} sales committed"
+        )
+    if defaulted and loan.recovered_minor > defaulted[0].amount_minor:
+        report.fail(
+            f"loan {lid}: recovered {loan.recovered_minor}, more than the "
+            f"{defaulted[0].amount_minor} owed at its default"
+        )
+
+
+async def _loan_entries(
+    conn: AsyncConnection,
+) -> tuple[dict[str, _LoanJournal], dict[str, list[list[tuple[str, str, int]]]]]:
+    """The LOAN and LOAN_REPAYMENT entries by loan (from their memos), and the DVP entries by
+    settlement id; each entry as its (account, currency, amount) AVAILABLE postings."""
+    rows = (
+        await conn.execute(
+            text(
+                """SELECT e.seq, e.kind, e.memo, p.account_id, p.bucket, p.currency, p.amount
+                     FROM journal_entries e JOIN postings p ON p.seq = e.seq
+                    WHERE e.kind IN ('LOAN', 'LOAN_REPAYMENT', 'DVP')
+                    ORDER BY e.seq, p.idx"""
+            )
+        )
+    ).all()
+    entries: dict[int, tuple[str, str, list[tuple[str, str, int]]]] = {}
+    for seq, kind, memo, account, bucket, currency, amount in rows:
+        entry = entries.setdefault(seq, (kind, memo, []))
+        if bucket == Bucket.AVAILABLE.value:
+            entry[2].append((account, currency, amount))
+    loans: dict[str, _LoanJournal] = defaultdict(_LoanJournal)
+    sales: dict[str, list[list[tuple[str, str, int]]]] = defaultdict(list)
+    for kind, memo, postings in entries.values():
+        words = memo.split()
+        if len(words) < 2:
+            continue
+        if kind == EntryKind.LOAN.value:
+            loans[words[1]].opened.append(postings)
+        elif kind == EntryKind.LOAN_REPAYMENT.value:
+            loans[words[1]].repaid.append(postings)
+        else:
+            sales[words[1]].append(postings)
+    return loans, sales
+
+
+def _audit_loan_journal(
+    report: AuditReport,
+    loan: Any,
+    journal: _LoanJournal,
+    sales: list[Any],
+    sale_entries: dict[str, list[list[tuple[str, str, int]]]],
+) -> None:
+    """The financier's claims against the journal: the principal lent, what was repaid, and
+    what each sale paid the financier and passed on to the borrower."""
+    lid, currency = loan.loan_id, loan.currency
+    financier, borrower = loan.financier_wallet_id, loan.borrower_wallet_id
+    lent = sorted(
+        [(financier, currency, -loan.principal_minor), (borrower, currency, loan.principal_minor)]
+    )
+    if [sorted(p) for p in journal.opened] != [lent]:
+        report.fail(
+            f"loan {lid}: its LOAN entries {journal.opened} are not one of "
+            f"{loan.principal_minor} {currency} from the financier to the borrower"
+        )
+    repaid = 0
+    for postings in journal.repaid:
+        amounts = {(a, c): v for a, c, v in postings}
+        amount = amounts.get((financier, currency), 0)
+        if len(postings) != 2 or amount <= 0 or amounts.get((borrower, currency)) != -amount:
+            report.fail(
+                f"loan {lid}: a LOAN_REPAYMENT entry {postings} is not borrower -> financier"
+            )
+        repaid += amount
+    if repaid != loan.repaid_minor:
+        report.fail(
+            f"loan {lid}: LOAN_REPAYMENT entries pay the financier {repaid}, the loan "
+            f"says {loan.repaid_minor} was repaid"
+        )
+    recovered = surplus = 0
+    for sale in sales:
+        entries = sale_entries.get(sale.settlement_id, [])
+        want = 1 if sale.state in _COMMITTED else 0
+        if len(entries) != want:
+            report.fail(
+                f"loan {lid}: sale {sale.settlement_id} ({sale.state}) has "
+                f"{len(entries)} DVP entries"
+            )
+            continue
+        for postings in entries:
+            to_financier = sum(v for a, c, v in postings if a == financier and c == currency)
+            to_borrower = sum(v for a, c, v in postings if a == borrower and c == currency)
+            if (
+                to_financier < 0
+                or to_borrower < 0
+                or (to_financier + to_borrower != sale.receive_minor)
+            ):
+                report.fail(
+                    f"loan {lid}: sale {sale.settlement_id} pays the financier "
+                    f"{to_financier} and the borrower {to_borrower} of "
+                    f"{sale.receive_minor}"
+                )
+            recovered += to_financier
+            surplus += to_borrower
+    if (recovered, surplus) != (loan.recovered_minor, loan.surplus_minor):
+        report.fail(
+            f"loan {lid}: its sales paid the financier {recovered} and the borrower "
+            f"{surplus}; the loan says {loan.recovered_minor} and {loan.surplus_minor}"
+        )
