@@ -7,7 +7,9 @@ no-op. The points:
 
 - ``after_commit_before_reply``: a batch committed; no caller has its answer yet;
 - ``after_lock_commit``: a batch that locked a payment committed (before any attestation for it);
-- ``deadline_sweep``: the deadline sweep found due payments and has not fired them yet;
+- ``deadline_sweep``: the deadline sweep found due payments or loans and has not fired them yet;
+- ``loan_default``: a batch that fired a loan's deadline committed (the default is durable;
+  nothing of the collateral's disposal has happened yet);
 - ``pvp_before_prepare``: a settlement's core legs are held; the bridge has not been asked;
 - ``pvp_before_decision``: the bridge's leg is prepared; no decision is recorded;
 - ``pvp_after_decision``: the decision is recorded; no leg is committed;
@@ -28,6 +30,7 @@ POINTS: Final = frozenset(
         "after_commit_before_reply",
         "after_lock_commit",
         "deadline_sweep",
+        "loan_default",
         "pvp_before_prepare",
         "pvp_before_decision",
         "pvp_after_decision",

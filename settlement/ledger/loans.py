@@ -22,7 +22,7 @@ owed and the borrower the rest, in the settlement's own transaction.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import ClassVar, Final
 
 from condpay.ids import loan_id_for
 
@@ -709,6 +709,7 @@ class FireLoanDeadline(Command):
     pledged to the loan until the financier sells them. Does nothing to a loan not due."""
 
     loan_id: str
+    AFTER_COMMIT_FAULT: ClassVar[str] = "loan_default"
 
     def reads(self) -> Reads:
         return Reads(loan_ids={self.loan_id})
