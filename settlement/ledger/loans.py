@@ -771,6 +771,13 @@ def check_disposable(ws: WorkingSet, loan_id: str, title_id: str) -> TitleRecord
     return title
 
 
+def split_proceeds(loan: LoanRecord, proceeds: int) -> tuple[int, int]:
+    """(to the financier, to the borrower) of a defaulted loan's sale proceeds: the financier
+    up to what the loan still owes (interest stopped at the default), the borrower the rest."""
+    to_financier = min(proceeds, owed(loan) - loan.recovered_minor)
+    return to_financier, proceeds - to_financier
+
+
 def sale_legs(
     ws: WorkingSet,
     loan_id: str,
@@ -784,8 +791,7 @@ def sale_legs(
     and is DISPOSED when its last receipt is sold."""
     loan = _loan(ws, loan_id)
     ws.touch(loan)
-    to_financier = min(proceeds, owed(loan) - loan.recovered_minor)
-    surplus = proceeds - to_financier
+    to_financier, surplus = split_proceeds(loan, proceeds)
     legs = [source, Leg(loan.financier_wallet_id, Bucket.AVAILABLE, loan.currency, to_financier)]
     if surplus:
         legs.append(Leg(loan.borrower_wallet_id, Bucket.AVAILABLE, loan.currency, surplus))

@@ -370,6 +370,11 @@ class PrepareSettlement(Command):
                 f"{loan.currency}",
                 metadata={"field": "loan_id", "loan_id": self.loan_id},
             )
+        # The surplus is a credit to the borrower: its balance cap bounds it, as the payee's
+        # bounds the whole (checked now, like every leg a settlement will pay).
+        _, surplus = loans.split_proceeds(loan, t.receive_minor)
+        borrower = existing_wallet(ws, loan.borrower_wallet_id)
+        check_incoming(ws, borrower, loan.currency, surplus)
         titles.move(
             ws,
             title,

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from condpay.errors import ApiError
-from condpay.loans import collateral_request
+from condpay.loans import collateral_request, open_loan_request
 from condpay.v1 import finance_pb2, oracle_pb2, settlement_pb2
 
 from settlement.clock import ManualClock
@@ -443,3 +443,46 @@ async def test_a_hostile_valuation_saturates_the_view_and_moves_nothing(loans: L
     assert reply.loan.state == OPEN
     assert reply.loan.collateral_value_minor == 2**63 - 1
     assert (await loans.loan(loan.loan_id)).loan.lending_value_minor == 2**63 - 1
+
+
+async def test_a_sale_whose_surplus_would_cross_the_borrowers_balance_cap_is_refused(
+    loans: LoanWorld,
+) -> None:
+    """The surplus of a sale is a credit to the borrower like any other: a personal wallet's
+    balance cap bounds it, checked when the sale is prepared (as a PvP's payee is), and a
+    refused sale changes nothing."""
+    trade, fin = loans.trade, loans.financier.api.finance
+    bank = trade.client("institution/icbc-sz")
+    trade.keys["small_seller"] = key("small_seller")
+    opened = await bank.open_wallet("icbc-sz", key("small_seller").public_key, tier=2)
+    trade.wallets["small_seller"] = opened.wallet.wallet_id
+    await trade.fund("small_seller", "CNY", 440_000_00)  # a tier-2 wallet holds 500,000.00 at most
+    receipt = await loans.receipt("small_seller", 1_000, "R-11")
+    terms = loans.terms(receipt, borrower=trade.wallets["small_seller"])
+    loan = (
+        await fin.open_loan(
+            open_loan_request(terms, trade.keys["small_seller"], trade.keys["financier"])
+        )
+    ).loan
+    await fin.submit_collateral_attestation(
+        await loans.stock(loan.loan_id, receipt, 1_000, "SPOILED")
+    )
+    loans.clock.advance(3_601)
+    assert await loans.fire_deadlines() == 1
+    owed = (await loans.loan(loan.loan_id)).loan.owed_minor
+    room = 500_000_00 - (await trade.balance("small_seller", "CNY"))[0]
+    assert room == 10_000_00
+
+    before = await balances(loans)
+    over = loans.dispose(
+        loan.loan_id, receipt, pay=("CNY", owed + room + 1), receive_minor=owed + room + 1
+    )
+    error = await refused("LIMIT_EXCEEDED", fin.dispose_collateral(over))
+    assert error.metadata["wallet_id"] == trade.wallets["small_seller"]
+    assert await balances(loans) == before
+    assert (await trade.title(receipt)).pledged_to == loan.loan_id
+
+    fits = loans.dispose(loan.loan_id, receipt, pay=("CNY", owed + room), receive_minor=owed + room)
+    await fin.dispose_collateral(fits)
+    assert (await trade.balance("small_seller", "CNY"))[0] == 500_000_00
+    assert (await loans.loan(loan.loan_id)).loan.state == DISPOSED
