@@ -151,7 +151,10 @@ class Loan(_message.Message):
     interest_outstanding_minor: _builtins.int
     """Interest due now, rounded up to the fen."""
     owed_minor: _builtins.int
-    """Principal, fee and interest outstanding: what repays the loan now."""
+    """Principal, fee and interest outstanding: what repays the loan now. After a default, what it
+    owed then less what its sales recovered (a disposed loan's shortfall, or, RETAIN, the claim
+    the receipts were taken for).
+    """
     repaid_minor: _builtins.int
     recovered_minor: _builtins.int
     """After a default: what the sale paid the financier, and the borrower."""
