@@ -48,6 +48,7 @@ from bridges import (
     verify_quorum_certificate,
 )
 from bridges._setup import DEMO_PROVIDER
+from bridges.errors import Unavailable
 from settlement.ledger.commands import reserve_wallet_id
 from settlement.ledger.settlements import derive_settlement_id, transfer_id
 from sim_central_bank.bridge_process import BridgeProcess
@@ -280,6 +281,19 @@ async def build_world(core_address: str, bridge: BridgeProcess, database_url: st
     }
     world.bridge_start = await bridge_positions(world)
     return world
+
+
+async def answered(call: Callable[[], Awaitable[T]], seconds: float = 20.0) -> T:
+    """``call()``, retried while the bridge does not answer: the first call of a new channel to a
+    bridge just restarted fails fast with UNAVAILABLE on a loaded machine (CI saw it once)."""
+    give_up = time.monotonic() + seconds
+    while True:
+        try:
+            return await call()
+        except Unavailable:
+            if time.monotonic() > give_up:
+                raise
+            await asyncio.sleep(0.1)
 
 
 async def core_balances(world: World) -> dict[tuple[str, str], tuple[int, int]]:
@@ -527,7 +541,7 @@ async def check_both_ledgers(
         world.bridge.client(AUDITOR_IDENTITY) as bridge,
         world.bridge.client(GATEWAY_IDENTITY) as gateway,
     ):
-        keys = checked_public_keys(await bridge.validators())
+        keys = checked_public_keys(await answered(bridge.validators))
         for sid, r in settled.items():
             tally.settlements += 1
             state = r["state"]
