@@ -5,7 +5,7 @@ A span per RPC (kind SERVER, named after the gRPC method, its parent taken from 
 the reason as attributes; under it:
 
     ledger.batch        the group-commit batch that ran the call (a child of the first call in
-                        it, linked from the others); attribute condpay.batch.commands
+                        it, linked from the others); attribute condpay.batch_commands
       db.transaction    the batch's database transaction: reads, locks, writes
         db.commit       its COMMIT
     bridge.<call>       each call to the bridge (quote, prepare, commit, finality...)
@@ -20,21 +20,42 @@ Off (the default), every function here returns at once and nothing of OpenTeleme
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Self
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.trace import Span, Tracer
+    from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Tracer
 
-_tracer: Tracer | None = None
+
+@dataclass(frozen=True, slots=True)
+class _On:
+    """Tracing on: the tracer, and the API functions each call uses, looked up once (not imported
+    on every call: OpenTelemetry stays unloaded while tracing is off)."""
+
+    tracer: Tracer
+    attach: Callable[[Context], object]
+    detach: Callable[[Any], None]
+    in_context: Callable[[Span], Context]  # trace.set_span_in_context
+    span_in: Callable[[Context | None], Span]  # trace.get_current_span
+    current: Callable[[], Context]
+    extract: Callable[[Mapping[str, str]], Context]
+    link: type[Link]
+    server: SpanKind
+    # The metadata keys the global propagator reads (traceparent, tracestate and baggage by
+    # default): a call whose metadata has none of them starts a new trace without asking it.
+    propagated: frozenset[str]
+    root: Context  # an empty context: no parent
+
+
+_on: _On | None = None
 
 
 def enabled() -> bool:
-    return _tracer is not None
+    return _on is not None
 
 
 def configure(on: bool, env: Mapping[str, str] | None = None) -> bool:
@@ -65,104 +86,167 @@ def configure(on: bool, env: Mapping[str, str] | None = None) -> bool:
 
 def install(provider: TracerProvider | None) -> None:
     """Trace to ``provider`` (a test's, with an in-memory exporter), or stop tracing (None)."""
-    global _tracer
-    _tracer = None if provider is None else provider.get_tracer("condpay")
+    global _on
+    if provider is None:
+        _on = None
+        return
+    from opentelemetry import context, propagate, trace
+
+    _on = _On(
+        tracer=provider.get_tracer("condpay"),
+        attach=context.attach,
+        detach=context.detach,
+        in_context=trace.set_span_in_context,
+        span_in=trace.get_current_span,
+        current=context.get_current,
+        extract=propagate.extract,
+        link=trace.Link,
+        server=trace.SpanKind.SERVER,
+        propagated=frozenset(propagate.get_global_textmap().fields),
+        root=context.Context(),
+    )
 
 
 # -- spans ---------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def rpc_span(method: str, metadata: Sequence[tuple[str, Any]] | None) -> Iterator[None]:
-    """The server span of one call, continuing the caller's trace (W3C traceparent)."""
-    tracer = _tracer
-    if tracer is None:
-        yield
-        return
-    from opentelemetry import propagate
-    from opentelemetry.trace import SpanKind
-
-    carrier = {key: value for key, value in metadata or () if isinstance(value, str)}
-    with tracer.start_as_current_span(
-        method,
-        context=propagate.extract(carrier),
-        kind=SpanKind.SERVER,
-        attributes={"rpc.system": "grpc", "rpc.method": method},
-        record_exception=False,
-        set_status_on_exception=False,  # an abort is the answer, not a failure of the span
-    ):
-        yield
+# Every call pays for what is here when tracing is on, so it calls the SDK directly: a span
+# started, made current and ended without the SDK's generator context managers, its outcome set
+# in one call; a span the sampler dropped gets no attributes at all.
 
 
-def annotate(**attributes: str | int | bool | None) -> None:
-    """Set attributes on the current span (None values are left out)."""
-    if _tracer is None:
-        return
-    from opentelemetry import trace
+class _Current:
+    """A span made current while inside, ended on the way out (none: tracing is off)."""
 
-    span = trace.get_current_span()
-    for key, value in attributes.items():
-        if value is not None:
-            span.set_attribute(f"condpay.{key}", value)
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: Span | None) -> None:
+        self._span = span
+        self._token: object = None
+
+    def __enter__(self) -> Self:
+        if self._span is not None:
+            assert _on is not None
+            self._token = _on.attach(_on.in_context(self._span))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._span is not None:
+            assert _on is not None
+            _on.detach(self._token)
+            self._span.end()
 
 
-def finish_rpc(code: str, reason: str) -> None:
-    """The current RPC span's outcome: its status code and reason; an error status for
-    INTERNAL and UNKNOWN (the server's failures), unset for refusals the API answers with."""
-    if _tracer is None:
-        return
-    from opentelemetry import trace
-    from opentelemetry.trace import Status, StatusCode
+class RpcSpan(_Current):
+    """The server span of one call, current while inside (see :func:`rpc_span`)."""
 
-    span = trace.get_current_span()
-    span.set_attribute("rpc.grpc.status_code", code)
-    if reason:
-        span.set_attribute("condpay.reason", reason)
-    if code in {"INTERNAL", "UNKNOWN"}:
-        span.set_status(Status(StatusCode.ERROR, reason or code))
+    __slots__ = ()
+
+    def finish(
+        self,
+        code: str,
+        reason: str,
+        *,
+        request_id: str | None = None,
+        caller: str | None = None,
+        replayed: bool = False,
+    ) -> None:
+        """The call's outcome as attributes: its status code, reason, request id, caller and
+        whether it was a replay; an error status for INTERNAL and UNKNOWN (the server's
+        failures), unset for refusals the API answers with."""
+        span = self._span
+        if span is None or not span.is_recording():
+            return
+        attributes: dict[str, str | bool] = {"rpc.grpc.status_code": code}
+        if request_id:
+            attributes["condpay.request_id"] = request_id
+        if caller:
+            attributes["condpay.caller"] = caller
+        if replayed:
+            attributes["condpay.replayed"] = True
+        if reason:
+            attributes["condpay.reason"] = reason
+        span.set_attributes(attributes)
+        if code in _FAILURES:
+            from opentelemetry.trace import Status, StatusCode
+
+            span.set_status(Status(StatusCode.ERROR, reason or code))
+
+
+_FAILURES: Final = frozenset({"INTERNAL", "UNKNOWN"})
+_OFF: Final = RpcSpan(None)
+
+
+def rpc_span(method: str, metadata: Sequence[tuple[str, Any]] | None) -> RpcSpan:
+    """The server span of one call (kind SERVER, named after the method), continuing the
+    caller's trace when its metadata carries one (W3C ``traceparent``); use it as
+    ``with rpc_span(...) as span: ... span.finish(code, reason, ...)``."""
+    on = _on
+    if on is None:
+        return _OFF
+    carrier: dict[str, str] | None = None
+    for key, value in metadata or ():
+        if key in on.propagated and isinstance(value, str):
+            if carrier is None:
+                carrier = {}
+            carrier[key] = value
+    return RpcSpan(
+        on.tracer.start_span(
+            method,
+            context=on.root if carrier is None else on.extract(carrier),
+            kind=on.server,
+            attributes={"rpc.system": "grpc", "rpc.method": method},
+            record_exception=False,
+            set_status_on_exception=False,  # an abort is the answer, not a failure of the span
+        )
+    )
 
 
 def current() -> Context | None:
     """The current context, to parent work done later elsewhere (a batch); None when off."""
-    if _tracer is None:
-        return None
-    from opentelemetry import context
-
-    return context.get_current()
+    return None if _on is None else _on.current()
 
 
-@contextlib.contextmanager
 def span(
     name: str,
     *,
     parent: Context | None = None,
     links_from: Sequence[Context | None] = (),
     **attributes: str | int,
-) -> Iterator[None]:
+) -> _Current:
     """An internal span, current while inside: a child of ``parent`` (default: the current
-    span), linked to the spans current in ``links_from``."""
-    tracer = _tracer
-    if tracer is None:
-        yield
-        return
-    from opentelemetry import trace
+    span), linked to the spans current in ``links_from``.
 
-    links = []
-    for ctx in links_from:
-        if ctx is not None:
-            linked = trace.get_current_span(ctx).get_span_context()
-            if linked.is_valid:
-                links.append(trace.Link(linked))
-    with tracer.start_as_current_span(
-        name,
-        context=parent,
-        links=links,
-        attributes={f"condpay.{k}": v for k, v in attributes.items()},
-    ):
-        yield
+    With a sampler that keeps some traces only, the span serves the kept ones: its parent is the
+    first sampled span among ``parent`` and ``links_from``, and it links the other sampled ones
+    (a trace that was not kept has no use for a link); with none sampled, the sampler drops it
+    as it dropped them."""
+    on = _on
+    if on is None:
+        return _OFF
+    links: list[Link] = []
+    if links_from:
+        sampled: list[tuple[Context, SpanContext]] = []
+        for ctx in (parent, *links_from):
+            if ctx is not None:
+                linked = on.span_in(ctx).get_span_context()
+                if linked.trace_flags.sampled:
+                    sampled.append((ctx, linked))
+        if sampled:
+            parent = sampled[0][0]
+            links = [on.link(linked) for _, linked in sampled[1:]]
+    return _Current(
+        on.tracer.start_span(
+            name,
+            context=parent,
+            links=links,
+            attributes={f"condpay.{k}": v for k, v in attributes.items()} if attributes else None,
+        )
+    )
 
 
 def start(name: str) -> Span | None:
-    """A span started now and ended by :func:`end` (one that does not fit a ``with``)."""
-    return None if _tracer is None else _tracer.start_span(name)
+    """A span started now, a child of the current one, ended by :func:`end` (one that does not
+    fit a ``with``)."""
+    return None if _on is None else _on.tracer.start_span(name)
 
 
 def end(started: Span | None) -> None:

@@ -1,7 +1,8 @@
 """OpenTelemetry tracing (issue 12), through the real gRPC server with an in-memory exporter: the
 span tree of a transfer (RPC > ledger.batch > db.transaction > db.commit) and of a PvP at market
 (the bridge calls under the RPC), the request id and the caller as attributes, a refusal's code and
-reason, and the caller's traceparent continued."""
+reason, the caller's traceparent continued, and with a sampler that keeps some calls only, a kept
+call's batch in its trace."""
 
 from __future__ import annotations
 
@@ -12,14 +13,15 @@ from collections.abc import AsyncIterator, Iterator
 import grpc
 import pytest
 from condpay.client import AtMarket
-from condpay.v1 import central_bank_pb2, central_bank_pb2_grpc
+from condpay.v1 import central_bank_pb2, central_bank_pb2_grpc, wallet_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
 from settlement import tracing
 from tests.settlement.audit import open_trade
-from tests.settlement.world import TradeWorld
+from tests.settlement.world import BANK, TradeWorld, key
 
 TRANSFER = "/condpay.v1.WalletService/Transfer"
 SETTLE_PVP = "/condpay.v1.SettlementService/SettlePvP"
@@ -43,6 +45,19 @@ def exporter() -> Iterator[InMemorySpanExporter]:
 async def traced(exporter: InMemorySpanExporter, database_url: str) -> AsyncIterator[TradeWorld]:
     async with open_trade(database_url) as world:
         yield world
+
+
+@pytest.fixture
+def sampled_exporter() -> Iterator[InMemorySpanExporter]:
+    """A sampler that keeps only the traces a caller sent as sampled (traceparent flag 01)."""
+    spans = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(root=ALWAYS_OFF))
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracing.install(provider)
+    try:
+        yield spans
+    finally:
+        tracing.install(None)
 
 
 async def _finished(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
@@ -129,6 +144,42 @@ async def test_a_refusal_carries_its_code_and_reason_and_the_callers_trace(
     assert format(rpc.context.trace_id, "032x") == TRACE_ID
     assert rpc.parent is not None
     assert format(rpc.parent.span_id, "016x") == PARENT_SPAN
+
+
+async def test_a_sampled_call_shows_its_batch_whatever_its_place_in_it(
+    sampled_exporter: InMemorySpanExporter, database_url: str
+) -> None:
+    """Eight transfers at once, group-committed together as far as the engine can; only the
+    last sent is sampled. Its trace has its batch and commit (the batch is the child of the
+    first sampled call in it, not of the first call), and nothing of the others is recorded."""
+    async with open_trade(database_url) as world:
+        bank = world.client(f"institution/{BANK}")
+        stub = wallet_pb2_grpc.WalletServiceStub(bank.channel)
+        caller = ("condpay-caller", f"institution/{BANK}")
+        requests = [
+            bank.transfer_request(
+                key(BANK), f"w_reserve.{BANK}", world.wallets["buyer"], "HKD", 1_00 + i
+            )
+            for i in range(8)
+        ]
+        sampled_exporter.clear()
+        await asyncio.gather(
+            *(stub.Transfer(request, metadata=(caller,)) for request in requests[:-1]),
+            stub.Transfer(
+                requests[-1], metadata=(caller, ("traceparent", f"00-{TRACE_ID}-{PARENT_SPAN}-01"))
+            ),
+        )
+        spans = await _finished(sampled_exporter, "db.commit")
+    rpc = _one(spans, TRANSFER)
+    assert rpc.attributes is not None
+    assert rpc.attributes["condpay.request_id"] == requests[-1].request_id
+    assert {format(s.context.trace_id, "032x") for s in spans} == {TRACE_ID}
+    (batch,) = [s for s in _children(spans, rpc) if s.name == "ledger.batch"]
+    assert batch.attributes is not None
+    assert 1 <= int(str(batch.attributes["condpay.batch_commands"])) <= len(requests)
+    assert batch.links == ()  # the other calls were not sampled: nothing to link to
+    (transaction,) = _children(spans, batch)
+    assert [s.name for s in _children(spans, transaction)] == ["db.commit"]
 
 
 def test_tracing_is_off_by_default_and_an_unknown_exporter_is_refused() -> None:

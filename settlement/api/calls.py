@@ -101,7 +101,9 @@ class CallWrapper:
         log_calls, resolve, quotas = self._log_calls, self._identity.resolve, self._quotas
         metrics = self._metrics
 
-        async def call(raw: bytes, context: grpc.aio.ServicerContext) -> Message:
+        async def call(
+            raw: bytes, context: grpc.aio.ServicerContext, span: tracing.RpcSpan | None = None
+        ) -> Message:
             state = _Call(method, spec)
             try:
                 request = state.admit(raw, context, deserialize, resolve)
@@ -117,18 +119,17 @@ class CallWrapper:
                     state.log()
                 if metrics is not None:
                     state.count(metrics)
-                if traced:
-                    state.trace()
+                if span is not None:
+                    state.trace(span)
             await context.abort_with_status(grpc_status(state.status, replayed=state.replayed))
             raise AssertionError("abort_with_status returns only by raising")
 
-        traced = tracing.enabled()  # decided when the server starts
-        if not traced:
+        if not tracing.enabled():  # decided when the server starts
             return call
 
         async def traced_call(raw: bytes, context: grpc.aio.ServicerContext) -> Message:
-            with tracing.rpc_span(method, context.invocation_metadata()):
-                return await call(raw, context)
+            with tracing.rpc_span(method, context.invocation_metadata()) as span:
+                return await call(raw, context, span)
 
         return traced_call
 
@@ -215,14 +216,15 @@ class _Call:
         set_current_caller(caller)
         return request
 
-    def trace(self) -> None:
+    def trace(self, span: tracing.RpcSpan) -> None:
         status = self.status
-        tracing.annotate(
-            request_id=self.request_id or None,
+        span.finish(
+            code_name(status),
+            reason_of(status) if status is not None else "",
+            request_id=self.request_id,
             caller=str(self.caller) if self.caller else None,
-            replayed=self.replayed or None,
+            replayed=self.replayed,
         )
-        tracing.finish_rpc(code_name(status), reason_of(status) if status is not None else "")
 
     def enter(self, quotas: CallQuotas, *, stream: bool) -> None:
         assert self.caller is not None

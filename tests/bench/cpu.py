@@ -84,7 +84,7 @@ class CpuWatch:
     """Groups of processes to account for: fixed pids, and families (a root and its children)."""
 
     pids: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
-    families: Mapping[str, int] = field(default_factory=dict)
+    families: Mapping[str, int | tuple[int, ...]] = field(default_factory=dict)  # root(s)
 
     def with_pid(self, group: str, pid: int) -> CpuWatch:
         return CpuWatch({**self.pids, group: (pid,)}, self.families)
@@ -94,7 +94,8 @@ class CpuWatch:
             if pid in pids:
                 return group
         for group, root in self.families.items():
-            if root in (pid, process.parent):
+            roots = root if isinstance(root, tuple) else (root,)
+            if pid in roots or process.parent in roots:
                 return group
         return OTHERS
 

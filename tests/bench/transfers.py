@@ -101,12 +101,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -117,7 +118,7 @@ from rich.console import Console
 from settlement.config import Settings
 from sim_central_bank.server_process import free_port
 from tests.bench import echo_server
-from tests.bench.condpay_server import PER_CALL_LOGGING, condpay_server
+from tests.bench.condpay_server import PER_CALL_LOGGING, RunningCondpay, condpay_server
 from tests.bench.cpu import CpuWatch, pid_with_arguments
 from tests.bench.databases import fresh_database, server_version
 from tests.bench.ledger_setup import BenchLedger, build_ledger
@@ -151,6 +152,56 @@ RequestFactory = Callable[[int, int], Sequence[bytes]]  # (count, attempt) -> re
 
 
 @dataclass(frozen=True, slots=True)
+class Observed:
+    """A way to run the server observed: metrics on or off, tracing off or with a sampler."""
+
+    name: str
+    what: str
+    metrics: bool
+    tracing: bool
+    # The standard sampler variables given to the server; {} leaves condpay's default.
+    sampler: dict[str, str] = field(default_factory=dict)
+
+    def env(self, metrics_addr: str, otlp_endpoint: str) -> dict[str, str]:
+        env = {"CONDPAY_METRICS_ADDR": metrics_addr} if self.metrics else {}
+        if self.tracing:
+            env |= {
+                "CONDPAY_OTEL": "1",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
+                "OTEL_EXPORTER_OTLP_INSECURE": "true",
+                **self.sampler,
+            }
+        return env
+
+
+EVERY_CALL = {"OTEL_TRACES_SAMPLER": "parentbased_always_on"}  # the SDK's default
+# What docs/operations.md recommends in production: keep a tenth of the traces that start here
+# (and whatever a caller's traceparent says for the others).
+PRODUCTION_SAMPLER = {
+    "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+    "OTEL_TRACES_SAMPLER_ARG": "0.1",
+}
+PRODUCTION, ALWAYS = "production", "always"
+#: The observed configurations the bench knows (``--observed``); PRODUCTION is the one
+#: docs/operations.md recommends, ALWAYS the issue's literal reading (every call traced).
+OBSERVED = {
+    o.name: o
+    for o in (
+        Observed(
+            PRODUCTION,
+            "metrics, and tracing with the production sampler (1 trace in 10)",
+            True,
+            True,
+            PRODUCTION_SAMPLER,
+        ),
+        Observed(ALWAYS, "metrics, and every call traced", True, True, EVERY_CALL),
+        Observed("metrics", "metrics only", metrics=True, tracing=False),
+        Observed("tracing", "every call traced, no metrics", False, True, EVERY_CALL),
+    )
+}
+
+
+@dataclass(frozen=True, slots=True)
 class BenchConfig:
     seconds: float = 5.0
     warmup_seconds: float = 1.0
@@ -158,9 +209,9 @@ class BenchConfig:
     payers: int = 200
     backends: tuple[str, ...] = ("echo", "sqlite", "postgres")
     extra_workers: tuple[int, ...] = (1,)
-    # PostgreSQL again with metrics and tracing on (spans exported to an OTLP sink, /metrics
-    # scraped after each cell), for the overhead ratio.
-    observed: bool = True
+    # PostgreSQL again with metrics and/or tracing on (spans exported to an OTLP sink, /metrics
+    # scraped after each cell), for the overhead ratios: names in OBSERVED.
+    observed: tuple[str, ...] = (PRODUCTION, ALWAYS)
     output: Path = BENCH_DIR / "transfers.json"
 
 
@@ -227,7 +278,8 @@ class Bench:
         errors = ", ".join(f"{k} {v}" for k, v in cell.errors.items()) or "no errors"
         cores = " ".join(f"{k} {v:.2f}" for k, v in cell.cpu_cores.items())
         console.print(
-            f"  {cell.backend:8} w={cell.workers or '-'} {cell.shape:11} c={cell.concurrency:<3} "
+            f"  {cell.backend:8} w={cell.workers or '-'} {cell.observed or '':10} "
+            f"{cell.shape:11} c={cell.concurrency:<3} "
             f"{cell.per_second:>7,.0f}/s p50 {cell.latency_ms['p50']:6.2f} ms "
             f"p99 {cell.latency_ms['p99']:6.2f} ms, {errors}; cores: {cores}",
             soft_wrap=True,
@@ -269,7 +321,24 @@ async def _transfer_cell(
     bench.add(Cell.build(key, attempts, quiet_wait_seconds=waited, supply_consistent=consistent))
 
 
-async def run_condpay(
+@dataclass(slots=True)
+class Served:
+    """A condpay server under test, its ledger and what its OK transfers have moved."""
+
+    label: str
+    backend: str
+    workers: int
+    default_settings: bool
+    observed: str  # "" or a name in OBSERVED
+    server: RunningCondpay
+    ledger: BenchLedger
+    families: dict[str, int]  # the server's database, for CPU accounting
+    metrics_addr: str | None
+    moved: Moved = field(default_factory=Moved)
+
+
+@contextlib.asynccontextmanager
+async def condpay_under_test(
     bench: Bench,
     *,
     backend: str,
@@ -277,31 +346,31 @@ async def run_condpay(
     workers: int,
     default_settings: bool,
     postgres_pid: int | None = None,
-    observed: dict[str, str] | None = None,
-) -> None:
-    label = f"{backend} (workers {workers}{', metrics and tracing' if observed else ''})"
-    console.print(f"[bold]condpay on {label}[/]")
-    env = {"CONDPAY_WORKERS": str(workers), **(observed or {})}
-    log_path = BENCH_DIR / "logs" / f"condpay-{backend}-w{workers}{'-o' if observed else ''}.log"
+    observed: str = "",
+    observed_env: dict[str, str] | None = None,
+) -> AsyncIterator[Served]:
+    """A server started, its ledger built; on the way out its balances checked, and that it
+    stopped cleanly."""
+    label = f"{backend} (workers {workers}{f', {OBSERVED[observed].what}' if observed else ''})"
+    env = {"CONDPAY_WORKERS": str(workers), **(observed_env or {})}
+    suffix = f"-{observed}" if observed else ""
+    log_path = BENCH_DIR / "logs" / f"condpay-{backend}-w{workers}{suffix}.log"
     async with condpay_server(database_url, log_path=log_path, env=env) as server:
         ledger = await build_ledger(server.address, payers=bench.config.payers)
         families = {"postgres": postgres_pid} if postgres_pid is not None else {}
-        # A family: with --workers the server is a parent and its worker processes.
-        watch = CpuWatch(families={**families, "server": server.pid})
-        target = Target(server.address, TRANSFER_METHOD, watch)
-        moved = Moved()
-        for shape in (Shape.UNCONTENDED, Shape.HOT):
-            for concurrency in bench.config.concurrencies:
-                key = CellKey(
-                    backend, shape.value, concurrency, workers, default_settings, bool(observed)
-                )
-                await _transfer_cell(bench, target, ledger, key, moved)
-                if observed:
-                    bench.report.check(
-                        f"{label}: /metrics counts the cell's transfers",
-                        _scraped_transfers(observed["CONDPAY_METRICS_ADDR"]) > 0,
-                    )
-        failures = await balance_failures(server.address, ledger, moved)
+        served = Served(
+            label,
+            backend,
+            workers,
+            default_settings,
+            observed,
+            server,
+            ledger,
+            families,
+            env.get("CONDPAY_METRICS_ADDR"),
+        )
+        yield served
+        failures = await balance_failures(server.address, ledger, served.moved)
         bench.report.check(
             f"{label}: balances match the OK transfers", not failures, "; ".join(failures)
         )
@@ -310,6 +379,55 @@ async def run_condpay(
         server.exit_status == 0,
         f"exit status {server.exit_status}; log {server.log_path}",
     )
+
+
+async def measure_transfers(
+    bench: Bench, served: Served, shape: Shape, concurrency: int, idle: Sequence[Served] = ()
+) -> None:
+    """One transfer cell on ``served``; other servers of the run, idle meanwhile, are accounted
+    as ``idle_servers`` (not as others disturbing the cell)."""
+    # A family: with --workers the server is a parent and its worker processes.
+    families: dict[str, int | tuple[int, ...]] = {**served.families, "server": served.server.pid}
+    if idle:
+        families["idle_servers"] = tuple(s.server.pid for s in idle)
+    target = Target(served.server.address, TRANSFER_METHOD, CpuWatch(families=families))
+    key = CellKey(
+        served.backend,
+        shape.value,
+        concurrency,
+        served.workers,
+        served.default_settings,
+        served.observed,
+    )
+    await _transfer_cell(bench, target, served.ledger, key, served.moved)
+    if served.metrics_addr:
+        bench.report.check(
+            f"{served.label}: /metrics counts the cell's transfers",
+            _scraped_transfers(served.metrics_addr) > 0,
+        )
+
+
+async def run_condpay(
+    bench: Bench,
+    *,
+    backend: str,
+    database_url: str,
+    workers: int,
+    default_settings: bool,
+    postgres_pid: int | None = None,
+) -> None:
+    console.print(f"[bold]condpay on {backend} (workers {workers})[/]")
+    async with condpay_under_test(
+        bench,
+        backend=backend,
+        database_url=database_url,
+        workers=workers,
+        default_settings=default_settings,
+        postgres_pid=postgres_pid,
+    ) as served:
+        for shape in (Shape.UNCONTENDED, Shape.HOT):
+            for concurrency in bench.config.concurrencies:
+                await measure_transfers(bench, served, shape, concurrency)
 
 
 async def run_sqlite(bench: Bench) -> None:
@@ -333,7 +451,8 @@ async def run_postgres(bench: Bench) -> None:
         bench.report.machine["postgres"] = await server_version(server.admin_url)
         bench.report.machine["postgres_source"] = server.source
         postmaster = _postmaster_pid(server)
-        for workers in (DEFAULT_WORKERS, *bench.config.extra_workers):
+        await run_postgres_default_and_observed(bench, server, postmaster)
+        for workers in bench.config.extra_workers:
             name = f"condpay_bench_{os.getpid()}_w{workers}"
             async with fresh_database(server, name) as url:
                 await run_condpay(
@@ -341,34 +460,62 @@ async def run_postgres(bench: Bench) -> None:
                     backend="postgres",
                     database_url=url,
                     workers=workers,
-                    default_settings=workers == DEFAULT_WORKERS,
+                    default_settings=False,
                     postgres_pid=postmaster,
                 )
-        if bench.config.observed:
-            async with (
-                otlp_sink() as (endpoint, sink),
-                fresh_database(server, f"condpay_bench_{os.getpid()}_observed") as url,
-            ):
-                await run_condpay(
+
+
+async def run_postgres_default_and_observed(
+    bench: Bench, server: PostgresServer, postmaster: int | None
+) -> None:
+    """The default settings and each observed configuration, each its own server and database,
+    all started first and then measured in turn, cell by cell (the same shape and concurrency on
+    each before the next; the order rotates from cell to cell), so that their ratios compare
+    windows minutes apart at most, whatever else the machine did during the run."""
+    observed = [OBSERVED[name] for name in bench.config.observed]
+    what = ", ".join(["default settings", *(o.what for o in observed)])
+    console.print(f"[bold]condpay on postgres (workers {DEFAULT_WORKERS}): {what}, interleaved[/]")
+    async with contextlib.AsyncExitStack() as stack:
+        servers: list[Served] = []
+        sinks = {}
+        for config in [None, *observed]:
+            suffix = config.name if config else "default"
+            name = f"condpay_bench_{os.getpid()}_{suffix}"
+            url = await stack.enter_async_context(fresh_database(server, name))
+            env = None
+            if config is not None:
+                endpoint = ""
+                if config.tracing:
+                    endpoint, sinks[config.name] = await stack.enter_async_context(otlp_sink())
+                env = config.env(f"127.0.0.1:{free_port()}", endpoint)
+            served = await stack.enter_async_context(
+                condpay_under_test(
                     bench,
                     backend="postgres",
                     database_url=url,
                     workers=DEFAULT_WORKERS,
-                    default_settings=False,
+                    default_settings=config is None,
                     postgres_pid=postmaster,
-                    observed={
-                        "CONDPAY_METRICS_ADDR": f"127.0.0.1:{free_port()}",
-                        "CONDPAY_OTEL": "1",
-                        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
-                        "OTEL_EXPORTER_OTLP_INSECURE": "true",
-                    },
+                    observed=config.name if config else "",
+                    observed_env=env,
                 )
-                bench.report.check(
-                    "postgres (metrics and tracing): spans reached the OTLP sink",
-                    sink.spans > 0,
-                    f"{sink.spans} spans",
-                )
-                bench.report.notes.append(f"observed cells: {sink.spans} spans exported (OTLP)")
+            )
+            servers.append(served)
+        turn = 0
+        for shape in (Shape.UNCONTENDED, Shape.HOT):
+            for concurrency in bench.config.concurrencies:
+                order = servers[turn % len(servers) :] + servers[: turn % len(servers)]
+                turn += 1
+                for served in order:
+                    idle = [s for s in servers if s is not served]
+                    await measure_transfers(bench, served, shape, concurrency, idle)
+    for name, sink in sinks.items():
+        bench.report.check(
+            f"postgres ({OBSERVED[name].what}): spans reached the OTLP sink",
+            sink.spans > 0,
+            f"{sink.spans} spans",
+        )
+        bench.report.notes.append(f"observed cells ({name}): {sink.spans} spans exported (OTLP)")
 
 
 def _scraped_transfers(addr: str) -> float:
@@ -400,9 +547,13 @@ def _method(config: BenchConfig) -> dict[str, object]:
         "echo_request_bytes": len(sample_transfer_request()),
         "postgres_workers_default": DEFAULT_WORKERS,
         "postgres_workers_extra": list(config.extra_workers),
-        "observed": "PostgreSQL, default workers, again with CONDPAY_METRICS_ADDR and "
-        "CONDPAY_OTEL=1 (every span exported over OTLP/gRPC to a sink in the bench process; "
-        "/metrics scraped after each cell)"
+        "observed": {
+            name: {"what": OBSERVED[name].what, "env": sorted(_observed_env_names(name))}
+            for name in config.observed
+        },
+        "observed_method": "PostgreSQL, default workers, one server per observed configuration "
+        "beside the default one, measured in turn cell by cell (spans exported over OTLP/gRPC "
+        "to a sink in the bench process; /metrics scraped after each cell)"
         if config.observed
         else "not measured",
     }
@@ -430,6 +581,11 @@ async def run(config: BenchConfig) -> Report:
     report.notes.append(f"quiet waits: {bench.quiet.spent_seconds:.1f} s in all")
     report.run_seconds = time.monotonic() - started
     return report
+
+
+def _observed_env_names(name: str) -> list[str]:
+    env = OBSERVED[name].env("HOST:PORT", "http://HOST:PORT")
+    return [f"{key}={value}" for key, value in env.items()]
 
 
 def _numbers(text: str) -> tuple[int, ...]:
@@ -460,12 +616,22 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
         help="extra CONDPAY_WORKERS settings to measure on PostgreSQL",
     )
     parser.add_argument(
+        "--observed",
+        default=",".join(defaults.observed),
+        help="observed configurations to measure on PostgreSQL beside the default settings, "
+        "comma-separated, any of: " + "; ".join(f"{o.name} ({o.what})" for o in OBSERVED.values()),
+    )
+    parser.add_argument(
         "--no-observed",
         action="store_true",
-        help="skip the PostgreSQL cells with metrics and tracing on",
+        help="skip the PostgreSQL cells with metrics or tracing on",
     )
     parser.add_argument("--output", type=Path, default=defaults.output)
     args = parser.parse_args(argv)
+    observed = tuple(name.strip() for name in args.observed.split(",") if name.strip())
+    unknown = [name for name in observed if name not in OBSERVED]
+    if unknown:
+        parser.error(f"--observed: unknown {', '.join(unknown)}; known: {', '.join(OBSERVED)}")
     return BenchConfig(
         seconds=args.seconds,
         warmup_seconds=args.warmup,
@@ -473,7 +639,7 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
         payers=args.payers,
         backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()),
         extra_workers=tuple(w for w in _numbers(args.extra_workers) if w != DEFAULT_WORKERS),
-        observed=not args.no_observed,
+        observed=() if args.no_observed else observed,
         output=args.output,
     )
 
