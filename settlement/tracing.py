@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
+    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Tracer
 
@@ -71,7 +72,7 @@ def configure(on: bool, env: Mapping[str, str] | None = None) -> bool:
 
     name = env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() or "otlp"
     resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", "condpay")})
-    provider = TracerProvider(resource=resource)
+    provider = TracerProvider(resource=_hashed_once(resource))
     if name == "otlp":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
@@ -82,6 +83,24 @@ def configure(on: bool, env: Mapping[str, str] | None = None) -> bool:
         raise ValueError(f"OTEL_TRACES_EXPORTER={name!r}: condpay knows otlp, console and none")
     install(provider)
     return True
+
+
+def _hashed_once(resource: Resource) -> Resource:
+    """The resource, hashed once: the OTLP encoder groups every exported span by its resource,
+    and the SDK's Resource hashes itself by dumping its attributes to JSON each time (a few
+    microseconds a span, in the export thread that shares the GIL with the event loop). Its
+    attributes cannot change, so neither can its hash."""
+    from opentelemetry.sdk.resources import Resource
+
+    class HashedOnce(Resource):
+        def __init__(self, of: Resource) -> None:
+            super().__init__(of.attributes, of.schema_url)
+            self._hash = super().__hash__()
+
+        def __hash__(self) -> int:
+            return self._hash
+
+    return HashedOnce(resource)
 
 
 def install(provider: TracerProvider | None) -> None:
