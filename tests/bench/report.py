@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from statistics import median
 
 from rich.console import Console
 from rich.table import Table
@@ -38,6 +39,7 @@ class CellKey:
     default_settings: bool = True  # False: an extra CONDPAY_WORKERS setting, or observed
     # "" or the observed configuration (tests/bench/transfers.py OBSERVED): metrics, tracing...
     observed: str = ""
+    repeat: int = 0  # the how-manieth measurement of this cell in the run (--repeats)
 
 
 def _phase_dict(phase: PhaseResult) -> dict[str, object]:
@@ -63,6 +65,7 @@ class Cell:
     workers: int | None
     default_settings: bool
     observed: str  # "" or the observed configuration: metrics and/or tracing on
+    repeat: int  # the how-manieth measurement of this cell in the run (0: the first)
     count: int  # calls answered in the timed window, OK or not
     ok: int
     seconds: float
@@ -98,6 +101,7 @@ class Cell:
             workers=key.workers,
             default_settings=key.default_settings,
             observed=key.observed,
+            repeat=key.repeat,
             count=timed.count,
             ok=timed.ok,
             seconds=timed.seconds,
@@ -166,30 +170,51 @@ def _workers_setting(cells: Sequence[Cell], echo: Cell | None, workers: int) -> 
 def _observed_by_config(
     cells: Sequence[Cell], defaults: Sequence[Cell]
 ) -> dict[str, dict[str, object]]:
-    """Each observed configuration against the default settings on PostgreSQL: the ratio of the
-    best uncontended rates (the target's figure), and the ratio cell by cell (the same shape and
-    concurrency, measured minutes apart at most), with the lowest."""
+    """Each observed configuration against the default settings on PostgreSQL, pairing each
+    observed cell with the default cell of the same shape, concurrency and repeat (measured
+    minutes apart at most); pairs that other processes disturbed are left out while undisturbed
+    ones remain. ``ratio``: the median over repeats of the best uncontended rates' ratio (the
+    target's figure), with each repeat's in ``ratio_repeats``; ``ratio_by_cell``: the median
+    ratio of each shape and concurrency, the lowest in ``ratio_min``."""
     found: dict[str, dict[str, object]] = {}
     for name in sorted({c.observed for c in cells if c.observed}):
-        mine = [c for c in cells if c.observed == name and c.backend == "postgres"]
-        by_cell: dict[str, float] = {}
-        for cell in mine:
+        pairs: list[tuple[Cell, Cell]] = []
+        for cell in cells:
+            if cell.observed != name or cell.backend != "postgres":
+                continue
             default = best(
                 defaults,
                 backend="postgres",
                 shape=cell.shape,
                 concurrency=cell.concurrency,
                 workers=cell.workers,
+                repeat=cell.repeat,
             )
-            ratio = _ratio(cell, default)
-            if ratio is not None:
-                by_cell[f"{cell.shape} c={cell.concurrency}"] = ratio
-        observed = best(mine, shape="uncontended")
+            if default is not None and default.per_second:
+                pairs.append((cell, default))
+        quiet = [(o, d) for o, d in pairs if not (o.disturbed or d.disturbed)]
+        used = quiet or pairs
+        by_cell: dict[str, list[float]] = {}
+        for observed, default in used:
+            ratio = observed.per_second / default.per_second
+            by_cell.setdefault(f"{observed.shape} c={observed.concurrency}", []).append(ratio)
+        repeats: list[float] = []
+        for repeat in sorted({o.repeat for o, _ in used}):
+            mine = [o for o, _ in used if o.repeat == repeat and o.shape == "uncontended"]
+            theirs = [d for o, d in used if o.repeat == repeat and o.shape == "uncontended"]
+            best_ratio = _ratio(best(mine), best(theirs))
+            if best_ratio is not None:
+                repeats.append(best_ratio)
+        medians = {cell: round(median(ratios), 3) for cell, ratios in by_cell.items()}
         found[name] = {
-            "uncontended_per_second": _rate(observed),
-            "ratio": _ratio(observed, best(defaults, backend="postgres", shape="uncontended")),
-            "ratio_by_cell": by_cell,
-            "ratio_min": min(by_cell.values(), default=None),
+            "ratio": round(median(repeats), 3) if repeats else None,
+            "ratio_repeats": repeats,
+            "ratio_by_cell": medians,
+            "ratio_by_cell_repeats": {c: [round(r, 3) for r in rs] for c, rs in by_cell.items()},
+            "ratio_min": min(medians.values(), default=None),
+            "pairs": len(pairs),
+            "pairs_undisturbed": len(quiet),  # when 0, every pair counts, disturbed or not
+            "uncontended_per_second": _rate(best([o for o, _ in used], shape="uncontended")),
         }
     return found
 

@@ -212,6 +212,8 @@ class BenchConfig:
     # PostgreSQL again with metrics and/or tracing on (spans exported to an OTLP sink, /metrics
     # scraped after each cell), for the overhead ratios: names in OBSERVED.
     observed: tuple[str, ...] = (PRODUCTION, ALWAYS)
+    # Each observed and default cell measured this many times, in turn (their ratios' spread).
+    repeats: int = 2
     output: Path = BENCH_DIR / "transfers.json"
 
 
@@ -304,7 +306,9 @@ async def _transfer_cell(
     bench: Bench, target: Target, ledger: BenchLedger, key: CellKey, moved: Moved
 ) -> None:
     shape = Shape(key.shape)
-    tag = f"{key.backend}-w{key.workers}-{shape.value}-c{key.concurrency}"
+    tag = (
+        f"{key.backend}-w{key.workers}{key.observed}-{shape.value}-c{key.concurrency}-r{key.repeat}"
+    )
 
     def make_requests(count: int, attempt: int) -> list[bytes]:
         return transfer_requests(ledger, shape, count, f"{tag}-a{attempt}")
@@ -382,7 +386,12 @@ async def condpay_under_test(
 
 
 async def measure_transfers(
-    bench: Bench, served: Served, shape: Shape, concurrency: int, idle: Sequence[Served] = ()
+    bench: Bench,
+    served: Served,
+    shape: Shape,
+    concurrency: int,
+    idle: Sequence[Served] = (),
+    repeat: int = 0,
 ) -> None:
     """One transfer cell on ``served``; other servers of the run, idle meanwhile, are accounted
     as ``idle_servers`` (not as others disturbing the cell)."""
@@ -398,6 +407,7 @@ async def measure_transfers(
         served.workers,
         served.default_settings,
         served.observed,
+        repeat,
     )
     await _transfer_cell(bench, target, served.ledger, key, served.moved)
     if served.metrics_addr:
@@ -502,13 +512,14 @@ async def run_postgres_default_and_observed(
             )
             servers.append(served)
         turn = 0
-        for shape in (Shape.UNCONTENDED, Shape.HOT):
-            for concurrency in bench.config.concurrencies:
-                order = servers[turn % len(servers) :] + servers[: turn % len(servers)]
-                turn += 1
-                for served in order:
-                    idle = [s for s in servers if s is not served]
-                    await measure_transfers(bench, served, shape, concurrency, idle)
+        for repeat in range(bench.config.repeats if observed else 1):
+            for shape in (Shape.UNCONTENDED, Shape.HOT):
+                for concurrency in bench.config.concurrencies:
+                    order = servers[turn % len(servers) :] + servers[: turn % len(servers)]
+                    turn += 1
+                    for served in order:
+                        idle = [s for s in servers if s is not served]
+                        await measure_transfers(bench, served, shape, concurrency, idle, repeat)
     for name, sink in sinks.items():
         bench.report.check(
             f"postgres ({OBSERVED[name].what}): spans reached the OTLP sink",
@@ -626,6 +637,12 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
         action="store_true",
         help="skip the PostgreSQL cells with metrics or tracing on",
     )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=defaults.repeats,
+        help="measure the default and observed PostgreSQL cells this many times each, in turn",
+    )
     parser.add_argument("--output", type=Path, default=defaults.output)
     args = parser.parse_args(argv)
     observed = tuple(name.strip() for name in args.observed.split(",") if name.strip())
@@ -640,6 +657,7 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
         backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()),
         extra_workers=tuple(w for w in _numbers(args.extra_workers) if w != DEFAULT_WORKERS),
         observed=() if args.no_observed else observed,
+        repeats=max(1, args.repeats),
         output=args.output,
     )
 
