@@ -167,6 +167,10 @@ def _workers_setting(cells: Sequence[Cell], echo: Cell | None, workers: int) -> 
     }
 
 
+def _server_ms(cell: Cell) -> float:
+    return 1000 * cell.cpu_cores.get("server", 0.0) / cell.per_second if cell.per_second else 0.0
+
+
 def _observed_by_config(
     cells: Sequence[Cell], defaults: Sequence[Cell]
 ) -> dict[str, dict[str, object]]:
@@ -206,6 +210,15 @@ def _observed_by_config(
             if best_ratio is not None:
                 repeats.append(best_ratio)
         medians = {cell: round(median(ratios), 3) for cell, ratios in by_cell.items()}
+        # Server CPU per transfer (ms), observed against default: less moved by other processes
+        # than the rates are, and what the instrumentation adds to each call.
+        cpu: dict[str, tuple[list[float], list[float]]] = {}
+        for observed, default in used:
+            mine_ms, theirs_ms = cpu.setdefault(
+                f"{observed.shape} c={observed.concurrency}", ([], [])
+            )
+            mine_ms.append(_server_ms(observed))
+            theirs_ms.append(_server_ms(default))
         found[name] = {
             "ratio": round(median(repeats), 3) if repeats else None,
             "ratio_repeats": repeats,
@@ -215,6 +228,10 @@ def _observed_by_config(
             "pairs": len(pairs),
             "pairs_undisturbed": len(quiet),  # when 0, every pair counts, disturbed or not
             "uncontended_per_second": _rate(best([o for o, _ in used], shape="uncontended")),
+            "server_cpu_ms_per_transfer_by_cell": {
+                cell: {"observed": round(median(m), 3), "default": round(median(t), 3)}
+                for cell, (m, t) in cpu.items()
+            },
         }
     return found
 

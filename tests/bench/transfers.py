@@ -61,7 +61,9 @@ JSON (``var/bench/transfers.json``, schema ``condpay.bench.transfers/1``)
         "shape": "echo" | "uncontended" | "hot",
         "concurrency": 16,              # calls in flight: 1, 16, 64, 256 by default
         "workers": 2,                   # CONDPAY_WORKERS (PostgreSQL); 1 for SQLite; null for echo
-        "default_settings": true,       # false for the extra CONDPAY_WORKERS cells
+        "default_settings": true,       # false for the extra CONDPAY_WORKERS and observed cells
+        "observed": "",                 # or production | always | metrics | tracing (OBSERVED)
+        "repeat": 0,                    # the how-manieth measurement of this cell (--repeats)
         "count": 25000,                 # calls answered in the timed window, OK or not
         "ok": 25000,
         "seconds": 5.01,
@@ -80,6 +82,12 @@ JSON (``var/bench/transfers.json``, schema ``condpay.bench.transfers/1``)
       "checks": [{"name", "ok", "detail"}],
       "notes": ["..."],
       "summary": {
+        "observed_config": "production", "observed_to_default_ratio", "observed_ratio_target": 0.9,
+        "observed_ratio_target_met", "observed_every_call_to_default_ratio",
+        "observed_by_config": {"production": {"ratio", "ratio_repeats", "ratio_by_cell",
+                               "ratio_by_cell_repeats", "ratio_min", "pairs",
+                               "pairs_undisturbed", "uncontended_per_second",
+                               "server_cpu_ms_per_transfer_by_cell"}, "always": ...},
         "postgres_workers": 2,
         "postgres_best_uncontended_per_second", "postgres_best_uncontended_concurrency",
         "echo_best_per_second", "echo_best_concurrency",
@@ -95,6 +103,13 @@ JSON (``var/bench/transfers.json``, schema ``condpay.bench.transfers/1``)
 
 The targets (issue 2) are judged on the default settings only; other writer settings are reported
 in ``postgres_by_workers``.
+
+Observed cells (issue 12: metrics and tracing on keep >= 0.9 of the throughput without): each
+configuration in ``--observed`` is a server of its own beside the default one, all started first
+and measured in turn cell by cell (the order rotating), ``--repeats`` times, so that a ratio
+compares windows minutes apart; spans go over OTLP/gRPC to a sink in the bench process. The
+target is judged on ``production`` (docs/operations.md's sampler); ``always`` (every call traced)
+is reported beside it.
 """
 
 from __future__ import annotations
