@@ -159,6 +159,11 @@ class RpcSpan(_Current):
 
     __slots__ = ()
 
+    @property
+    def recording(self) -> bool:
+        """Whether the span is kept (the sampler did not drop it)."""
+        return self._span is not None and self._span.is_recording()
+
     def finish(
         self,
         code: str,

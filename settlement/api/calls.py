@@ -119,7 +119,7 @@ class CallWrapper:
                     state.log()
                 if metrics is not None:
                     state.count(metrics)
-                if span is not None:
+                if span is not None and span.recording:
                     state.trace(span)
             await context.abort_with_status(grpc_status(state.status, replayed=state.replayed))
             raise AssertionError("abort_with_status returns only by raising")
