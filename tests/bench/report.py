@@ -176,10 +176,11 @@ def _observed_by_config(
 ) -> dict[str, dict[str, object]]:
     """Each observed configuration against the default settings on PostgreSQL, pairing each
     observed cell with the default cell of the same shape, concurrency and repeat (measured
-    minutes apart at most); pairs that other processes disturbed are left out while undisturbed
-    ones remain. ``ratio``: the median over repeats of the best uncontended rates' ratio (the
-    target's figure), with each repeat's in ``ratio_repeats``; ``ratio_by_cell``: the median
-    ratio of each shape and concurrency, the lowest in ``ratio_min``."""
+    minutes apart at most); of a shape and concurrency, pairs that other processes disturbed are
+    left out when undisturbed ones remain. ``ratio``: the median over repeats of the best
+    uncontended rates' ratio (the target's figure), with each repeat's in ``ratio_repeats``;
+    ``ratio_by_cell``: the median ratio of each shape and concurrency, the lowest in
+    ``ratio_min``."""
     found: dict[str, dict[str, object]] = {}
     for name in sorted({c.observed for c in cells if c.observed}):
         pairs: list[tuple[Cell, Cell]] = []
@@ -197,7 +198,12 @@ def _observed_by_config(
             if default is not None and default.per_second:
                 pairs.append((cell, default))
         quiet = [(o, d) for o, d in pairs if not (o.disturbed or d.disturbed)]
-        used = quiet or pairs
+        used: list[tuple[Cell, Cell]] = []  # by shape and concurrency: the undisturbed, or all
+        for shape, concurrency in sorted({(o.shape, o.concurrency) for o, _ in pairs}):
+            cell_pairs = [
+                (o, d) for o, d in pairs if (o.shape, o.concurrency) == (shape, concurrency)
+            ]
+            used += [p for p in cell_pairs if p in quiet] or cell_pairs
         by_cell: dict[str, list[float]] = {}
         for observed, default in used:
             ratio = observed.per_second / default.per_second
