@@ -61,16 +61,17 @@ class BridgeProcess:
     def core_env(self) -> dict[str, str]:
         """What the core needs to reach this bridge: its address, the link (mutual TLS with the
         gateway's certificate, or the development mode's metadata identity) and the validator
-        set to pin."""
+        set to pin. Paths are absolute: the core runs in its log's directory
+        (server_process.ServerProcess), where a relative one names nothing."""
         link = (
             {"CONDPAY_BRIDGE_INSECURE": "1"}
             if self.tls_dir is None
-            else {"CONDPAY_BRIDGE_CERTS_DIR": str(self.tls_dir)}
+            else {"CONDPAY_BRIDGE_CERTS_DIR": str(self.tls_dir.absolute())}
         )
         return {
             "CONDPAY_BRIDGE": f"grpc://{self.address}",
             **link,
-            "CONDPAY_BRIDGE_VALIDATORS": str(self.validators_path),
+            "CONDPAY_BRIDGE_VALIDATORS": str(self.validators_path.absolute()),
         }
 
     def client(self, identity: Identity, *, deadline_ms: int = 10_000) -> BridgeClient:
