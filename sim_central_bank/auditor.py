@@ -41,6 +41,21 @@ Each invariant has a stable name and fails with a detail naming the first offend
   assigned; the refund legs paid to each financier add up to its financings' refunded, the legs
   paid to an assignee to its collected; the journal's FUND and ADVANCE entries are exactly the
   recorded principals and advances (by request id, financier, payer or payee, amount).
+- ``loans_repaid_disposed_or_covered``: every inventory loan (ListLoans) is REPAID (nothing
+  owed, nothing pledged), DISPOSED (nothing pledged; a RETAIN loan recovered nothing here, a
+  sale's surplus only once the financier got all that was owed), or live and covered: OPEN with
+  no stock SPOILED or MISSING and owed × 10,000 ≤ lending value × margin_call_bps, before its
+  maturity; MARGIN_CALL before its cure deadline. At the final check no loan is DEFAULTED with
+  its collateral unsold; during the run a deadline may be past by the grace.
+- ``no_receipt_pledged_twice``: no receipt is in two loans' collateral; each receipt a live loan
+  holds is, as its borrower's titles list it (ListTitles), active, held by the borrower, pledged
+  to that loan, with the units the loan records; and every title those lists show pledged to a
+  loan is in that loan's collateral.
+- ``loan_claims_match_journal``: per loan, exactly one LOAN entry moving the principal from the
+  financier to the borrower; its LOAN_REPAYMENT entries paying the financier what the loan
+  records repaid; the DVP entries of its sales paying the financier what it records recovered
+  and the borrower its surplus; and no LOAN or LOAN_REPAYMENT entry for a loan that does not
+  exist. Compared when nothing committed during the read, and at the final check.
 - ``journal_hash_chain_intact``: the whole journal verifies with
   :func:`condpay.journal.verify_entries` (gap-free seqs from 1, each hash chained) and reaches
   GetSupply's head.
@@ -74,7 +89,9 @@ from condpay import journal
 from condpay.client import SettlementsClient
 from condpay.errors import NotFound
 from condpay.v1 import (
+    asset_pb2,
     central_bank_pb2,
+    finance_pb2,
     ledger_pb2,
     payment_pb2,
     settlement_pb2,
@@ -94,6 +111,8 @@ T = TypeVar("T")
 JOURNAL_PAGE: Final = 1000  # ListJournal's maximum
 SETTLEMENTS_PAGE: Final = 500  # ListSettlements' maximum
 PAYMENTS_PAGE: Final = 500  # ListPayments' maximum (BASIC: a few hundred bytes a payment)
+LOANS_PAGE: Final = 500
+TITLES_PAGE: Final = 500
 # Single reads (the final check's GetWallet of every wallet the journal names, the FULL payments
 # the forged-and-replayed check reads) this many at a time.
 READS_IN_FLIGHT: Final = 32
@@ -108,6 +127,9 @@ PAYMENTS_DONE: Final = "payments_terminal_or_pending_with_reason"
 NO_LEG_TWICE: Final = "no_leg_paid_twice"
 REFUSED: Final = "forged_and_replayed_refused"
 FINANCIERS: Final = "financier_claims_consistent"
+LOANS: Final = "loans_repaid_disposed_or_covered"
+RECEIPTS: Final = "no_receipt_pledged_twice"
+LOAN_JOURNAL: Final = "loan_claims_match_journal"
 CHAIN: Final = "journal_hash_chain_intact"
 #: Every invariant's name, in the order :meth:`Auditor.check` reports them.
 INVARIANTS: Final = (
@@ -119,6 +141,9 @@ INVARIANTS: Final = (
     NO_LEG_TWICE,
     REFUSED,
     FINANCIERS,
+    LOANS,
+    RECEIPTS,
+    LOAN_JOURNAL,
     CHAIN,
 )
 
@@ -143,6 +168,15 @@ _HOLDS: Final = {
 _LEG_ENTRIES: Final = frozenset({ledger_pb2.ENTRY_KIND_RELEASE, ledger_pb2.ENTRY_KIND_REFUND})
 _SETTLEMENT_ENTRIES: Final = frozenset({ledger_pb2.ENTRY_KIND_PVP, ledger_pb2.ENTRY_KIND_DVP})
 _REFUND_LEG: Final = "refund"
+_LIVE_LOANS: Final = frozenset(
+    {
+        finance_pb2.LOAN_STATE_OPEN,
+        finance_pb2.LOAN_STATE_MARGIN_CALL,
+        finance_pb2.LOAN_STATE_DEFAULTED,
+    }
+)
+_FAILED_STOCK: Final = frozenset({"SPOILED", "MISSING"})
+_BPS: Final = 10_000
 
 
 class BridgeReads(Protocol):
@@ -176,6 +210,12 @@ class _Reads:
     payments: dict[str, payment_pb2.Payment]
     settlements: dict[str, settlement_pb2.Settlement]
     entries: list[ledger_pb2.JournalEntry]
+    #: Every loan (read with the payments, before the journal), and the titles its borrowers
+    #: hold (ListTitles of each borrower wallet).
+    loans: dict[str, finance_pb2.Loan]
+    #: loan id -> the request ids of its sales (SOLD events), for loans a sale paid.
+    sales: dict[str, list[str]]
+    titles: dict[str, asset_pb2.Title]
     bridge: _BridgeReads | None
     #: At the final check: wallet id -> currency -> (available, held), for every wallet the
     #: journal names; None during the run.
@@ -275,6 +315,9 @@ class Auditor:
             _no_leg_paid_twice(reads),
             await self._forged_and_replayed_refused(reads),
             _financier_claims_consistent(reads),
+            _loans_repaid_disposed_or_covered(reads, self._overdue_grace_us),
+            _no_receipt_pledged_twice(reads),
+            _loan_claims_match_journal(reads),
             _journal_hash_chain_intact(reads),
         ]
         return [
@@ -284,8 +327,12 @@ class Auditor:
     # -- reading -----------------------------------------------------------------------------------
     async def _read(self, *, final: bool) -> _Reads:
         supply = await self.core.get_supply()
-        payments, bridge = await asyncio.gather(self._payments(), self._bridge_reads())
-        settlements, entries = await asyncio.gather(self._settlements(), self._journal())
+        payments, loans, bridge = await asyncio.gather(
+            self._payments(), self._loans(), self._bridge_reads()
+        )
+        settlements, entries, titles, sales = await asyncio.gather(
+            self._settlements(), self._journal(), self._titles(loans), self._sales(loans)
+        )
         wallets = await self._wallets(entries) if final else None
         after = await self.core.get_supply()
         return _Reads(
@@ -294,6 +341,9 @@ class Auditor:
             payments={p.payment_id: p for p in payments},
             settlements={s.settlement_id: s for s in settlements},
             entries=entries,
+            loans={loan.loan_id: loan for loan in loans},
+            sales=sales,
+            titles=titles,
             bridge=bridge,
             wallets=wallets,
             now_us=self._now_us(),
@@ -318,6 +368,38 @@ class Auditor:
             ),
             lambda page: page.payments,
         )
+
+    async def _loans(self) -> list[finance_pb2.Loan]:
+        return await every_page(
+            self.core, finance_pb2.ListLoansRequest(page_size=LOANS_PAGE), lambda page: page.loans
+        )
+
+    async def _sales(self, loans: Iterable[finance_pb2.Loan]) -> dict[str, list[str]]:
+        """The request ids of the sales of every loan a sale paid (GetLoan's SOLD events): the
+        settlement that sold a receipt has that request id, and pays the loan's financier."""
+
+        async def read(loan_id: str) -> list[str]:
+            reply = await self.core.api.finance.get_loan(
+                finance_pb2.GetLoanRequest(loan_id=loan_id)
+            )
+            return [e.request_id for e in reply.events if e.kind == "SOLD"]
+
+        sold = sorted(x.loan_id for x in loans if x.recovered_minor or x.surplus_minor)
+        return await gathered(sold, read, in_flight=READS_IN_FLIGHT)
+
+    async def _titles(self, loans: Iterable[finance_pb2.Loan]) -> dict[str, asset_pb2.Title]:
+        """Every title the loans' borrowers hold, READS_IN_FLIGHT wallets at a time."""
+
+        async def read(wallet_id: str) -> list[asset_pb2.Title]:
+            return await every_page(
+                self.core,
+                asset_pb2.ListTitlesRequest(holder_wallet_id=wallet_id, page_size=TITLES_PAGE),
+                lambda page: page.titles,
+            )
+
+        borrowers = sorted({loan.borrower_wallet_id for loan in loans})
+        held = await gathered(borrowers, read, in_flight=READS_IN_FLIGHT)
+        return {t.title_id: t for titles in held.values() for t in titles}
 
     async def _settlements(self) -> list[settlement_pb2.Settlement]:
         return await every_page(
@@ -957,6 +1039,197 @@ def _claims_of(payment: payment_pb2.Payment) -> list[str]:
         if (payee, to) not in collected
     ]
     return problems
+
+
+def _loan_state(loan: finance_pb2.Loan) -> str:
+    return finance_pb2.LoanState.Name(loan.state).removeprefix("LOAN_STATE_")
+
+
+def _loans_repaid_disposed_or_covered(reads: _Reads, overdue_grace_us: int) -> InvariantResult:
+    """Repaid and released, defaulted and disposed of, or live with its collateral above the
+    threshold or inside its cure window (module docstring)."""
+    problems: list[str] = []
+    states: Counter[str] = Counter()
+    grace_us = 0 if reads.final else overdue_grace_us
+    for loan in reads.loans.values():
+        lid, state = loan.loan_id, loan.state
+        states[_loan_state(loan)] += 1
+        if not 0 <= loan.principal_outstanding_minor <= loan.principal_minor:
+            problems.append(f"{lid}: principal outstanding {loan.principal_outstanding_minor}")
+        if min(loan.repaid_minor, loan.recovered_minor, loan.surplus_minor, loan.owed_minor) < 0:
+            problems.append(f"{lid}: a negative amount")
+        if state == finance_pb2.LOAN_STATE_REPAID:
+            outstanding = (
+                loan.owed_minor,
+                loan.principal_outstanding_minor,
+                loan.fee_outstanding_minor,
+                loan.interest_outstanding_minor,
+            )
+            if any(outstanding) or loan.collateral:
+                problems.append(
+                    f"{lid}: REPAID owing {loan.owed_minor} with {len(loan.collateral)} "
+                    "receipt(s) still pledged"
+                )
+            elif loan.repaid_minor < loan.principal_minor + loan.fee_minor:
+                problems.append(f"{lid}: REPAID with {loan.repaid_minor} repaid")
+        elif state == finance_pb2.LOAN_STATE_DISPOSED:
+            if loan.collateral:
+                problems.append(f"{lid}: DISPOSED with {len(loan.collateral)} receipt(s) pledged")
+            if loan.disposal == "RETAIN" and (loan.recovered_minor or loan.surplus_minor):
+                problems.append(f"{lid}: RETAIN, yet a sale paid {loan.recovered_minor}")
+            if loan.surplus_minor and loan.owed_minor:
+                problems.append(
+                    f"{lid}: a surplus of {loan.surplus_minor} to the borrower while "
+                    f"{loan.owed_minor} is still owed to the financier"
+                )
+        elif state == finance_pb2.LOAN_STATE_DEFAULTED:
+            if reads.final or loan.disposal != "SELL" or not loan.collateral:
+                problems.append(f"{lid}: DEFAULTED, its collateral not disposed of")
+        elif state in (finance_pb2.LOAN_STATE_OPEN, finance_pb2.LOAN_STATE_MARGIN_CALL):
+            failed = [c.title_id for c in loan.collateral if c.condition in _FAILED_STOCK]
+            breached = loan.owed_minor * _BPS > loan.lending_value_minor * loan.margin_call_bps
+            due_us = loan.maturity_at.ToMicroseconds()
+            if state == finance_pb2.LOAN_STATE_OPEN and (failed or breached):
+                problems.append(
+                    f"{lid}: OPEN owing {loan.owed_minor} against a lending value of "
+                    f"{loan.lending_value_minor}" + (f", stock failed: {failed}" if failed else "")
+                )
+            if state == finance_pb2.LOAN_STATE_MARGIN_CALL:
+                due_us = min(due_us, loan.cure_by.ToMicroseconds())
+            if due_us + grace_us <= reads.now_us:
+                problems.append(f"{lid}: {_loan_state(loan)} past its deadline")
+            if not loan.collateral:
+                problems.append(f"{lid}: {_loan_state(loan)} with nothing pledged")
+        else:
+            problems.append(f"{lid}: state {state}")
+    if problems:
+        return _failed(LOANS, problems)
+    return _passed(LOANS, f"{len(reads.loans)} loans: {dict(sorted(states.items()))}")
+
+
+def _no_receipt_pledged_twice(reads: _Reads) -> InvariantResult:
+    problems: list[str] = []
+    holders: dict[str, str] = {}
+    pledged = 0
+    for loan in reads.loans.values():
+        for item in loan.collateral:
+            pledged += 1
+            other = holders.setdefault(item.title_id, loan.loan_id)
+            if other != loan.loan_id:
+                problems.append(f"receipt {item.title_id} pledged to {other} and {loan.loan_id}")
+            title = reads.titles.get(item.title_id)
+            if title is None:
+                problems.append(
+                    f"{loan.loan_id}: receipt {item.title_id} is not among its borrower's titles"
+                )
+            elif (
+                title.pledged_to != loan.loan_id
+                or title.state != asset_pb2.TITLE_STATE_ACTIVE
+                or title.units != item.units
+            ):
+                problems.append(
+                    f"{loan.loan_id}: receipt {item.title_id} ({title.units} units, "
+                    f"{asset_pb2.TitleState.Name(title.state)}) is pledged to "
+                    f"{title.pledged_to or 'nothing'}, the loan records {item.units} units"
+                )
+    for title in reads.titles.values():
+        holder = reads.loans.get(title.pledged_to)
+        if holder is not None and title.title_id not in {c.title_id for c in holder.collateral}:
+            problems.append(
+                f"receipt {title.title_id} is pledged to {holder.loan_id} "
+                f"({_loan_state(holder)}), which does not hold it"
+            )
+    if problems:
+        return _failed(RECEIPTS, problems)
+    borrowers = len({loan.borrower_wallet_id for loan in reads.loans.values()})
+    return _passed(
+        RECEIPTS,
+        f"{pledged} receipts pledged to live loans, each to one, as their titles say "
+        f"({len(reads.titles)} titles of {borrowers} borrowers read)",
+    )
+
+
+def _loan_claims_match_journal(reads: _Reads) -> InvariantResult:
+    """Per loan: (principal lent, financier, borrower) from its LOAN entries, what its
+    LOAN_REPAYMENT entries paid its financier, what its sales' DVP entries paid its financier
+    and its borrower, against what the loan records."""
+    problems: list[str] = []
+    lent: dict[str, list[tuple[str, str, int]]] = defaultdict(list)
+    repaid: dict[str, int] = defaultdict(int)
+    recovered: dict[str, int] = defaultdict(int)
+    surplus: dict[str, int] = defaultdict(int)
+    loans = reads.loans
+    # settlement id -> the loan whose receipt it sold: a DvP paying the loan's financier, named
+    # by the SOLD event's request id (in one currency the sale's, DisposeCollateral's; across
+    # currencies the commit step's, ``<settlement id>:commit:<attempt>``).
+    by_request = {s.request_id: s for s in reads.settlements.values()}
+    sales: dict[str, str] = {}
+    for loan_id, request_ids in reads.sales.items():
+        for request_id in request_ids:
+            found = reads.settlements.get(request_id.split(":", 1)[0]) or by_request.get(request_id)
+            if (
+                found is not None
+                and found.payee_wallet_id == loans[loan_id].financier_wallet_id
+                and found.kind == settlement_pb2.SETTLEMENT_KIND_DVP
+            ):
+                sales[found.settlement_id] = loan_id
+            elif reads.final:
+                problems.append(f"{loan_id}: sold by {request_id}, which no DvP settlement is")
+    for entry in reads.entries:
+        if entry.kind in (ledger_pb2.ENTRY_KIND_LOAN, ledger_pb2.ENTRY_KIND_LOAN_REPAYMENT):
+            words = entry.memo.split()
+            loan = loans.get(words[1]) if len(words) > 1 else None
+            if loan is None:
+                if entry.seq <= reads.head_seq:
+                    problems.append(f"entry {entry.seq} ({entry.memo}) names no loan")
+                continue
+            debits = [p for p in entry.postings if p.amount.amount_minor < 0]
+            credits = [p for p in entry.postings if p.amount.amount_minor > 0]
+            if len(debits) != 1 or len(credits) != 1:
+                problems.append(f"entry {entry.seq} ({entry.memo}) is not one movement")
+                continue
+            source, target = debits[0].account_id, credits[0].account_id
+            amount = credits[0].amount.amount_minor
+            if entry.kind == ledger_pb2.ENTRY_KIND_LOAN:
+                lent[loan.loan_id].append((source, target, amount))
+            elif target != loan.financier_wallet_id:
+                problems.append(f"entry {entry.seq} repays {loan.loan_id} to {target}")
+            else:
+                repaid[loan.loan_id] += amount
+        elif entry.kind == ledger_pb2.ENTRY_KIND_DVP:
+            loan_id = sales.get(_settlement_of(entry), "")
+            sold = loans.get(loan_id)
+            if sold is None:
+                continue
+            for p in entry.postings:
+                if p.amount.amount_minor <= 0 or p.amount.currency != sold.currency:
+                    continue
+                if p.account_id == sold.financier_wallet_id:
+                    recovered[loan_id] += p.amount.amount_minor
+                elif p.account_id == sold.borrower_wallet_id:
+                    surplus[loan_id] += p.amount.amount_minor
+    compared = reads.final or reads.quiet
+    if compared:
+        for loan in loans.values():
+            lid = loan.loan_id
+            wanted = [(loan.financier_wallet_id, loan.borrower_wallet_id, loan.principal_minor)]
+            if lent[lid] != wanted:
+                problems.append(f"{lid}: LOAN entries {lent[lid]}, the loan records {wanted}")
+            journaled = (repaid[lid], recovered[lid], surplus[lid])
+            recorded = (loan.repaid_minor, loan.recovered_minor, loan.surplus_minor)
+            if journaled != recorded:
+                problems.append(
+                    f"{lid}: the journal repaid, recovered and paid a surplus of {journaled}, "
+                    f"the loan records {recorded}"
+                )
+    if problems:
+        return _failed(LOAN_JOURNAL, problems)
+    lent_total = sum(amount for moves in lent.values() for _, _, amount in moves)
+    detail = (
+        f"{len(loans)} loans: {lent_total} lent, {sum(repaid.values())} repaid, "
+        f"{sum(recovered.values())} recovered and {sum(surplus.values())} surplus by sales"
+    )
+    return _passed(LOAN_JOURNAL, detail if compared else f"{detail}; compared at the end")
 
 
 def _journal_hash_chain_intact(reads: _Reads) -> InvariantResult:

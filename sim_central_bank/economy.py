@@ -34,12 +34,25 @@ from bridges import (
 )
 from contracts_dsl import CompiledContract, compile_source
 from sim_central_bank.metered import MeteredClient
-from sim_central_bank.plan import CENTRAL_BANKS, SENSORS_PER_SITE, Order, Plan
+from sim_central_bank.plan import (
+    CENTRAL_BANKS,
+    LOAN_INTEREST_MINOR,
+    SENSORS_PER_SITE,
+    LoanOutcome,
+    Order,
+    Plan,
+)
 from sim_central_bank.record import GATEWAY
 from sim_central_bank.scenario import SELLER_CURRENCY
 from wallets import OwnerKey, bls
 
 CARRIER: Final = "carrier.cosco"
+#: The oracles of inventory loans (docs/financing.md): the FBA warehouse's system (issues the
+#: warehouse receipts, counts the stock), a price feed for the goods, and three IoT sensors in
+#: the warehouse (2 of 3 sign each stock count with the warehouse).
+WAREHOUSE: Final = "warehouse.fba-ont8"
+PRICE_ORACLE: Final = "price.sz-electronics"
+LOAN_SENSORS: Final = tuple(f"iot.ont8.{s}" for s in SENSORS_PER_SITE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +73,17 @@ class Site:
     warehouse: str
 
 
+@dataclass(frozen=True, slots=True)
+class LoanOracles:
+    """The inventory loans' oracles, as PBoC registered them."""
+
+    warehouse: str
+    warehouse_key: OwnerKey
+    price: str
+    price_key: OwnerKey
+    sensors: tuple[tuple[str, int], ...]  # (oracle id, BLS secret key)
+
+
 @dataclass(slots=True)
 class Economy:
     prefix: str  # of every request id of the run
@@ -70,6 +94,7 @@ class Economy:
     sites: dict[str, Site] = field(default_factory=dict)  # currency -> destination oracles
     contracts: dict[tuple[str, bool, bool], CompiledContract] = field(default_factory=dict)
     carrier_key: OwnerKey | None = None
+    loan_oracles: LoanOracles | None = None
     oracle_set_version: int = 0
 
     def key(self, name: str) -> OwnerKey:
@@ -168,6 +193,18 @@ def funding_needs(plan: Plan) -> dict[str, dict[str, int]]:
         if order.receivable:
             financier, advance = order.receivable
             needs[f"financier-{financier:03d}"][order.currency] += advance
+    for loan in plan.loans:
+        # The principal (financier); the fee and each repayment's fen of interest (seller, who
+        # repays the principal out of the principal); the buyer's side of a sale.
+        needs[f"financier-{loan.financier:03d}"][SELLER_CURRENCY] += loan.principal_minor
+        seller = needs[f"seller-{loan.seller:03d}"]
+        seller[SELLER_CURRENCY] += loan.fee_minor + 2 * LOAN_INTEREST_MINOR
+        if loan.outcome is LoanOutcome.DEFAULTED and loan.disposal == "SELL":
+            currency = plan.buyer_currency[loan.buyer]
+            numerator, denominator = min(rates[currency] for rates in plan.rates)
+            needs[f"buyer-{loan.buyer:03d}"][currency] += sale_pay_max(
+                loan.sale_minor, (numerator, denominator), currency
+            )
     for direct in (d for dvps in plan.direct for d in dvps):
         # At most 1.5 units of the buyer's currency per fen at any rate of the walk, spread in.
         numerator, denominator = min(rates[direct.currency] for rates in plan.rates)
@@ -178,6 +215,16 @@ def funding_needs(plan: Plan) -> dict[str, dict[str, int]]:
         name: {c: amount + amount // 4 + 1_000_00 for c, amount in by_currency.items()}
         for name, by_currency in needs.items()
     }
+
+
+def sale_pay_max(cny_minor: int, rate: tuple[int, int], currency: str) -> int:
+    """The most a buyer paying ``currency`` offers for ``cny_minor`` at ``rate`` (fen per minor
+    unit: numerator / denominator): 1.5 times the amount at that rate, spread and fees included;
+    the bridge charges the market amount."""
+    if currency == SELLER_CURRENCY:
+        return cny_minor
+    numerator, denominator = rate
+    return cny_minor * denominator * 3 // (numerator * 2) + 1
 
 
 async def set_up(
@@ -242,6 +289,8 @@ async def set_up(
             request_id=economy.rid("oracle", CARRIER),
         )
     )
+    if plan.loans:
+        economy.loan_oracles = await _register_loan_oracles(economy, pboc)
     await _open_parties(economy, core, needs)
     await _register_contracts(economy, core)
     economy.oracle_set_version = await core.oracle_set_version()
@@ -274,6 +323,31 @@ async def _register_site(economy: Economy, central_bank: MeteredClient, currency
         )
         sensors.append((name, secret))
     return Site(customs, customs_key, tuple(sensors), warehouse_name(currency))
+
+
+async def _register_loan_oracles(economy: Economy, pboc: MeteredClient) -> LoanOracles:
+    warehouse_key, price_key = member_key(WAREHOUSE), member_key(PRICE_ORACLE)
+    for name, key in ((WAREHOUSE, warehouse_key), (PRICE_ORACLE, price_key)):
+        await registered(
+            pboc.register_oracle(
+                name, "ED25519", key.public_key, request_id=economy.rid("oracle", name)
+            )
+        )
+    sensors = []
+    for name in LOAN_SENSORS:
+        secret = sensor_key(name)
+        registration = bls_registration(secret)
+        await registered(
+            pboc.register_oracle(
+                name,
+                "BLS12_381",
+                registration.public_key,
+                proof_of_possession=registration.proof_of_possession,
+                request_id=economy.rid("oracle", name),
+            )
+        )
+        sensors.append((name, secret))
+    return LoanOracles(WAREHOUSE, warehouse_key, PRICE_ORACLE, price_key, tuple(sensors))
 
 
 async def _open_parties(

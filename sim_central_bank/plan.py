@@ -78,6 +78,81 @@ class DirectDvP:
     units: int  # of 40
 
 
+class LoanOutcome(enum.StrEnum):
+    REPAID = "repaid"  # valued along the walk, stock counted GOOD, repaid in full
+    REPAID_IN_PARTS = "repaid in parts"  # the first part frees part of the receipt
+    CURED_BY_REPAYMENT = "cured by repayment"  # price drop, margin call, part repaid, then all
+    CURED_BY_PLEDGE = "cured by pledge"  # price drop, margin call, another receipt; left open
+    LEFT_OPEN = "left open"  # valued along the walk, open at the end of the day
+    DEFAULTED = "defaulted"  # stock SPOILED or MISSING, no cure: default, then disposal
+
+
+#: The terms every simulated loan shares (docs/financing.md): 30% haircut, a margin call as soon
+#: as owed exceeds the lending value, a 1% fee, 30 days.
+LOAN_HAIRCUT_BPS: Final = 3_000
+LOAN_MARGIN_CALL_BPS: Final = 10_000
+LOAN_FEE_PERCENT: Final = 1
+LOAN_MATURITY_S: Final = 30 * 86_400
+#: 0.1% a year: the largest loan a scenario can open (2,000 units at 200.00, 80% of its lending
+#: value) accrues less than one fen in 20 minutes, so every loan that closes within 20 minutes
+#: of a change owes exactly 1 fen of interest whatever the timing (owed rounds interest up):
+#: what each repayment pays, and what a default leaves owed, are functions of the seed.
+LOAN_RATE_BPS: Final = 10
+LOAN_INTEREST_MINOR: Final = 1
+#: A cure period a cure never misses (cured loans), and the shortest (defaulted loans: the
+#: deadline sweep defaults them a second or two after the margin call).
+CURE_PERIOD_S: Final = 3_600
+DEFAULT_CURE_PERIOD_S: Final = 1
+
+
+@dataclass(frozen=True, slots=True)
+class LoanPlan:
+    """A seller's inventory loan against a warehouse receipt for FBA stock, and how it goes.
+    Every amount is in CNY minor units and follows from the seed: with exactly
+    :data:`LOAN_INTEREST_MINOR` of interest at each repayment and at the default, what is owed
+    at each step is known in advance."""
+
+    loan_id: str  # "r003-l0004": names its request ids
+    round: int
+    platform: int  # the borrower's agent, platform/sim-<i>
+    seller: int
+    financier: int
+    outcome: LoanOutcome
+    units: int
+    unit_price_minor: int  # at opening
+    principal_minor: int
+    fee_minor: int
+    #: The price oracle's valuations in order: the seeded walk, and for a margin call a last
+    #: fall through the threshold.
+    prices: tuple[int, ...]
+    #: The warehouse's stock count (with 2 of 3 sensors): (units present, condition), or None.
+    stock: tuple[int, str] | None
+    #: REPAID_IN_PARTS: the first repayment and the units it frees; CURED_BY_REPAYMENT: the
+    #: cure (release 0). (0, 0) otherwise.
+    first_repayment: tuple[int, int]
+    #: CURED_BY_PLEDGE: the units of the second receipt.
+    more_units: int
+    #: DEFAULTED: RETAIN or SELL; SELL: the buyer, and the CNY the sale brings.
+    disposal: str
+    buyer: int
+    sale_minor: int
+
+    @property
+    def owed_minor(self) -> int:
+        """Owed at the first repayment, the margin call or the default."""
+        return self.principal_minor + self.fee_minor + LOAN_INTEREST_MINOR
+
+    @property
+    def rest_minor(self) -> int:
+        """What the last repayment pays after ``first_repayment`` (which paid the interest,
+        the fee and part of the principal): the principal left and a new fen of interest."""
+        return self.owed_minor - self.first_repayment[0] + LOAN_INTEREST_MINOR
+
+    @property
+    def cure_period_s(self) -> int:
+        return DEFAULT_CURE_PERIOD_S if self.outcome is LoanOutcome.DEFAULTED else CURE_PERIOD_S
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     scenario: Scenario
@@ -87,10 +162,15 @@ class Plan:
     direct: tuple[tuple[DirectDvP, ...], ...]
     #: Published rates per round: currency -> (numerator, denominator).
     rates: tuple[dict[str, tuple[int, int]], ...]
+    loan_rounds: tuple[tuple[LoanPlan, ...], ...] = ()
 
     @property
     def orders(self) -> list[Order]:
         return [order for orders in self.rounds for order in orders]
+
+    @property
+    def loans(self) -> list[LoanPlan]:
+        return [loan for loans in self.loan_rounds for loan in loans]
 
 
 def make_plan(scenario: Scenario) -> Plan:
@@ -107,7 +187,11 @@ def make_plan(scenario: Scenario) -> Plan:
         for r in range(scenario.rounds)
     )
     direct = tuple(_direct(scenario, buyer_currency, r) for r in range(scenario.rounds))
-    return Plan(scenario, tuple(buyer_currency), rounds, direct, _rates(scenario))
+    loans = tuple(
+        tuple(_loan(scenario, buyer_currency, r, i) for i in range(scenario.loans.per_round))
+        for r in range(scenario.rounds)
+    )
+    return Plan(scenario, tuple(buyer_currency), rounds, direct, _rates(scenario), loans)
 
 
 def _order(scenario: Scenario, buyer_currency: list[str], r: int, i: int) -> Order:
@@ -196,3 +280,103 @@ def _rates(scenario: Scenario) -> tuple[dict[str, tuple[int, int]], ...]:
             moved = numerator * (1_000_000 + draws.randint(-step, step)) // 1_000_000
             current[currency] = (max(moved, 1), denominator)
     return tuple(path)
+
+
+def lending_value(units: int, unit_price_minor: int) -> int:
+    """docs/financing.md: units × price less the haircut, floored."""
+    return units * unit_price_minor * (10_000 - LOAN_HAIRCUT_BPS) // 10_000
+
+
+def _loan(scenario: Scenario, buyer_currency: list[str], r: int, i: int) -> LoanPlan:
+    """One loan, drawn from its own stream. The walk of a loan that must stay clear of a margin
+    call keeps its lending value at least 15% above what is owed; a margin call's last
+    valuation puts it at 50-85% of what is owed; every other amount is chosen so that the
+    server's exact arithmetic (settlement/ledger/loan_math.py) gives the planned outcome."""
+    draws = random.Random(f"condpay-sim:{scenario.seed}:loan:{r}:{i}")
+    spec, parties = scenario.loans, scenario.parties
+    pick, outcome = draws.random(), LoanOutcome.REPAID
+    for share, found in (
+        (spec.margin_called, None),
+        (spec.defaulted, LoanOutcome.DEFAULTED),
+        (spec.repaid_in_parts, LoanOutcome.REPAID_IN_PARTS),
+        (spec.left_open, LoanOutcome.LEFT_OPEN),
+    ):
+        if pick < share:
+            outcome = found or (
+                LoanOutcome.CURED_BY_REPAYMENT
+                if draws.random() < 0.5
+                else LoanOutcome.CURED_BY_PLEDGE
+            )
+            break
+        pick -= share
+    units = draws.randint(*spec.units)
+    price = draws.randint(*spec.unit_price_minor)
+    lending = lending_value(units, price)
+    # Principal and fee within 55-80% of the lending value.
+    principal = lending * draws.randint(55, 80) // 100 * 100 // (100 + LOAN_FEE_PERCENT)
+    fee = principal * LOAN_FEE_PERCENT // 100
+    owed = principal + fee + LOAN_INTEREST_MINOR
+    kept_bps = 10_000 - LOAN_HAIRCUT_BPS
+    # The lowest price at which the loan is 15% clear of a margin call.
+    floor = -(-owed * 115 * 10_000 // (100 * units * kept_bps)) + 1
+    prices, walked = [], price
+    for _ in range(draws.randint(1, 3)):
+        step = spec.price_step_ppm
+        walked = max(walked * (1_000_000 + draws.randint(-step, step)) // 1_000_000, floor)
+        prices.append(walked)
+    first, more_units = (0, 0), 0
+    if outcome in (LoanOutcome.CURED_BY_REPAYMENT, LoanOutcome.CURED_BY_PLEDGE):
+        # The fall: the lending value at 50-85% of what is owed.
+        dropped = max(owed * draws.randint(50, 85) * 10_000 // (100 * units * kept_bps), 1)
+        prices.append(dropped)
+        fallen = lending_value(units, dropped)
+        if outcome is LoanOutcome.CURED_BY_REPAYMENT:
+            # Down to 5% of the principal under the fallen lending value.
+            first = (owed - fallen + principal // 20, 0)
+        else:
+            # Enough units that the lending value is 15% clear of what is owed again.
+            needed = -(-owed * 115 * 10_000 // (100 * dropped * kept_bps))
+            more_units = needed - units + 1
+    if outcome is LoanOutcome.REPAID_IN_PARTS:
+        # Interest, fee and about half the principal; the units in proportion, floored, as
+        # many as leave the rest pledged lending at least what stays owed.
+        part = principal // 2
+        release = units * part // principal
+        while release and lending_value(units - release, prices[-1]) < principal - part:
+            release -= 1
+        first = (LOAN_INTEREST_MINOR + fee + part, release)
+    stock: tuple[int, str] | None = None
+    if outcome is LoanOutcome.DEFAULTED:
+        stock = (0, "MISSING") if draws.random() < 0.5 else (units, "SPOILED")
+    elif outcome in (LoanOutcome.REPAID, LoanOutcome.LEFT_OPEN) and draws.random() < 0.5:
+        stock = (units, "GOOD")
+    disposal, buyer, sale = "SELL", 0, 0
+    if outcome is LoanOutcome.DEFAULTED:
+        if draws.random() < spec.retained:
+            disposal = "RETAIN"
+        else:
+            abroad = draws.random() < spec.sold_abroad
+            home = [b for b, c in enumerate(buyer_currency) if c == SELLER_CURRENCY]
+            foreign = [b for b, c in enumerate(buyer_currency) if c != SELLER_CURRENCY]
+            buyer = draws.choice((foreign if abroad else home) or home or foreign)
+            # 70-130% of what is owed: a shortfall (the financier's loss) or a surplus.
+            sale = owed * draws.randint(70, 130) // 100
+    return LoanPlan(
+        loan_id=f"r{r:03d}-l{i:04d}",
+        round=r,
+        platform=draws.randrange(parties.platforms),
+        seller=draws.randrange(parties.sellers),
+        financier=draws.randrange(parties.financiers),
+        outcome=outcome,
+        units=units,
+        unit_price_minor=price,
+        principal_minor=principal,
+        fee_minor=fee,
+        prices=tuple(prices),
+        stock=stock,
+        first_repayment=first,
+        more_units=more_units,
+        disposal=disposal,
+        buyer=buyer,
+        sale_minor=sale,
+    )

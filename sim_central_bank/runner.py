@@ -25,9 +25,9 @@ from typing import Final
 
 import grpc
 import orjson
-from condpay.errors import ApiError
-from condpay.ids import payment_id_for
-from condpay.v1 import payment_pb2
+from condpay.errors import ApiError, NotFound
+from condpay.ids import loan_id_for, payment_id_for
+from condpay.v1 import finance_pb2, payment_pb2
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -44,6 +44,7 @@ from sim_central_bank.economy import (
     publish_rates,
     set_up,
 )
+from sim_central_bank.lending import LoanDesk
 from sim_central_bank.metered import MeteredClient
 from sim_central_bank.plan import Plan, make_plan
 from sim_central_bank.record import ACCEPTED, Expectations, InvariantResult, RunRecord
@@ -238,9 +239,10 @@ async def _trade(
     await auditor.adopt_open_payments("open before this run began")
     await auditor.baseline()
     trader = Trader(economy, core, record, expectations)
+    desk = LoanDesk(trader) if plan.loans else None
     kills = _kill_schedule(plan, stack, bridge)
     sampler = asyncio.create_task(_sample(auditor, record, core.started))
-    total = scenario.orders_total + sum(len(d) for d in plan.direct)
+    total = scenario.orders_total + sum(len(d) for d in plan.direct) + len(plan.loans)
     try:
         with Progress(
             TextColumn("[bold]{task.description}"),
@@ -256,9 +258,11 @@ async def _trade(
                 progress.update(task, description=f"{scenario.name} round {index + 1}")
                 if index and bridge is not None:
                     await publish_rates(bridge, plan, index)
-                jobs: list[Callable[[], Awaitable[None]]] = [
-                    functools.partial(trader.run_order, o) for o in orders
-                ]
+                # Loans first: a defaulting one waits for the deadline sweep while orders run.
+                jobs: list[Callable[[], Awaitable[None]]] = []
+                if desk is not None:
+                    jobs += [functools.partial(desk.run_loan, x) for x in plan.loan_rounds[index]]
+                jobs += [functools.partial(trader.run_order, o) for o in orders]
                 jobs += [functools.partial(trader.run_direct, d) for d in plan.direct[index]]
                 faults = [
                     asyncio.create_task(_after(delay, action))
@@ -396,7 +400,9 @@ def _as_planned(record: RunRecord) -> InvariantResult:
 
 async def fingerprint(economy: Economy, core: MeteredClient) -> str:
     """SHA-256 over what the same seed must reproduce: every party's balances by name, every
-    order's payment state and amounts, every reserve's balances."""
+    order's payment state and amounts, every reserve's balances, and every loan's state,
+    amounts and collateral (what a closed loan owed; an open one's interest is left out: it
+    grows with the clock)."""
     wallets = {
         p.name: p.wallet_id for p in (*economy.sellers, *economy.buyers, *economy.financiers)
     }
@@ -431,4 +437,25 @@ async def fingerprint(economy: Economy, core: MeteredClient) -> str:
                 payment.refunded.amount_minor,
                 payment.held.amount_minor,
             ]
+    for planned in economy.plan.loans:
+        financier = economy.financiers[planned.financier]
+        loan_id = loan_id_for(f"financier/{financier.name}", economy.rid(planned.loan_id, "open"))
+        try:
+            loan = (
+                await core.api.finance.get_loan(finance_pb2.GetLoanRequest(loan_id=loan_id))
+            ).loan
+        except NotFound:
+            continue  # refused at its opening: the balances say so
+        closed = loan.state in (finance_pb2.LOAN_STATE_REPAID, finance_pb2.LOAN_STATE_DISPOSED)
+        state[planned.loan_id] = [
+            finance_pb2.LoanState.Name(loan.state),
+            loan.principal_outstanding_minor,
+            loan.fee_outstanding_minor,
+            loan.repaid_minor,
+            loan.recovered_minor,
+            loan.surplus_minor,
+            loan.owed_minor if closed else None,
+            loan.unit_price_minor,
+            sorted((c.title_id, c.units, c.units_present, c.condition) for c in loan.collateral),
+        ]
     return hashlib.sha256(orjson.dumps(state, option=orjson.OPT_SORT_KEYS)).hexdigest()

@@ -81,6 +81,37 @@ class Attestations:
 
 
 @dataclass(frozen=True, slots=True)
+class Loans:
+    """Inventory loans (docs/financing.md): each round, ``per_round`` sellers pledge a warehouse
+    receipt for FBA stock to a financier and borrow CNY against it. The shares (of the loans;
+    they add up to at most 1) say how each one goes; the rest are repaid in full."""
+
+    per_round: int = 0
+    #: The price falls through the margin: a margin call, cured by a part repayment (then repaid
+    #: in full) or by another receipt pledged (then left open).
+    margin_called: float = 0.0
+    #: Stock counted SPOILED or MISSING: a margin call, not cured, the default, the disposal.
+    defaulted: float = 0.0
+    #: Repaid in two parts, the first freeing part of the receipt (split off).
+    repaid_in_parts: float = 0.0
+    #: Left open at the end of the day, the collateral above the threshold.
+    left_open: float = 0.0
+    #: Of the defaulted: share whose receipts go to the financier (RETAIN) rather than sold.
+    retained: float = 0.0
+    #: Of the sold: share sold to a buyer paying in another currency, through the bridge.
+    sold_abroad: float = 0.0
+    #: Units of a receipt: (fewest, most).
+    units: tuple[int, int] = (200, 2_000)
+    #: The opening price per unit, in CNY minor units: (lowest, highest).
+    unit_price_minor: tuple[int, int] = (50_00, 200_00)
+    #: Each valuation moves the price by at most this many ppm (the seeded walk).
+    price_step_ppm: int = 50_000
+
+
+LOAN_SHARES: Final = ("margin_called", "defaulted", "repaid_in_parts", "left_open")
+
+
+@dataclass(frozen=True, slots=True)
 class Faults:
     #: Bridge fault switches (docs/bridge.md), e.g. "drop_reply=20,on=commit".
     bridge: tuple[str, ...] = ()
@@ -102,6 +133,7 @@ class Scenario:
     events: Events
     attestations: Attestations
     faults: Faults
+    loans: Loans = field(default_factory=Loans)
     #: Published-rate steps of the seeded random walk: at most this many ppm per round.
     fx_step_ppm: int = 2_000
     #: Core and bridge liquidity of the bridge gateway per currency, in minor units.
@@ -115,6 +147,10 @@ class Scenario:
     @property
     def orders_total(self) -> int:
         return self.rounds * self.orders.per_round
+
+    @property
+    def loans_total(self) -> int:
+        return self.rounds * self.loans.per_round
 
     def with_seed(self, seed: int | None) -> Scenario:
         if seed is None:
@@ -187,9 +223,12 @@ def parse(text: str, source: str) -> Scenario:
             server_kills=reader.integer("faults.server_kills", 0, low=0, high=100),
             bridge_kills=reader.integer("faults.bridge_kills", 0, low=0, high=100),
         ),
+        loans=_loans(reader),
         gateway_liquidity_minor=reader.amounts("bridge.gateway_liquidity"),
         source=source,
     )
+    if sum(getattr(scenario.loans, k) for k in LOAN_SHARES) > 1:
+        raise ScenarioError(f"{source}: loans: the shares add up to more than 1")
     if sum(getattr(scenario.attestations, k) for k in SHARES) > 1:
         raise ScenarioError(f"{source}: attestations: the shares add up to more than 1")
     for currency in scenario.currencies:
@@ -224,6 +263,22 @@ def _orders(reader: _Reader) -> Orders:
         receivable_financed=reader.share("orders.receivable_financed"),
         ebl=reader.share("orders.ebl"),
         direct_dvp=reader.share("orders.direct_dvp"),
+    )
+
+
+def _loans(reader: _Reader) -> Loans:
+    low, high = reader.amount_pair("loans.unit_price", SELLER_CURRENCY, ("50.00", "200.00"))
+    return Loans(
+        per_round=reader.integer("loans.per_round", 0, low=0, high=10_000),
+        margin_called=reader.share("loans.margin_called"),
+        defaulted=reader.share("loans.defaulted"),
+        repaid_in_parts=reader.share("loans.repaid_in_parts"),
+        left_open=reader.share("loans.left_open"),
+        retained=reader.share("loans.retained"),
+        sold_abroad=reader.share("loans.sold_abroad"),
+        units=reader.pair("loans.units", (200, 2_000), low=10, high=1_000_000),
+        unit_price_minor=(low, high),
+        price_step_ppm=reader.integer("loans.price_step_ppm", 50_000, low=0, high=200_000),
     )
 
 
@@ -305,8 +360,10 @@ class _Reader:
             raise self._fail(key, "a positive amount is required")
         return amount
 
-    def amount_pair(self, key: str, currency: str) -> tuple[int, int]:
-        value = self._get(key, list(DEFAULT_SIZE))
+    def amount_pair(
+        self, key: str, currency: str, default: tuple[str, str] = DEFAULT_SIZE
+    ) -> tuple[int, int]:
+        value = self._get(key, list(default))
         if not isinstance(value, list) or len(value) != 2:
             raise self._fail(key, 'a ["low", "high"] pair of amounts is required')
         low, high = (self._amount(key, v, currency) for v in value)
