@@ -11,10 +11,13 @@ that leaves every kind of record the auditor reads:
 - ``expired``: locked with a deadline three seconds ahead, refunded by the deadline sweep;
 - ``payout``: released in HKD through a payout settlement and in CNY, SETTLED;
 - a PvP: HKD from the buyer, CNY to the seller, FINAL.
+
+:func:`loan_story` adds inventory loans: repaid in two parts, defaulted and sold, left open.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import time
@@ -24,16 +27,18 @@ from dataclasses import dataclass, field
 from condpay.attest import build_attestation, sign_ed25519, sign_party
 from condpay.client import SettlementsClient
 from condpay.errors import ApiError
-from condpay.v1 import payment_pb2
+from condpay.v1 import finance_pb2, payment_pb2
 
 from bridges import BridgeClient
 from bridges._server import start_server as start_bridge_server
+from settlement.clock import ManualClock
 from sim_central_bank.auditor import Auditor
 from sim_central_bank.economy import SIM_AUDITOR
 from sim_central_bank.record import ACCEPTED, Expectations, RefusedAttestation
 from sim_central_bank.trading import TERMINAL
 from tests.payments.fleet import wait_until_terminal
 from tests.payments.world import compiled
+from tests.settlement.loan_world import LoanWorld, build_loan_world
 from tests.settlement.test_payment_payouts import PAYOUT
 from tests.settlement.world import CURRENCIES, GATEWAY, TradeWorld, build_world, key
 from tests.support.harness import Harness, start_harness
@@ -286,3 +291,75 @@ async def story(trade: AuditedTrade, *, with_expiry: bool = True) -> None:
         if name != "pending":
             state = (await trade.cb.get_payment(payment_id)).state
             assert state in TERMINAL, (name, payment_pb2.PaymentState.Name(state))
+
+
+# -- inventory loans ----------------------------------------------------------------------------
+class _WallClock(ManualClock):
+    """The loan world's clock for statement and document times: the server's (the wall clock)."""
+
+    def now_us(self) -> int:
+        return now_us()
+
+
+@dataclass
+class LoanStory:
+    world: LoanWorld
+    loans: dict[str, str]  # story name -> loan id
+    receipts: dict[str, str]  # story name -> receipt id
+
+
+async def loan_story(trade: AuditedTrade) -> LoanStory:
+    """Four inventory loans (tests/settlement/loan_world.py: 50,000.00 CNY against 1,000 units
+    at 100.00, here without interest): ``repaid`` in two parts, the first freeing 500 units;
+    ``disposed``: stock reported SPOILED, no cure within its 1 s cure period, defaulted by the
+    deadline sweep and sold by DvP for 80,000.00 (a surplus to the borrower); ``open`` and
+    ``open-2``, valued at 90.00 (still above the threshold) and left open. Plus a ``spare``
+    receipt, free."""
+    loans = await build_loan_world(trade.world, _WallClock(0))
+    platform, fin = loans.platform.api.finance, loans.financier.api.finance
+    receipts = {
+        name: await loans.receipt("seller", 1_000, f"R-{name}")
+        for name in ("repaid", "disposed", "open", "open-2", "spare")
+    }
+    ids: dict[str, str] = {}
+
+    repaid = await loans.open(receipts["repaid"], rate_bps=0)
+    ids["repaid"] = repaid.loan_id
+    first = (
+        await platform.repay(
+            loans.repay(
+                repaid.loan_id,
+                500_00 + 25_000_00,
+                release_title_id=receipts["repaid"],
+                release_units=500,
+            )
+        )
+    ).loan
+    assert first.state == finance_pb2.LOAN_STATE_OPEN
+    done = (await platform.repay(loans.repay(repaid.loan_id, 25_000_00))).loan
+    assert done.state == finance_pb2.LOAN_STATE_REPAID
+
+    disposed = await loans.open(receipts["disposed"], rate_bps=0, cure_period_s=1)
+    ids["disposed"] = disposed.loan_id
+    spoiled = await loans.stock(disposed.loan_id, receipts["disposed"], 1_000, "SPOILED")
+    assert (await fin.submit_collateral_attestation(spoiled)).loan.state == (
+        finance_pb2.LOAN_STATE_MARGIN_CALL
+    )
+    give_up = time.monotonic() + 20
+    while (await loans.loan(disposed.loan_id)).loan.state != finance_pb2.LOAN_STATE_DEFAULTED:
+        assert time.monotonic() < give_up, "the deadline sweep did not default the loan"
+        await asyncio.sleep(0.2)
+    sale = loans.dispose(
+        disposed.loan_id, receipts["disposed"], pay=("CNY", 80_000_00), receive_minor=80_000_00
+    )
+    await fin.dispose_collateral(sale)
+    assert (await loans.loan(disposed.loan_id)).loan.state == finance_pb2.LOAN_STATE_DISPOSED
+
+    for name in ("open", "open-2"):
+        opened = await loans.open(receipts[name], rate_bps=0)
+        ids[name] = opened.loan_id
+        valued = await fin.submit_collateral_attestation(
+            await loans.valuation(opened.loan_id, 90_00)
+        )
+        assert valued.loan.state == finance_pb2.LOAN_STATE_OPEN
+    return LoanStory(loans, ids, receipts)

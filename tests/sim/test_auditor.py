@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 
 import pytest
+from condpay.v1 import finance_pb2
 from sqlalchemy import text
 
 from bridges import Bridge
@@ -18,8 +20,10 @@ from tests.sim.ledger import (
     PENDING_REASON,
     STAGED,
     AuditedTrade,
+    LoanStory,
     audited_trade,
     clear_customs,
+    loan_story,
     lock,
     story,
 )
@@ -287,3 +291,117 @@ async def test_without_a_bridge_the_bridge_invariants_pass_with_a_note(database_
         assert all(r.passed for r in results.values())
         assert results["bridge_supply_equals_balances"].detail == "no bridge in this run"
         assert "no bridge" in results["gateway_mirror"].detail
+
+
+# -- inventory loans -----------------------------------------------------------------------------
+async def test_the_auditor_passes_a_ledger_with_loans_and_a_defaulted_one_only_during_the_run(
+    database_url: str,
+) -> None:
+    async with audited_trade(database_url) as trade:
+        told = await loan_story(trade)
+        final = {r.name: r for r in await trade.auditor.check(final=True)}
+        assert all(r.passed for r in final.values()), [r for r in final.values() if not r.passed]
+        assert "4 loans: {'DISPOSED': 1, 'OPEN': 2, 'REPAID': 1}" in (
+            final["loans_repaid_disposed_or_covered"].detail
+        )
+        assert "2 receipts pledged to live loans" in final["no_receipt_pledged_twice"].detail
+        # 4 x 50,000.00 lent; 50,500.00 repaid; of the 80,000.00 sale 50,500.00 to the financier.
+        assert (
+            "4 loans: 20000000 lent, 5050000 repaid, 5050000 recovered and 2950000 surplus"
+            in final["loan_claims_match_journal"].detail
+        )
+        # A SELL loan defaulted and not yet sold: fine during the run, not at its end.
+        loans, fin = told.world, told.world.financier.api.finance
+        receipt = await loans.receipt("seller", 1_000, "R-defaulted")
+        loan = await loans.open(receipt, rate_bps=0, cure_period_s=1)
+        missing = await loans.stock(loan.loan_id, receipt, 0, "MISSING")
+        await fin.submit_collateral_attestation(missing)
+        give_up = time.monotonic() + 20
+        while (await loans.loan(loan.loan_id)).loan.state != finance_pb2.LOAN_STATE_DEFAULTED:
+            assert time.monotonic() < give_up
+            await asyncio.sleep(0.2)
+        during = await trade.auditor.check(final=False, when="round 1")
+        assert all(r.passed for r in during), [r for r in during if not r.passed]
+        failing = await trade.failing()
+        assert set(failing) == {"loans_repaid_disposed_or_covered"}
+        assert (
+            f"{loan.loan_id}: DEFAULTED, its collateral not disposed of"
+            in (failing["loans_repaid_disposed_or_covered"])
+        )
+
+
+# A loan broken in the database -> (the one invariant that must fail, a fragment of its detail).
+async def _loan_repayment_overstated(trade: AuditedTrade, told: LoanStory) -> tuple[str, str]:
+    repaid = told.loans["repaid"]
+    await tamper(
+        trade, "UPDATE loans SET repaid_minor = repaid_minor + 1 WHERE loan_id = :l", l=repaid
+    )
+    return "loan_claims_match_journal", f"{repaid}: the journal repaid"
+
+
+async def _sale_recovery_understated(trade: AuditedTrade, told: LoanStory) -> tuple[str, str]:
+    disposed = told.loans["disposed"]
+    await tamper(
+        trade,
+        "UPDATE loans SET recovered_minor = recovered_minor - 100, "
+        "surplus_minor = surplus_minor + 100 WHERE loan_id = :l",
+        l=disposed,
+    )
+    # (loans_repaid_disposed_or_covered fails too: a surplus while the financier is owed.)
+    return "loan_claims_match_journal", f"{disposed}: the journal repaid, recovered"
+
+
+async def _receipt_in_two_loans(trade: AuditedTrade, told: LoanStory) -> tuple[str, str]:
+    """The same receipt in the collateral of two open loans: pledged twice."""
+    first, second = told.loans["open"], told.loans["open-2"]
+    await tamper(
+        trade,
+        "UPDATE loans SET collateral_json = "
+        "(SELECT collateral_json FROM loans WHERE loan_id = :a) WHERE loan_id = :b",
+        a=first,
+        b=second,
+    )
+    return "no_receipt_pledged_twice", f"receipt {told.receipts['open']} pledged to l_"
+
+
+async def _receipt_pledged_to_a_loan_without_it(
+    trade: AuditedTrade, told: LoanStory
+) -> tuple[str, str]:
+    spare, loan = told.receipts["spare"], told.loans["open"]
+    await tamper(trade, "UPDATE titles SET pledged_to = :l WHERE title_id = :t", l=loan, t=spare)
+    return "no_receipt_pledged_twice", f"receipt {spare} is pledged to {loan}"
+
+
+async def _open_loan_below_its_margin(trade: AuditedTrade, told: LoanStory) -> tuple[str, str]:
+    loan = told.loans["open"]
+    await tamper(trade, "UPDATE loans SET unit_price_minor = 1 WHERE loan_id = :l", l=loan)
+    return "loans_repaid_disposed_or_covered", f"{loan}: OPEN owing 5050000"
+
+
+async def _repaid_loan_still_owing(trade: AuditedTrade, told: LoanStory) -> tuple[str, str]:
+    repaid = told.loans["repaid"]
+    await tamper(
+        trade, "UPDATE loans SET principal_outstanding_minor = 1 WHERE loan_id = :l", l=repaid
+    )
+    return "loans_repaid_disposed_or_covered", f"{repaid}: REPAID owing 1"
+
+
+BROKEN_LOANS = {
+    "a loan's repayment overstated": _loan_repayment_overstated,
+    "a sale's recovery understated": _sale_recovery_understated,
+    "a receipt in two loans' collateral": _receipt_in_two_loans,
+    "a receipt pledged to a loan that does not hold it": _receipt_pledged_to_a_loan_without_it,
+    "an open loan below its margin": _open_loan_below_its_margin,
+    "a repaid loan still owing": _repaid_loan_still_owing,
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_LOANS))
+async def test_the_auditor_names_what_was_broken_in_a_loan(database_url: str, case: str) -> None:
+    async with audited_trade(database_url) as trade:
+        told = await loan_story(trade)
+        assert await trade.failing() == {}
+        invariant, fragment = await BROKEN_LOANS[case](trade, told)
+        failing = await trade.failing()
+        assert invariant in failing, failing
+        assert fragment in failing[invariant], failing[invariant]
