@@ -21,11 +21,12 @@ from rich.console import Console
 
 from bridges import BridgeClient, Identity, Kind, Rate
 from bridges.errors import BridgeError, Reason
+from settlement.ledger import loan_math
 from sim_central_bank import cli, runner
 from sim_central_bank import scenario as scenarios
 from sim_central_bank.auditor import INVARIANTS
 from sim_central_bank.bridge_process import BridgeProcess
-from sim_central_bank.plan import ArrivalFault, make_plan
+from sim_central_bank.plan import LOAN_HAIRCUT_BPS, ArrivalFault, LoanOutcome, make_plan
 from sim_central_bank.record import ACCEPTED, GATEWAY, InvariantResult, RunRecord
 from sim_central_bank.report import write_reports
 from sim_central_bank.runner import Target, run
@@ -412,3 +413,127 @@ async def test_a_real_report_renders_in_headless_chromium(tmp_path: Path, chromi
     _, html = write_reports(record, tmp_path / "report")
     png = screenshot(html, tmp_path / "report.png", width=1280, height=1800, chromium=chromium)
     assert png_size(png) == (1280, 1800)
+
+
+LOANS = """
+name = "loans"
+description = "inventory loans beside a few orders, in CNY and HKD"
+seed = 6
+rounds = 2
+concurrency = 8
+
+[parties]
+sellers = 3
+buyers = 4
+financiers = 2
+
+[orders]
+per_round = 4
+currency_mix = { CNY = 1, HKD = 1 }
+pvp_payout = 0.5
+
+[orders.size]
+CNY = ["100.00", "900.00"]
+HKD = ["100.00", "900.00"]
+
+[loans]
+per_round = 8
+margin_called = 0.3
+defaulted = 0.3
+repaid_in_parts = 0.15
+left_open = 0.05
+retained = 0.3
+sold_abroad = 0.5
+
+[bridge]
+gateway_liquidity = { CNY = "20000000.00", HKD = "20000000.00" }
+"""
+
+
+async def test_inventory_loans_pass_every_invariant_and_the_same_seed_gives_the_same_ledger(
+    tmp_path: Path,
+) -> None:
+    """Every way a loan goes (sim_central_bank/lending.py), through the real core and bridge:
+    the auditor's loan invariants hold, every call had its planned outcome, and a second run
+    with the seed reproduces the ledger, loans included; another seed gives another."""
+    scenario = scenarios.parse(LOANS, "loans.toml")
+    plan = make_plan(scenario)
+    assert {loan.outcome for loan in plan.loans} == set(LoanOutcome)
+    defaulted = [x for x in plan.loans if x.outcome is LoanOutcome.DEFAULTED]
+    sold = [x for x in defaulted if x.disposal == "SELL"]
+    abroad = [x for x in sold if plan.buyer_currency[x.buyer] != "CNY"]
+    assert sold
+    assert abroad
+    assert len(abroad) < len(sold) < len(defaulted)
+
+    first = await run(scenario, Target(directory=tmp_path / "a"), console=quiet())
+    assert_passed(first)
+    ops = first.operations
+    assert ops[("loan.open", ACCEPTED)] == len(plan.loans)
+    assert ops[("loan.defaulted", ACCEPTED)] == len(defaulted)
+    assert ops[("loan.retained", ACCEPTED)] == len(defaulted) - len(sold)
+    assert ops[("loan.dispose", ACCEPTED)] == len(sold) - len(abroad)
+    assert ops[("loan.dispose.abroad", ACCEPTED)] == len(abroad)
+    assert ops[("loan.sale.final", ACCEPTED)] == len(sold)
+    assert ops[("loan.pledge_more", ACCEPTED)] == sum(
+        x.outcome is LoanOutcome.CURED_BY_PLEDGE for x in plan.loans
+    )
+    final = {r.name: r.detail for r in first.invariants if r.when == "final"}
+    states = final["loans_repaid_disposed_or_covered"]
+    assert f"{len(plan.loans)} loans" in states
+    for state in ("DISPOSED", "OPEN", "REPAID"):
+        assert f"'{state}'" in states
+
+    again = await run(scenario, Target(directory=tmp_path / "b"), console=quiet())
+    assert_passed(again)
+    assert again.ledger_fingerprint == first.ledger_fingerprint
+    reseeded = await run(scenario.with_seed(7), Target(directory=tmp_path / "c"), console=quiet())
+    assert_passed(reseeded)
+    assert reseeded.ledger_fingerprint != first.ledger_fingerprint
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_each_planned_loan_reaches_its_outcome_under_the_servers_arithmetic(seed: int) -> None:
+    """The plan's amounts, run through settlement/ledger/loan_math.py (the server's rules): the
+    opening limit holds; the walk never calls the margin of a loan that must stay clear and the
+    fall always does; each cure restores owed <= lending value; each partial release is within
+    what the repayment frees and leaves enough pledged; a default's stock count fails."""
+    plan = make_plan(scenarios.load("gba-day").with_seed(seed))
+    for loan in plan.loans:
+
+        def lending(units: int, price: int) -> int:
+            items = [loan_math.Pledged("r", units, units, "GOOD", 0)]
+            return loan_math.lending_value(items, price, LOAN_HAIRCUT_BPS)
+
+        owed = loan.owed_minor
+        assert loan_math.within_limit(
+            loan.principal_minor + loan.fee_minor, lending(loan.units, loan.unit_price_minor)
+        )
+        margin_called = loan.outcome in (
+            LoanOutcome.CURED_BY_REPAYMENT,
+            LoanOutcome.CURED_BY_PLEDGE,
+        )
+        walk = loan.prices[:-1] if margin_called else loan.prices
+        for price in walk:
+            assert not loan_math.margin_breached(owed, lending(loan.units, price), 10_000)
+        last = loan.prices[-1]
+        if margin_called:
+            assert loan_math.margin_breached(owed, lending(loan.units, last), 10_000)
+        amount, release = loan.first_repayment
+        if loan.outcome is LoanOutcome.CURED_BY_REPAYMENT:
+            assert loan.fee_minor + 1 < amount < owed
+            assert loan_math.within_limit(owed - amount, lending(loan.units, last))
+        if loan.outcome is LoanOutcome.CURED_BY_PLEDGE:
+            assert loan.more_units > 0
+            assert loan_math.within_limit(owed, lending(loan.units + loan.more_units, last))
+        if loan.outcome is LoanOutcome.REPAID_IN_PARTS:
+            retired = amount - 1 - loan.fee_minor
+            assert 0 < retired < loan.principal_minor
+            assert release <= loan_math.releasable(loan.units, retired, loan.principal_minor)
+            left = loan.principal_minor - retired
+            assert loan_math.within_limit(left, lending(loan.units - release, last))
+            assert loan.rest_minor == left + 1
+        if loan.outcome is LoanOutcome.DEFAULTED:
+            assert loan.stock is not None
+            assert loan.stock[1] in ("SPOILED", "MISSING")
+            assert loan.disposal == "RETAIN" or loan.sale_minor > 0
