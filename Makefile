@@ -42,7 +42,7 @@ buf: $(BUF_STAMP) ## install the buf CLI (protobuf lint and breaking-change chec
 run: venv ## start the core and the bridge on embedded SQLite, run the smoke scenario, report, stop
 	$(BIN)/condpay sim run smoke
 
-demo: venv ## the guided story of one trade (money, a conditional payment, an eBL across currencies)
+demo: venv ## the guided story of one trade (money, a conditional payment, an eBL across currencies, an inventory loan)
 	$(BIN)/condpay demo
 
 serve: venv ## the server alone, plaintext development mode, on 127.0.0.1:50051 and ./var/condpay.db

@@ -14,7 +14,16 @@ Act 3, across currencies: a Hong Kong trading house buys part of the maker's nex
 carrier issues an electronic bill of lading for 40 pallets to the maker; the trading house pays
 in HKD, the maker is paid in CNY: one delivery-versus-payment of 25 pallets (the title is split)
 at a firm FX quote, settled atomically across the core and the multi-CBDC bridge, final with the
-validators' quorum certificate. Then balances, the journal and the supply audit.
+validators' quorum certificate.
+
+Act 4, inventory financing on warehouse receipts (docs/financing.md): the LAX-3 warehouse issues
+the maker a receipt for 1,000 cartons; the maker pledges it to Bank A and borrows 50,000.00 CNY
+(one transaction); the price feed marks the cartons down to 60.00: a margin call; the maker
+pledges a second receipt and the loan is cured, then repays it in full and both receipts are
+free. A second loan: the warehouse and two sensors count its stock SPOILED, a margin call at
+once; its one-second cure period passes, the core's deadline sweep defaults it, and Bank A sells
+the receipt to the HK trading house, which pays HKD through the bridge: Bank A is paid what is
+owed, the maker the surplus, in one settlement. Then balances, the journal and the supply audit.
 """
 
 from __future__ import annotations
@@ -35,7 +44,14 @@ from condpay.attest import (
 )
 from condpay.client import PaymentsClient, SettlementsClient
 from condpay.errors import FailedPrecondition
-from condpay.v1 import errors_pb2, ledger_pb2, payment_pb2, settlement_pb2
+from condpay.loans import (
+    collateral_request,
+    disposal_request,
+    open_loan_request,
+    pledge_more_request,
+    repay_request,
+)
+from condpay.v1 import errors_pb2, finance_pb2, ledger_pb2, payment_pb2, settlement_pb2
 from rich.console import Console
 from rich.table import Table
 
@@ -45,11 +61,13 @@ from sim_central_bank.record import GATEWAY
 from sim_central_bank.server_process import ServerProcess
 from wallets import OwnerKey, TransferInstruction, bls, format_money, sign_transfer
 from wallets.currencies import CURRENCIES
+from wallets.loan_documents import CollateralStatement, LoanTerms
 
 DEMO_DIR = Path("var") / "demo"
 BANK, RESERVE = "icbc-sz", "w_reserve.icbc-sz"
 CUSTOMS = "customs.cn.shenzhen"
 SENSORS = ("iot.lax3.gate", "iot.lax3.dock", "iot.lax3.rfid")
+WAREHOUSE, PRICE_FEED = "warehouse.lax3", "price.sz-electronics"
 DELIVERY_CONTRACT = """\
 contract "overseas-warehouse-delivery" version 1
 
@@ -92,6 +110,7 @@ async def story(address: str) -> None:
         wallets = await act_one(cb)
         await act_two(cb, wallets)
         await act_three(cb, wallets)
+        await act_four(cb, wallets)
         await show_ledger(cb, wallets)
     finally:
         await cb.close()
@@ -305,11 +324,211 @@ async def act_three(cb: SettlementsClient, wallets: dict[str, str]) -> None:
     )
 
 
+def _sensor_key(name: str) -> int:
+    return bls.secret_key(name.encode().ljust(32, b"*"))
+
+
+def _loan_state(loan: finance_pb2.Loan) -> str:
+    return finance_pb2.LoanState.Name(loan.state).removeprefix("LOAN_STATE_")
+
+
+async def act_four(cb: SettlementsClient, wallets: dict[str, str]) -> None:
+    platform = cb.with_caller("platform/gba-trade")
+    bank_a = cb.with_caller("financier/bank-a")
+    seller = (_key("seller"), wallets["seller"])
+    for name in (WAREHOUSE, PRICE_FEED):
+        await cb.register_oracle(name, "ED25519", _key(name).public_key)
+
+    def expiry() -> int:
+        return int((time.time() + 300) * 1e6)
+
+    async def receipt(units: int, number: str) -> str:
+        issued = await platform.issue_title(
+            _key(WAREHOUSE),
+            WAREHOUSE,
+            "warehouse_receipt",
+            wallets["seller"],
+            units,
+            f"warehouse receipt LAX3-{number}: {units} cartons of LED drivers".encode(),
+        )
+        return issued.title.title_id
+
+    async def open_loan(title_id: str, principal: int, cure_period_s: int, name: str) -> str:
+        terms = LoanTerms(
+            borrower=wallets["seller"],
+            financier=wallets["financier"],
+            borrower_agent=platform.caller,
+            financier_agent=bank_a.caller,
+            title_id=title_id,
+            currency="CNY",
+            principal_minor=principal,
+            fee_minor=principal // 100,
+            rate_bps=1_200,
+            maturity_at_us=int((time.time() + 90 * 86_400) * 1e6),
+            unit_price_minor=100_00,
+            haircut_bps=3_000,
+            margin_call_bps=10_000,
+            cure_period_s=cure_period_s,
+            price_oracle=PRICE_FEED,
+            warehouse_oracle=WAREHOUSE,
+            sensor_oracles=",".join(SENSORS),
+            sensor_threshold=2,
+            disposal="SELL",
+            submitter=bank_a.caller,
+            request_id=name,
+            expires_at_us=expiry(),
+        )
+        reply = await bank_a.api.finance.open_loan(
+            open_loan_request(terms, _key("seller"), _key("financier"))
+        )
+        return reply.loan.loan_id
+
+    async def statement(
+        loan_id: str,
+        event_id: str,
+        kind: str,
+        *,
+        unit_price_minor: int = 0,
+        title_id: str = "",
+        units_present: int = 0,
+        condition: str = "",
+    ) -> CollateralStatement:
+        now = int(time.time() * 1e6)
+        return CollateralStatement(
+            oracle_set_version=await cb.oracle_set_version(),
+            loan_id=loan_id,
+            event_id=event_id,
+            kind=kind,
+            title_id=title_id,
+            currency="CNY",
+            unit_price_minor=unit_price_minor,
+            units_present=units_present,
+            condition=condition,
+            observed_at_us=now - 60_000_000,
+            issued_at_us=now,
+            expires_at_us=now + 600_000_000,
+        )
+
+    first = await receipt(1_000, "0419")
+    loan_id = await open_loan(first, 50_000_00, 3_600, "inventory-loan-1")
+    console.print(
+        f"The LAX-3 warehouse issued the maker receipt {first} for 1,000 cartons at 100.00; "
+        f"pledged to Bank A, it secures loan {loan_id}: 50,000.00 CNY paid to the maker in the "
+        "same transaction (30% haircut, 1% fee, 12% a year)"
+    )
+    feed = cb.with_caller(f"oracle/{PRICE_FEED}")
+    valuation = await statement(loan_id, "lax3-price-1", "VALUATION", unit_price_minor=60_00)
+    called = await feed.api.finance.submit_collateral_attestation(
+        collateral_request(
+            valuation, request_id="price-1", ed25519=[(PRICE_FEED, _key(PRICE_FEED))]
+        )
+    )
+    console.print(
+        f"The price feed marked the cartons down to 60.00: lending value "
+        f"{_cny(called.loan.lending_value_minor)} < owed {_cny(called.loan.owed_minor)}: "
+        f"[bold]{_loan_state(called.loan)}[/], cure within the hour"
+    )
+    second = await receipt(500, "0420")
+    cured = await platform.api.finance.pledge_more(
+        pledge_more_request(
+            seller,
+            loan_id,
+            second,
+            submitter=platform.caller,
+            request_id="pledge-1",
+            expires_at_us=expiry(),
+        )
+    )
+    owed = (await bank_a.api.finance.get_loan(finance_pb2.GetLoanRequest(loan_id=loan_id))).loan
+    repaid = await platform.api.finance.repay(
+        repay_request(
+            seller,
+            loan_id,
+            owed.owed_minor,
+            submitter=platform.caller,
+            request_id="repay-1",
+            expires_at_us=expiry(),
+        )
+    )
+    console.print(
+        f"The maker pledged receipt {second} (500 cartons): [bold]{_loan_state(cured.loan)}[/] "
+        f"again; then repaid {_cny(owed.owed_minor)} (interest rounded up to the fen): "
+        f"[bold]{_loan_state(repaid.loan)}[/], both receipts free"
+    )
+
+    spoiled_receipt = await receipt(600, "0421")
+    spoiled_loan = await open_loan(spoiled_receipt, 30_000_00, 1, "inventory-loan-2")
+    count = await statement(
+        spoiled_loan,
+        "lax3-count-1",
+        "STOCK",
+        title_id=spoiled_receipt,
+        units_present=600,
+        condition="SPOILED",
+    )
+    reported = await cb.with_caller(
+        f"oracle/{WAREHOUSE}"
+    ).api.finance.submit_collateral_attestation(
+        collateral_request(
+            count,
+            request_id="count-1",
+            ed25519=[(WAREHOUSE, _key(WAREHOUSE))],
+            bls_signers=[(name, _sensor_key(name)) for name in SENSORS[:2]],
+        )
+    )
+    console.print(
+        f"Loan {spoiled_loan} (30,000.00 against 600 cartons, a one-second cure period): the "
+        f"warehouse and two sensors counted the stock SPOILED: [bold]"
+        f"{_loan_state(reported.loan)}[/] at once"
+    )
+    while True:
+        await asyncio.sleep(0.25)
+        loan = (
+            await bank_a.api.finance.get_loan(finance_pb2.GetLoanRequest(loan_id=spoiled_loan))
+        ).loan
+        if loan.state != finance_pb2.LOAN_STATE_MARGIN_CALL:
+            break
+    console.print(
+        f"No cure: the deadline sweep made it [bold]{_loan_state(loan)}[/] "
+        f"({loan.terminal_reason}), owing {_cny(loan.owed_minor)}"
+    )
+    sale = await bank_a.api.finance.dispose_collateral(
+        disposal_request(
+            _key("financier"),
+            (_key("hk-buyer"), wallets["hk_buyer"]),
+            spoiled_loan,
+            spoiled_receipt,
+            pay=("HKD", 45_000_00),  # at market, at most this
+            receive_minor=36_000_00,
+            submitter=bank_a.caller,
+            request_id="sale-1",
+            expires_at_us=expiry(),
+        )
+    )
+    settlement = sale.settlement
+    while settlement.state not in (
+        settlement_pb2.SETTLEMENT_STATE_FINAL,
+        settlement_pb2.SETTLEMENT_STATE_ABORTED,
+    ):
+        await asyncio.sleep(0.1)
+        settlement = await bank_a.get_settlement(settlement.settlement_id)
+    sold = (
+        await bank_a.api.finance.get_loan(finance_pb2.GetLoanRequest(loan_id=spoiled_loan))
+    ).loan
+    state = settlement_pb2.SettlementState.Name(settlement.state).removeprefix("SETTLEMENT_STATE_")
+    console.print(
+        f"Bank A sold the receipt to the HK trading house by DvP {settlement.settlement_id} "
+        f"([bold]{state}[/]): {format_money(settlement.pay.amount_minor, 'HKD')} through the "
+        f"bridge, 36,000.00 CNY split: {_cny(sold.recovered_minor)} to Bank A, "
+        f"{_cny(sold.surplus_minor)} to the maker; the loan is [bold]{_loan_state(sold)}[/]"
+    )
+
+
 async def register_oracles(cb: PaymentsClient) -> dict[str, int]:
     await cb.register_oracle(CUSTOMS, "ED25519", _key("customs").public_key)
     sensor_keys = {}
     for name in SENSORS:
-        sensor_keys[name] = bls.secret_key(name.encode().ljust(32, b"*"))
+        sensor_keys[name] = _sensor_key(name)
         registration = bls_registration(sensor_keys[name])
         await cb.register_oracle(
             name,
