@@ -65,6 +65,10 @@ REDEEM_PERCENT: Final = 10
 #: After a bridge restart, its client's channel may still be backing off: this many tries.
 REPUBLISH_ATTEMPTS: Final = 100
 REPUBLISH_PAUSE_SECONDS: Final = 0.1
+#: The simulator's own bridge client (rates, the audit's reads): the bridge's audit walks every
+#: transfer it ever made (1.5 s at the end of gba-day on an idle machine), past the client's
+#: default 5 s deadline on a loaded 2-core one, which broke runs off at a round's end.
+BRIDGE_DEADLINE_MS: Final = 60_000
 #: The fingerprint lists the payments this many a page (ListPayments' maximum).
 FINGERPRINT_PAGE: Final = 500
 
@@ -209,7 +213,11 @@ async def run(scenario: Scenario, target: Target, *, console: Console, tag: str 
             attempts_max=ATTEMPTS_MAX,
             timeout_seconds=30.0,
         )
-        bridge = BridgeClient(bridge_address, identity=SIM_AUDITOR) if bridge_address else None
+        bridge = (
+            BridgeClient(bridge_address, identity=SIM_AUDITOR, deadline_ms=BRIDGE_DEADLINE_MS)
+            if bridge_address
+            else None
+        )
         try:
             if stack is not None and target.database_url:
                 await _refuse_a_used_ledger(core, target.database_url)
