@@ -47,10 +47,11 @@ Each invariant has a stable name and fails with a detail naming the first offend
   no stock SPOILED or MISSING and owed × 10,000 ≤ lending value × margin_call_bps, before its
   maturity; MARGIN_CALL before its cure deadline. At the final check no loan is DEFAULTED with
   its collateral unsold; during the run a deadline may be past by the grace.
-- ``no_receipt_pledged_twice``: no receipt is in two loans' collateral; each receipt a live loan
-  holds is, as its borrower's titles list it (ListTitles), active, held by the borrower, pledged
-  to that loan, with the units the loan records; and every title those lists show pledged to a
-  loan is in that loan's collateral.
+- ``no_receipt_pledged_twice``: no receipt is in two loans' collateral; and at the final check
+  each receipt a live loan holds is, as its borrower's titles list it (ListTitles, a call per
+  borrower: too dear for every round), active, held by the borrower, pledged to that loan, with
+  the units the loan records, and every title those lists show pledged to a loan is in that
+  loan's collateral.
 - ``loan_claims_match_journal``: per loan, exactly one LOAN entry moving the principal from the
   financier to the borrower; its LOAN_REPAYMENT entries paying the financier what the loan
   records repaid; the DVP entries of its sales paying the financier what it records recovered
@@ -210,12 +211,12 @@ class _Reads:
     payments: dict[str, payment_pb2.Payment]
     settlements: dict[str, settlement_pb2.Settlement]
     entries: list[ledger_pb2.JournalEntry]
-    #: Every loan (read with the payments, before the journal), and the titles its borrowers
-    #: hold (ListTitles of each borrower wallet).
+    #: Every loan (read with the payments, before the journal), and, at the final check, the
+    #: titles its borrowers hold (ListTitles of each borrower wallet; None during the run).
     loans: dict[str, finance_pb2.Loan]
     #: loan id -> the request ids of its sales (SOLD events), for loans a sale paid.
     sales: dict[str, list[str]]
-    titles: dict[str, asset_pb2.Title]
+    titles: dict[str, asset_pb2.Title] | None
     bridge: _BridgeReads | None
     #: At the final check: wallet id -> currency -> (available, held), for every wallet the
     #: journal names; None during the run.
@@ -331,7 +332,10 @@ class Auditor:
             self._payments(), self._loans(), self._bridge_reads()
         )
         settlements, entries, titles, sales = await asyncio.gather(
-            self._settlements(), self._journal(), self._titles(loans), self._sales(loans)
+            self._settlements(),
+            self._journal(),
+            self._titles(loans) if final else _none(),
+            self._sales(loans),
         )
         wallets = await self._wallets(entries) if final else None
         after = await self.core.get_supply()
@@ -1041,6 +1045,10 @@ def _claims_of(payment: payment_pb2.Payment) -> list[str]:
     return problems
 
 
+async def _none() -> None:
+    return None
+
+
 def _loan_state(loan: finance_pb2.Loan) -> str:
     return finance_pb2.LoanState.Name(loan.state).removeprefix("LOAN_STATE_")
 
@@ -1117,6 +1125,8 @@ def _no_receipt_pledged_twice(reads: _Reads) -> InvariantResult:
             other = holders.setdefault(item.title_id, loan.loan_id)
             if other != loan.loan_id:
                 problems.append(f"receipt {item.title_id} pledged to {other} and {loan.loan_id}")
+            if reads.titles is None:
+                continue
             title = reads.titles.get(item.title_id)
             if title is None:
                 problems.append(
@@ -1132,7 +1142,7 @@ def _no_receipt_pledged_twice(reads: _Reads) -> InvariantResult:
                     f"{asset_pb2.TitleState.Name(title.state)}) is pledged to "
                     f"{title.pledged_to or 'nothing'}, the loan records {item.units} units"
                 )
-    for title in reads.titles.values():
+    for title in (reads.titles or {}).values():
         holder = reads.loans.get(title.pledged_to)
         if holder is not None and title.title_id not in {c.title_id for c in holder.collateral}:
             problems.append(
@@ -1141,6 +1151,11 @@ def _no_receipt_pledged_twice(reads: _Reads) -> InvariantResult:
             )
     if problems:
         return _failed(RECEIPTS, problems)
+    if reads.titles is None:
+        return _passed(
+            RECEIPTS,
+            f"{pledged} receipts pledged to live loans, each to one; titles compared at the end",
+        )
     borrowers = len({loan.borrower_wallet_id for loan in reads.loans.values()})
     return _passed(
         RECEIPTS,
