@@ -854,3 +854,20 @@ class RestartableServer(ServerProcess):
                 if line.startswith("condpay: fault point "):
                     crashes[line.removeprefix("condpay: fault point ").split(":")[0]] += 1
         return crashes
+
+    def log_problems(self) -> list[str]:
+        """What the server should never log, crashes or not: an error or critical event (a bridge
+        refusal it calls its own bug, a settlement stuck, an unhandled exception...), or anything
+        that is not a JSON log line but a fault point's own last words."""
+        found = []
+        for log in sorted(self.log_dir.glob("server-*.log")):
+            for line in log.read_text(errors="replace").splitlines():
+                if line.startswith("condpay: fault point "):
+                    continue
+                try:
+                    level = json.loads(line).get("level")
+                except ValueError:
+                    level = "unparsed"
+                if level in ("error", "critical", "unparsed"):
+                    found.append(f"{log.name}: {line[:300]}")
+        return found

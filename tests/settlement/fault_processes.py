@@ -122,17 +122,7 @@ def log_problems(core: RestartableServer, bridge: BridgeProcess) -> list[str]:
     """What neither process should ever log: an error or critical event of the core (a bridge
     refusal the core calls its own bug, a certificate that does not verify, a commit of an
     aborted settlement), a traceback, an error of the bridge."""
-    found = []
-    for log in sorted(core.log_dir.glob("server-*.log")):
-        for line in log.read_text(errors="replace").splitlines():
-            if line.startswith("condpay: fault point "):
-                continue
-            try:
-                level = json.loads(line).get("level")
-            except ValueError:
-                level = "unparsed"
-            if level in ("error", "critical", "unparsed"):
-                found.append(f"{log.name}: {line[:300]}")
+    found = core.log_problems()
     for log in sorted(bridge.log_dir.glob("bridge-*.log")):
         for line in log.read_text(errors="replace").splitlines():
             if "Traceback" in line or " ERROR " in line or "CRITICAL" in line:

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
@@ -439,22 +438,6 @@ async def sell(world: World, loan: Loan) -> None:
 
 
 # -- the checks ------------------------------------------------------------------------------------
-def log_problems(server: RestartableServer) -> list[str]:
-    """What the server should never log, crashes or not: an error or critical event (a
-    settlement stuck, an unhandled exception...), or anything that is not a JSON log line but
-    the fault point's own last words."""
-    found = []
-    for log in sorted(server.log_dir.glob("server-*.log")):
-        for line in log.read_text(errors="replace").splitlines():
-            if line.startswith("condpay: fault point "):
-                continue
-            try:
-                level = json.loads(line).get("level")
-            except ValueError:
-                level = "unparsed"
-            if level in ("error", "critical", "unparsed"):
-                found.append(f"{log.name}: {line[:300]}")
-    return found
 
 
 def same_outcome(call: Call, first: Answer, other: Answer) -> bool:
@@ -679,7 +662,7 @@ async def test_kills_between_default_and_disposal_lose_nothing_and_apply_nothing
         assert supervisor.crashes == len(ALL_POINTS)
         assert supervisor.kills == 1
         assert supervisor.other_deaths == []
-        assert log_problems(server) == []
+        assert server.log_problems() == []
 
         await check_nothing_lost_or_flipped(world)
         figures = await check_loans(world, pg_url)
