@@ -53,20 +53,14 @@ MATURITY_YEARS_MAX = 10
 OVERRUN_US = YEAR_US
 
 
-def _loan_of(result: object) -> LoanRecord:
-    if isinstance(result, loans.Repaid):
-        return result.loan
-    assert isinstance(result, LoanRecord)
-    return result
-
-
-def _view(loan: LoanRecord) -> finance_pb2.Loan:
+def _view(loan: object) -> finance_pb2.Loan:
     """A mutating call's reply: the loan as that call left it (its interest accrued then)."""
+    assert isinstance(loan, LoanRecord)
     return views.loan(loan, loan.updated_at_us)
 
 
 def _open_reply(result: object, op: operation_pb2.OperationInfo) -> finance_pb2.OpenLoanResponse:
-    return finance_pb2.OpenLoanResponse(operation=op, loan=_view(_loan_of(result)))
+    return finance_pb2.OpenLoanResponse(operation=op, loan=_view(result))
 
 
 def _repay_reply(result: object, op: operation_pb2.OperationInfo) -> finance_pb2.RepayResponse:
@@ -79,15 +73,13 @@ def _repay_reply(result: object, op: operation_pb2.OperationInfo) -> finance_pb2
 def _pledge_reply(
     result: object, op: operation_pb2.OperationInfo
 ) -> finance_pb2.PledgeMoreResponse:
-    return finance_pb2.PledgeMoreResponse(operation=op, loan=_view(_loan_of(result)))
+    return finance_pb2.PledgeMoreResponse(operation=op, loan=_view(result))
 
 
 def _attest_reply(
     result: object, op: operation_pb2.OperationInfo
 ) -> finance_pb2.SubmitCollateralAttestationResponse:
-    return finance_pb2.SubmitCollateralAttestationResponse(
-        operation=op, loan=_view(_loan_of(result))
-    )
+    return finance_pb2.SubmitCollateralAttestationResponse(operation=op, loan=_view(result))
 
 
 OPEN = Reply(finance_pb2.OpenLoanResponse, _open_reply)
