@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import fcntl
 import functools
 import hashlib
+import os
 import random
 import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -88,8 +90,37 @@ class Target:
     directory: Path = Path("var") / "sim"
 
 
+@contextlib.contextmanager
+def _run_directory(directory: Path) -> Iterator[None]:
+    """Hold ``directory`` (a scenario's: its database, the bridge's state, the logs) for this run:
+    an exclusive lock on ``<directory>.lock`` beside it, released when the run ends (or its
+    process dies). A second run of the scenario in the same place is refused (TargetError) instead
+    of deleting the ledger of the first while its servers write to it."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = directory.with_name(directory.name + ".lock")
+    with open(lock_path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise TargetError(
+                f"another simulator run ({holder}) is using {directory}: wait for it to end, or "
+                "start this one from another working directory"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}")
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 class Stack:
-    """The core and the bridge as child processes, when the simulator starts them."""
+    """The core and the bridge as child processes, when the simulator starts them (the caller
+    holds the scenario's directory: :func:`_run_directory`)."""
 
     def __init__(self, scenario: Scenario, target: Target, record: RunRecord) -> None:
         self.directory = target.directory / scenario.name
@@ -157,7 +188,16 @@ async def _stack(
         record.database = "external"
         yield target.server, target.bridge, None
         return
-    stack = Stack(scenario, target, record)
+    with _run_directory(target.directory / scenario.name):
+        async with _started(Stack(scenario, target, record), console) as started:
+            yield started
+
+
+@contextlib.asynccontextmanager
+async def _started(
+    stack: Stack, console: Console
+) -> AsyncIterator[tuple[str, str | None, Stack | None]]:
+    record = stack.record
     console.print(
         f"Starting condpay on {record.database} and the bridge as child processes; logs in "
         f"{stack.directory / 'logs'}"

@@ -339,6 +339,23 @@ async def test_a_core_that_does_not_start_leaves_no_bridge_running(
     assert bridges[0].exit_status() is not None  # stopped, not orphaned
 
 
+async def test_a_second_run_in_the_same_place_is_refused_and_leaves_the_first_alone(
+    tmp_path: Path,
+) -> None:
+    """Two runs of one scenario from one directory: the second would delete the first's live
+    ledger (its database, the bridge's state) before starting its own servers. It is refused
+    instead, naming the directory and the run that holds it, and nothing of the first changes."""
+    directory = tmp_path / "smoke"
+    with runner._run_directory(directory):  # the first run, still going
+        directory.mkdir()
+        (directory / "condpay.db").write_bytes(b"the first run's ledger")
+        with pytest.raises(runner.TargetError, match=r"another simulator run \(pid \d+\)"):
+            await run(scenarios.load("smoke"), Target(directory=tmp_path), console=quiet())
+        assert (directory / "condpay.db").read_bytes() == b"the first run's ledger"
+    with runner._run_directory(directory):  # the first one ended: the place is free again
+        pass
+
+
 async def test_an_unexpected_error_in_an_order_is_a_surprise_not_the_end_of_the_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
