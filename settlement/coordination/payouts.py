@@ -19,6 +19,7 @@ from typing import Final
 import structlog
 
 from settlement.coordination.coordinator import Coordinator
+from settlement.ledger.records import SettlementRecord
 
 log = structlog.get_logger("condpay.payouts")
 
@@ -33,22 +34,24 @@ class PayoutStarter:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = False
 
-    def start(self, settlement_ids: Iterable[str]) -> None:
-        """Drive each new payout in a task of its own (called after its commit); after
-        :meth:`stop`, nothing (the sweep drives them)."""
+    def start(self, settlements: Iterable[SettlementRecord]) -> None:
+        """Drive each new payout (as its commit wrote it: not read again) in a task of its own
+        (called after its commit); after :meth:`stop`, nothing (the sweep drives them)."""
         if self._stopped:
             return
-        for settlement_id in settlement_ids:
-            task = asyncio.create_task(self._drive(settlement_id), name="payout")
+        for settlement in settlements:
+            task = asyncio.create_task(self._drive(settlement), name="payout")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _drive(self, settlement_id: str) -> None:
+    async def _drive(self, settlement: SettlementRecord) -> None:
+        settlement_id = settlement.settlement_id
         async with self._gate:
             if self._coordinator.driving(settlement_id):
                 return  # the sweep got there first
             try:
-                await self._coordinator.drive(settlement_id)
+                # Stale by now if the sweep drove it meanwhile: then its first step is a no-op.
+                await self._coordinator.drive(settlement_id, settlement)
             except Exception as error:  # the sweep takes it from wherever it is
                 log.warning("payout_start_failed", settlement_id=settlement_id, error=repr(error))
 

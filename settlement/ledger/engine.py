@@ -162,7 +162,7 @@ class LedgerEngine:
         self._faults = faults
         self._notifier = notifier or PaymentNotifier()
         # Told the ids of new payouts after their commit (settlement/coordination/payouts.py).
-        self._payouts_created: Callable[[list[str]], None] | None = None
+        self._payouts_created: Callable[[list[SettlementRecord]], None] | None = None
         self._directory = directory
         self._clock = clock
         self._errors = errors
@@ -458,9 +458,9 @@ class LedgerEngine:
             )
         )
 
-    def on_payouts_created(self, callback: Callable[[list[str]], None]) -> None:
-        """``callback(settlement_ids)`` after each commit that creates payouts (new PENDING
-        settlements), before the callers are answered; it must not block."""
+    def on_payouts_created(self, callback: Callable[[list[SettlementRecord]], None]) -> None:
+        """``callback(settlements)`` after each commit that creates payouts (new PENDING
+        settlements, as committed), before the callers are answered; it must not block."""
         self._payouts_created = callback
 
     def _committed(self, ws: WorkingSet, fresh: list[_Submission]) -> None:
@@ -476,7 +476,7 @@ class LedgerEngine:
         self._notifier.notify(loan.loan_id for loan in ws.changed(LoanRecord))
         if self._payouts_created is not None:
             created = [
-                s.settlement_id
+                s
                 for s in ws.changed(SettlementRecord)
                 if s.is_new and s.state is SettlementState.PENDING
             ]
