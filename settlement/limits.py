@@ -78,6 +78,12 @@ OUTCOME_SWEEP_BATCH: Final = 1000
 CHECKPOINT_SWEEP_SECONDS: Final = 1.0
 CHECKPOINT_ENTRIES_MAX: Final = 50_000
 
+# Inventory loans: the most receipts one loan holds as collateral (its row and every reply about
+# it carry them all), and the most of its events one read returns: GetLoan answers the newest,
+# WatchLoan streams every event, this many per read.
+LOAN_RECEIPTS_MAX: Final = 32
+LOAN_EVENTS_PER_READ: Final = 100
+
 # Shutdown: how long in-flight calls may take to finish after SIGTERM.
 SHUTDOWN_GRACE_SECONDS: Final = 10.0
 

@@ -360,13 +360,16 @@ class InventoryFinanceService(finance_pb2_grpc.InventoryFinanceServiceServicer):
         self, request: finance_pb2.GetLoanRequest, context: grpc.aio.ServicerContext
     ) -> finance_pb2.GetLoanResponse:
         requests.identifier(request.loan_id, "loan_id")
-        found = await self._rt.loans.loan(request.loan_id, scopes.loans(current_caller()))
+        found = await self._rt.loans.loan(
+            request.loan_id, scopes.loans(current_caller()), newest=True
+        )
         if found is None:  # or not the caller's to see: the same answer
             raise not_found(Reason.LOAN_NOT_FOUND, "loan", request.loan_id)
         loan, events = found
         return finance_pb2.GetLoanResponse(
             loan=views.loan(loan, self._rt.clock.now_us()),
             events=[views.loan_event(seq, e) for seq, e in events],
+            earlier_events=bool(events) and events[0][0] > 1,  # an event's seq is the version
         )
 
     async def ListLoans(
@@ -424,6 +427,8 @@ class InventoryFinanceService(finance_pb2_grpc.InventoryFinanceServiceServicer):
                 after = events[-1][0]
             if loan.state in (LoanState.REPAID, LoanState.DISPOSED) and after >= loan.version:
                 return
+            if len(events) >= limits.LOAN_EVENTS_PER_READ:  # more than a read's worth: go on
+                continue
             # Woken by a commit in this process, or on a timer for other replicas' commits.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(limits.WATCH_POLL_SECONDS):

@@ -450,7 +450,14 @@ METHODS.update(
         ),
         _F + "PledgeMore": _spec(
             _AGENTS,
-            {*_SIGNED, *_LOAN, *_TITLE, R.NOT_LOAN_BORROWER, R.INVALID_LOAN_TERMS},
+            {
+                *_SIGNED,
+                *_LOAN,
+                *_TITLE,
+                R.NOT_LOAN_BORROWER,
+                R.INVALID_LOAN_TERMS,
+                R.LOAN_RECEIPTS_EXCEEDED,
+            },
             mutating=True,
         ),
         _F + "SubmitCollateralAttestation": _spec(

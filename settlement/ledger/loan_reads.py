@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy import ColumnElement, or_, true
 from sqlmodel import col, select
 
+from settlement import limits
 from settlement.db import models
 from settlement.ledger.read_sessions import ReadSessions
 from settlement.ledger.record_rows import LOANS
@@ -28,9 +29,11 @@ class LoanReader:
         visible: ColumnElement[bool] | None = None,
         *,
         after_version: int = 0,
+        newest: bool = False,
     ) -> tuple[LoanRecord, list[tuple[int, LoanEventRecord]]] | None:
-        """The loan and its events (seq, event) after ``after_version``, in order; None if there
-        is none (or it is not ``visible``, a read scope, if given). One snapshot."""
+        """The loan and at most ``limits.LOAN_EVENTS_PER_READ`` of its events (seq, event) in
+        order: the first ones after ``after_version``, or with ``newest`` the last ones; None if
+        there is none (or it is not ``visible``, a read scope, if given). One snapshot."""
         async with self._session() as session:
             row = (
                 await session.exec(
@@ -41,11 +44,17 @@ class LoanReader:
             ).first()
             if row is None:
                 return None
-            events = await session.exec(
-                select(models.LoanEvent)
-                .where(models.LoanEvent.loan_id == loan_id, models.LoanEvent.seq > after_version)
-                .order_by(col(models.LoanEvent.seq))
+            seq = col(models.LoanEvent.seq)
+            events = list(
+                await session.exec(
+                    select(models.LoanEvent)
+                    .where(models.LoanEvent.loan_id == loan_id, seq > after_version)
+                    .order_by(seq.desc() if newest else seq)
+                    .limit(limits.LOAN_EVENTS_PER_READ)
+                )
             )
+            if newest:
+                events.reverse()
             return _record(row), [
                 (
                     e.seq,

@@ -26,6 +26,7 @@ from typing import ClassVar, Final
 
 from condpay.ids import loan_id_for
 
+from settlement import limits
 from settlement.errors import Reason, SettlementError, not_found
 from settlement.ledger import loan_math, titles
 from settlement.ledger.attestations import (
@@ -534,13 +535,19 @@ class PledgeToLoan(Command):
             )
         check_not_expired(ws, self.expires_at_us)
         _live(loan)
+        items = collateral(loan)
+        if len(items) >= limits.LOAN_RECEIPTS_MAX:
+            raise SettlementError(
+                Reason.LOAN_RECEIPTS_EXCEEDED,
+                f"loan {loan.loan_id} holds {len(items)} receipts, the most a loan may",
+                metadata={"loan_id": loan.loan_id, "limit": str(limits.LOAN_RECEIPTS_MAX)},
+            )
         title = _free_receipt(ws, self.title_id, self.holder)
         ws.touch(loan)
         _accrue(ws, loan)
         titles.move(
             ws, title, "PLEDGED", title.holder_wallet_id, self.request_id, pledged_to=loan.loan_id
         )
-        items = collateral(loan)
         items.append(Pledged(title.title_id, title.units, title.units, "GOOD", 0))
         loan.collateral_json = loan_math.write_collateral(items)
         _event(ws, loan, "PLEDGED", self.request_id, title_id=title.title_id, units=title.units)

@@ -14,6 +14,7 @@ from condpay.errors import ApiError
 from condpay.loans import collateral_request, open_loan_request
 from condpay.v1 import finance_pb2, oracle_pb2, settlement_pb2
 
+from settlement import limits
 from settlement.clock import ManualClock
 from settlement.ledger import loan_math
 from tests.settlement.audit import open_trade
@@ -419,6 +420,48 @@ async def test_watch_loan_streams_every_event_and_ends_when_repaid(loans: LoanWo
         async for _ in outsider.watch_loan(finance_pb2.WatchLoanRequest(loan_id=loan.loan_id)):
             pass
     assert raised.value.reason == "LOAN_NOT_FOUND"
+
+
+async def test_a_loan_holds_at_most_32_receipts_and_reads_of_it_stay_bounded(
+    loans: LoanWorld,
+) -> None:
+    """Every read and write of a loan carries its whole collateral, and its oracles may attest
+    for years: a 33rd receipt is refused (nothing pledged), GetLoan answers the newest 100
+    events and says there are older ones, and WatchLoan still streams every one, in order."""
+    fin, platform = loans.financier.api.finance, loans.platform.api.finance
+    loan = await loans.open(await loans.receipt("seller", 1_000, "R-cap-0"))
+    for i in range(1, limits.LOAN_RECEIPTS_MAX):
+        receipt = await loans.receipt("seller", 10, f"R-cap-{i}")
+        await platform.pledge_more(loans.pledge_more(loan.loan_id, receipt))
+    extra = await loans.receipt("seller", 10, "R-cap-extra")
+    before = (await loans.loan(loan.loan_id)).loan
+    assert len(before.collateral) == limits.LOAN_RECEIPTS_MAX
+    error = await refused(
+        "LOAN_RECEIPTS_EXCEEDED", platform.pledge_more(loans.pledge_more(loan.loan_id, extra))
+    )
+    assert error.metadata["limit"] == str(limits.LOAN_RECEIPTS_MAX)
+    assert (await loans.trade.title(extra)).pledged_to == ""
+    assert (await loans.loan(loan.loan_id)).loan == before
+    # 1 OPENED + 31 PLEDGED, then valuations past one read's worth of events.
+    for i in range(limits.LOAN_EVENTS_PER_READ - 20):
+        loans.clock.advance(0.001)  # each observed after the one in force
+        await fin.submit_collateral_attestation(await loans.valuation(loan.loan_id, 100_00 + i))
+    total = limits.LOAN_RECEIPTS_MAX + limits.LOAN_EVENTS_PER_READ - 20
+    reply = await loans.loan(loan.loan_id)
+    assert reply.loan.version == total
+    assert [e.seq for e in reply.events] == list(
+        range(total - limits.LOAN_EVENTS_PER_READ + 1, total + 1)
+    )
+    assert reply.earlier_events
+    seen: list[int] = []
+    async with asyncio.timeout(30):
+        async for streamed in fin.watch_loan(finance_pb2.WatchLoanRequest(loan_id=loan.loan_id)):
+            seen.append(streamed.event.seq)
+            if len(seen) == total:
+                break
+    assert seen == list(range(1, total + 1))
+    young = await loans.open(await loans.receipt("seller", 1_000, "R-young"))
+    assert not (await loans.loan(young.loan_id)).earlier_events
 
 
 async def test_a_deadline_fires_once_however_many_sweeps_race_for_it(loans: LoanWorld) -> None:

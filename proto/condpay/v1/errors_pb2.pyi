@@ -172,6 +172,8 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """FAILED_PRECONDITION: the collateral may be sold only after the loan defaulted, if its terms
     say SELL.
     """
+    ERROR_REASON_LOAN_RECEIPTS_EXCEEDED: _ErrorReason.ValueType  # 102
+    """FAILED_PRECONDITION: the loan already holds as many receipts as a loan may (32)."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The closed list of reasons the condpay.v1 API answers with: every google.rpc.ErrorInfo it sends
@@ -317,6 +319,8 @@ ERROR_REASON_LOAN_NOT_DEFAULTED: ErrorReason.ValueType  # 101
 """FAILED_PRECONDITION: the collateral may be sold only after the loan defaulted, if its terms
 say SELL.
 """
+ERROR_REASON_LOAN_RECEIPTS_EXCEEDED: ErrorReason.ValueType  # 102
+"""FAILED_PRECONDITION: the loan already holds as many receipts as a loan may (32)."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 @_typing.final

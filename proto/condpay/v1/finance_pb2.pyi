@@ -591,19 +591,27 @@ class GetLoanResponse(_message.Message):
 
     LOAN_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
+    EARLIER_EVENTS_FIELD_NUMBER: _builtins.int
+    earlier_events: _builtins.bool
+    """Whether the loan has events older than the first of ``events`` (WatchLoan from
+    after_version 0 streams them all).
+    """
     @_builtins.property
     def loan(self) -> Global___Loan: ...
     @_builtins.property
-    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___LoanEvent]: ...
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___LoanEvent]:
+        """Its newest events (at most 100), oldest first."""
+
     def __init__(
         self,
         *,
         loan: Global___Loan | None = ...,
         events: _abc.Iterable[Global___LoanEvent] | None = ...,
+        earlier_events: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["loan", b"loan"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "loan", b"loan"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["earlier_events", b"earlier_events", "events", b"events", "loan", b"loan"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
