@@ -383,10 +383,18 @@ class Auditor:
         settlement that sold a receipt has that request id, and pays the loan's financier."""
 
         async def read(loan_id: str) -> list[str]:
-            reply = await self.core.api.finance.get_loan(
-                finance_pb2.GetLoanRequest(loan_id=loan_id)
-            )
-            return [e.request_id for e in reply.events if e.kind == "SOLD"]
+            finance = self.core.api.finance
+            reply = await finance.get_loan(finance_pb2.GetLoanRequest(loan_id=loan_id))
+            events = list(reply.events)
+            if reply.earlier_events:  # GetLoan answers the newest only: stream the whole history
+                events = []
+                async for streamed in finance.watch_loan(
+                    finance_pb2.WatchLoanRequest(loan_id=loan_id)
+                ):
+                    events.append(streamed.event)
+                    if streamed.event.seq >= reply.loan.version:
+                        break
+            return [e.request_id for e in events if e.kind == "SOLD"]
 
         sold = sorted(x.loan_id for x in loans if x.recovered_minor or x.surplus_minor)
         return await gathered(sold, read, in_flight=READS_IN_FLIGHT)

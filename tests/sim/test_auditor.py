@@ -13,6 +13,7 @@ from condpay.v1 import finance_pb2
 from sqlalchemy import text
 
 from bridges import Bridge
+from settlement import limits
 from sim_central_bank.auditor import INVARIANTS, Auditor
 from sim_central_bank.record import ACCEPTED, RefusedAttestation
 from tests.sim.ledger import (
@@ -328,6 +329,23 @@ async def test_the_auditor_passes_a_ledger_with_loans_and_a_defaulted_one_only_d
             f"{loan.loan_id}: DEFAULTED, its collateral not disposed of"
             in (failing["loans_repaid_disposed_or_covered"])
         )
+
+
+async def test_the_auditor_reads_a_long_loan_history_whole(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GetLoan answers a loan's newest events only: with reads of one event, a sold loan's
+    history is longer than that, and the auditor streams the rest to find its sales (a sale it
+    missed would fail loan_claims_match_journal)."""
+    monkeypatch.setattr(limits, "LOAN_EVENTS_PER_READ", 1)
+    async with audited_trade(database_url) as trade:
+        told = await loan_story(trade)
+        disposed = await told.world.loan(told.loans["disposed"])
+        assert disposed.earlier_events
+        assert [e.kind for e in disposed.events] == ["DISPOSED"]
+        final = {r.name: r for r in await trade.auditor.check(final=True)}
+        assert final["loan_claims_match_journal"].passed, final["loan_claims_match_journal"]
+        assert "5050000 recovered and 2950000 surplus" in final["loan_claims_match_journal"].detail
 
 
 # A loan broken in the database -> (the one invariant that must fail, a fragment of its detail).
