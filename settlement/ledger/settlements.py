@@ -220,10 +220,10 @@ class PrepareSettlement(Command):
             quote = self._quote(ws)
             pay_minor = quote.source_minor
         day = check_debit(ws, existing_wallet(ws, t.payer), t.pay_currency, pay_minor)
-        check_incoming(ws, existing_wallet(ws, t.payee), t.receive_currency, t.receive_minor)
-        if self.loan_id:
+        if self.loan_id:  # the payee (the financier) receives its share only: checked there
             delivered, units, borrower = self._loan_title(ws)
         else:
+            check_incoming(ws, existing_wallet(ws, t.payee), t.receive_currency, t.receive_minor)
             delivered, units, borrower = (self._title(ws) if t.title_id else ""), t.title_units, ""
         settlement = SettlementRecord(
             settlement_id=self.settlement_id,
@@ -370,9 +370,11 @@ class PrepareSettlement(Command):
                 f"{loan.currency}",
                 metadata={"field": "loan_id", "loan_id": self.loan_id},
             )
-        # The surplus is a credit to the borrower: its balance cap bounds it, as the payee's
-        # bounds the whole (checked now, like every leg a settlement will pay).
-        _, surplus = loans.split_proceeds(loan, t.receive_minor)
+        # The proceeds are split: the financier (the payee) up to what the loan owes, the surplus
+        # to the borrower. Each share is a credit like any other, bounded by its wallet's
+        # balance cap (checked now, like every leg a settlement will pay).
+        to_financier, surplus = loans.split_proceeds(loan, t.receive_minor)
+        check_incoming(ws, existing_wallet(ws, t.payee), t.receive_currency, to_financier)
         borrower = existing_wallet(ws, loan.borrower_wallet_id)
         check_incoming(ws, borrower, loan.currency, surplus)
         titles.move(

@@ -192,9 +192,10 @@ class LoanWorld:
         pay: tuple[str, int],
         receive_minor: int,
         buyer: str = "buyer",
+        financier: str = "financier",
     ) -> finance_pb2.DisposeCollateralRequest:
         return disposal_request(
-            self.trade.keys["financier"],
+            self.trade.keys[financier],
             self.trade.party(buyer),
             loan_id,
             title_id,

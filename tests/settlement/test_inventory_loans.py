@@ -490,6 +490,48 @@ async def test_a_hostile_valuation_saturates_the_view_and_moves_nothing(loans: L
     assert (await loans.loan(loan.loan_id)).loan.lending_value_minor == 2**63 - 1
 
 
+async def test_a_sale_checks_the_financiers_cap_against_its_share_only(loans: LoanWorld) -> None:
+    """A sale pays the financier what the loan owes and the borrower the rest: the financier's
+    balance cap bounds its share, not the whole price. A price the financier's wallet could not
+    hold whole sells when its share fits."""
+    trade, fin = loans.trade, loans.financier.api.finance
+    bank = trade.client("institution/icbc-sz")
+    trade.keys["small_bank"] = key("small_bank")
+    opened = await bank.open_wallet("icbc-sz", key("small_bank").public_key, tier=2)
+    trade.wallets["small_bank"] = opened.wallet.wallet_id
+    await trade.fund("small_bank", "CNY", 460_000_00)  # a tier-2 wallet holds 500,000.00 at most
+    receipt = await loans.receipt("seller", 1_000, "R-12")
+    terms = loans.terms(receipt, financier=trade.wallets["small_bank"])
+    loan = (
+        await fin.open_loan(
+            open_loan_request(terms, trade.keys["seller"], trade.keys["small_bank"])
+        )
+    ).loan
+    await fin.submit_collateral_attestation(
+        await loans.stock(loan.loan_id, receipt, 1_000, "SPOILED")
+    )
+    loans.clock.advance(3_601)
+    assert await loans.fire_deadlines() == 1
+    owed = (await loans.loan(loan.loan_id)).loan.owed_minor
+    room = 500_000_00 - (await trade.balance("small_bank", "CNY"))[0]
+    price = 2 * room  # the whole price would not fit the financier's wallet; its share does
+    assert owed <= room < price
+    seller_before = (await trade.balance("seller", "CNY"))[0]
+    await fin.dispose_collateral(
+        loans.dispose(
+            loan.loan_id, receipt, pay=("CNY", price), receive_minor=price, financier="small_bank"
+        )
+    )
+    assert (await trade.balance("small_bank", "CNY"))[0] == 500_000_00 - room + owed
+    assert (await trade.balance("seller", "CNY"))[0] == seller_before + price - owed
+    sold = (await loans.loan(loan.loan_id)).loan
+    assert (sold.state, sold.recovered_minor, sold.surplus_minor) == (
+        DISPOSED,
+        owed,
+        price - owed,
+    )
+
+
 async def test_a_sale_whose_surplus_would_cross_the_borrowers_balance_cap_is_refused(
     loans: LoanWorld,
 ) -> None:
