@@ -14,6 +14,7 @@ from condpay.errors import ApiError
 from condpay.loans import collateral_request, open_loan_request
 from condpay.v1 import finance_pb2, oracle_pb2, settlement_pb2
 
+from bridges import FaultPlan, Operation
 from settlement import limits
 from settlement.clock import ManualClock
 from settlement.ledger import loan_math
@@ -172,6 +173,46 @@ async def test_a_defaulted_loan_sold_across_currencies_through_the_bridge(
     assert buyer_hkd - (await trade.balance("buyer", "HKD"))[0] == final[0].pay_minor
     assert (await trade.title(receipt)).holder_wallet_id == trade.wallets["buyer"]
     assert (await loans.loan(loan.loan_id)).loan.state == DISPOSED
+
+
+async def test_an_aborted_sale_puts_the_receipt_back_and_it_sells_again(
+    loans: LoanWorld,
+) -> None:
+    """The bridge refuses the leg of a cross-currency sale: the sale is ABORTED, the buyer's
+    money is given back, the receipt is pledged to the loan again and the loan stays DEFAULTED
+    with nothing recovered. The financier sells it again, and that sale settles."""
+    trade, fin = loans.trade, loans.financier.api.finance
+    receipt = await loans.receipt("seller", 1_000, "R-13")
+    loan = await loans.open(receipt)
+    loans.clock.advance(31 * DAY_US / 1_000_000)
+    assert await loans.fire_deadlines() == 1
+    before = await balances(loans)
+    buyer_hkd = await trade.balance("buyer", "HKD")
+    bridge = await trade.bridge_faults(
+        FaultPlan(reject_percent=100, operations=frozenset({Operation.PREPARE}))
+    )
+    first = loans.dispose(loan.loan_id, receipt, pay=("HKD", 100_000_00), receive_minor=60_000_00)
+    await fin.dispose_collateral(first)
+    ended = [s for s in await trade.settle_everything() if s.origin_loan_id == loan.loan_id]
+    assert [s.state.value for s in ended] == ["ABORTED"]
+    assert await trade.balance("buyer", "HKD") == buyer_hkd
+    assert await balances(loans) == before
+    assert (await trade.title(receipt)).pledged_to == loan.loan_id
+    back = (await loans.loan(loan.loan_id)).loan
+    assert (back.state, back.recovered_minor, [c.title_id for c in back.collateral]) == (
+        DEFAULTED,
+        0,
+        [receipt],
+    )
+
+    await bridge.set_plan(FaultPlan())
+    again = loans.dispose(loan.loan_id, receipt, pay=("HKD", 100_000_00), receive_minor=60_000_00)
+    await fin.dispose_collateral(again)
+    ended = [s for s in await trade.settle_everything() if s.origin_loan_id == loan.loan_id]
+    assert sorted(s.state.value for s in ended) == ["ABORTED", "FINAL"]
+    assert (await trade.title(receipt)).holder_wallet_id == trade.wallets["buyer"]
+    sold = (await loans.loan(loan.loan_id)).loan
+    assert (sold.state, sold.recovered_minor) == (DISPOSED, back.owed_minor)
 
 
 async def test_repaid_in_two_parts_with_a_partial_release(loans: LoanWorld) -> None:
