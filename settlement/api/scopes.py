@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -54,6 +55,9 @@ from settlement.errors import Reason, SettlementError
 from wallets.currencies import CURRENCIES
 
 _SEES_ALL: Final = frozenset({Role.CENTRAL_BANK, Role.AUDITOR})
+#: Read scopes kept per kind: the same caller gets the same condition object, so a reader's
+#: prebuilt statement for it is found again (settlement/ledger/scoped_statements.py).
+_SCOPES_CACHED: Final = 4096
 
 
 def issued_currencies(caller: Caller) -> frozenset[str]:
@@ -69,6 +73,7 @@ def may_issue(caller: Caller, currency: str) -> bool:
 
 
 # -- payments ------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=_SCOPES_CACHED)
 def payments(caller: Caller) -> ColumnElement[bool]:
     """The payments ``caller`` may see, as a condition on ``payments``."""
     if caller.role in _SEES_ALL:
@@ -118,6 +123,7 @@ def may_attest(caller: Caller, platform: str, contract: CompiledContract) -> boo
 
 
 # -- settlements ---------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=_SCOPES_CACHED)
 def settlements(caller: Caller) -> ColumnElement[bool]:
     if caller.role in _SEES_ALL:
         return true()

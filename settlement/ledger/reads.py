@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import ColumnElement, func, text
-from sqlmodel import col, select
+from sqlalchemy import ColumnElement, Select, bindparam, func, text
+from sqlalchemy import select as core_select
+from sqlmodel import SQLModel, col, select
 
 from settlement.db import models
 from settlement.ledger.read_sessions import EVERY_ROW, ReadSessions
@@ -33,6 +35,7 @@ from settlement.ledger.records import (
     PostingRecord,
     WalletRecord,
 )
+from settlement.ledger.scoped_statements import ScopedStatements
 from wallets import WalletKind
 
 
@@ -56,6 +59,53 @@ class SupplyFigures:
     redeemed: int
     balances_sum: int
     held_sum: int
+
+
+_PAYMENTS = models.Payment.__table__  # type: ignore[attr-defined]
+#: One payment by id (GetPayment, the calls that answer a payment): prebuilt per read scope.
+_PAYMENT_BY_ID = ScopedStatements(
+    core_select(_PAYMENTS).where(_PAYMENTS.c.payment_id == bindparam("payment_id"))
+)
+
+
+def _of_payments(model: type[SQLModel], order: str) -> Select[Any]:
+    """The rows of ``model`` of the payments ``ids`` (bound, expanded), in payment and
+    ``order`` order: prebuilt, as every statement of a payment read."""
+    table = model.__table__  # type: ignore[attr-defined]
+    return (
+        core_select(table)
+        .where(table.c.payment_id.in_(bindparam("ids", expanding=True)))
+        .order_by(table.c.payment_id, table.c[order])
+    )
+
+
+_FINANCING = _of_payments(models.PaymentFinancing, "idx")
+_ASSIGNMENTS = _of_payments(models.PaymentAssignment, "idx")
+_LEGS = _of_payments(models.PaymentLeg, "idx")
+_ATTESTATIONS = _of_payments(models.Attestation, "seq")
+
+
+def _payments_query(
+    payment_ids: Sequence[str],
+    platform: str | None,
+    state: str | None,
+    payer_wallet_id: str | None,
+    contract_hash: str | None,
+    after_id: str,
+    limit: int,
+) -> Select[Any]:
+    query = core_select(_PAYMENTS).where(_PAYMENTS.c.payment_id > after_id)
+    if payment_ids:
+        query = query.where(_PAYMENTS.c.payment_id.in_(list(payment_ids)))
+    if platform is not None:
+        query = query.where(_PAYMENTS.c.platform == platform)
+    if state is not None:
+        query = query.where(_PAYMENTS.c.state == state)
+    if payer_wallet_id is not None:
+        query = query.where(_PAYMENTS.c.payer_wallet_id == payer_wallet_id)
+    if contract_hash is not None:
+        query = query.where(_PAYMENTS.c.contract_hash == contract_hash)
+    return query.order_by(_PAYMENTS.c.payment_id).limit(limit)
 
 
 class LedgerReader:
@@ -242,32 +292,31 @@ class LedgerReader:
         """Payments with their financing, assignments, legs and (unless ``attestations`` is
         false: the BASIC view shows none) attestations, by id order; only those ``visible`` (a
         read scope) if given."""
-        async with self._session(rows=limit) as session:
-            query = select(models.Payment).where(models.Payment.payment_id > after_id)
-            if visible is not None:
-                query = query.where(visible)
-            if payment_ids:
-                query = query.where(col(models.Payment.payment_id).in_(list(payment_ids)))
-            if platform is not None:
-                query = query.where(models.Payment.platform == platform)
-            if state is not None:
-                query = query.where(models.Payment.state == state)
-            if payer_wallet_id is not None:
-                query = query.where(models.Payment.payer_wallet_id == payer_wallet_id)
-            if contract_hash is not None:
-                query = query.where(models.Payment.contract_hash == contract_hash)
-            rows = list(
-                await session.exec(query.order_by(col(models.Payment.payment_id)).limit(limit))
-            )
+        filtered = (platform, state, payer_wallet_id, contract_hash) != (None,) * 4
+        async with self._sessions.connect(rows=limit) as connection:
+            if len(payment_ids) == 1 and not after_id and not filtered and limit >= 1:
+                query, params = _PAYMENT_BY_ID.get(visible), {"payment_id": payment_ids[0]}
+            else:
+                query, params = (
+                    _payments_query(
+                        payment_ids,
+                        platform,
+                        state,
+                        payer_wallet_id,
+                        contract_hash,
+                        after_id,
+                        limit,
+                    ),
+                    {},
+                )
+                if visible is not None:
+                    query = query.where(visible)
+            rows = list(await connection.execute(query, params))
             if not rows:
                 return []
-            ids = [r.payment_id for r in rows]
+            ids = {"ids": [r.payment_id for r in rows]}
             payments = {r.payment_id: _payment(r) for r in rows}
-            for f in await session.exec(
-                select(models.PaymentFinancing)
-                .where(col(models.PaymentFinancing.payment_id).in_(ids))
-                .order_by(col(models.PaymentFinancing.payment_id), col(models.PaymentFinancing.idx))
-            ):
+            for f in await connection.execute(_FINANCING, ids):
                 payments[f.payment_id].financing.append(
                     FinancingRecord(
                         f.financier_wallet_id,
@@ -279,13 +328,7 @@ class LedgerReader:
                         f.funded_by,
                     )
                 )
-            for a in await session.exec(
-                select(models.PaymentAssignment)
-                .where(col(models.PaymentAssignment.payment_id).in_(ids))
-                .order_by(
-                    col(models.PaymentAssignment.payment_id), col(models.PaymentAssignment.idx)
-                )
-            ):
+            for a in await connection.execute(_ASSIGNMENTS, ids):
                 payments[a.payment_id].assignments.append(
                     AssignmentRecord(
                         a.payee_wallet_id,
@@ -297,11 +340,7 @@ class LedgerReader:
                         a.assigned_by,
                     )
                 )
-            for leg in await session.exec(
-                select(models.PaymentLeg)
-                .where(col(models.PaymentLeg.payment_id).in_(ids))
-                .order_by(col(models.PaymentLeg.payment_id), col(models.PaymentLeg.idx))
-            ):
+            for leg in await connection.execute(_LEGS, ids):
                 payments[leg.payment_id].legs.append(
                     LegRecord(
                         leg.leg_id,
@@ -318,11 +357,7 @@ class LedgerReader:
                 )
             if not attestations:
                 return list(payments.values())
-            for att in await session.exec(
-                select(models.Attestation)
-                .where(col(models.Attestation.payment_id).in_(ids))
-                .order_by(col(models.Attestation.payment_id), col(models.Attestation.seq))
-            ):
+            for att in await connection.execute(_ATTESTATIONS, ids):
                 payments[att.payment_id].attestations.append(
                     AttestationRecord(
                         att.event_id,
@@ -400,7 +435,8 @@ class LedgerReader:
         ]
 
 
-def _payment(row: models.Payment) -> PaymentRecord:
+def _payment(row: Any) -> PaymentRecord:
+    """A payment from its row (its table's columns as attributes)."""
     return PaymentRecord(
         payment_id=row.payment_id,
         platform=row.platform,

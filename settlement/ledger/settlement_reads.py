@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import ColumnElement, true
+from sqlalchemy import ColumnElement, bindparam, true
 from sqlmodel import SQLModel, col, select
 
 from settlement.db import models
@@ -17,8 +17,17 @@ from settlement.ledger.records import (
     TitleMoveRecord,
     TitleRecord,
 )
+from settlement.ledger.scoped_statements import ScopedStatements
 
 OPEN_STATES: tuple[str, ...] = tuple(s.value for s in SettlementState if not s.done)
+
+_SETTLEMENT_TABLE = models.Settlement.__table__  # type: ignore[attr-defined]
+#: One settlement by id (GetSettlement, the coordinator): its columns in the record's order.
+_SETTLEMENT_BY_ID = ScopedStatements(
+    select(*(_SETTLEMENT_TABLE.c[c] for c in SETTLEMENTS.columns)).where(
+        _SETTLEMENT_TABLE.c.settlement_id == bindparam("settlement_id")
+    )
+)
 
 
 def _record(rows: RecordRows[R], row: SQLModel) -> R:
@@ -126,5 +135,10 @@ class SettlementReader:
     async def settlement(
         self, settlement_id: str, visible: ColumnElement[bool] | None = None
     ) -> SettlementRecord | None:
-        found = await self.settlements(settlement_ids=[settlement_id], limit=1, visible=visible)
-        return found[0] if found else None
+        """The settlement, if it exists and is ``visible`` (a read scope, if given)."""
+        async with self._sessions.connect() as connection:
+            result = await connection.execute(
+                _SETTLEMENT_BY_ID.get(visible), {"settlement_id": settlement_id}
+            )
+            row = result.first()
+        return None if row is None else SETTLEMENTS.record_of(list(row))
