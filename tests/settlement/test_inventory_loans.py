@@ -531,28 +531,53 @@ async def test_a_hostile_valuation_saturates_the_view_and_moves_nothing(loans: L
     assert (await loans.loan(loan.loan_id)).loan.lending_value_minor == 2**63 - 1
 
 
-async def test_a_sale_checks_the_financiers_cap_against_its_share_only(loans: LoanWorld) -> None:
-    """A sale pays the financier what the loan owes and the borrower the rest: the financier's
-    balance cap bounds its share, not the whole price. A price the financier's wallet could not
-    hold whole sells when its share fits."""
+async def tier_2_wallet(loans: LoanWorld, name: str, funded_minor: int) -> None:
+    """A wallet ``name`` at icbc-sz of tier 2 (it holds 500,000.00 CNY at most), funded."""
+    trade = loans.trade
+    trade.keys[name] = key(name)
+    opened = await trade.client("institution/icbc-sz").open_wallet(
+        "icbc-sz", key(name).public_key, tier=2
+    )
+    trade.wallets[name] = opened.wallet.wallet_id
+    await trade.fund(name, "CNY", funded_minor)
+
+
+async def defaulted(
+    loans: LoanWorld,
+    receipt: str,
+    *,
+    borrower: str = "seller",
+    financier: str = "financier",
+    small_wallet: str = "",
+    funded: int = 0,
+) -> finance_pb2.Loan:
+    """A SELL loan on ``receipt`` between ``borrower`` and ``financier`` (a tier-2
+    ``small_wallet`` funded with ``funded`` first, as the financier, if named), defaulted: its
+    stock counted SPOILED, the cure period over, the deadline fired."""
     trade, fin = loans.trade, loans.financier.api.finance
-    bank = trade.client("institution/icbc-sz")
-    trade.keys["small_bank"] = key("small_bank")
-    opened = await bank.open_wallet("icbc-sz", key("small_bank").public_key, tier=2)
-    trade.wallets["small_bank"] = opened.wallet.wallet_id
-    await trade.fund("small_bank", "CNY", 460_000_00)  # a tier-2 wallet holds 500,000.00 at most
-    receipt = await loans.receipt("seller", 1_000, "R-12")
-    terms = loans.terms(receipt, financier=trade.wallets["small_bank"])
-    loan = (
-        await fin.open_loan(
-            open_loan_request(terms, trade.keys["seller"], trade.keys["small_bank"])
-        )
-    ).loan
+    if small_wallet:
+        await tier_2_wallet(loans, small_wallet, funded)
+        financier = small_wallet
+    terms = loans.terms(
+        receipt, borrower=trade.wallets[borrower], financier=trade.wallets[financier]
+    )
+    request = open_loan_request(terms, trade.keys[borrower], trade.keys[financier])
+    loan = (await fin.open_loan(request)).loan
     await fin.submit_collateral_attestation(
         await loans.stock(loan.loan_id, receipt, 1_000, "SPOILED")
     )
     loans.clock.advance(3_601)
     assert await loans.fire_deadlines() == 1
+    return loan
+
+
+async def test_a_sale_checks_the_financiers_cap_against_its_share_only(loans: LoanWorld) -> None:
+    """A sale pays the financier what the loan owes and the borrower the rest: the financier's
+    balance cap bounds its share, not the whole price. A price the financier's wallet could not
+    hold whole sells when its share fits."""
+    trade, fin = loans.trade, loans.financier.api.finance
+    receipt = await loans.receipt("seller", 1_000, "R-12")
+    loan = await defaulted(loans, receipt, small_wallet="small_bank", funded=460_000_00)
     owed = (await loans.loan(loan.loan_id)).loan.owed_minor
     room = 500_000_00 - (await trade.balance("small_bank", "CNY"))[0]
     price = 2 * room  # the whole price would not fit the financier's wallet; its share does
@@ -580,23 +605,9 @@ async def test_a_sale_whose_surplus_would_cross_the_borrowers_balance_cap_is_ref
     balance cap bounds it, checked when the sale is prepared (as a PvP's payee is), and a
     refused sale changes nothing."""
     trade, fin = loans.trade, loans.financier.api.finance
-    bank = trade.client("institution/icbc-sz")
-    trade.keys["small_seller"] = key("small_seller")
-    opened = await bank.open_wallet("icbc-sz", key("small_seller").public_key, tier=2)
-    trade.wallets["small_seller"] = opened.wallet.wallet_id
-    await trade.fund("small_seller", "CNY", 440_000_00)  # a tier-2 wallet holds 500,000.00 at most
+    await tier_2_wallet(loans, "small_seller", 440_000_00)
     receipt = await loans.receipt("small_seller", 1_000, "R-11")
-    terms = loans.terms(receipt, borrower=trade.wallets["small_seller"])
-    loan = (
-        await fin.open_loan(
-            open_loan_request(terms, trade.keys["small_seller"], trade.keys["financier"])
-        )
-    ).loan
-    await fin.submit_collateral_attestation(
-        await loans.stock(loan.loan_id, receipt, 1_000, "SPOILED")
-    )
-    loans.clock.advance(3_601)
-    assert await loans.fire_deadlines() == 1
+    loan = await defaulted(loans, receipt, borrower="small_seller")
     owed = (await loans.loan(loan.loan_id)).loan.owed_minor
     room = 500_000_00 - (await trade.balance("small_seller", "CNY"))[0]
     assert room == 10_000_00
