@@ -297,17 +297,9 @@ class LedgerReader:
             if len(payment_ids) == 1 and not after_id and not filtered and limit >= 1:
                 query, params = _PAYMENT_BY_ID.get(visible), {"payment_id": payment_ids[0]}
             else:
-                query, params = (
-                    _payments_query(
-                        payment_ids,
-                        platform,
-                        state,
-                        payer_wallet_id,
-                        contract_hash,
-                        after_id,
-                        limit,
-                    ),
-                    {},
+                params = {}
+                query = _payments_query(
+                    payment_ids, platform, state, payer_wallet_id, contract_hash, after_id, limit
                 )
                 if visible is not None:
                     query = query.where(visible)
