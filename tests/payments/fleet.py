@@ -45,6 +45,7 @@ from settlement.api.server import RunningServer, start_server
 from settlement.clock import Clock
 from settlement.config import Settings
 from settlement.db.urls import parse_database_url
+from settlement.faults import CRASH_EXIT_STATUS
 from settlement.ledger.audit import AuditReport, audit_ledger
 from settlement.ledger.payments import derive_payment_id
 from settlement.runtime import Runtime, create_sql_engine
@@ -871,3 +872,76 @@ class RestartableServer(ServerProcess):
                 if level in ("error", "critical", "unparsed"):
                     found.append(f"{log.name}: {line[:300]}")
         return found
+
+
+class ServerSupervisor:
+    """Keeps one :class:`RestartableServer` running on one address and database: restarts it when
+    it dies (at a fault point) and when the test kills it, and counts how each incarnation ended
+    (``kills``, ``crashes`` at a fault point, ``graceful`` stops, ``other_deaths``). What each
+    start carries is the subclass's: :meth:`_env`."""
+
+    def __init__(self, server: RestartableServer) -> None:
+        self.server = server
+        self.kills = 0
+        self.crashes = 0
+        self.graceful = 0
+        self.other_deaths: list[int] = []
+        self.starts = 0
+        self._lock = asyncio.Lock()
+        self._watcher: asyncio.Task[None] | None = None
+
+    def _env(self) -> dict[str, str]:
+        """The environment of the next start (its fault points)."""
+        return {}
+
+    def _collect(self, status: int) -> None:
+        if status == CRASH_EXIT_STATUS:
+            self.crashes += 1
+        elif status == -9:
+            self.kills += 1
+        elif status == 0:
+            self.graceful += 1
+        else:
+            self.other_deaths.append(status)
+
+    async def _start(self) -> None:
+        while True:
+            self.server.start_with(self._env())
+            self.starts += 1
+            try:
+                await self.server.wait_ready()
+                return
+            except RuntimeError:  # died while starting (its sweeps run at once)
+                self._collect(self.server.stop())  # it has exited: this collects its status
+
+    async def start(self) -> None:
+        async with self._lock:
+            await self._start()
+        self._watcher = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(0.05)
+            async with self._lock:
+                if self.server.exit_status() is not None:
+                    self._collect(self.server.stop())
+                    await self._start()
+
+    async def kill(self, down_seconds: float = 0.0) -> None:
+        """SIGKILL; ``down_seconds`` later, a new process on the same database and address."""
+        async with self._lock:
+            self._collect(self.server.stop(kill=True))
+            await asyncio.sleep(down_seconds)
+            await self._start()
+
+    async def restart(self) -> None:
+        """SIGTERM (graceful), then start again."""
+        async with self._lock:
+            self._collect(await asyncio.to_thread(self.server.stop))
+            await self._start()
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+        self.server.stop(kill=True)

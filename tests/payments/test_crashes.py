@@ -57,6 +57,7 @@ from tests.payments.fleet import (
     PaymentPlan,
     RestartableServer,
     Sender,
+    ServerSupervisor,
     attest_call,
     audit,
     build_fleet,
@@ -212,25 +213,17 @@ async def run_payments(
 
 
 # -- keeping the server alive ----------------------------------------------------------------------
-class Supervisor:
-    """Keeps one ``condpay serve`` child running on one address: restarts it when it dies (a
-    fault point) and when the test kills it. Each start may carry a fault-point setting: the
-    first start of a phase at ``first`` probability, later ones at ``later`` with a new seed,
-    none once the phase has used its crash budget."""
+class Supervisor(ServerSupervisor):
+    """Each start may carry a fault-point setting: the first start of a phase at ``first``
+    probability, later ones at ``later`` with a new seed, none once the phase has used its
+    crash budget."""
 
     def __init__(self, server: RestartableServer, seed_base: int) -> None:
-        self.server = server
+        super().__init__(server)
         self.seed_base = seed_base
-        self.kills = 0
-        self.crashes = 0  # deaths at a fault point
-        self.graceful = 0  # SIGTERM restarts between phases
-        self.other_deaths: list[int] = []
-        self.starts = 0
-        self._lock = asyncio.Lock()
         self._phase: tuple[str, float, float, int] | None = None
         self._phase_starts = 0
         self._phase_crashes = 0
-        self._watcher: asyncio.Task[None] | None = None
 
     def faults(
         self, point: str | None, first: float = 1.0, later: float = 0.0, budget: int = 0
@@ -252,57 +245,9 @@ class Supervisor:
         }
 
     def _collect(self, status: int) -> None:
+        super()._collect(status)
         if status == CRASH_EXIT_STATUS:
-            self.crashes += 1
             self._phase_crashes += 1
-        elif status == -9:
-            self.kills += 1
-        elif status == 0:
-            self.graceful += 1
-        else:
-            self.other_deaths.append(status)
-
-    async def _start(self) -> None:
-        while True:
-            self.server.start_with(self._env())
-            self.starts += 1
-            try:
-                await self.server.wait_ready()
-                return
-            except RuntimeError:  # died while starting: the deadline sweep runs at start
-                self._collect(self.server.stop())  # it has exited: this collects its status
-
-    async def start(self) -> None:
-        async with self._lock:
-            await self._start()
-        self._watcher = asyncio.create_task(self._watch())
-
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(0.05)
-            async with self._lock:
-                if self.server.exit_status() is not None:
-                    self._collect(self.server.stop())
-                    await self._start()
-
-    async def kill(self, down_seconds: float = 0.0) -> None:
-        """SIGKILL; a moment later, a new process on the same database and address."""
-        async with self._lock:
-            self._collect(self.server.stop(kill=True))
-            await asyncio.sleep(down_seconds)
-            await self._start()
-
-    async def restart(self) -> None:
-        """SIGTERM (graceful), then start again, with the current fault setting."""
-        async with self._lock:
-            self._collect(await asyncio.to_thread(self.server.stop))
-            await self._start()
-
-    async def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            await asyncio.gather(self._watcher, return_exceptions=True)
-        self.server.stop(kill=True)
 
 
 # -- after the run ---------------------------------------------------------------------------------

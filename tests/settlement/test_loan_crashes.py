@@ -55,7 +55,6 @@ from condpay.v1 import asset_pb2, finance_pb2, settlement_pb2
 
 from bridges import DEMO_BANK_BALANCE_MINOR, AccountKind, Bridge, TransferState
 from bridges.errors import BridgeError
-from settlement.faults import CRASH_EXIT_STATUS
 from settlement.ledger import loan_math
 from settlement.ledger.commands import reserve_wallet_id
 from settlement.ledger.loans import SWEEPER, derive_loan_id
@@ -67,6 +66,7 @@ from tests.payments.fleet import (
     Connection,
     RestartableServer,
     Sender,
+    ServerSupervisor,
     audit,
 )
 from tests.payments.test_crashes import stored_answer
@@ -112,70 +112,27 @@ SECOND_US = 1_000_000
 
 
 # -- the server, restarted whenever it dies --------------------------------------------------------
-class Supervisor:
-    """Keeps one ``condpay serve`` running on one address and database. Each start carries the
-    fault points still armed, each at probability 1 until it has crashed the server once (the
-    crash is read back from what the dying process printed). Counts kills and crashes."""
+class Supervisor(ServerSupervisor):
+    """Each start carries the fault points still armed, each at probability 1 until it has
+    crashed the server once (the crash is read back from what the dying process printed)."""
 
     def __init__(self, server: RestartableServer) -> None:
-        self.server = server
+        super().__init__(server)
         self.armed: set[str] = set()
-        self.kills = 0
-        self.crashes = 0
-        self.other_deaths: list[int] = []
-        self.starts = 0
-        self._lock = asyncio.Lock()
-        self._watcher: asyncio.Task[None] | None = None
 
     def _env(self) -> dict[str, str]:
         self.armed -= set(self.server.fault_crashes())
         points = ",".join(f"{p}=1" for p in sorted(self.armed))
         return {"CONDPAY_FAULT_POINTS": points, "CONDPAY_FAULT_SEED": str(self.starts)}
 
-    def _collect(self, status: int) -> None:
-        if status == CRASH_EXIT_STATUS:
-            self.crashes += 1
-        elif status == -9:
-            self.kills += 1
-        else:
-            self.other_deaths.append(status)
-
-    async def _start(self) -> None:
-        while True:
-            self.server.start_with(self._env())
-            self.starts += 1
-            try:
-                await self.server.wait_ready()
-                return
-            except RuntimeError:  # died while starting (its sweeps run at once)
-                self._collect(self.server.stop())
-
-    async def start(self, armed: Iterable[str] = ()) -> None:
+    async def start(self, armed: Iterable[str] = ()) -> None:  # type: ignore[override]
         self.armed = set(armed)
-        async with self._lock:
-            await self._start()
-        self._watcher = asyncio.create_task(self._watch())
+        await super().start()
 
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(0.05)
-            async with self._lock:
-                if self.server.exit_status() is not None:
-                    self._collect(self.server.stop())
-                    await self._start()
-
-    async def kill(self, arm: Iterable[str] = ()) -> None:
+    async def kill(self, down_seconds: float = 0.0, arm: Iterable[str] = ()) -> None:
         """SIGKILL; then a new process on the same database and address, with ``arm`` armed."""
-        async with self._lock:
-            self._collect(self.server.stop(kill=True))
-            self.armed |= set(arm)
-            await self._start()
-
-    async def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            await asyncio.gather(self._watcher, return_exceptions=True)
-        self.server.stop(kill=True)
+        self.armed |= set(arm)
+        await super().kill(down_seconds)
 
 
 # -- the world -------------------------------------------------------------------------------------
