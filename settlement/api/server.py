@@ -243,8 +243,8 @@ async def serve(settings: Settings) -> None:
     # needed, and puts the limit back): keep Python's own, so that hostile deep input raises
     # RecursionError instead of overflowing the C stack.
     sys.setrecursionlimit(1000)
-    # Everything loaded so far lives as long as the process: keep the collector off it, and let
-    # it run less often (a call allocates many short-lived objects that reference counting frees).
+    # Everything loaded so far lives as long as the process: keep the collector off it (and run
+    # it at Python's own pace: larger thresholds made each young collection a long pause).
     gc.collect()
     gc.freeze()
     gc.set_threshold(*limits.GC_THRESHOLDS)
