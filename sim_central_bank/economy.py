@@ -307,21 +307,10 @@ async def _register_site(economy: Economy, central_bank: MeteredClient, currency
             customs, "ED25519", customs_key.public_key, request_id=economy.rid("oracle", customs)
         )
     )
-    sensors = []
-    for part in SENSORS_PER_SITE:
-        name = f"iot.{site}.{part}"
-        secret = sensor_key(name)
-        registration = bls_registration(secret)
-        await registered(
-            central_bank.register_oracle(
-                name,
-                "BLS12_381",
-                registration.public_key,
-                proof_of_possession=registration.proof_of_possession,
-                request_id=economy.rid("oracle", name),
-            )
-        )
-        sensors.append((name, secret))
+    sensors = [
+        await _register_sensor(economy, central_bank, f"iot.{site}.{part}")
+        for part in SENSORS_PER_SITE
+    ]
     return Site(customs, customs_key, tuple(sensors), warehouse_name(currency))
 
 
@@ -333,21 +322,27 @@ async def _register_loan_oracles(economy: Economy, pboc: MeteredClient) -> LoanO
                 name, "ED25519", key.public_key, request_id=economy.rid("oracle", name)
             )
         )
-    sensors = []
-    for name in LOAN_SENSORS:
-        secret = sensor_key(name)
-        registration = bls_registration(secret)
-        await registered(
-            pboc.register_oracle(
-                name,
-                "BLS12_381",
-                registration.public_key,
-                proof_of_possession=registration.proof_of_possession,
-                request_id=economy.rid("oracle", name),
-            )
-        )
-        sensors.append((name, secret))
+    sensors = [await _register_sensor(economy, pboc, name) for name in LOAN_SENSORS]
     return LoanOracles(WAREHOUSE, warehouse_key, PRICE_ORACLE, price_key, tuple(sensors))
+
+
+async def _register_sensor(
+    economy: Economy, central_bank: MeteredClient, name: str
+) -> tuple[str, int]:
+    """A BLS sensor oracle with its key derived from its name (proof of possession included):
+    (its name, its secret key)."""
+    secret = sensor_key(name)
+    registration = bls_registration(secret)
+    await registered(
+        central_bank.register_oracle(
+            name,
+            "BLS12_381",
+            registration.public_key,
+            proof_of_possession=registration.proof_of_possession,
+            request_id=economy.rid("oracle", name),
+        )
+    )
+    return name, secret
 
 
 async def _open_parties(
