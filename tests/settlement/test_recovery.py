@@ -180,8 +180,9 @@ async def test_settlements_in_doubt_are_driven_however_many_wait_before_them(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """More COMMITTED settlements waiting for their certificate than one page holds, all with
-    lower ids than a COMMITTING and an ABORTING one: one sweep carries out both decisions, and,
-    once the certificates come, one sweep makes every committed one FINAL."""
+    lower ids than a COMMITTING and an ABORTING one: the sweep carries out each decision once it
+    has been left alone for the grace, and, once the certificates come, one sweep makes every
+    committed one FINAL."""
     monkeypatch.setattr(recovery_module, "SWEEP_BATCH", 2)
     clock = ManualClock(time.time_ns() // 1000)
     async with open_trade(database_url, clock=clock) as trade:
@@ -238,7 +239,17 @@ async def test_settlements_in_doubt_are_driven_however_many_wait_before_them(
         monkeypatch.setattr(link, "commit", real_commit)
         monkeypatch.setattr(link, "prepare", real_prepare)
         monkeypatch.setattr(link, "abort", real_abort)
-        await recovery.sweep()
+        # The ABORTING one changed just now: left to whoever changed it (a call of another
+        # worker or replica would still be driving it), though no call of this server is. The
+        # COMMITTING one has waited 21 s: carried out.
+        assert await recovery.sweep() == 1
+        assert await states() == {
+            **{sid: committed for sid, _ in blocked},
+            committing[0]: committed,
+            aborting[0]: SettlementState.ABORTING,
+        }
+        clock.advance(2.1)
+        assert await recovery.sweep() == 1
         assert await states() == {
             **{sid: committed for sid, _ in blocked},
             committing[0]: committed,
@@ -287,12 +298,14 @@ async def test_the_sweep_leaves_a_settlement_to_the_call_driving_it(
             )
         )
         await asyncio.wait_for(reached.wait(), 30)
+        clock.advance(2.1)  # past the grace: only the call's own drive keeps the sweep off it
         assert await recovery.sweep() == 0
         assert len(asked) == 1  # the sweep left it to the call
         release.set()
         reply = await settling
         assert reply.settlement.state == settlement_pb2.SETTLEMENT_STATE_COMMITTED
         monkeypatch.setattr(link, "finality", real_finality)
+        clock.advance(2.1)
         assert await recovery.sweep() == 1  # now the sweep makes it FINAL
         (settled,) = await trade.stored_settlements()
         assert settled.state is SettlementState.FINAL
