@@ -92,6 +92,11 @@ SHUTDOWN_GRACE_SECONDS: Final = 10.0
 # waits for a pooled connection instead (pool_timeout, 30 s).
 READ_POOL_SIZE: Final = 8
 
+# Open payments whose financing, assignments, legs and attestations a server process keeps as it
+# last committed them (settlement/ledger/payment_memo.py), so that the next change of one reads
+# only its row. A few KB each at most (attestations keep their signed statements).
+PAYMENT_MEMO_SIZE: Final = 4096
+
 # Garbage-collector thresholds for the server process: Python's own. Measured on 2026-12-07 with
 # a throwaway gc.callbacks probe (the lifecycle and transfer benches, PostgreSQL, 2 workers): with
 # (50_000, 20, 20) each young collection took 60-100 ms of CPU (the young generation then holds

@@ -47,6 +47,7 @@ from settlement.ledger.contract_quota import count_today
 from settlement.ledger.directory import Directory
 from settlement.ledger.journal import seal
 from settlement.ledger.notifier import PaymentNotifier
+from settlement.ledger.payment_memo import PaymentMemo
 from settlement.ledger.payment_rows import (
     fetch_contracts,
     fetch_key_owners,
@@ -54,7 +55,7 @@ from settlement.ledger.payment_rows import (
     fetch_seen_events,
     lock_payments,
     lock_registry,
-    write_payment_rows,
+    payment_table_rows,
 )
 from settlement.ledger.record_rows import (
     LOANS,
@@ -62,8 +63,8 @@ from settlement.ledger.record_rows import (
     SETTLEMENTS,
     TITLES,
     fetch_seen_loan_events,
-    write_loan_events,
-    write_title_moves,
+    loan_event_rows,
+    title_move_rows,
 )
 from settlement.ledger.records import (
     ChangeSet,
@@ -164,6 +165,7 @@ class LedgerEngine:
         # Told the ids of new payouts after their commit (settlement/coordination/payouts.py).
         self._payouts_created: Callable[[list[SettlementRecord]], None] | None = None
         self._directory = directory
+        self._payment_memo = PaymentMemo(limits.PAYMENT_MEMO_SIZE)
         self._clock = clock
         self._errors = errors
         self._queue: list[_Submission] = []
@@ -425,18 +427,17 @@ class LedgerEngine:
     ) -> None:
         world = ws.world
         titles = ws.changed(TitleRecord)
-        if titles:
-            await TITLES.write(tx, titles)
-            await write_title_moves(tx, titles)
-        await QUOTES.write(tx, ws.changed(QuoteRecord))
-        await SETTLEMENTS.write(tx, ws.changed(SettlementRecord))
         loans = ws.changed(LoanRecord)
-        if loans:
-            await LOANS.write(tx, loans)
-            await write_loan_events(tx, loans)
+        tables = [
+            *TITLES.rows(titles),
+            title_move_rows(titles),
+            *QUOTES.rows(ws.changed(QuoteRecord)),
+            *SETTLEMENTS.rows(ws.changed(SettlementRecord)),
+            *LOANS.rows(loans),
+            loan_event_rows(loans),
+        ]
         if ws.changed_payments() or ws.new_contracts or world.registry_changed:
-            await write_payment_rows(
-                tx,
+            tables += payment_table_rows(
                 ws.changed_payments(),
                 ws.new_contracts,
                 ws.changed_oracles(),
@@ -455,6 +456,7 @@ class LedgerEngine:
                 operations=operations,
                 head_seq=head_seq,
                 head_hash=head_hash,
+                tables=[t for t in tables if t.rows],
             )
         )
 
@@ -472,6 +474,7 @@ class LedgerEngine:
         self._directory.remember_institutions(ws.new_institutions)
         self._directory.remember_contracts(ws.new_contracts)
         self._directory.remember_payments(p for p in ws.changed_payments() if p.is_new)
+        self._payment_memo.committed(ws.changed_payments())
         self._notifier.notify(p.payment_id for p in ws.changed_payments())
         self._notifier.notify(loan.loan_id for loan in ws.changed(LoanRecord))
         if self._payouts_created is not None:
@@ -491,7 +494,7 @@ class LedgerEngine:
         world = World()
         if reads.registry:
             world.registry_version = await lock_registry(tx, write=reads.registry == "write")
-        world.payments = await lock_payments(tx, sorted(reads.payment_ids))
+        world.payments = await lock_payments(tx, sorted(reads.payment_ids), self._payment_memo)
         world.settlements = await SETTLEMENTS.lock(tx, sorted(reads.settlement_ids))
         world.loans = await LOANS.lock(tx, sorted(reads.loan_ids))
         hashes = reads.contract_hashes | {p.contract_hash for p in world.payments.values()}
@@ -509,7 +512,7 @@ class LedgerEngine:
         if registering:  # only a batch that may register a new contract counts (and locks)
             world.contracts_today = await count_today(tx, registering, self._clock.now_us())
         world.oracles = await fetch_oracles(tx, sorted(reads.oracle_ids))
-        world.seen_events = await fetch_seen_events(tx, sorted(reads.event_ids))
+        world.seen_events = await fetch_seen_events(tx, sorted(reads.event_ids), world.payments)
         world.key_owners = await fetch_key_owners(tx, sorted(reads.oracle_keys))
         return world
 

@@ -1,9 +1,9 @@
 """Reading and writing the conditional-payment tables, once for both dialects.
 
-Plain SQL with ``?`` placeholders through the transaction's ``query``/``execute_many`` (PostgreSQL
-numbers them). These tables are touched a few rows per call, not on the transfer hot path, so
-statement per row is fine here. Rows that change are locked with the dialect's ``FOR UPDATE``
-(SQLite's BEGIN IMMEDIATE already holds the whole database).
+Reads are plain SQL with ``?`` placeholders through the transaction's ``query`` (PostgreSQL
+numbers them); rows that change are locked with the dialect's ``FOR UPDATE`` (SQLite's BEGIN
+IMMEDIATE already holds the whole database). Writes are ``TableRows``, written with the batch's
+ledger rows (on PostgreSQL in the same statement).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from settlement.ledger.payment_memo import PaymentMemo
 from settlement.ledger.records import (
     AssignmentRecord,
     AttestationRecord,
@@ -22,6 +23,7 @@ from settlement.ledger.records import (
     OracleRecord,
     PaymentRecord,
     PaymentState,
+    TableRows,
 )
 from settlement.ledger.store import LedgerTransaction
 
@@ -29,6 +31,76 @@ _PAYMENT_COLUMNS = (
     "payment_id, platform, contract_hash, params_json, payer_wallet_id, currency, escrow_minor, "
     "held_minor, released_minor, refunded_minor, state, terminal_reason, deadline_at_us, "
     "contract_state, version, created_at_us, updated_at_us"
+)
+
+CONTRACT_COLUMNS = (
+    "contract_hash",
+    "name",
+    "version",
+    "canonical",
+    "source",
+    "registered_by",
+    "registered_at_us",
+)
+ORACLE_COLUMNS = (
+    "oracle_id",
+    "scheme",
+    "public_key",
+    "key_version",
+    "key_set_version",
+    "revoked",
+    "display_name",
+    "registered_at_us",
+    "updated_at_us",
+)
+_FINANCING_COLUMNS = (
+    "payment_id",
+    "idx",
+    "financier_wallet_id",
+    "principal_minor",
+    "fee_minor",
+    "due_at_us",
+    "refunded_minor",
+    "request_id",
+    "funded_by",
+)
+_ASSIGNMENT_COLUMNS = (
+    "payment_id",
+    "idx",
+    "payee_wallet_id",
+    "financier_wallet_id",
+    "assigned_minor",
+    "advance_minor",
+    "collected_minor",
+    "request_id",
+    "assigned_by",
+)
+_LEG_COLUMNS = (
+    "payment_id",
+    "leg_id",
+    "idx",
+    "clause",
+    "kind",
+    "party",
+    "wallet_id",
+    "paid_to_wallet_id",
+    "amount_minor",
+    "currency",
+    "reason",
+    "commit_seq",
+)
+_ATTESTATION_COLUMNS = (
+    "event_id",
+    "payment_id",
+    "seq",
+    "oracle",
+    "event_type",
+    "observed_at_us",
+    "accepted_at_us",
+    "attributes_json",
+    "signer_ids",
+    "report_json",
+    "statement",
 )
 
 
@@ -42,8 +114,11 @@ async def lock_registry(tx: LedgerTransaction, *, write: bool) -> int:
     return int(rows[0][0])
 
 
-async def lock_payments(tx: LedgerTransaction, ids: Sequence[str]) -> dict[str, PaymentRecord]:
-    """Lock the payments (sorted by id) and load everything that hangs off them."""
+async def lock_payments(
+    tx: LedgerTransaction, ids: Sequence[str], memo: PaymentMemo
+) -> dict[str, PaymentRecord]:
+    """Lock the payments (sorted by id) and load everything that hangs off them (from ``memo``
+    when it holds them at the version just read)."""
     if not ids:
         return {}
     rows = await tx.query(
@@ -52,9 +127,23 @@ async def lock_payments(tx: LedgerTransaction, ids: Sequence[str]) -> dict[str, 
         list(ids),
     )
     payments = {r[0]: _payment(r) for r in rows}
-    if not payments:
-        return payments
-    found, marks = list(payments), _marks(len(payments))
+    found = [payment_id for payment_id, p in payments.items() if not memo.fill(p)]
+    if found:
+        await _load_children(tx, payments, found)
+    for payment in payments.values():
+        payment.stored = (
+            len(payment.financing),
+            len(payment.assignments),
+            len(payment.legs),
+            len(payment.attestations),
+        )
+    return payments
+
+
+async def _load_children(
+    tx: LedgerTransaction, payments: dict[str, PaymentRecord], found: list[str]
+) -> None:
+    marks = _marks(len(found))
     for r in await tx.query(
         "SELECT payment_id, financier_wallet_id, principal_minor, fee_minor, due_at_us, "
         "refunded_minor, request_id, funded_by FROM payment_financing "
@@ -98,14 +187,6 @@ async def lock_payments(tx: LedgerTransaction, ids: Sequence[str]) -> dict[str, 
             statement=bytes(r[10]),
         )
         payments[r[1]].attestations.append(record)
-    for payment in payments.values():
-        payment.stored = (
-            len(payment.financing),
-            len(payment.assignments),
-            len(payment.legs),
-            len(payment.attestations),
-        )
-    return payments
 
 
 def _payment(r: tuple[Any, ...]) -> PaymentRecord:
@@ -169,52 +250,65 @@ async def fetch_key_owners(tx: LedgerTransaction, keys: Sequence[bytes]) -> dict
     return {bytes(r[0]): r[1] for r in rows}
 
 
-async def fetch_seen_events(tx: LedgerTransaction, keys: Sequence[EventKey]) -> set[EventKey]:
+async def fetch_seen_events(
+    tx: LedgerTransaction, keys: Sequence[EventKey], loaded: Mapping[str, PaymentRecord]
+) -> set[EventKey]:
     """Which of ``keys`` (payment id, attester, event id) were attested before: an event id is
-    unique per payment and attester, never across them (no one can squat another's id)."""
-    if not keys:
-        return set()
-    payment_ids = sorted({payment_id for payment_id, _attester, _event_id in keys})
-    rows = await tx.query(
-        "SELECT payment_id, oracle, event_id FROM attestations "
-        f"WHERE payment_id IN ({_marks(len(payment_ids))})",
-        payment_ids,
-    )
+    unique per payment and attester, never across them (no one can squat another's id). A payment
+    in ``loaded`` (locked, with all its attestations) answers from memory."""
     wanted = set(keys)
-    return {key for key in ((r[0], r[1], r[2]) for r in rows) if key in wanted}
+    seen = {
+        key
+        for payment_id in {payment_id for payment_id, _attester, _event_id in wanted}
+        if payment_id in loaded
+        for key in ((a.payment_id, a.oracle, a.event_id) for a in loaded[payment_id].attestations)
+        if key in wanted
+    }
+    payment_ids = sorted({payment_id for payment_id, _, _ in wanted if payment_id not in loaded})
+    if payment_ids:
+        rows = await tx.query(
+            "SELECT payment_id, oracle, event_id FROM attestations "
+            f"WHERE payment_id IN ({_marks(len(payment_ids))})",
+            payment_ids,
+        )
+        seen |= {key for key in ((r[0], r[1], r[2]) for r in rows) if key in wanted}
+    return seen
 
 
-async def write_payment_rows(
-    tx: LedgerTransaction,
+def payment_table_rows(
     payments: Sequence[PaymentRecord],
     contracts: Sequence[ContractRecord],
     oracles: Sequence[OracleRecord],
     registry_version: int | None,
     claimed_keys: Mapping[bytes, str] | None = None,
     now_us: int = 0,
-) -> None:
-    await tx.execute_many(
-        "INSERT INTO contracts (contract_hash, name, version, canonical, source, registered_by, "
-        "registered_at_us) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                c.contract_hash,
-                c.name,
-                c.version,
-                c.canonical,
-                c.source,
-                c.registered_by,
-                c.registered_at_us,
-            )
-            for c in contracts
-        ],
-    )
+) -> list[TableRows]:
+    """What a batch writes to the conditional-payment tables (only the rows that changed)."""
+    tables = [
+        TableRows(
+            "contracts",
+            CONTRACT_COLUMNS,
+            [
+                (
+                    c.contract_hash,
+                    c.name,
+                    c.version,
+                    c.canonical,
+                    c.source,
+                    c.registered_by,
+                    c.registered_at_us,
+                )
+                for c in contracts
+            ],
+        )
+    ]
     if registry_version is not None:
-        await tx.execute_many(
-            "UPDATE oracle_registry SET version = ? WHERE id = 1", [(registry_version,)]
+        tables.append(
+            TableRows("oracle_registry", ("id", "version"), [(1, registry_version)], key=("id",))
         )
     oracle_values = [
         (
+            o.oracle_id,
             o.scheme,
             o.public_key,
             o.key_version,
@@ -223,32 +317,34 @@ async def write_payment_rows(
             o.display_name,
             o.registered_at_us,
             o.updated_at_us,
-            o.oracle_id,
         )
         for o in oracles
     ]
-    await tx.execute_many(
-        "INSERT INTO oracles (scheme, public_key, key_version, key_set_version, revoked, "
-        "display_name, registered_at_us, updated_at_us, oracle_id) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [v for o, v in zip(oracles, oracle_values, strict=True) if o.is_new],
-    )
-    await tx.execute_many(
-        "UPDATE oracles SET scheme = ?, public_key = ?, key_version = ?, key_set_version = ?, "
-        "revoked = ?, display_name = ?, registered_at_us = ?, updated_at_us = ? "
-        "WHERE oracle_id = ?",
-        [v for o, v in zip(oracles, oracle_values, strict=True) if o.changed and not o.is_new],
-    )
-    await tx.execute_many(
-        "INSERT INTO oracle_keys (public_key, oracle_id, registered_at_us) VALUES (?, ?, ?)",
-        [(key, oracle_id, now_us) for key, oracle_id in sorted((claimed_keys or {}).items())],
-    )
-    await _write_payments(tx, payments)
+    tables += [
+        TableRows(
+            "oracles",
+            ORACLE_COLUMNS,
+            [v for o, v in zip(oracles, oracle_values, strict=True) if o.is_new],
+        ),
+        TableRows(
+            "oracles",
+            ORACLE_COLUMNS,
+            [v for o, v in zip(oracles, oracle_values, strict=True) if o.changed and not o.is_new],
+            key=("oracle_id",),
+        ),
+        TableRows(
+            "oracle_keys",
+            ("public_key", "oracle_id", "registered_at_us"),
+            [(key, oracle_id, now_us) for key, oracle_id in sorted((claimed_keys or {}).items())],
+        ),
+    ]
+    return tables + _payment_rows(payments)
 
 
-async def _write_payments(tx: LedgerTransaction, payments: Sequence[PaymentRecord]) -> None:
+def _payment_rows(payments: Sequence[PaymentRecord]) -> list[TableRows]:
     def values(p: PaymentRecord) -> tuple[object, ...]:
         return (
+            p.payment_id,
             p.platform,
             p.contract_hash,
             p.params_json,
@@ -265,24 +361,8 @@ async def _write_payments(tx: LedgerTransaction, payments: Sequence[PaymentRecor
             p.version,
             p.created_at_us,
             p.updated_at_us,
-            p.payment_id,
         )
 
-    await tx.execute_many(
-        "INSERT INTO payments (platform, contract_hash, params_json, payer_wallet_id, currency, "
-        "escrow_minor, held_minor, released_minor, refunded_minor, state, terminal_reason, "
-        "deadline_at_us, contract_state, version, created_at_us, updated_at_us, payment_id) "
-        f"VALUES ({_marks(17)})",
-        [values(p) for p in payments if p.is_new],
-    )
-    await tx.execute_many(
-        "UPDATE payments SET platform = ?, contract_hash = ?, params_json = ?, "
-        "payer_wallet_id = ?, currency = ?, escrow_minor = ?, held_minor = ?, "
-        "released_minor = ?, refunded_minor = ?, state = ?, terminal_reason = ?, "
-        "deadline_at_us = ?, contract_state = ?, version = ?, created_at_us = ?, "
-        "updated_at_us = ? WHERE payment_id = ?",
-        [values(p) for p in payments if not p.is_new],
-    )
     financing_new: list[tuple[object, ...]] = []
     financing_old: list[tuple[object, ...]] = []
     assignments_new: list[tuple[object, ...]] = []
@@ -308,7 +388,7 @@ async def _write_payments(tx: LedgerTransaction, payments: Sequence[PaymentRecor
                     )
                 )
             else:
-                financing_old.append((f.refunded_minor, p.payment_id, i))
+                financing_old.append((p.payment_id, i, f.refunded_minor))
         for i, a in enumerate(p.assignments):
             if i >= stored_assignments:
                 assignments_new.append(
@@ -325,7 +405,7 @@ async def _write_payments(tx: LedgerTransaction, payments: Sequence[PaymentRecor
                     )
                 )
             else:
-                assignments_old.append((a.collected_minor, p.payment_id, i))
+                assignments_old.append((p.payment_id, i, a.collected_minor))
         legs.extend(
             (
                 p.payment_id,
@@ -361,60 +441,53 @@ async def _write_payments(tx: LedgerTransaction, payments: Sequence[PaymentRecor
             for a in p.attestations[stored_attestations:]
         )
         events.extend((p.payment_id, version, kind, p.updated_at_us) for version, kind in p.events)
-    await tx.execute_many(
-        "INSERT INTO payment_financing (payment_id, idx, financier_wallet_id, principal_minor, "
-        "fee_minor, due_at_us, refunded_minor, request_id, funded_by) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        financing_new,
-    )
-    await tx.execute_many(
-        "UPDATE payment_financing SET refunded_minor = ? WHERE payment_id = ? AND idx = ?",
-        financing_old,
-    )
-    await tx.execute_many(
-        "INSERT INTO payment_assignments (payment_id, idx, payee_wallet_id, financier_wallet_id, "
-        "assigned_minor, advance_minor, collected_minor, request_id, assigned_by) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        assignments_new,
-    )
-    await tx.execute_many(
-        "UPDATE payment_assignments SET collected_minor = ? WHERE payment_id = ? AND idx = ?",
-        assignments_old,
-    )
-    await tx.execute_many(
-        "INSERT INTO payment_legs (payment_id, leg_id, idx, clause, kind, party, wallet_id, "
-        "paid_to_wallet_id, amount_minor, currency, reason, commit_seq) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        legs,
-    )
-    await tx.execute_many(
-        "INSERT INTO attestations (event_id, payment_id, seq, oracle, event_type, observed_at_us, "
-        "accepted_at_us, attributes_json, signer_ids, report_json, statement) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        attestations,
-    )
-    await tx.execute_many(
-        "INSERT INTO payment_events (payment_id, version, kind, at_us) VALUES (?, ?, ?, ?)",
-        events,
-    )
-    await tx.execute_many(
-        "INSERT INTO payment_documents (payment_id, version, idx, kind, payload, body, entry_seq) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                p.payment_id,
-                d.version,
-                d.idx,
-                d.kind,
-                d.payload,
-                d.body,
-                0 if d.entry is None else d.entry.seq,
-            )
-            for p in payments
-            for d in p.new_documents
-        ],
-    )
-    await tx.execute_many(
-        "INSERT INTO payment_parties (payment_id, wallet_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
-        sorted({(p.payment_id, w) for p in payments for w in p.new_parties}),
-    )
+    payment_columns = tuple(_PAYMENT_COLUMNS.split(", "))
+    return [
+        TableRows("payments", payment_columns, [values(p) for p in payments if p.is_new]),
+        TableRows(
+            "payments",
+            payment_columns,
+            [values(p) for p in payments if not p.is_new],
+            key=("payment_id",),
+        ),
+        TableRows("payment_financing", _FINANCING_COLUMNS, financing_new),
+        TableRows(
+            "payment_financing",
+            ("payment_id", "idx", "refunded_minor"),
+            financing_old,
+            key=("payment_id", "idx"),
+        ),
+        TableRows("payment_assignments", _ASSIGNMENT_COLUMNS, assignments_new),
+        TableRows(
+            "payment_assignments",
+            ("payment_id", "idx", "collected_minor"),
+            assignments_old,
+            key=("payment_id", "idx"),
+        ),
+        TableRows("payment_legs", _LEG_COLUMNS, legs),
+        TableRows("attestations", _ATTESTATION_COLUMNS, attestations),
+        TableRows("payment_events", ("payment_id", "version", "kind", "at_us"), events),
+        TableRows(
+            "payment_documents",
+            ("payment_id", "version", "idx", "kind", "payload", "body", "entry_seq"),
+            [
+                (
+                    p.payment_id,
+                    d.version,
+                    d.idx,
+                    d.kind,
+                    d.payload,
+                    d.body,
+                    0 if d.entry is None else d.entry.seq,
+                )
+                for p in payments
+                for d in p.new_documents
+            ],
+        ),
+        TableRows(
+            "payment_parties",
+            ("payment_id", "wallet_id"),
+            sorted({(p.payment_id, w) for p in payments for w in p.new_parties}),
+            skip_taken=True,
+        ),
+    ]

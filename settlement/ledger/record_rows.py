@@ -17,6 +17,7 @@ from settlement.ledger.records import (
     SettlementKind,
     SettlementRecord,
     SettlementState,
+    TableRows,
     TitleRecord,
     TitleState,
 )
@@ -66,23 +67,18 @@ class RecordRows(Generic[R]):
         )
         return {r[0]: self.record_of(r) for r in rows}
 
-    async def write(self, tx: LedgerTransaction, records: Sequence[R]) -> None:
-        placeholders = ", ".join("?" * len(self.columns))
-        await tx.execute_many(
-            f"INSERT INTO {self.table} ({', '.join(self.columns)}) VALUES ({placeholders})",
-            [self._values(r) for r in records if r.is_new],
-        )
-        updated = self.columns[1:]
-        rows: list[tuple[object, ...]] = [self._values(r) for r in records if not r.is_new]
-        await tx.execute_many(
-            f"UPDATE {self.table} SET {', '.join(f'{c} = ?' for c in updated)} "
-            f"WHERE {self.key} = ?",
-            list(map(_key_last, rows)),
-        )
-
-
-def _key_last(values: tuple[object, ...]) -> tuple[object, ...]:
-    return (*values[1:], values[0])
+    def rows(self, records: Sequence[R]) -> list[TableRows]:
+        """What writing ``records`` takes: the new inserted, the others updated by key."""
+        columns = tuple(self.columns)
+        return [
+            TableRows(self.table, columns, [self._values(r) for r in records if r.is_new]),
+            TableRows(
+                self.table,
+                columns,
+                [self._values(r) for r in records if not r.is_new],
+                key=(self.key,),
+            ),
+        ]
 
 
 TITLES: Final = RecordRows("titles", TitleRecord, {"state": TitleState})
@@ -95,10 +91,20 @@ SETTLEMENTS: Final = RecordRows(
 LOANS: Final = RecordRows("loans", LoanRecord, {"state": LoanState})
 
 
-async def write_title_moves(tx: LedgerTransaction, titles: Sequence[TitleRecord]) -> None:
-    await tx.execute_many(
-        "INSERT INTO title_moves (title_id, seq, kind, from_wallet_id, to_wallet_id, units, "
-        "request_id, at_us, moved_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+def title_move_rows(titles: Sequence[TitleRecord]) -> TableRows:
+    return TableRows(
+        "title_moves",
+        (
+            "title_id",
+            "seq",
+            "kind",
+            "from_wallet_id",
+            "to_wallet_id",
+            "units",
+            "request_id",
+            "at_us",
+            "moved_by",
+        ),
         [
             (
                 t.title_id,
@@ -117,10 +123,22 @@ async def write_title_moves(tx: LedgerTransaction, titles: Sequence[TitleRecord]
     )
 
 
-async def write_loan_events(tx: LedgerTransaction, loans: Sequence[LoanRecord]) -> None:
-    await tx.execute_many(
-        "INSERT INTO loan_events (loan_id, seq, kind, event_id, amount_minor, title_id, units, "
-        "detail, request_id, at_us, by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+def loan_event_rows(loans: Sequence[LoanRecord]) -> TableRows:
+    return TableRows(
+        "loan_events",
+        (
+            "loan_id",
+            "seq",
+            "kind",
+            "event_id",
+            "amount_minor",
+            "title_id",
+            "units",
+            "detail",
+            "request_id",
+            "at_us",
+            "by",
+        ),
         [
             (
                 loan.loan_id,

@@ -181,6 +181,20 @@ class Reads:
             self.registry = other.registry
 
 
+@dataclass(frozen=True, slots=True)
+class TableRows:
+    """Rows one batch writes to one of the colder tables (payments, settlements, loans, ...),
+    set-based: inserted, or, with ``key``, updated where the key columns match (every other
+    column set). Each store writes all of a batch's in as few round trips as it can
+    (store_postgres.py: one statement with the ledger's own rows)."""
+
+    table: str
+    columns: tuple[str, ...]
+    rows: list[tuple[object, ...]]
+    key: tuple[str, ...] = ()  # an UPDATE by these columns (they are among ``columns``)
+    skip_taken: bool = False  # INSERT ... ON CONFLICT DO NOTHING
+
+
 @dataclass(slots=True)
 class ChangeSet:
     """Everything one batch writes, in one transaction."""
@@ -194,6 +208,7 @@ class ChangeSet:
     operations: list[OperationRecord]
     head_seq: int
     head_hash: bytes
+    tables: list[TableRows] = field(default_factory=list)  # only those with rows
 
 
 # -- conditional payments ------------------------------------------------------------------------

@@ -43,14 +43,13 @@ class LedgerTransaction(Protocol):
 
     async def write(self, changes: ChangeSet) -> None: ...
 
-    # Plain SQL with ``?`` placeholders, for the colder tables written once for both dialects
-    # (settlement/ledger/payment_rows.py).
+    # Plain SQL with ``?`` placeholders, for reading the colder tables once for both dialects
+    # (settlement/ledger/payment_rows.py); their rows are written with the batch's ChangeSet
+    # (``ChangeSet.tables``).
     for_update: str  # " FOR UPDATE" where the engine supports it, else ""
     for_share: str
 
     async def query(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]: ...
-
-    async def execute_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None: ...
 
 
 class LedgerStore(Protocol):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -29,6 +30,7 @@ from settlement.ledger.records import (
     OperationKey,
     OperationRecord,
     SupplyRecord,
+    TableRows,
     WalletRecord,
 )
 from wallets import WalletKind
@@ -74,10 +76,6 @@ class PostgresTransaction:
 
     async def query(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in await self._conn.fetch(_numbered(sql), *params)]
-
-    async def execute_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
-        if rows:
-            await self._conn.executemany(_numbered(sql), rows)
 
     async def fetch_operations(
         self, keys: Sequence[OperationKey]
@@ -194,12 +192,14 @@ class PostgresTransaction:
                 [s.redeemed for s in changes.changed_supply],
             )
         # The hot part, whatever the batch size, in one round trip: balances, entries, postings,
-        # the ledger head and the stored outcomes. (Foreign keys are checked at the end of the
-        # statement, so postings may reference entries inserted beside them.)
+        # the ledger head, the stored outcomes and the colder tables' rows (payments,
+        # settlements, ...). (Foreign keys are checked at the end of the statement, so postings
+        # may reference entries inserted beside them.)
         entries, ops, balances = changes.entries, changes.operations, changes.changed_balances
         postings = [(e.seq, i, p) for e in entries for i, p in enumerate(e.postings)]
+        tables = changes.tables
         await conn.execute(
-            _WRITE_BATCH,
+            _write_batch(tuple((t.table, t.columns, t.key, t.skip_taken) for t in tables)),
             *_balance_columns(balances),
             [e.seq for e in entries],
             [e.kind.value for e in entries],
@@ -227,11 +227,50 @@ class PostgresTransaction:
             [o.outcome for o in ops],
             [o.commit_seq for o in ops],
             [o.created_at_us for o in ops],
+            *(_json_rows(t) for t in tables),
         )
 
 
-_WRITE_BATCH = """
-WITH
+def _json_rows(table: TableRows) -> str:
+    """``table``'s rows as the JSON array of objects ``json_populate_recordset`` reads (bytea as
+    its hex text form)."""
+    columns = table.columns
+    return json.dumps(
+        [
+            {
+                c: "\\x" + bytes(v).hex() if isinstance(v, bytes | memoryview) else v
+                for c, v in zip(columns, row, strict=True)
+            }
+            for row in table.rows
+        ],
+        separators=(",", ":"),
+    )
+
+
+@functools.lru_cache(maxsize=128)
+def _write_batch(tables: tuple[tuple[str, tuple[str, ...], tuple[str, ...], bool], ...]) -> str:
+    """The batch statement, with one more data-modifying CTE for each of ``tables`` (name,
+    columns, update key, skip taken keys), whose rows are the parameters after the 32 fixed
+    ones, as JSON. The CTEs' rows are typed by each table's own row type
+    (``json_populate_recordset(NULL::table, ...)``): no column type is repeated here."""
+    ctes = []
+    for i, (table, columns, key, skip_taken) in enumerate(tables):
+        source = f"json_populate_recordset(NULL::{table}, ${33 + i}::json)"
+        if key:
+            sets = ", ".join(f"{c} = v.{c}" for c in columns if c not in key)
+            where = " AND ".join(f"t.{c} = v.{c}" for c in key)
+            ctes.append(
+                f"table_{i} AS (UPDATE {table} AS t SET {sets} FROM {source} AS v WHERE {where})"
+            )
+        else:
+            names = ", ".join(columns)
+            conflict = " ON CONFLICT DO NOTHING" if skip_taken else ""
+            insert = f"INSERT INTO {table} ({names}) SELECT {names} FROM {source}{conflict}"
+            ctes.append(f"table_{i} AS ({insert})")
+    return "WITH" + _WRITE_BATCH_CTES + "".join(f",\n  {c}" for c in ctes) + _WRITE_BATCH_COUNTS
+
+
+_WRITE_BATCH_CTES = """
   balance_rows AS (
     UPDATE balances AS b
        SET available = v.available, held = v.held,
@@ -259,7 +298,8 @@ WITH
                             created_at_us)
     SELECT * FROM unnest($25::text[], $26::text[], $27::text[], $28::bytea[], $29::bool[],
                          $30::bytea[], $31::bigint[], $32::bigint[])
-    RETURNING 1)
+    RETURNING 1)"""
+_WRITE_BATCH_COUNTS = """
 SELECT (SELECT count(*) FROM balance_rows), (SELECT count(*) FROM entry_rows),
        (SELECT count(*) FROM posting_rows), (SELECT count(*) FROM head_row),
        (SELECT count(*) FROM operation_rows)

@@ -12,6 +12,7 @@ statement, and under load each hop also queues behind every other callback of th
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +48,23 @@ def _pairs(count: int) -> str:
     return "(SELECT column1, column2 FROM (VALUES " + ", ".join(["(?, ?)"] * count) + "))"
 
 
+@functools.lru_cache(maxsize=128)
+def _table_statement(
+    table: str, columns: tuple[str, ...], key: tuple[str, ...], skip_taken: bool
+) -> tuple[str, tuple[int, ...]]:
+    """The statement that writes one row of ``TableRows``, and the order of its parameters."""
+    if key:
+        changed = [c for c in columns if c not in key]
+        sets = ", ".join(f"{c} = ?" for c in changed)
+        where = " AND ".join(f"{c} = ?" for c in key)
+        order = tuple(columns.index(c) for c in (*changed, *key))
+        return f"UPDATE {table} SET {sets} WHERE {where}", order
+    conflict = " ON CONFLICT DO NOTHING" if skip_taken else ""
+    marks = ", ".join("?" * len(columns))
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}){conflict}"
+    return sql, tuple(range(len(columns)))
+
+
 class SqliteTransaction:
     # BEGIN IMMEDIATE already holds the database's write lock for the whole batch.
     for_update = ""
@@ -57,10 +75,6 @@ class SqliteTransaction:
 
     async def query(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
         return self._rows(sql, params)
-
-    async def execute_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
-        if rows:
-            self._conn.executemany(sql, rows)
 
     def _rows(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
         return self._conn.execute(sql, params).fetchall()
@@ -132,6 +146,9 @@ class SqliteTransaction:
 
     async def write(self, changes: ChangeSet) -> None:
         conn = self._conn
+        for table in changes.tables:  # first: foreign keys are checked row by row here
+            sql, order = _table_statement(table.table, table.columns, table.key, table.skip_taken)
+            conn.executemany(sql, [[row[i] for i in order] for row in table.rows])
         if changes.institutions:
             conn.executemany(
                 "INSERT INTO institutions VALUES (?, ?, ?, ?)",

@@ -3,8 +3,10 @@
 SubmitAttestation reads what a lock fixed (platform, contract, parties) from the directory and the
 oracle registry from a cache keyed by its version (settlement/ledger/directory.py,
 oracle_sets.py); the write batch re-reads the registry's version and the payment's state under
-its locks. Each test warms the caches first (an accepted attestation), then changes what they
-hold — a rotated key, a revoked oracle, a new registry version, a cancelled payment — and shows
+its locks, and takes the payment's legs and attestations from memory only at the version it
+committed them (settlement/ledger/payment_memo.py). Each test warms the caches first (an
+accepted attestation), then changes what they hold — a rotated key, a revoked oracle, a new
+registry version, a cancelled payment, an attestation accepted elsewhere — and shows
 that an attestation relying on the old state is refused without effect, also when the change was
 made through another server on the same database (whose caches never saw it), and that the
 current state still works.
@@ -23,10 +25,12 @@ from condpay.v1 import oracle_pb2, payment_pb2
 from tests.payments.snapshot import (
     ORACLE,
     arrived,
+    by_buyer,
     by_sensors,
     cancel_request,
     cleared_for,
     locked,
+    receipt,
     refused_without_effect,
     submit,
 )
@@ -37,6 +41,7 @@ from wallets import bls
 GATE, DOCK, RFID = SENSORS
 PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 DENIED = grpc.StatusCode.PERMISSION_DENIED
+EXISTS = grpc.StatusCode.ALREADY_EXISTS
 STATE = payment_pb2.PaymentState
 
 
@@ -213,3 +218,34 @@ async def test_a_cancelled_payment_releases_nothing_whatever_is_cached(
     )
     assert await trade.balance("buyer") == buyer_before
     assert await trade.balance("seller") == (0, 0)
+
+
+async def test_an_arrival_accepted_elsewhere_is_seen_here_whatever_this_server_remembers(
+    trade: TradeWorld, replica: Harness
+) -> None:
+    """This server committed the customs clearance, so it remembers the payment's attestations
+    and legs as they were then. Another server then accepts the arrival (30% released). Sent
+    here, the same arrival is refused as seen and moves nothing; the buyer's receipt here
+    releases exactly the rest, and the payment keeps every attestation and leg of both."""
+    oracles = await register_oracles(trade)
+    payment = await _warm(trade, oracles, "ev-customs")
+    arrival = await arrived(trade, payment, "ev-arrived")
+    aggregate = by_sensors(oracles, arrival, GATE, DOCK)
+    elsewhere = await submit(_on(replica, ORACLE), arrival, [], aggregate)
+    assert [leg.amount.amount_minor for leg in elsewhere.legs] == [37_500_00]
+    await refused_without_effect(
+        trade,
+        [payment.payment_id],
+        submit(trade.client(ORACLE), arrival, [], aggregate),
+        EXISTS,
+        "EVENT_ALREADY_SEEN",
+    )
+    signed = await receipt(trade, payment, "ev-receipt")
+    here = await submit(trade.platform, signed, by_buyer(trade, signed))
+    assert [leg.amount.amount_minor for leg in here.legs] == [87_500_00]
+    done = await trade.cb.get_payment(payment.payment_id)
+    assert done.state == STATE.PAYMENT_STATE_SETTLED
+    assert done.released.amount_minor == 125_000_00
+    assert [a.event_id for a in done.attestations] == ["ev-customs", "ev-arrived", "ev-receipt"]
+    assert [leg.amount.amount_minor for leg in done.legs] == [37_500_00, 87_500_00]
+    assert await trade.balance("seller") == (125_000_00, 0)
