@@ -3,7 +3,7 @@ they travel as JSON inside the batch statement, so every kind of value must come
 as written (bytes with NULs and backslashes, text that looks like JSON or escapes, the widest
 integers, booleans), updates must touch only the rows named by their key, a skipped
 duplicate must be skipped, and a taken key must still fail as the engine expects (so that the
-batch is retried)."""
+batch is retried). And a payment's rows never grow without a new version of the payment."""
 
 from __future__ import annotations
 
@@ -15,8 +15,14 @@ import pytest
 
 from settlement.db.migrate import upgrade_to_head
 from settlement.db.urls import parse_database_url
-from settlement.ledger.payment_rows import CONTRACT_COLUMNS, ORACLE_COLUMNS
-from settlement.ledger.records import ChangeSet, TableRows
+from settlement.ledger.payment_rows import CONTRACT_COLUMNS, ORACLE_COLUMNS, payment_table_rows
+from settlement.ledger.records import (
+    AttestationRecord,
+    ChangeSet,
+    PaymentRecord,
+    PaymentState,
+    TableRows,
+)
 from settlement.ledger.store import LedgerStore
 from settlement.ledger.store_sqlite import SqliteStore
 from settlement.runtime import create_sql_engine
@@ -127,3 +133,53 @@ async def test_a_taken_key_is_skipped_when_asked_and_fails_otherwise(store: Ledg
         assert store.is_retryable(raised.value)
     # Nothing of the failed batch was written.
     assert await _rows(store, "SELECT contract_hash FROM contracts ORDER BY 1") == [("k1",)]
+
+
+def test_a_payment_never_gains_rows_without_a_new_version() -> None:
+    """Each server remembers a payment's legs and attestations by its version
+    (settlement/ledger/payment_memo.py): a batch that added rows without bumping the version would
+    leave every other server's memory stale, so it fails instead of writing."""
+    payment = PaymentRecord(
+        payment_id="p1",
+        platform="platform/a",
+        contract_hash="h",
+        params_json="{}",
+        payer_wallet_id="w1",
+        currency="CNY",
+        escrow_minor=100,
+        held_minor=100,
+        released_minor=0,
+        refunded_minor=0,
+        state=PaymentState.LOCKED,
+        terminal_reason="",
+        deadline_at_us=None,
+        contract_state="{}",
+        version=3,
+        created_at_us=1,
+        updated_at_us=1,
+    )
+    payment.attestations.append(
+        AttestationRecord(
+            event_id="e1",
+            payment_id="p1",
+            seq=1,
+            oracle="customs",
+            event_type="customs.cleared",
+            observed_at_us=1,
+            accepted_at_us=1,
+            attributes_json="{}",
+            signer_ids=(),
+            report_json="{}",
+            statement=b"",
+        )
+    )
+    with pytest.raises(AssertionError, match="without a new version"):
+        payment_table_rows([payment], [], [], None)
+    payment.events.append((4, "attested"))
+    payment.version = 4
+    (attestations,) = [
+        t
+        for t in payment_table_rows([payment], [], [], None)
+        if t.rows and t.table == "attestations"
+    ]
+    assert [row[0] for row in attestations.rows] == ["e1"]

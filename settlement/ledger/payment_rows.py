@@ -372,6 +372,14 @@ def _payment_rows(payments: Sequence[PaymentRecord]) -> list[TableRows]:
     events: list[tuple[object, ...]] = []
     for p in payments:
         stored_financing, stored_assignments, stored_legs, stored_attestations = p.stored
+        if not (p.is_new or p.events) and p.stored != (
+            len(p.financing),
+            len(p.assignments),
+            len(p.legs),
+            len(p.attestations),
+        ):
+            # Every replica's memo of these rows (payment_memo.py) trusts the version to change.
+            raise AssertionError(f"payment {p.payment_id}: rows added without a new version")
         for i, f in enumerate(p.financing):
             if i >= stored_financing:
                 financing_new.append(
