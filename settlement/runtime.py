@@ -139,10 +139,12 @@ class Runtime:
         )
         await self.store.start()
         await self.engine.start()
+        # The bridge first: it may refuse (its state file held by another process) before any
+        # sweep has started, so no sweep's read is cut off mid-way by the exit that follows.
+        await self._open_bridge()
         self.deadlines.start()
         self.retention.start()
         self._checkpoints.start()
-        await self._open_bridge()
         if self.metrics is not None:
             self._watch(self.metrics)
 
