@@ -4,7 +4,8 @@ under its lock, at the version remembered here takes them from memory instead of
 
 Why a version is enough: every change to those rows is a change of the payment, which bumps its
 version in the same transaction (settlement/ledger/payments.py ``_bump``; every command that
-touches the rows ends with it), and versions only grow. A batch elsewhere (another worker,
+touches the rows ends with it; payment_rows.py refuses to write rows added without it), and
+versions only grow. A batch elsewhere (another worker,
 another replica) that changed them left a higher version than the one remembered here, and the
 rows are read from the database. The payment's own row (state, amounts, version) is never taken
 from memory. (Like the stored outcomes, this relies on a commit never being lost, also across a
