@@ -28,9 +28,23 @@ from settlement.ledger.records import (
 from settlement.ledger.store import LedgerTransaction
 
 _PAYMENT_COLUMNS = (
-    "payment_id, platform, contract_hash, params_json, payer_wallet_id, currency, escrow_minor, "
-    "held_minor, released_minor, refunded_minor, state, terminal_reason, deadline_at_us, "
-    "contract_state, version, created_at_us, updated_at_us"
+    "payment_id",
+    "platform",
+    "contract_hash",
+    "params_json",
+    "payer_wallet_id",
+    "currency",
+    "escrow_minor",
+    "held_minor",
+    "released_minor",
+    "refunded_minor",
+    "state",
+    "terminal_reason",
+    "deadline_at_us",
+    "contract_state",
+    "version",
+    "created_at_us",
+    "updated_at_us",
 )
 
 CONTRACT_COLUMNS = (
@@ -122,8 +136,8 @@ async def lock_payments(
     if not ids:
         return {}
     rows = await tx.query(
-        f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE payment_id IN ({_marks(len(ids))}) "
-        f"ORDER BY payment_id{tx.for_update}",
+        f"SELECT {', '.join(_PAYMENT_COLUMNS)} FROM payments "
+        f"WHERE payment_id IN ({_marks(len(ids))}) ORDER BY payment_id{tx.for_update}",
         list(ids),
     )
     payments = {r[0]: _payment(r) for r in rows}
@@ -168,8 +182,7 @@ async def _load_children(
     ):
         payments[r[0]].legs.append(LegRecord(*r[1:]))
     for r in await tx.query(
-        "SELECT event_id, payment_id, seq, oracle, event_type, observed_at_us, accepted_at_us, "
-        f"attributes_json, signer_ids, report_json, statement FROM attestations "
+        f"SELECT {', '.join(_ATTESTATION_COLUMNS)} FROM attestations "
         f"WHERE payment_id IN ({marks}) ORDER BY payment_id, seq",
         found,
     ):
@@ -449,12 +462,11 @@ def _payment_rows(payments: Sequence[PaymentRecord]) -> list[TableRows]:
             for a in p.attestations[stored_attestations:]
         )
         events.extend((p.payment_id, version, kind, p.updated_at_us) for version, kind in p.events)
-    payment_columns = tuple(_PAYMENT_COLUMNS.split(", "))
     return [
-        TableRows("payments", payment_columns, [values(p) for p in payments if p.is_new]),
+        TableRows("payments", _PAYMENT_COLUMNS, [values(p) for p in payments if p.is_new]),
         TableRows(
             "payments",
-            payment_columns,
+            _PAYMENT_COLUMNS,
             [values(p) for p in payments if not p.is_new],
             key=("payment_id",),
         ),
