@@ -565,3 +565,38 @@ async def test_the_whole_journal_is_each_readers_part_of_it(tenancy: Tenancy) ->
         ]
         assert seen
     assert len(everything) > len(own_bank) > 0
+
+
+async def test_the_journal_is_followed_from_an_entry(tenancy: Tenancy) -> None:
+    """after_seq: only the entries after it, each reader's part of them as without it, page
+    after page; a page token holds only for the after_seq it was given with; past the head
+    (up to 2**64 - 1) nothing."""
+    world = tenancy
+    auditor, bank = world.client(AUDITOR), world.client(f"institution/{BANK}")
+    everything = [e async for e in auditor.journal(page_size=7)]
+    own_bank = [e async for e in bank.journal(page_size=7)]
+    wallet = f"w_reserve.{BANK}"
+    own_wallet = [e async for e in bank.journal(wallet, page_size=7)]
+    for after in (0, 1, everything[len(everything) // 2].seq, everything[-2].seq):
+        followed = [e async for e in auditor.journal(after_seq=after, page_size=3)]
+        assert followed == [e for e in everything if e.seq > after]
+        assert [e async for e in bank.journal(after_seq=after, page_size=2)] == [
+            e for e in own_bank if e.seq > after
+        ]
+        assert [e async for e in bank.journal(wallet, after_seq=after, page_size=2)] == [
+            e for e in own_wallet if e.seq > after
+        ]
+    for past in (everything[-1].seq, everything[-1].seq + 1, 2**63, 2**64 - 1):
+        assert [e async for e in auditor.journal(after_seq=past)] == []
+    wallets = auditor.api.wallets
+    first = await wallets.list_journal(wallet_pb2.ListJournalRequest(page_size=2, after_seq=1))
+    assert [e.seq for e in first.entries] == [2, 3]
+    assert first.next_page_token
+    for other in (0, 2):
+        with pytest.raises(ApiError) as error:
+            await wallets.list_journal(
+                wallet_pb2.ListJournalRequest(
+                    page_size=2, after_seq=other, page_token=first.next_page_token
+                )
+            )
+        assert error.value.reason == "INVALID_PAGE_TOKEN", error.value

@@ -460,14 +460,15 @@ class Client(TypedSend):
         )
 
     async def journal(
-        self, wallet_id: str = "", *, page_size: int = 500
+        self, wallet_id: str = "", *, after_seq: int = 0, page_size: int = 500
     ) -> AsyncIterator[ledger_pb2.JournalEntry]:
-        """Every journal entry touching ``wallet_id`` (or all, for auditors), in order."""
+        """Every journal entry touching ``wallet_id`` (or all, for auditors), in order; only
+        those after entry ``after_seq`` if given (to follow the journal from where one left)."""
         token = ""
         while True:
             page = await self.api.wallets.list_journal(
                 wallet_pb2.ListJournalRequest(
-                    wallet_id=wallet_id, page_size=page_size, page_token=token
+                    wallet_id=wallet_id, page_size=page_size, page_token=token, after_seq=after_seq
                 ),
             )
             for entry in page.entries:

@@ -16,6 +16,7 @@ from settlement.ledger.records import BalanceRecord, EntryRecord, WalletRecord
 from settlement.runtime import Runtime
 from wallets import (
     CURRENCY_CODES,
+    INT64_MAX,
     BadSignature,
     TransferInstruction,
     WalletKind,
@@ -171,9 +172,13 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
         page_size = scopes.page_size(
             request.page_size, limits.PAGE_SIZE_DEFAULT, limits.PAGE_SIZE_MAX
         )
-        method, filters = _SERVICE + "ListJournal", {"wallet_id": wallet_id or ""}
+        method = _SERVICE + "ListJournal"
+        filters = {"wallet_id": wallet_id or ""}
+        if request.after_seq:  # (bound only when given: tokens sealed before it existed hold)
+            filters["after_seq"] = str(request.after_seq)
         cursor = self._rt.page_tokens.open(caller, method, filters, request.page_token)
-        after = int(cursor) if cursor else 0  # sealed by this server: always a sequence number
+        # A sealed cursor is always a sequence number past after_seq (this server made it).
+        after = int(cursor) if cursor else min(request.after_seq, INT64_MAX)
         entries = await self._rt.reader.journal(
             wallet_id, after, page_size + 1, scopes.journal_postings(caller)
         )

@@ -319,21 +319,27 @@ class ListJournalRequest(_message.Message):
     WALLET_ID_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    AFTER_SEQ_FIELD_NUMBER: _builtins.int
     wallet_id: _builtins.str
     """Empty: every entry (central bank and auditor only)."""
     page_size: _builtins.int
     """At most 1000; 0 means 100."""
     page_token: _builtins.str
+    after_seq: _builtins.int
+    """Only entries after this sequence number (0: from the first). An auditor that has verified
+    the chain up to entry N follows the journal with after_seq = N; a page token is bound to it.
+    """
     def __init__(
         self,
         *,
         wallet_id: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        after_seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "wallet_id", b"wallet_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "page_size", b"page_size", "page_token", b"page_token", "wallet_id", b"wallet_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
