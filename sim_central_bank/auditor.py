@@ -265,6 +265,9 @@ class Auditor:
         self._overdue_grace_us = int(overdue_grace_s * 1_000_000)
         #: currency -> the gateway's core reserve plus its bridge account, set by baseline().
         self.gateway_baseline: dict[str, int] | None = None
+        #: The journal as far as the last check read it: a check during the run reads only the
+        #: entries after it (the final check reads the whole journal again).
+        self._entries: list[ledger_pb2.JournalEntry] = []
 
     @property
     def gateway_wallet(self) -> str:
@@ -328,16 +331,36 @@ class Auditor:
     # -- reading -----------------------------------------------------------------------------------
     async def _read(self, *, final: bool) -> _Reads:
         supply = await self.core.get_supply()
-        payments, loans, bridge = await asyncio.gather(
-            self._payments(), self._loans(), self._bridge_reads()
-        )
-        settlements, entries, titles, sales = await asyncio.gather(
+
+        async def loans_and_theirs() -> tuple[
+            list[finance_pb2.Loan], dict[str, asset_pb2.Title] | None, dict[str, list[str]]
+        ]:
+            loans = await self._loans()
+            titles, sales = await asyncio.gather(
+                self._titles(loans) if final else _none(), self._sales(loans)
+            )
+            return loans, titles, sales
+
+        async def journal_and_wallets() -> tuple[
+            list[ledger_pb2.JournalEntry], dict[str, dict[str, tuple[int, int]]] | None
+        ]:
+            entries = await self._journal(final=final)
+            return entries, await self._wallets(entries) if final else None
+
+        # All at once (the traffic has stopped; the two supply reads bracket them).
+        (
+            payments,
+            (loans, titles, sales),
+            bridge,
+            settlements,
+            (entries, wallets),
+        ) = await asyncio.gather(
+            self._payments(),
+            loans_and_theirs(),
+            self._bridge_reads(),
             self._settlements(),
-            self._journal(),
-            self._titles(loans) if final else _none(),
-            self._sales(loans),
+            journal_and_wallets(),
         )
-        wallets = await self._wallets(entries) if final else None
         after = await self.core.get_supply()
         return _Reads(
             supply=supply,
@@ -420,12 +443,18 @@ class Auditor:
             lambda page: page.settlements,
         )
 
-    async def _journal(self) -> list[ledger_pb2.JournalEntry]:
-        return await every_page(
+    async def _journal(self, *, final: bool) -> list[ledger_pb2.JournalEntry]:
+        """The whole journal: during the run what the last check read and the entries after it;
+        at the final check every entry read again."""
+        known = [] if final else self._entries
+        self._entries = known + await every_page(
             self.core,
-            wallet_pb2.ListJournalRequest(page_size=JOURNAL_PAGE),
+            wallet_pb2.ListJournalRequest(
+                page_size=JOURNAL_PAGE, after_seq=known[-1].seq if known else 0
+            ),
             lambda page: page.entries,
         )
+        return self._entries
 
     async def _wallets(
         self, entries: Iterable[ledger_pb2.JournalEntry]

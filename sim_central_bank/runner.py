@@ -48,7 +48,7 @@ from sim_central_bank.economy import (
 )
 from sim_central_bank.lending import LoanDesk
 from sim_central_bank.metered import MeteredClient
-from sim_central_bank.plan import Plan, make_plan
+from sim_central_bank.plan import ArrivalFault, Plan, make_plan
 from sim_central_bank.record import ACCEPTED, Expectations, InvariantResult, RunRecord
 from sim_central_bank.scenario import SELLER_CURRENCY, Scenario
 from sim_central_bank.server_process import ServerProcess
@@ -306,11 +306,13 @@ async def _trade(
                 progress.update(task, description=f"{scenario.name} round {index + 1}")
                 if index and bridge is not None:
                     await publish_rates(bridge, plan, index)
-                # Loans first: a defaulting one waits for the deadline sweep while orders run.
+                # Loans and late orders first: a defaulting loan and a late order each wait for
+                # the deadline sweep (seconds), and do it while the other orders run, not after.
                 jobs: list[Callable[[], Awaitable[None]]] = []
                 if desk is not None:
                     jobs += [functools.partial(desk.run_loan, x) for x in plan.loan_rounds[index]]
-                jobs += [functools.partial(trader.run_order, o) for o in orders]
+                late_first = sorted(orders, key=lambda o: o.arrival_fault is not ArrivalFault.LATE)
+                jobs += [functools.partial(trader.run_order, o) for o in late_first]
                 jobs += [functools.partial(trader.run_direct, d) for d in plan.direct[index]]
                 faults = [
                     asyncio.create_task(_after(delay, action))
