@@ -72,6 +72,7 @@ from bridges._quorum import (
     transfers_digest,
     verify_quorum_certificate,
 )
+from bridges._verified_chain import CertificateDigest, VerifiedPrefix
 from bridges.errors import BridgeError, Reason, error
 from wallets.currencies import CURRENCIES, CURRENCY_CODES
 
@@ -337,6 +338,8 @@ class Ledger:
         self.chain_id = ""
         self._validators: dict[str, Validator] = {}
         self._public_keys: dict[str, bytes] = {}
+        # The certified blocks the last clean audit verified (bridges/_verified_chain.py).
+        self._verified: VerifiedPrefix | None = None
         self._grouped = False  # in run_group: each call's transaction is a savepoint
         self.groups_committed = 0  # run_group's COMMITs (group commit, for tests and profiles)
         self._locked: str | None = None  # the state file this ledger holds (_state_lock)
@@ -1655,6 +1658,15 @@ class Ledger:
         previous = ZERO_HASH
         expected_height = 1
         in_blocks: dict[str, int] = {}
+        # Certificates a previous audit verified are verified again only if they changed
+        # (bridges/_verified_chain.py); ``pending``: those not yet known to be unchanged.
+        keys = tuple(sorted(self._public_keys.items()))
+        memo = self._verified
+        trusted_to = memo.height if memo is not None and memo.public_keys == keys else 0
+        certificates = CertificateDigest()
+        pending: list[tuple[int, BlockHeader, QuorumCertificate]] = []
+        verified: VerifiedPrefix | None = None
+        clean = True
         for (height,) in self._conn.execute("SELECT height FROM blocks ORDER BY height").fetchall():
             header = self._header(height)
             stored_hash = bytes(self._one("SELECT hash FROM blocks WHERE height = ?", (height,))[0])
@@ -1662,11 +1674,25 @@ class Ledger:
                 yield f"block heights skip to {height}"
             if header.previous_hash != previous:
                 yield f"block {height} does not link to its predecessor"
-            if header_hash(header) != stored_hash:
+            recomputed = header_hash(header)
+            if recomputed != stored_hash:
                 yield f"block {height}: stored hash is not the header's hash"
             qc = self._certificate(height)
-            if qc is not None and not verify_quorum_certificate(header, qc, self._public_keys):
-                yield f"block {height}: the quorum certificate does not verify"
+            if qc is not None:
+                certificates.add(height, recomputed, qc)
+                if height <= trusted_to:
+                    pending.append((height, header, qc))
+                elif not verify_quorum_certificate(header, qc, self._public_keys):
+                    clean = False
+                    yield f"block {height}: the quorum certificate does not verify"
+            if height == trusted_to:
+                if memo is None or certificates.digest() != memo.digest:
+                    for problem in self._certificate_problems(pending):
+                        clean = False
+                        yield problem
+                pending.clear()
+            if qc is not None:
+                verified = VerifiedPrefix(height, certificates.digest(), keys)
             records: list[TransferRecord] = []
             for transfer_id in header.transfer_ids:
                 if transfer_id in in_blocks:
@@ -1688,6 +1714,12 @@ class Ledger:
                 if digest != header.transfers_digest:
                     yield f"block {height}: transfers_digest does not match its transfers' records"
             previous, expected_height = stored_hash, height + 1
+        # The chain ends below the height verified before (blocks removed): check what is left.
+        for problem in self._certificate_problems(pending):
+            clean = False
+            yield problem
+        if clean:
+            self._verified = verified
         for transfer_id, block_height in self._conn.execute(
             "SELECT transfer_id, block_height FROM transfers "
             "WHERE state = 'COMMITTED' AND block_height > 0"
@@ -1696,6 +1728,13 @@ class Ledger:
                 yield (
                     f"transfer {transfer_id} points to block {block_height}, which does not list it"
                 )
+
+    def _certificate_problems(
+        self, blocks: Sequence[tuple[int, BlockHeader, QuorumCertificate]]
+    ) -> Iterator[str]:
+        for height, header, qc in blocks:
+            if not verify_quorum_certificate(header, qc, self._public_keys):
+                yield f"block {height}: the quorum certificate does not verify"
 
 
 def _lost_error(what: str) -> BridgeError:

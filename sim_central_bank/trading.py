@@ -134,6 +134,7 @@ class Trader:
                 return
             params["bol"] = title_id
         params["ship_by"] = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=deadline_s)
+        due = time.monotonic() + deadline_s
         if title_id is not None:
             # The seller pledges the eBL to this payment, this contract and these terms only.
             pledges.append(
@@ -164,7 +165,7 @@ class Trader:
                 order, payment_id, "customs.cleared", {"declaration": f"D-{order.order_id}"}
             )
         await self.pause(order.delays_ms[1])
-        await self.arrive(order, payment_id)
+        await self.arrive(order, payment_id, due)
 
     async def finance(self, order: Order, payment_id: str, buyer: Party, seller: Party) -> None:
         economy = self.economy
@@ -208,7 +209,8 @@ class Trader:
                 ),
             )
 
-    async def arrive(self, order: Order, payment_id: str) -> None:
+    async def arrive(self, order: Order, payment_id: str, due: float) -> None:
+        """``due``: the payment's deadline (``time.monotonic()``)."""
         fault = order.arrival_fault
         if fault is not ArrivalFault.NONE and fault is not ArrivalFault.MISSING:
             self.record.faults[f"attestation.{fault.value}"] += 1
@@ -222,7 +224,9 @@ class Trader:
             await self.settle_payouts(await self.core.get_payment(payment_id, view=BASIC))
             return
         if fault is ArrivalFault.LATE:
-            await self.wait_payment(payment_id)
+            # Polled from its deadline on, not from the lock (the polls slow down to a second
+            # apart, and the refund comes within the deadline sweep's half second).
+            await self.wait_payment(payment_id, not_before=due)
             await self.attest(order, payment_id, "iot.arrived", attributes, kind="late")
             return
         if fault is ArrivalFault.FORGED:
@@ -342,10 +346,17 @@ class Trader:
 
     # -- waiting ----------------------------------------------------------------------------
     async def wait_payment(
-        self, payment_id: str, *, seen: payment_pb2.Payment | None = None
+        self,
+        payment_id: str,
+        *,
+        seen: payment_pb2.Payment | None = None,
+        not_before: float = 0.0,
     ) -> None:
         """Until the payment is terminal and each of its payouts through the bridge is final.
-        ``seen``: the payment as a reply just showed it; no read when it is terminal already."""
+        ``seen``: the payment as a reply just showed it; no read when it is terminal already.
+        ``not_before``: no read before then (``time.monotonic()``)."""
+        if (ahead := not_before - time.monotonic()) > 0:
+            await asyncio.sleep(ahead)
         give_up = time.monotonic() + SETTLE_TIMEOUT_SECONDS
         wait_s = POLL_SECONDS
         payment = seen

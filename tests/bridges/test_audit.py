@@ -9,11 +9,13 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bridges import AccountKind, Bridge, ManualClock, Money, TransferState
 from bridges._ledger import Ledger
+from bridges._quorum import header_hash
 from tests.bridges.conftest import KEY_SEED, fund
 from tests.bridges.test_ledger import new_ledger
 
@@ -157,3 +159,80 @@ def test_a_sealed_transfers_amount_made_negative_is_found_not_a_crash(ledger: Le
     problems = ledger.audit().problems
     assert "block 1: transfers_digest does not match its transfers' records" in problems
     assert any(p.startswith("transfer t-1: net ") for p in problems)
+
+
+def _three_certified_blocks(ledger: Ledger) -> None:
+    for transfer_id in ("t-1", "t-2", "t-3"):
+        _commit(ledger, transfer_id)
+        assert ledger.finality(transfer_id).final
+    assert ledger._one("SELECT COUNT(*) FROM blocks WHERE qc_signature IS NOT NULL")[0] == 3
+
+
+def _count_verifications(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many certificates each audit verifies with a pairing (the audit's calls only)."""
+    import bridges._ledger as ledger_module
+
+    calls: list[int] = []
+    real = ledger_module.verify_quorum_certificate
+
+    def counting(*args: Any) -> bool:
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(ledger_module, "verify_quorum_certificate", counting)
+    return calls
+
+
+def test_a_second_audit_verifies_only_the_certificates_added_since(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _three_certified_blocks(ledger)
+    calls = _count_verifications(monkeypatch)
+    assert ledger.audit().ok
+    assert len(calls) == 3
+    calls.clear()
+    assert ledger.audit().ok
+    assert calls == []
+    _commit(ledger, "t-4")
+    assert ledger.finality("t-4").final
+    calls.clear()
+    assert ledger.audit().ok
+    assert len(calls) == 1  # block 4's
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        # block 1 certified with block 2's certificate: a valid signature over another hash
+        "UPDATE blocks SET qc_signature = (SELECT qc_signature FROM blocks WHERE height = 2) "
+        "WHERE height = 1",
+        # one signer dropped from block 2's certificate: below the quorum
+        "UPDATE blocks SET qc_signers = json_remove(qc_signers, '$[0]') WHERE height = 2",
+        # block 2's certificate's signature bytes flipped
+        "UPDATE blocks SET qc_signature = zeroblob(length(qc_signature)) WHERE height = 2",
+    ],
+    ids=["another-blocks-signature", "signer-dropped", "signature-zeroed"],
+)
+def test_a_certificate_changed_after_a_clean_audit_is_found_by_the_next(
+    ledger: Ledger, tamper: str
+) -> None:
+    """The audit does not re-verify certificates it verified before, unless they changed: a
+    certificate rewritten behind the ledger's back after a clean audit is still found."""
+    _three_certified_blocks(ledger)
+    assert ledger.audit().ok
+    ledger._conn.execute(tamper)
+    problems = ledger.audit().problems
+    assert any(p.endswith("the quorum certificate does not verify") for p in problems), problems
+    assert ledger.audit().problems == problems  # and again: a failed audit remembers nothing
+
+
+def test_a_header_rewritten_with_its_hash_after_a_clean_audit_is_found(ledger: Ledger) -> None:
+    """A sealed block's header and stored hash changed together (the links to the next block
+    break too): its old certificate is checked again, against the new hash."""
+    _three_certified_blocks(ledger)
+    assert ledger.audit().ok
+    ledger._conn.execute("UPDATE blocks SET sealed_at_us = sealed_at_us + 1 WHERE height = 3")
+    header = ledger._header(3)
+    ledger._conn.execute("UPDATE blocks SET hash = ? WHERE height = 3", (header_hash(header),))
+    problems = ledger.audit().problems
+    assert "block 3: the quorum certificate does not verify" in problems
