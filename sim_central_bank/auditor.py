@@ -59,7 +59,8 @@ Each invariant has a stable name and fails with a detail naming the first offend
   exist. Compared when nothing committed during the read, and at the final check.
 - ``journal_hash_chain_intact``: the whole journal verifies with
   :func:`condpay.journal.verify_entries` (gap-free seqs from 1, each hash chained) and reaches
-  GetSupply's head.
+  GetSupply's head. During the run each check reads, replays and chains only the entries after
+  the last check's (:class:`_JournalProgress`); the final check reads and verifies them all.
 
 One check reads everything once, in this order, so that comparisons across reads hold while the
 ledger keeps moving: GetSupply (its ``as_of_seq`` is *s0*), every payment (and the bridge), then
@@ -80,10 +81,11 @@ GetSupply call.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, TypeVar
 
 from condpay import journal
@@ -223,6 +225,8 @@ class _Reads:
     wallets: dict[str, dict[str, tuple[int, int]]] | None
     now_us: int
     final: bool
+    #: What the checks before this one verified of ``entries`` (empty at the final check).
+    journal: _JournalProgress
 
     @property
     def head_seq(self) -> int:
@@ -236,6 +240,60 @@ class _Reads:
     @property
     def moved(self) -> str:
         return f"the ledger moved during the read (seq {self.head_seq} -> {self.head_seq_after})"
+
+
+@dataclass(slots=True)
+class _JournalProgress:
+    """The journal's replay and hash chain as far as earlier checks of this run took them: an
+    entry, once read, is not read again during the run, so neither is it replayed or hashed
+    again (the final check reads the whole journal and starts over)."""
+
+    #: (account, bucket, currency) -> balance, every posting up to ``replayed_to`` replayed
+    replayed: defaultdict[tuple[str, int, str], int] = field(
+        default_factory=lambda: defaultdict(int)
+    )
+    #: What the replay found wrong so far (reported again at every check).
+    problems: list[str] = field(default_factory=list)
+    replayed_to: int = 0
+    #: The last entry of the verified chain, or the first that broke it.
+    chained_to: int = 0
+    chain_hash: bytes = journal.GENESIS_HASH
+    broken: int | None = None
+
+    def replay(self, entries: Sequence[ledger_pb2.JournalEntry], up_to: int) -> None:
+        """Replay the entries after ``replayed_to`` up to seq ``up_to``."""
+        replayed = self.replayed
+        for entry in entries[_after(entries, self.replayed_to) :]:
+            if entry.seq > up_to:
+                break
+            totals: dict[str, int] = defaultdict(int)
+            for p in entry.postings:
+                key = (p.account_id, p.bucket, p.amount.currency)
+                replayed[key] += p.amount.amount_minor
+                totals[p.amount.currency] += p.amount.amount_minor
+                if replayed[key] != p.balance_after_minor:
+                    self.problems.append(
+                        f"entry {entry.seq}: {p.account_id} {journal.bucket_name(p.bucket)} "
+                        f"{p.amount.currency} balance_after {p.balance_after_minor}, "
+                        f"replay gives {replayed[key]}"
+                    )
+            if any(totals.values()):
+                self.problems.append(f"entry {entry.seq} does not balance: {dict(totals)}")
+            self.replayed_to = entry.seq
+
+    def chain(self, entries: Sequence[ledger_pb2.JournalEntry]) -> None:
+        """Verify the entries after ``chained_to`` continue the chain (once broken, it stays)."""
+        if self.broken is not None:
+            return
+        new = entries[_after(entries, self.chained_to) :]
+        self.broken = journal.verify_entries(new, self.chain_hash, self.chained_to)
+        if self.broken is None and new:
+            self.chained_to, self.chain_hash = new[-1].seq, new[-1].hash
+
+
+def _after(entries: Sequence[ledger_pb2.JournalEntry], seq: int) -> int:
+    """The index of the first entry after seq ``seq`` (the entries in seq order)."""
+    return bisect.bisect_right(entries, seq, key=lambda entry: entry.seq)
 
 
 AUDITOR_CALLER = "auditor/sim"
@@ -268,6 +326,7 @@ class Auditor:
         #: The journal as far as the last check read it: a check during the run reads only the
         #: entries after it (the final check reads the whole journal again).
         self._entries: list[ledger_pb2.JournalEntry] = []
+        self._journal_progress = _JournalProgress()
 
     @property
     def gateway_wallet(self) -> str:
@@ -375,7 +434,15 @@ class Auditor:
             wallets=wallets,
             now_us=self._now_us(),
             final=final,
+            journal=self._progress(final=final),
         )
+
+    def _progress(self, *, final: bool) -> _JournalProgress:
+        """The journal's progress to continue: the last check's during the run; at the final
+        check, a fresh one (the whole journal was read again)."""
+        if final:
+            self._journal_progress = _JournalProgress()
+        return self._journal_progress
 
     async def _bridge_reads(self) -> _BridgeReads | None:
         if self.bridge is None:
@@ -592,25 +659,12 @@ def _settlement_state(settlement: settlement_pb2.Settlement) -> str:
 
 def _supply_equals_balances(reads: _Reads) -> InvariantResult:
     """GetSupply's figures recomputed, and the journal replayed up to GetSupply's seq."""
-    problems: list[str] = []
-    # (account, bucket, currency) -> balance, replaying every posting up to s0
-    replayed: dict[tuple[str, int, str], int] = defaultdict(int)
-    for entry in reads.entries:
-        if entry.seq > reads.head_seq:
-            break
-        totals: dict[str, int] = defaultdict(int)
-        for p in entry.postings:
-            key = (p.account_id, p.bucket, p.amount.currency)
-            replayed[key] += p.amount.amount_minor
-            totals[p.amount.currency] += p.amount.amount_minor
-            if replayed[key] != p.balance_after_minor:
-                problems.append(
-                    f"entry {entry.seq}: {p.account_id} {journal.bucket_name(p.bucket)} "
-                    f"{p.amount.currency} balance_after {p.balance_after_minor}, "
-                    f"replay gives {replayed[key]}"
-                )
-        if any(totals.values()):
-            problems.append(f"entry {entry.seq} does not balance: {dict(totals)}")
+    # (account, bucket, currency) -> balance, every posting up to s0 replayed (this check
+    # replays the entries after the last check's; the final check replays them all)
+    progress = reads.journal
+    progress.replay(reads.entries, reads.head_seq)
+    replayed = progress.replayed
+    problems = list(progress.problems)
     circulation: dict[str, int] = defaultdict(int)
     held: dict[str, int] = defaultdict(int)
     issuance: dict[str, int] = defaultdict(int)
@@ -1285,7 +1339,8 @@ def _loan_claims_match_journal(reads: _Reads) -> InvariantResult:
 
 
 def _journal_hash_chain_intact(reads: _Reads) -> InvariantResult:
-    broken = journal.verify_entries(reads.entries)
+    reads.journal.chain(reads.entries)
+    broken = reads.journal.broken
     last = reads.entries[-1] if reads.entries else None
     if broken is not None:
         return _failed(CHAIN, [f"the chain breaks at entry {broken}"])

@@ -268,6 +268,33 @@ async def test_a_broken_ledger_fails_only_where_it_is_broken(database_url: str) 
         }
 
 
+async def test_a_check_during_the_run_verifies_only_the_entries_read_since_the_last(
+    database_url: str,
+) -> None:
+    """A check during the run reads, replays and chains only the journal entries after the last
+    check's: an entry broken after that is named at the next check; one of the entries already
+    verified, rewritten afterwards, is named at the final check, which reads them all again."""
+    async with audited_trade(database_url) as trade:
+        auditor = trade.auditor
+        first = {r.name: r for r in await auditor.check(final=False, when="round 1")}
+        assert all(r.passed for r in first.values()), first
+        verified = auditor._journal_progress.chained_to
+        assert verified > 3
+        await story(trade, with_expiry=False)
+        await tamper(trade, "UPDATE journal_entries SET memo = 'forged' WHERE seq = 3")
+        await tamper(
+            trade, "UPDATE journal_entries SET memo = 'forged' WHERE seq = :s", s=verified + 2
+        )
+        second = {r.name: r for r in await auditor.check(final=False, when="round 2")}
+        chain = second["journal_hash_chain_intact"]
+        assert not chain.passed
+        assert chain.detail.endswith(f": the chain breaks at entry {verified + 2}")
+        assert second["supply_equals_balances"].passed  # the replay went on past the first check
+        assert auditor._journal_progress.replayed_to > verified
+        final = {r.name: r for r in await auditor.check(final=True)}
+        assert final["journal_hash_chain_intact"].detail.endswith(": the chain breaks at entry 3")
+
+
 async def test_gateway_mirror_needs_a_baseline_and_sees_a_lost_leg(database_url: str) -> None:
     async with audited_trade(database_url) as trade:
         await story(trade, with_expiry=False)
