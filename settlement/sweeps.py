@@ -25,6 +25,11 @@ class PeriodicSweep:
     async def sweep(self) -> int:
         raise NotImplementedError
 
+    def pause_seconds(self) -> float:
+        """How long to wait, unless woken, before the next round: the period, unless the sweep
+        knows its next piece of work comes sooner."""
+        return self._period_seconds
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=self.NAME)
 
@@ -45,6 +50,6 @@ class PeriodicSweep:
             except Exception as error:  # the sweep must outlive a bad moment of its dependencies
                 log.warning(f"{self.NAME}_failed", error=repr(error))
             with contextlib.suppress(TimeoutError):  # (timeout: never swallows a cancel)
-                async with asyncio.timeout(self._period_seconds):
+                async with asyncio.timeout(self.pause_seconds()):
                     await self._wake.wait()
             self._wake.clear()

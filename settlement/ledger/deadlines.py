@@ -2,7 +2,11 @@
 their contracts at the deadline, and for live inventory loans past maturity or a margin call's
 cure deadline, which default. The schedule is the payments and loans tables themselves (durable;
 it survives restarts). Two replicas may pick the same payment or loan: the command runs under its
-row lock and does nothing to one no longer due, so a deadline fires exactly once."""
+row lock and does nothing to one no longer due, so a deadline fires exactly once.
+
+A sweep runs every ``DEADLINE_SWEEP_SECONDS``, and also at the next deadline it saw coming within
+that period: a deadline set at least one period ahead (every one but a payment locked less than
+half a second before its own deadline) fires at its instant, not up to a period later."""
 
 from __future__ import annotations
 
@@ -54,12 +58,26 @@ class DeadlineSweeper(PeriodicSweep):
         self._reader, self._loans, self._engine = reader, loans, engine
         self._clock, self._faults = clock, faults
         self.fired = 0
+        # The earliest deadline after the last sweep and within one period of it, if any.
+        self._next_us: int | None = None
+
+    def pause_seconds(self) -> float:
+        period = limits.DEADLINE_SWEEP_SECONDS
+        if self._next_us is None:
+            return period
+        return min(period, max(0.0, (self._next_us - self._clock.now_us()) / 1e6))
 
     async def sweep(self) -> int:
         """Fire every payment and loan due now; returns how many changed."""
         now_us = self._clock.now_us()
+        until_us = now_us + int(limits.DEADLINE_SWEEP_SECONDS * 1e6)
         due_payments = await self._reader.due_payments(now_us, limits.DEADLINE_SWEEP_BATCH)
         due_loans = await self._loans.due_loans(now_us, limits.DEADLINE_SWEEP_BATCH)
+        coming = [
+            await self._reader.next_payment_deadline(now_us, until_us),
+            await self._loans.next_loan_deadline(now_us, until_us),
+        ]
+        self._next_us = min((us for us in coming if us is not None), default=None)
         due = [(p, self._command(p)) for p in due_payments]
         due += [(loan_id, self._loan_command(loan_id)) for loan_id in due_loans]
         if not due:

@@ -3,7 +3,7 @@ lists by wallet and state, and the loans whose deadline has come."""
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, or_, true
+from sqlalchemy import ColumnElement, func, or_, true
 from sqlmodel import col, select
 
 from settlement import limits
@@ -118,3 +118,16 @@ class LoanReader:
                 .limit(limit)
             )
             return list(rows)
+
+    async def next_loan_deadline(self, after_us: int, until_us: int) -> int | None:
+        """The earliest deadline of a live loan in (``after_us``, ``until_us``], if any."""
+        async with self._session() as session:
+            rows = await session.exec(
+                select(func.min(models.Loan.deadline_at_us)).where(
+                    col(models.Loan.deadline_at_us) > after_us,
+                    col(models.Loan.deadline_at_us) <= until_us,
+                    col(models.Loan.state).in_(LIVE_STATES),
+                )
+            )
+            earliest = rows.first()
+            return None if earliest is None else int(earliest)

@@ -396,6 +396,21 @@ class LedgerReader:
             )
             return list(rows)
 
+    async def next_payment_deadline(self, after_us: int, until_us: int) -> int | None:
+        """The earliest deadline of an open payment in (``after_us``, ``until_us``], if any."""
+        async with self._session() as session:
+            rows = await session.exec(
+                select(func.min(models.Payment.deadline_at_us)).where(
+                    col(models.Payment.state).in_(
+                        [PaymentState.LOCKED.value, PaymentState.PARTIALLY_RELEASED.value]
+                    ),
+                    col(models.Payment.deadline_at_us) > after_us,
+                    col(models.Payment.deadline_at_us) <= until_us,
+                )
+            )
+            earliest = rows.first()
+            return None if earliest is None else int(earliest)
+
     async def payment_terms(self, payment_id: str) -> PaymentTerms | None:
         """What the lock fixed of a payment (never its state): one indexed row."""
         statement = text(

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 from condpay.v1 import ledger_pb2, payment_pb2
 
+from settlement import limits
 from settlement.clock import ManualClock
 from settlement.ledger.reads import LedgerReader
 from settlement.runtime import Runtime
@@ -132,6 +133,50 @@ def legs_of(payment: payment_pb2.Payment) -> list[tuple[str, str, int]]:
 
 
 # -- a controlled clock ----------------------------------------------------------------------------
+async def test_the_sweep_wakes_at_a_deadline_within_its_period(database_url: str) -> None:
+    """A deadline within one sweep period is swept at its instant: after each sweep the
+    sweeper waits until the earliest open deadline it saw coming, not for the period's end."""
+    start = whole_seconds_now_us()
+    clock = ManualClock(start)
+    period = limits.DEADLINE_SWEEP_SECONDS
+    async with start_harness(database_url, clock=clock) as h:
+        sweeper = h.runtime.deadlines
+        await sweeper.stop()  # this test sweeps by hand, at the instants it chooses
+        connection = Connection(h.address)
+        try:
+            fleet = await build_fleet(connection, buyers=1, sellers=1, funding_minor=10_000_00)
+            soon = PaymentPlan("wake-soon", "buyer-0", "seller-0", 100_00, start + 2 * SECOND_US)
+            next_ = PaymentPlan("wake-next", "buyer-0", "seller-0", 100_00, start + 3 * SECOND_US)
+            later = PaymentPlan("wake-later", "buyer-0", "seller-0", 100_00, start + HOUR_US)
+            plans = [soon, next_, later]
+            await lock_and_release(connection, fleet, plans, now_us=start)
+
+            assert await sweeper.sweep() == 0
+            assert sweeper.pause_seconds() == period  # nothing within the period
+            clock.set(soon.deliver_by_us - 200_000)
+            assert await sweeper.sweep() == 0
+            assert sweeper.pause_seconds() == pytest.approx(0.2)
+            clock.set(soon.deliver_by_us)
+            assert await sweeper.sweep() == 1
+            assert sweeper.pause_seconds() == period  # the next one is a second away
+            clock.set(next_.deliver_by_us - 300_000)
+            assert await sweeper.sweep() == 0
+            assert sweeper.pause_seconds() == pytest.approx(0.3)
+            clock.advance(0.1)  # time passes while the sweep waits: it waits less
+            assert sweeper.pause_seconds() == pytest.approx(0.2)
+            clock.set(next_.deliver_by_us)
+            assert await sweeper.sweep() == 1
+            assert sweeper.pause_seconds() == period  # the last one is an hour away
+            payments = await fetch_payments(connection.client(CENTRAL_BANK), plans)
+            assert [payments[p.payment_id].state for p in plans] == [
+                EXPIRED,
+                EXPIRED,
+                payment_pb2.PAYMENT_STATE_LOCKED,
+            ]
+        finally:
+            await connection.close()
+
+
 async def test_a_deadline_fires_when_its_time_comes_and_only_once(database_url: str) -> None:
     start = whole_seconds_now_us()
     clock = ManualClock(start)

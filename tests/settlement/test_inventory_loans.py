@@ -98,6 +98,31 @@ async def test_open_value_drop_margin_call_and_cure_by_more_collateral(loans: Lo
     assert (await loans.loan(loan.loan_id)).loan.state == OPEN
 
 
+async def test_the_sweep_wakes_at_a_cure_deadline_within_its_period(loans: LoanWorld) -> None:
+    """A margin call's cure deadline within one sweep period is swept at its instant: the sweep
+    waits for it, not for the period's end."""
+    sweeper = loans.trade.harness.runtime.deadlines
+    await sweeper.stop()  # this test sweeps by hand, at the instants it chooses
+    period = limits.DEADLINE_SWEEP_SECONDS
+    receipt = await loans.receipt("seller", 1_000, "R-W")
+    loan = await loans.open(receipt)
+    fin = loans.financier.api.finance
+    called = await fin.submit_collateral_attestation(
+        await loans.stock(loan.loan_id, receipt, 1_000, "SPOILED")
+    )
+    cure_by_us = called.loan.cure_by.ToMicroseconds()
+
+    assert await loans.fire_deadlines() == 0
+    assert sweeper.pause_seconds() == period  # an hour away: the period
+    loans.clock.set(cure_by_us - 300_000)
+    assert await loans.fire_deadlines() == 0
+    assert sweeper.pause_seconds() == pytest.approx(0.3)
+    loans.clock.set(cure_by_us)
+    assert await loans.fire_deadlines() == 1
+    assert sweeper.pause_seconds() == period
+    assert (await loans.loan(loan.loan_id)).loan.state == DEFAULTED
+
+
 async def test_spoiled_stock_uncured_defaults_and_is_sold_with_the_surplus_to_the_borrower(
     loans: LoanWorld,
 ) -> None:
