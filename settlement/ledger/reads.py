@@ -79,6 +79,18 @@ def _of_payments(model: type[SQLModel], order: str) -> Select[Any]:
     )
 
 
+_JOURNAL_TABLE = models.JournalEntry.__table__  # type: ignore[attr-defined]
+_POSTINGS_TABLE = models.Posting.__table__  # type: ignore[attr-defined]
+_ENTRY_COLUMNS = (
+    "seq",
+    "kind",
+    "request_id",
+    "caller",
+    "committed_at_us",
+    "memo",
+    "prev_hash",
+    "hash",
+)
 _FINANCING = _of_payments(models.PaymentFinancing, "idx")
 _ASSIGNMENTS = _of_payments(models.PaymentAssignment, "idx")
 _LEGS = _of_payments(models.PaymentLeg, "idx")
@@ -168,32 +180,38 @@ class LedgerReader:
     ) -> list[EntryRecord]:
         """Entries after ``after_seq`` in sequence order, touching ``wallet_id`` if given, and
         only those with a posting that is ``visible`` (a condition on postings) if given."""
-        async with self._session(rows=limit) as session:
-            query = select(models.JournalEntry).where(models.JournalEntry.seq > after_seq)
-            if wallet_id is not None:
-                touching = select(models.Posting.seq).where(
-                    models.Posting.account_id == wallet_id, models.Posting.seq > after_seq
-                )
-                query = query.where(col(models.JournalEntry.seq).in_(touching))
-            if visible is not None:
-                seen = select(models.Posting.seq).where(models.Posting.seq > after_seq, visible)
-                query = query.where(col(models.JournalEntry.seq).in_(seen))
-            entries = list(
-                await session.exec(query.order_by(col(models.JournalEntry.seq)).limit(limit))
+        entry, posting = _JOURNAL_TABLE.c, _POSTINGS_TABLE.c
+        query = core_select(*(entry[c] for c in _ENTRY_COLUMNS)).where(entry.seq > after_seq)
+        if wallet_id is not None:
+            touching = core_select(posting.seq).where(
+                posting.account_id == wallet_id, posting.seq > after_seq
             )
+            query = query.where(entry.seq.in_(touching))
+        if visible is not None:
+            seen = core_select(posting.seq).where(posting.seq > after_seq, visible)
+            query = query.where(entry.seq.in_(seen))
+        # Column rows, not ORM instances: a page of 1,000 entries (and their postings) is built
+        # several times faster.
+        async with self._sessions.connect(rows=limit) as connection:
+            entries = list(await connection.execute(query.order_by(entry.seq).limit(limit)))
             if not entries:
                 return []
-            postings = await session.exec(
-                select(models.Posting)
-                .where(col(models.Posting.seq).in_([e.seq for e in entries]))
-                .order_by(col(models.Posting.seq), col(models.Posting.idx))
+            postings = await connection.execute(
+                core_select(
+                    posting.seq,
+                    posting.account_id,
+                    posting.bucket,
+                    posting.currency,
+                    posting.amount,
+                    posting.balance_after,
+                )
+                .where(posting.seq.in_([e.seq for e in entries]))
+                .order_by(posting.seq, posting.idx)
             )
             by_seq: dict[int, list[PostingRecord]] = {e.seq: [] for e in entries}
-            for p in postings:
-                by_seq[p.seq].append(
-                    PostingRecord(
-                        p.account_id, Bucket(p.bucket), p.currency, p.amount, p.balance_after
-                    )
+            for seq, account_id, bucket, currency, amount, balance_after in postings:
+                by_seq[seq].append(
+                    PostingRecord(account_id, Bucket(bucket), currency, amount, balance_after)
                 )
             return [
                 EntryRecord(

@@ -113,24 +113,26 @@ class SettlementReader:
         limit: int = 50,
         visible: ColumnElement[bool] | None = None,
     ) -> list[SettlementRecord]:
-        async with self._session(rows=limit) as session:
-            query = select(models.Settlement).where(models.Settlement.settlement_id > after_id)
-            if visible is not None:
-                query = query.where(visible)
-            if settlement_ids:
-                query = query.where(col(models.Settlement.settlement_id).in_(list(settlement_ids)))
-            if requested_by is not None:
-                query = query.where(models.Settlement.requested_by == requested_by)
-            if states:
-                query = query.where(col(models.Settlement.state).in_(list(states)))
-            if origin_payment_id is not None:
-                query = query.where(models.Settlement.origin_payment_id == origin_payment_id)
-            if updated_before_us is not None:
-                query = query.where(models.Settlement.updated_at_us < updated_before_us)
-            rows = await session.exec(
-                query.order_by(col(models.Settlement.settlement_id)).limit(limit)
-            )
-            return [_record(SETTLEMENTS, r) for r in rows]
+        table = _SETTLEMENT_TABLE
+        query = select(*(table.c[c] for c in SETTLEMENTS.columns)).where(
+            table.c.settlement_id > after_id
+        )
+        if visible is not None:
+            query = query.where(visible)
+        if settlement_ids:
+            query = query.where(table.c.settlement_id.in_(list(settlement_ids)))
+        if requested_by is not None:
+            query = query.where(table.c.requested_by == requested_by)
+        if states:
+            query = query.where(table.c.state.in_(list(states)))
+        if origin_payment_id is not None:
+            query = query.where(table.c.origin_payment_id == origin_payment_id)
+        if updated_before_us is not None:
+            query = query.where(table.c.updated_at_us < updated_before_us)
+        # Column rows, not ORM instances: a page of 500 is built several times faster.
+        async with self._sessions.connect(rows=limit) as connection:
+            rows = await connection.execute(query.order_by(table.c.settlement_id).limit(limit))
+            return [SETTLEMENTS.record_of(list(r)) for r in rows]
 
     async def settlement(
         self, settlement_id: str, visible: ColumnElement[bool] | None = None
