@@ -66,6 +66,11 @@ class ServerProcess:
                 cwd=self.log_path.parent,
             )
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs (or until it is reaped)."""
+        return None if self._process is None else self._process.pid
+
     async def wait_ready(self, timeout_seconds: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_seconds
         async with grpc.aio.insecure_channel(self.address) as channel:

@@ -18,6 +18,7 @@ from condpay.v1 import contract_pb2, money_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from settlement import limits
+from sim_central_bank.server_process import ServerProcess
 from tests.support.harness import start_harness
 from tests.support.snapshots import build_world
 
@@ -109,3 +110,50 @@ async def test_heavy_calls_do_not_stall_another_callers_transfers(tmp_path: Path
             f"{len(done)} heavy rounds ran, the shortest {round_ms:.0f} ms "
             f"(max transfer {latencies_ms[-1]:.1f} ms)"
         )
+
+
+def children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (Linux: /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+            found.add(int(entry.name))
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    return {p for p in pids if Path(f"/proc/{p}").exists()}
+
+
+@pytest.mark.timeout(120)
+async def test_the_heavy_call_workers_exit_when_the_server_is_killed(tmp_path: Path) -> None:
+    """A server killed outright (kill -9) never shuts its worker pool down: the workers notice
+    their parent is gone and exit, instead of waiting for a job forever."""
+    server = ServerProcess(
+        f"sqlite:///{tmp_path}/condpay.db",
+        log_path=tmp_path / "server.log",
+        extra_env={"CONDPAY_WORKERS": "1"},
+    )
+    server.start()
+    try:
+        await server.wait_ready()
+        client = PaymentsClient(server.address, caller=AUDITOR)
+        try:
+            assert (await client.validate_contract(COLD_CHAIN)).ok  # starts the pool
+        finally:
+            await client.close()
+        assert server.pid is not None
+        workers = children(server.pid)
+        assert workers, "no worker process started"
+    finally:
+        server.stop(kill=True)
+    give_up = time.monotonic() + 30
+    while alive(workers) and time.monotonic() < give_up:
+        await asyncio.sleep(0.1)
+    assert not alive(workers), f"workers left behind: {sorted(alive(workers))}"

@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from contracts_dsl import CompiledContract, load_compiled
 from settlement import limits
@@ -26,6 +28,9 @@ from settlement.errors import Reason, quota_exceeded
 
 if TYPE_CHECKING:
     from concurrent.futures import ProcessPoolExecutor
+
+#: How often a pool worker checks that the server that started it is still there.
+PARENT_CHECK_SECONDS: Final = 1.0
 
 
 class CallQuotas:
@@ -118,7 +123,10 @@ class HeavyWork:
                 from concurrent.futures import ProcessPoolExecutor
 
                 self._pool = ProcessPoolExecutor(
-                    self._workers, mp_context=multiprocessing.get_context("spawn")
+                    self._workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=exit_with_parent,
+                    initargs=(os.getpid(),),
                 )
             return await asyncio.get_running_loop().run_in_executor(self._pool, job, *args)
 
@@ -165,3 +173,16 @@ class HeavyWork:
         pool, self._pool = self._pool, None
         if pool is not None:
             await asyncio.to_thread(pool.shutdown, True, cancel_futures=True)
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """In each pool worker: exit once the server that started it is gone. A server killed
+    outright (kill -9, the OOM killer) never shuts its pool down, and a worker waiting for its
+    next job would wait forever (it holds its own queue's write end, so it never reads EOF)."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
