@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from bridges import Bridge
 from settlement import limits
-from sim_central_bank.auditor import INVARIANTS, Auditor
+from sim_central_bank.auditor import INVARIANTS, REFUSED, Auditor
 from sim_central_bank.record import ACCEPTED, RefusedAttestation
 from tests.sim.ledger import (
     PAYOUT,
@@ -142,6 +142,39 @@ async def test_an_accepted_or_twice_recorded_attestation_fails(database_url: str
             f"cleared:{settled} on {settled} is recorded 1 times"
             in failing["forged_and_replayed_refused"]
         )
+
+
+async def test_a_refusal_checked_on_a_terminal_payment_is_read_again_only_at_the_final_check(
+    database_url: str,
+) -> None:
+    """During the run a refusal already checked against its payment in a terminal state is not
+    read again (that payment takes no attestation any more); one on an open payment is read at
+    every check. The final check reads them all again."""
+    async with audited_trade(database_url) as trade:
+        await story(trade, with_expiry=False)
+        settled, pending = trade.payments["settled"], trade.payments["pending"]
+        trade.expectations.refused_attestations += [
+            RefusedAttestation(settled, "forged-s", "forged", "SIGNATURE_INVALID"),
+            RefusedAttestation(pending, "forged-p", "forged", "SIGNATURE_INVALID"),
+        ]
+        first = {r.name: r for r in await trade.auditor.check(final=False, when="round 1")}
+        assert first[REFUSED].passed, first[REFUSED]
+        # Behind the server's back, each payment gets the forged event recorded.
+        for payment_id, event_id in ((settled, "forged-s"), (pending, "forged-p")):
+            await tamper(
+                trade,
+                "UPDATE attestations SET event_id = :e WHERE payment_id = :p AND seq = "
+                "(SELECT MIN(seq) FROM attestations WHERE payment_id = :p)",
+                e=event_id,
+                p=payment_id,
+            )
+        second = {r.name: r for r in await trade.auditor.check(final=False, when="round 2")}
+        assert not second[REFUSED].passed
+        assert f"forged-p on {pending} is recorded 1 times" in second[REFUSED].detail
+        assert "forged-s" not in second[REFUSED].detail
+        final = {r.name: r for r in await trade.auditor.check(final=True)}
+        assert f"forged-s on {settled} is recorded 1 times" in final[REFUSED].detail
+        assert f"forged-p on {pending} is recorded 1 times" in final[REFUSED].detail
 
 
 # A ledger broken in the database -> (the one invariant that must fail, a fragment of its detail).
