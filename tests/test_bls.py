@@ -63,6 +63,8 @@ def test_sign_verify_aggregate_and_pop(bls: PyEccBackend | BlspyBackend) -> None
     assert not bls.verify(public[0], MESSAGE + b"!", signatures[0])
     assert not bls.verify(public[1], MESSAGE, signatures[0])
     aggregate = bls.aggregate(signatures)
+    assert bls.sign_aggregate(KEYS, MESSAGE) == aggregate
+    assert bls.sign_aggregate(KEYS[:2], MESSAGE) == bls.aggregate(signatures[:2])
     assert bls.fast_aggregate_verify(public, MESSAGE, aggregate)
     assert not bls.fast_aggregate_verify(public[:2], MESSAGE, aggregate)  # one short
     assert not bls.fast_aggregate_verify([], MESSAGE, aggregate)

@@ -169,8 +169,7 @@ def sign_bls_aggregate(statement: bytes, signers: Sequence[tuple[str, int]]) -> 
     if len(set(ids)) != len(ids):
         raise ValueError("each oracle signs once: a repeated signer counts once")
     message = _checked(statement)
-    scheme = bls.backend()
-    signature = scheme.aggregate([scheme.sign(secret, message) for _, secret in signers])
+    signature = bls.backend().sign_aggregate([secret for _, secret in signers], message)
     return BlsAggregate(ids, signature)
 
 
