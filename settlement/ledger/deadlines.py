@@ -69,6 +69,7 @@ class DeadlineSweeper(PeriodicSweep):
 
     async def sweep(self) -> int:
         """Fire every payment and loan due now; returns how many changed."""
+        self._next_us = None  # (a sweep that fails waits a whole period before the next)
         now_us = self._clock.now_us()
         until_us = now_us + int(limits.DEADLINE_SWEEP_SECONDS * 1e6)
         due_payments = await self._reader.due_payments(now_us, limits.DEADLINE_SWEEP_BATCH)

@@ -133,6 +133,10 @@ def legs_of(payment: payment_pb2.Payment) -> list[tuple[str, str, int]]:
 
 
 # -- a controlled clock ----------------------------------------------------------------------------
+async def _unavailable(now_us: int, limit: int) -> list[str]:
+    raise ConnectionError("the database is away")
+
+
 async def test_the_sweep_wakes_at_a_deadline_within_its_period(database_url: str) -> None:
     """A deadline within one sweep period is swept at its instant: after each sweep the
     sweeper waits until the earliest open deadline it saw coming, not for the period's end."""
@@ -164,6 +168,14 @@ async def test_the_sweep_wakes_at_a_deadline_within_its_period(database_url: str
             assert sweeper.pause_seconds() == pytest.approx(0.3)
             clock.advance(0.1)  # time passes while the sweep waits: it waits less
             assert sweeper.pause_seconds() == pytest.approx(0.2)
+            # A sweep that fails (the database away, say) waits a whole period, never less.
+            reads = h.runtime.reader
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(reads, "due_payments", _unavailable)
+                clock.advance(0.5)  # past the deadline it was waiting for
+                with pytest.raises(ConnectionError):
+                    await sweeper.sweep()
+            assert sweeper.pause_seconds() == period
             clock.set(next_.deliver_by_us)
             assert await sweeper.sweep() == 1
             assert sweeper.pause_seconds() == period  # the last one is an hour away
