@@ -81,16 +81,6 @@ def _of_payments(model: type[SQLModel], order: str) -> Select[Any]:
 
 _JOURNAL_TABLE = models.JournalEntry.__table__  # type: ignore[attr-defined]
 _POSTINGS_TABLE = models.Posting.__table__  # type: ignore[attr-defined]
-_ENTRY_COLUMNS = (
-    "seq",
-    "kind",
-    "request_id",
-    "caller",
-    "committed_at_us",
-    "memo",
-    "prev_hash",
-    "hash",
-)
 _FINANCING = _of_payments(models.PaymentFinancing, "idx")
 _ASSIGNMENTS = _of_payments(models.PaymentAssignment, "idx")
 _LEGS = _of_payments(models.PaymentLeg, "idx")
@@ -181,7 +171,7 @@ class LedgerReader:
         """Entries after ``after_seq`` in sequence order, touching ``wallet_id`` if given, and
         only those with a posting that is ``visible`` (a condition on postings) if given."""
         entry, posting = _JOURNAL_TABLE.c, _POSTINGS_TABLE.c
-        query = core_select(*(entry[c] for c in _ENTRY_COLUMNS)).where(entry.seq > after_seq)
+        query = core_select(_JOURNAL_TABLE).where(entry.seq > after_seq)
         if wallet_id is not None:
             touching = core_select(posting.seq).where(
                 posting.account_id == wallet_id, posting.seq > after_seq

@@ -53,7 +53,7 @@ from tests.payments.fleet import (
     wait_until_terminal,
     whole_seconds_now_us,
 )
-from tests.support.harness import start_harness
+from tests.support.harness import Harness, start_harness
 
 HOUR_US = 3_600 * SECOND_US
 #: How far ahead the real-clock tests set their deadlines: the locks and attestations before it
@@ -137,149 +137,153 @@ async def _unavailable(now_us: int, limit: int) -> list[str]:
     raise ConnectionError("the database is away")
 
 
+@contextlib.asynccontextmanager
+async def swept_by_hand(
+    database_url: str, clock: ManualClock
+) -> AsyncIterator[tuple[Harness, Connection, Fleet]]:
+    """A server on ``clock`` whose deadline sweep runs only when the test calls it, with a
+    buyer and a seller."""
+    async with start_harness(database_url, clock=clock) as h:
+        await h.runtime.deadlines.stop()
+        connection = Connection(h.address)
+        try:
+            fleet = await build_fleet(connection, buyers=1, sellers=1, funding_minor=10_000_00)
+            yield h, connection, fleet
+        finally:
+            await connection.close()
+
+
 async def test_the_sweep_wakes_at_a_deadline_within_its_period(database_url: str) -> None:
     """A deadline within one sweep period is swept at its instant: after each sweep the
     sweeper waits until the earliest open deadline it saw coming, not for the period's end."""
     start = whole_seconds_now_us()
     clock = ManualClock(start)
     period = limits.DEADLINE_SWEEP_SECONDS
-    async with start_harness(database_url, clock=clock) as h:
+    async with swept_by_hand(database_url, clock) as (h, connection, fleet):
         sweeper = h.runtime.deadlines
-        await sweeper.stop()  # this test sweeps by hand, at the instants it chooses
-        connection = Connection(h.address)
-        try:
-            fleet = await build_fleet(connection, buyers=1, sellers=1, funding_minor=10_000_00)
-            soon = PaymentPlan("wake-soon", "buyer-0", "seller-0", 100_00, start + 2 * SECOND_US)
-            next_ = PaymentPlan("wake-next", "buyer-0", "seller-0", 100_00, start + 3 * SECOND_US)
-            later = PaymentPlan("wake-later", "buyer-0", "seller-0", 100_00, start + HOUR_US)
-            plans = [soon, next_, later]
-            await lock_and_release(connection, fleet, plans, now_us=start)
+        soon = PaymentPlan("wake-soon", "buyer-0", "seller-0", 100_00, start + 2 * SECOND_US)
+        next_ = PaymentPlan("wake-next", "buyer-0", "seller-0", 100_00, start + 3 * SECOND_US)
+        later = PaymentPlan("wake-later", "buyer-0", "seller-0", 100_00, start + HOUR_US)
+        plans = [soon, next_, later]
+        await lock_and_release(connection, fleet, plans, now_us=start)
 
-            assert await sweeper.sweep() == 0
-            assert sweeper.pause_seconds() == period  # nothing within the period
-            clock.set(soon.deliver_by_us - 200_000)
-            assert await sweeper.sweep() == 0
-            assert sweeper.pause_seconds() == pytest.approx(0.2)
-            clock.set(soon.deliver_by_us)
-            assert await sweeper.sweep() == 1
-            assert sweeper.pause_seconds() == period  # the next one is a second away
-            clock.set(next_.deliver_by_us - 300_000)
-            assert await sweeper.sweep() == 0
-            assert sweeper.pause_seconds() == pytest.approx(0.3)
-            clock.advance(0.1)  # time passes while the sweep waits: it waits less
-            assert sweeper.pause_seconds() == pytest.approx(0.2)
-            # A sweep that fails (the database away, say) waits a whole period, never less.
-            reads = h.runtime.reader
-            with pytest.MonkeyPatch.context() as patch:
-                patch.setattr(reads, "due_payments", _unavailable)
-                clock.advance(0.5)  # past the deadline it was waiting for
-                with pytest.raises(ConnectionError):
-                    await sweeper.sweep()
-            assert sweeper.pause_seconds() == period
-            clock.set(next_.deliver_by_us)
-            assert await sweeper.sweep() == 1
-            assert sweeper.pause_seconds() == period  # the last one is an hour away
-            payments = await fetch_payments(connection.client(CENTRAL_BANK), plans)
-            assert [payments[p.payment_id].state for p in plans] == [
-                EXPIRED,
-                EXPIRED,
-                payment_pb2.PAYMENT_STATE_LOCKED,
-            ]
-        finally:
-            await connection.close()
+        assert await sweeper.sweep() == 0
+        assert sweeper.pause_seconds() == period  # nothing within the period
+        clock.set(soon.deliver_by_us - 200_000)
+        assert await sweeper.sweep() == 0
+        assert sweeper.pause_seconds() == pytest.approx(0.2)
+        clock.set(soon.deliver_by_us)
+        assert await sweeper.sweep() == 1
+        assert sweeper.pause_seconds() == period  # the next one is a second away
+        clock.set(next_.deliver_by_us - 300_000)
+        assert await sweeper.sweep() == 0
+        assert sweeper.pause_seconds() == pytest.approx(0.3)
+        clock.advance(0.1)  # time passes while the sweep waits: it waits less
+        assert sweeper.pause_seconds() == pytest.approx(0.2)
+        # A sweep that fails (the database away, say) waits a whole period, never less.
+        reads = h.runtime.reader
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(reads, "due_payments", _unavailable)
+            clock.advance(0.5)  # past the deadline it was waiting for
+            with pytest.raises(ConnectionError):
+                await sweeper.sweep()
+        assert sweeper.pause_seconds() == period
+        clock.set(next_.deliver_by_us)
+        assert await sweeper.sweep() == 1
+        assert sweeper.pause_seconds() == period  # the last one is an hour away
+        payments = await fetch_payments(connection.client(CENTRAL_BANK), plans)
+        assert [payments[p.payment_id].state for p in plans] == [
+            EXPIRED,
+            EXPIRED,
+            payment_pb2.PAYMENT_STATE_LOCKED,
+        ]
 
 
 async def test_a_deadline_fires_when_its_time_comes_and_only_once(database_url: str) -> None:
     start = whole_seconds_now_us()
     clock = ManualClock(start)
     deadline = start + HOUR_US
-    async with start_harness(database_url, clock=clock) as h:
+    async with swept_by_hand(database_url, clock) as (h, connection, fleet):
         sweeper = h.runtime.deadlines
-        await sweeper.stop()  # this test sweeps by hand, at the instants it chooses
-        connection = Connection(h.address)
-        try:
-            fleet = await build_fleet(connection, buyers=1, sellers=1, funding_minor=10_000_00)
-            untouched = PaymentPlan("dl-untouched", "buyer-0", "seller-0", 1_000_00, deadline)
-            # 30% of 2,000.01 is 600.003: 600.00 released, the odd fen goes back at the deadline.
-            half = PaymentPlan("dl-partly", "buyer-0", "seller-0", 2_000_01, deadline)
-            later = PaymentPlan("dl-later", "buyer-0", "seller-0", 500_00, deadline + HOUR_US)
-            plans = [untouched, half, later]
-            await lock_and_release(connection, fleet, plans, now_us=start, partly={"dl-partly"})
-            cb = connection.client(CENTRAL_BANK)
-            before = await journal_kinds(connection)
+        untouched = PaymentPlan("dl-untouched", "buyer-0", "seller-0", 1_000_00, deadline)
+        # 30% of 2,000.01 is 600.003: 600.00 released, the odd fen goes back at the deadline.
+        half = PaymentPlan("dl-partly", "buyer-0", "seller-0", 2_000_01, deadline)
+        later = PaymentPlan("dl-later", "buyer-0", "seller-0", 500_00, deadline + HOUR_US)
+        plans = [untouched, half, later]
+        await lock_and_release(connection, fleet, plans, now_us=start, partly={"dl-partly"})
+        cb = connection.client(CENTRAL_BANK)
+        before = await journal_kinds(connection)
 
-            # Before the deadline, to the last microsecond: nothing.
-            assert await sweeper.sweep() == 0
-            clock.set(deadline - 1)
-            assert await sweeper.sweep() == 0
-            payments = await fetch_payments(cb, plans)
-            assert [payments[p.payment_id].state for p in plans] == [
-                payment_pb2.PAYMENT_STATE_LOCKED,
-                payment_pb2.PAYMENT_STATE_PARTIALLY_RELEASED,
-                payment_pb2.PAYMENT_STATE_LOCKED,
-            ]
-            assert await journal_kinds(connection) == before
+        # Before the deadline, to the last microsecond: nothing.
+        assert await sweeper.sweep() == 0
+        clock.set(deadline - 1)
+        assert await sweeper.sweep() == 0
+        payments = await fetch_payments(cb, plans)
+        assert [payments[p.payment_id].state for p in plans] == [
+            payment_pb2.PAYMENT_STATE_LOCKED,
+            payment_pb2.PAYMENT_STATE_PARTIALLY_RELEASED,
+            payment_pb2.PAYMENT_STATE_LOCKED,
+        ]
+        assert await journal_kinds(connection) == before
 
-            # At the deadline: the two due payments refund what they hold and expire.
-            clock.set(deadline)
-            assert await sweeper.sweep() == 2
-            payments = await fetch_payments(cb, plans)
-            first, second, third = (payments[p.payment_id] for p in plans)
-            assert (first.state, first.terminal_reason) == (EXPIRED, "deadline")
-            assert legs_of(first) == [("deadline/0", "refund", 1_000_00)]
-            assert (second.state, second.terminal_reason) == (EXPIRED, "deadline")
-            assert legs_of(second) == [
-                ("arrival/0", "pay", 600_00),
-                ("deadline/0", "refund", 1_400_01),
-            ]
-            assert (second.held.amount_minor, second.refunded.amount_minor) == (0, 1_400_01)
-            assert third.state == payment_pb2.PAYMENT_STATE_LOCKED
-            after = await journal_kinds(connection)
-            assert after - before == Counter({"ENTRY_KIND_REFUND": 2})
+        # At the deadline: the two due payments refund what they hold and expire.
+        clock.set(deadline)
+        assert await sweeper.sweep() == 2
+        payments = await fetch_payments(cb, plans)
+        first, second, third = (payments[p.payment_id] for p in plans)
+        assert (first.state, first.terminal_reason) == (EXPIRED, "deadline")
+        assert legs_of(first) == [("deadline/0", "refund", 1_000_00)]
+        assert (second.state, second.terminal_reason) == (EXPIRED, "deadline")
+        assert legs_of(second) == [
+            ("arrival/0", "pay", 600_00),
+            ("deadline/0", "refund", 1_400_01),
+        ]
+        assert (second.held.amount_minor, second.refunded.amount_minor) == (0, 1_400_01)
+        assert third.state == payment_pb2.PAYMENT_STATE_LOCKED
+        after = await journal_kinds(connection)
+        assert after - before == Counter({"ENTRY_KIND_REFUND": 2})
 
-            # A second sweep at the same instant, and a later one: nothing more.
-            assert await sweeper.sweep() == 0
-            clock.set(deadline + 1)
-            assert await sweeper.sweep() == 0
-            assert await journal_kinds(connection) == after
-            assert await fetch_payments(cb, plans) == payments
+        # A second sweep at the same instant, and a later one: nothing more.
+        assert await sweeper.sweep() == 0
+        clock.set(deadline + 1)
+        assert await sweeper.sweep() == 0
+        assert await journal_kinds(connection) == after
+        assert await fetch_payments(cb, plans) == payments
 
-            # An expired payment takes no attestation and no cancellation.
-            sender = Sender()
-            late = EventPlan(
-                "dl-untouched.arrived",
-                "iot.arrived",
-                "sensors",
-                {"site": "LAX-FBA-3"},
-                start - HOUR_US,
-                ("iot.lax3.gate", "iot.lax3.rfid"),
-            )
-            refused = await sender.send(
-                connection, attest_call(fleet, untouched, late, issued_at_us=clock.now_us())
-            )
-            assert (refused.code, refused.reason) == ("FAILED_PRECONDITION", "PAYMENT_NOT_OPEN")
-            cancelled = await sender.send(
-                connection,
-                cancel_call(fleet, untouched, request_id="dl-cancel", expires_at_us=start + DAY_US),
-            )
-            assert (cancelled.code, cancelled.reason) == (
-                "FAILED_PRECONDITION",
-                "PAYMENT_NOT_OPEN",
-            )
-            await check_ledger(cb, fleet, payments)
+        # An expired payment takes no attestation and no cancellation.
+        sender = Sender()
+        late = EventPlan(
+            "dl-untouched.arrived",
+            "iot.arrived",
+            "sensors",
+            {"site": "LAX-FBA-3"},
+            start - HOUR_US,
+            ("iot.lax3.gate", "iot.lax3.rfid"),
+        )
+        refused = await sender.send(
+            connection, attest_call(fleet, untouched, late, issued_at_us=clock.now_us())
+        )
+        assert (refused.code, refused.reason) == ("FAILED_PRECONDITION", "PAYMENT_NOT_OPEN")
+        cancelled = await sender.send(
+            connection,
+            cancel_call(fleet, untouched, request_id="dl-cancel", expires_at_us=start + DAY_US),
+        )
+        assert (cancelled.code, cancelled.reason) == (
+            "FAILED_PRECONDITION",
+            "PAYMENT_NOT_OPEN",
+        )
+        await check_ledger(cb, fleet, payments)
 
-            # The later deadline fires when its own time comes.
-            clock.set(later.deliver_by_us)
-            assert await sweeper.sweep() == 1
-            payments = await fetch_payments(cb, plans)
-            assert legs_of(payments[later.payment_id]) == [("deadline/0", "refund", 500_00)]
-            await check_ledger(cb, fleet, payments)
-            # The buyer has all its money back but the 600.00 the seller was paid.
-            buyer = await cb.get_wallet(fleet.wallets["buyer-0"])
-            (cny,) = (b for b in buyer.balances if b.available.currency == "CNY")
-            assert (cny.available.amount_minor, cny.held.amount_minor) == (10_000_00 - 600_00, 0)
-        finally:
-            await connection.close()
+        # The later deadline fires when its own time comes.
+        clock.set(later.deliver_by_us)
+        assert await sweeper.sweep() == 1
+        payments = await fetch_payments(cb, plans)
+        assert legs_of(payments[later.payment_id]) == [("deadline/0", "refund", 500_00)]
+        await check_ledger(cb, fleet, payments)
+        # The buyer has all its money back but the 600.00 the seller was paid.
+        buyer = await cb.get_wallet(fleet.wallets["buyer-0"])
+        (cny,) = (b for b in buyer.balances if b.available.currency == "CNY")
+        assert (cny.available.amount_minor, cny.held.amount_minor) == (10_000_00 - 600_00, 0)
 
 
 # -- across a restart ------------------------------------------------------------------------------
