@@ -54,6 +54,9 @@ DIRECTORY_ENTRIES_MAX: Final = 200_000
 WATCH_POLL_SECONDS: Final = 1.0
 # The deadline sweep: how often it looks for due payments, and how many it fires per look.
 DEADLINE_SWEEP_SECONDS: Final = 0.5
+#: The shortest wait between two deadline sweeps, however close the next deadline: deadlines
+#: a few milliseconds apart are fired together, not by a sweep each.
+DEADLINE_SWEEP_MIN_SECONDS: Final = 0.02
 DEADLINE_SWEEP_BATCH: Final = 200
 # Attestations: how old (issued_at) and how far in the future they may be, and how long they live.
 ATTESTATION_FRESHNESS_SECONDS: Final = 300

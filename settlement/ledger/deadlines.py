@@ -6,7 +6,9 @@ row lock and does nothing to one no longer due, so a deadline fires exactly once
 
 A sweep runs every ``DEADLINE_SWEEP_SECONDS``, and also at the next deadline it saw coming within
 that period: a deadline set at least one period ahead (every one but a payment locked less than
-half a second before its own deadline) fires at its instant, not up to a period later."""
+half a second before its own deadline) fires at its instant, not up to a period later. Two sweeps
+are at least ``DEADLINE_SWEEP_MIN_SECONDS`` apart, so that deadlines a millisecond apart (a
+caller's thousands of payments, say) are fired in batches, not by a sweep each."""
 
 from __future__ import annotations
 
@@ -65,7 +67,8 @@ class DeadlineSweeper(PeriodicSweep):
         period = limits.DEADLINE_SWEEP_SECONDS
         if self._next_us is None:
             return period
-        return min(period, max(0.0, (self._next_us - self._clock.now_us()) / 1e6))
+        until_next = (self._next_us - self._clock.now_us()) / 1e6
+        return min(period, max(limits.DEADLINE_SWEEP_MIN_SECONDS, until_next))
 
     async def sweep(self) -> int:
         """Fire every payment and loan due now; returns how many changed."""

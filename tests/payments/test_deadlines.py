@@ -180,6 +180,9 @@ async def test_the_sweep_wakes_at_a_deadline_within_its_period(database_url: str
         assert sweeper.pause_seconds() == pytest.approx(0.3)
         clock.advance(0.1)  # time passes while the sweep waits: it waits less
         assert sweeper.pause_seconds() == pytest.approx(0.2)
+        clock.advance(0.199)  # a millisecond before it: the sweep still waits its shortest pause
+        assert sweeper.pause_seconds() == limits.DEADLINE_SWEEP_MIN_SECONDS
+        clock.advance(-0.199)
         # A sweep that fails (the database away, say) waits a whole period, never less.
         reads = h.runtime.reader
         with pytest.MonkeyPatch.context() as patch:
