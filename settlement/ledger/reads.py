@@ -79,6 +79,8 @@ def _of_payments(model: type[SQLModel], order: str) -> Select[Any]:
     )
 
 
+#: The states of a payment whose deadline is still to come (the deadline sweep's).
+_OPEN_STATES = (PaymentState.LOCKED.value, PaymentState.PARTIALLY_RELEASED.value)
 _JOURNAL_TABLE = models.JournalEntry.__table__  # type: ignore[attr-defined]
 _POSTINGS_TABLE = models.Posting.__table__  # type: ignore[attr-defined]
 _FINANCING = _of_payments(models.PaymentFinancing, "idx")
@@ -393,9 +395,7 @@ class LedgerReader:
             rows = await session.exec(
                 select(models.Payment.payment_id)
                 .where(
-                    col(models.Payment.state).in_(
-                        [PaymentState.LOCKED.value, PaymentState.PARTIALLY_RELEASED.value]
-                    ),
+                    col(models.Payment.state).in_(_OPEN_STATES),
                     col(models.Payment.deadline_at_us).is_not(None),
                     col(models.Payment.deadline_at_us) <= now_us,
                 )
@@ -409,9 +409,7 @@ class LedgerReader:
         async with self._session() as session:
             rows = await session.exec(
                 select(func.min(models.Payment.deadline_at_us)).where(
-                    col(models.Payment.state).in_(
-                        [PaymentState.LOCKED.value, PaymentState.PARTIALLY_RELEASED.value]
-                    ),
+                    col(models.Payment.state).in_(_OPEN_STATES),
                     col(models.Payment.deadline_at_us) > after_us,
                     col(models.Payment.deadline_at_us) <= until_us,
                 )
