@@ -11,7 +11,8 @@ no-op. The points:
 - ``loan_default``: a batch that fired a loan's deadline committed (the default is durable;
   nothing of the collateral's disposal has happened yet);
 - ``pvp_before_prepare``: a settlement's core legs are held; the bridge has not been asked;
-- ``pvp_before_decision``: the bridge's leg is prepared; no decision is recorded;
+- ``pvp_before_decision``: the bridge's leg is prepared; no decision is recorded (at market:
+  the core has recorded nothing yet, docs/settlement.md);
 - ``pvp_after_decision``: the decision is recorded; no leg is committed;
 - ``pvp_between_commits``: the bridge's leg is committed; the core's is not.
 """

@@ -24,7 +24,7 @@ from settlement.coordination.coordinator import quote_record
 from settlement.errors import Reason, SettlementError, not_found
 from settlement.ledger import commands, settlements
 from settlement.ledger.commands import reserve_wallet_id
-from settlement.ledger.engine import OperationInfo
+from settlement.ledger.engine import OperationInfo, StoredFailure
 from settlement.ledger.records import QuoteRecord, SettlementKind, SettlementRecord
 from settlement.runtime import Runtime
 from wallets import DvPInstruction, PvPInstruction
@@ -195,8 +195,25 @@ class SettlementService(settlement_pb2_grpc.SettlementServiceServicer):
                 return await self._carry_out(replay_stored(stored, base, codec), None, base)
             prepare = commands.Refuse(**base, error=prepare)
         kept = _Kept(codec)
-        reply = await self._rt.engine.execute(prepare, kept)
+        try:
+            reply = await self._rt.engine.execute(prepare, kept)
+        except (SettlementError, StoredFailure) as error:
+            # A refusal (now or stored before) or a write that never ran: no settlement took
+            # this call's bridge leg. Not after a write whose outcome may be unknown:
+            # that leg is left to expire (STORAGE_UNAVAILABLE).
+            if (
+                not isinstance(error, SettlementError)
+                or error.reason is not Reason.STORAGE_UNAVAILABLE
+            ):
+                await self._release(prepare, None)
+            raise
+        await self._release(prepare, kept.settlement)
         return await self._carry_out(reply, kept.settlement, base)
+
+    async def _release(self, prepare: commands.Command, taken: SettlementRecord | None) -> None:
+        coordinator = self._rt.coordinator
+        if isinstance(prepare, settlements.PrepareSettlement) and coordinator is not None:
+            await coordinator.release_market_legs(prepare, taken)
 
     async def _carry_out(
         self,
@@ -260,17 +277,32 @@ class SettlementService(settlement_pb2_grpc.SettlementServiceServicer):
         *,
         loan_id: str = "",
     ) -> settlements.PrepareSettlement:
-        """The command that prepares a settlement of ``terms`` (asking the bridge for the quote
-        now if they are at market); ``loan_id``: the sale of a defaulted loan's receipt."""
+        """The command that prepares a settlement of ``terms``; ``loan_id``: the sale of a
+        defaulted loan's receipt. At market, the bridge is asked for the quote now, and its leg
+        prepared with it before the core's write, which then holds and decides in one
+        (docs/settlement.md, "At market")."""
+        settlement_id = settlements.derive_settlement_id(base["caller"], base["request_id"])
+        market_quote = await self._market_quote(terms, base["caller"])
+        attempt, leg = 1, None
+        coordinator = self._rt.coordinator
+        if (
+            market_quote is not None
+            and coordinator is not None
+            and not base["dry_run"]
+            and market_quote.source_minor <= terms.pay_minor  # else refused: nothing reserved
+        ):
+            attempt, leg = await coordinator.prepare_at_market(settlement_id, market_quote.quote_id)
         return settlements.PrepareSettlement(
             **base,
-            settlement_id=settlements.derive_settlement_id(base["caller"], base["request_id"]),
+            settlement_id=settlement_id,
             kind=kind,
             terms=terms,
             gateway=self._gateway,
             hold_ms=self._rt.settings.pvp_hold_ms,
-            market_quote=await self._market_quote(terms, base["caller"]),
+            market_quote=market_quote,
             loan_id=loan_id,
+            attempt=attempt,
+            bridge_leg=leg,
         )
 
     async def SettleDvP(

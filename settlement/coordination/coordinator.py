@@ -66,6 +66,9 @@ from settlement.ledger.working_set import WorkingSet, World
 
 log = structlog.get_logger("condpay.coordinator")
 COORDINATOR: Final = "system/settlement-coordinator"
+# At market, the attempts whose bridge transfer a call tries to prepare before the core records
+# anything (each one taken already means an earlier try of the same call stopped in between).
+MARKET_ATTEMPTS: Final = 4
 _serial = itertools.count(1)
 
 
@@ -240,6 +243,63 @@ class Coordinator:
                 proof=proof,
             )
         )
+
+    # -- at market: the bridge's leg first ------------------------------------------------------
+    async def prepare_at_market(
+        self, settlement_id: str, quote_id: str
+    ) -> tuple[int, steps.PreparedLeg | None]:
+        """Reserve the bridge's leg with the quote the call just got, before the core records
+        anything, so that the core holds its legs and decides COMMIT in one write
+        (docs/settlement.md, "At market"). Returns the attempt the settlement starts with and
+        its prepared leg; None when the bridge refused (it keeps the refusal: the coordinator's
+        prepare of that attempt gets it again and decides ABORT) or did not answer: the
+        settlement is then prepared as a quoted one is, and driven the same way.
+
+        An attempt whose transfer exists already was prepared (with another quote) or aborted by
+        an earlier try of the same call that stopped before the core recorded it, or by a
+        concurrent duplicate of the call: it is left alone, and the next attempt is taken."""
+        timeout_ms = self.timing.hold_ms - self.timing.margin_ms
+        for attempt in range(1, MARKET_ATTEMPTS + 1):
+            try:
+                transfer = await self._link.prepare(
+                    steps.transfer_id(settlement_id, attempt), quote_id, timeout_ms
+                )
+            except (Conflict, TransferAborted):
+                continue
+            except BridgeError as error:
+                log.info("market_prepare_later", settlement_id=settlement_id, error=str(error))
+                return attempt, None
+            if transfer.state is not TransferState.PREPARED:
+                return attempt, None
+            self._faults.point("pvp_before_decision")
+            return attempt, steps.PreparedLeg(transfer.expires_at_us, self.timing.margin_ms)
+        return MARKET_ATTEMPTS + 1, None
+
+    async def release_market_legs(
+        self, prepare: steps.PrepareSettlement, taken: SettlementRecord | None
+    ) -> None:
+        """After the preparing write: abort the bridge transfers of this call that no settlement
+        will use. ``taken``: the settlement that write created (None: it was refused, or it
+        replayed an outcome stored by another try). Its own attempt's leg, if the write did not
+        take it; the earlier attempts, if it did (the settlement now names its own transfer,
+        so nothing will ever commit theirs). An abort that gets no answer leaves the leg to
+        expire at its timeout."""
+        took = taken is not None and taken.transfer_id == steps.transfer_id(
+            prepare.settlement_id, prepare.attempt
+        )
+        unused = [prepare.attempt] if prepare.bridge_leg is not None and not took else []
+        if took:
+            unused = list(range(1, prepare.attempt))
+        for attempt in unused:
+            try:
+                await self._link.abort(steps.transfer_id(prepare.settlement_id, attempt))
+            except BridgeError as error:
+                log.warning(
+                    "market_leg_left_to_expire",
+                    settlement_id=prepare.settlement_id,
+                    attempt=attempt,
+                    error=str(error),
+                )
 
     # -- the protocol --------------------------------------------------------------------------
     async def drive(

@@ -159,11 +159,22 @@ class Terms:
     expires_at_us: int
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedLeg:
+    """At market: the bridge's leg of the settlement's attempt, already PREPARED when the core
+    holds its own (the coordinator's ``prepare_at_market``), reserved until ``expires_at_us``."""
+
+    expires_at_us: int
+    margin_ms: int
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PrepareSettlement(Command):
     """A new settlement. In one currency (DvP only) it commits at once and is FINAL. Across
     currencies it checks the quote and holds both legs (and escrows the title to the settlement):
-    PREPARED, decided later by the coordinator."""
+    PREPARED, decided later by the coordinator; or, with the bridge's leg already prepared
+    (``bridge_leg``, at market), decided in the same transaction by the rule of :class:`Decide`:
+    COMMITTING."""
 
     settlement_id: str
     kind: SettlementKind
@@ -176,6 +187,11 @@ class PrepareSettlement(Command):
     # The sale of a defaulted loan's receipt (DisposeCollateral): the payee is the loan's
     # financier, paid up to what the loan is owed; the rest goes to its borrower.
     loan_id: str = ""
+    # The attempt whose bridge transfer the settlement starts with (more than 1 when an earlier
+    # try of the same call left that attempt's transfer on the bridge), and, at market, that
+    # transfer if the bridge has already prepared it.
+    attempt: int = 1
+    bridge_leg: PreparedLeg | None = None
 
     def reads(self) -> Reads:
         t = self.terms
@@ -247,7 +263,7 @@ class PrepareSettlement(Command):
             rate_den=quote.rate_den if quote else 1,
             provider_id=quote.provider_id if quote else "",
             quote_expires_at_us=quote.expires_at_us if quote else 0,
-            transfer_id=transfer_id(self.settlement_id, 1) if quote else "",
+            transfer_id=transfer_id(self.settlement_id, self.attempt) if quote else "",
             bridge_state="",
             bridge_expires_at_us=0,
             decide_by_us=ws.now_us + self.hold_ms * 1000,
@@ -255,7 +271,7 @@ class PrepareSettlement(Command):
             decided_at_us=0,
             abort_reason="",
             state=SettlementState.PREPARED,
-            attempt=1,
+            attempt=self.attempt if quote else 1,
             version=1,
             created_at_us=ws.now_us,
             updated_at_us=ws.now_us,
@@ -297,6 +313,11 @@ class PrepareSettlement(Command):
                 Leg(self.gateway, Bucket.HELD, t.receive_currency, t.receive_minor),
             ],
         )
+        leg = self.bridge_leg
+        if leg is not None and _may_commit(ws, settlement, leg.expires_at_us, leg.margin_ms):
+            settlement.bridge_state, settlement.bridge_expires_at_us = "PREPARED", leg.expires_at_us
+            settlement.decision, settlement.state = Decision.COMMIT, SettlementState.COMMITTING
+            settlement.decided_at_us = ws.now_us
         return settlement
 
     def _quote(self, ws: WorkingSet) -> QuoteRecord:
@@ -484,6 +505,14 @@ class _SettlementStep(Command):
         return found
 
 
+def _may_commit(
+    ws: WorkingSet, s: SettlementRecord, bridge_expires_at_us: int, margin_ms: int
+) -> bool:
+    """The time half of the decision's rule: before ``decide_by``, and the bridge's reservation
+    has more than the margin left."""
+    return ws.now_us < s.decide_by_us and ws.now_us + margin_ms * 1000 < bridge_expires_at_us
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Decide(_SettlementStep):
     """Record the decision. COMMIT is taken only while the bridge's leg is PREPARED and has at
@@ -517,8 +546,7 @@ class Decide(_SettlementStep):
             # COMMITTED: the bridge's leg already posted with exactly this settlement's terms
             # (the coordinator checked them): the decision log's rule is COMMIT.
             and self.bridge_state in ("PREPARED", "COMMITTED")
-            and ws.now_us < s.decide_by_us
-            and ws.now_us + self.margin_ms * 1000 < s.bridge_expires_at_us
+            and _may_commit(ws, s, s.bridge_expires_at_us, self.margin_ms)
         )
         s.decided_at_us = ws.now_us
         if commit_ok:

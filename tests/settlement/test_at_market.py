@@ -5,6 +5,7 @@ Retries, dry runs and a bridge that does not answer keep the request-id rules.""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from typing import Any
 
@@ -12,7 +13,9 @@ import pytest
 from condpay.client import AtMarket, RetryPolicy, SettlementsClient
 from condpay.v1 import asset_pb2, settlement_pb2
 
-from bridges import FaultPlan, Money, Operation, Quote
+from bridges import FaultPlan, Money, Operation, Quote, TransferState
+from settlement.coordination.bridge_link import BridgeLink
+from settlement.ledger.settlements import PreparedLeg, derive_settlement_id
 from tests.settlement.world import (
     GATEWAY_WALLET,
     RESERVE_MINOR,
@@ -239,3 +242,128 @@ async def test_a_bridge_quote_for_other_terms_settles_nothing(
     assert error.metadata["bridge_reason"] == "QUOTE_OTHER_TERMS"
     assert await trade.holdings() == before
     assert await trade.stored_settlements() == []
+
+
+# -- the bridge's leg first: hold and decide in one write ------------------------------------------
+COMMITTING = settlement_pb2.SETTLEMENT_STATE_COMMITTING
+
+
+def bridge_of(trade: TradeWorld) -> BridgeLink:
+    link = trade.harness.runtime.bridge
+    assert link is not None
+    return link
+
+
+async def bridge_reserved(trade: TradeWorld) -> dict[str, int]:
+    """What the bridge holds reserved, per currency (nothing once every leg is settled)."""
+    supply = await bridge_of(trade).api.supply()
+    return {s.currency: s.reserved_minor for s in supply if s.reserved_minor}
+
+
+async def test_at_market_the_core_holds_and_decides_commit_in_one_write(
+    trade: TradeWorld,
+) -> None:
+    """The bridge's leg is prepared before the core records anything, so the preparing write,
+    the one stored as the call's outcome, already holds COMMIT: COMMITTING, not PREPARED. The
+    settlement's version counts its changes: prepared and decided (1), committed (2), final (3);
+    a decision of its own would be one more."""
+    await trade.fund("buyer", "HKD", FUNDS_HKD)
+    price = await market_price(trade)
+    reply = await trade.platform.api.settlements.settle_pvp(
+        market_request(trade, price, "market-one-write")
+    )
+    assert reply.settlement.state == FINAL
+    assert (reply.settlement.attempt, reply.settlement.version) == (1, 3)
+    operation = await trade.platform.get_operation("market-one-write")
+    stored = settlement_pb2.SettlePvPResponse()
+    assert operation.response.Unpack(stored)
+    assert stored.settlement.state == COMMITTING
+    assert stored.settlement.settlement_id == reply.settlement.settlement_id
+    transfer = await bridge_of(trade).status(f"{reply.settlement.settlement_id}.1")
+    assert transfer.state is TransferState.COMMITTED
+    assert await bridge_reserved(trade) == {}
+
+
+async def test_a_try_stopped_after_the_bridges_prepare_is_finished_under_the_next_attempt(
+    trade: TradeWorld,
+) -> None:
+    """A try of the call stopped (a crash) after the bridge prepared its leg and before the core
+    recorded anything: that leg is the attempt-1 transfer, with a quote nobody has. The retry
+    (same request id) takes attempt 2, settles on it once, and aborts the left-over leg, so the
+    bridge holds nothing reserved."""
+    await trade.fund("buyer", "HKD", FUNDS_HKD)
+    price = await market_price(trade)
+    request = market_request(trade, price, "market-stopped")
+    settlement_id = derive_settlement_id(trade.platform.caller, "market-stopped")
+    link = bridge_of(trade)
+    coordinator = trade.harness.runtime.coordinator
+    assert coordinator is not None
+    quote = await link.quote("HKD", "CNY", target_amount_minor=PRICE_CNY)
+    assert await coordinator.prepare_at_market(settlement_id, quote.quote_id) == (
+        1,
+        PreparedLeg(
+            (await link.status(f"{settlement_id}.1")).expires_at_us, coordinator.timing.margin_ms
+        ),
+    )
+    assert await bridge_reserved(trade) != {}
+
+    reply = await trade.platform.api.settlements.settle_pvp(request)
+    s = reply.settlement
+    assert (s.settlement_id, s.state, s.attempt) == (settlement_id, FINAL, 2)
+    assert s.quote.quote_id != quote.quote_id
+    assert (await link.status(f"{settlement_id}.1")).state is TransferState.ABORTED
+    assert (await link.status(f"{settlement_id}.2")).state is TransferState.COMMITTED
+    assert await bridge_reserved(trade) == {}
+    assert await trade.balance("buyer", "HKD") == (FUNDS_HKD - price, 0)
+    again = await trade.platform.api.settlements.settle_pvp(request)
+    assert again.operation.replayed and again.settlement.attempt == 2
+    assert await trade.balance("buyer", "HKD") == (FUNDS_HKD - price, 0)
+
+
+async def test_a_core_refusal_after_the_bridges_prepare_releases_the_bridges_leg(
+    trade: TradeWorld,
+) -> None:
+    """The bridge prepared the leg, then the core refuses (the payer lacks the money): the
+    refusal is the outcome, nothing moved in the core, and the bridge's leg is aborted, not
+    left reserved until it expires."""
+    price = await market_price(trade)
+    await trade.fund("buyer", "HKD", price - 1)
+    before = await trade.holdings()
+    await refused(
+        "INSUFFICIENT_FUNDS",
+        trade.platform.api.settlements.settle_pvp(market_request(trade, price, "market-poor")),
+    )
+    settlement_id = derive_settlement_id(trade.platform.caller, "market-poor")
+    transfer = await bridge_of(trade).status(f"{settlement_id}.1")
+    assert transfer.state is TransferState.ABORTED
+    assert await bridge_reserved(trade) == {}
+    assert await trade.holdings() == before
+    assert await trade.stored_settlements() == []
+
+
+async def test_concurrent_duplicates_at_market_settle_once_and_leave_nothing_reserved(
+    trade: TradeWorld,
+) -> None:
+    """The same request sent four times at once: each try asks the bridge for its own quote and
+    leg, one of them is the settlement, every other try's leg is aborted; one payment."""
+    await trade.fund("buyer", "HKD", FUNDS_HKD)
+    price = await market_price(trade)
+    request = market_request(trade, price, "market-twins")
+    replies = await asyncio.gather(
+        *(trade.platform.api.settlements.settle_pvp(request) for _ in range(4))
+    )
+    assert len({r.settlement.settlement_id for r in replies}) == 1
+    s = replies[0].settlement
+    await trade.settle_everything()
+    final = await trade.platform.api.settlements.settle_pvp(request)
+    assert final.settlement.state == FINAL
+    assert await trade.balance("buyer", "HKD") == (FUNDS_HKD - price, 0)
+    assert await trade.balance("seller", "CNY") == (PRICE_CNY, 0)
+    link = bridge_of(trade)
+    states = [
+        (await link.status(f"{s.settlement_id}.{attempt}")).state
+        for attempt in range(1, final.settlement.attempt + 1)
+    ]
+    assert states.count(TransferState.COMMITTED) == 1
+    assert states[final.settlement.attempt - 1] is TransferState.COMMITTED
+    assert await bridge_reserved(trade) == {}

@@ -18,8 +18,9 @@ The server dies, in order:
 - ``after_commit_before_reply``: the first batch of the CNY sales committed (the receipt
   delivered, the proceeds split), nobody has its answer;
 - ``pvp_before_decision``, ``pvp_after_decision``, ``pvp_between_commits``: a cross-currency
-  sale's core legs held and the bridge's prepared, no decision / the decision recorded, no leg
-  committed / the bridge's leg committed and the core's (the split of the proceeds, the
+  sale at market has its bridge leg prepared and nothing in the core yet (the retry takes the
+  next attempt, docs/settlement.md "At market") / its legs held and the decision recorded, no
+  leg committed / the bridge's leg committed and the core's (the split of the proceeds, the
   receipt) not.
 Each point is armed at probability 1 until it has crashed the server once (one incarnation may
 carry several: it dies at whichever comes first), so every one of them certainly happens.
