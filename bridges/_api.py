@@ -5,6 +5,7 @@ each and expects the same answers and the same errors."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Protocol
 
 from bridges._model import (
@@ -23,6 +24,7 @@ from bridges._model import (
     Transfer,
     ValidatorSet,
 )
+from bridges.errors import BridgeError
 
 
 class BridgeApi(Protocol):
@@ -58,6 +60,13 @@ class BridgeApi(Protocol):
     async def commit(self, transfer_id: str) -> Transfer:
         """Post a prepared transfer. A retry answers the same (``replayed``); refused with
         TransferAborted once it aborted, expired or was rejected."""
+        ...
+
+    async def commit_final(self, transfer_id: str) -> tuple[Transfer, Finality]:
+        """:meth:`commit`, then :meth:`finality` of the same transfer, in one call: the commit's
+        answer (refused as :meth:`commit` is) and its block and certificate once final. Only the
+        commit can fail the call: a finality that cannot be had now is answered as not final
+        (ask :meth:`finality` later)."""
         ...
 
     async def abort(self, transfer_id: str) -> Transfer:
@@ -110,3 +119,15 @@ class BridgeAdminApi(BridgeApi, Protocol):
     async def tick(self) -> TickResult: ...
 
     async def close(self) -> None: ...
+
+
+async def commit_then_finality(api: BridgeApi, transfer_id: str) -> tuple[Transfer, Finality]:
+    """:meth:`BridgeApi.commit_final` as two calls of ``api``, for implementations in process."""
+    transfer = await api.commit(transfer_id)
+    try:
+        finality = await api.finality(transfer_id)
+    except BridgeError:
+        return transfer, Finality(transfer_id, None, None)
+    if finality.block is not None:  # the commit's block, now that it has one
+        transfer = replace(transfer, block_height=finality.block.height)
+    return transfer, finality

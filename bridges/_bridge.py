@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from bridges import limits
+from bridges._api import commit_then_finality
 from bridges._clock import Clock, SystemClock
 from bridges._identity import CURRENT
 from bridges._ledger import IN_MEMORY, Ledger
@@ -219,6 +220,9 @@ class Bridge:
 
     async def commit(self, transfer_id: str) -> Transfer:
         return await self._grouped(self._ledger.commit, transfer_id)
+
+    async def commit_final(self, transfer_id: str) -> tuple[Transfer, Finality]:
+        return await commit_then_finality(self, transfer_id)
 
     async def abort(self, transfer_id: str) -> Transfer:
         return await self._grouped(self._ledger.abort, transfer_id)

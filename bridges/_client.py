@@ -171,6 +171,16 @@ class BridgeClient:
         )
         return cv.transfer_of(reply.transfer, replayed=reply.replayed)
 
+    async def commit_final(self, transfer_id: str) -> tuple[Transfer, Finality]:
+        reply: pb.CommitTransferResponse = await self._call(
+            self._bridge.CommitTransfer,
+            pb.CommitTransferRequest(transfer_id=transfer_id, wait_for_finality=True),
+        )
+        transfer = cv.transfer_of(reply.transfer, replayed=reply.replayed)
+        if not reply.HasField("finality"):  # a bridge from before wait_for_finality
+            return transfer, Finality(transfer_id, None, None)
+        return transfer, cv.finality_of(reply.finality)
+
     async def abort(self, transfer_id: str) -> Transfer:
         reply: pb.AbortTransferResponse = await self._call(
             self._bridge.AbortTransfer, pb.AbortTransferRequest(transfer_id=transfer_id)

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Final, NoReturn, TypeVar
 
 from bridges import limits
+from bridges._api import commit_then_finality
 from bridges._bridge import Bridge
 from bridges._model import (
     CENTRAL_BANKS,
@@ -416,6 +417,11 @@ class FaultyBridge:
 
     async def commit(self, transfer_id: str) -> Transfer:
         return await self._deliver(Operation.COMMIT, lambda f: self._inner.commit(transfer_id))
+
+    async def commit_final(self, transfer_id: str) -> tuple[Transfer, Finality]:
+        """The two calls, each with its own faults: a commit whose reply is lost is lost here
+        too; a finality that fails is answered as not final."""
+        return await commit_then_finality(self, transfer_id)
 
     async def abort(self, transfer_id: str) -> Transfer:
         return await self._deliver(Operation.ABORT, lambda f: self._inner.abort(transfer_id))

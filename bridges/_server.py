@@ -159,9 +159,16 @@ class BridgeServicer(
     async def CommitTransfer(
         self, request: pb.CommitTransferRequest, context: grpc.aio.ServicerContext
     ) -> pb.CommitTransferResponse:
-        transfer = await self._api.commit(request.transfer_id)
+        if not request.wait_for_finality:
+            transfer = await self._api.commit(request.transfer_id)
+            return pb.CommitTransferResponse(
+                transfer=cv.transfer_pb(transfer), replayed=transfer.replayed
+            )
+        transfer, finality = await self._api.commit_final(request.transfer_id)
         return pb.CommitTransferResponse(
-            transfer=cv.transfer_pb(transfer), replayed=transfer.replayed
+            transfer=cv.transfer_pb(transfer),
+            replayed=transfer.replayed,
+            finality=cv.finality_pb(finality),
         )
 
     @_handled

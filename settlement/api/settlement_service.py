@@ -205,15 +205,17 @@ class SettlementService(settlement_pb2_grpc.SettlementServiceServicer):
                 not isinstance(error, SettlementError)
                 or error.reason is not Reason.STORAGE_UNAVAILABLE
             ):
-                await self._release(prepare, None)
+                await self._after_prepare(prepare, None)
             raise
-        await self._release(prepare, kept.settlement)
+        await self._after_prepare(prepare, kept.settlement)
         return await self._carry_out(reply, kept.settlement, base)
 
-    async def _release(self, prepare: commands.Command, taken: SettlementRecord | None) -> None:
+    async def _after_prepare(
+        self, prepare: commands.Command, taken: SettlementRecord | None
+    ) -> None:
         coordinator = self._rt.coordinator
         if isinstance(prepare, settlements.PrepareSettlement) and coordinator is not None:
-            await coordinator.release_market_legs(prepare, taken)
+            await coordinator.after_prepare(prepare, taken)
 
     async def _carry_out(
         self,

@@ -266,15 +266,26 @@ class BridgeLink:
             "status", lambda: self.api.status(self.bridge_transfer_id(transfer_id))
         )
 
+    async def commit_final(self, transfer_id: str) -> tuple[Transfer, Verified | None]:
+        """:meth:`commit`, answered once the commit's block is certified, as :meth:`finality`
+        answers it: one round trip instead of two."""
+        bridge_id = self.bridge_transfer_id(transfer_id)
+        transfer, answer = await self._call("commit", lambda: self.api.commit_final(bridge_id))
+        return transfer, await self._verified(transfer_id, answer)
+
     async def finality(self, transfer_id: str) -> Verified | None:
         """The transfer's block and certificate if final and verified; None while not final.
         A certificate that does not verify is logged and treated as not final."""
         bridge_id = self.bridge_transfer_id(transfer_id)
         answer: Finality = await self._call("finality", lambda: self.api.finality(bridge_id))
+        return await self._verified(transfer_id, answer)
+
+    async def _verified(self, transfer_id: str, answer: Finality) -> Verified | None:
         if answer.block is None or answer.certificate is None:
             return None
         keys = await self.keys()
         block, qc = answer.block, answer.certificate
+        bridge_id = self.bridge_transfer_id(transfer_id)
         if bridge_id not in block.transfer_ids or not self.certificates.verify(block, qc, keys):
             log.error("bridge_certificate_rejected", transfer_id=transfer_id, height=block.height)
             return None

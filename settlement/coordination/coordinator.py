@@ -48,7 +48,7 @@ from bridges.errors import (
     Unavailable,
 )
 from settlement.clock import Clock
-from settlement.coordination.bridge_link import BridgeLink
+from settlement.coordination.bridge_link import BridgeLink, Verified
 from settlement.errors import SettlementError
 from settlement.faults import Faults
 from settlement.ledger import settlements as steps
@@ -275,7 +275,7 @@ class Coordinator:
             return attempt, steps.PreparedLeg(transfer.expires_at_us, self.timing.margin_ms)
         return MARKET_ATTEMPTS + 1, None
 
-    async def release_market_legs(
+    async def after_prepare(
         self, prepare: steps.PrepareSettlement, taken: SettlementRecord | None
     ) -> None:
         """After the preparing write: abort the bridge transfers of this call that no settlement
@@ -283,7 +283,8 @@ class Coordinator:
         replayed an outcome stored by another try). Its own attempt's leg, if the write did not
         take it; the earlier attempts, if it did (the settlement now names its own transfer,
         so nothing will ever commit theirs). An abort that gets no answer leaves the leg to
-        expire at its timeout."""
+        expire at its timeout. Then, if the write decided COMMIT (at market), the fault point
+        ``pvp_after_decision``, as after a decision of its own."""
         took = taken is not None and taken.transfer_id == steps.transfer_id(
             prepare.settlement_id, prepare.attempt
         )
@@ -300,6 +301,8 @@ class Coordinator:
                     attempt=attempt,
                     error=str(error),
                 )
+        if took and taken is not None and taken.state is SettlementState.COMMITTING:
+            self._faults.point("pvp_after_decision")
 
     # -- the protocol --------------------------------------------------------------------------
     async def drive(
@@ -462,22 +465,18 @@ class Coordinator:
     async def _commit(self, s: SettlementRecord) -> SettlementRecord:
         """Bridge leg first, then the core's: the core's leg only moves held money."""
         try:
-            transfer = await self._link.commit(s.transfer_id)
+            # The commit is answered once its block is certified (the bridge seals one every
+            # block interval), so the core's leg and the finality are one write. Without a
+            # certified block (no quorum yet) the core's leg posts alone, COMMITTED, and the
+            # next step asks for finality again.
+            transfer, verified = await self._link.commit_final(s.transfer_id)
         except TransferAborted as error:
             # The bridge's leg expired or was aborted before our commit reached it; the core's
             # leg has not moved: abort both.
             log.warning("bridge_commit_refused", settlement_id=s.settlement_id, error=str(error))
             return await self._decide(s, Decision.ABORT, error.reason.name, _rejected(error))
         self._faults.point("pvp_between_commits")
-        # The core's leg and finality in one write: the bridge leg's block is waited for first
-        # (the bridge seals one every block interval). Without it (no quorum yet, no answer)
-        # the core's leg posts alone, COMMITTED, and the next step asks for finality again.
-        try:
-            proof = await self._proof(s)
-        except BridgeError as error:
-            log.info("bridge_finality_later", settlement_id=s.settlement_id, error=str(error))
-            proof = None
-        return await self._complete(s, transfer, proof)
+        return await self._complete(s, transfer, _proof(verified))
 
     async def _abort(self, s: SettlementRecord) -> SettlementRecord:
         try:
@@ -489,28 +488,29 @@ class Coordinator:
             return self._stuck(s, "BRIDGE_COMMITTED_AN_ABORTED_SETTLEMENT")
         return await self._complete(s, transfer)
 
-    async def _proof(self, s: SettlementRecord) -> steps.BlockProof | None:
-        """The bridge leg's block and its verified certificate; None while it is not final."""
-        verified = await self._link.finality(s.transfer_id)
-        if verified is None:
-            return None
-        certificate = json.dumps(
-            {
-                "block_hash": verified.block_hash.hex(),
-                "signer_ids": list(verified.signer_ids),
-                "aggregate_signature": verified.aggregate_signature.hex(),
-            },
-            sort_keys=True,
-        ).encode()
-        return steps.BlockProof(verified.height, verified.header, certificate)
-
     async def _finality(self, s: SettlementRecord) -> SettlementRecord:
-        proof = await self._proof(s)
+        proof = _proof(await self._link.finality(s.transfer_id))
         if proof is None:
             return s
         return await self._run(
             steps.RecordFinality(**self._fields("RecordFinality", s.settlement_id), proof=proof)
         )
+
+
+def _proof(verified: Verified | None) -> steps.BlockProof | None:
+    """The bridge leg's block and its verified certificate, as the core keeps them; None while
+    it is not final."""
+    if verified is None:
+        return None
+    certificate = json.dumps(
+        {
+            "block_hash": verified.block_hash.hex(),
+            "signer_ids": list(verified.signer_ids),
+            "aggregate_signature": verified.aggregate_signature.hex(),
+        },
+        sort_keys=True,
+    ).encode()
+    return steps.BlockProof(verified.height, verified.header, certificate)
 
 
 def _rejected(error: BridgeError) -> Transfer | None:

@@ -140,6 +140,9 @@ class ActingClient:
     async def commit(self, transfer_id: str) -> Transfer:
         return await self.owner(transfer_id).commit(transfer_id)
 
+    async def commit_final(self, transfer_id: str) -> tuple[Transfer, Finality]:
+        return await self.owner(transfer_id).commit_final(transfer_id)
+
     async def abort(self, transfer_id: str) -> Transfer:
         return await self.owner(transfer_id).abort(transfer_id)
 

@@ -14,6 +14,7 @@ from bridges import (
     AccountKind,
     FaultPlan,
     Money,
+    Operation,
     Rate,
     Transfer,
     TransferState,
@@ -38,6 +39,7 @@ from tests.bridges.conftest import (
     LIQUIDITY_MINOR,
     LP,
     TRANSPORTS,
+    Factory,
     World,
     open_world,
 )
@@ -270,6 +272,40 @@ async def test_finality_comes_with_a_quorum_certificate_the_core_can_verify(worl
     assert (second.block.height, second.block.transfer_ids) == (2, ("BANK-A:t-2", "BANK-A:t-3"))
     assert second.block.previous_hash == finality.block.hash
     assert (await world.api.status("BANK-A:t-2")).block_height == 2
+
+
+async def test_a_commit_can_be_answered_with_its_certified_block(make_world: Factory) -> None:
+    """commit_final: the commit and its finality in one call, answered as the two calls are,
+    refused as commit is; a finality that cannot be had now is answered as not final."""
+    world = await make_world()
+    await _prepared(world)
+    transfer, finality = await world.api.commit_final("BANK-A:t-1")
+    assert transfer.state is TransferState.COMMITTED
+    assert not transfer.replayed
+    assert finality == await world.api.finality("BANK-A:t-1")
+    assert finality.final
+    assert finality.block is not None
+    assert finality.block.transfer_ids == ("BANK-A:t-1",)
+    keys = checked_public_keys(await world.api.validators())
+    assert finality.certificate is not None
+    assert verify_quorum_certificate(finality.block, finality.certificate, keys)
+    again, same = await world.api.commit_final("BANK-A:t-1")
+    assert again == dataclasses.replace(transfer, replayed=True)
+    assert same == finality
+    await _prepared(world, "BANK-A:t-2", source_amount_minor=10_00)
+    await world.api.abort("BANK-A:t-2")
+    with pytest.raises(TransferAborted):
+        await world.api.commit_final("BANK-A:t-2")
+
+    # The finality's reply lost on the way (the commit's arrives): committed, not final.
+    lossy = await make_world(
+        FaultPlan(seed=1, drop_reply_percent=100, operations=frozenset({Operation.FINALITY}))
+    )
+    await _prepared(lossy, "BANK-A:t-3")
+    committed, not_yet = await lossy.api.commit_final("BANK-A:t-3")
+    assert committed.state is TransferState.COMMITTED
+    assert not not_yet.final
+    assert (await lossy.api.status("BANK-A:t-3")).state is TransferState.COMMITTED
 
 
 async def test_supply_is_conserved_and_readable(world: World) -> None:

@@ -316,7 +316,8 @@ async def test_a_try_stopped_after_the_bridges_prepare_is_finished_under_the_nex
     assert await bridge_reserved(trade) == {}
     assert await trade.balance("buyer", "HKD") == (FUNDS_HKD - price, 0)
     again = await trade.platform.api.settlements.settle_pvp(request)
-    assert again.operation.replayed and again.settlement.attempt == 2
+    assert again.operation.replayed
+    assert again.settlement.attempt == 2
     assert await trade.balance("buyer", "HKD") == (FUNDS_HKD - price, 0)
 
 

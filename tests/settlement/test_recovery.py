@@ -17,7 +17,7 @@ from sqlalchemy import func
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bridges import Quote
+from bridges import Quote, Transfer
 from bridges.errors import Reason as BridgeReason
 from bridges.errors import Unavailable
 from settlement.clock import ManualClock
@@ -212,12 +212,18 @@ async def test_settlements_in_doubt_are_driven_however_many_wait_before_them(
         async def not_final(_transfer_id: str) -> None:
             return None
 
-        real_finality = link.finality
-        monkeypatch.setattr(link, "finality", not_final)  # the bridge's quorum is short
+        real_finality, real_commit_final = link.finality, link.commit_final
+
+        async def committed_not_final(transfer_id: str) -> tuple[Transfer, None]:
+            transfer, _final = await real_commit_final(transfer_id)
+            return transfer, None
+
+        # The bridge's quorum is short: commits are taken, no block is certified.
+        monkeypatch.setattr(link, "finality", not_final)
+        monkeypatch.setattr(link, "commit_final", committed_not_final)
         for _sid, request_id in blocked:
             await settle(request_id)
-        real_commit = link.commit
-        monkeypatch.setattr(link, "commit", unreachable)
+        monkeypatch.setattr(link, "commit_final", unreachable)
         await settle(committing[1])
         real_prepare, real_abort = link.prepare, link.abort
         monkeypatch.setattr(link, "prepare", unreachable)
@@ -236,7 +242,7 @@ async def test_settlements_in_doubt_are_driven_however_many_wait_before_them(
             aborting[0]: SettlementState.ABORTING,
         }
 
-        monkeypatch.setattr(link, "commit", real_commit)
+        monkeypatch.setattr(link, "commit_final", committed_not_final)
         monkeypatch.setattr(link, "prepare", real_prepare)
         monkeypatch.setattr(link, "abort", real_abort)
         # The ABORTING one changed just now: left to whoever changed it (a call of another
@@ -257,6 +263,7 @@ async def test_settlements_in_doubt_are_driven_however_many_wait_before_them(
         }
 
         monkeypatch.setattr(link, "finality", real_finality)
+        monkeypatch.setattr(link, "commit_final", real_commit_final)
         await recovery.sweep()
         assert await states() == {
             **{sid: SettlementState.FINAL for sid, _ in [*blocked, committing]},
@@ -267,8 +274,8 @@ async def test_settlements_in_doubt_are_driven_however_many_wait_before_them(
 async def test_the_sweep_leaves_a_settlement_to_the_call_driving_it(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SettlePvP waiting for the bridge's finality: a sweep meanwhile does not drive the same
-    settlement again (no second finality call); once the call has returned, the sweep does."""
+    """SettlePvP waiting for the bridge's commit to be final: a sweep meanwhile does not drive
+    the same settlement again (no second commit); once the call has returned, the sweep does."""
     clock = ManualClock(time.time_ns() // 1000)
     async with open_trade(database_url, clock=clock) as trade:
         runtime = trade.harness.runtime
@@ -281,17 +288,22 @@ async def test_the_sweep_leaves_a_settlement_to_the_call_driving_it(
         buyer_key, buyer = trade.party("buyer")
         client = trade.platform
         quote = await client.quote_fx("HKD", "CNY", target_amount_minor=10_000_00)
-        real_finality = link.finality
+        real_commit_final, real_finality = link.commit_final, link.finality
         asked: list[str] = []
         release, reached = asyncio.Event(), asyncio.Event()
 
-        async def slow_finality(transfer_id: str) -> Any:
+        async def slow_finality(transfer_id: str) -> tuple[Transfer, None]:
             asked.append(transfer_id)
+            transfer, _final = await real_commit_final(transfer_id)
             reached.set()
             await release.wait()
-            return None  # not final yet
+            return transfer, None  # committed, not final yet
 
-        monkeypatch.setattr(link, "finality", slow_finality)
+        async def not_final(_transfer_id: str) -> None:
+            return None
+
+        monkeypatch.setattr(link, "commit_final", slow_finality)
+        monkeypatch.setattr(link, "finality", not_final)
         settling = asyncio.ensure_future(
             client.api.settlements.settle_pvp(
                 pvp_request(buyer_key, buyer, trade.wallets["seller"], quote, request_id="busy"),
@@ -304,6 +316,7 @@ async def test_the_sweep_leaves_a_settlement_to_the_call_driving_it(
         release.set()
         reply = await settling
         assert reply.settlement.state == settlement_pb2.SETTLEMENT_STATE_COMMITTED
+        monkeypatch.setattr(link, "commit_final", real_commit_final)
         monkeypatch.setattr(link, "finality", real_finality)
         clock.advance(2.1)
         assert await recovery.sweep() == 1  # now the sweep makes it FINAL

@@ -462,15 +462,21 @@ class CommitTransferRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    WAIT_FOR_FINALITY_FIELD_NUMBER: _builtins.int
     transfer_id: _builtins.str
+    wait_for_finality: _builtins.bool
+    """Answer once the block holding the commit is certified (as GetFinality, waiting at most as
+    long), with the block and its certificate in `finality`: one call instead of two.
+    """
     def __init__(
         self,
         *,
         transfer_id: _builtins.str = ...,
+        wait_for_finality: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["transfer_id", b"transfer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["transfer_id", b"transfer_id", "wait_for_finality", b"wait_for_finality"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -482,18 +488,26 @@ class CommitTransferResponse(_message.Message):
 
     TRANSFER_FIELD_NUMBER: _builtins.int
     REPLAYED_FIELD_NUMBER: _builtins.int
+    FINALITY_FIELD_NUMBER: _builtins.int
     replayed: _builtins.bool
     @_builtins.property
     def transfer(self) -> Global___Transfer: ...
+    @_builtins.property
+    def finality(self) -> Global___GetFinalityResponse:
+        """With wait_for_finality: the commit's block and certificate, as GetFinality answers them
+        (either unset while not final: ask GetFinality later).
+        """
+
     def __init__(
         self,
         *,
         transfer: Global___Transfer | None = ...,
         replayed: _builtins.bool = ...,
+        finality: Global___GetFinalityResponse | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["transfer", b"transfer"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finality", b"finality", "transfer", b"transfer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["replayed", b"replayed", "transfer", b"transfer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finality", b"finality", "replayed", b"replayed", "transfer", b"transfer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
