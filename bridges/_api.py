@@ -15,6 +15,7 @@ from bridges._model import (
     CurrencySupply,
     Finality,
     Issuance,
+    MarketOrder,
     Money,
     Participant,
     PublishedRate,
@@ -55,6 +56,21 @@ class BridgeApi(Protocol):
         """Reserve the payer's source amount and the provider's target amount for
         ``timeout_ms``. Refusals (expired or used quote, short funds or liquidity, no quorum) are
         remembered: the transfer is REJECTED and retries are refused alike."""
+        ...
+
+    async def prepare_at_market(
+        self,
+        transfer_id: str,
+        *,
+        order: MarketOrder,
+        payer_id: str,
+        payee_id: str,
+        timeout_ms: int,
+    ) -> tuple[Quote, Transfer]:
+        """:meth:`quote` for ``order`` and :meth:`prepare` with that quote, in one call (one
+        transaction): the quote is never a round trip of its own. Idempotent by transfer id:
+        the same order again answers the transfer as it is, with its quote; another order is
+        TRANSFER_EXISTS_WITH_DIFFERENT_TERMS. Refused as :meth:`quote` or :meth:`prepare` is."""
         ...
 
     async def commit(self, transfer_id: str) -> Transfer:

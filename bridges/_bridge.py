@@ -31,6 +31,7 @@ from bridges._model import (
     CurrencySupply,
     Finality,
     Issuance,
+    MarketOrder,
     Money,
     Participant,
     PublishedRate,
@@ -211,6 +212,28 @@ class Bridge:
             self._ledger.prepare,
             transfer_id,
             quote_id=quote_id,
+            payer_id=payer_id,
+            payee_id=payee_id,
+            timeout_ms=timeout_ms,
+            refuse_with=refuse_with,
+            requested_by=_requester(),
+        )
+
+    async def prepare_at_market(
+        self,
+        transfer_id: str,
+        *,
+        order: MarketOrder,
+        payer_id: str,
+        payee_id: str,
+        timeout_ms: int,
+        refuse_with: Reason | None = None,
+    ) -> tuple[Quote, Transfer]:
+        """``refuse_with`` is for fault injection, as :meth:`prepare`'s."""
+        return await self._grouped(
+            self._ledger.prepare_at_market,
+            transfer_id,
+            order=order,
             payer_id=payer_id,
             payee_id=payee_id,
             timeout_ms=timeout_ms,

@@ -30,6 +30,7 @@ from bridges._model import (
     CurrencySupply,
     Finality,
     Issuance,
+    MarketOrder,
     Money,
     Participant,
     PublishedRate,
@@ -164,6 +165,27 @@ class BridgeClient:
             ),
         )
         return cv.transfer_of(reply.transfer, replayed=reply.replayed)
+
+    async def prepare_at_market(
+        self,
+        transfer_id: str,
+        *,
+        order: MarketOrder,
+        payer_id: str,
+        payee_id: str,
+        timeout_ms: int,
+    ) -> tuple[Quote, Transfer]:
+        reply: pb.PrepareTransferResponse = await self._call(
+            self._bridge.PrepareTransfer,
+            pb.PrepareTransferRequest(
+                transfer_id=transfer_id,
+                market=cv.market_order_pb(order),
+                payer_id=payer_id,
+                payee_id=payee_id,
+                timeout_ms=timeout_ms,
+            ),
+        )
+        return cv.quote_of(reply.quote), cv.transfer_of(reply.transfer, replayed=reply.replayed)
 
     async def commit(self, transfer_id: str) -> Transfer:
         reply: pb.CommitTransferResponse = await self._call(

@@ -17,6 +17,7 @@ from bridges._model import (
     CurrencySupply,
     Finality,
     Issuance,
+    MarketOrder,
     Money,
     Participant,
     ParticipantKind,
@@ -82,6 +83,30 @@ def validators_pb(validators: ValidatorSet) -> pb.ListValidatorsResponse:
             for v in validators.validators
         ],
         threshold=validators.threshold,
+    )
+
+
+def market_order_pb(order: MarketOrder) -> pb.MarketOrder:
+    message = pb.MarketOrder(
+        source_currency=order.source_currency,
+        target_currency=order.target_currency,
+        liquidity_provider_id=order.liquidity_provider_id,
+    )
+    if order.source_amount_minor is not None:
+        message.source_amount_minor = order.source_amount_minor
+    if order.target_amount_minor is not None:
+        message.target_amount_minor = order.target_amount_minor
+    return message
+
+
+def market_order_of(message: pb.MarketOrder) -> MarketOrder:
+    which = message.WhichOneof("amount")
+    return MarketOrder(
+        message.source_currency,
+        message.target_currency,
+        message.source_amount_minor if which == "source_amount_minor" else None,
+        message.target_amount_minor if which == "target_amount_minor" else None,
+        message.liquidity_provider_id,
     )
 
 

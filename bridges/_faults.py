@@ -62,6 +62,7 @@ from bridges._model import (
     CurrencySupply,
     Finality,
     Issuance,
+    MarketOrder,
     Money,
     Participant,
     PublishedRate,
@@ -408,6 +409,28 @@ class FaultyBridge:
             lambda f: self._inner.prepare(
                 transfer_id,
                 quote_id=quote_id,
+                payer_id=payer_id,
+                payee_id=payee_id,
+                timeout_ms=timeout_ms,
+                refuse_with=Reason.INSUFFICIENT_LIQUIDITY if f.reject else None,
+            ),
+        )
+
+    async def prepare_at_market(
+        self,
+        transfer_id: str,
+        *,
+        order: MarketOrder,
+        payer_id: str,
+        payee_id: str,
+        timeout_ms: int,
+    ) -> tuple[Quote, Transfer]:
+        """A prepare, with its faults (a rejection is the provider's short liquidity)."""
+        return await self._deliver(
+            Operation.PREPARE,
+            lambda f: self._inner.prepare_at_market(
+                transfer_id,
+                order=order,
                 payer_id=payer_id,
                 payee_id=payee_id,
                 timeout_ms=timeout_ms,

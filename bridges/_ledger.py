@@ -47,6 +47,7 @@ from bridges._model import (
     CurrencySupply,
     Finality,
     Issuance,
+    MarketOrder,
     Money,
     Participant,
     ParticipantKind,
@@ -264,6 +265,65 @@ def check_amount(amount_minor: int, field: str = "amount_minor") -> int:
             field=field,
         )
     return amount_minor
+
+
+def _checked_order(order: MarketOrder, ttl_ms: int) -> int:
+    """Refuse a malformed quote request; returns its time to live (0: the default)."""
+    check_currency(order.source_currency, "source_currency")
+    check_currency(order.target_currency, "target_currency")
+    if order.source_currency == order.target_currency:
+        raise error(Reason.SAME_CURRENCY, "a quote converts between two currencies")
+    if (order.source_amount_minor is None) == (order.target_amount_minor is None):
+        raise error(
+            Reason.MISSING_FIELD,
+            "give exactly one of source_amount_minor and target_amount_minor",
+            field="amount",
+        )
+    if order.source_amount_minor is not None:
+        check_amount(order.source_amount_minor, "source_amount_minor")
+    if order.target_amount_minor is not None:
+        check_amount(order.target_amount_minor, "target_amount_minor")
+    if order.liquidity_provider_id:
+        check_id(order.liquidity_provider_id, "liquidity_provider_id")
+    if (
+        isinstance(ttl_ms, bool)
+        or not isinstance(ttl_ms, int)
+        or not 0 <= ttl_ms <= limits.QUOTE_TTL_MS_MAX
+    ):
+        raise error(
+            Reason.INVALID_TTL,
+            f"ttl_ms must be an integer in 1..{limits.QUOTE_TTL_MS_MAX}, or 0 for the default",
+        )
+    return ttl_ms or limits.QUOTE_TTL_MS_DEFAULT
+
+
+def _fills(order: MarketOrder, quote: Quote) -> bool:
+    """Whether ``quote`` is what ``order`` asks for."""
+    amount = (
+        quote.source.amount_minor == order.source_amount_minor
+        if order.source_amount_minor is not None
+        else quote.target.amount_minor == order.target_amount_minor
+    )
+    return (
+        amount
+        and (quote.source.currency, quote.target.currency)
+        == (order.source_currency, order.target_currency)
+        and order.liquidity_provider_id in ("", quote.liquidity_provider_id)
+    )
+
+
+def _check_prepare(transfer_id: str, payer_id: str, payee_id: str, timeout_ms: int) -> None:
+    check_id(transfer_id, "transfer_id")
+    check_id(payer_id, "payer_id")
+    check_id(payee_id, "payee_id")
+    if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int):
+        raise error(Reason.INVALID_TIMEOUT, "timeout_ms must be an integer")
+    if not limits.TRANSFER_TIMEOUT_MS_MIN <= timeout_ms <= limits.TRANSFER_TIMEOUT_MS_MAX:
+        raise error(
+            Reason.INVALID_TIMEOUT,
+            f"timeout_ms must be in {limits.TRANSFER_TIMEOUT_MS_MIN}.."
+            f"{limits.TRANSFER_TIMEOUT_MS_MAX}",
+        )
 
 
 def _overflow(what: str) -> BridgeError:
@@ -869,90 +929,94 @@ class Ledger:
     ) -> Quote:
         """``requested_by``: the authenticated participant asking (the gRPC server's caller);
         only it may then prepare with the quote. Empty in process."""
-        check_currency(source_currency, "source_currency")
-        check_currency(target_currency, "target_currency")
-        if source_currency == target_currency:
-            raise error(Reason.SAME_CURRENCY, "a quote converts between two currencies")
-        if (source_amount_minor is None) == (target_amount_minor is None):
-            raise error(
-                Reason.MISSING_FIELD,
-                "give exactly one of source_amount_minor and target_amount_minor",
-                field="amount",
-            )
-        if source_amount_minor is not None:
-            check_amount(source_amount_minor, "source_amount_minor")
-        if target_amount_minor is not None:
-            check_amount(target_amount_minor, "target_amount_minor")
-        if liquidity_provider_id:
-            check_id(liquidity_provider_id, "liquidity_provider_id")
-        if (
-            isinstance(ttl_ms, bool)
-            or not isinstance(ttl_ms, int)
-            or not 0 <= ttl_ms <= limits.QUOTE_TTL_MS_MAX
-        ):
-            raise error(
-                Reason.INVALID_TTL,
-                f"ttl_ms must be an integer in 1..{limits.QUOTE_TTL_MS_MAX}, or 0 for the default",
-            )
-        ttl_ms = ttl_ms or limits.QUOTE_TTL_MS_DEFAULT
+        order = MarketOrder(
+            source_currency,
+            target_currency,
+            source_amount_minor,
+            target_amount_minor,
+            liquidity_provider_id,
+        )
+        ttl_ms = _checked_order(order, ttl_ms)
+        return self._call(lambda now: self._new_quote(now, order, ttl_ms, requested_by))
 
-        def body(now: int) -> Quote:
-            provider = self._provider(liquidity_provider_id)
-            rate = cross_rate(self._value(source_currency), self._value(target_currency))
-            conversion = (
-                convert_source(source_amount_minor, rate, provider.spread_ppm)
-                if source_amount_minor is not None
-                else convert_target(_known(target_amount_minor), rate, provider.spread_ppm)
+    def _new_quote(self, now: int, order: MarketOrder, ttl_ms: int, requested_by: str) -> Quote:
+        provider = self._provider(order.liquidity_provider_id)
+        source_currency, target_currency = order.source_currency, order.target_currency
+        rate = cross_rate(self._value(source_currency), self._value(target_currency))
+        conversion = (
+            convert_source(order.source_amount_minor, rate, provider.spread_ppm)
+            if order.source_amount_minor is not None
+            else convert_target(_known(order.target_amount_minor), rate, provider.spread_ppm)
+        )
+        if conversion.target_minor <= 0:
+            raise error(
+                Reason.AMOUNT_TOO_SMALL,
+                f"{conversion.source_minor} {source_currency} minor units convert to nothing",
             )
-            if conversion.target_minor <= 0:
-                raise error(
-                    Reason.AMOUNT_TOO_SMALL,
-                    f"{conversion.source_minor} {source_currency} minor units convert to nothing",
-                )
-            if conversion.source_minor > limits.AMOUNT_MINOR_MAX:
-                raise _overflow("the quote's source amount")
-            if conversion.target_minor > limits.AMOUNT_MINOR_MAX:
-                raise _overflow("the quote's target amount")
-            # Quotes are never deleted, so rowids run 1, 2, 3, ...: the next one is the count + 1
-            # (as the ids have always been numbered), read off the end of the table.
-            sequence = self._one("SELECT COALESCE(MAX(rowid), 0) + 1 FROM quotes")[0]
-            quote_id = f"q{sequence:06d}-{self._rng.getrandbits(48):012x}"
-            quote = Quote(
-                quote_id=quote_id,
-                liquidity_provider_id=provider.participant_id,
-                source=Money(source_currency, conversion.source_minor),
-                target=Money(target_currency, conversion.target_minor),
-                spread=Money(source_currency, conversion.spread_minor),
-                rate=rate,
-                spread_ppm=provider.spread_ppm,
-                created_at_us=now,
-                expires_at_us=now + ttl_ms * 1000,
-            )
+        if conversion.source_minor > limits.AMOUNT_MINOR_MAX:
+            raise _overflow("the quote's source amount")
+        if conversion.target_minor > limits.AMOUNT_MINOR_MAX:
+            raise _overflow("the quote's target amount")
+        # Quotes are never deleted, so rowids run 1, 2, 3, ...: the next one is the count + 1
+        # (as the ids have always been numbered), read off the end of the table.
+        sequence = self._one("SELECT COALESCE(MAX(rowid), 0) + 1 FROM quotes")[0]
+        quote_id = f"q{sequence:06d}-{self._rng.getrandbits(48):012x}"
+        quote = Quote(
+            quote_id=quote_id,
+            liquidity_provider_id=provider.participant_id,
+            source=Money(source_currency, conversion.source_minor),
+            target=Money(target_currency, conversion.target_minor),
+            spread=Money(source_currency, conversion.spread_minor),
+            rate=rate,
+            spread_ppm=provider.spread_ppm,
+            created_at_us=now,
+            expires_at_us=now + ttl_ms * 1000,
+        )
+        self._conn.execute(
+            "INSERT INTO quotes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+            (
+                quote_id,
+                provider.participant_id,
+                source_currency,
+                conversion.source_minor,
+                conversion.net_minor,
+                conversion.spread_minor,
+                target_currency,
+                conversion.target_minor,
+                rate.numerator,
+                rate.denominator,
+                provider.spread_ppm,
+                now,
+                quote.expires_at_us,
+            ),
+        )
+        if requested_by:
             self._conn.execute(
-                "INSERT INTO quotes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
-                (
-                    quote_id,
-                    provider.participant_id,
-                    source_currency,
-                    conversion.source_minor,
-                    conversion.net_minor,
-                    conversion.spread_minor,
-                    target_currency,
-                    conversion.target_minor,
-                    rate.numerator,
-                    rate.denominator,
-                    provider.spread_ppm,
-                    now,
-                    quote.expires_at_us,
-                ),
+                "INSERT INTO quote_requesters VALUES (?, ?)", (quote_id, requested_by)
             )
-            if requested_by:
-                self._conn.execute(
-                    "INSERT INTO quote_requesters VALUES (?, ?)", (quote_id, requested_by)
-                )
-            return quote
+        return quote
 
-        return self._call(body)
+    def _stored_quote(self, quote_id: str) -> Quote | None:
+        row = self._one(
+            "SELECT provider_id, source_currency, source_minor, spread_minor, target_currency, "
+            "target_minor, rate_numerator, rate_denominator, spread_ppm, created_at_us, "
+            "expires_at_us FROM quotes WHERE quote_id = ?",
+            (quote_id,),
+        )
+        if row is None:
+            return None
+        provider, source_currency, source, spread, target_currency, target = row[:6]
+        return Quote(
+            quote_id=quote_id,
+            liquidity_provider_id=provider,
+            source=Money(source_currency, source),
+            target=Money(target_currency, target),
+            spread=Money(source_currency, spread),
+            rate=Rate(row[6], row[7]),
+            spread_ppm=row[8],
+            created_at_us=row[9],
+            expires_at_us=row[10],
+        )
 
     def _provider(self, participant_id: str) -> Participant:
         if participant_id:
@@ -993,158 +1057,231 @@ class Ledger:
         is REJECTED) and every retry is refused alike. ``refuse_with`` is for fault injection."""
         check_id(transfer_id, "transfer_id")
         check_id(quote_id, "quote_id")
-        check_id(payer_id, "payer_id")
-        check_id(payee_id, "payee_id")
-        if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int):
-            raise error(Reason.INVALID_TIMEOUT, "timeout_ms must be an integer")
-        if not limits.TRANSFER_TIMEOUT_MS_MIN <= timeout_ms <= limits.TRANSFER_TIMEOUT_MS_MAX:
-            raise error(
-                Reason.INVALID_TIMEOUT,
-                f"timeout_ms must be in {limits.TRANSFER_TIMEOUT_MS_MIN}.."
-                f"{limits.TRANSFER_TIMEOUT_MS_MAX}",
-            )
+        _check_prepare(transfer_id, payer_id, payee_id, timeout_ms)
         refusal: list[BridgeError] = []
 
         def body(now: int) -> Transfer:
             existing = self._transfer(transfer_id)
             if existing is not None:
                 return self._prepare_again(existing, quote_id, payer_id, payee_id, timeout_ms)
-            # Who before what: a payer that is no bank is refused before its quote is looked at.
-            self._bank(payer_id, "payer_id")
-            self._bank(payee_id, "payee_id")
-            quote = self._one(
-                "SELECT provider_id, source_currency, source_minor, net_minor, spread_minor, "
-                "target_currency, target_minor, expires_at_us, used_by FROM quotes "
-                "WHERE quote_id = ?",
-                (quote_id,),
+            return self._prepare_new(
+                now,
+                transfer_id,
+                quote_id,
+                payer_id,
+                payee_id,
+                timeout_ms,
+                refuse_with,
+                requested_by,
+                refusal,
             )
-            if quote is not None and requested_by:
-                owner = self._one(
-                    "SELECT participant_id FROM quote_requesters WHERE quote_id = ?", (quote_id,)
+
+        transfer = self._call(body)  # a refusal is committed (remembered), then raised
+        if refusal:
+            raise refusal[0]
+        return transfer
+
+    def prepare_at_market(
+        self,
+        transfer_id: str,
+        *,
+        order: MarketOrder,
+        payer_id: str,
+        payee_id: str,
+        timeout_ms: int,
+        refuse_with: Reason | None = None,
+        requested_by: str = "",
+    ) -> tuple[Quote, Transfer]:
+        """A quote for ``order`` and the prepare with it, in one transaction: the quote is
+        used at once, so it is never a round trip of its own, and never left unused.
+
+        Idempotent by ``transfer_id``: the same order again answers the transfer as it is and
+        the quote it converts at (its refusal, if it was refused); another order, or a transfer
+        prepared with a quote of its own, is TRANSFER_EXISTS_WITH_DIFFERENT_TERMS. Refusals of
+        the quote (no provider, an amount that converts to nothing...) are the call's and leave
+        nothing; refusals of the prepare are remembered, as :meth:`prepare`'s are."""
+        _check_prepare(transfer_id, payer_id, payee_id, timeout_ms)
+        ttl_ms = _checked_order(order, 0)
+        refusal: list[BridgeError] = []
+
+        def body(now: int) -> tuple[Quote, Transfer]:
+            existing = self._transfer(transfer_id)
+            if existing is not None:
+                terms = existing.terms
+                quote = self._stored_quote(terms.quote_id) if terms is not None else None
+                if terms is not None and (quote is None or not _fills(order, quote)):
+                    raise error(
+                        Reason.TRANSFER_EXISTS_WITH_DIFFERENT_TERMS,
+                        f"transfer {transfer_id} exists with different terms: order",
+                        transfer_id=transfer_id,
+                        fields="order",
+                    )
+                again = self._prepare_again(
+                    existing, terms.quote_id if terms else "", payer_id, payee_id, timeout_ms
                 )
-                if owner is None or owner[0] != requested_by:
-                    quote = None  # another's quote: exactly as if it did not exist
-            if quote is None:
-                raise error(
-                    Reason.QUOTE_NOT_FOUND, f"quote {quote_id!r} does not exist", quote_id=quote_id
-                )
-            provider, source_currency, source, net, spread, target_currency, target = quote[:7]
-            expires_at, used_by = quote[7], quote[8]
-            self._conn.execute(
-                "INSERT INTO transfers (transfer_id, state, quote_id, payer_id, payee_id, "
-                "provider_id, source_currency, source_minor, net_minor, spread_minor, "
-                "target_currency, target_minor, timeout_ms, prepared_at_us, expires_at_us) "
-                "VALUES (?, 'PREPARED', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    transfer_id,
-                    quote_id,
-                    payer_id,
-                    payee_id,
-                    provider,
-                    source_currency,
-                    source,
-                    net,
-                    spread,
-                    target_currency,
-                    target,
-                    timeout_ms,
-                    now,
-                    now + timeout_ms * 1000,
-                ),
+                return _known(quote), again
+            quote = self._new_quote(now, order, ttl_ms, requested_by)
+            transfer = self._prepare_new(
+                now,
+                transfer_id,
+                quote.quote_id,
+                payer_id,
+                payee_id,
+                timeout_ms,
+                refuse_with,
+                requested_by,
+                refusal,
             )
+            return quote, transfer
+
+        answer = self._call(body)  # a refusal is committed (remembered), then raised
+        if refusal:
+            raise refusal[0]
+        return answer
+
+    def _prepare_new(
+        self,
+        now: int,
+        transfer_id: str,
+        quote_id: str,
+        payer_id: str,
+        payee_id: str,
+        timeout_ms: int,
+        refuse_with: Reason | None,
+        requested_by: str,
+        refusal: list[BridgeError],
+    ) -> Transfer:
+        """A new transfer's row, PREPARED with both reservations, or REJECTED with the refusal
+        appended to ``refusal`` (to raise once the transaction has kept it)."""
+        # Who before what: a payer that is no bank is refused before its quote is looked at.
+        self._bank(payer_id, "payer_id")
+        self._bank(payee_id, "payee_id")
+        quote = self._one(
+            "SELECT provider_id, source_currency, source_minor, net_minor, spread_minor, "
+            "target_currency, target_minor, expires_at_us, used_by FROM quotes "
+            "WHERE quote_id = ?",
+            (quote_id,),
+        )
+        if quote is not None and requested_by:
+            owner = self._one(
+                "SELECT participant_id FROM quote_requesters WHERE quote_id = ?", (quote_id,)
+            )
+            if owner is None or owner[0] != requested_by:
+                quote = None  # another's quote: exactly as if it did not exist
+        if quote is None:
+            raise error(
+                Reason.QUOTE_NOT_FOUND, f"quote {quote_id!r} does not exist", quote_id=quote_id
+            )
+        provider, source_currency, source, net, spread, target_currency, target = quote[:7]
+        expires_at, used_by = quote[7], quote[8]
+        self._conn.execute(
+            "INSERT INTO transfers (transfer_id, state, quote_id, payer_id, payee_id, "
+            "provider_id, source_currency, source_minor, net_minor, spread_minor, "
+            "target_currency, target_minor, timeout_ms, prepared_at_us, expires_at_us) "
+            "VALUES (?, 'PREPARED', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                (payer_account, payer_balance, payer_reserved),
-                (lp_account, lp_balance, lp_reserved),
-            ) = self._leg_accounts(payer_id, source_currency, provider, target_currency)
-            # Precedence, as TigerBeetle's result codes: the first that applies is the answer.
-            problem: BridgeError | None = None
-            if now >= expires_at:
-                problem = error(
-                    Reason.QUOTE_EXPIRED, f"quote {quote_id} expired", quote_id=quote_id
-                )
-            elif used_by is not None:
-                problem = error(
-                    Reason.QUOTE_ALREADY_USED,
-                    f"quote {quote_id} was used by transfer {used_by}",
-                    quote_id=quote_id,
-                )
-            elif not self.quorum_available():
-                problem = error(
-                    Reason.QUORUM_UNAVAILABLE,
-                    "fewer than 2/3 of the validators are up: the bridge takes no new transfers",
-                )
-            elif payer_balance - payer_reserved < source:
-                problem = _insufficient(
-                    Reason.INSUFFICIENT_FUNDS,
+                transfer_id,
+                quote_id,
+                payer_id,
+                payee_id,
+                provider,
+                source_currency,
+                source,
+                net,
+                spread,
+                target_currency,
+                target,
+                timeout_ms,
+                now,
+                now + timeout_ms * 1000,
+            ),
+        )
+        (
+            (payer_account, payer_balance, payer_reserved),
+            (lp_account, lp_balance, lp_reserved),
+        ) = self._leg_accounts(payer_id, source_currency, provider, target_currency)
+        # Precedence, as TigerBeetle's result codes: the first that applies is the answer.
+        problem: BridgeError | None = None
+        if now >= expires_at:
+            problem = error(Reason.QUOTE_EXPIRED, f"quote {quote_id} expired", quote_id=quote_id)
+        elif used_by is not None:
+            problem = error(
+                Reason.QUOTE_ALREADY_USED,
+                f"quote {quote_id} was used by transfer {used_by}",
+                quote_id=quote_id,
+            )
+        elif not self.quorum_available():
+            problem = error(
+                Reason.QUORUM_UNAVAILABLE,
+                "fewer than 2/3 of the validators are up: the bridge takes no new transfers",
+            )
+        elif payer_balance - payer_reserved < source:
+            problem = _insufficient(
+                Reason.INSUFFICIENT_FUNDS,
+                payer_id,
+                AccountKind.SETTLEMENT,
+                source_currency,
+                source,
+                payer_balance - payer_reserved,
+            )
+        elif lp_balance - lp_reserved < target:
+            problem = _insufficient(
+                Reason.INSUFFICIENT_LIQUIDITY,
+                provider,
+                AccountKind.LIQUIDITY,
+                target_currency,
+                target,
+                lp_balance - lp_reserved,
+            )
+        elif refuse_with is Reason.INSUFFICIENT_FUNDS:
+            problem = _injected(
+                _insufficient(
+                    refuse_with,
                     payer_id,
                     AccountKind.SETTLEMENT,
                     source_currency,
                     source,
                     payer_balance - payer_reserved,
                 )
-            elif lp_balance - lp_reserved < target:
-                problem = _insufficient(
-                    Reason.INSUFFICIENT_LIQUIDITY,
+            )
+        elif refuse_with is Reason.INSUFFICIENT_LIQUIDITY:
+            problem = _injected(
+                _insufficient(
+                    refuse_with,
                     provider,
                     AccountKind.LIQUIDITY,
                     target_currency,
                     target,
                     lp_balance - lp_reserved,
                 )
-            elif refuse_with is Reason.INSUFFICIENT_FUNDS:
-                problem = _injected(
-                    _insufficient(
-                        refuse_with,
-                        payer_id,
-                        AccountKind.SETTLEMENT,
-                        source_currency,
-                        source,
-                        payer_balance - payer_reserved,
-                    )
-                )
-            elif refuse_with is Reason.INSUFFICIENT_LIQUIDITY:
-                problem = _injected(
-                    _insufficient(
-                        refuse_with,
-                        provider,
-                        AccountKind.LIQUIDITY,
-                        target_currency,
-                        target,
-                        lp_balance - lp_reserved,
-                    )
-                )
-            elif refuse_with is not None:
-                problem = error(
-                    refuse_with,
-                    f"refused by fault injection ({refuse_with.value})",
-                    injected="true",
-                )
-            if problem is not None:
-                self._conn.execute(
-                    "UPDATE transfers SET state = 'REJECTED', resolved_at_us = ?, "
-                    "expires_at_us = 0, rejection_reason = ?, rejection_message = ?, "
-                    "rejection_metadata = ? WHERE transfer_id = ?",
-                    (
-                        now,
-                        problem.reason.value,
-                        problem.message,
-                        json.dumps(problem.metadata, sort_keys=True),
-                        transfer_id,
-                    ),
-                )
-                refusal.append(problem)
-            else:
-                self._reserve(payer_account, source)
-                self._reserve(lp_account, target)
-                self._conn.execute(
-                    "UPDATE quotes SET used_by = ? WHERE quote_id = ?", (transfer_id, quote_id)
-                )
-            return _known(self._transfer(transfer_id))
-
-        transfer = self._call(body)  # a refusal is committed (remembered), then raised
-        if refusal:
-            raise refusal[0]
-        return transfer
+            )
+        elif refuse_with is not None:
+            problem = error(
+                refuse_with,
+                f"refused by fault injection ({refuse_with.value})",
+                injected="true",
+            )
+        if problem is not None:
+            self._conn.execute(
+                "UPDATE transfers SET state = 'REJECTED', resolved_at_us = ?, "
+                "expires_at_us = 0, rejection_reason = ?, rejection_message = ?, "
+                "rejection_metadata = ? WHERE transfer_id = ?",
+                (
+                    now,
+                    problem.reason.value,
+                    problem.message,
+                    json.dumps(problem.metadata, sort_keys=True),
+                    transfer_id,
+                ),
+            )
+            refusal.append(problem)
+        else:
+            self._reserve(payer_account, source)
+            self._reserve(lp_account, target)
+            self._conn.execute(
+                "UPDATE quotes SET used_by = ? WHERE quote_id = ?", (transfer_id, quote_id)
+            )
+        return _known(self._transfer(transfer_id))
 
     def _prepare_again(
         self, existing: Transfer, quote_id: str, payer_id: str, payee_id: str, timeout_ms: int

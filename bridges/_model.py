@@ -85,6 +85,18 @@ class PublishedRate:
 
 
 @dataclass(frozen=True, slots=True)
+class MarketOrder:
+    """What a quote is asked for: exactly one of the two amounts (the source one is paid spread
+    included, the target one arrives); no provider: the one with the lowest spread."""
+
+    source_currency: str
+    target_currency: str
+    source_amount_minor: int | None = None
+    target_amount_minor: int | None = None
+    liquidity_provider_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Quote:
     quote_id: str
     liquidity_provider_id: str

@@ -48,7 +48,7 @@ from bridges._metrics import BridgeMetrics, process_metrics, serve_metrics
 from bridges._pinning import export_validators
 from bridges._status import internal_status, to_status
 from bridges._tls import ServerTls
-from bridges.errors import BridgeError
+from bridges.errors import BridgeError, Reason, error
 
 log = logging.getLogger("condpay.bridge")
 R = TypeVar("R", bound=Message)
@@ -144,6 +144,25 @@ class BridgeServicer(
     async def PrepareTransfer(
         self, request: pb.PrepareTransferRequest, context: grpc.aio.ServicerContext
     ) -> pb.PrepareTransferResponse:
+        if request.HasField("market"):
+            if request.quote_id:
+                raise error(
+                    Reason.MALFORMED_REQUEST,
+                    "give a quote_id or a market order, not both",
+                    field="market",
+                )
+            quote, transfer = await self._api.prepare_at_market(
+                request.transfer_id,
+                order=cv.market_order_of(request.market),
+                payer_id=request.payer_id,
+                payee_id=request.payee_id,
+                timeout_ms=request.timeout_ms,
+            )
+            return pb.PrepareTransferResponse(
+                transfer=cv.transfer_pb(transfer),
+                replayed=transfer.replayed,
+                quote=cv.quote_pb(quote),
+            )
         transfer = await self._api.prepare(
             request.transfer_id,
             quote_id=request.quote_id,

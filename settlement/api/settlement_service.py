@@ -14,6 +14,7 @@ from typing import Generic, TypeVar
 import grpc
 from condpay.v1 import finance_pb2, operation_pb2, settlement_pb2, settlement_pb2_grpc
 
+from bridges import MarketOrder
 from bridges.errors import BridgeError, Unavailable
 from settlement.api import requests, scopes
 from settlement.api import settlement_views as views
@@ -284,16 +285,19 @@ class SettlementService(settlement_pb2_grpc.SettlementServiceServicer):
         prepared with it before the core's write, which then holds and decides in one
         (docs/settlement.md, "At market")."""
         settlement_id = settlements.derive_settlement_id(base["caller"], base["request_id"])
-        market_quote = await self._market_quote(terms, base["caller"])
+        caller, coordinator = base["caller"], self._rt.coordinator
+        market_quote: QuoteRecord | None = None
         attempt, leg = 1, None
-        coordinator = self._rt.coordinator
-        if (
-            market_quote is not None
-            and coordinator is not None
-            and not base["dry_run"]
-            and market_quote.source_minor <= terms.pay_minor  # else refused: nothing reserved
-        ):
-            attempt, leg = await coordinator.prepare_at_market(settlement_id, market_quote.quote_id)
+        at_market = not terms.quote_id and terms.pay_currency != terms.receive_currency
+        if at_market and coordinator is not None and not base["dry_run"]:
+            order = MarketOrder(
+                terms.pay_currency, terms.receive_currency, target_amount_minor=terms.receive_minor
+            )
+            quote, attempt, leg = await coordinator.prepare_at_market(settlement_id, order)
+            if quote is not None:
+                market_quote = quote_record(quote, caller)
+        if market_quote is None:  # quoted, one currency, a dry run, or the bridge said no
+            market_quote = await self._market_quote(terms, caller)
         return settlements.PrepareSettlement(
             **base,
             settlement_id=settlement_id,

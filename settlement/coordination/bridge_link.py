@@ -43,6 +43,7 @@ from bridges import (
     Finality,
     Identity,
     Kind,
+    MarketOrder,
     QuorumCertificate,
     Quote,
     Transfer,
@@ -245,6 +246,21 @@ class BridgeLink:
             lambda: self.api.prepare(
                 self.bridge_transfer_id(transfer_id),
                 quote_id=quote_id,
+                payer_id=self.gateway,
+                payee_id=self.gateway,
+                timeout_ms=timeout_ms,
+            ),
+        )
+
+    async def prepare_at_market(
+        self, transfer_id: str, order: MarketOrder, timeout_ms: int
+    ) -> tuple[Quote, Transfer]:
+        """The quote for ``order`` and the gateway-to-gateway prepare with it, in one call."""
+        return await self._call(
+            "prepare",
+            lambda: self.api.prepare_at_market(
+                self.bridge_transfer_id(transfer_id),
+                order=order,
                 payer_id=self.gateway,
                 payee_id=self.gateway,
                 timeout_ms=timeout_ms,

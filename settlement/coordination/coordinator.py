@@ -32,7 +32,7 @@ import grpc
 import structlog
 from google.protobuf.empty_pb2 import Empty
 
-from bridges import Quote, Transfer, TransferState
+from bridges import MarketOrder, Quote, Transfer, TransferState
 from bridges.errors import (
     BridgeError,
     Conflict,
@@ -246,51 +246,55 @@ class Coordinator:
 
     # -- at market: the bridge's leg first ------------------------------------------------------
     async def prepare_at_market(
-        self, settlement_id: str, quote_id: str
-    ) -> tuple[int, steps.PreparedLeg | None]:
-        """Reserve the bridge's leg with the quote the call just got, before the core records
-        anything, so that the core holds its legs and decides COMMIT in one write
-        (docs/settlement.md, "At market"). Returns the attempt the settlement starts with and
-        its prepared leg; None when the bridge refused (it keeps the refusal: the coordinator's
-        prepare of that attempt gets it again and decides ABORT) or did not answer: the
-        settlement is then prepared as a quoted one is, and driven the same way.
+        self, settlement_id: str, order: MarketOrder
+    ) -> tuple[Quote | None, int, steps.PreparedLeg | None]:
+        """Quote ``order`` and reserve the bridge's leg with that quote in one bridge call,
+        before the core records anything, so that the core then holds its legs and decides
+        COMMIT in one write (docs/settlement.md, "At market"). Returns the quote, the attempt
+        the settlement starts with, and its prepared leg.
 
-        An attempt whose transfer exists already was prepared (with another quote) or aborted by
-        an earlier try of the same call that stopped before the core recorded it, or by a
-        concurrent duplicate of the call: it is left alone, and the next attempt is taken."""
+        The transfer of an attempt answered as it is (a retry of the same call, the same
+        order: idempotent) is taken if it is still PREPARED; one that no longer is (an earlier
+        try's leg, aborted after that try was refused, or expired) is passed over for the next
+        attempt. Any other answer (a refusal, no answer) returns no quote and the next attempt:
+        the call then gets its quote from the bridge on its own and prepares the settlement as
+        a quoted one is (PREPARED), for the coordinator to prepare that attempt and decide,
+        as it always has (a refusal comes again, and the decision is ABORT with its reason)."""
         timeout_ms = self.timing.hold_ms - self.timing.margin_ms
         for attempt in range(1, MARKET_ATTEMPTS + 1):
             try:
-                transfer = await self._link.prepare(
-                    steps.transfer_id(settlement_id, attempt), quote_id, timeout_ms
+                quote, transfer = await self._link.prepare_at_market(
+                    steps.transfer_id(settlement_id, attempt), order, timeout_ms
                 )
             except (Conflict, TransferAborted):
-                continue
+                continue  # taken by another order, or aborted before it was prepared
             except BridgeError as error:
-                log.info("market_prepare_later", settlement_id=settlement_id, error=str(error))
-                return attempt, None
+                log.info("market_prepare_refused", settlement_id=settlement_id, error=str(error))
+                return None, attempt + 1, None
             if transfer.state is not TransferState.PREPARED:
-                return attempt, None
+                continue
             self._faults.point("pvp_before_decision")
-            return attempt, steps.PreparedLeg(transfer.expires_at_us, self.timing.margin_ms)
-        return MARKET_ATTEMPTS + 1, None
+            return quote, attempt, steps.PreparedLeg(transfer.expires_at_us, self.timing.margin_ms)
+        return None, MARKET_ATTEMPTS + 1, None
 
     async def after_prepare(
         self, prepare: steps.PrepareSettlement, taken: SettlementRecord | None
     ) -> None:
         """After the preparing write: abort the bridge transfers of this call that no settlement
-        will use. ``taken``: the settlement that write created (None: it was refused, or it
-        replayed an outcome stored by another try). Its own attempt's leg, if the write did not
-        take it; the earlier attempts, if it did (the settlement now names its own transfer,
-        so nothing will ever commit theirs). An abort that gets no answer leaves the leg to
-        expire at its timeout. Then, if the write decided COMMIT (at market), the fault point
-        ``pvp_after_decision``, as after a decision of its own."""
-        took = taken is not None and taken.transfer_id == steps.transfer_id(
-            prepare.settlement_id, prepare.attempt
-        )
-        unused = [prepare.attempt] if prepare.bridge_leg is not None and not took else []
-        if took:
-            unused = list(range(1, prepare.attempt))
+        names. ``taken``: the settlement that write created (None: it was refused, or it
+        replayed an outcome stored by another try). If the write took this call's leg, the
+        earlier attempts' legs (nothing will ever commit them: the settlement names its own);
+        if it did not, this call's leg, unless the settlement (created by another try of the
+        call, the same order, so the same transfer) names it. An abort that gets no answer
+        leaves the leg to expire at its timeout. Then, if the write decided COMMIT (at market),
+        the fault point ``pvp_after_decision``, as after a decision of its own."""
+        own = steps.transfer_id(prepare.settlement_id, prepare.attempt)
+        took = taken is not None and taken.transfer_id == own
+        unused: list[int] = list(range(1, prepare.attempt)) if took else []
+        if taken is None and prepare.bridge_leg is not None:
+            found = await self._reader.settlement(prepare.settlement_id)
+            if found is None or found.transfer_id != own:
+                unused = [prepare.attempt]
         for attempt in unused:
             try:
                 await self._link.abort(steps.transfer_id(prepare.settlement_id, attempt))

@@ -138,6 +138,9 @@ class SettlementConfig:
     backends: tuple[str, ...] = ("echo", "sqlite", "postgres")
     kinds: tuple[str, ...] = KINDS
     paced: bool = True
+    # The paced cells' start rate (settlements/s); None: half the best closed-loop rate. A fixed
+    # rate compares two commits (or two hours of a noisy machine) at the same load.
+    paced_rate: float | None = None
     market: bool = True  # at market (one Settle call); False: QuoteFx first, Settle over it
     output: Path = BENCH_DIR / "settlements.json"
 
@@ -691,6 +694,8 @@ async def run_backend(
                     ),
                     default=0.0,
                 )
+                if bench.config.paced_rate is not None:
+                    top = bench.config.paced_rate / PACED_SHARE
                 if bench.config.paced and top > 0:
                     await bench.cell(
                         address=server.address,
@@ -915,6 +920,13 @@ def parse_args(argv: Sequence[str] | None) -> SettlementConfig:
     parser.add_argument("--kinds", default=",".join(defaults.kinds), help="any of pvp,dvp")
     parser.add_argument("--no-paced", action="store_true", help="skip the open-loop cells")
     parser.add_argument(
+        "--paced-rate",
+        type=float,
+        default=None,
+        help="start the paced cells at this rate (/s) instead of half the best closed-loop one "
+        "(the summary then checks time to FINAL at that rate)",
+    )
+    parser.add_argument(
         "--quoted", action="store_true", help="QuoteFx first, then Settle over its quote"
     )
     parser.add_argument("--output", type=Path, default=defaults.output)
@@ -927,6 +939,7 @@ def parse_args(argv: Sequence[str] | None) -> SettlementConfig:
         backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()),
         kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()),
         paced=not args.no_paced,
+        paced_rate=args.paced_rate,
         market=not args.quoted,
         output=args.output,
     )

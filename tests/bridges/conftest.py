@@ -27,6 +27,7 @@ from bridges import (
     Issuance,
     Kind,
     ManualClock,
+    MarketOrder,
     Money,
     Participant,
     PublishedRate,
@@ -135,6 +136,19 @@ class ActingClient:
             payer_id=payer_id,
             payee_id=payee_id,
             timeout_ms=timeout_ms,
+        )
+
+    async def prepare_at_market(
+        self,
+        transfer_id: str,
+        *,
+        order: MarketOrder,
+        payer_id: str,
+        payee_id: str,
+        timeout_ms: int,
+    ) -> tuple[Quote, Transfer]:
+        return await self.bank(payer_id).prepare_at_market(
+            transfer_id, order=order, payer_id=payer_id, payee_id=payee_id, timeout_ms=timeout_ms
         )
 
     async def commit(self, transfer_id: str) -> Transfer:

@@ -13,6 +13,7 @@ import pytest
 from bridges import (
     AccountKind,
     FaultPlan,
+    MarketOrder,
     Money,
     Operation,
     Rate,
@@ -306,6 +307,76 @@ async def test_a_commit_can_be_answered_with_its_certified_block(make_world: Fac
     assert committed.state is TransferState.COMMITTED
     assert not not_yet.final
     assert (await lossy.api.status("BANK-A:t-3")).state is TransferState.COMMITTED
+
+
+async def test_a_market_order_is_quoted_and_prepared_in_one_call(world: World) -> None:
+    """prepare_at_market: the quote and the prepare in one transaction; the same order again is
+    a replay with the same quote; another order, or a transfer prepared with a quote of its
+    own, is a conflict; a refusal is remembered; a malformed order leaves nothing."""
+    order = MarketOrder("HKD", "CNY", target_amount_minor=100_000_00)
+    quote, transfer = await world.api.prepare_at_market(
+        "BANK-A:m-1", order=order, payer_id=A, payee_id=B, timeout_ms=60_000
+    )
+    assert transfer.state is TransferState.PREPARED
+    assert not transfer.replayed
+    assert quote.target == Money("CNY", 100_000_00)
+    assert quote.source.currency == "HKD"
+    assert quote.liquidity_provider_id == LP
+    terms = transfer.terms
+    assert terms is not None
+    assert (terms.quote_id, terms.source, terms.target, terms.spread) == (
+        quote.quote_id,
+        quote.source,
+        quote.target,
+        quote.spread,
+    )
+    # Exactly what quote() would have answered for that order, at that moment.
+    assert (quote.source, quote.target, quote.spread, quote.rate) == (
+        (fresh := await world.api.quote("HKD", "CNY", target_amount_minor=100_000_00)).source,
+        fresh.target,
+        fresh.spread,
+        fresh.rate,
+    )
+    again_quote, again = await world.api.prepare_at_market(
+        "BANK-A:m-1", order=order, payer_id=A, payee_id=B, timeout_ms=60_000
+    )
+    assert (again_quote, again) == (quote, dataclasses.replace(transfer, replayed=True))
+    with pytest.raises(Conflict) as other_order:
+        await world.api.prepare_at_market(
+            "BANK-A:m-1",
+            order=MarketOrder("HKD", "CNY", target_amount_minor=100_000_01),
+            payer_id=A,
+            payee_id=B,
+            timeout_ms=60_000,
+        )
+    assert other_order.value.reason is Reason.TRANSFER_EXISTS_WITH_DIFFERENT_TERMS
+    await _prepared(world, "BANK-A:q-1", source_amount_minor=10_00)
+    with pytest.raises(Conflict):
+        await world.api.prepare_at_market(
+            "BANK-A:q-1", order=order, payer_id=A, payee_id=B, timeout_ms=60_000
+        )
+    # More than the provider holds: refused, and refused alike on a retry.
+    big = MarketOrder("HKD", "CNY", target_amount_minor=LIQUIDITY_MINOR + 1)
+    for _ in range(2):
+        with pytest.raises(InsufficientFunds) as short:
+            await world.api.prepare_at_market(
+                "BANK-A:m-2", order=big, payer_id=A, payee_id=B, timeout_ms=60_000
+            )
+        assert short.value.reason in (Reason.INSUFFICIENT_FUNDS, Reason.INSUFFICIENT_LIQUIDITY)
+    assert (await world.api.status("BANK-A:m-2")).state is TransferState.REJECTED
+    with pytest.raises(InvalidRequest):
+        await world.api.prepare_at_market(
+            "BANK-A:m-3",
+            order=MarketOrder("HKD", "HKD", target_amount_minor=1_00),
+            payer_id=A,
+            payee_id=B,
+            timeout_ms=60_000,
+        )
+    with pytest.raises(BridgeError) as unknown:
+        await world.api.status("BANK-A:m-3")
+    assert unknown.value.reason is Reason.TRANSFER_NOT_FOUND
+    committed = await world.api.commit("BANK-A:m-1")
+    assert committed.state is TransferState.COMMITTED
 
 
 async def test_supply_is_conserved_and_readable(world: World) -> None:

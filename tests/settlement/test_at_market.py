@@ -13,9 +13,9 @@ import pytest
 from condpay.client import AtMarket, RetryPolicy, SettlementsClient
 from condpay.v1 import asset_pb2, settlement_pb2
 
-from bridges import FaultPlan, Money, Operation, Quote, TransferState
+from bridges import FaultPlan, MarketOrder, Money, Operation, Quote, Transfer, TransferState
 from settlement.coordination.bridge_link import BridgeLink
-from settlement.ledger.settlements import PreparedLeg, derive_settlement_id
+from settlement.ledger.settlements import derive_settlement_id
 from tests.settlement.world import (
     GATEWAY_WALLET,
     RESERVE_MINOR,
@@ -28,6 +28,7 @@ from tests.settlement.world import (
 
 FINAL = settlement_pb2.SETTLEMENT_STATE_FINAL
 PREPARED = settlement_pb2.SETTLEMENT_STATE_PREPARED
+ABORTED = settlement_pb2.SETTLEMENT_STATE_ABORTED
 PRICE_CNY = 125_000_00
 FUNDS_HKD = 400_000_00
 
@@ -139,9 +140,9 @@ async def test_a_dry_run_at_market_holds_nothing(trade: TradeWorld) -> None:
 
 
 async def test_no_answer_from_the_bridge_is_not_the_requests_outcome(trade: TradeWorld) -> None:
-    """The bridge does not answer the quote: BRIDGE_UNAVAILABLE, nothing stored, so the same
-    request id settles once it answers; and a settled request retried while the bridge is
-    silent is answered from storage."""
+    """The bridge does not answer (the prepare at market, then the quote): BRIDGE_UNAVAILABLE,
+    nothing stored, so the same request id settles once it answers; and a settled request
+    retried while the bridge is silent is answered from storage."""
     await trade.fund("buyer", "HKD", FUNDS_HKD)
     price = await market_price(trade)
     client = trade.platform
@@ -149,7 +150,9 @@ async def test_no_answer_from_the_bridge_is_not_the_requests_outcome(trade: Trad
     first = market_request(trade, price, "market-settled")
     settled = await client.api.settlements.settle_pvp(first)
     assert settled.settlement.state == FINAL
-    silent = FaultPlan(drop_request_percent=100, operations=frozenset({Operation.QUOTE}))
+    silent = FaultPlan(
+        drop_request_percent=100, operations=frozenset({Operation.QUOTE, Operation.PREPARE})
+    )
     bridge = await trade.bridge_faults(silent)
     later_request = market_request(trade, price, "market-later")
     # The SDK retries an UNAVAILABLE answer until its deadline; a short one keeps the test short.
@@ -220,19 +223,20 @@ async def test_dvp_at_market_delivers_the_title_for_exactly_the_sellers_price(
 async def test_a_bridge_quote_for_other_terms_settles_nothing(
     trade: TradeWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A bridge that answers the core's quote for one fen less than asked: refused as the
-    bridge's (BRIDGE_REFUSED), never settled on, nothing moved."""
+    """A bridge that answers the core's market order with a quote for one fen less than asked:
+    refused as the bridge's (BRIDGE_REFUSED), never settled on, nothing moved, and the leg it
+    prepared with that quote aborted."""
     await trade.fund("buyer", "HKD", FUNDS_HKD)
     price = await market_price(trade)
-    link = trade.harness.runtime.bridge
-    assert link is not None
-    asked = link.quote
+    link = bridge_of(trade)
+    asked = link.prepare_at_market
 
-    async def short_by_one(*args: Any, **kwargs: Any) -> Quote:
-        quote = await asked(*args, **kwargs)
-        return replace(quote, target=Money(quote.target.currency, quote.target.amount_minor - 1))
+    async def short_by_one(*args: Any, **kwargs: Any) -> tuple[Quote, Transfer]:
+        quote, transfer = await asked(*args, **kwargs)
+        target = Money(quote.target.currency, quote.target.amount_minor - 1)
+        return replace(quote, target=target), transfer
 
-    monkeypatch.setattr(link, "quote", short_by_one)
+    monkeypatch.setattr(link, "prepare_at_market", short_by_one)
     before = await trade.holdings()
     client = trade.platform
     error = await refused(
@@ -242,6 +246,9 @@ async def test_a_bridge_quote_for_other_terms_settles_nothing(
     assert error.metadata["bridge_reason"] == "QUOTE_OTHER_TERMS"
     assert await trade.holdings() == before
     assert await trade.stored_settlements() == []
+    settlement_id = derive_settlement_id(client.caller, "market-other")
+    assert (await link.status(f"{settlement_id}.1")).state is TransferState.ABORTED
+    assert await bridge_reserved(trade) == {}
 
 
 # -- the bridge's leg first: hold and decide in one write ------------------------------------------
@@ -284,13 +291,12 @@ async def test_at_market_the_core_holds_and_decides_commit_in_one_write(
     assert await bridge_reserved(trade) == {}
 
 
-async def test_a_try_stopped_after_the_bridges_prepare_is_finished_under_the_next_attempt(
+async def test_a_try_stopped_after_the_bridges_prepare_is_finished_by_the_retry(
     trade: TradeWorld,
 ) -> None:
     """A try of the call stopped (a crash) after the bridge prepared its leg and before the core
-    recorded anything: that leg is the attempt-1 transfer, with a quote nobody has. The retry
-    (same request id) takes attempt 2, settles on it once, and aborts the left-over leg, so the
-    bridge holds nothing reserved."""
+    recorded anything. The retry (same request id, so the same order under the same transfer
+    id) is answered that leg as it is, with its quote, and settles on it, once."""
     await trade.fund("buyer", "HKD", FUNDS_HKD)
     price = await market_price(trade)
     request = market_request(trade, price, "market-stopped")
@@ -298,26 +304,23 @@ async def test_a_try_stopped_after_the_bridges_prepare_is_finished_under_the_nex
     link = bridge_of(trade)
     coordinator = trade.harness.runtime.coordinator
     assert coordinator is not None
-    quote = await link.quote("HKD", "CNY", target_amount_minor=PRICE_CNY)
-    assert await coordinator.prepare_at_market(settlement_id, quote.quote_id) == (
-        1,
-        PreparedLeg(
-            (await link.status(f"{settlement_id}.1")).expires_at_us, coordinator.timing.margin_ms
-        ),
-    )
+    order = MarketOrder("HKD", "CNY", target_amount_minor=PRICE_CNY)
+    quote, attempt, leg = await coordinator.prepare_at_market(settlement_id, order)
+    assert quote is not None
+    assert leg is not None
+    assert attempt == 1
     assert await bridge_reserved(trade) != {}
 
     reply = await trade.platform.api.settlements.settle_pvp(request)
     s = reply.settlement
-    assert (s.settlement_id, s.state, s.attempt) == (settlement_id, FINAL, 2)
-    assert s.quote.quote_id != quote.quote_id
-    assert (await link.status(f"{settlement_id}.1")).state is TransferState.ABORTED
-    assert (await link.status(f"{settlement_id}.2")).state is TransferState.COMMITTED
+    assert (s.settlement_id, s.state, s.attempt) == (settlement_id, FINAL, 1)
+    assert s.quote.quote_id == quote.quote_id
+    assert (await link.status(f"{settlement_id}.1")).state is TransferState.COMMITTED
     assert await bridge_reserved(trade) == {}
     assert await trade.balance("buyer", "HKD") == (FUNDS_HKD - price, 0)
     again = await trade.platform.api.settlements.settle_pvp(request)
     assert again.operation.replayed
-    assert again.settlement.attempt == 2
+    assert (again.settlement.attempt, again.settlement.state) == (1, FINAL)
     assert await trade.balance("buyer", "HKD") == (FUNDS_HKD - price, 0)
 
 
@@ -330,16 +333,47 @@ async def test_a_core_refusal_after_the_bridges_prepare_releases_the_bridges_leg
     price = await market_price(trade)
     await trade.fund("buyer", "HKD", price - 1)
     before = await trade.holdings()
-    await refused(
-        "INSUFFICIENT_FUNDS",
-        trade.platform.api.settlements.settle_pvp(market_request(trade, price, "market-poor")),
-    )
+    request = market_request(trade, price, "market-poor")
+    await refused("INSUFFICIENT_FUNDS", trade.platform.api.settlements.settle_pvp(request))
     settlement_id = derive_settlement_id(trade.platform.caller, "market-poor")
-    transfer = await bridge_of(trade).status(f"{settlement_id}.1")
-    assert transfer.state is TransferState.ABORTED
+    link = bridge_of(trade)
+    assert (await link.status(f"{settlement_id}.1")).state is TransferState.ABORTED
     assert await bridge_reserved(trade) == {}
     assert await trade.holdings() == before
     assert await trade.stored_settlements() == []
+    # Retried, now that the payer could pay: the refusal is the request's outcome. The aborted
+    # leg is passed over, the next attempt's leg (prepared before the core's write finds the
+    # stored refusal) is aborted too: still nothing reserved.
+    await trade.fund("buyer", "HKD", FUNDS_HKD)
+    await refused("INSUFFICIENT_FUNDS", trade.platform.api.settlements.settle_pvp(request))
+    assert (await link.status(f"{settlement_id}.2")).state is TransferState.ABORTED
+    assert await bridge_reserved(trade) == {}
+    assert await trade.stored_settlements() == []
+
+
+async def test_a_bridge_refusing_the_market_prepare_aborts_with_its_reason(
+    trade: TradeWorld,
+) -> None:
+    """The bridge refuses the leg (the provider short of liquidity): the settlement is prepared
+    as a quoted one is, under the next attempt, and the coordinator's prepare of that attempt
+    is refused alike: ABORTED with the bridge's reason, nothing moved, nothing reserved."""
+    await trade.fund("buyer", "HKD", FUNDS_HKD)
+    price = await market_price(trade)
+    before = await trade.holdings()
+    await trade.bridge_faults(
+        FaultPlan(reject_percent=100, operations=frozenset({Operation.PREPARE}))
+    )
+    reply = await trade.platform.api.settlements.settle_pvp(
+        market_request(trade, price, "market-short")
+    )
+    s = reply.settlement
+    assert (s.state, s.abort_reason, s.attempt) == (ABORTED, "INSUFFICIENT_LIQUIDITY", 2)
+    link = bridge_of(trade)
+    for attempt in (1, 2):
+        transfer = await link.status(f"{s.settlement_id}.{attempt}")
+        assert transfer.state is TransferState.REJECTED
+    assert await trade.holdings() == before
+    assert await bridge_reserved(trade) == {}
 
 
 async def test_concurrent_duplicates_at_market_settle_once_and_leave_nothing_reserved(

@@ -408,14 +408,22 @@ class PrepareTransferRequest(_message.Message):
     PAYER_ID_FIELD_NUMBER: _builtins.int
     PAYEE_ID_FIELD_NUMBER: _builtins.int
     TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    MARKET_FIELD_NUMBER: _builtins.int
     transfer_id: _builtins.str
     """The idempotency key, chosen by the caller."""
     quote_id: _builtins.str
+    """The quote to convert at (CreateQuote's); empty with `market`."""
     payer_id: _builtins.str
     """Participating banks; the payer pays the quote's source, the payee receives its target."""
     payee_id: _builtins.str
     timeout_ms: _builtins.int
     """How long the reservations hold, from the bridge's clock at the first prepare."""
+    @_builtins.property
+    def market(self) -> Global___MarketOrder:
+        """Instead of a quote id: quote this order and prepare with the quote, in one transaction. A
+        retry with the same order answers the transfer as it is, with its quote.
+        """
+
     def __init__(
         self,
         *,
@@ -424,14 +432,53 @@ class PrepareTransferRequest(_message.Message):
         payer_id: _builtins.str = ...,
         payee_id: _builtins.str = ...,
         timeout_ms: _builtins.int = ...,
+        market: Global___MarketOrder | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["market", b"market"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["payee_id", b"payee_id", "payer_id", b"payer_id", "quote_id", b"quote_id", "timeout_ms", b"timeout_ms", "transfer_id", b"transfer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["market", b"market", "payee_id", b"payee_id", "payer_id", b"payer_id", "quote_id", b"quote_id", "timeout_ms", b"timeout_ms", "transfer_id", b"transfer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PrepareTransferRequest: _TypeAlias = PrepareTransferRequest  # noqa: Y015
+
+@_typing.final
+class MarketOrder(_message.Message):
+    """What a quote is asked for, as in CreateQuoteRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_CURRENCY_FIELD_NUMBER: _builtins.int
+    TARGET_CURRENCY_FIELD_NUMBER: _builtins.int
+    SOURCE_AMOUNT_MINOR_FIELD_NUMBER: _builtins.int
+    TARGET_AMOUNT_MINOR_FIELD_NUMBER: _builtins.int
+    LIQUIDITY_PROVIDER_ID_FIELD_NUMBER: _builtins.int
+    source_currency: _builtins.str
+    target_currency: _builtins.str
+    source_amount_minor: _builtins.int
+    """Sell exactly this much source currency (spread included)."""
+    target_amount_minor: _builtins.int
+    """Buy exactly this much target currency."""
+    liquidity_provider_id: _builtins.str
+    """Empty: the registered provider with the lowest spread (ties by id)."""
+    def __init__(
+        self,
+        *,
+        source_currency: _builtins.str = ...,
+        target_currency: _builtins.str = ...,
+        source_amount_minor: _builtins.int = ...,
+        target_amount_minor: _builtins.int = ...,
+        liquidity_provider_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "source_amount_minor", b"source_amount_minor", "target_amount_minor", b"target_amount_minor"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "liquidity_provider_id", b"liquidity_provider_id", "source_amount_minor", b"source_amount_minor", "source_currency", b"source_currency", "target_amount_minor", b"target_amount_minor", "target_currency", b"target_currency"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_amount: _TypeAlias = _typing.Literal["source_amount_minor", "target_amount_minor"]  # noqa: Y015
+    _WhichOneofArgType_amount: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_amount) -> _WhichOneofReturnType_amount | None: ...
+
+Global___MarketOrder: _TypeAlias = MarketOrder  # noqa: Y015
 
 @_typing.final
 class PrepareTransferResponse(_message.Message):
@@ -439,19 +486,25 @@ class PrepareTransferResponse(_message.Message):
 
     TRANSFER_FIELD_NUMBER: _builtins.int
     REPLAYED_FIELD_NUMBER: _builtins.int
+    QUOTE_FIELD_NUMBER: _builtins.int
     replayed: _builtins.bool
     """This answer is a replay: the call changed nothing."""
     @_builtins.property
     def transfer(self) -> Global___Transfer: ...
+    @_builtins.property
+    def quote(self) -> Global___Quote:
+        """With `market`: the quote the transfer converts at."""
+
     def __init__(
         self,
         *,
         transfer: Global___Transfer | None = ...,
         replayed: _builtins.bool = ...,
+        quote: Global___Quote | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["transfer", b"transfer"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["quote", b"quote", "transfer", b"transfer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["replayed", b"replayed", "transfer", b"transfer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["quote", b"quote", "replayed", b"replayed", "transfer", b"transfer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
