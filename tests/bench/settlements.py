@@ -12,7 +12,7 @@ Method
 Per backend, three processes under test: the bridge (``python -m bridges serve --insecure``,
 started by sim_central_bank/bridge_process.py's ``BridgeProcess`` as the tests start it: a fresh
 SQLite state file, bootstrapped with the demo banks, rates, liquidity provider and the core's
-gateway ``CONDPAY``, blocks every 50 ms, its validator set exported for the core to pin), and
+gateway ``CONDPAY``, blocks every 20 ms (the bridge's default; --block-interval-ms), its validator set exported for the core to pin), and
 ``condpay serve --insecure`` (per-call logging off; ``CONDPAY_BRIDGE=grpc://`` the bridge over
 the development mode's link; a fresh SQLite file, or a fresh database of a throwaway PostgreSQL
 server with ``CONDPAY_WORKERS`` at its default). The load generator is the transfer bench's, in
@@ -71,6 +71,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bridges import DEMO_BANK_BALANCE_MINOR, Identity, Kind
+from bridges.limits import BLOCK_INTERVAL_MS
 from settlement.db.urls import parse_database_url
 from settlement.ledger.audit import AuditReport, audit_ledger
 from settlement.runtime import create_sql_engine
@@ -141,6 +142,8 @@ class SettlementConfig:
     # The paced cells' start rate (settlements/s); None: half the best closed-loop rate. A fixed
     # rate compares two commits (or two hours of a noisy machine) at the same load.
     paced_rate: float | None = None
+    # The bridge's block timer: its own default (python -m bridges serve), unless told.
+    block_interval_ms: int = BLOCK_INTERVAL_MS
     market: bool = True  # at market (one Settle call); False: QuoteFx first, Settle over it
     output: Path = BENCH_DIR / "settlements.json"
 
@@ -657,7 +660,11 @@ async def run_backend(
     console.print(f"[bold]{label}[/]")
     folder = BENCH_DIR / f"bridge-{backend}"
     shutil.rmtree(folder, ignore_errors=True)
-    bridge = BridgeProcess(folder / "bridge.sqlite", folder / "logs")
+    bridge = BridgeProcess(
+        folder / "bridge.sqlite",
+        folder / "logs",
+        block_interval_ms=bench.config.block_interval_ms,
+    )
     log_path = BENCH_DIR / "logs" / f"settlements-{backend}-w{workers}.log"
     core_exit: int | None = None
     try:
@@ -778,7 +785,8 @@ def _method(config: SettlementConfig) -> dict[str, object]:
         "at_market": config.market,
         "time_to_final": "from the send of Settle to the reply or poll showing FINAL",
         "processes": "condpay serve --insecure; python -m bridges serve --insecure "
-        "(BridgeProcess, block interval 50 ms); the load generator",
+        f"(BridgeProcess, block interval {config.block_interval_ms} ms); the load generator",
+        "block_interval_ms": config.block_interval_ms,
         "pvp": "payer pays CNY, payee receives 100.00 HKD",
         "dvp": "one bill of lading (40 units, sold whole) per DvP; buyer pays HKD, seller "
         "receives 100.00 CNY",
@@ -927,6 +935,12 @@ def parse_args(argv: Sequence[str] | None) -> SettlementConfig:
         "(the summary then checks time to FINAL at that rate)",
     )
     parser.add_argument(
+        "--block-interval-ms",
+        type=int,
+        default=defaults.block_interval_ms,
+        help="the bridge's block timer (default: the bridge's own default)",
+    )
+    parser.add_argument(
         "--quoted", action="store_true", help="QuoteFx first, then Settle over its quote"
     )
     parser.add_argument("--output", type=Path, default=defaults.output)
@@ -940,6 +954,7 @@ def parse_args(argv: Sequence[str] | None) -> SettlementConfig:
         kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()),
         paced=not args.no_paced,
         paced_rate=args.paced_rate,
+        block_interval_ms=args.block_interval_ms,
         market=not args.quoted,
         output=args.output,
     )
