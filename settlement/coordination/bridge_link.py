@@ -287,7 +287,11 @@ class BridgeLink:
         answers it: one round trip instead of two."""
         bridge_id = self.bridge_transfer_id(transfer_id)
         transfer, answer = await self._call("commit", lambda: self.api.commit_final(bridge_id))
-        return transfer, await self._verified(transfer_id, answer)
+        try:
+            return transfer, await self._verified(transfer_id, answer)
+        except BridgeError as error:  # the commit stands; its finality is asked for later
+            log.info("bridge_finality_later", transfer_id=transfer_id, error=str(error))
+            return transfer, None
 
     async def finality(self, transfer_id: str) -> Verified | None:
         """The transfer's block and certificate if final and verified; None while not final.

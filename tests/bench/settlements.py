@@ -10,10 +10,10 @@ transfers is then null).
 Method
 ------
 Per backend, three processes under test: the bridge (``python -m bridges serve --insecure``,
-started by sim_central_bank/bridge_process.py's ``BridgeProcess`` as the tests start it: a fresh
-SQLite state file, bootstrapped with the demo banks, rates, liquidity provider and the core's
-gateway ``CONDPAY``, blocks every 20 ms (the bridge's default; --block-interval-ms), its validator set exported for the core to pin), and
-``condpay serve --insecure`` (per-call logging off; ``CONDPAY_BRIDGE=grpc://`` the bridge over
+started by sim_central_bank/bridge_process.py's ``BridgeProcess``: a fresh SQLite state file,
+bootstrapped with the demo banks, rates, liquidity provider and the core's gateway ``CONDPAY``,
+blocks every 20 ms, the bridge's own default (``--block-interval-ms``; the tests' bridges use
+50), its validator set exported for the core to pin), and ``condpay serve --insecure`` (per-call logging off; ``CONDPAY_BRIDGE=grpc://`` the bridge over
 the development mode's link; a fresh SQLite file, or a fresh database of a throwaway PostgreSQL
 server with ``CONDPAY_WORKERS`` at its default). The load generator is the transfer bench's, in
 a process of its own, running *flows* (:mod:`tests.bench.settlement_setup`): SettlePvP or
