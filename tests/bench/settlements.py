@@ -13,11 +13,12 @@ Per backend, three processes under test: the bridge (``python -m bridges serve -
 started by sim_central_bank/bridge_process.py's ``BridgeProcess``: a fresh SQLite state file,
 bootstrapped with the demo banks, rates, liquidity provider and the core's gateway ``CONDPAY``,
 blocks every 20 ms, the bridge's own default (``--block-interval-ms``; the tests' bridges use
-50), its validator set exported for the core to pin), and ``condpay serve --insecure`` (per-call logging off; ``CONDPAY_BRIDGE=grpc://`` the bridge over
-the development mode's link; a fresh SQLite file, or a fresh database of a throwaway PostgreSQL
-server with ``CONDPAY_WORKERS`` at its default). The load generator is the transfer bench's, in
-a process of its own, running *flows* (:mod:`tests.bench.settlement_setup`): SettlePvP or
-SettleDvP *at market* (no quote id: the core asks the bridge for the quote in the call; signed
+50), its validator set exported for the core to pin), and ``condpay serve --insecure``
+(per-call logging off; ``CONDPAY_BRIDGE=grpc://`` the bridge over the development mode's link;
+a fresh SQLite file, or a fresh database of a throwaway PostgreSQL server with
+``CONDPAY_WORKERS`` at its default). The load generator is the transfer bench's, in a process of
+its own, running *flows* (:mod:`tests.bench.settlement_setup`): SettlePvP or SettleDvP *at
+market* (no quote id: the core asks the bridge for the quote and the leg in one call; signed
 and serialized before the clock), then, when the reply is not FINAL yet, GetSettlement every 5 ms
 until it is. With ``--quoted``, the two-call flow instead: QuoteFx, then the Settle call signed in
 the load generator over the quote just answered (its id is the bridge's: it cannot be signed
