@@ -1058,9 +1058,8 @@ class Ledger:
         check_id(transfer_id, "transfer_id")
         check_id(quote_id, "quote_id")
         _check_prepare(transfer_id, payer_id, payee_id, timeout_ms)
-        refusal: list[BridgeError] = []
 
-        def body(now: int) -> Transfer:
+        def body(now: int, refusal: list[BridgeError]) -> Transfer:
             existing = self._transfer(transfer_id)
             if existing is not None:
                 return self._prepare_again(existing, quote_id, payer_id, payee_id, timeout_ms)
@@ -1076,10 +1075,7 @@ class Ledger:
                 refusal,
             )
 
-        transfer = self._call(body)  # a refusal is committed (remembered), then raised
-        if refusal:
-            raise refusal[0]
-        return transfer
+        return self._call_remembering(body)
 
     def prepare_at_market(
         self,
@@ -1102,9 +1098,8 @@ class Ledger:
         nothing; refusals of the prepare are remembered, as :meth:`prepare`'s are."""
         _check_prepare(transfer_id, payer_id, payee_id, timeout_ms)
         ttl_ms = _checked_order(order, 0)
-        refusal: list[BridgeError] = []
 
-        def body(now: int) -> tuple[Quote, Transfer]:
+        def body(now: int, refusal: list[BridgeError]) -> tuple[Quote, Transfer]:
             existing = self._transfer(transfer_id)
             if existing is not None:
                 terms = existing.terms
@@ -1134,7 +1129,13 @@ class Ledger:
             )
             return quote, transfer
 
-        answer = self._call(body)  # a refusal is committed (remembered), then raised
+        return self._call_remembering(body)
+
+    def _call_remembering(self, body: Callable[[int, list[BridgeError]], T]) -> T:
+        """:meth:`_call` of a body that may refuse by appending the refusal to its second
+        argument: the refusal is committed (remembered) with the transaction, then raised."""
+        refusal: list[BridgeError] = []
+        answer = self._call(lambda now: body(now, refusal))
         if refusal:
             raise refusal[0]
         return answer
