@@ -16,6 +16,7 @@ import random
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -41,7 +42,7 @@ from bridges._model import (
     Transfer,
     ValidatorSet,
 )
-from bridges.errors import Reason, error
+from bridges.errors import BridgeError, Reason, error
 
 T = TypeVar("T")
 
@@ -245,7 +246,22 @@ class Bridge:
         return await self._grouped(self._ledger.commit, transfer_id)
 
     async def commit_final(self, transfer_id: str) -> tuple[Transfer, Finality]:
-        return await commit_then_finality(self, transfer_id)
+        """With a block timer, the commit's block is waited for without reading first: a
+        commit just written is in no block yet (the tick to wait for is the first that ends
+        after the commit began)."""
+        if self._block_timer_ms is None:
+            return await commit_then_finality(self, transfer_id)
+        ticked = self._next_tick()
+        transfer = await self.commit(transfer_id)
+        try:  # (a replayed commit may be in a block already: read first)
+            finality = await self._finality_after(
+                transfer_id, None if transfer.replayed else ticked
+            )
+        except BridgeError:
+            return transfer, Finality(transfer_id, None, None)
+        if finality.block is not None:
+            transfer = replace(transfer, block_height=finality.block.height)
+        return transfer, finality
 
     async def abort(self, transfer_id: str) -> Transfer:
         return await self._grouped(self._ledger.abort, transfer_id)
@@ -259,22 +275,31 @@ class Bridge:
         block is certified once for every commit that waited for it; it is answered at once
         when final, and when the quorum is short (no block can be certified until it is back).
         Not final within the bound: answered as it is (the caller asks again)."""
-        interval = self._block_timer_ms
-        if interval is None:
+        if self._block_timer_ms is None:
             return await self._grouped(self._ledger.finality, transfer_id)
+        return await self._finality_after(transfer_id, None)
+
+    async def _finality_after(self, transfer_id: str, ticked: asyncio.Event | None) -> Finality:
+        """The timer's finality: read, and while not final wait for the next tick and read
+        again, within ``FINALITY_WAIT_MS``. ``ticked``: a tick to wait for before the first
+        read (one armed before a commit that no block can hold yet)."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + limits.FINALITY_WAIT_MS / 1000
         while True:
-            ticked = self._next_tick()  # before reading: a tick that ends after the read counts
-            answer = await self._grouped(self._ledger.finality, transfer_id, seal=False)
+            if ticked is None:
+                ticked = self._next_tick()  # before reading: a tick ending after the read counts
+                answer = await self._grouped(self._ledger.finality, transfer_id, seal=False)
+                if answer.final or not self._ledger.quorum_available():
+                    return answer
             remaining = give_up - loop.time()
-            if answer.final or remaining <= 0 or not self._ledger.quorum_available():
-                return answer
+            if remaining <= 0:
+                return await self._grouped(self._ledger.finality, transfer_id, seal=False)
             try:
                 async with asyncio.timeout(remaining):  # (not wait_for: never swallows a cancel)
                     await ticked.wait()
             except TimeoutError:
                 return await self._grouped(self._ledger.finality, transfer_id, seal=False)
+            ticked = None
 
     def _next_tick(self) -> asyncio.Event:
         if self._ticked is None:

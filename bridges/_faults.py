@@ -443,7 +443,11 @@ class FaultyBridge:
 
     async def commit_final(self, transfer_id: str) -> tuple[Transfer, Finality]:
         """The two calls, each with its own faults: a commit whose reply is lost is lost here
-        too; a finality that fails is answered as not final."""
+        too; a finality that fails is answered as not final. Without faults on either, the
+        inner bridge's own."""
+        if not {Operation.COMMIT, Operation.FINALITY} & self._plan.operations:
+            self._check_up()
+            return await self._inner.commit_final(transfer_id)
         return await commit_then_finality(self, transfer_id)
 
     async def abort(self, transfer_id: str) -> Transfer:

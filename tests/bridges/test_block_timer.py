@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from bridges import Bridge, BridgeClient, FaultPlan, FaultyBridge, Identity, Kind, ManualClock
+from bridges import (
+    Bridge,
+    BridgeClient,
+    FaultPlan,
+    FaultyBridge,
+    Identity,
+    Kind,
+    ManualClock,
+    TransferState,
+)
 from bridges import limits as bridge_limits
 from bridges._server import start_server
 from tests.bridges.conftest import BANKS, KEY_SEED, fund
@@ -85,6 +94,38 @@ async def test_the_wait_is_bounded_and_then_answers_not_final(
         assert 0.09 <= time.monotonic() - started < 2
         assert (await bridge.tick()).final_height == 1  # the timer's next tick makes it final
         assert (await bridge.finality(transfer_id)).final
+    finally:
+        await bridge.close()
+
+
+async def test_a_commit_with_a_timer_is_answered_with_the_next_block(tmp_path: Path) -> None:
+    """commit_final with a timer: the commit is written at once, and the answer waits for the
+    timer's next block (no block is sealed for it); a retry of the same commit, already final,
+    is answered at once."""
+    bridge = await open_bridge(tmp_path)
+    try:
+        quote = await bridge.quote("HKD", "CNY", source_amount_minor=10_00)
+        transfer_id = f"{PAYER}:c-1"
+        await bridge.prepare(
+            transfer_id, quote_id=quote.quote_id, payer_id=PAYER, payee_id=PAYEE, timeout_ms=9_000
+        )
+        bridge.block_timer_ms = 10_000
+        waiting = asyncio.ensure_future(bridge.commit_final(transfer_id))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        assert (await bridge.status(transfer_id)).state is TransferState.COMMITTED
+        assert (await bridge.tick()).tip_height == 1
+        transfer, finality = await waiting
+        assert finality.final
+        assert finality.block is not None
+        assert finality.block.transfer_ids == (transfer_id,)
+        assert (transfer.block_height, transfer.replayed) == (1, False)
+        started = time.monotonic()
+        again, same = await bridge.commit_final(transfer_id)
+        assert time.monotonic() - started < 1
+        assert again.replayed
+        assert same == finality
+        assert (await bridge.audit()).ok
     finally:
         await bridge.close()
 
