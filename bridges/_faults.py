@@ -443,9 +443,10 @@ class FaultyBridge:
 
     async def commit_final(self, transfer_id: str) -> tuple[Transfer, Finality]:
         """The two calls, each with its own faults: a commit whose reply is lost is lost here
-        too; a finality that fails is answered as not final. Without faults on either, the
-        inner bridge's own."""
-        if not {Operation.COMMIT, Operation.FINALITY} & self._plan.operations:
+        too; a finality that fails is answered as not final. Without faults on either (no
+        plan, or one on other operations), the inner bridge's own."""
+        plan = self._plan
+        if not plan.enabled or not {Operation.COMMIT, Operation.FINALITY} & plan.operations:
             self._check_up()
             return await self._inner.commit_final(transfer_id)
         return await commit_then_finality(self, transfer_id)

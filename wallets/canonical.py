@@ -75,6 +75,12 @@ class DocumentFormat:
             text = str(values[name])
             if "\n" in text:
                 raise MalformedInstruction(f"{name} may not contain a newline", field=name)
+            try:
+                text.encode()
+            except UnicodeEncodeError:  # a lone surrogate: no UTF-8 for it, no document
+                raise MalformedInstruction(
+                    f"{name} is not Unicode text (a lone surrogate)", field=name
+                ) from None
             lines.append(f"{name}: {text}")
         return ("\n".join(lines) + "\n").encode()
 
