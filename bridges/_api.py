@@ -5,6 +5,7 @@ each and expects the same answers and the same errors."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import replace
 from typing import Protocol
 
@@ -140,10 +141,18 @@ class BridgeAdminApi(BridgeApi, Protocol):
 async def commit_then_finality(api: BridgeApi, transfer_id: str) -> tuple[Transfer, Finality]:
     """:meth:`BridgeApi.commit_final` as two calls of ``api``, for implementations in process."""
     transfer = await api.commit(transfer_id)
+    return await with_finality(transfer, api.finality(transfer_id))
+
+
+async def with_finality(
+    transfer: Transfer, finality: Awaitable[Finality]
+) -> tuple[Transfer, Finality]:
+    """A commit's answer and its finality, as commit_final answers them: a finality that fails
+    is answered as not final; once the commit has a block, the transfer names its height."""
     try:
-        finality = await api.finality(transfer_id)
+        answer = await finality
     except BridgeError:
-        return transfer, Finality(transfer_id, None, None)
-    if finality.block is not None:  # the commit's block, now that it has one
-        transfer = replace(transfer, block_height=finality.block.height)
-    return transfer, finality
+        return transfer, Finality(transfer.transfer_id, None, None)
+    if answer.block is not None:
+        transfer = replace(transfer, block_height=answer.block.height)
+    return transfer, answer

@@ -16,12 +16,11 @@ import random
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
 from bridges import limits
-from bridges._api import commit_then_finality
+from bridges._api import commit_then_finality, with_finality
 from bridges._clock import Clock, SystemClock
 from bridges._identity import CURRENT
 from bridges._ledger import IN_MEMORY, Ledger
@@ -42,7 +41,7 @@ from bridges._model import (
     Transfer,
     ValidatorSet,
 )
-from bridges.errors import BridgeError, Reason, error
+from bridges.errors import Reason, error
 
 T = TypeVar("T")
 
@@ -253,15 +252,9 @@ class Bridge:
             return await commit_then_finality(self, transfer_id)
         ticked = self._next_tick()
         transfer = await self.commit(transfer_id)
-        try:  # (a replayed commit may be in a block already: read first)
-            finality = await self._finality_after(
-                transfer_id, None if transfer.replayed else ticked
-            )
-        except BridgeError:
-            return transfer, Finality(transfer_id, None, None)
-        if finality.block is not None:
-            transfer = replace(transfer, block_height=finality.block.height)
-        return transfer, finality
+        # (a replayed commit may be in a block already: read first)
+        wait = None if transfer.replayed else ticked
+        return await with_finality(transfer, self._finality_after(transfer_id, wait))
 
     async def abort(self, transfer_id: str) -> Transfer:
         return await self._grouped(self._ledger.abort, transfer_id)

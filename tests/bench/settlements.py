@@ -702,9 +702,8 @@ async def run_backend(
                     ),
                     default=0.0,
                 )
-                if bench.config.paced_rate is not None:
-                    top = bench.config.paced_rate / PACED_SHARE
-                if bench.config.paced and top > 0:
+                rate = bench.config.paced_rate or top * PACED_SHARE
+                if bench.config.paced and rate > 0:
                     await bench.cell(
                         address=server.address,
                         watch=watch,
@@ -713,7 +712,7 @@ async def run_backend(
                         kind=kind,
                         workers=workers,
                         concurrency=PACED_IN_FLIGHT_MAX,
-                        start_rate=top * PACED_SHARE,
+                        start_rate=rate,
                         seen=seen,
                     )
             await check_backend(
