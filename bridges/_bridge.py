@@ -23,7 +23,7 @@ from bridges import limits
 from bridges._api import commit_then_finality, with_finality
 from bridges._clock import Clock, SystemClock
 from bridges._identity import CURRENT
-from bridges._ledger import IN_MEMORY, Ledger
+from bridges._ledger import IN_MEMORY, CertifiedBlock, Ledger
 from bridges._model import (
     AccountBalance,
     AccountKind,
@@ -69,7 +69,7 @@ class Bridge:
         self._drain_queued = False
         self._closing = False
         self._ledger_closed = False  # on the worker
-        self._ticked: asyncio.Event | None = None  # set when the tick in progress or next ends
+        self._ticked: _Tick | None = None  # the tick in progress, or the next one
 
     @classmethod
     async def open(
@@ -272,10 +272,11 @@ class Bridge:
             return await self._grouped(self._ledger.finality, transfer_id)
         return await self._finality_after(transfer_id, None)
 
-    async def _finality_after(self, transfer_id: str, ticked: asyncio.Event | None) -> Finality:
+    async def _finality_after(self, transfer_id: str, ticked: _Tick | None) -> Finality:
         """The timer's finality: read, and while not final wait for the next tick and read
-        again, within ``FINALITY_WAIT_MS``. ``ticked``: a tick to wait for before the first
-        read (one armed before a commit that no block can hold yet)."""
+        again, within ``FINALITY_WAIT_MS``; a tick that certified the transfer's block answers
+        without reading. ``ticked``: a tick to wait for before the first read (one armed before
+        a commit that no block can hold yet)."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + limits.FINALITY_WAIT_MS / 1000
         while True:
@@ -289,20 +290,23 @@ class Bridge:
                 return await self._grouped(self._ledger.finality, transfer_id, seal=False)
             try:
                 async with asyncio.timeout(remaining):  # (not wait_for: never swallows a cancel)
-                    await ticked.wait()
+                    await ticked.ended.wait()
             except TimeoutError:
                 return await self._grouped(self._ledger.finality, transfer_id, seal=False)
+            block = ticked.certified.get(transfer_id)
+            if block is not None:
+                return block.finality(transfer_id)
             ticked = None
 
-    def _next_tick(self) -> asyncio.Event:
+    def _next_tick(self) -> _Tick:
         if self._ticked is None:
-            self._ticked = asyncio.Event()
+            self._ticked = _Tick()
         return self._ticked
 
-    def _tick_done(self) -> None:
+    def _tick_done(self, certified: Iterable[CertifiedBlock] = ()) -> None:
         ticked, self._ticked = self._ticked, None
         if ticked is not None:
-            ticked.set()
+            ticked.end(certified)
 
     async def balances(self, participant_id: str = "") -> tuple[AccountBalance, ...]:
         return await self._run(self._ledger.balances, participant_id)
@@ -349,10 +353,16 @@ class Bridge:
         return await self._run(self._ledger.audit)
 
     async def tick(self) -> TickResult:
+        """The blocks it certifies answer the commits waiting for them, once they are durable
+        (a tick that fails tells them nothing: they read)."""
+        certified: list[CertifiedBlock] = []
         try:
-            return await self._grouped(self._ledger.tick)
-        finally:
+            result = await self._grouped(self._ledger.tick, certified)
+        except BaseException:
             self._tick_done()
+            raise
+        self._tick_done(certified)
+        return result
 
     # ---------------------------------------------------------------- the simulated platform
 
@@ -365,6 +375,20 @@ class Bridge:
         """Take validators down (they stop signing), or hold the signers one short of a quorum.
         In memory only: a restart brings every validator back unless told otherwise."""
         await self._run(self._ledger.set_validator_faults, frozenset(down), no_quorum)
+
+
+class _Tick:
+    """One tick of the block timer, as the finality calls waiting for it see it: whether it
+    ended, and the blocks it certified, by the transfers they hold."""
+
+    def __init__(self) -> None:
+        self.ended = asyncio.Event()
+        self.certified: dict[str, CertifiedBlock] = {}
+
+    def end(self, certified: Iterable[CertifiedBlock]) -> None:
+        for block in certified:
+            self.certified.update(dict.fromkeys(block.header.transfer_ids, block))
+        self.ended.set()
 
 
 def _answer(answers: list[asyncio.Future[object]], results: list[tuple[bool, object]]) -> None:

@@ -386,6 +386,18 @@ def _transfer_legs(
 IN_MEMORY: Final = frozenset({":memory:", ""})
 
 
+@dataclass(frozen=True, slots=True)
+class CertifiedBlock:
+    """A block that a tick certified, with its certificate: what finality answers for each
+    transfer it holds."""
+
+    header: BlockHeader
+    certificate: QuorumCertificate
+
+    def finality(self, transfer_id: str) -> Finality:
+        return Finality(transfer_id, self.header, self.certificate)
+
+
 class Ledger:
     """The bridge's state and every operation on it. Synchronous; see the module docstring."""
 
@@ -1505,16 +1517,18 @@ class Ledger:
             )[0]
         )
 
-    def tick(self) -> TickResult:
+    def tick(self, certified: list[CertifiedBlock] | None = None) -> TickResult:
         """What the block timer does: expire due transfers, then seal and certify blocks. The
         tip must be final before the next block is sealed, so a missing quorum holds every later
-        commit pending (committed, not final) until the quorum is back."""
+        commit pending (committed, not final) until the quorum is back. ``certified``: told
+        each block this tick certifies, with its certificate (the commits waiting for it are
+        then answered without reading them back)."""
         now = self._clock.now_us()
         with self._tx():
             expired = self._expire_due(now)
         while True:
             with self._tx():
-                progressed = self._advance_chain(self._clock.now_us())
+                progressed = self._advance_chain(self._clock.now_us(), certified)
             if not progressed:
                 break
         tip = self._one("SELECT COALESCE(MAX(height), 0) FROM blocks")[0]
@@ -1525,13 +1539,13 @@ class Ledger:
         )
         return TickResult(expired, int(tip), 0 if final is None else int(final[0]))
 
-    def _advance_chain(self, now: int) -> bool:
+    def _advance_chain(self, now: int, certified: list[CertifiedBlock] | None) -> bool:
         """One step: certify the tip if it lacks a certificate, else seal the next block."""
         tip = self._one(
             "SELECT height, hash, qc_signature FROM blocks ORDER BY height DESC LIMIT 1"
         )
         if tip is not None and tip[2] is None:
-            return self._certify(int(tip[0]), bytes(tip[1]), now)
+            return self._certify(int(tip[0]), bytes(tip[1]), now, certified)
         waiting = self._conn.execute(
             f"SELECT {_RECORD_COLUMNS} FROM transfers "
             "WHERE state = 'COMMITTED' AND block_height = 0 ORDER BY commit_seq LIMIT ?",
@@ -1566,11 +1580,14 @@ class Ledger:
             "UPDATE transfers SET block_height = ? WHERE transfer_id = ?",
             [(height, r.transfer_id) for r in records],
         )
-        self._certify(height, block_hash, now)
+        self._certify(height, block_hash, now, certified)
         return True
 
-    def _certify(self, height: int, block_hash: bytes, now: int) -> bool:
-        """Collect the signing validators' signatures; store a certificate if they are a quorum."""
+    def _certify(
+        self, height: int, block_hash: bytes, now: int, certified: list[CertifiedBlock] | None
+    ) -> bool:
+        """Collect the signing validators' signatures; store a certificate if they are a quorum
+        (and tell ``certified``)."""
         signers = self._signers()
         if len(signers) < quorum_threshold(len(self._validators)):
             return False
@@ -1587,6 +1604,8 @@ class Ledger:
             "WHERE height = ?",
             (json.dumps(list(qc.signer_ids)), qc.aggregate_signature, now, height),
         )
+        if certified is not None:
+            certified.append(CertifiedBlock(header, qc))
         return True
 
     def _header(self, height: int) -> BlockHeader:

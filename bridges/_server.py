@@ -327,8 +327,14 @@ class RunningServer:
 async def _block_timer(
     api: BridgeAdminApi, interval_ms: int, metrics: BridgeMetrics | None
 ) -> None:
+    # A fixed rate: each block is due one interval after the last one was, however long the
+    # tick took (a tick that overran its slot is followed at once, not by a burst).
+    loop = asyncio.get_running_loop()
+    interval = interval_ms / 1000
+    due = loop.time()
     while True:
-        await asyncio.sleep(interval_ms / 1000)
+        due = max(due + interval, loop.time())
+        await asyncio.sleep(due - loop.time())
         try:
             result = await api.tick()
             if metrics is not None:

@@ -80,6 +80,8 @@ class PostgresTransaction:
     async def fetch_operations(
         self, keys: Sequence[OperationKey]
     ) -> dict[OperationKey, OperationRecord]:
+        if not keys:
+            return {}
         rows = await self._conn.fetch(
             """SELECT o.caller, o.request_id, o.method, o.request_hash, o.ok, o.outcome,
                       o.commit_seq, o.created_at_us
@@ -350,13 +352,17 @@ class PostgresStore:
 
     @asynccontextmanager
     async def transaction(self, *, commit: bool) -> AsyncIterator[PostgresTransaction]:
+        """A batch's transaction. The next batch's BEGIN goes with this one's COMMIT, in one
+        round trip: a transaction that has run no statement yet has taken no snapshot and holds
+        no lock, so it may wait open for its batch."""
         # Each writer task holds at most one transaction, so a connection is always free.
         conn = self._free.pop()
         clean = False  # committed or rolled back: the connection is fit for the next batch
         try:
             if conn.is_closed():
                 conn = await self._connect()
-            await conn.execute(self._begin)
+            if not conn.is_in_transaction():  # (a new connection, or one rolled back)
+                await conn.execute(self._begin)
             try:
                 yield PostgresTransaction(conn)
             except BaseException:
@@ -364,7 +370,7 @@ class PostgresStore:
                     await conn.execute("ROLLBACK")
                     clean = True
                 raise
-            await conn.execute("COMMIT" if commit else "ROLLBACK")
+            await conn.execute(("COMMIT; " if commit else "ROLLBACK; ") + self._begin)
             clean = True
         finally:
             if not clean:

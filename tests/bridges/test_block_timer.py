@@ -11,17 +11,22 @@ from pathlib import Path
 import pytest
 
 from bridges import (
+    BlockHeader,
     Bridge,
     BridgeClient,
     FaultPlan,
     FaultyBridge,
+    Finality,
     Identity,
     Kind,
     ManualClock,
+    QuorumCertificate,
+    TickResult,
     TransferState,
 )
 from bridges import limits as bridge_limits
-from bridges._server import start_server
+from bridges._ledger import CertifiedBlock
+from bridges._server import _block_timer, start_server
 from tests.bridges.conftest import BANKS, KEY_SEED, fund
 
 PAYER, PAYEE = BANKS
@@ -189,3 +194,93 @@ async def test_a_restarted_bridge_keeps_its_timer(tmp_path: Path) -> None:
         assert faulty.inner.block_timer_ms == 25
     finally:
         await faulty.close()
+
+
+async def test_the_tick_answers_the_commits_it_certified_without_reading_them_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each waiting request reads once, before it waits; the tick that certifies its block
+    answers it with that block and certificate, exactly what a read afterwards answers."""
+    bridge = await open_bridge(tmp_path)
+    try:
+        ids = await committed(bridge, 5)
+        reads: list[str] = []
+        read = bridge._ledger.finality
+
+        def counted(transfer_id: str, *, seal: bool = True) -> Finality:
+            reads.append(transfer_id)
+            return read(transfer_id, seal=seal)
+
+        monkeypatch.setattr(bridge._ledger, "finality", counted)
+        bridge.block_timer_ms = 10_000
+        waiting = [asyncio.ensure_future(bridge.finality(t)) for t in ids]
+        await asyncio.sleep(0.05)
+        assert sorted(reads) == sorted(ids)  # one read each, not final: they wait
+        assert (await bridge.tick()).final_height == 1
+        answers = await asyncio.gather(*waiting)
+        assert sorted(reads) == sorted(ids)  # answered by the tick: no read more
+        assert all(a.final for a in answers)
+        for transfer_id, answer in zip(ids, answers, strict=True):
+            assert answer.transfer_id == transfer_id
+            assert answer == read(transfer_id, seal=False)
+    finally:
+        await bridge.close()
+
+
+async def test_a_tick_that_fails_tells_the_waiting_requests_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a failed tick certified is not known to be durable: the requests waiting for it
+    read again, and the next tick answers them with the block as stored."""
+    bridge = await open_bridge(tmp_path)
+    try:
+        [transfer_id] = await committed(bridge, 1)
+        tick = bridge._ledger.tick
+        unstored = CertifiedBlock(
+            BlockHeader("other-chain", 1, b"\0" * 32, 0, (transfer_id,), b"\0" * 32),
+            QuorumCertificate(b"\0" * 32, ("PBOC",), b"\0" * 96),
+        )
+
+        def failing(certified: list[CertifiedBlock] | None = None) -> TickResult:
+            assert certified is not None
+            certified.append(unstored)
+            raise RuntimeError("the tick failed after certifying in memory")
+
+        monkeypatch.setattr(bridge._ledger, "tick", failing)
+        bridge.block_timer_ms = 10_000
+        waiting = asyncio.ensure_future(bridge.finality(transfer_id))
+        await asyncio.sleep(0.05)
+        with pytest.raises(RuntimeError):
+            await bridge.tick()
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # it read again: no stored block holds it yet
+        monkeypatch.setattr(bridge._ledger, "tick", tick)
+        assert (await bridge.tick()).final_height == 1
+        answer = await waiting
+        assert answer.final
+        assert answer.block != unstored.header
+        assert answer == await bridge.finality(transfer_id)
+    finally:
+        await bridge.close()
+
+
+async def test_the_timer_keeps_its_rate_however_long_a_tick_takes() -> None:
+    """Blocks are due one interval apart: a tick's own time is not added to the interval."""
+    started: list[float] = []
+    six = asyncio.Event()
+
+    class SlowTicks:
+        async def tick(self) -> TickResult:
+            started.append(time.monotonic())
+            if len(started) == 6:
+                six.set()
+            await asyncio.sleep(0.06)  # a tick that takes most of its interval
+            return TickResult(0, 0, 0)
+
+    timer = asyncio.ensure_future(_block_timer(SlowTicks(), 80, None))  # type: ignore[arg-type]
+    try:
+        await asyncio.wait_for(six.wait(), 5)
+    finally:
+        timer.cancel()
+    spacing = (started[-1] - started[0]) / (len(started) - 1)
+    assert spacing < 0.125  # 0.08 apart, where sleeping after each tick would be 0.14

@@ -1,0 +1,126 @@
+"""The PostgreSQL store opens each batch's transaction with the previous batch's COMMIT, in one
+round trip. That is safe only because a transaction that has run no statement has taken no
+snapshot and holds no lock: whatever other connections commit while it waits open, the batch
+sees (under both isolations the store offers), and a batch that fails leaves nothing open
+behind it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from settlement.db.migrate import upgrade_to_head
+from settlement.db.urls import parse_database_url
+from settlement.ledger.payment_rows import CONTRACT_COLUMNS
+from settlement.ledger.records import ChangeSet, TableRows
+from settlement.ledger.store_postgres import PostgresStore
+from settlement.runtime import create_sql_engine
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(params=["read_committed", "serializable"])
+async def store(request: pytest.FixtureRequest, pg_url: str) -> AsyncIterator[PostgresStore]:
+    url = parse_database_url(pg_url)
+    sql = create_sql_engine(url)
+    await upgrade_to_head(sql)
+    await sql.dispose()
+    made = PostgresStore(url.asyncpg_dsn or "", 1, isolation=request.param)
+    await made.start()
+    yield made
+    await made.close()
+
+
+def _contract(contract_hash: str, name: str) -> tuple[object, ...]:
+    return (contract_hash, name, 1, b"", "", "platform", 0)
+
+
+async def _write(store: PostgresStore, *rows: tuple[object, ...]) -> None:
+    table = TableRows("contracts", CONTRACT_COLUMNS, list(rows))
+    async with store.transaction(commit=True) as tx:
+        await tx.write(ChangeSet([], [], [], [], [], [], [], 0, b"", tables=[table]))
+
+
+async def _sources(store: PostgresStore) -> list[tuple[object, ...]]:
+    async with store.transaction(commit=True) as tx:
+        return await tx.query(
+            "SELECT contract_hash, name FROM contracts ORDER BY contract_hash", ()
+        )
+
+
+async def _backend_state(store: PostgresStore, other: asyncpg.Connection) -> str:
+    """The writer connection's state as the server sees it."""
+    pid = store._free[0].get_server_pid()
+    state = await other.fetchval("SELECT state FROM pg_stat_activity WHERE pid = $1", pid)
+    return str(state)
+
+
+async def test_a_batch_sees_what_others_committed_while_its_transaction_waited_open(
+    store: PostgresStore, pg_url: str
+) -> None:
+    await _write(store, _contract("h1", "one"))
+    other = await asyncpg.connect(parse_database_url(pg_url).asyncpg_dsn or "")
+    try:
+        # The next batch's transaction is open already, idle, and has no snapshot yet.
+        assert await _backend_state(store, other) == "idle in transaction"
+        await other.execute("UPDATE contracts SET name = 'changed' WHERE contract_hash = 'h1'")
+        await other.execute(
+            f"INSERT INTO contracts ({', '.join(CONTRACT_COLUMNS)}) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            *_contract("h2", "two"),
+        )
+        assert await _sources(store) == [("h1", "changed"), ("h2", "two")]
+        # Nor does a waiting transaction hold a lock that another writer would wait for.
+        async with other.transaction():
+            await other.execute("LOCK TABLE contracts IN ACCESS EXCLUSIVE MODE NOWAIT")
+    finally:
+        await other.close()
+
+
+async def test_a_failed_batch_leaves_no_transaction_open_and_the_next_one_begins(
+    store: PostgresStore, pg_url: str
+) -> None:
+    await _write(store, _contract("h1", "one"))
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await _write(store, _contract("h1", "again"))
+    other = await asyncpg.connect(parse_database_url(pg_url).asyncpg_dsn or "")
+    try:
+        assert await _backend_state(store, other) == "idle"
+    finally:
+        await other.close()
+    await _write(store, _contract("h2", "two"))
+    assert await _sources(store) == [("h1", "one"), ("h2", "two")]
+
+
+async def test_a_dry_run_rolls_back_and_the_next_batch_still_writes(store: PostgresStore) -> None:
+    table = TableRows("contracts", CONTRACT_COLUMNS, [_contract("h1", "dry")])
+    async with store.transaction(commit=False) as tx:
+        await tx.write(ChangeSet([], [], [], [], [], [], [], 0, b"", tables=[table]))
+    assert await _sources(store) == []
+    await _write(store, _contract("h2", "real"))
+    assert await _sources(store) == [("h2", "real")]
+
+
+async def test_a_connection_lost_while_its_transaction_waited_open_is_replaced(
+    store: PostgresStore, pg_url: str
+) -> None:
+    await _write(store, _contract("h1", "one"))
+    other = await asyncpg.connect(parse_database_url(pg_url).asyncpg_dsn or "")
+    try:
+        pid = store._free[0].get_server_pid()
+        assert await other.fetchval("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await other.close()
+    # The store finds the connection gone and connects afresh; or, if the loss has not reached
+    # the driver yet, that batch fails as a lost connection does (the engine retries it) and
+    # the store never hands that connection out again.
+    written = [("h1", "one")]
+    try:
+        await _write(store, _contract("h2", "two"))
+        written.append(("h2", "two"))
+    except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):
+        pass
+    await _write(store, _contract("h3", "three"))
+    assert await _sources(store) == [*written, ("h3", "three")]
