@@ -9,9 +9,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
+import asyncpg
 import pytest
 from condpay.errors import ApiError, Internal, Unavailable
 
+from settlement.db.urls import parse_database_url
 from settlement.ledger import commands
 from settlement.ledger.records import Reads
 from settlement.ledger.store import LedgerStore, LedgerTransaction
@@ -162,3 +164,31 @@ async def test_an_unexpected_error_answers_internal_without_its_text(harness: Ha
     assert "secret" not in str(failed.value)
     assert failed.value.reason == "INTERNAL"
     assert isinstance(failed.value, ApiError)
+
+
+@pytest.mark.postgres
+async def test_a_writer_session_ended_between_batches_costs_the_caller_nothing(
+    pg_url: str,
+) -> None:
+    """The writer keeps its next batch's transaction open between batches; a server that ends
+    idle sessions (``idle_in_transaction_session_timeout``, a failover, an operator) leaves the
+    next call to a retry on a fresh connection, never to the caller: applied once, no error."""
+    async with start_harness(pg_url) as h:
+        bank_key, reserve = await funded_wallet(h)
+        dsn = parse_database_url(pg_url).asyncpg_dsn or ""
+        observer = await asyncpg.connect(dsn)
+        try:
+            ended = await observer.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND state = 'idle in transaction'"
+            )
+        finally:
+            await observer.close()
+        assert ended >= 1  # the writer's open, statement-less transaction
+        cb = h.client("institution/icbc-sz")
+        cb._attempts_max = 1  # the server's own retry must absorb it, not the client's
+        wallet = (await cb.open_wallet("icbc-sz", OwnerKey.generate().public_key)).wallet
+        reply = await cb.transfer(bank_key, reserve, wallet.wallet_id, "CNY", 250_00)
+        assert not reply.operation.replayed
+        assert await journal_length(h) == 2
