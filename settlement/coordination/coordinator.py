@@ -6,7 +6,8 @@ Every step is idempotent, so two replicas (or a handler and the sweep) driving t
 settlement at once is safe: the decision is one row, and the first decision wins; each bridge
 call is idempotent by transfer id; each core step is guarded by the settlement's state.
 
-    PENDING    --quote--> PREPARED                        (a payout in another currency)
+    PENDING    --quote and prepare the bridge leg in one call--> COMMITTING   (a payout in
+               another currency, at market; no usable leg: the next attempt, still PENDING)
     PREPARED   --prepare the bridge leg--> decide COMMIT | ABORT
     COMMITTING --commit the bridge leg, then the core's--> COMMITTED   (bridge refused: ABORT)
     ABORTING   --abort the bridge leg (a tombstone if it never arrived)--> ABORTED
@@ -108,10 +109,11 @@ class _Capture:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QuotePayout(Command):
-    """A payout's quote kept and attached in one transaction (RecordQuote, then AttachQuote): if
-    the payout cannot take it (the gateway lacks the target currency, the quote expired on the
-    way), the refusal leaves nothing behind, not even the quote's row. A payout that is no longer
-    PENDING keeps no quote either."""
+    """A payout's quote kept and attached in one transaction (RecordQuote, then AttachQuote,
+    which decides COMMIT when the attempt's bridge leg is prepared already): if the payout
+    cannot take it (the gateway lacks the target currency, the quote expired on the way), the
+    refusal leaves nothing behind, not even the quote's row. A payout that is no longer PENDING
+    at that attempt keeps no quote either."""
 
     record: steps.RecordQuote
     attach: steps.AttachQuote
@@ -130,7 +132,11 @@ class QuotePayout(Command):
 
     def apply(self, ws: WorkingSet) -> object:
         payout = ws.settlement(self.attach.settlement_id)
-        if payout is not None and payout.state is SettlementState.PENDING:
+        if (
+            payout is not None
+            and payout.state is SettlementState.PENDING
+            and payout.attempt == self.attach.attempt
+        ):
             self.record.apply(ws)
         return self.attach.apply(ws)
 
@@ -296,15 +302,7 @@ class Coordinator:
             if found is None or found.transfer_id != own:
                 unused = [prepare.attempt]
         for attempt in unused:
-            try:
-                await self._link.abort(steps.transfer_id(prepare.settlement_id, attempt))
-            except BridgeError as error:
-                log.warning(
-                    "market_leg_left_to_expire",
-                    settlement_id=prepare.settlement_id,
-                    attempt=attempt,
-                    error=str(error),
-                )
+            await self._release(prepare.settlement_id, attempt)
         if took and taken is not None and taken.state is SettlementState.COMMITTING:
             self._faults.point("pvp_after_decision")
 
@@ -344,6 +342,8 @@ class Coordinator:
                 return self._stuck(s, "BRIDGE_UNEXPECTED_ANSWER", error=repr(error))
             if (s.state, s.version) == before or s.state.done:
                 return s
+            if before[0] is s.state is SettlementState.PENDING:
+                return s  # an attempt skipped: the next one after its backoff (the sweep's)
         return s
 
     async def _step(self, s: SettlementRecord) -> SettlementRecord:
@@ -361,50 +361,94 @@ class Coordinator:
         return s
 
     async def _quote_payout(self, s: SettlementRecord) -> SettlementRecord:
+        """A PENDING payout, at market: the bridge quotes the payout's amount and prepares its
+        attempt's leg with that quote in one call, then one write keeps the quote, holds the
+        gateway's side and decides COMMIT (docs/settlement.md, "Payouts"). An attempt that
+        gets no leg it can use (the bridge refused, the core refused the quote, or an earlier
+        try's leg was aborted or expired since) is skipped: the next attempt asks again after
+        its backoff. A bridge that does not answer changes nothing (the next drive asks again,
+        for the same transfer: the bridge answers it as it is)."""
+        attempt = s.attempt
+        leg_id = steps.transfer_id(s.settlement_id, attempt)
+        order = MarketOrder(s.pay_currency, s.receive_currency, source_amount_minor=s.pay_minor)
+        timeout_ms = self.timing.hold_ms - self.timing.margin_ms
         try:
-            quote = await self._link.quote(
-                s.pay_currency, s.receive_currency, source_amount_minor=s.pay_minor
-            )
+            quote, transfer = await self._link.prepare_at_market(leg_id, order, timeout_ms)
+        except Unavailable:
+            raise
         except BridgeError as error:
-            if isinstance(error, Unavailable):
-                raise
-            log.warning("payout_quote_refused", settlement_id=s.settlement_id, error=str(error))
-            return s
+            log.warning("payout_market_refused", settlement_id=s.settlement_id, error=str(error))
+            return await self._skip(s, attempt, error.reason.name)
+        if transfer.state is TransferState.COMMITTED:  # only a COMMIT decision sends a commit
+            return self._stuck(s, "BRIDGE_COMMITTED_AN_UNDECIDED_PAYOUT")
+        if transfer.state is not TransferState.PREPARED:
+            return await self._skip(s, attempt, transfer.rejection_reason or transfer.state.value)
+        self._faults.point("pvp_before_decision")
         fields = self._fields("QuotePayout", s.settlement_id)
-        record = steps.RecordQuote(
-            method=fields["method"],
-            caller=fields["caller"],
-            request_id=fields["request_id"],
-            request_hash=fields["request_hash"],
-            store_outcome=False,
-            quote=quote_record(quote, COORDINATOR),
+        attach = steps.AttachQuote(
+            **fields,
+            quote_id=quote.quote_id,
+            hold_ms=self.timing.hold_ms,
+            attempt=attempt,
+            bridge_leg=steps.PreparedLeg(transfer.expires_at_us, self.timing.margin_ms),
         )
-        attach = steps.AttachQuote(**fields, quote_id=quote.quote_id, hold_ms=self.timing.hold_ms)
         try:
-            return await self._run(
+            taken = await self._run(
                 QuotePayout(
                     method=fields["method"],
                     caller=fields["caller"],
                     request_id=fields["request_id"],
                     request_hash=fields["request_hash"],
                     store_outcome=False,
-                    record=record,
+                    record=steps.RecordQuote(
+                        method=fields["method"],
+                        caller=fields["caller"],
+                        request_id=fields["request_id"],
+                        request_hash=fields["request_hash"],
+                        store_outcome=False,
+                        quote=quote_record(quote, COORDINATOR),
+                    ),
                     attach=attach,
                 )
             )
         except SettlementError as error:
-            if error.reason.code is grpc.StatusCode.UNAVAILABLE:  # transient: the next sweep
+            if error.reason.code is grpc.StatusCode.UNAVAILABLE:  # transient: the next drive
                 raise
-            # The payout cannot take the quote now (the gateway lacks the target currency, the
-            # quote expired before it was attached...): like a refused quote, it stays PENDING,
-            # unchanged, and the sweep asks again later, backing off.
+            # The payout cannot take the quote (the gateway lacks the target currency...):
+            # release the leg, and the next attempt asks again after its backoff.
             log.warning(
                 "payout_quote_refused",
                 settlement_id=s.settlement_id,
                 reason=error.reason.name,
                 error=str(error),
             )
-            return s
+            await self._release(s.settlement_id, attempt)
+            return await self._skip(s, attempt, error.reason.name)
+        if taken.transfer_id != leg_id:  # another drive moved the payout on meanwhile
+            await self._release(s.settlement_id, attempt)
+        elif taken.state is SettlementState.COMMITTING:
+            self._faults.point("pvp_after_decision")
+        return taken
+
+    async def _skip(self, s: SettlementRecord, attempt: int, reason: str) -> SettlementRecord:
+        return await self._run(
+            steps.SkipAttempt(
+                **self._fields("SkipAttempt", s.settlement_id), attempt=attempt, reason=reason
+            )
+        )
+
+    async def _release(self, settlement_id: str, attempt: int) -> None:
+        """Abort the bridge leg of an attempt that no settlement will take (an abort that gets
+        no answer leaves it to expire at its timeout)."""
+        try:
+            await self._link.abort(steps.transfer_id(settlement_id, attempt))
+        except BridgeError as error:
+            log.warning(
+                "market_leg_left_to_expire",
+                settlement_id=settlement_id,
+                attempt=attempt,
+                error=str(error),
+            )
 
     async def _prepare_and_decide(self, s: SettlementRecord) -> SettlementRecord:
         """Reserve the bridge leg (idempotent by transfer id) and decide on its answer."""

@@ -8,11 +8,11 @@ those of another:
 
 - COMMITTING, ABORTING (in doubt: a decision to carry out on the bridge, then in the core):
   first, every one last changed more than ``grace`` ago.
-- PENDING (a payout waiting for a quote): at once the first time; after an aborted attempt, with
-  an exponential backoff from its last change (``payout_backoff_us(attempt)``); after a refused
-  quote (the bridge without liquidity, the gateway short of the target currency, the quote
-  expired before it was attached), with a backoff that doubles with each refusal in a row, from
-  0.25 s up to 60 s, so the bridge is asked again, not hammered.
+- PENDING (a payout waiting for its bridge leg): at once the first time; after an aborted or
+  skipped attempt (the bridge refused it, or the gateway was short of the target currency, or
+  the quote expired before it was attached), with a backoff from its last change that doubles
+  with each attempt, from 0.25 s up to 60 s (``payout_backoff_us(attempt)``), so the bridge is
+  asked again, not hammered.
 - COMMITTED (a commit waiting for its quorum certificate): once last changed more than ``grace``
   ago.
 - PREPARED with no decision: once last changed more than ``grace`` ago, driven like the call that
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Final
 
 import structlog
@@ -60,16 +59,6 @@ def payout_backoff_us(attempt: int) -> int:
     return min(250_000 << min(attempt - 2, 16), 60_000_000)
 
 
-@dataclass(frozen=True, slots=True)
-class _Refusals:
-    """A payout's quote refused ``count`` times in a row at ``version``: ask again at
-    ``retry_at_us``."""
-
-    version: int
-    count: int
-    retry_at_us: int
-
-
 class RecoverySweeper(PeriodicSweep):
     NAME = "recovery_sweep"
 
@@ -84,22 +73,13 @@ class RecoverySweeper(PeriodicSweep):
         self._reader, self._coordinator, self._clock = reader, coordinator, clock
         self._grace_us = grace_ms * 1000
         self.driven = 0
-        # Payouts whose quote was refused, by settlement id. Only pacing: a replica that does not
-        # know asks once more, which changes nothing. An entry goes when its payout changes (a
-        # new version) or is no longer PENDING.
-        self._refused: dict[str, _Refusals] = {}
 
     async def sweep(self) -> int:
         """Drive every unfinished settlement that is due once; returns how many changed state."""
         now = self._clock.now_us()
         settled_before = now - self._grace_us  # anything changed since is left to its driver
         changed = await self._sweep(_IN_DOUBT, updated_before_us=settled_before)
-        pending: set[str] = set()
-        changed += await self._sweep(
-            _WAITING, due=lambda s: self._due(s, now, pending, settled_before)
-        )
-        for settlement_id in self._refused.keys() - pending:  # finished, or moved on elsewhere
-            del self._refused[settlement_id]
+        changed += await self._sweep(_WAITING, due=lambda s: self._due(s, now, settled_before))
         changed += await self._sweep(_UNDECIDED, updated_before_us=settled_before)
         self.driven += changed
         return changed
@@ -131,16 +111,10 @@ class RecoverySweeper(PeriodicSweep):
                 return changed
             after_id = page[-1].settlement_id
 
-    def _due(self, s: SettlementRecord, now: int, pending: set[str], settled_before: int) -> bool:
+    @staticmethod
+    def _due(s: SettlementRecord, now: int, settled_before: int) -> bool:
         if s.state is not SettlementState.PENDING:
             return s.updated_at_us < settled_before
-        pending.add(s.settlement_id)
-        refused = self._refused.get(s.settlement_id)
-        if refused is not None:
-            if refused.version != s.version:
-                del self._refused[s.settlement_id]
-            elif now < refused.retry_at_us:
-                return False
         return now >= s.updated_at_us + payout_backoff_us(s.attempt)
 
     async def _drive_all(self, due: list[SettlementRecord]) -> int:
@@ -151,10 +125,6 @@ class RecoverySweeper(PeriodicSweep):
         async def drive(s: SettlementRecord) -> bool:
             async with limit:
                 after = await self._coordinator.drive(s.settlement_id)
-            if after.state is SettlementState.PENDING and after.version == s.version:
-                self._refusal(after)  # the payout could not take a quote: it did not change
-            else:
-                self._refused.pop(s.settlement_id, None)
             return after.state is not s.state
 
         results = await asyncio.gather(*(drive(s) for s in due), return_exceptions=True)
@@ -166,11 +136,3 @@ class RecoverySweeper(PeriodicSweep):
                 changed += 1
                 log.info("recovered", settlement_id=s.settlement_id, was=s.state.value)
         return changed
-
-    def _refusal(self, s: SettlementRecord) -> None:
-        """Back off: 0.25 s after the first refusal in a row, doubling up to 60 s."""
-        before = self._refused.get(s.settlement_id)
-        count = before.count + 1 if before is not None and before.version == s.version else 1
-        self._refused[s.settlement_id] = _Refusals(
-            s.version, count, self._clock.now_us() + payout_backoff_us(count + 1)
-        )

@@ -313,11 +313,7 @@ class PrepareSettlement(Command):
                 Leg(self.gateway, Bucket.HELD, t.receive_currency, t.receive_minor),
             ],
         )
-        leg = self.bridge_leg
-        if leg is not None and _may_commit(ws, settlement, leg.expires_at_us, leg.margin_ms):
-            settlement.bridge_state, settlement.bridge_expires_at_us = "PREPARED", leg.expires_at_us
-            settlement.decision, settlement.state = Decision.COMMIT, SettlementState.COMMITTING
-            settlement.decided_at_us = ws.now_us
+        _decide_prepared(ws, settlement, self.bridge_leg)
         return settlement
 
     def _quote(self, ws: WorkingSet) -> QuoteRecord:
@@ -513,6 +509,16 @@ def _may_commit(
     return ws.now_us < s.decide_by_us and ws.now_us + margin_ms * 1000 < bridge_expires_at_us
 
 
+def _decide_prepared(ws: WorkingSet, s: SettlementRecord, leg: PreparedLeg | None) -> None:
+    """At market: a settlement just PREPARED whose bridge leg is prepared already is decided
+    COMMIT in the same transaction if the decision's rule allows it (it stays PREPARED
+    otherwise, for the coordinator to decide as it does any other)."""
+    if leg is not None and _may_commit(ws, s, leg.expires_at_us, leg.margin_ms):
+        s.bridge_state, s.bridge_expires_at_us = "PREPARED", leg.expires_at_us
+        s.decision, s.state = Decision.COMMIT, SettlementState.COMMITTING
+        s.decided_at_us = ws.now_us
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Decide(_SettlementStep):
     """Record the decision. COMMIT is taken only while the bridge's leg is PREPARED and has at
@@ -669,10 +675,16 @@ class Complete(_SettlementStep):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AttachQuote(_SettlementStep):
     """A PENDING payout (a contract's ``pay ... in <currency>``) takes the quote the coordinator
-    got for it and holds the gateway's side: PREPARED, as a new settlement would be."""
+    got for it and holds the gateway's side: PREPARED, as a new settlement would be; or, with
+    its attempt's bridge leg already prepared with that quote (``bridge_leg``, at market),
+    decided in the same transaction by the rule of :class:`Decide`: COMMITTING. ``attempt``:
+    the attempt the quote (and the leg) is for; a payout that has moved on to another is left
+    as it is."""
 
     quote_id: str
     hold_ms: int
+    attempt: int
+    bridge_leg: PreparedLeg | None = None
 
     def reads(self) -> Reads:
         return Reads(settlement_ids={self.settlement_id}, quote_ids={self.quote_id})
@@ -691,7 +703,7 @@ class AttachQuote(_SettlementStep):
 
     def apply(self, ws: WorkingSet) -> SettlementRecord:
         s = self._settlement(ws)
-        if s.state is not SettlementState.PENDING:
+        if s.state is not SettlementState.PENDING or s.attempt != self.attempt:
             return s
         quote = _usable_quote(ws, self.quote_id, s.settlement_id)
         if (quote.source_currency, quote.source_minor, quote.target_currency) != (
@@ -720,6 +732,29 @@ class AttachQuote(_SettlementStep):
                 Leg(self.gateway, Bucket.HELD, s.receive_currency, s.receive_minor),
             ],
         )
+        _decide_prepared(ws, s, self.bridge_leg)
+        return s
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SkipAttempt(_SettlementStep):
+    """A PENDING payout whose attempt ``attempt`` got no bridge leg it can use (the bridge
+    refused it, or the leg it prepared was refused by the core, or aborted or expired since):
+    the next attempt, with a transfer id of its own, after the backoff that an attempt's number
+    sets (settlement/coordination/recovery.py). Nothing moves. A payout already past that
+    attempt, or no longer PENDING, is left as it is."""
+
+    attempt: int
+    reason: str
+
+    def apply(self, ws: WorkingSet) -> SettlementRecord:
+        s = self._settlement(ws)
+        if s.state is not SettlementState.PENDING or s.attempt != self.attempt:
+            return s
+        ws.touch(s)
+        _bump(s, ws.now_us)
+        s.attempt += 1
+        s.abort_reason = self.reason
         return s
 
 

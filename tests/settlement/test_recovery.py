@@ -1,6 +1,7 @@
 """The recovery sweep's pacing and reach (settlement/coordination/recovery.py): a payout that
-cannot take a quote stays PENDING, keeps no quote, and is asked again with a backoff that
-doubles; settlements in doubt are driven however many settlements wait before them by id.
+cannot take its leg stays PENDING, keeps no quote, releases the leg, and is asked again at its
+next attempt with a backoff that doubles; settlements in doubt are driven however many
+settlements wait before them by id.
 
 Each test stops the background sweep and runs sweeps by hand on a ManualClock."""
 
@@ -17,7 +18,7 @@ from sqlalchemy import func
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bridges import Quote, Transfer
+from bridges import Quote, Transfer, TransferState
 from bridges.errors import Reason as BridgeReason
 from bridges.errors import Unavailable
 from settlement.clock import ManualClock
@@ -25,7 +26,7 @@ from settlement.coordination import recovery as recovery_module
 from settlement.coordination.recovery import payout_backoff_us
 from settlement.db import models
 from settlement.ledger.records import SettlementRecord, SettlementState
-from settlement.ledger.settlements import derive_settlement_id
+from settlement.ledger.settlements import derive_settlement_id, transfer_id
 from tests.settlement.audit import open_trade
 from tests.settlement.test_payment_payouts import CUSTOMS, PAYOUT, clear_customs, compiled
 from tests.settlement.world import (
@@ -53,24 +54,41 @@ async def the_payout(trade: TradeWorld) -> SettlementRecord:
     return payout
 
 
-class CountingQuotes:
-    """The bridge link's ``quote``, counted; ``expire`` hands out quotes already expired (as if
-    they had expired on the way to the ledger)."""
+class CountingPrepares:
+    """The bridge link's ``prepare_at_market`` (a payout's quote and leg), counted, and its
+    ``abort``, recorded; ``expire`` hands out quotes already expired (as if they had expired on
+    the way to the ledger)."""
 
     def __init__(self, trade: TradeWorld, clock: ManualClock) -> None:
         link = trade.harness.runtime.bridge
         assert link is not None
-        self._quote = link.quote
+        self._link = link
+        self._prepare, self._abort = link.prepare_at_market, link.abort
         self._clock = clock
         self.calls = 0
+        self.aborted: list[str] = []
         self.expire = False
 
-    async def __call__(self, *args: Any, **kwargs: Any) -> Quote:
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(self._link, "prepare_at_market", self.prepare_at_market)
+        monkeypatch.setattr(self._link, "abort", self.abort)
+
+    async def prepare_at_market(self, *args: Any, **kwargs: Any) -> tuple[Quote, Transfer]:
         self.calls += 1
-        quote = await self._quote(*args, **kwargs)
+        quote, transfer = await self._prepare(*args, **kwargs)
         if self.expire:
             quote = dataclasses.replace(quote, expires_at_us=self._clock.now_us())
-        return quote
+        return quote, transfer
+
+    async def abort(self, transfer_id: str) -> Transfer:
+        self.aborted.append(transfer_id)
+        return await self._abort(transfer_id)
+
+    async def bridge_states(self, settlement_id: str, attempts: range) -> list[TransferState]:
+        return [
+            (await self._link.status(transfer_id(settlement_id, attempt))).state
+            for attempt in attempts
+        ]
 
 
 async def release_a_payout(trade: TradeWorld, event_id: str) -> None:
@@ -91,88 +109,102 @@ async def release_a_payout(trade: TradeWorld, event_id: str) -> None:
 async def test_a_payout_the_gateway_cannot_fund_backs_off_doubling_and_keeps_no_quote(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The gateway has no HKD: attaching the quote is refused (INSUFFICIENT_FUNDS). The payout
-    stays PENDING and unchanged, no quote row is kept, and the sweep asks the bridge again only
-    after 250 ms, then 500 ms, then 1 s. Once the gateway is funded it settles."""
+    """The gateway has no HKD: the bridge prepares the payout's leg, and attaching its quote is
+    refused (INSUFFICIENT_FUNDS). The leg is aborted on the bridge, no quote row is kept, and the
+    payout stays PENDING at its next attempt, which the sweep asks for only after 250 ms, then
+    500 ms, then 1 s. Once the gateway is funded it settles, every refused leg aborted."""
     clock = ManualClock(time.time_ns() // 1000)
     async with open_trade(database_url, clock=clock) as trade:
         runtime = trade.harness.runtime
-        recovery, link = runtime.recovery, runtime.bridge
+        recovery = runtime.recovery
         assert recovery is not None
-        assert link is not None
         await recovery.stop()
         await stop_payouts(runtime)
-        quotes = CountingQuotes(trade, clock)
-        monkeypatch.setattr(link, "quote", quotes)
+        prepares = CountingPrepares(trade, clock)
+        prepares.install(monkeypatch)
         await trade.client(central_bank_of("HKD")).redeem(GATEWAY, "HKD", RESERVE_MINOR)
         await release_a_payout(trade, "ev-no-hkd")
         pending = await the_payout(trade)
-        assert pending.state is SettlementState.PENDING
+        assert (pending.state, pending.attempt) == (SettlementState.PENDING, 1)
         rows = await quote_rows(trade)
 
         await recovery.sweep()  # refused: no exception escapes the drive
-        assert quotes.calls == 1
+        assert prepares.calls == 1
         after = await the_payout(trade)
-        assert (after.state, after.version, after.quote_id) == (
+        assert (after.state, after.attempt, after.quote_id, after.abort_reason) == (
             SettlementState.PENDING,
-            pending.version,
+            2,
             "",
+            "INSUFFICIENT_FUNDS",
         )
+        assert prepares.aborted == [f"{pending.settlement_id}.1"]
         assert await quote_rows(trade) == rows  # nothing kept of the refused quote
 
-        # Asked again only after 250 ms, then 500 ms, then 1 s: each refusal doubles the wait.
+        # Asked again only after 250 ms, then 500 ms, then 1 s: each attempt doubles the wait.
         for refusals, wait_us in enumerate((250_000, 500_000, 1_000_000), start=1):
             assert payout_backoff_us(refusals + 1) == wait_us
             clock.advance((wait_us - 10_000) / 1e6)
             await recovery.sweep()
-            assert quotes.calls == refusals, f"asked again before {wait_us} µs"
+            assert prepares.calls == refusals, f"asked again before {wait_us} µs"
             clock.advance(0.02)
             await recovery.sweep()
-            assert quotes.calls == refusals + 1
+            assert prepares.calls == refusals + 1
+            assert (await the_payout(trade)).attempt == refusals + 2
         assert await quote_rows(trade) == rows
-        assert (await the_payout(trade)).version == pending.version
+        assert (
+            await prepares.bridge_states(pending.settlement_id, range(1, 5))
+            == [TransferState.ABORTED] * 4
+        )
 
-        # Funded again, it is quoted at the next due sweep and settles; the pacing is forgotten.
+        # Funded again, it is asked at the next due sweep and settles at the attempt it reached.
         await trade.client(central_bank_of("HKD")).issue(GATEWAY, "HKD", RESERVE_MINOR)
         clock.advance(2.1)
         (settled,) = [s for s in await trade.settle_everything() if s.origin_payment_id]
         assert settled.state is SettlementState.FINAL
-        assert settled.attempt == 1
-        assert recovery._refused == {}
+        assert settled.attempt == 5
+        assert prepares.calls == 5
         assert await trade.balance("seller", "HKD") == (settled.receive_minor, 0)
 
 
 async def test_a_payout_whose_quote_expired_before_attaching_is_asked_again(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The quote has expired by the time the ledger attaches it (QUOTE_EXPIRED): the payout
-    stays PENDING without a quote row, and a later, fresh quote settles it."""
+    """The quote has expired by the time the ledger attaches it (QUOTE_EXPIRED): the leg is
+    aborted, the payout stays PENDING at its next attempt without a quote row, and a later,
+    fresh quote settles it."""
     clock = ManualClock(time.time_ns() // 1000)
     async with open_trade(database_url, clock=clock) as trade:
         runtime = trade.harness.runtime
-        recovery, link = runtime.recovery, runtime.bridge
+        recovery = runtime.recovery
         assert recovery is not None
-        assert link is not None
         await recovery.stop()
         await stop_payouts(runtime)
-        quotes = CountingQuotes(trade, clock)
-        quotes.expire = True
-        monkeypatch.setattr(link, "quote", quotes)
+        prepares = CountingPrepares(trade, clock)
+        prepares.expire = True
+        prepares.install(monkeypatch)
         await release_a_payout(trade, "ev-expired-quote")
         rows = await quote_rows(trade)
 
         await recovery.sweep()
         await recovery.sweep()  # in backoff: not asked again yet
-        assert quotes.calls == 1
+        assert prepares.calls == 1
         payout = await the_payout(trade)
-        assert (payout.state, payout.quote_id) == (SettlementState.PENDING, "")
+        assert (payout.state, payout.quote_id, payout.attempt, payout.abort_reason) == (
+            SettlementState.PENDING,
+            "",
+            2,
+            "QUOTE_EXPIRED",
+        )
         assert await quote_rows(trade) == rows
+        assert await prepares.bridge_states(payout.settlement_id, range(1, 2)) == [
+            TransferState.ABORTED
+        ]
 
-        quotes.expire = False
+        prepares.expire = False
         clock.advance(0.3)
         (settled,) = [s for s in await trade.settle_everything() if s.origin_payment_id]
         assert settled.state is SettlementState.FINAL
-        assert quotes.calls == 2
+        assert prepares.calls == 2
         assert await quote_rows(trade) == rows + 1
 
 
