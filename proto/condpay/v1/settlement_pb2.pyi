@@ -48,7 +48,9 @@ class _SettlementStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Settl
     DESCRIPTOR: _descriptor.EnumDescriptor
     SETTLEMENT_STATE_UNSPECIFIED: _SettlementState.ValueType  # 0
     SETTLEMENT_STATE_PENDING: _SettlementState.ValueType  # 1
-    """A conditional payment's payout in another currency, waiting for a quote."""
+    """A conditional payment's payout in another currency, waiting for its bridge leg (again
+    after an aborted or skipped attempt: abort_reason says why the last one failed).
+    """
     SETTLEMENT_STATE_PREPARED: _SettlementState.ValueType  # 2
     """The core's legs held; the bridge's being reserved; no decision yet."""
     SETTLEMENT_STATE_COMMITTING: _SettlementState.ValueType  # 3
@@ -65,7 +67,9 @@ class SettlementState(_SettlementState, metaclass=_SettlementStateEnumTypeWrappe
 
 SETTLEMENT_STATE_UNSPECIFIED: SettlementState.ValueType  # 0
 SETTLEMENT_STATE_PENDING: SettlementState.ValueType  # 1
-"""A conditional payment's payout in another currency, waiting for a quote."""
+"""A conditional payment's payout in another currency, waiting for its bridge leg (again
+after an aborted or skipped attempt: abort_reason says why the last one failed).
+"""
 SETTLEMENT_STATE_PREPARED: SettlementState.ValueType  # 2
 """The core's legs held; the bridge's being reserved; no decision yet."""
 SETTLEMENT_STATE_COMMITTING: SettlementState.ValueType  # 3
