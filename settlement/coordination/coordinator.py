@@ -374,8 +374,8 @@ class Coordinator:
         timeout_ms = self.timing.hold_ms - self.timing.margin_ms
         try:
             quote, transfer = await self._link.prepare_at_market(leg_id, order, timeout_ms)
-        except Unavailable:
-            raise
+        except (Unavailable, Unauthenticated, Forbidden, InternalError):
+            raise  # no answer, or not one about this payout: the drive leaves it as it is
         except BridgeError as error:
             log.warning("payout_market_refused", settlement_id=s.settlement_id, error=str(error))
             return await self._skip(s, attempt, error.reason.name)

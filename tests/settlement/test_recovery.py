@@ -21,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bridges import Quote, Transfer, TransferState
 from bridges.errors import Reason as BridgeReason
 from bridges.errors import Unavailable
+from bridges.errors import error as bridge_error
 from settlement.clock import ManualClock
 from settlement.coordination import recovery as recovery_module
 from settlement.coordination.recovery import payout_backoff_us
@@ -206,6 +207,42 @@ async def test_a_payout_whose_quote_expired_before_attaching_is_asked_again(
         assert settled.state is SettlementState.FINAL
         assert prepares.calls == 2
         assert await quote_rows(trade) == rows + 1
+
+
+async def test_a_bridge_refusing_the_gateways_identity_skips_no_attempt(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PERMISSION_DENIED (the bridge does not accept the gateway's identity: a configuration to
+    fix) is no answer about the payout: it stays PENDING at its attempt, unchanged, and settles
+    at that attempt once the bridge accepts the gateway again."""
+    clock = ManualClock(time.time_ns() // 1000)
+    async with open_trade(database_url, clock=clock) as trade:
+        runtime = trade.harness.runtime
+        recovery, link = runtime.recovery, runtime.bridge
+        assert recovery is not None
+        assert link is not None
+        await recovery.stop()
+        await stop_payouts(runtime)
+        prepare = link.prepare_at_market
+
+        async def forbidden(*args: Any, **kwargs: Any) -> tuple[Quote, Transfer]:
+            raise bridge_error(BridgeReason.ROLE_NOT_ALLOWED, "not a bank of this bridge")
+
+        monkeypatch.setattr(link, "prepare_at_market", forbidden)
+        await release_a_payout(trade, "ev-forbidden")
+        pending = await the_payout(trade)
+        await recovery.sweep()
+        await recovery.sweep()
+        after = await the_payout(trade)
+        assert (after.state, after.attempt, after.version) == (
+            SettlementState.PENDING,
+            1,
+            pending.version,
+        )
+
+        monkeypatch.setattr(link, "prepare_at_market", prepare)
+        (settled,) = [s for s in await trade.settle_everything() if s.origin_payment_id]
+        assert (settled.state, settled.attempt) == (SettlementState.FINAL, 1)
 
 
 async def test_settlements_in_doubt_are_driven_however_many_wait_before_them(
