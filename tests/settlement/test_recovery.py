@@ -24,7 +24,8 @@ from bridges.errors import Unavailable
 from bridges.errors import error as bridge_error
 from settlement.clock import ManualClock
 from settlement.coordination import recovery as recovery_module
-from settlement.coordination.recovery import payout_backoff_us
+from settlement.coordination.bridge_link import BridgeLink
+from settlement.coordination.recovery import RecoverySweeper, payout_backoff_us
 from settlement.db import models
 from settlement.ledger.records import SettlementRecord, SettlementState
 from settlement.ledger.settlements import derive_settlement_id, transfer_id
@@ -53,6 +54,18 @@ async def quote_rows(trade: TradeWorld) -> int:
 async def the_payout(trade: TradeWorld) -> SettlementRecord:
     (payout,) = [s for s in await trade.stored_settlements() if s.origin_payment_id]
     return payout
+
+
+async def by_hand(trade: TradeWorld) -> tuple[RecoverySweeper, BridgeLink]:
+    """Stop the background sweep and the payout starter: the test runs sweeps by hand. Returns
+    the sweep and the bridge link."""
+    runtime = trade.harness.runtime
+    recovery, link = runtime.recovery, runtime.bridge
+    assert recovery is not None
+    assert link is not None
+    await recovery.stop()
+    await stop_payouts(runtime)
+    return recovery, link
 
 
 class CountingPrepares:
@@ -116,11 +129,7 @@ async def test_a_payout_the_gateway_cannot_fund_backs_off_doubling_and_keeps_no_
     500 ms, then 1 s. Once the gateway is funded it settles, every refused leg aborted."""
     clock = ManualClock(time.time_ns() // 1000)
     async with open_trade(database_url, clock=clock) as trade:
-        runtime = trade.harness.runtime
-        recovery = runtime.recovery
-        assert recovery is not None
-        await recovery.stop()
-        await stop_payouts(runtime)
+        recovery, _ = await by_hand(trade)
         prepares = CountingPrepares(trade, clock)
         prepares.install(monkeypatch)
         await trade.client(central_bank_of("HKD")).redeem(GATEWAY, "HKD", RESERVE_MINOR)
@@ -175,11 +184,7 @@ async def test_a_payout_whose_quote_expired_before_attaching_is_asked_again(
     fresh quote settles it."""
     clock = ManualClock(time.time_ns() // 1000)
     async with open_trade(database_url, clock=clock) as trade:
-        runtime = trade.harness.runtime
-        recovery = runtime.recovery
-        assert recovery is not None
-        await recovery.stop()
-        await stop_payouts(runtime)
+        recovery, _ = await by_hand(trade)
         prepares = CountingPrepares(trade, clock)
         prepares.expire = True
         prepares.install(monkeypatch)
@@ -217,12 +222,7 @@ async def test_a_bridge_refusing_the_gateways_identity_skips_no_attempt(
     at that attempt once the bridge accepts the gateway again."""
     clock = ManualClock(time.time_ns() // 1000)
     async with open_trade(database_url, clock=clock) as trade:
-        runtime = trade.harness.runtime
-        recovery, link = runtime.recovery, runtime.bridge
-        assert recovery is not None
-        assert link is not None
-        await recovery.stop()
-        await stop_payouts(runtime)
+        recovery, link = await by_hand(trade)
         prepare = link.prepare_at_market
 
         async def forbidden(*args: Any, **kwargs: Any) -> tuple[Quote, Transfer]:
@@ -255,13 +255,9 @@ async def test_settlements_in_doubt_are_driven_however_many_wait_before_them(
     monkeypatch.setattr(recovery_module, "SWEEP_BATCH", 2)
     clock = ManualClock(time.time_ns() // 1000)
     async with open_trade(database_url, clock=clock) as trade:
-        runtime = trade.harness.runtime
-        recovery, link, coordinator = runtime.recovery, runtime.bridge, runtime.coordinator
-        assert recovery is not None
-        assert link is not None
+        recovery, link = await by_hand(trade)
+        coordinator = trade.harness.runtime.coordinator
         assert coordinator is not None
-        await recovery.stop()
-        await stop_payouts(runtime)
         await trade.fund("buyer", "HKD", 2_000_000_00)
         client = trade.platform
         buyer_key, buyer = trade.party("buyer")
@@ -347,12 +343,7 @@ async def test_the_sweep_leaves_a_settlement_to_the_call_driving_it(
     the same settlement again (no second commit); once the call has returned, the sweep does."""
     clock = ManualClock(time.time_ns() // 1000)
     async with open_trade(database_url, clock=clock) as trade:
-        runtime = trade.harness.runtime
-        recovery, link = runtime.recovery, runtime.bridge
-        assert recovery is not None
-        assert link is not None
-        await recovery.stop()
-        await stop_payouts(runtime)
+        recovery, link = await by_hand(trade)
         await trade.fund("buyer", "HKD", 200_000_00)
         buyer_key, buyer = trade.party("buyer")
         client = trade.platform
