@@ -342,14 +342,14 @@ class Coordinator:
                 return self._stuck(s, "BRIDGE_UNEXPECTED_ANSWER", error=repr(error))
             if (s.state, s.version) == before or s.state.done:
                 return s
-            if before[0] is s.state is SettlementState.PENDING:
+            if before[0] is SettlementState.PENDING and s.state is SettlementState.PENDING:
                 return s  # an attempt skipped: the next one after its backoff (the sweep's)
         return s
 
     async def _step(self, s: SettlementRecord) -> SettlementRecord:
         match s.state:
             case SettlementState.PENDING:
-                return await self._quote_payout(s)
+                return await self._payout_at_market(s)
             case SettlementState.PREPARED:
                 return await self._prepare_and_decide(s)
             case SettlementState.COMMITTING:
@@ -360,7 +360,7 @@ class Coordinator:
                 return await self._finality(s)
         return s
 
-    async def _quote_payout(self, s: SettlementRecord) -> SettlementRecord:
+    async def _payout_at_market(self, s: SettlementRecord) -> SettlementRecord:
         """A PENDING payout, at market: the bridge quotes the payout's amount and prepares its
         attempt's leg with that quote in one call, then one write keeps the quote, holds the
         gateway's side and decides COMMIT (docs/settlement.md, "Payouts"). An attempt that

@@ -1,8 +1,8 @@
 """Payouts start when they are created: the commit that releases a conditional payment's leg
 to be paid out through the bridge (a new PENDING settlement) hands its id here, and a task of
-this process drives it at once (quote, prepare, decide, commit, finality) instead of waiting for
-the next recovery sweep, which would start it up to ``SWEEP_SECONDS`` later and only after the
-whole previous sweep has finished.
+this process drives it at once (its quote and bridge leg at market with the decision, then the
+commit with its finality) instead of waiting for the next recovery sweep, which would start it
+up to ``SWEEP_SECONDS`` later and only after the whole previous sweep has finished.
 
 This is only speed: the settlements table stays the work list. A payout this process does not
 get to (a crash, a full gate, a drive that the bridge does not answer) is the recovery sweep's,
