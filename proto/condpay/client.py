@@ -275,15 +275,21 @@ class Client(TypedSend):
         raise AssertionError("unreachable: reraise=True raises the last error")
 
     async def stream(
-        self, method: Callable[..., AsyncIterator[R]], request: Message
+        self, method: Callable[..., grpc.aio.UnaryStreamCall[Message, R]], request: Message
     ) -> AsyncIterator[R]:
         """A server stream of ``method`` (no retries: resume from the last item seen), with
-        typed errors."""
+        typed errors. However the reading stops (the stream ended, an error, the reader
+        cancelled or closed), the call is cancelled, so the server gives its stream slot back at
+        once: grpc.aio cancels an abandoned stream itself only when the reader was waiting for
+        a message, not when it was cancelled while the request was still being sent."""
+        call = method(request, metadata=self._metadata)
         try:
-            async for item in method(request, metadata=self._metadata):
+            async for item in call:
                 yield item
         except grpc.aio.AioRpcError as error:
             raise from_rpc_error(error) from None
+        finally:
+            call.cancel()  # (a call that has ended already is left as it is)
 
     def _count_retry(self, state: RetryCallState) -> None:
         self.retries += 1
