@@ -13,6 +13,7 @@ from py_ecc.optimized_bls12_381 import curve_order as py_ecc_curve_order
 
 from wallets.bls import (
     CURVE_ORDER,
+    IDENTITY_SIGNATURE,
     BlspyBackend,
     PyEccBackend,
     available_backends,
@@ -74,6 +75,24 @@ def test_sign_verify_aggregate_and_pop(bls: PyEccBackend | BlspyBackend) -> None
         assert not bls.verify(garbage, MESSAGE, signatures[0])
         assert not bls.verify(public[0], MESSAGE, garbage)
         assert not bls.pop_verify(public[0], garbage)
+
+
+@pytest.mark.parametrize("bls", available_backends(), ids=lambda b: b.name)
+def test_one_signature_under_the_keys_sum_is_the_aggregate_of_each_keys(
+    bls: PyEccBackend | BlspyBackend,
+) -> None:
+    """sign_aggregate signs once, with the keys' sum: the same bytes as each key signing and the
+    signatures aggregated, for any number of keys, a key given twice, and keys that cancel out."""
+    for keys in (KEYS[:1], KEYS, [KEYS[0], KEYS[0]], [*KEYS, CURVE_ORDER - 1]):
+        each = bls.aggregate([bls.sign(k, MESSAGE) for k in keys])
+        assert bls.sign_aggregate(keys, MESSAGE) == each
+    cancelling = [KEYS[0], CURVE_ORDER - KEYS[0]]
+    each = bls.aggregate([bls.sign(k, MESSAGE) for k in cancelling])
+    assert bls.sign_aggregate(cancelling, MESSAGE) == each == IDENTITY_SIGNATURE
+    public = [bls.public_key(k) for k in cancelling]
+    assert not bls.fast_aggregate_verify(public, MESSAGE, IDENTITY_SIGNATURE)
+    with pytest.raises(ValueError, match="nothing to sign with"):
+        bls.sign_aggregate([], MESSAGE)
 
 
 def test_rogue_key_forges_an_aggregate_unless_proof_of_possession_is_checked() -> None:

@@ -32,6 +32,8 @@ PUBLIC_KEY_BYTES: Final = 48
 #: Public keys kept decoded by the blspy backend (least recently used dropped first).
 G1_DECODED_MAX: Final = 1024
 SIGNATURE_BYTES: Final = 96
+#: The compressed point at infinity of G2: what aggregating signatures that cancel out gives.
+IDENTITY_SIGNATURE: Final = b"\xc0" + bytes(SIGNATURE_BYTES - 1)
 # The order r of the BLS12-381 groups (py_ecc.optimized_bls12_381.curve_order).
 CURVE_ORDER: Final = 0x73EDA753299D7D483339D80809A1D80553BDA402FFFE5BFEFFFFFFFF00000001
 _KEYGEN_SALT: Final = b"BLS-SIG-KEYGEN-SALT-"
@@ -76,7 +78,7 @@ class BlsBackend(Protocol):
 
     def sign_aggregate(self, secret_keys: Sequence[int], message: bytes) -> bytes:
         """The aggregate of each key's signature of ``message``: the same bytes as
-        ``aggregate([sign(k, message) for k in secret_keys])``."""
+        ``aggregate([sign(k, message) for k in secret_keys])`` (:func:`sign_aggregate`)."""
         ...
 
     def fast_aggregate_verify(
@@ -132,7 +134,7 @@ class PyEccBackend:
         return bytes(py_ecc_ciphersuite().Aggregate([_sig(s) for s in signatures]))
 
     def sign_aggregate(self, secret_keys: Sequence[int], message: bytes) -> bytes:
-        return self.aggregate([self.sign(k, message) for k in secret_keys])
+        return sign_aggregate(self, secret_keys, message)
 
     def fast_aggregate_verify(
         self, public_keys: Sequence[bytes], message: bytes, signature: bytes
@@ -209,10 +211,7 @@ class BlspyBackend:
         return bytes(self._scheme.aggregate([self._g2(s) for s in signatures]))
 
     def sign_aggregate(self, secret_keys: Sequence[int], message: bytes) -> bytes:
-        # The points aggregated as they are signed: no encoding and decoding (with its subgroup
-        # check) of each signature in between (0.87 ms against 1.08 for two keys).
-        signed = [self._scheme.sign(self._sk(k), message) for k in secret_keys]
-        return bytes(self._scheme.aggregate(signed))
+        return sign_aggregate(self, secret_keys, message)
 
     def fast_aggregate_verify(
         self, public_keys: Sequence[bytes], message: bytes, signature: bytes
@@ -233,6 +232,20 @@ class BlspyBackend:
             return bool(self._scheme.pop_verify(self._g1(public_key), self._g2(proof)))
         except (ValueError, RuntimeError):
             return False
+
+
+def sign_aggregate(backend: BlsBackend, secret_keys: Sequence[int], message: bytes) -> bytes:
+    """The aggregate of each key's signature of one ``message``, signed once: a signature is the
+    message's curve point times the key, so the sum of the k signatures is that point times the
+    keys' sum (mod r). The same bytes as signing with each key and aggregating, for the cost of
+    one signature instead of k signatures and an aggregation (0.4 against 2.5 ms for five keys
+    with blspy). ValueError for no keys."""
+    if not secret_keys:
+        raise ValueError("nothing to sign with")
+    key = sum(secret_keys) % CURVE_ORDER
+    if key == 0:  # the signatures cancel out
+        return IDENTITY_SIGNATURE
+    return backend.sign(key, message)
 
 
 def available_backends() -> list[BlsBackend]:

@@ -3,11 +3,11 @@ and drives them to their decided outcome (settlement/coordination/coordinator.py
 settlements table is the work list, so a crash loses none of it.
 
 Each sweep goes through every unfinished settlement, a page (``SWEEP_BATCH``) at a time by
-settlement id, in this order, so that no number of settlements waiting in one state can hide
-those of another:
+settlement id, to the last page (so no number of settlements in one state can hide those of
+another), all states in one statement per page, and drives those that are due:
 
 - COMMITTING, ABORTING (in doubt: a decision to carry out on the bridge, then in the core):
-  first, every one last changed more than ``grace`` ago.
+  every one last changed more than ``grace`` ago.
 - PENDING (a payout waiting for its bridge leg): at once the first time; after an aborted or
   skipped attempt (the bridge refused it, or the gateway was short of the target currency, or
   the quote expired before it was attached), with a backoff from its last change that doubles
@@ -31,7 +31,6 @@ A crash leaves its settlements to the next sweep after ``grace``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
 from typing import Final
 
 import structlog
@@ -47,9 +46,6 @@ log = structlog.get_logger("condpay.recovery")
 SWEEP_SECONDS: Final = 0.25
 SWEEP_BATCH: Final = 100  # settlements read per page
 DRIVE_CONCURRENCY: Final = 16
-_IN_DOUBT: Final = (SettlementState.COMMITTING.value, SettlementState.ABORTING.value)
-_WAITING: Final = (SettlementState.PENDING.value, SettlementState.COMMITTED.value)
-_UNDECIDED: Final = (SettlementState.PREPARED.value,)
 
 
 def payout_backoff_us(attempt: int) -> int:
@@ -75,46 +71,35 @@ class RecoverySweeper(PeriodicSweep):
         self.driven = 0
 
     async def sweep(self) -> int:
-        """Drive every unfinished settlement that is due once; returns how many changed state."""
+        """Drive every unfinished settlement that is due once; returns how many changed state.
+        One statement per page finds them all (every PENDING one, and the others changed before
+        the grace), so a sweep that finds nothing costs one query."""
         now = self._clock.now_us()
         settled_before = now - self._grace_us  # anything changed since is left to its driver
-        changed = await self._sweep(_IN_DOUBT, updated_before_us=settled_before)
-        changed += await self._sweep(_WAITING, due=lambda s: self._due(s, now, settled_before))
-        changed += await self._sweep(_UNDECIDED, updated_before_us=settled_before)
-        self.driven += changed
-        return changed
-
-    async def _sweep(
-        self,
-        states: Sequence[str],
-        *,
-        due: Callable[[SettlementRecord], bool] | None = None,
-        updated_before_us: int | None = None,
-    ) -> int:
-        """Drive the settlements in ``states`` that are ``due``, page by page until a short page."""
         changed, after_id = 0, ""
         while True:
-            page = await self._reader.settlements(
-                states=states,
-                updated_before_us=updated_before_us,
-                after_id=after_id,
-                limit=SWEEP_BATCH,
+            page = await self._reader.unfinished(
+                changed_before_us=settled_before, after_id=after_id, limit=SWEEP_BATCH
             )
             changed += await self._drive_all(
                 [
                     s
                     for s in page
-                    if (due is None or due(s)) and not self._coordinator.driving(s.settlement_id)
+                    if self._due(s, now) and not self._coordinator.driving(s.settlement_id)
                 ]
             )
             if len(page) < SWEEP_BATCH:
-                return changed
+                break
             after_id = page[-1].settlement_id
+        self.driven += changed
+        return changed
 
     @staticmethod
-    def _due(s: SettlementRecord, now: int, settled_before: int) -> bool:
+    def _due(s: SettlementRecord, now: int) -> bool:
+        """A PENDING payout once its attempt's backoff has passed; any other (the query kept
+        only those past the grace) at once."""
         if s.state is not SettlementState.PENDING:
-            return s.updated_at_us < settled_before
+            return True
         return now >= s.updated_at_us + payout_backoff_us(s.attempt)
 
     async def _drive_all(self, due: list[SettlementRecord]) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import ColumnElement, bindparam, true
+from sqlalchemy import ColumnElement, and_, bindparam, or_, true
 from sqlmodel import SQLModel, col, select
 
 from settlement.db import models
@@ -27,6 +27,25 @@ _SETTLEMENT_BY_ID = ScopedStatements(
     select(*(_SETTLEMENT_TABLE.c[c] for c in SETTLEMENTS.columns)).where(
         _SETTLEMENT_TABLE.c.settlement_id == bindparam("settlement_id")
     )
+)
+
+_PENDING = SettlementState.PENDING.value
+#: Every PENDING settlement and every other open one last changed before ``changed_before_us``,
+#: a page by id after ``after_id`` (the recovery sweep's work list, in one statement).
+_UNFINISHED = (
+    select(*(_SETTLEMENT_TABLE.c[c] for c in SETTLEMENTS.columns))
+    .where(
+        _SETTLEMENT_TABLE.c.settlement_id > bindparam("after_id"),
+        or_(
+            _SETTLEMENT_TABLE.c.state == _PENDING,
+            and_(
+                _SETTLEMENT_TABLE.c.state.in_([s for s in OPEN_STATES if s != _PENDING]),
+                _SETTLEMENT_TABLE.c.updated_at_us < bindparam("changed_before_us"),
+            ),
+        ),
+    )
+    .order_by(_SETTLEMENT_TABLE.c.settlement_id)
+    .limit(bindparam("limit"))
 )
 
 
@@ -108,7 +127,6 @@ class SettlementReader:
         requested_by: str | None = None,
         states: Sequence[str] = (),
         origin_payment_id: str | None = None,
-        updated_before_us: int | None = None,
         after_id: str = "",
         limit: int = 50,
         visible: ColumnElement[bool] | None = None,
@@ -127,11 +145,22 @@ class SettlementReader:
             query = query.where(table.c.state.in_(list(states)))
         if origin_payment_id is not None:
             query = query.where(table.c.origin_payment_id == origin_payment_id)
-        if updated_before_us is not None:
-            query = query.where(table.c.updated_at_us < updated_before_us)
         # Column rows, not ORM instances: a page of 500 is built several times faster.
         async with self._sessions.connect(rows=limit) as connection:
             rows = await connection.execute(query.order_by(table.c.settlement_id).limit(limit))
+            return [SETTLEMENTS.record_of(list(r)) for r in rows]
+
+    async def unfinished(
+        self, *, changed_before_us: int, after_id: str = "", limit: int = 50
+    ) -> list[SettlementRecord]:
+        """Open settlements by id after ``after_id``: every PENDING one (when its next attempt is
+        due is the caller's to judge), and each other one last changed before
+        ``changed_before_us``."""
+        async with self._sessions.connect(rows=limit) as connection:
+            rows = await connection.execute(
+                _UNFINISHED,
+                {"after_id": after_id, "changed_before_us": changed_before_us, "limit": limit},
+            )
             return [SETTLEMENTS.record_of(list(r)) for r in rows]
 
     async def settlement(

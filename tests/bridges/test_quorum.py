@@ -19,7 +19,7 @@ from bridges import (
     quorum_threshold,
     verify_quorum_certificate,
 )
-from bridges._quorum import Validator, aggregate
+from bridges._quorum import Validator, aggregate, quorum_signature
 from bridges.errors import InvalidRequest, Reason
 from wallets import bls
 
@@ -53,6 +53,16 @@ def test_four_or_five_of_five_is_final() -> None:
     assert verify_quorum_certificate(HEADER, certify(HEADER, IDS[1:]), KEYS)
     unordered = certify(HEADER, ("SAMA", "BOT", "PBoC", "HKMA"))
     assert verify_quorum_certificate(HEADER, unordered, KEYS)
+
+
+def test_the_bridges_one_signature_for_its_signers_is_their_aggregate() -> None:
+    """The bridge signs a block for its simulated validators at once (quorum_signature): the same
+    certificate as each signing and the signatures aggregated."""
+    digest = header_hash(HEADER)
+    for signers in (IDS, IDS[1:], ("SAMA", "BOT", "PBoC", "HKMA")):
+        together = quorum_signature([NODES[s] for s in signers], digest)
+        assert together == certify(HEADER, signers).aggregate_signature
+        assert verify_quorum_certificate(HEADER, QuorumCertificate(digest, signers, together), KEYS)
 
 
 def test_three_of_five_is_short() -> None:
