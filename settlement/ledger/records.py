@@ -589,7 +589,7 @@ class LoanRecord:
 
 
 #: Records whose every field is an immutable value: a shallow copy is a snapshot (5x cheaper
-#: than a deep one; tests/settlement/test_records.py keeps them so).
+#: than a deep one; tests/settlement/test_reply_snapshots.py keeps them so).
 FLAT_RECORDS: Final = (QuoteRecord, SettlementRecord)
 #: Records with a list that grows within a batch (a title's moves, a loan's events).
 _NESTED_RECORDS: Final = (TitleRecord, LoanRecord)
