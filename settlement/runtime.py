@@ -29,6 +29,7 @@ from settlement.db.urls import DatabaseUrl, parse_database_url
 from settlement.faults import Faults
 from settlement.ledger.checkpoints import Checkpoints
 from settlement.ledger.commands import reserve_wallet_id
+from settlement.ledger.deadline_reads import DeadlineReader
 from settlement.ledger.deadlines import DeadlineSweeper
 from settlement.ledger.directory import Directory
 from settlement.ledger.engine import LedgerEngine
@@ -101,7 +102,7 @@ class Runtime:
         )
         self.loans = LoanReader(self.read_sessions)
         self.deadlines = DeadlineSweeper(
-            self.reader, self.loans, self.engine, self.clock, self.faults
+            DeadlineReader(self.read_sessions), self.engine, self.clock, self.faults
         )
         self.settlements = SettlementReader(self.read_sessions)
         # Per-caller calls in flight and streams (the call wrapper takes and gives back slots).

@@ -22,12 +22,11 @@ from settlement import limits
 from settlement.clock import Clock
 from settlement.faults import Faults
 from settlement.ledger.commands import Command
+from settlement.ledger.deadline_reads import DeadlineReader
 from settlement.ledger.engine import LedgerEngine, OperationInfo
-from settlement.ledger.loan_reads import LoanReader
 from settlement.ledger.loans import SWEEPER as LOAN_SWEEPER
 from settlement.ledger.loans import FireLoanDeadline
 from settlement.ledger.payments import FireDeadline
-from settlement.ledger.reads import LedgerReader
 from settlement.sweeps import PeriodicSweep
 
 log = structlog.get_logger("condpay.deadlines")
@@ -50,14 +49,13 @@ class DeadlineSweeper(PeriodicSweep):
 
     def __init__(
         self,
-        reader: LedgerReader,
-        loans: LoanReader,
+        reads: DeadlineReader,
         engine: LedgerEngine,
         clock: Clock,
         faults: Faults,
     ) -> None:
         super().__init__(limits.DEADLINE_SWEEP_SECONDS)
-        self._reader, self._loans, self._engine = reader, loans, engine
+        self.reads, self._engine = reads, engine
         self._clock, self._faults = clock, faults
         self.fired = 0
         # The earliest deadline after the last sweep and within one period of it, if any.
@@ -75,15 +73,10 @@ class DeadlineSweeper(PeriodicSweep):
         self._next_us = None  # (a sweep that fails waits a whole period before the next)
         now_us = self._clock.now_us()
         until_us = now_us + int(limits.DEADLINE_SWEEP_SECONDS * 1e6)
-        due_payments = await self._reader.due_payments(now_us, limits.DEADLINE_SWEEP_BATCH)
-        due_loans = await self._loans.due_loans(now_us, limits.DEADLINE_SWEEP_BATCH)
-        coming = [
-            await self._reader.next_payment_deadline(now_us, until_us),
-            await self._loans.next_loan_deadline(now_us, until_us),
-        ]
-        self._next_us = min((us for us in coming if us is not None), default=None)
-        due = [(p, self._command(p)) for p in due_payments]
-        due += [(loan_id, self._loan_command(loan_id)) for loan_id in due_loans]
+        work = await self.reads.due(now_us, until_us, limits.DEADLINE_SWEEP_BATCH)
+        self._next_us = work.next_us
+        due = [(p, self._command(p)) for p in work.payment_ids]
+        due += [(loan_id, self._loan_command(loan_id)) for loan_id in work.loan_ids]
         if not due:
             return 0
         self._faults.point("deadline_sweep")

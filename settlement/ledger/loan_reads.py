@@ -1,9 +1,9 @@
 """The read side of inventory loans (no locks; one snapshot per call): a loan and its history,
-lists by wallet and state, and the loans whose deadline has come."""
+and lists by wallet and state. (The loans whose deadline has come: deadline_reads.py.)"""
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, func, or_, true
+from sqlalchemy import ColumnElement, or_, true
 from sqlmodel import col, select
 
 from settlement import limits
@@ -103,31 +103,3 @@ class LoanReader:
                 query = query.where(models.Loan.state == state)
             rows = await session.exec(query.order_by(col(models.Loan.loan_id)).limit(limit))
             return [_record(r) for r in rows]
-
-    async def due_loans(self, now_us: int, limit: int) -> list[str]:
-        """Live loans whose deadline (maturity or cure) has come, earliest first."""
-        async with self._session(rows=limit) as session:
-            rows = await session.exec(
-                select(models.Loan.loan_id)
-                .where(
-                    col(models.Loan.deadline_at_us).is_not(None),
-                    col(models.Loan.deadline_at_us) <= now_us,
-                    col(models.Loan.state).in_(LIVE_STATES),
-                )
-                .order_by(col(models.Loan.deadline_at_us))
-                .limit(limit)
-            )
-            return list(rows)
-
-    async def next_loan_deadline(self, after_us: int, until_us: int) -> int | None:
-        """The earliest deadline of a live loan in (``after_us``, ``until_us``], if any."""
-        async with self._session() as session:
-            rows = await session.exec(
-                select(func.min(models.Loan.deadline_at_us)).where(
-                    col(models.Loan.deadline_at_us) > after_us,
-                    col(models.Loan.deadline_at_us) <= until_us,
-                    col(models.Loan.state).in_(LIVE_STATES),
-                )
-            )
-            earliest = rows.first()
-            return None if earliest is None else int(earliest)

@@ -79,8 +79,6 @@ def _of_payments(model: type[SQLModel], order: str) -> Select[Any]:
     )
 
 
-#: The states of a payment whose deadline is still to come (the deadline sweep's).
-_OPEN_STATES = (PaymentState.LOCKED.value, PaymentState.PARTIALLY_RELEASED.value)
 _JOURNAL_TABLE = models.JournalEntry.__table__  # type: ignore[attr-defined]
 _POSTINGS_TABLE = models.Posting.__table__  # type: ignore[attr-defined]
 _FINANCING = _of_payments(models.PaymentFinancing, "idx")
@@ -388,34 +386,6 @@ class LedgerReader:
                 .order_by(col(models.PaymentEvent.version))
             )
             return [(int(v), str(k)) for v, k in rows]
-
-    async def due_payments(self, now_us: int, limit: int) -> list[str]:
-        """Open payments whose deadline has come, earliest first."""
-        async with self._session(rows=limit) as session:
-            rows = await session.exec(
-                select(models.Payment.payment_id)
-                .where(
-                    col(models.Payment.state).in_(_OPEN_STATES),
-                    col(models.Payment.deadline_at_us).is_not(None),
-                    col(models.Payment.deadline_at_us) <= now_us,
-                )
-                .order_by(col(models.Payment.deadline_at_us))
-                .limit(limit)
-            )
-            return list(rows)
-
-    async def next_payment_deadline(self, after_us: int, until_us: int) -> int | None:
-        """The earliest deadline of an open payment in (``after_us``, ``until_us``], if any."""
-        async with self._session() as session:
-            rows = await session.exec(
-                select(func.min(models.Payment.deadline_at_us)).where(
-                    col(models.Payment.state).in_(_OPEN_STATES),
-                    col(models.Payment.deadline_at_us) > after_us,
-                    col(models.Payment.deadline_at_us) <= until_us,
-                )
-            )
-            earliest = rows.first()
-            return None if earliest is None else int(earliest)
 
     async def payment_terms(self, payment_id: str) -> PaymentTerms | None:
         """What the lock fixed of a payment (never its state): one indexed row."""

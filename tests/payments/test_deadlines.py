@@ -29,7 +29,7 @@ from condpay.v1 import ledger_pb2, payment_pb2
 
 from settlement import limits
 from settlement.clock import ManualClock
-from settlement.ledger.reads import LedgerReader
+from settlement.ledger.deadline_reads import DeadlineReader, DueWork
 from settlement.runtime import Runtime
 from tests.payments.fleet import (
     CENTRAL_BANK,
@@ -133,7 +133,7 @@ def legs_of(payment: payment_pb2.Payment) -> list[tuple[str, str, int]]:
 
 
 # -- a controlled clock ----------------------------------------------------------------------------
-async def _unavailable(now_us: int, limit: int) -> list[str]:
+async def _unavailable(now_us: int, until_us: int, limit: int) -> DueWork:
     raise ConnectionError("the database is away")
 
 
@@ -184,9 +184,8 @@ async def test_the_sweep_wakes_at_a_deadline_within_its_period(database_url: str
         assert sweeper.pause_seconds() == limits.DEADLINE_SWEEP_MIN_SECONDS
         clock.advance(-0.199)
         # A sweep that fails (the database away, say) waits a whole period, never less.
-        reads = h.runtime.reader
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(reads, "due_payments", _unavailable)
+            patch.setattr(sweeper.reads, "due", _unavailable)
             clock.advance(0.5)  # past the deadline it was waiting for
             with pytest.raises(ConnectionError):
                 await sweeper.sweep()
@@ -445,17 +444,17 @@ async def test_two_server_processes_fire_each_deadline_once(pg_url: str, tmp_pat
             server.stop(kill=True)
 
 
-def hold_at_barrier(reader: LedgerReader, barrier: asyncio.Barrier) -> None:
-    """Make the sweep of ``reader``'s runtime wait, after reading the due payments, until the
-    other runtime's sweep has read them too."""
-    read = reader.due_payments
+def hold_at_barrier(reads: DeadlineReader, barrier: asyncio.Barrier) -> None:
+    """Make the sweep that reads through ``reads`` wait, after reading the due payments, until
+    the other runtime's sweep has read them too."""
+    read = reads.due
 
-    async def due_payments(now_us: int, limit: int) -> list[str]:
-        due = await read(now_us, limit)
+    async def due(now_us: int, until_us: int, limit: int) -> DueWork:
+        work = await read(now_us, until_us, limit)
         await barrier.wait()
-        return due
+        return work
 
-    reader.due_payments = due_payments  # type: ignore[method-assign]
+    reads.due = due  # type: ignore[method-assign]
 
 
 @contextlib.asynccontextmanager
@@ -484,7 +483,7 @@ async def racing_replicas(
             clock.set(start + HOUR_US + SECOND_US)
             barrier = asyncio.Barrier(2)
             for runtime in runtimes:
-                hold_at_barrier(runtime.reader, barrier)
+                hold_at_barrier(runtime.deadlines.reads, barrier)
             yield runtimes, connection, fleet, plans, clock
         finally:
             await connection.close()

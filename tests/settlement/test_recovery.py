@@ -1,6 +1,7 @@
 """The recovery sweep's pacing and reach (settlement/coordination/recovery.py): a payout that
 cannot take its leg stays PENDING, keeps no quote, releases the leg, and is asked again at its
-next attempt with a backoff that doubles; settlements in doubt are driven however many
+next attempt with a backoff that doubles (the sweeps a quarter second apart while it waits, a
+second apart once nothing is unfinished); settlements in doubt are driven however many
 settlements wait before them by id.
 
 Each test stops the background sweep and runs sweeps by hand on a ManualClock."""
@@ -140,6 +141,8 @@ async def test_a_payout_the_gateway_cannot_fund_backs_off_doubling_and_keeps_no_
 
         await recovery.sweep()  # refused: no exception escapes the drive
         assert prepares.calls == 1
+        # A payout waits: the next sweep comes after the short pause, not the idle one.
+        assert recovery.pause_seconds() == recovery_module.SWEEP_SECONDS
         after = await the_payout(trade)
         assert (after.state, after.attempt, after.quote_id, after.abort_reason) == (
             SettlementState.PENDING,
@@ -174,6 +177,8 @@ async def test_a_payout_the_gateway_cannot_fund_backs_off_doubling_and_keeps_no_
         assert settled.attempt == 5
         assert prepares.calls == 5
         assert await trade.balance("seller", "HKD") == (settled.receive_minor, 0)
+        await recovery.sweep()  # nothing unfinished: the sweep after it waits longer
+        assert recovery.pause_seconds() == recovery_module.IDLE_SWEEP_SECONDS
 
 
 async def test_a_payout_whose_quote_expired_before_attaching_is_asked_again(

@@ -116,7 +116,7 @@ async def start_harness(
             runtime.store, runtime.clock, StatusCodec(), runtime.directory, runtime.notifier
         )
         runtime.deadlines = DeadlineSweeper(
-            runtime.reader, runtime.loans, runtime.engine, runtime.clock, runtime.faults
+            runtime.deadlines.reads, runtime.engine, runtime.clock, runtime.faults
         )
     await runtime.start()
     server = await start_server(runtime, "127.0.0.1:0")
