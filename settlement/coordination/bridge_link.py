@@ -15,6 +15,7 @@ never applies anything twice; other refusals are answers and are never retried.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -50,7 +51,6 @@ from bridges import (
     bootstrap,
     checked_public_keys,
     header_encoding,
-    header_hash,
     load_pinned,
     verify_quorum_certificate,
 )
@@ -98,22 +98,30 @@ class CertificateCache:
 
     def verify(self, header: BlockHeader, qc: QuorumCertificate, keys: Mapping[str, bytes]) -> bool:
         """As :func:`bridges.verify_quorum_certificate`, remembering what verified."""
+        return self.verified_encoding(header, qc, keys) is not None
+
+    def verified_encoding(
+        self, header: BlockHeader, qc: QuorumCertificate, keys: Mapping[str, bytes]
+    ) -> bytes | None:
+        """As :meth:`verify`; the header's canonical encoding (what its hash is of) if it
+        verifies, None if not: the caller keeps it without encoding the header again."""
         if keys != self._keys:
             self._keys = dict(keys)
             self._blocks.clear()
         try:
-            block_hash = header_hash(header)
+            encoding = header_encoding(header)
         except (ValueError, TypeError, OverflowError, struct.error, AttributeError):
-            return False
+            return None
+        block_hash = hashlib.sha256(encoding).digest()
         entry = (block_hash, tuple(qc.signer_ids), bytes(qc.aggregate_signature))
         known = self._blocks.get(header.height)
         if known is not None and known == entry and bytes(qc.block_hash) == block_hash:
             self._blocks.move_to_end(header.height)
             self.hits += 1
-            return True
+            return encoding
         self.verifications += 1
         if not verify_quorum_certificate(header, qc, keys):
-            return False
+            return None
         if known is not None and known[0] != block_hash:
             log.critical(
                 "bridge_conflicting_blocks",
@@ -122,12 +130,12 @@ class CertificateCache:
                 answered=block_hash.hex(),
                 why="a second block with a quorum certificate at a height already verified",
             )
-            return False
+            return None
         self._blocks[header.height] = entry
         self._blocks.move_to_end(header.height)
         while len(self._blocks) > self._capacity:
             self._blocks.popitem(last=False)
-        return True
+        return encoding
 
 
 class UntrustedBridge(Exception):
@@ -306,13 +314,18 @@ class BridgeLink:
         keys = await self.keys()
         block, qc = answer.block, answer.certificate
         bridge_id = self.bridge_transfer_id(transfer_id)
-        if bridge_id not in block.transfer_ids or not self.certificates.verify(block, qc, keys):
+        encoding = (
+            self.certificates.verified_encoding(block, qc, keys)
+            if bridge_id in block.transfer_ids
+            else None
+        )
+        if encoding is None:
             log.error("bridge_certificate_rejected", transfer_id=transfer_id, height=block.height)
             return None
         return Verified(
             block.height,
-            header_encoding(block),
-            block.hash,
+            encoding,
+            hashlib.sha256(encoding).digest(),
             qc.signer_ids,
             qc.aggregate_signature,
         )

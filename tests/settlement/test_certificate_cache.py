@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 
-from bridges import BlockHeader, QuorumCertificate, header_hash
+from bridges import BlockHeader, QuorumCertificate, header_encoding, header_hash
 from bridges._quorum import ZERO_HASH, Validator, aggregate
 from settlement.coordination.bridge_link import CertificateCache
 
@@ -36,6 +36,10 @@ def test_a_block_is_verified_once_then_answered_from_the_cache() -> None:
     assert cache.verify(header, qc, KEYS)
     assert cache.verify(block(1, "CONDPAY:s1.1", "CONDPAY:s2.1"), qc, KEYS)  # an equal copy
     assert (cache.verifications, cache.hits) == (1, 2)
+    # What the core keeps of the block: its canonical encoding, the bytes its hash is of.
+    assert cache.verified_encoding(header, qc, KEYS) == header_encoding(header)
+    assert hashlib.sha256(header_encoding(header)).digest() == qc.block_hash
+    assert cache.verified_encoding(block(1, "CONDPAY:s3.1"), qc, KEYS) is None
 
 
 def test_another_block_at_a_verified_height_is_refused_even_with_a_valid_certificate() -> None:
