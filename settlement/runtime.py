@@ -19,6 +19,7 @@ from settlement.api.verify_threads import VerifyThreads
 from settlement.certs import CHECKPOINT_KEY_FILE, load_or_create_checkpoint_key
 from settlement.clock import Clock, SystemClock
 from settlement.config import Settings
+from settlement.coordination import shared_verdicts
 from settlement.coordination.bridge_link import BridgeLink, LinkSecurity, open_bridge
 from settlement.coordination.coordinator import Coordinator, Timing
 from settlement.coordination.payouts import PayoutStarter
@@ -202,7 +203,12 @@ class Runtime:
             spec = "none"
         beside = Path(self.url.sqlite_path or "var/condpay.db").with_name("bridge.db")
         self.bridge = await open_bridge(
-            spec, self.settings.bridge_gateway, beside, self.clock, self._link_security()
+            spec,
+            self.settings.bridge_gateway,
+            beside,
+            self.clock,
+            self._link_security(),
+            shared_verdicts.inherited(),  # the other workers' (settlement/api/workers.py)
         )
         if self.bridge is None:
             return

@@ -2,9 +2,11 @@
 
 One Python process uses one core for Python code, so a bigger machine serves more with more
 processes. They are ordinary replicas (the same as servers on different machines): they share
-nothing but the database, and the kernel spreads incoming connections over them (SO_REUSEPORT).
-The parent migrates the schema once, starts the workers, forwards SIGTERM/SIGINT to them, and
-stops them all if one dies.
+the database, and the kernel spreads incoming connections over them (SO_REUSEPORT). Besides, the
+parent hands them one table in memory where each tells the others the bridge block certificates
+it verified, so that a block is checked once per machine, not once per worker
+(settlement/coordination/shared_verdicts.py). The parent migrates the schema once, starts the
+workers, forwards SIGTERM/SIGINT to them, and stops them all if one dies.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Final
 import structlog
 
 from settlement.config import Settings
+from settlement.coordination import shared_verdicts
 from settlement.db.migrate import upgrade_to_head
 from settlement.db.urls import parse_database_url
 from settlement.metrics import MULTIPROCESS_ENV, multiprocess_directory, serve_metrics, worker_gone
@@ -96,13 +99,29 @@ def serve_workers(settings: Settings) -> int:
             http.shutdown()
 
 
+def _start(count: int, env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
+    """``count`` workers, each handed the verified-certificate table (when there is one)."""
+    table = shared_verdicts.table_for_workers()
+    handed = () if table is None else (table,)
+    if table is not None:
+        env = {**env, shared_verdicts.ENV: str(table)}
+    try:
+        return [
+            subprocess.Popen(
+                [sys.executable, "-m", "settlement.cli", "serve"],
+                env=env,
+                preexec_fn=_die_with_parent,
+                pass_fds=handed,
+            )
+            for _ in range(count)
+        ]
+    finally:
+        if table is not None:
+            os.close(table)  # the workers hold it now
+
+
 def _supervise(settings: Settings, env: dict[str, str], metrics_dir: str | None) -> int:
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-m", "settlement.cli", "serve"], env=env, preexec_fn=_die_with_parent
-        )
-        for _ in range(settings.worker_count())
-    ]
+    children = _start(settings.worker_count(), env)
     log.info("workers_started", workers=len(children), pids=[c.pid for c in children])
 
     def forward(signum: int, _frame: FrameType | None) -> None:

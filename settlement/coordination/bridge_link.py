@@ -56,6 +56,7 @@ from bridges import (
 )
 from bridges.errors import BridgeError, Reason, Unavailable, error
 from settlement import tracing
+from settlement.coordination.shared_verdicts import SharedVerdicts, fingerprint, keys_digest
 
 log = structlog.get_logger("condpay.bridge_link")
 
@@ -87,26 +88,39 @@ class CertificateCache:
     bridge sent, never the transmitted one): anything else at a known height is verified again in
     full, and a certificate that verifies for *another* block at a height already verified is
     refused (two blocks at one height: the validators equivocated, or the bridge lies). Keys that
-    differ from the ones the cache was filled under empty it."""
+    differ from the ones the cache was filled under empty it.
 
-    def __init__(self, capacity: int = VERIFIED_BLOCKS_MAX) -> None:
+    ``shared``: the table of the other workers on this machine (settlement/coordination/
+    shared_verdicts.py). A certificate not in this cache whose fingerprint another worker wrote
+    there is taken as verified (counted in ``shared_hits``); one this cache verified is written
+    there. Everything else (the equivocation check, this cache) is the same either way."""
+
+    def __init__(
+        self, capacity: int = VERIFIED_BLOCKS_MAX, shared: SharedVerdicts | None = None
+    ) -> None:
         self._capacity = capacity
+        self._shared = shared
         self._keys: dict[str, bytes] = {}
+        self._keys_digest = keys_digest({})
         self._blocks: OrderedDict[int, tuple[bytes, tuple[str, ...], bytes]] = OrderedDict()
         self.hits = 0
+        self.shared_hits = 0
         self.verifications = 0
 
-    def verify(self, header: BlockHeader, qc: QuorumCertificate, keys: Mapping[str, bytes]) -> bool:
+    async def verify(
+        self, header: BlockHeader, qc: QuorumCertificate, keys: Mapping[str, bytes]
+    ) -> bool:
         """As :func:`bridges.verify_quorum_certificate`, remembering what verified."""
-        return self.verified_encoding(header, qc, keys) is not None
+        return await self.verified_encoding(header, qc, keys) is not None
 
-    def verified_encoding(
+    async def verified_encoding(
         self, header: BlockHeader, qc: QuorumCertificate, keys: Mapping[str, bytes]
     ) -> bytes | None:
         """As :meth:`verify`; the header's canonical encoding (what its hash is of) if it
         verifies, None if not: the caller keeps it without encoding the header again."""
         if keys != self._keys:
             self._keys = dict(keys)
+            self._keys_digest = keys_digest(self._keys)
             self._blocks.clear()
         try:
             encoding = header_encoding(header)
@@ -119,9 +133,11 @@ class CertificateCache:
             self._blocks.move_to_end(header.height)
             self.hits += 1
             return encoding
-        self.verifications += 1
-        if not verify_quorum_certificate(header, qc, keys):
+        if not await self._verdict(header, block_hash, qc, keys):
             return None
+        if keys != self._keys:  # other keys came while this waited: not final yet, ask again
+            return None
+        known = self._blocks.get(header.height)
         if known is not None and known[0] != block_hash:
             log.critical(
                 "bridge_conflicting_blocks",
@@ -137,6 +153,29 @@ class CertificateCache:
             self._blocks.popitem(last=False)
         return encoding
 
+    async def _verdict(
+        self,
+        header: BlockHeader,
+        block_hash: bytes,
+        qc: QuorumCertificate,
+        keys: Mapping[str, bytes],
+    ) -> bool:
+        """Whether the certificate verifies: told by another worker, or verified here (and
+        then told to the others)."""
+        shared = self._shared
+        if shared is None:
+            self.verifications += 1
+            return verify_quorum_certificate(header, qc, keys)
+        mark = fingerprint(self._keys_digest, header, block_hash, qc)
+        if await shared.told(header.height, mark):  # or claimed for this worker to verify
+            self.shared_hits += 1
+            return True
+        self.verifications += 1
+        if not verify_quorum_certificate(header, qc, keys):
+            return False
+        shared.remember(header.height, mark)
+        return True
+
 
 class UntrustedBridge(Exception):
     """The bridge answered with a validator set other than the pinned one."""
@@ -150,16 +189,18 @@ class BridgeLink:
         *,
         owned: bool = False,
         pinned: dict[str, bytes] | None = None,
+        verdicts: SharedVerdicts | None = None,
     ) -> None:
         """``pinned``: the validator keys from configuration; None for an in-process bridge
-        (the same process: its own keys are the truth)."""
+        (the same process: its own keys are the truth). ``verdicts``: the certificates the
+        other workers on this machine verified (:class:`CertificateCache`)."""
         self.api = api
         self.gateway = gateway  # the core's participant id on the bridge
         self._owned = owned
         self._pinned = pinned
         self._keys: dict[str, bytes] | None = None
         self._mismatch_logged = False
-        self.certificates = CertificateCache()
+        self.certificates = CertificateCache(shared=verdicts)
         # Whether the last call got an answer (None before the first): the link's state, for
         # metrics. A refusal is an answer; only an unreachable bridge makes it False.
         self.answered: bool | None = None
@@ -315,7 +356,7 @@ class BridgeLink:
         block, qc = answer.block, answer.certificate
         bridge_id = self.bridge_transfer_id(transfer_id)
         encoding = (
-            self.certificates.verified_encoding(block, qc, keys)
+            await self.certificates.verified_encoding(block, qc, keys)
             if bridge_id in block.transfer_ids
             else None
         )
@@ -331,6 +372,13 @@ class BridgeLink:
         )
 
     async def close(self) -> None:
+        certificates = self.certificates
+        log.info(
+            "bridge_certificates",
+            verified=certificates.verifications,
+            told_by_other_workers=certificates.shared_hits,
+            from_cache=certificates.hits,
+        )
         close = getattr(self.api, "close", None)
         if self._owned and close is not None:
             await close()
@@ -354,16 +402,19 @@ async def open_bridge(
     default_state: Path,
     clock: Clock | None = None,
     security: LinkSecurity | None = None,
+    verdicts: SharedVerdicts | None = None,
 ) -> BridgeLink | None:
     """``spec``: ``none``; ``grpc://HOST:PORT`` (a ``condpay bridge serve``); ``memory`` or
     ``sqlite:///PATH`` (in process, bootstrapped with the demo banks and the gateway); ``auto``
     (in process at ``default_state``). An in-process bridge keeps the core's ``clock``.
     ValueError for a grpc:// bridge without TLS files or pinned validators, and
-    UntrustedBridge for one that answers with other validators than the pinned ones."""
+    UntrustedBridge for one that answers with other validators than the pinned ones.
+    ``verdicts``: shared with the other workers on this machine (:class:`CertificateCache`)."""
     if spec == "none":
         return None
     if spec.startswith("grpc://"):
-        return await _open_remote(spec.removeprefix("grpc://"), gateway, security or LinkSecurity())
+        target = spec.removeprefix("grpc://")
+        return await _open_remote(target, gateway, security or LinkSecurity(), verdicts)
     if spec == "memory":
         path: str | Path = ":memory:"
     elif spec.startswith("sqlite:///"):
@@ -379,10 +430,12 @@ async def open_bridge(
     bridge = await Bridge.open(path, clock=clock)
     admin: BridgeAdminApi = bridge
     await bootstrap(admin, banks={**DEMO_BANKS, gateway: "condpay settlement core gateway"})
-    return BridgeLink(bridge, gateway, owned=True)
+    return BridgeLink(bridge, gateway, owned=True, verdicts=verdicts)
 
 
-async def _open_remote(target: str, gateway: str, security: LinkSecurity) -> BridgeLink:
+async def _open_remote(
+    target: str, gateway: str, security: LinkSecurity, verdicts: SharedVerdicts | None
+) -> BridgeLink:
     if security.validators is None:
         raise ValueError(
             "CONDPAY_BRIDGE=grpc://... needs CONDPAY_BRIDGE_VALIDATORS: the bridge's validator "
@@ -399,7 +452,7 @@ async def _open_remote(target: str, gateway: str, security: LinkSecurity) -> Bri
         if security.certs_dir is None:
             raise ValueError("CONDPAY_BRIDGE_CERTS_DIR is required for a grpc:// bridge over TLS")
         client = BridgeClient(target, tls=ClientTls.for_participant(security.certs_dir, identity))
-    link = BridgeLink(client, gateway, owned=True, pinned=pinned)
+    link = BridgeLink(client, gateway, owned=True, pinned=pinned, verdicts=verdicts)
     try:
         await link.verify_validators()
     except BridgeError:

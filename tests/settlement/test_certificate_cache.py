@@ -28,35 +28,35 @@ def certify(header: BlockHeader, signers: list[Validator] = VALIDATORS[:4]) -> Q
     )
 
 
-def test_a_block_is_verified_once_then_answered_from_the_cache() -> None:
+async def test_a_block_is_verified_once_then_answered_from_the_cache() -> None:
     cache = CertificateCache()
     header = block(1, "CONDPAY:s1.1", "CONDPAY:s2.1")
     qc = certify(header)
-    assert cache.verify(header, qc, KEYS)
-    assert cache.verify(header, qc, KEYS)
-    assert cache.verify(block(1, "CONDPAY:s1.1", "CONDPAY:s2.1"), qc, KEYS)  # an equal copy
+    assert await cache.verify(header, qc, KEYS)
+    assert await cache.verify(header, qc, KEYS)
+    assert await cache.verify(block(1, "CONDPAY:s1.1", "CONDPAY:s2.1"), qc, KEYS)  # an equal copy
     assert (cache.verifications, cache.hits) == (1, 2)
     # What the core keeps of the block: its canonical encoding, the bytes its hash is of.
-    assert cache.verified_encoding(header, qc, KEYS) == header_encoding(header)
+    assert await cache.verified_encoding(header, qc, KEYS) == header_encoding(header)
     assert hashlib.sha256(header_encoding(header)).digest() == qc.block_hash
-    assert cache.verified_encoding(block(1, "CONDPAY:s3.1"), qc, KEYS) is None
+    assert await cache.verified_encoding(block(1, "CONDPAY:s3.1"), qc, KEYS) is None
 
 
-def test_another_block_at_a_verified_height_is_refused_even_with_a_valid_certificate() -> None:
+async def test_another_block_at_a_verified_height_is_refused_even_with_a_valid_qc() -> None:
     cache = CertificateCache()
     header = block(7, "CONDPAY:s1.1")
-    assert cache.verify(header, certify(header), KEYS)
+    assert await cache.verify(header, certify(header), KEYS)
     other = block(7, "CONDPAY:s9.1")  # the same height, other content, genuinely certified
-    assert not cache.verify(other, certify(other), KEYS)
+    assert not await cache.verify(other, certify(other), KEYS)
     # The first block still verifies, from the cache.
-    assert cache.verify(header, certify(header), KEYS)
+    assert await cache.verify(header, certify(header), KEYS)
 
 
-def test_a_cached_certificate_does_not_vouch_for_a_changed_header_or_certificate() -> None:
+async def test_a_cached_certificate_does_not_vouch_for_a_changed_header_or_certificate() -> None:
     cache = CertificateCache()
     header = block(3, "CONDPAY:s1.1")
     qc = certify(header)
-    assert cache.verify(header, qc, KEYS)
+    assert await cache.verify(header, qc, KEYS)
     # The cached certificate's fields with another header at the height: recomputed, refused.
     changed = BlockHeader(
         header.chain_id,
@@ -66,37 +66,37 @@ def test_a_cached_certificate_does_not_vouch_for_a_changed_header_or_certificate
         header.transfer_ids,
         header.transfers_digest,
     )
-    assert not cache.verify(changed, qc, KEYS)
+    assert not await cache.verify(changed, qc, KEYS)
     # A transmitted hash that is not the header's, with the cached signers and signature.
-    assert not cache.verify(
+    assert not await cache.verify(
         header, QuorumCertificate(bytes(32), qc.signer_ids, qc.aggregate_signature), KEYS
     )
     flipped = bytearray(qc.aggregate_signature)
     flipped[-1] ^= 1
-    assert not cache.verify(
+    assert not await cache.verify(
         header, QuorumCertificate(qc.block_hash, qc.signer_ids, bytes(flipped)), KEYS
     )
     short = QuorumCertificate(qc.block_hash, qc.signer_ids[:3], qc.aggregate_signature)
-    assert not cache.verify(header, short, KEYS)
+    assert not await cache.verify(header, short, KEYS)
     # Another quorum of the same block verifies (in full).
-    assert cache.verify(header, certify(header, VALIDATORS[1:]), KEYS)
+    assert await cache.verify(header, certify(header, VALIDATORS[1:]), KEYS)
 
 
-def test_other_keys_empty_the_cache() -> None:
+async def test_other_keys_empty_the_cache() -> None:
     cache = CertificateCache()
     header = block(2, "CONDPAY:s1.1")
     qc = certify(header)
-    assert cache.verify(header, qc, KEYS)
+    assert await cache.verify(header, qc, KEYS)
     strangers = {v.validator_id: v.public_key for v in (Validator(n, b"x" * 32) for n in "ABCDE")}
-    assert not cache.verify(header, qc, strangers)
-    assert cache.verify(header, qc, KEYS)
+    assert not await cache.verify(header, qc, strangers)
+    assert await cache.verify(header, qc, KEYS)
     assert cache.hits == 0
 
 
-def test_the_cache_is_bounded() -> None:
+async def test_the_cache_is_bounded() -> None:
     cache = CertificateCache(capacity=2)
     headers = [block(h, f"CONDPAY:s{h}.1") for h in (1, 2, 3)]
     for header in headers:
-        assert cache.verify(header, certify(header), KEYS)
-    assert cache.verify(headers[0], certify(headers[0]), KEYS)  # evicted: verified again
+        assert await cache.verify(header, certify(header), KEYS)
+    assert await cache.verify(headers[0], certify(headers[0]), KEYS)  # evicted: verified again
     assert (cache.verifications, cache.hits) == (4, 0)
