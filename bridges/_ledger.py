@@ -398,6 +398,49 @@ class CertifiedBlock:
         return Finality(transfer_id, self.header, self.certificate)
 
 
+#: No prepared transfer: no expiry is due before this (beyond any clock's microseconds).
+_NEVER: Final = 2**63
+
+
+class _Memo:
+    """Rows the write path would otherwise read again on every call, kept as the transaction
+    sees them (:meth:`Ledger._tx`). Each entry is either read from the database or written
+    through by the statement that changed the row, after that statement ran; the whole memo is
+    dropped (a new one) whenever a call or a group fails or is rolled back, whenever a write
+    that is not the ledger's own is seen (another connection's commit, or a statement on this
+    connection between the ledger's calls), so it never says what a rolled-back write said nor
+    hides what someone else wrote. Nothing is kept here that the ledger does not also write."""
+
+    __slots__ = (
+        "account_ids",
+        "accounts",
+        "best_provider",
+        "holdings",
+        "next_commit_seq",
+        "next_expiry",
+        "next_quote",
+        "participants",
+        "rates",
+        "supply",
+        "waiting",
+    )
+
+    def __init__(self) -> None:
+        self.participants: dict[str, Participant] = {}
+        self.best_provider: str | None = None  # the cheapest liquidity provider's id
+        self.account_ids: dict[tuple[str, str, str], int] = {}  # (participant, kind, currency)
+        self.accounts: dict[int, AccountBalance] = {}
+        self.rates: dict[str, Rate] = {}
+        self.supply: dict[str, tuple[int, int]] = {}  # currency: (issued, redeemed)
+        # currency: [held, issuance], the sums _check_supply compares, kept by _post's postings
+        self.holdings: dict[str, list[int]] = {}
+        self.next_quote: int | None = None  # the next quote's sequence number
+        self.next_commit_seq: int | None = None
+        # No prepared transfer expires before this (a lower bound: _expire_due reads only then).
+        self.next_expiry: int | None = None
+        self.waiting: int | None = None  # the commits waiting for a block
+
+
 class Ledger:
     """The bridge's state and every operation on it. Synchronous; see the module docstring."""
 
@@ -415,6 +458,11 @@ class Ledger:
         self._grouped = False  # in run_group: each call's transaction is a savepoint
         self.groups_committed = 0  # run_group's COMMITs (group commit, for tests and profiles)
         self._locked: str | None = None  # the state file this ledger holds (_state_lock)
+        self._memo = _Memo()
+        # What the memo has seen: this connection's row changes when the last call ended, and
+        # the database's data_version (other connections' commits) when a transaction began.
+        self._changes_seen = -1
+        self._data_version: int | None = None
 
     # ---------------------------------------------------------------- opening
 
@@ -538,25 +586,59 @@ class Ledger:
     @contextmanager
     def _tx(self) -> Iterator[None]:
         """One call's transaction; inside a group (:meth:`run_group`), a savepoint of the
-        group's transaction, so a call that fails undoes its own writes only."""
+        group's transaction, so a call that fails undoes its own writes only. Whatever fails
+        drops the memo (:class:`_Memo`) before anything is rolled back."""
         if self._grouped:
+            self._check_memo()
             self._conn.execute("SAVEPOINT call")
             try:
                 yield
             except BaseException:
+                self._forget()
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK TO call")
                     self._conn.execute("RELEASE call")
                 raise
+            finally:
+                self._changes_seen = self._conn.total_changes
             self._conn.execute("RELEASE call")
             return
         self._conn.execute("BEGIN IMMEDIATE")
         try:
+            self._check_data_version()
+            self._check_memo()
             yield
         except BaseException:
+            self._forget()
             self._conn.execute("ROLLBACK")
             raise
-        self._conn.execute("COMMIT")
+        finally:
+            self._changes_seen = self._conn.total_changes
+        try:
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._forget()
+            raise
+
+    def _forget(self) -> None:
+        """Drop the memo: the next read of each row goes to the database."""
+        self._memo = _Memo()
+
+    def _check_memo(self) -> None:
+        """Between two calls, no row changes on this connection but by the ledger's own calls;
+        if some did (a statement run behind the ledger's back), the memo may be stale."""
+        if self._conn.total_changes != self._changes_seen:
+            self._forget()
+            self._changes_seen = self._conn.total_changes
+
+    def _check_data_version(self) -> None:
+        """At the start of a transaction: another connection that committed to the state file
+        (a ledger reopened in this process after a simulated crash, a tool) makes the memo
+        stale. The state lock keeps other processes out; this is the guard behind it."""
+        version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._forget()
+            self._data_version = version
 
     def run_group(self, calls: Sequence[Callable[[], object]]) -> list[tuple[bool, object]]:
         """Group commit: ``calls`` (ledger methods) in order, in one transaction, each in a
@@ -569,19 +651,24 @@ class Ledger:
         idempotent, so the caller asks again)."""
         results: list[tuple[bool, object]] = []
         start = 0  # the first call of the group's current transaction
+        committed = False
         self._conn.execute("BEGIN IMMEDIATE")
         self._grouped = True
         try:
+            self._check_data_version()
             for call in calls:
                 try:
                     results.append((True, call()))
                 except Exception as exc:  # the call's own answer: it stands alone
                     results.append((False, exc))
                 if not self._conn.in_transaction:  # SQLite rolled the whole group back
+                    self._forget()
                     _lost(results, start, "rolled back")
                     start = len(results)
                     self._conn.execute("BEGIN IMMEDIATE")
+                    self._check_data_version()
             self._conn.execute("COMMIT")
+            committed = True
             self.groups_committed += 1
         except Exception:
             _log.exception("a group of %d calls failed to commit", len(results) - start)
@@ -591,6 +678,8 @@ class Ledger:
             results.extend((False, _lost_error("not run")) for _ in calls[len(results) :])
         finally:
             self._grouped = False
+            if not committed:  # the memo may hold the group's writes: none of them stands
+                self._forget()
         return results
 
     def _call(self, body: Callable[[int], T]) -> T:
@@ -606,6 +695,9 @@ class Ledger:
     # ---------------------------------------------------------------- participants
 
     def _participant(self, participant_id: str) -> Participant:
+        known = self._memo.participants.get(participant_id)
+        if known is not None:
+            return known
         row = self._one(
             "SELECT participant_id, kind, name, currency, liquidity_provider, spread_ppm "
             "FROM participants WHERE participant_id = ?",
@@ -617,7 +709,11 @@ class Ledger:
                 f"participant {participant_id!r} is not registered",
                 participant_id=participant_id,
             )
-        return Participant(row[0], ParticipantKind(row[1]), row[2], row[3], bool(row[4]), row[5])
+        participant = Participant(
+            row[0], ParticipantKind(row[1]), row[2], row[3], bool(row[4]), row[5]
+        )
+        self._memo.participants[participant_id] = participant
+        return participant
 
     def _bank(self, participant_id: str, field: str) -> Participant:
         participant = self._participant(participant_id)
@@ -672,6 +768,8 @@ class Ledger:
                 "WHERE participant_id = ?",
                 (spread_ppm, participant_id),
             )
+            self._memo.participants.pop(participant_id, None)
+            self._memo.best_provider = None
             return self._participant(participant_id)
 
         return self._call(body)
@@ -695,11 +793,21 @@ class Ledger:
         self, participant_id: str, kind: AccountKind, currency: str
     ) -> tuple[int, int, int]:
         """(account_id, balance, reserved)."""
+        memo = self._memo
+        account_id = memo.account_ids.get((participant_id, kind.value, currency))
+        if account_id is not None:
+            balance = self._balance(account_id)
+            return account_id, balance.balance_minor, balance.reserved_minor
         row = self._one(
             "SELECT account_id, balance_minor, reserved_minor FROM accounts "
             "WHERE participant_id = ? AND kind = ? AND currency = ?",
             (participant_id, kind.value, currency),
         )
+        if row is not None:  # accounts are never deleted, nor moved to another owner
+            memo.account_ids[participant_id, kind.value, currency] = int(row[0])
+            memo.accounts[int(row[0])] = AccountBalance(
+                participant_id, kind, currency, int(row[1]), int(row[2])
+            )
         if row is None:
             raise error(
                 Reason.INVALID_ACCOUNT_KIND,
@@ -711,12 +819,17 @@ class Ledger:
         return int(row[0]), int(row[1]), int(row[2])
 
     def _balance(self, account_id: int) -> AccountBalance:
+        known = self._memo.accounts.get(account_id)
+        if known is not None:
+            return known
         row = self._one(
             "SELECT participant_id, kind, currency, balance_minor, reserved_minor FROM accounts "
             "WHERE account_id = ?",
             (account_id,),
         )
-        return AccountBalance(row[0], AccountKind(row[1]), row[2], row[3], row[4])
+        balance = AccountBalance(row[0], AccountKind(row[1]), row[2], row[3], row[4])
+        self._memo.accounts[account_id] = balance
+        return balance
 
     def _post(
         self,
@@ -739,6 +852,12 @@ class Ledger:
             "INSERT INTO entries (kind, transfer_id, request_id, at_us) VALUES (?, ?, ?, ?)",
             (kind, transfer_id, request_id, now),
         ).lastrowid
+        # Each posting checked against the balance as the ones before it left it (the memo is
+        # written through as it goes), then all of them written: one statement for the
+        # balances, one for the postings. A refusal part way leaves the call to fail, which
+        # rolls its writes back and drops the memo (_tx).
+        memo = self._memo
+        balances: list[tuple[int, int]] = []  # (new balance, account), in the postings' order
         for p in postings:
             balance = self._balance(p.account_id)
             new_balance = balance.balance_minor + p.amount_minor
@@ -746,15 +865,26 @@ class Ledger:
                 raise error(Reason.INVARIANT_VIOLATED, f"posting overdraws {balance}")
             if not -limits.AMOUNT_MINOR_MAX <= new_balance <= limits.AMOUNT_MINOR_MAX:
                 raise _overflow(f"the {balance.kind.value} balance of {balance.participant_id}")
-            self._conn.execute(
-                "UPDATE accounts SET balance_minor = ? WHERE account_id = ?",
-                (new_balance, p.account_id),
+            memo.accounts[p.account_id] = AccountBalance(
+                balance.participant_id,
+                balance.kind,
+                balance.currency,
+                new_balance,
+                balance.reserved_minor,
             )
-            self._conn.execute(
-                "INSERT INTO postings (entry_id, account_id, currency, amount_minor, role) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (entry_id, p.account_id, p.currency, p.amount_minor, p.role),
-            )
+            # [held, issuance] in the account's currency, as the accounts were before this
+            # entry (its balances are written below), moved by the posting
+            sums_of = self._holdings_sums(balance.currency)
+            sums_of[balance.kind is AccountKind.ISSUANCE] += p.amount_minor
+            balances.append((new_balance, p.account_id))
+        self._conn.executemany(
+            "UPDATE accounts SET balance_minor = ? WHERE account_id = ?", balances
+        )
+        self._conn.executemany(
+            "INSERT INTO postings (entry_id, account_id, currency, amount_minor, role) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(entry_id, p.account_id, p.currency, p.amount_minor, p.role) for p in postings],
+        )
         for currency in sums:
             self._check_supply(currency)
 
@@ -771,13 +901,32 @@ class Ledger:
         ).fetchall()
         return {row[0]: _Holdings(int(row[1]), int(row[2]), int(row[3])) for row in rows}
 
+    def _holdings_sums(self, currency: str) -> list[int]:
+        """[held, issuance] of :meth:`_holdings` for one currency, summed from the accounts
+        when the memo has not got them; then kept by :meth:`_post`, which changes them."""
+        sums = self._memo.holdings.get(currency)
+        if sums is None:
+            holdings = self._holdings(currency).get(currency, _NO_HOLDINGS)
+            sums = self._memo.holdings[currency] = [holdings.held_minor, holdings.issuance_minor]
+        return sums
+
+    def _supply_row(self, currency: str) -> tuple[int, int]:
+        """(issued, redeemed) of a currency."""
+        row = self._memo.supply.get(currency)
+        if row is None:
+            issued, redeemed = self._one(
+                "SELECT issued_minor, redeemed_minor FROM supply WHERE currency = ?", (currency,)
+            )
+            row = self._memo.supply[currency] = (issued, redeemed)
+        return row
+
     def _check_supply(self, currency: str) -> None:
-        """issued - redeemed == sum of the holders' balances == -issuance balance."""
-        issued, redeemed = self._one(
-            "SELECT issued_minor, redeemed_minor FROM supply WHERE currency = ?", (currency,)
-        )
-        holdings = self._holdings(currency).get(currency, _NO_HOLDINGS)
-        held, issuance = holdings.held_minor, holdings.issuance_minor
+        """issued - redeemed == sum of the holders' balances == -issuance balance. The sums
+        are the memo's (:meth:`_holdings_sums`): each posting moves them by its amount, as it
+        moves its account's balance; summed again from the accounts whenever the memo was
+        dropped, so this compares the supply with the balances as written."""
+        issued, redeemed = self._supply_row(currency)
+        held, issuance = self._holdings_sums(currency)
         if not issued - redeemed == held == -issuance:
             raise error(
                 Reason.INVARIANT_VIOLATED,
@@ -792,6 +941,9 @@ class Ledger:
             raise error(Reason.INVARIANT_VIOLATED, f"reservation out of range on {balance}")
         self._conn.execute(
             "UPDATE accounts SET reserved_minor = ? WHERE account_id = ?", (reserved, account_id)
+        )
+        self._memo.accounts[account_id] = AccountBalance(
+            balance.participant_id, balance.kind, balance.currency, balance.balance_minor, reserved
         )
 
     # ---------------------------------------------------------------- issuance
@@ -852,9 +1004,7 @@ class Ledger:
             issuer = next(b for b, c in CENTRAL_BANKS.items() if c == currency)
             issuance_id = self._account(issuer, AccountKind.ISSUANCE, currency)[0]
             value = amount.amount_minor
-            issued, redeemed = self._one(
-                "SELECT issued_minor, redeemed_minor FROM supply WHERE currency = ?", (currency,)
-            )
+            issued, redeemed = self._supply_row(currency)
             if method == "ISSUE":
                 if issued + value > limits.AMOUNT_MINOR_MAX:
                     raise _overflow(f"{currency} issuance")
@@ -862,6 +1012,7 @@ class Ledger:
                     "UPDATE supply SET issued_minor = ? WHERE currency = ?",
                     (issued + value, currency),
                 )
+                self._memo.supply[currency] = (issued + value, redeemed)
                 postings = [
                     _Posting(issuance_id, currency, -value, "issuance"),
                     _Posting(account_id, currency, value, "holder"),
@@ -880,6 +1031,7 @@ class Ledger:
                     "UPDATE supply SET redeemed_minor = ? WHERE currency = ?",
                     (redeemed + value, currency),
                 )
+                self._memo.supply[currency] = (issued, redeemed + value)
                 postings = [
                     _Posting(account_id, currency, -value, "holder"),
                     _Posting(issuance_id, currency, value, "issuance"),
@@ -914,11 +1066,15 @@ class Ledger:
                 "published_at_us = excluded.published_at_us",
                 (currency, value.numerator, value.denominator, now),
             )
+            self._memo.rates.pop(currency, None)  # read again from the row as written
             return PublishedRate(currency, value, now)
 
         return self._call(body)
 
     def _value(self, currency: str) -> Rate:
+        known = self._memo.rates.get(currency)
+        if known is not None:
+            return known
         row = self._one("SELECT numerator, denominator FROM rates WHERE currency = ?", (currency,))
         if row is None:
             raise error(
@@ -926,7 +1082,8 @@ class Ledger:
                 f"no rate published for {currency}",
                 currency=currency,
             )
-        return Rate(row[0], row[1])
+        rate = self._memo.rates[currency] = Rate(row[0], row[1])
+        return rate
 
     def quote(
         self,
@@ -952,6 +1109,13 @@ class Ledger:
         return self._call(lambda now: self._new_quote(now, order, ttl_ms, requested_by))
 
     def _new_quote(self, now: int, order: MarketOrder, ttl_ms: int, requested_by: str) -> Quote:
+        return self._new_quote_row(now, order, ttl_ms, requested_by)[0]
+
+    def _new_quote_row(
+        self, now: int, order: MarketOrder, ttl_ms: int, requested_by: str
+    ) -> tuple[Quote, tuple[Any, ...]]:
+        """A new quote, and what :meth:`_prepare_new` reads of its row (so a prepare at market
+        does not read back the quote it has just written)."""
         provider = self._provider(order.liquidity_provider_id)
         source_currency, target_currency = order.source_currency, order.target_currency
         rate = cross_rate(self._value(source_currency), self._value(target_currency))
@@ -971,7 +1135,9 @@ class Ledger:
             raise _overflow("the quote's target amount")
         # Quotes are never deleted, so rowids run 1, 2, 3, ...: the next one is the count + 1
         # (as the ids have always been numbered), read off the end of the table.
-        sequence = self._one("SELECT COALESCE(MAX(rowid), 0) + 1 FROM quotes")[0]
+        sequence = self._memo.next_quote
+        if sequence is None:
+            sequence = self._one("SELECT COALESCE(MAX(rowid), 0) + 1 FROM quotes")[0]
         quote_id = f"q{sequence:06d}-{self._rng.getrandbits(48):012x}"
         quote = Quote(
             quote_id=quote_id,
@@ -1002,11 +1168,23 @@ class Ledger:
                 quote.expires_at_us,
             ),
         )
+        self._memo.next_quote = sequence + 1
         if requested_by:
             self._conn.execute(
                 "INSERT INTO quote_requesters VALUES (?, ?)", (quote_id, requested_by)
             )
-        return quote
+        row = (
+            provider.participant_id,
+            source_currency,
+            conversion.source_minor,
+            conversion.net_minor,
+            conversion.spread_minor,
+            target_currency,
+            conversion.target_minor,
+            quote.expires_at_us,
+            None,  # used_by
+        )
+        return quote, row
 
     def _stored_quote(self, quote_id: str) -> Quote | None:
         row = self._one(
@@ -1040,13 +1218,16 @@ class Ledger:
                     participant_id=participant_id,
                 )
             return provider
-        row = self._one(
-            "SELECT participant_id FROM participants WHERE liquidity_provider = 1 "
-            "ORDER BY spread_ppm, participant_id LIMIT 1"
-        )
-        if row is None:
-            raise error(Reason.NO_LIQUIDITY_PROVIDER, "no liquidity provider is registered")
-        return self._participant(row[0])
+        best = self._memo.best_provider
+        if best is None:
+            row = self._one(
+                "SELECT participant_id FROM participants WHERE liquidity_provider = 1 "
+                "ORDER BY spread_ppm, participant_id LIMIT 1"
+            )
+            if row is None:
+                raise error(Reason.NO_LIQUIDITY_PROVIDER, "no liquidity provider is registered")
+            best = self._memo.best_provider = row[0]
+        return self._participant(best)
 
     # ---------------------------------------------------------------- two-phase transfers
 
@@ -1127,7 +1308,7 @@ class Ledger:
                     existing, terms.quote_id if terms else "", payer_id, payee_id, timeout_ms
                 )
                 return _known(quote), again
-            quote = self._new_quote(now, order, ttl_ms, requested_by)
+            quote, row = self._new_quote_row(now, order, ttl_ms, requested_by)
             transfer = self._prepare_new(
                 now,
                 transfer_id,
@@ -1138,6 +1319,7 @@ class Ledger:
                 refuse_with,
                 requested_by,
                 refusal,
+                quoted=row,  # requested by ``requested_by``, as the prepare would check
             )
             return quote, transfer
 
@@ -1163,19 +1345,24 @@ class Ledger:
         refuse_with: Reason | None,
         requested_by: str,
         refusal: list[BridgeError],
+        *,
+        quoted: Sequence[Any] | None = None,
     ) -> Transfer:
         """A new transfer's row, PREPARED with both reservations, or REJECTED with the refusal
-        appended to ``refusal`` (to raise once the transaction has kept it)."""
+        appended to ``refusal`` (to raise once the transaction has kept it). ``quoted``: the
+        quote's row, when this call has just written it for ``requested_by``."""
         # Who before what: a payer that is no bank is refused before its quote is looked at.
         self._bank(payer_id, "payer_id")
         self._bank(payee_id, "payee_id")
-        quote = self._one(
-            "SELECT provider_id, source_currency, source_minor, net_minor, spread_minor, "
-            "target_currency, target_minor, expires_at_us, used_by FROM quotes "
-            "WHERE quote_id = ?",
-            (quote_id,),
-        )
-        if quote is not None and requested_by:
+        quote = quoted
+        if quote is None:
+            quote = self._one(
+                "SELECT provider_id, source_currency, source_minor, net_minor, spread_minor, "
+                "target_currency, target_minor, expires_at_us, used_by FROM quotes "
+                "WHERE quote_id = ?",
+                (quote_id,),
+            )
+        if quoted is None and quote is not None and requested_by:
             owner = self._one(
                 "SELECT participant_id FROM quote_requesters WHERE quote_id = ?", (quote_id,)
             )
@@ -1187,6 +1374,7 @@ class Ledger:
             )
         provider, source_currency, source, net, spread, target_currency, target = quote[:7]
         expires_at, used_by = quote[7], quote[8]
+        expires_at_us = now + timeout_ms * 1000
         self._conn.execute(
             "INSERT INTO transfers (transfer_id, state, quote_id, payer_id, payee_id, "
             "provider_id, source_currency, source_minor, net_minor, spread_minor, "
@@ -1206,9 +1394,12 @@ class Ledger:
                 target,
                 timeout_ms,
                 now,
-                now + timeout_ms * 1000,
+                expires_at_us,
             ),
         )
+        memo = self._memo
+        if memo.next_expiry is not None:  # a new prepared transfer: perhaps the first to expire
+            memo.next_expiry = min(memo.next_expiry, expires_at_us)
         (
             (payer_account, payer_balance, payer_reserved),
             (lp_account, lp_balance, lp_reserved),
@@ -1294,7 +1485,33 @@ class Ledger:
             self._conn.execute(
                 "UPDATE quotes SET used_by = ? WHERE quote_id = ?", (transfer_id, quote_id)
             )
-        return _known(self._transfer(transfer_id))
+        # The row as written above, without reading it back (_transfer_of's reading of it).
+        terms = TransferTerms(
+            quote_id=quote_id,
+            payer_id=payer_id,
+            payee_id=payee_id,
+            liquidity_provider_id=provider,
+            source=Money(source_currency, source),
+            target=Money(target_currency, target),
+            spread=Money(source_currency, spread),
+            timeout_ms=timeout_ms,
+        )
+        if problem is not None:
+            return Transfer(
+                transfer_id=transfer_id,
+                state=TransferState.REJECTED,
+                terms=terms,
+                prepared_at_us=now,
+                resolved_at_us=now,
+                rejection_reason=problem.reason.value,
+            )
+        return Transfer(
+            transfer_id=transfer_id,
+            state=TransferState.PREPARED,
+            terms=terms,
+            prepared_at_us=now,
+            expires_at_us=expires_at_us,
+        )
 
     def _prepare_again(
         self, existing: Transfer, quote_id: str, payer_id: str, payee_id: str, timeout_ms: int
@@ -1370,13 +1587,20 @@ class Ledger:
                 now=now,
                 transfer_id=transfer_id,
             )
-            sequence = self._one("SELECT COALESCE(MAX(commit_seq), 0) + 1 FROM transfers")[0]
+            memo = self._memo
+            sequence = memo.next_commit_seq
+            if sequence is None:
+                sequence = self._one("SELECT COALESCE(MAX(commit_seq), 0) + 1 FROM transfers")[0]
             self._conn.execute(
                 "UPDATE transfers SET state = 'COMMITTED', resolved_at_us = ?, commit_seq = ? "
                 "WHERE transfer_id = ?",
                 (now, sequence, transfer_id),
             )
-            return _known(self._transfer(transfer_id))
+            memo.next_commit_seq = sequence + 1
+            if memo.waiting is not None:
+                memo.waiting += 1
+            # The row as updated (it was PREPARED: in no block, no refusal).
+            return replace(transfer, state=TransferState.COMMITTED, resolved_at_us=now)
 
         transfer = self._call(body)
         # The commit is durable: whatever sealing does now, the answer is that it committed.
@@ -1452,6 +1676,11 @@ class Ledger:
         )
 
     def _expire_due(self, now: int) -> int:
+        """Expire the prepared transfers due at ``now``. Most calls come before the first
+        expiry, which the memo bounds from below: then there is nothing to read."""
+        memo = self._memo
+        if memo.next_expiry is not None and now < memo.next_expiry:
+            return 0
         due = [
             r[0]
             for r in self._conn.execute(
@@ -1462,6 +1691,8 @@ class Ledger:
         ]
         for transfer_id in due:
             self._release(_known(self._transfer(transfer_id)), TransferState.EXPIRED, now)
+        first = self._one("SELECT MIN(expires_at_us) FROM transfers WHERE state = 'PREPARED'")[0]
+        self._memo.next_expiry = _NEVER if first is None else int(first)
         return len(due)
 
     def _require(self, transfer_id: str) -> Transfer:
@@ -1511,11 +1742,14 @@ class Ledger:
         return ValidatorSet(infos, quorum_threshold(len(infos)))
 
     def _waiting_commits(self) -> int:
-        return int(
-            self._one(
-                "SELECT COUNT(*) FROM transfers WHERE state = 'COMMITTED' AND block_height = 0"
-            )[0]
-        )
+        memo = self._memo
+        if memo.waiting is None:
+            memo.waiting = int(
+                self._one(
+                    "SELECT COUNT(*) FROM transfers WHERE state = 'COMMITTED' AND block_height = 0"
+                )[0]
+            )
+        return memo.waiting
 
     def tick(self, certified: list[CertifiedBlock] | None = None) -> TickResult:
         """What the block timer does: expire due transfers, then seal and certify blocks. The
@@ -1580,6 +1814,8 @@ class Ledger:
             "UPDATE transfers SET block_height = ? WHERE transfer_id = ?",
             [(height, r.transfer_id) for r in records],
         )
+        if self._memo.waiting is not None:
+            self._memo.waiting -= len(records)
         self._certify(height, block_hash, now, certified)
         return True
 
