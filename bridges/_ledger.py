@@ -1150,17 +1150,20 @@ class Ledger:
             created_at_us=now,
             expires_at_us=now + ttl_ms * 1000,
         )
+        terms = (
+            provider.participant_id,
+            source_currency,
+            conversion.source_minor,
+            conversion.net_minor,
+            conversion.spread_minor,
+            target_currency,
+            conversion.target_minor,
+        )
         self._conn.execute(
             "INSERT INTO quotes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
             (
                 quote_id,
-                provider.participant_id,
-                source_currency,
-                conversion.source_minor,
-                conversion.net_minor,
-                conversion.spread_minor,
-                target_currency,
-                conversion.target_minor,
+                *terms,
                 rate.numerator,
                 rate.denominator,
                 provider.spread_ppm,
@@ -1173,18 +1176,7 @@ class Ledger:
             self._conn.execute(
                 "INSERT INTO quote_requesters VALUES (?, ?)", (quote_id, requested_by)
             )
-        row = (
-            provider.participant_id,
-            source_currency,
-            conversion.source_minor,
-            conversion.net_minor,
-            conversion.spread_minor,
-            target_currency,
-            conversion.target_minor,
-            quote.expires_at_us,
-            None,  # used_by
-        )
-        return quote, row
+        return quote, (*terms, quote.expires_at_us, None)  # None: used by no transfer yet
 
     def _stored_quote(self, quote_id: str) -> Quote | None:
         row = self._one(
@@ -1486,31 +1478,31 @@ class Ledger:
                 "UPDATE quotes SET used_by = ? WHERE quote_id = ?", (transfer_id, quote_id)
             )
         # The row as written above, without reading it back (_transfer_of's reading of it).
-        terms = TransferTerms(
-            quote_id=quote_id,
-            payer_id=payer_id,
-            payee_id=payee_id,
-            liquidity_provider_id=provider,
-            source=Money(source_currency, source),
-            target=Money(target_currency, target),
-            spread=Money(source_currency, spread),
-            timeout_ms=timeout_ms,
+        terms = _terms(
+            quote_id,
+            payer_id,
+            payee_id,
+            provider,
+            Money(source_currency, source),
+            Money(target_currency, target),
+            spread,
+            timeout_ms,
         )
-        if problem is not None:
-            return Transfer(
-                transfer_id=transfer_id,
-                state=TransferState.REJECTED,
-                terms=terms,
-                prepared_at_us=now,
-                resolved_at_us=now,
-                rejection_reason=problem.reason.value,
-            )
-        return Transfer(
+        prepared = Transfer(
             transfer_id=transfer_id,
             state=TransferState.PREPARED,
             terms=terms,
             prepared_at_us=now,
             expires_at_us=expires_at_us,
+        )
+        if problem is None:
+            return prepared
+        return replace(
+            prepared,
+            state=TransferState.REJECTED,
+            expires_at_us=0,
+            resolved_at_us=now,
+            rejection_reason=problem.reason.value,
         )
 
     def _prepare_again(
@@ -2208,6 +2200,29 @@ def _cannot_commit(transfer: Transfer) -> BridgeError:
     )
 
 
+def _terms(
+    quote_id: str,
+    payer_id: str,
+    payee_id: str,
+    provider_id: str,
+    source: Money,
+    target: Money,
+    spread_minor: int,
+    timeout_ms: int,
+) -> TransferTerms:
+    """A transfer's terms as its row records them (the spread is in the source currency)."""
+    return TransferTerms(
+        quote_id=quote_id,
+        payer_id=payer_id,
+        payee_id=payee_id,
+        liquidity_provider_id=provider_id,
+        source=source,
+        target=target,
+        spread=Money(source.currency, spread_minor),
+        timeout_ms=timeout_ms,
+    )
+
+
 def _transfer_of(row: Sequence[Any]) -> Transfer:
     (
         transfer_id,
@@ -2235,15 +2250,15 @@ def _transfer_of(row: Sequence[Any]) -> Transfer:
     terms = (
         None
         if quote_id is None
-        else TransferTerms(
-            quote_id=quote_id,
-            payer_id=payer_id,
-            payee_id=payee_id,
-            liquidity_provider_id=provider_id,
-            source=Money(source_currency, source_minor),
-            target=Money(target_currency, target_minor),
-            spread=Money(source_currency, spread_minor),
-            timeout_ms=timeout_ms,
+        else _terms(
+            quote_id,
+            payer_id,
+            payee_id,
+            provider_id,
+            Money(source_currency, source_minor),
+            Money(target_currency, target_minor),
+            spread_minor,
+            timeout_ms,
         )
     )
     return Transfer(

@@ -19,6 +19,18 @@ def block(height: int, *transfers: str, previous: bytes = ZERO_HASH) -> BlockHea
     return BlockHeader("condpay-mbridge", height, previous, 1_000 + height, transfers, digest)
 
 
+def resealed(header: BlockHeader) -> BlockHeader:
+    """The same block sealed a microsecond later: another header, another hash."""
+    return BlockHeader(
+        header.chain_id,
+        header.height,
+        header.previous_hash,
+        header.sealed_at_us + 1,
+        header.transfer_ids,
+        header.transfers_digest,
+    )
+
+
 def certify(header: BlockHeader, signers: list[Validator] = VALIDATORS[:4]) -> QuorumCertificate:
     block_hash = header_hash(header)
     return QuorumCertificate(
@@ -58,15 +70,7 @@ async def test_a_cached_certificate_does_not_vouch_for_a_changed_header_or_certi
     qc = certify(header)
     assert await cache.verify(header, qc, KEYS)
     # The cached certificate's fields with another header at the height: recomputed, refused.
-    changed = BlockHeader(
-        header.chain_id,
-        header.height,
-        header.previous_hash,
-        header.sealed_at_us + 1,
-        header.transfer_ids,
-        header.transfers_digest,
-    )
-    assert not await cache.verify(changed, qc, KEYS)
+    assert not await cache.verify(resealed(header), qc, KEYS)
     # A transmitted hash that is not the header's, with the cached signers and signature.
     assert not await cache.verify(
         header, QuorumCertificate(bytes(32), qc.signer_ids, qc.aggregate_signature), KEYS
