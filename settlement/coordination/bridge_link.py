@@ -92,8 +92,9 @@ class CertificateCache:
 
     ``shared``: the table of the other workers on this machine (settlement/coordination/
     shared_verdicts.py). A certificate not in this cache whose fingerprint another worker wrote
-    there is taken as verified (counted in ``shared_hits``); one this cache verified is written
-    there. Everything else (the equivocation check, this cache) is the same either way."""
+    there is taken as verified (counted in ``shared_hits``), after waiting for it while another
+    worker is verifying it; one this cache verified is written there. Everything else (the
+    equivocation check, this cache) is the same either way."""
 
     def __init__(
         self, capacity: int = VERIFIED_BLOCKS_MAX, shared: SharedVerdicts | None = None

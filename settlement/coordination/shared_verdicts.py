@@ -176,12 +176,17 @@ def inherited(environ: MutableMapping[str, str] | None = None) -> SharedVerdicts
         return None
     try:
         fd = int(value)
+    except ValueError:
+        log.warning("verified_blocks_not_shared", descriptor=value, error="not a descriptor")
+        return None
+    try:
         if os.fstat(fd).st_size != TABLE_BYTES:
-            os.close(fd)
             raise ValueError("not a verdict table (its size differs)")
         os.set_inheritable(fd, False)  # kept (its lock), and not handed on to children
         table = mmap.mmap(fd, TABLE_BYTES)
     except (ValueError, OSError) as exc:
+        with contextlib.suppress(OSError):  # not kept: closed, whatever failed
+            os.close(fd)
         log.warning("verified_blocks_not_shared", descriptor=value, error=str(exc))
         return None
     return SharedVerdicts(table, lock=fd)
