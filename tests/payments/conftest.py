@@ -4,6 +4,7 @@ Shenzhen), before the example contracts' deadlines, whatever day the suite runs.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -14,8 +15,9 @@ from tests.support.harness import start_harness
 YEARS_10_SECONDS = 10 * 366 * 86_400
 
 
-@pytest.fixture
-async def trade(database_url: str) -> AsyncIterator[TradeWorld]:
+@asynccontextmanager
+async def open_trade_world(database_url: str) -> AsyncIterator[TradeWorld]:
+    """A trade world on a fresh server whose clock the test controls."""
     clock = ManualClock(START_US)
     # The server's clock stands at a fixed past date while clients sign expiries on the wall
     # clock: the cap on how far ahead a document may expire is measured on the server's clock,
@@ -25,4 +27,10 @@ async def trade(database_url: str) -> AsyncIterator[TradeWorld]:
     ) as harness:
         world = await build_trade_world(harness)
         world.clock = clock
+        yield world
+
+
+@pytest.fixture
+async def trade(database_url: str) -> AsyncIterator[TradeWorld]:
+    async with open_trade_world(database_url) as world:
         yield world

@@ -29,11 +29,13 @@ from tests.payments.world import (
     FINANCIER,
     PLATFORM,
     RESERVE,
+    SENSORS,
     WAREHOUSE,
     Oracles,
     TradeWorld,
     compiled,
     key,
+    register_oracles,
     warehouse_params,
 )
 from wallets import AssignmentInstruction, CancelInstruction, FundInstruction, OwnerKey
@@ -401,6 +403,22 @@ def by_sensors(
 
 def by_buyer(trade: TradeWorld, attestation: Attestation) -> list[tuple[str, bytes]]:
     return [(trade.wallets["buyer"], trade.keys["buyer"].sign(attestation.statement))]
+
+
+async def whole_lifecycle(trade: TradeWorld) -> payment_pb2.Payment:
+    """Lock a payment, then customs clears it, two of the three sensors see it arrive (30%
+    released) and the buyer signs the receipt (the rest: SETTLED)."""
+    oracles = await register_oracles(trade)
+    payment = await locked(trade)
+    oracle = trade.client(ORACLE)
+    customs = await cleared(trade, payment, "ev-customs")
+    await submit(oracle, customs, by_customs(oracles, customs))
+    sensors = await arrived(trade, payment, "ev-arrived")
+    await submit(oracle, sensors, (), by_sensors(oracles, sensors, *SENSORS[:2]))
+    signed = await receipt(trade, payment, "ev-receipt")
+    reply = await submit(trade.platform, signed, by_buyer(trade, signed))
+    assert reply.payment.state == payment_pb2.PAYMENT_STATE_SETTLED
+    return payment
 
 
 async def cleared_for(

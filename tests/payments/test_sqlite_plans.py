@@ -17,18 +17,8 @@ from condpay.v1 import payment_pb2, wallet_pb2
 from sqlalchemy import event
 
 from settlement.ledger.store_sqlite import SqliteStore
-from tests.payments.snapshot import (
-    ORACLE,
-    arrived,
-    by_buyer,
-    by_customs,
-    by_sensors,
-    cleared,
-    locked,
-    receipt,
-    submit,
-)
-from tests.payments.world import SENSORS, TradeWorld, register_oracles
+from tests.payments.snapshot import whole_lifecycle
+from tests.payments.world import TradeWorld
 
 #: Tables of one row or one row per currency (a scan of them is a lookup), and the oracle
 #: registry, which the oracle set reads whole by design (cached by its version).
@@ -70,16 +60,7 @@ async def test_no_statement_of_a_lifecycle_scans_a_table(trade: TradeWorld) -> N
     readers = runtime.read_sessions.sync_engines  # point reads on one, pages on the other
     for engine in readers:
         event.listen(engine, "before_cursor_execute", reading)
-    oracles = await register_oracles(trade)
-    payment = await locked(trade)
-    oracle = trade.client(ORACLE)
-    customs = await cleared(trade, payment, "ev-customs")
-    await submit(oracle, customs, by_customs(oracles, customs))
-    sensors = await arrived(trade, payment, "ev-arrived")
-    await submit(oracle, sensors, (), by_sensors(oracles, sensors, *SENSORS[:2]))
-    signed = await receipt(trade, payment, "ev-receipt")
-    reply = await submit(trade.platform, signed, by_buyer(trade, signed))
-    assert reply.payment.state == payment_pb2.PAYMENT_STATE_SETTLED
+    payment = await whole_lifecycle(trade)
     cb = trade.cb
     await cb.get_payment(payment.payment_id)
     await cb.api.payments.list_payments(payment_pb2.ListPaymentsRequest())
