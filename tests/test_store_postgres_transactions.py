@@ -6,6 +6,7 @@ behind it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -121,3 +122,71 @@ async def test_a_connection_lost_while_its_transaction_waited_open_is_replaced(
     assert failure is None or store.is_retryable(failure), repr(failure)
     await _write(store, _contract("h3", "three"))
     assert await _sources(store) == [*written, ("h3", "three")]
+
+
+async def _waiting_for_a_lock(other: asyncpg.Connection, pid: int) -> None:
+    for _ in range(500):
+        waiting = await other.fetchval(
+            "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the batch's statement never waited for the ledger head")
+
+
+async def test_a_batch_locks_balances_then_supply_then_the_head_in_one_statement(
+    store: PostgresStore, other: asyncpg.Connection, pg_url: str
+) -> None:
+    """Every batch takes these locks in this order, so no two batches wait for each other in a
+    cycle: while the head is held elsewhere, a batch's statement waits for it already holding
+    its balances and supply rows, and nothing else."""
+    await other.execute(
+        "INSERT INTO institutions VALUES ('bank', 'Bank', 'bank/reserve', 0);"
+        "INSERT INTO wallets VALUES ('w1', 'PERSONAL', 1, 'bank', '\\x00', 'one', 'x', 0),"
+        "  ('w2', 'PERSONAL', 1, 'bank', '\\x00', 'two', 'x', 0);"
+        "INSERT INTO balances VALUES ('w1', 'CNY', 5, 1, 0, 0), ('w2', 'CNY', 7, 0, 0, 0);"
+        "INSERT INTO supply VALUES ('CNY', 13, 0) ON CONFLICT (currency) DO UPDATE SET issued = 13"
+    )
+    probe = await asyncpg.connect(parse_database_url(pg_url).asyncpg_dsn or "")
+    try:
+        async with store.transaction(commit=False) as tx:
+            async with other.transaction():
+                head = await other.fetchrow("SELECT seq, hash FROM ledger_head FOR UPDATE")
+                locking = asyncio.create_task(
+                    tx.lock_funds([("w1", "CNY"), ("w2", "CNY"), ("w3", "CNY")], ["CNY"], head=True)
+                )
+                await asyncio.sleep(0)
+                busy = [
+                    r["pid"]
+                    for r in await other.fetch(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND pid NOT IN (pg_backend_pid(), $1)",
+                        probe.get_server_pid(),
+                    )
+                ]
+                assert len(busy) == 1  # the store's one connection, in this batch
+                await _waiting_for_a_lock(other, busy[0])
+                for held in (
+                    "SELECT 1 FROM balances WHERE wallet_id = 'w2' FOR UPDATE NOWAIT",
+                    "SELECT 1 FROM supply WHERE currency = 'CNY' FOR UPDATE NOWAIT",
+                ):
+                    with pytest.raises(asyncpg.LockNotAvailableError):
+                        await probe.execute(held)
+                assert not locking.done()
+            funds = await locking
+        assert funds.head == (head["seq"], head["hash"])
+        assert {k: b.values() for k, b in funds.balances.items()} == {
+            ("w1", "CNY"): (5, 1, 0, 0),
+            ("w2", "CNY"): (7, 0, 0, 0),
+        }
+        assert [(s.currency, s.issued) for s in funds.supply.values()] == [("CNY", 13)]
+        # A batch that reads no balance does not wait for the head.
+        async with other.transaction():
+            await other.execute("SELECT 1 FROM ledger_head FOR UPDATE")
+            async with store.transaction(commit=False) as tx:
+                alone = await asyncio.wait_for(tx.lock_funds([], ["CNY"], head=False), 5)
+        assert alone.head is None
+        assert list(alone.supply) == ["CNY"]
+    finally:
+        await probe.close()

@@ -321,12 +321,13 @@ class LedgerEngine:
                     )
                     fresh = [s for key, s in primaries.items() if key not in stored]
                     if fresh:
-                        ws = await self._load(tx, fresh, now_us)
+                        ws, head = await self._load(tx, fresh, now_us)
                         applied = self._apply(ws, fresh)
                         head_seq, head_hash = 0, b""
-                        # The ledger head is locked last, and only by batches that post.
+                        # The ledger head is locked last: with the balances by a batch that
+                        # reads any (it may post), else only if it posted after all.
                         if ws.entries:
-                            head_seq, head_hash = await tx.lock_head()
+                            head_seq, head_hash = head or await tx.lock_head()
                             head_seq, head_hash = seal(ws.entries, head_seq, head_hash, now_us)
                         operations = self._record(applied, ws, fresh_results, now_us)
                         await self._write(tx, ws, operations, head_seq, head_hash)
@@ -339,8 +340,9 @@ class LedgerEngine:
 
     async def _load(
         self, tx: LedgerTransaction, fresh: list[_Submission], now_us: int
-    ) -> WorkingSet:
-        """Everything the commands read, locked in the global order (see Reads)."""
+    ) -> tuple[WorkingSet, tuple[int, bytes] | None]:
+        """Everything the commands read, locked in the global order (see Reads), and the ledger
+        head (seq, hash) when locked with the balances."""
         reads = Reads()
         for submission in fresh:
             reads.merge(submission.command.reads())
@@ -363,9 +365,11 @@ class LedgerEngine:
             found = await tx.fetch_institutions(absent)
             self._directory.remember_institutions(found.values())
             institutions.update(found)
-        balances = await tx.lock_balances(sorted(reads.balance_keys))
-        supply = await tx.lock_supply(sorted(reads.currencies))
-        return WorkingSet(now_us, wallets, institutions, balances, supply, world)
+        funds = await tx.lock_funds(
+            sorted(reads.balance_keys), sorted(reads.currencies), head=bool(reads.balance_keys)
+        )
+        ws = WorkingSet(now_us, wallets, institutions, funds.balances, funds.supply, world)
+        return ws, funds.head
 
     @staticmethod
     def _apply(ws: WorkingSet, fresh: list[_Submission]) -> list[_Applied]:

@@ -94,6 +94,16 @@ class SupplyRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Funds:
+    """What a batch locks last, in this order: the balances and supply rows it reads (those that
+    exist) and, for a batch that may post, the ledger head's (seq, hash)."""
+
+    balances: dict[BalanceKey, BalanceRecord]
+    supply: dict[str, SupplyRecord]
+    head: tuple[int, bytes] | None
+
+
+@dataclass(frozen=True, slots=True)
 class PostingRecord:
     account_id: str
     bucket: Bucket

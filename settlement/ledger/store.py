@@ -10,12 +10,11 @@ from typing import Any, Protocol
 
 from settlement.ledger.records import (
     BalanceKey,
-    BalanceRecord,
     ChangeSet,
+    Funds,
     InstitutionRecord,
     OperationKey,
     OperationRecord,
-    SupplyRecord,
     WalletRecord,
 )
 
@@ -31,14 +30,16 @@ class LedgerTransaction(Protocol):
         self, institution_ids: Sequence[str]
     ) -> dict[str, InstitutionRecord]: ...
 
-    async def lock_balances(self, keys: Sequence[BalanceKey]) -> dict[BalanceKey, BalanceRecord]:
-        """Lock in (wallet_id, currency) order; missing rows are simply absent."""
+    async def lock_funds(
+        self, keys: Sequence[BalanceKey], currencies: Sequence[str], *, head: bool
+    ) -> Funds:
+        """Lock the balances (in (wallet_id, currency) order), then the supply rows (by
+        currency), then, when ``head``, the ledger head, in as few round trips as the database
+        allows; missing rows are simply absent."""
         ...
 
-    async def lock_supply(self, currencies: Sequence[str]) -> dict[str, SupplyRecord]: ...
-
     async def lock_head(self) -> tuple[int, bytes]:
-        """Lock the ledger head last; returns (seq, hash) of the newest entry."""
+        """Lock the ledger head (last of all); returns (seq, hash) of the newest entry."""
         ...
 
     async def write(self, changes: ChangeSet) -> None: ...

@@ -25,6 +25,7 @@ from settlement.ledger.records import (
     BalanceRecord,
     ChangeSet,
     ConcurrentDuplicate,
+    Funds,
     InstitutionRecord,
     OperationKey,
     OperationRecord,
@@ -119,26 +120,34 @@ class SqliteTransaction:
         )
         return {r[0]: InstitutionRecord(*r) for r in rows}
 
-    async def lock_balances(self, keys: Sequence[BalanceKey]) -> dict[BalanceKey, BalanceRecord]:
-        if not keys:
-            return {}
-        rows = self._rows(
-            f"""SELECT wallet_id, currency, available, held, spent_day, spent_today
+    async def lock_funds(
+        self, keys: Sequence[BalanceKey], currencies: Sequence[str], *, head: bool
+    ) -> Funds:
+        # (The batch's BEGIN IMMEDIATE holds the database's one write lock already.)
+        balances = (
+            self._rows(
+                f"""SELECT wallet_id, currency, available, held, spent_day, spent_today
                   FROM balances
                  WHERE (wallet_id, currency) IN {_pairs(len(keys))}""",
-            [part for key in keys for part in key],
+                [part for key in keys for part in key],
+            )
+            if keys
+            else []
         )
-        return {(r[0], r[1]): BalanceRecord(*r) for r in rows}
-
-    async def lock_supply(self, currencies: Sequence[str]) -> dict[str, SupplyRecord]:
-        if not currencies:
-            return {}
-        rows = self._rows(
-            f"""SELECT currency, issued, redeemed FROM supply
+        supply = (
+            self._rows(
+                f"""SELECT currency, issued, redeemed FROM supply
                  WHERE currency IN ({", ".join("?" * len(currencies))})""",
-            currencies,
+                currencies,
+            )
+            if currencies
+            else []
         )
-        return {r[0]: SupplyRecord(*r) for r in rows}
+        return Funds(
+            {(r[0], r[1]): BalanceRecord(*r) for r in balances},
+            {r[0]: SupplyRecord(*r) for r in supply},
+            await self.lock_head() if head else None,
+        )
 
     async def lock_head(self) -> tuple[int, bytes]:
         rows = self._rows("SELECT seq, hash FROM ledger_head WHERE id = 1", ())
