@@ -4,13 +4,16 @@ Calls arrive concurrently; the engine queues them and a writer task takes everyt
 ``BATCH_COMMANDS_MAX``) into one database transaction:
 
 1. look up the stored outcome of every request id (a retry is answered from there);
-2. load the wallets and institutions the commands name, then lock their balance rows and the
-   supply rows, always in that order and sorted, so batches never deadlock;
+2. load the rows the commands name (see Reads for the order), the wallets and institutions, then
+   lock their balance rows, the supply rows and, if the batch reads a balance (it may post), the
+   ledger head, always in that order and sorted, so batches never deadlock (on PostgreSQL the
+   last three in one statement; a batch that reads nothing but money, its wallets known, looks
+   up its stored outcomes in that statement too);
 3. run each command against the in-memory working set inside a savepoint: a refused command
    changes nothing and does not disturb its neighbours;
-4. if anything was posted, lock the ledger head (last) and seal the new journal entries (sequence
-   numbers in commit order, hash chain); build every reply; write balances, entries, postings
-   and the outcomes in the same transaction; commit;
+4. if anything was posted, seal the new journal entries (sequence numbers in commit order, hash
+   chain; the head locked now if it was not yet); build every reply; write balances, entries,
+   postings and the outcomes in the same transaction; commit;
 5. only then answer the callers.
 
 Every guarantee holds per request: each sees the state left by the ones before it in the batch,
@@ -23,7 +26,7 @@ transaction of their own that is rolled back.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
@@ -67,7 +70,10 @@ from settlement.ledger.record_rows import (
     title_move_rows,
 )
 from settlement.ledger.records import (
+    BalanceKey,
     ChangeSet,
+    Funds,
+    InstitutionRecord,
     LoanRecord,
     OperationKey,
     OperationRecord,
@@ -76,6 +82,7 @@ from settlement.ledger.records import (
     SettlementRecord,
     SettlementState,
     TitleRecord,
+    WalletRecord,
     reply_snapshot,
 )
 from settlement.ledger.store import LedgerStore, LedgerTransaction
@@ -316,12 +323,21 @@ class LedgerEngine:
         with tracing.span("db.transaction"):
             try:
                 async with self._store.transaction(commit=commit) as tx:
-                    stored = await tx.fetch_operations(
-                        [key for key, s in primaries.items() if s.command.store_outcome]
-                    )
+                    keys = [key for key, s in primaries.items() if s.command.store_outcome]
+                    money = self._money_only(primaries.values())
+                    if money is not None:
+                        # Money alone (transfers and the like, their wallets known): the stored
+                        # outcomes come with the locks, in one statement.
+                        funds = await tx.lock_funds(*money.locks, operations=keys)
+                        stored = funds.operations
+                    else:
+                        stored = await tx.fetch_operations(keys)
                     fresh = [s for key, s in primaries.items() if key not in stored]
                     if fresh:
-                        ws, head = await self._load(tx, fresh, now_us)
+                        if money is not None:
+                            ws, head = money.working_set(now_us, funds), funds.head
+                        else:
+                            ws, head = await self._load(tx, fresh, now_us)
                         applied = self._apply(ws, fresh)
                         head_seq, head_hash = 0, b""
                         # The ledger head is locked last: with the balances by a batch that
@@ -365,11 +381,29 @@ class LedgerEngine:
             found = await tx.fetch_institutions(absent)
             self._directory.remember_institutions(found.values())
             institutions.update(found)
-        funds = await tx.lock_funds(
-            sorted(reads.balance_keys), sorted(reads.currencies), head=bool(reads.balance_keys)
-        )
+        funds = await tx.lock_funds(*_locks(reads))
         ws = WorkingSet(now_us, wallets, institutions, funds.balances, funds.supply, world)
         return ws, funds.head
+
+    def _money_only(self, submissions: Iterable[_Submission]) -> _MoneyOnly | None:
+        """The batch's reads when they are balances and supply alone and every wallet and
+        institution they name is known to this process (their rows never change): then nothing
+        but the money needs reading, and it is locked with the stored outcomes' lookup. (The
+        locks may cover a request answered from its stored outcome: held to the commit, no
+        more.)"""
+        reads = Reads()
+        for submission in submissions:
+            command = submission.command
+            if type(command).reads_after is not Command.reads_after:
+                return None  # it may read more once its first rows are loaded
+            reads.merge(command.reads())
+        if not reads.money_only():
+            return None
+        wallets, missing = self._directory.cached_wallets(sorted(reads.wallet_ids))
+        institutions, absent = self._directory.cached_institutions(sorted(reads.institution_ids))
+        if missing or absent:
+            return None
+        return _MoneyOnly(_locks(reads), wallets, institutions)
 
     @staticmethod
     def _apply(ws: WorkingSet, fresh: list[_Submission]) -> list[_Applied]:
@@ -578,3 +612,21 @@ class LedgerEngine:
             reply: Message = submission.codec.replay(stored.outcome)
             return reply
         return StoredFailure(stored.outcome)
+
+
+def _locks(reads: Reads) -> tuple[list[BalanceKey], list[str], bool]:
+    """``lock_funds``' arguments for ``reads``: a batch that reads a balance may post, so it
+    locks the ledger head with them."""
+    return sorted(reads.balance_keys), sorted(reads.currencies), bool(reads.balance_keys)
+
+
+@dataclass(frozen=True, slots=True)
+class _MoneyOnly:
+    locks: tuple[list[BalanceKey], list[str], bool]
+    wallets: dict[str, WalletRecord]
+    institutions: dict[str, InstitutionRecord]
+
+    def working_set(self, now_us: int, funds: Funds) -> WorkingSet:
+        return WorkingSet(
+            now_us, self.wallets, self.institutions, funds.balances, funds.supply, World()
+        )

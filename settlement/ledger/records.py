@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Final
 
 from wallets import WalletKind
@@ -96,11 +96,13 @@ class SupplyRecord:
 @dataclass(frozen=True, slots=True)
 class Funds:
     """What a batch locks last, in this order: the balances and supply rows it reads (those that
-    exist) and, for a batch that may post, the ledger head's (seq, hash)."""
+    exist) and, for a batch that may post, the ledger head's (seq, hash); and the stored
+    outcomes of the request ids it was asked to look up with them."""
 
     balances: dict[BalanceKey, BalanceRecord]
     supply: dict[str, SupplyRecord]
     head: tuple[int, bytes] | None
+    operations: dict[OperationKey, OperationRecord] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +172,11 @@ class Reads:
     # caller -> contract hashes it may register (counted against its contracts per day when new)
     registrations: dict[str, set[str]] = field(default_factory=dict)
 
+    def money_only(self) -> bool:
+        """Whether balances and supply are all there is to lock (the wallets and institutions
+        named besides are read, never locked)."""
+        return not any(getattr(self, f.name) for f in fields(self) if f.name not in _MONEY_READS)
+
     def merge(self, other: Reads) -> None:
         self.wallet_ids |= other.wallet_ids
         self.institution_ids |= other.institution_ids
@@ -189,6 +196,9 @@ class Reads:
             self.registrations.setdefault(caller, set()).update(hashes)
         if other.registry == "write" or (other.registry and not self.registry):
             self.registry = other.registry
+
+
+_MONEY_READS = frozenset({"wallet_ids", "institution_ids", "balance_keys", "currencies"})
 
 
 @dataclass(frozen=True, slots=True)

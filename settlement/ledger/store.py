@@ -31,11 +31,17 @@ class LedgerTransaction(Protocol):
     ) -> dict[str, InstitutionRecord]: ...
 
     async def lock_funds(
-        self, keys: Sequence[BalanceKey], currencies: Sequence[str], *, head: bool
+        self,
+        keys: Sequence[BalanceKey],
+        currencies: Sequence[str],
+        head: bool,
+        *,
+        operations: Sequence[OperationKey] = (),
     ) -> Funds:
         """Lock the balances (in (wallet_id, currency) order), then the supply rows (by
-        currency), then, when ``head``, the ledger head, in as few round trips as the database
-        allows; missing rows are simply absent."""
+        currency), then, when ``head``, the ledger head, and look up the stored outcomes of
+        ``operations`` (as fetch_operations), in as few round trips as the database allows;
+        missing rows are simply absent."""
         ...
 
     async def lock_head(self) -> tuple[int, bytes]:

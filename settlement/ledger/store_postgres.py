@@ -130,9 +130,14 @@ class PostgresTransaction:
         return {r[0]: InstitutionRecord(*r) for r in rows}
 
     async def lock_funds(
-        self, keys: Sequence[BalanceKey], currencies: Sequence[str], *, head: bool
+        self,
+        keys: Sequence[BalanceKey],
+        currencies: Sequence[str],
+        head: bool,
+        *,
+        operations: Sequence[OperationKey] = (),
     ) -> Funds:
-        if not (keys or currencies or head):
+        if not (keys or currencies or head or operations):
             return Funds({}, {}, None)
         row = await self._conn.fetchrow(
             _LOCK_FUNDS,
@@ -140,12 +145,15 @@ class PostgresTransaction:
             [k[1] for k in keys],
             currencies,
             head,
+            [k[0] for k in operations],
+            [k[1] for k in operations],
         )
         assert row is not None
         return Funds(
             {(r[0], r[1]): BalanceRecord(*r) for r in row[0]},
             {r[0]: SupplyRecord(*r) for r in row[1]},
             (row[2][0], row[2][1]) if row[2] is not None else None,
+            {(r[0], r[1]): OperationRecord(*r) for r in row[3]},
         )
 
     async def lock_head(self) -> tuple[int, bytes]:
@@ -243,7 +251,8 @@ class PostgresTransaction:
 # A batch's balances, supply and ledger head, locked in that order (each set sorted: PostgreSQL
 # sorts before it locks) by one statement in one round trip: its array subqueries run in the order
 # they are written (tests/test_store_postgres_transactions.py holds the order to account). Rows
-# that do not exist are absent; the head only when $4.
+# that do not exist are absent; the head only when $4. Last, the stored outcomes of the request
+# ids $5/$6 (read, not locked), for a batch that has nothing else to read.
 _LOCK_FUNDS = """
 SELECT ARRAY(SELECT b FROM (
          SELECT balances.wallet_id, balances.currency, balances.available, balances.held,
@@ -257,7 +266,14 @@ SELECT ARRAY(SELECT b FROM (
          SELECT currency, issued, redeemed FROM supply
           WHERE currency = ANY($3::text[]) ORDER BY currency FOR UPDATE) AS s),
        (SELECT h FROM (
-         SELECT seq, hash FROM ledger_head WHERE id = 1 AND $4::bool FOR UPDATE) AS h)"""
+         SELECT seq, hash FROM ledger_head WHERE id = 1 AND $4::bool FOR UPDATE) AS h),
+       ARRAY(SELECT o FROM (
+         SELECT operations.caller, operations.request_id, operations.method,
+                operations.request_hash, operations.ok, operations.outcome,
+                operations.commit_seq, operations.created_at_us
+           FROM operations
+           JOIN unnest($5::text[], $6::text[]) AS k(caller, request_id)
+             ON operations.caller = k.caller AND operations.request_id = k.request_id) AS o)"""
 
 
 def _json_rows(table: TableRows) -> str:

@@ -121,7 +121,12 @@ class SqliteTransaction:
         return {r[0]: InstitutionRecord(*r) for r in rows}
 
     async def lock_funds(
-        self, keys: Sequence[BalanceKey], currencies: Sequence[str], *, head: bool
+        self,
+        keys: Sequence[BalanceKey],
+        currencies: Sequence[str],
+        head: bool,
+        *,
+        operations: Sequence[OperationKey] = (),
     ) -> Funds:
         # (The batch's BEGIN IMMEDIATE holds the database's one write lock already.)
         balances = (
@@ -147,6 +152,7 @@ class SqliteTransaction:
             {(r[0], r[1]): BalanceRecord(*r) for r in balances},
             {r[0]: SupplyRecord(*r) for r in supply},
             await self.lock_head() if head else None,
+            await self.fetch_operations(operations),
         )
 
     async def lock_head(self) -> tuple[int, bytes]:

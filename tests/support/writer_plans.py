@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -30,10 +30,11 @@ _SENT_BY = ("fetch", "fetchrow", "fetchval", "execute", "executemany")
 
 
 @contextmanager
-def writer_statements(monkeypatch: pytest.MonkeyPatch) -> Iterator[set[str]]:
-    """The statements (their text) every PostgresStore connection opened meanwhile sends."""
+def writer_statements(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The statements (their text, in the order sent) every PostgresStore connection opened
+    meanwhile sends."""
     writers: set[int] = set()
-    seen: set[str] = set()
+    seen: list[str] = []
     connect = PostgresStore._connect
 
     async def connecting(store: PostgresStore) -> asyncpg.Connection:
@@ -49,21 +50,21 @@ def writer_statements(monkeypatch: pytest.MonkeyPatch) -> Iterator[set[str]]:
             conn: asyncpg.Connection, query: str, *args: Any, __sent: Any = sent, **kwargs: Any
         ) -> Any:
             if id(conn) in writers:
-                seen.add(query)
+                seen.append(query)
             return __sent(conn, query, *args, **kwargs)
 
         monkeypatch.setattr(asyncpg.Connection, name, recording)
     yield seen
 
 
-async def whole_reads(database_url: str, statements: set[str]) -> dict[str, list[str]]:
+async def whole_reads(database_url: str, statements: Iterable[str]) -> dict[str, list[str]]:
     """For each statement with parameters whose generic plan reads a table that grows whole
     (or joins by reading whole): the offending plan nodes."""
     conn = await asyncpg.connect(parse_database_url(database_url).asyncpg_dsn or "")
     found: dict[str, list[str]] = {}
     try:
         await conn.execute(WRITER_PLANNING)
-        for i, statement in enumerate(sorted(s for s in statements if _PARAMETER.search(s))):
+        for i, statement in enumerate(sorted({s for s in statements if _PARAMETER.search(s)})):
             count = max(int(n) for n in _PARAMETER.findall(statement))
             await conn.execute(f"PREPARE writer_{i} AS {statement}")
             nulls = ", ".join(["NULL"] * count)
