@@ -63,9 +63,10 @@ _RACED_KEYS = frozenset(
 # (primary keys, unique keys, the keys of the rows it locks, arrays of them), so the index path
 # is the right one on any table of any size; with the planner's other paths closed, a plan made
 # while a table was empty cannot keep scanning it whole as it grows (what custom plans guarded
-# against: they planned every statement on every execution, ~0.1-0.6 ms of the server's CPU
-# each, about a third of PostgreSQL's CPU per settlement at low concurrency). Readers plan as
-# PostgreSQL chooses. tests/test_postgres_plans.py checks every writer statement's plan.
+# against: they planned every statement on every execution, 0.06-0.6 ms of PostgreSQL's CPU
+# each, some 0.5 ms per PvP settlement at half load). Readers plan as PostgreSQL chooses.
+# tests/payments/test_postgres_plans.py and tests/settlement/test_postgres_plans.py plan every
+# statement the writers send as they plan it.
 WRITER_PLANNING: Final = (
     "SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off; "
     "SET enable_hashjoin = off; SET enable_mergejoin = off"

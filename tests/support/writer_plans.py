@@ -26,6 +26,7 @@ WHOLE_TABLES = frozenset({"ledger_head", "oracle_registry", "supply", "oracles"}
 #: Plan nodes that read a table whole or join by reading both sides whole.
 WHOLE_READS = frozenset({"Seq Scan", "Hash Join", "Merge Join"})
 _PARAMETER = re.compile(r"\$(\d+)")
+_STATEMENT = re.compile(r"\s*(SELECT|WITH|INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
 _SENT_BY = ("fetch", "fetchrow", "fetchval", "execute", "executemany")
 
 
@@ -58,17 +59,18 @@ def writer_statements(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 
 async def whole_reads(database_url: str, statements: Iterable[str]) -> dict[str, list[str]]:
-    """For each statement with parameters whose generic plan reads a table that grows whole
-    (or joins by reading whole): the offending plan nodes."""
+    """For each statement (a SELECT, WITH, INSERT, UPDATE or DELETE) whose generic plan reads a
+    table that grows whole (or joins by reading whole): the offending plan nodes."""
     conn = await asyncpg.connect(parse_database_url(database_url).asyncpg_dsn or "")
     found: dict[str, list[str]] = {}
     try:
         await conn.execute(WRITER_PLANNING)
-        for i, statement in enumerate(sorted({s for s in statements if _PARAMETER.search(s)})):
-            count = max(int(n) for n in _PARAMETER.findall(statement))
+        planned = sorted({s for s in statements if _STATEMENT.match(s)})
+        for i, statement in enumerate(planned):
+            count = max((int(n) for n in _PARAMETER.findall(statement)), default=0)
             await conn.execute(f"PREPARE writer_{i} AS {statement}")
-            nulls = ", ".join(["NULL"] * count)
-            plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE writer_{i}({nulls})")
+            nulls = f"({', '.join(['NULL'] * count)})" if count else ""
+            plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE writer_{i}{nulls}")
             if bad := [w for n in _nodes(json.loads(plan)[0]["Plan"]) if (w := _whole(n))]:
                 found[statement] = bad
     finally:
