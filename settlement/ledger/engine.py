@@ -396,9 +396,10 @@ class LedgerEngine:
             command = submission.command
             if type(command).reads_after is not Command.reads_after:
                 return None  # it may read more once its first rows are loaded
-            reads.merge(command.reads())
-        if not reads.money_only():
-            return None
+            own = command.reads()
+            if not own.money_only():
+                return None  # at the first command that reads more, not after all of them
+            reads.merge(own)
         wallets, missing = self._directory.cached_wallets(sorted(reads.wallet_ids))
         institutions, absent = self._directory.cached_institutions(sorted(reads.institution_ids))
         if missing or absent:
